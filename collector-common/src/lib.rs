@@ -1,0 +1,134 @@
+//! Fixed-size `#[repr(C)]` records that Lumen's kernel programs write into the
+//! BPF ring buffer and that user space decodes.
+//!
+//! Both sides compile this crate: the kernel programs (`no_std`, `bpfel`) and
+//! the collector (with the `user` feature, which marks the records as
+//! `aya::Pod`). Every record starts with a [`RecordHeader`] whose `kind` says
+//! which record follows, so user space can dispatch on the first bytes.
+#![no_std]
+
+/// Longest executable path the exec record carries (bytes, NUL-terminated).
+pub const PATH_MAX: usize = 256;
+/// Longest argv the exec record carries: the NUL-separated argument area of
+/// the new process, cut at this many bytes (power of two: the verifier needs
+/// a mask to bound the copy).
+pub const ARGV_MAX: usize = 1024;
+/// Length of the kernel's `comm` (task name).
+pub const COMM_LEN: usize = 16;
+
+/// Kinds of records, the first field of every record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A successful execve/execveat: [`ExecRecord`].
+    Exec = 1,
+    /// The exit of a thread-group leader (a process): [`ExitRecord`].
+    Exit = 2,
+}
+
+impl RecordKind {
+    /// The kind for a raw header value, if it is one this build knows.
+    pub fn from_u32(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Exec),
+            2 => Some(Self::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// Fields every record carries, filled from BPF helpers in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RecordHeader {
+    /// A [`RecordKind`] as `u32`.
+    pub kind: u32,
+    /// CPU the record was produced on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_boot_ns()`: nanoseconds since boot, suspend included.
+    pub ktime_ns: u64,
+    /// Thread-group id (the process id user space sees).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread-group id of the real parent.
+    pub ppid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Padding to keep `cgroup_id` 8-byte aligned.
+    pub _pad: u32,
+    /// Cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    /// Task name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A process image replaced by execve/execveat (sched:sched_process_exec).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecRecord {
+    pub header: RecordHeader,
+    /// Bytes of `filename` that are valid (without the NUL).
+    pub filename_len: u32,
+    /// Bytes of `argv` that are valid.
+    pub argv_len: u32,
+    /// Length of the whole argument area in the process; larger than
+    /// `argv_len` when the record had to cut it.
+    pub argv_full_len: u32,
+    pub _pad: u32,
+    /// The path execve was given, as the kernel resolved it.
+    pub filename: [u8; PATH_MAX],
+    /// NUL-separated arguments, argv[0] first.
+    pub argv: [u8; ARGV_MAX],
+}
+
+/// A process (thread-group leader) that exited (sched:sched_process_exit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub header: RecordHeader,
+    /// `task_struct.exit_code`: the wait(2) status (code << 8 | signal).
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+/// Offsets into kernel structures, read from the running kernel's BTF by user
+/// space and handed to the programs through the `CONFIG` array map, so the
+/// programs work on any kernel layout (CO-RE done in user space).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    /// `task_struct.real_parent` (pointer).
+    pub task_real_parent: u32,
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `task_struct.mm` (pointer).
+    pub task_mm: u32,
+    /// `task_struct.exit_code`.
+    pub task_exit_code: u32,
+    /// `mm_struct.arg_start`.
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`.
+    pub mm_arg_end: u32,
+    /// Non-zero once user space has filled the offsets.
+    pub ready: u32,
+    pub _pad: u32,
+}
+
+/// Indexes into the per-CPU `DROPS` counter array.
+pub mod drop_index {
+    /// An exec record could not be reserved in the ring buffer.
+    pub const EXEC: u32 = 0;
+    /// An exit record could not be reserved in the ring buffer.
+    pub const EXIT: u32 = 1;
+    /// Number of counters.
+    pub const COUNT: u32 = 2;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data records with explicit padding, no pointers.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}

@@ -1,0 +1,338 @@
+//! Elastic Common Schema encoder.
+//!
+//! Field choices follow Elastic's own integrations so Kibana and Elastic
+//! Security work unchanged: the Kubernetes audit mapping of Elastic's
+//! `kubernetes.audit_logs` pipeline (see `docs/SCHEMAS.md` for the few
+//! deliberate differences) and the `auditd` package's process fields.
+//! Fields ECS has no place for live under `lumen.*` (and `kubernetes.audit.*`
+//! for the audit event, as Elastic does).
+
+use crate::event::{ApiActivity, Event, EventKind, ProcessActivity, ProcessEvent};
+use crate::json::JsonWriter;
+use crate::time::Timestamp;
+use crate::ECS_VERSION;
+
+/// Appends `event` as one ECS JSON document.
+pub fn encode(event: &Event, out: &mut Vec<u8>) {
+    let mut w = JsonWriter::new(out);
+    w.begin_object();
+    match &event.kind {
+        EventKind::Process(p) => process(&mut w, event, p),
+        EventKind::ApiActivity(a) => api(&mut w, event, a),
+    }
+    w.end_object();
+}
+
+fn ts(w: &mut JsonWriter<'_>, key: &str, t: Timestamp) {
+    w.str(key, &t.rfc3339());
+}
+
+fn common_head(w: &mut JsonWriter<'_>, time: Timestamp) {
+    ts(w, "@timestamp", time);
+    w.object("ecs");
+    w.str("version", ECS_VERSION);
+    w.end_object();
+    w.object("agent");
+    w.str("type", "lumen");
+    w.str("version", crate::PRODUCT_VERSION);
+    w.end_object();
+}
+
+fn host(w: &mut JsonWriter<'_>, event: &Event, key: &str) {
+    w.object(key);
+    w.nonempty_str("hostname", &event.host.name);
+    if key == "host" {
+        w.nonempty_str("name", &event.host.name);
+        w.nonempty_str("architecture", &event.host.architecture);
+        w.object("os");
+        w.str("type", "linux");
+        w.nonempty_str("kernel", &event.host.kernel);
+        w.end_object();
+    }
+    w.end_object();
+}
+
+fn data_stream(w: &mut JsonWriter<'_>, dataset: &str) {
+    w.object("data_stream");
+    w.str("type", "logs");
+    w.str("dataset", dataset);
+    w.str("namespace", "default");
+    w.end_object();
+}
+
+fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
+    common_head(w, event.time);
+    let (etype, action) = match p.activity {
+        ProcessActivity::Exec => ("start", "exec"),
+        ProcessActivity::Exit => ("end", "exit"),
+    };
+    w.object("event");
+    w.str("kind", "event");
+    w.str_array("category", ["process"]);
+    w.str_array("type", [etype]);
+    w.str("action", action);
+    w.str("module", "lumen");
+    w.str("dataset", "lumen.process");
+    ts(w, "created", event.observed);
+    w.end_object();
+    data_stream(w, "lumen.process");
+    host(w, event, "host");
+
+    let pr = &p.process;
+    let mut id = itoa::Buffer::new();
+    w.object("process");
+    w.u64("pid", u64::from(pr.pid));
+    w.object("thread");
+    w.u64("id", u64::from(pr.tid));
+    w.end_object();
+    w.object("parent");
+    w.u64("pid", u64::from(pr.ppid));
+    w.end_object();
+    w.nonempty_str("name", &pr.name);
+    w.nonempty_str("executable", &pr.executable);
+    if !pr.args.is_empty() {
+        w.str_array("args", pr.args.iter().map(String::as_str));
+        w.u64("args_count", pr.args.len() as u64);
+        w.str("command_line", &pr.command_line());
+    }
+    if let Some(exit) = &p.exit {
+        w.i64("exit_code", i64::from(exit.shell_code()));
+        ts(w, "end", event.time);
+    }
+    w.object("user");
+    w.str("id", id.format(pr.uid));
+    w.end_object();
+    w.object("group");
+    w.str("id", id.format(pr.gid));
+    w.end_object();
+    w.end_object();
+
+    w.object("user");
+    w.str("id", id.format(pr.uid));
+    w.end_object();
+    w.object("group");
+    w.str("id", id.format(pr.gid));
+    w.end_object();
+
+    w.object("lumen");
+    w.object("process");
+    w.u64("cgroup_id", pr.cgroup_id);
+    if pr.args_truncated {
+        w.bool("args_truncated", true);
+    }
+    if let Some(sig) = p.exit.and_then(|e| e.signal) {
+        w.i64("exit_signal", i64::from(sig));
+    }
+    w.end_object();
+    w.end_object();
+}
+
+/// ECS `event.type` for a Kubernetes verb.
+fn verb_event_type(verb: &str) -> &'static str {
+    match verb {
+        "create" => "creation",
+        "update" | "patch" => "change",
+        "delete" | "deletecollection" => "deletion",
+        _ => "access",
+    }
+}
+
+fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
+    common_head(w, event.time);
+    w.object("event");
+    w.str("kind", "event");
+    w.str_array("category", ["api"]);
+    w.array("type");
+    w.elem_str(verb_event_type(&a.verb));
+    match a.authz_decision.as_deref() {
+        Some("allow") => w.elem_str("allowed"),
+        Some("forbid") => w.elem_str("denied"),
+        _ => {}
+    }
+    w.end_array();
+    w.str("action", &a.verb);
+    match a.failed() {
+        Some(false) => w.str("outcome", "success"),
+        Some(true) => w.str("outcome", "failure"),
+        None => w.str("outcome", "unknown"),
+    }
+    w.str("id", &a.audit_id);
+    w.str("module", "kubernetes");
+    w.str("dataset", "lumen.k8s_audit");
+    if let Some(t) = a.request_received {
+        ts(w, "start", t);
+    }
+    if let Some(t) = a.stage_time {
+        ts(w, "end", t);
+    }
+    ts(w, "created", event.observed);
+    w.str("original", &a.original);
+    w.end_object();
+    data_stream(w, "lumen.k8s_audit");
+    host(w, event, "observer");
+
+    w.object("user");
+    if let Some(uid) = &a.user.uid {
+        w.str("id", uid);
+    }
+    w.nonempty_str("name", &a.user.username);
+    if !a.user.groups.is_empty() {
+        w.str_array("roles", a.user.groups.iter().map(String::as_str));
+    }
+    if let Some(imp) = &a.impersonated_user {
+        w.object("effective");
+        if let Some(uid) = &imp.uid {
+            w.str("id", uid);
+        }
+        w.nonempty_str("name", &imp.username);
+        w.end_object();
+    }
+    w.end_object();
+
+    if !a.source_ips.is_empty() {
+        let ips = || a.source_ips.iter().map(String::as_str);
+        w.object("source");
+        w.str_array("ip", ips());
+        w.end_object();
+        w.object("client");
+        w.str_array("ip", ips());
+        w.end_object();
+    }
+    if let Some(ua) = &a.user_agent {
+        w.object("user_agent");
+        w.str("original", ua);
+        w.end_object();
+    }
+
+    w.object("related");
+    if !a.source_ips.is_empty() {
+        w.str_array("ip", a.source_ips.iter().map(String::as_str));
+    }
+    w.array("user");
+    for u in std::iter::once(&a.user).chain(a.impersonated_user.iter()) {
+        if let Some(uid) = &u.uid {
+            w.elem_str(uid);
+        }
+        if !u.username.is_empty() {
+            w.elem_str(&u.username);
+        }
+    }
+    w.end_array();
+    w.end_object();
+
+    w.object("orchestrator");
+    w.str("type", "kubernetes");
+    w.nonempty_str("api_version", &a.audit_api_version);
+    if let Some(o) = &a.object_ref {
+        w.opt_str("namespace", o.namespace.as_deref());
+        if o.resource.is_some() || o.name.is_some() {
+            w.object("resource");
+            w.opt_str("type", o.resource.as_deref());
+            w.opt_str("name", o.name.as_deref());
+            w.end_object();
+        }
+    }
+    w.end_object();
+
+    if !a.request_uri.is_empty() {
+        w.object("url");
+        w.str("original", &a.request_uri);
+        w.str("path", a.request_uri.split('?').next().unwrap_or_default());
+        if let Some((_, q)) = a.request_uri.split_once('?') {
+            w.str("query", q);
+        }
+        w.end_object();
+    }
+    if let Some(s) = &a.response_status {
+        w.object("http");
+        w.object("response");
+        w.u64("status_code", u64::from(s.code));
+        w.end_object();
+        w.end_object();
+    }
+    if !a.container_images.is_empty() {
+        w.object("container");
+        w.object("image");
+        w.str_array("name", a.container_images.iter().map(String::as_str));
+        w.end_object();
+        w.end_object();
+    }
+    kubernetes_audit(w, a);
+}
+
+/// `kubernetes.audit.*`: the event's own fields under their audit names, as
+/// Elastic's integration keeps them (request and response bodies stay in
+/// `event.original`).
+fn kubernetes_audit(w: &mut JsonWriter<'_>, a: &ApiActivity) {
+    w.object("kubernetes");
+    w.object("audit");
+    w.nonempty_str("apiVersion", &a.audit_api_version);
+    w.str("kind", "Event");
+    w.str("auditID", &a.audit_id);
+    w.str("stage", &a.stage);
+    w.nonempty_str("level", &a.level);
+    w.str("verb", &a.verb);
+    w.nonempty_str("requestURI", &a.request_uri);
+    if !a.source_ips.is_empty() {
+        w.str_array("sourceIPs", a.source_ips.iter().map(String::as_str));
+    }
+    w.opt_str("userAgent", a.user_agent.as_deref());
+    for (key, user) in [("user", Some(&a.user)), ("impersonatedUser", a.impersonated_user.as_ref())] {
+        let Some(u) = user else { continue };
+        w.object(key);
+        w.nonempty_str("username", &u.username);
+        w.opt_str("uid", u.uid.as_deref());
+        if !u.groups.is_empty() {
+            w.str_array("groups", u.groups.iter().map(String::as_str));
+        }
+        w.end_object();
+    }
+    if let Some(o) = &a.object_ref {
+        w.object("objectRef");
+        w.opt_str("resource", o.resource.as_deref());
+        w.opt_str("namespace", o.namespace.as_deref());
+        w.opt_str("name", o.name.as_deref());
+        w.opt_str("uid", o.uid.as_deref());
+        w.opt_str("apiGroup", o.api_group.as_deref());
+        w.opt_str("apiVersion", o.api_version.as_deref());
+        w.opt_str("resourceVersion", o.resource_version.as_deref());
+        w.opt_str("subresource", o.subresource.as_deref());
+        w.end_object();
+    }
+    if let Some(s) = &a.response_status {
+        w.object("responseStatus");
+        w.u64("code", u64::from(s.code));
+        w.opt_str("status", s.status.as_deref());
+        w.opt_str("reason", s.reason.as_deref());
+        w.opt_str("message", s.message.as_deref());
+        w.end_object();
+    }
+    if let Some(t) = a.request_received {
+        ts(w, "requestReceivedTimestamp", t);
+    }
+    if let Some(t) = a.stage_time {
+        ts(w, "stageTimestamp", t);
+    }
+    if a.annotations.iter().any(|(_, v)| !v.is_empty()) {
+        w.object("annotations");
+        let mut key = String::new();
+        for (k, v) in a.annotations.iter().filter(|(_, v)| !v.is_empty()) {
+            key.clear();
+            key.extend(k.chars().map(|c| if c == '.' { '_' } else { c }));
+            w.str(&key, v);
+        }
+        w.end_object();
+    }
+    if let Some(wr) = &a.wrapper {
+        w.object("aks_metadata");
+        w.opt_str("category", wr.category.as_deref());
+        w.opt_str("operation_name", wr.operation_name.as_deref());
+        w.opt_str("resource_id", wr.resource_id.as_deref());
+        w.opt_str("pod", wr.pod.as_deref());
+        w.opt_str("container_id", wr.container_id.as_deref());
+        w.opt_str("time", wr.time.as_deref());
+        w.end_object();
+    }
+    w.end_object();
+    w.end_object();
+}

@@ -20,8 +20,7 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use lumen_common::{
-    drop_index, ExecRecord, ExitRecord, KernelOffsets, RecordHeader, RecordKind, ARGV_MAX,
-    PATH_MAX,
+    drop_index, ExecRecord, ExitRecord, KernelOffsets, RecordHeader, RecordKind, ARGV_MAX, PATH_MAX,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -138,7 +137,11 @@ pub fn lumen_exec(ctx: TracePointContext) -> u32 {
         let full = end.saturating_sub(start);
         (*rec).argv_full_len = full as u32;
         // The explicit clamp is the bound the verifier checks the copy by.
-        let len = if full > ARGV_MAX as u64 { ARGV_MAX as u64 } else { full };
+        let len = if full > ARGV_MAX as u64 {
+            ARGV_MAX as u64
+        } else {
+            full
+        };
         let rc = if len == 0 {
             -1
         } else {

@@ -1,1 +1,174 @@
-fn main(){}
+//! `lumen`: the command line.
+//!
+//! - `lumen run [--config FILE]`: runs the pipeline until SIGINT/SIGTERM, then
+//!   drains every in-flight event to the sinks and exits 0.
+//! - `lumen validate [--config FILE]`: prints the topology the config builds;
+//!   exits 2 with `file:line:column: what is wrong` when it is invalid.
+//!
+//! Without `--config`, the embedded default (`config/lumen.toml`) is used.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use lumen::config::{Config, ConfigError};
+use lumen::topology::{self, Stopped};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lumen",
+    version,
+    about = "Security telemetry for Linux hosts, containers and Kubernetes: eBPF and audit logs to ECS and OCSF"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the pipeline.
+    Run {
+        /// Configuration file (TOML). Default: the embedded config/lumen.toml.
+        #[arg(short, long, env = "LUMEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration and print the topology it builds.
+    Validate {
+        #[arg(short, long, env = "LUMEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<(Config, String), ConfigError> {
+    match path {
+        Some(p) => Ok((Config::load(p)?, p.display().to_string())),
+        None => {
+            let c = Config::from_str_with_env(
+                lumen::DEFAULT_CONFIG,
+                lumen::DEFAULT_CONFIG_ORIGIN,
+                &|k| std::env::var(k).ok(),
+            )?;
+            Ok((c, lumen::DEFAULT_CONFIG_ORIGIN.to_owned()))
+        }
+    }
+}
+
+fn print_topology(config: &Config, origin: &str) {
+    let graph = config.graph();
+    println!("config {origin} is valid");
+    println!("data_dir: {}", config.data_dir.display());
+    println!("sources:");
+    for (id, s) in &config.sources {
+        println!(
+            "  {id} ({}) -> {}",
+            s.type_name(),
+            graph.outputs_of(id).join(", ")
+        );
+    }
+    if !config.transforms.is_empty() {
+        println!("transforms:");
+        for id in &graph.transform_order {
+            if let Some(t) = config.transforms.get(*id) {
+                println!(
+                    "  {id} ({}) <- {} -> {}",
+                    t.type_name(),
+                    t.inputs().join(", "),
+                    graph.outputs_of(id).join(", ")
+                );
+            }
+        }
+    }
+    println!("sinks:");
+    for (id, s) in &config.sinks {
+        println!("  {id} ({}) <- {}", s.type_name(), s.inputs().join(", "));
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LUMEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
+    tracing::info!(config = %origin, version = env!("CARGO_PKG_VERSION"), "lumen starting");
+    let running = topology::start(&config)
+        .await
+        .context("starting the topology")?;
+    let metrics = running.metrics.clone();
+    let stopped = running.run_until(stop_signal()).await;
+    topology::Running::report(&metrics);
+    match stopped {
+        Stopped::Drained => {
+            tracing::info!("lumen stopped; every in-flight event was drained");
+            Ok(ExitCode::SUCCESS)
+        }
+        Stopped::TimedOut(left) => {
+            tracing::error!(left = ?left, timeout_secs = config.shutdown_timeout_secs, "drain timed out; some in-flight events were not delivered");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match load(config.as_ref()) {
+            Ok((c, origin)) => {
+                print_topology(&c, &origin);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            init_logging();
+            let (config, origin) = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(run(config, &origin)) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

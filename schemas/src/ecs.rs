@@ -277,7 +277,10 @@ fn kubernetes_audit(w: &mut JsonWriter<'_>, a: &ApiActivity) {
         w.str_array("sourceIPs", a.source_ips.iter().map(String::as_str));
     }
     w.opt_str("userAgent", a.user_agent.as_deref());
-    for (key, user) in [("user", Some(&a.user)), ("impersonatedUser", a.impersonated_user.as_ref())] {
+    for (key, user) in [
+        ("user", Some(&a.user)),
+        ("impersonatedUser", a.impersonated_user.as_ref()),
+    ] {
         let Some(u) = user else { continue };
         w.object(key);
         w.nonempty_str("username", &u.username);

@@ -87,7 +87,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Annotations<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a map of string annotations")
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
                 let mut out = Vec::with_capacity(m.size_hint().unwrap_or(2));
                 while let Some((k, v)) = m.next_entry::<Cow<'de, str>, Cow<'de, str>>()? {
                     out.push((k, v));
@@ -192,7 +195,14 @@ pub fn parse_line(line: &str) -> Result<ApiActivity, AuditParseError> {
     let raw: RawEvent<'_> = serde_json::from_str(line)?;
     if raw.audit_id.is_none() {
         if let Some(props) = raw.properties {
-            return parse_aks(line, props, raw.category, raw.operation_name, raw.resource_id, raw.time);
+            return parse_aks(
+                line,
+                props,
+                raw.category,
+                raw.operation_name,
+                raw.resource_id,
+                raw.time,
+            );
         }
     }
     from_raw(raw, line.to_owned())
@@ -251,7 +261,9 @@ fn timestamp(field: &str, v: Option<Cow<'_, str>>) -> Result<Option<Timestamp>, 
 fn from_raw(raw: RawEvent<'_>, original: String) -> Result<ApiActivity, AuditParseError> {
     if let Some(kind) = raw.kind.as_deref() {
         if kind != "Event" {
-            return Err(AuditParseError::NotAnEvent(format!("`kind` is {kind:?}, not \"Event\"")));
+            return Err(AuditParseError::NotAnEvent(format!(
+                "`kind` is {kind:?}, not \"Event\""
+            )));
         }
     }
     let audit_id = required("auditID", raw.audit_id)?.into_owned();
@@ -271,13 +283,23 @@ fn from_raw(raw: RawEvent<'_>, original: String) -> Result<ApiActivity, AuditPar
         subresource: nonempty(o.subresource),
     });
     let container_images = match (&object_ref, raw.request_object) {
-        (Some(ObjectRef { resource: Some(r), subresource: None, .. }), Some(body)) if r == "pods" => {
-            serde_json::from_str::<PodSpecOnly<'_>>(body.get())
-                .ok()
-                .and_then(|p| p.spec)
-                .map(|s| s.containers.into_iter().filter_map(|c| owned(c.image)).collect())
-                .unwrap_or_default()
-        }
+        (
+            Some(ObjectRef {
+                resource: Some(r),
+                subresource: None,
+                ..
+            }),
+            Some(body),
+        ) if r == "pods" => serde_json::from_str::<PodSpecOnly<'_>>(body.get())
+            .ok()
+            .and_then(|p| p.spec)
+            .map(|s| {
+                s.containers
+                    .into_iter()
+                    .filter_map(|c| owned(c.image))
+                    .collect()
+            })
+            .unwrap_or_default(),
         _ => Vec::new(),
     };
     let annotations: Vec<(String, String)> = raw

@@ -46,7 +46,13 @@ const API_ACTIVITY: Class = Class {
     category_name: "Application Activity",
 };
 
-fn head(w: &mut JsonWriter<'_>, class: &Class, activity_id: u64, activity_name: &str, event: &Event) {
+fn head(
+    w: &mut JsonWriter<'_>,
+    class: &Class,
+    activity_id: u64,
+    activity_name: &str,
+    event: &Event,
+) {
     w.u64("class_uid", class.uid);
     w.str("class_name", class.name);
     w.u64("category_uid", class.category_uid);
@@ -198,7 +204,10 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     if let Some(s) = &a.response_status {
         let mut code = itoa::Buffer::new();
         w.str("status_code", code.format(s.code));
-        w.opt_str("status_detail", s.message.as_deref().or(s.reason.as_deref()));
+        w.opt_str(
+            "status_detail",
+            s.message.as_deref().or(s.reason.as_deref()),
+        );
     }
     metadata(w, event, Some(&a.audit_id), "kube-apiserver-audit");
 
@@ -293,7 +302,11 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     // OCSF requires a resource's name or uid; collection requests (list,
     // create with generateName) have neither and keep the objectRef in
     // `unmapped.object_ref` only.
-    if let Some(o) = a.object_ref.as_ref().filter(|o| o.name.is_some() || o.uid.is_some()) {
+    if let Some(o) = a
+        .object_ref
+        .as_ref()
+        .filter(|o| o.name.is_some() || o.uid.is_some())
+    {
         w.array("resources");
         w.begin_object();
         w.opt_str("type", o.resource.as_deref());
@@ -328,7 +341,10 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         w.end_object();
     }
     if !a.container_images.is_empty() {
-        w.str_array("container_images", a.container_images.iter().map(String::as_str));
+        w.str_array(
+            "container_images",
+            a.container_images.iter().map(String::as_str),
+        );
     }
     if !a.annotations.is_empty() {
         w.object("annotations");

@@ -39,7 +39,11 @@ impl Timestamp {
         };
         let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
         let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
+        if !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+            || hour > 23
+            || min > 59
+            || sec > 60
         {
             return None;
         }
@@ -180,7 +184,13 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "2025-13-01T00:00:00Z", "2025-03-04 06:22", "2025-03-04T06:22:18.Z", "x025-03-04T06:22:18Z"] {
+        for bad in [
+            "",
+            "2025-13-01T00:00:00Z",
+            "2025-03-04 06:22",
+            "2025-03-04T06:22:18.Z",
+            "x025-03-04T06:22:18Z",
+        ] {
             assert!(Timestamp::parse_rfc3339(bad).is_none(), "{bad}");
         }
     }

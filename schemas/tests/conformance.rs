@@ -2,9 +2,7 @@
 //! in `../shared/reference/` (OCSF 1.8.0 JSON Schemas, the ECS 9.4.0 field
 //! list, real Kubernetes audit events and Elastic's expected ECS output).
 
-use lumen_schemas::event::{
-    ExitStatus, Host, Process, ProcessActivity, ProcessEvent,
-};
+use lumen_schemas::event::{ExitStatus, Host, Process, ProcessActivity, ProcessEvent};
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{k8s_audit, Event, EventKind, Schema};
 use serde_json::{Map, Value};
@@ -46,7 +44,11 @@ fn audit_lines() -> Vec<(String, usize, String)> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                out.push((format!("{sub}/{}", f.file_name().unwrap().to_string_lossy()), i + 1, line.to_owned()));
+                out.push((
+                    format!("{sub}/{}", f.file_name().unwrap().to_string_lossy()),
+                    i + 1,
+                    line.to_owned(),
+                ));
             }
         }
     }
@@ -72,7 +74,11 @@ fn process_events() -> Vec<Event> {
         gid: 1000,
         executable: "/usr/bin/curl".into(),
         name: "curl".into(),
-        args: vec!["curl".into(), "-s".into(), "https://example.com/?q=\"x\"".into()],
+        args: vec![
+            "curl".into(),
+            "-s".into(),
+            "https://example.com/?q=\"x\"".into(),
+        ],
         args_truncated: true,
         cgroup_id: 12345,
     };
@@ -131,12 +137,30 @@ fn every_reference_audit_line_parses_or_is_rejected_for_a_named_reason() {
 #[test]
 fn wrong_types_and_missing_fields_are_rejected() {
     for (line, want) in [
-        (r#"{"kind":"Event","auditID":"a","stage":"ResponseComplete","verb":7,"user":{}}"#, "invalid JSON"),
-        (r#"{"kind":"Event","stage":"ResponseComplete","verb":"get","user":{}}"#, "missing `auditID`"),
-        (r#"{"kind":"Event","auditID":"a","verb":"get","user":{}}"#, "missing `stage`"),
-        (r#"{"kind":"Event","auditID":"a","stage":"x","verb":"get"}"#, "missing `user`"),
-        (r#"{"kind":"EventList","auditID":"a","stage":"x","verb":"get","user":{}}"#, "not \"Event\""),
-        (r#"{"kind":"Event","auditID":"a","stage":"x","verb":"get","user":{},"stageTimestamp":"yesterday"}"#, "not an RFC 3339"),
+        (
+            r#"{"kind":"Event","auditID":"a","stage":"ResponseComplete","verb":7,"user":{}}"#,
+            "invalid JSON",
+        ),
+        (
+            r#"{"kind":"Event","stage":"ResponseComplete","verb":"get","user":{}}"#,
+            "missing `auditID`",
+        ),
+        (
+            r#"{"kind":"Event","auditID":"a","verb":"get","user":{}}"#,
+            "missing `stage`",
+        ),
+        (
+            r#"{"kind":"Event","auditID":"a","stage":"x","verb":"get"}"#,
+            "missing `user`",
+        ),
+        (
+            r#"{"kind":"EventList","auditID":"a","stage":"x","verb":"get","user":{}}"#,
+            "not \"Event\"",
+        ),
+        (
+            r#"{"kind":"Event","auditID":"a","stage":"x","verb":"get","user":{},"stageTimestamp":"yesterday"}"#,
+            "not an RFC 3339",
+        ),
         ("{not json", "invalid JSON"),
     ] {
         let err = k8s_audit::parse_line(line).unwrap_err().to_string();
@@ -147,9 +171,8 @@ fn wrong_types_and_missing_fields_are_rejected() {
 fn encode(schema: Schema, e: &Event) -> Value {
     let mut buf = Vec::new();
     schema.encode(e, &mut buf);
-    serde_json::from_slice(&buf).unwrap_or_else(|err| {
-        panic!("invalid JSON ({err}): {}", String::from_utf8_lossy(&buf))
-    })
+    serde_json::from_slice(&buf)
+        .unwrap_or_else(|err| panic!("invalid JSON ({err}): {}", String::from_utf8_lossy(&buf)))
 }
 
 fn ocsf_validator(file: &str) -> jsonschema::Validator {
@@ -159,7 +182,10 @@ fn ocsf_validator(file: &str) -> jsonschema::Validator {
 }
 
 fn assert_valid(v: &jsonschema::Validator, doc: &Value, what: &str) {
-    let errors: Vec<String> = v.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "{what}: {errors:#?}\n{doc:#}");
 }
 
@@ -196,7 +222,10 @@ fn ecs_fields() -> EcsFields {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     EcsFields {
         fields: v["fields"].as_object().unwrap().clone(),
-        expected_types: v["event_category_expected_types"].as_object().unwrap().clone(),
+        expected_types: v["event_category_expected_types"]
+            .as_object()
+            .unwrap()
+            .clone(),
     }
 }
 
@@ -207,7 +236,11 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
     match v {
         Value::Object(m) => {
             for (k, child) in m {
-                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 leaves(&name, child, out);
             }
         }
@@ -217,7 +250,8 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
 
 fn json_type_fits(ecs_type: &str, v: &Value) -> bool {
     match ecs_type {
-        "keyword" | "wildcard" | "text" | "match_only_text" | "constant_keyword" | "ip" | "date" | "version" => v.is_string(),
+        "keyword" | "wildcard" | "text" | "match_only_text" | "constant_keyword" | "ip"
+        | "date" | "version" => v.is_string(),
         "long" | "integer" | "short" | "byte" | "unsigned_long" => v.is_i64() || v.is_u64(),
         "float" | "scaled_float" | "double" | "half_float" => v.is_number(),
         "boolean" => v.is_boolean(),
@@ -233,9 +267,14 @@ fn check_ecs(doc: &Value, ecs: &EcsFields, what: &str) {
         if CUSTOM.iter().any(|c| name.starts_with(c)) {
             continue;
         }
-        let def = ecs.fields.get(name).unwrap_or_else(|| panic!("{what}: `{name}` is not an ECS field"));
+        let def = ecs
+            .fields
+            .get(name)
+            .unwrap_or_else(|| panic!("{what}: `{name}` is not an ECS field"));
         let ty = def["type"].as_str().unwrap();
-        let is_array_field = def.get("normalize").is_some_and(|n| n.as_array().unwrap().iter().any(|x| x == "array"));
+        let is_array_field = def
+            .get("normalize")
+            .is_some_and(|n| n.as_array().unwrap().iter().any(|x| x == "array"));
         if is_array_field {
             assert!(value.is_array(), "{what}: `{name}` must be an array");
         }
@@ -244,16 +283,25 @@ fn check_ecs(doc: &Value, ecs: &EcsFields, what: &str) {
             v => vec![v],
         };
         for item in &items {
-            assert!(json_type_fits(ty, item), "{what}: `{name}` = {item} does not fit ECS type {ty}");
+            assert!(
+                json_type_fits(ty, item),
+                "{what}: `{name}` = {item} does not fit ECS type {ty}"
+            );
             if let Some(allowed) = def.get("allowed_values") {
-                assert!(allowed.as_array().unwrap().contains(item), "{what}: `{name}` = {item} is not an allowed value");
+                assert!(
+                    allowed.as_array().unwrap().contains(item),
+                    "{what}: `{name}` = {item} is not an allowed value"
+                );
             }
         }
     }
     let cats = doc["event"]["category"].as_array().unwrap();
     for t in doc["event"]["type"].as_array().unwrap() {
         assert!(
-            cats.iter().any(|c| ecs.expected_types[c.as_str().unwrap()].as_array().unwrap().contains(t)),
+            cats.iter().any(|c| ecs.expected_types[c.as_str().unwrap()]
+                .as_array()
+                .unwrap()
+                .contains(t)),
             "{what}: event.type {t} is not expected for categories {cats:?}"
         );
     }
@@ -266,7 +314,11 @@ fn ecs_output_uses_only_ecs_fields_with_ecs_types() {
         if k8s_audit::parse_line(&line).is_err() {
             continue;
         }
-        check_ecs(&encode(Schema::Ecs, &audit_event(&line)), &ecs, &format!("{file}:{line_no}"));
+        check_ecs(
+            &encode(Schema::Ecs, &audit_event(&line)),
+            &ecs,
+            &format!("{file}:{line_no}"),
+        );
     }
     for e in process_events() {
         check_ecs(&encode(Schema::Ecs, &e), &ecs, e.kind.name());
@@ -286,7 +338,8 @@ fn ecs_output_agrees_with_elastic_on_every_ecs_field_it_sets() {
         ("test-kube-audit.log", "test-kube-audit.log-expected.json"),
     ] {
         let text = std::fs::read_to_string(dir.join(input)).unwrap();
-        let exp: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(expected)).unwrap()).unwrap();
+        let exp: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(expected)).unwrap()).unwrap();
         for (line, want) in text.lines().zip(exp["expected"].as_array().unwrap()) {
             if k8s_audit::parse_line(line).is_err() {
                 // The GKE record: documented as unsupported.

@@ -1,0 +1,140 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str_with_env(text, "test.toml", &|k| {
+        (k == "SET").then(|| "/from/env".to_owned())
+    })
+}
+
+fn err(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+const BASE: &str = r#"
+[sources.kernel]
+type = "ebpf"
+
+[sources.audit]
+type = "k8s_audit_file"
+path = "/var/log/audit/*.log"
+
+[sinks.out]
+type = "file"
+inputs = ["kernel", "audit"]
+path = "/tmp/x.ndjson"
+"#;
+
+#[test]
+fn the_embedded_default_is_valid() {
+    let c = Config::from_str_with_env(crate::DEFAULT_CONFIG, "default", &|_| None).unwrap();
+    assert!(c.sources.contains_key("kernel") && c.sources.contains_key("audit"));
+    assert_eq!(c.sinks.len(), 2);
+}
+
+#[test]
+fn a_valid_config_builds_the_graph() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.graph().outputs_of("kernel"), ["out"]);
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/lumen"));
+    let SinkConfig::File(f) = &c.sinks["out"] else {
+        panic!()
+    };
+    assert_eq!(f.schema, lumen_schemas::Schema::Ocsf);
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_position() {
+    let e = err(&BASE.replace(
+        "path = \"/tmp/x.ndjson\"",
+        "path = \"/tmp/x.ndjson\"\ncolour = \"red\"",
+    ));
+    assert!(e.starts_with("test.toml:9:"), "{e}");
+    assert!(e.contains("unknown field `colour`"), "{e}");
+    let e = err(&format!("log_level = \"debug\"\n{BASE}"));
+    assert!(
+        e.starts_with("test.toml:1:1:") && e.contains("unknown field `log_level`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_types_are_rejected() {
+    let e = err(&BASE.replace("type = \"ebpf\"", "type = \"kprobe\""));
+    assert!(e.starts_with("test.toml:2:"), "{e}");
+    assert!(
+        e.contains("unknown variant `kprobe`") && e.contains("`ebpf`"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("type = \"file\"", "type = \"splunk\""));
+    assert!(e.contains("unknown variant `splunk`"), "{e}");
+}
+
+#[test]
+fn inputs_naming_nothing_point_at_the_name() {
+    let e = err(&BASE.replace("[\"kernel\", \"audit\"]", "[\"kernel\", \"audti\"]"));
+    assert_eq!(
+        e,
+        "test.toml:11:21: [sinks.out]: input `audti` names no source or transform (known: audit, kernel)"
+    );
+}
+
+#[test]
+fn cycles_and_self_references_are_rejected() {
+    let cyclic = format!(
+        "{BASE}\n[transforms.a]\ntype = \"filter\"\ninputs = [\"b\"]\n\n[transforms.b]\ntype = \"filter\"\ninputs = [\"a\"]\n"
+    );
+    let e = err(&cyclic);
+    assert!(e.contains("transforms form a cycle: a -> b -> a"), "{e}");
+    assert!(e.starts_with("test.toml:14:1:"), "{e}");
+    let own = format!("{BASE}\n[transforms.a]\ntype = \"filter\"\ninputs = [\"a\"]\n");
+    assert!(err(&own).contains("cannot read its own output"));
+}
+
+#[test]
+fn sinks_cannot_be_inputs_and_ids_are_unique() {
+    let e = err(&format!(
+        "{BASE}\n[sinks.more]\ntype = \"console\"\ninputs = [\"out\"]\n"
+    ));
+    assert!(e.contains("input `out` is a sink"), "{e}");
+    let e = err(&format!(
+        "{BASE}\n[transforms.out]\ntype = \"filter\"\ninputs = [\"kernel\"]\n"
+    ));
+    assert!(e.contains("component id `out` is used twice"), "{e}");
+    let e = err(&BASE.replace("inputs = [\"kernel\", \"audit\"]", "inputs = []"));
+    assert!(e.contains("[sinks.out]: `inputs` is empty"), "{e}");
+    assert!(err("[sources.k]\ntype = \"ebpf\"\n").contains("no sinks"));
+}
+
+#[test]
+fn environment_variables_are_interpolated() {
+    let c = parse(
+        &BASE
+            .replace("/var/log/audit/*.log", "${SET}/*.log")
+            .replace("/tmp/x.ndjson", "${UNSET:-/tmp/d.ndjson}"),
+    )
+    .unwrap();
+    let SourceConfig::K8sAuditFile(a) = &c.sources["audit"] else {
+        panic!()
+    };
+    assert_eq!(a.path, "/from/env/*.log");
+    let SinkConfig::File(f) = &c.sinks["out"] else {
+        panic!()
+    };
+    assert_eq!(f.path, PathBuf::from("/tmp/d.ndjson"));
+    let e = err(&BASE.replace("/tmp/x.ndjson", "${MISSING_VAR}"));
+    assert!(
+        e.starts_with("test.toml:12:9:") && e.contains("`MISSING_VAR` is not set"),
+        "{e}"
+    );
+}
+
+#[test]
+fn syntax_errors_name_line_and_column() {
+    let e = err("[sources.k]\ntype = \"ebpf\n");
+    assert!(e.starts_with("test.toml:2:"), "{e}");
+    let e = err(&BASE.replace("read_from", "x").replace(
+        "path = \"/var/log/audit/*.log\"",
+        "path = \"/a\"\nread_from = \"middle\"",
+    ));
+    assert!(e.contains("unknown variant `middle`"), "{e}");
+}

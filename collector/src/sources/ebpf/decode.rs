@@ -1,0 +1,184 @@
+//! Turns kernel records (`lumen-common`) into canonical events.
+
+use lumen_common::{ExecRecord, ExitRecord, RecordHeader, RecordKind, ARGV_MAX, PATH_MAX};
+use lumen_schemas::event::{ExitStatus, Process, ProcessActivity, ProcessEvent};
+use lumen_schemas::EventKind;
+
+/// A decoded record: the event kind plus the kernel's boot-time clock.
+#[derive(Debug)]
+pub struct Decoded {
+    pub ktime_ns: u64,
+    pub kind: EventKind,
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its kind needs ({need})")]
+    Short { len: usize, need: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            need,
+        });
+    }
+    // SAFETY: length checked; the records are plain data valid for any bit
+    // pattern; read_unaligned makes no alignment assumption.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn text(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn process_from(h: &RecordHeader) -> Process {
+    Process {
+        pid: h.pid,
+        tid: h.tid,
+        ppid: h.ppid,
+        uid: h.uid,
+        gid: h.gid,
+        name: text(&h.comm),
+        cgroup_id: h.cgroup_id,
+        ..Process::default()
+    }
+}
+
+/// Splits the NUL-separated argument area.
+fn split_argv(area: &[u8]) -> Vec<String> {
+    let area = area.strip_suffix(&[0]).unwrap_or(area);
+    if area.is_empty() {
+        return Vec::new();
+    }
+    area.split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    let header: RecordHeader = read(bytes)?;
+    match RecordKind::from_u32(header.kind) {
+        Some(RecordKind::Exec) => {
+            let r: ExecRecord = read(bytes)?;
+            let mut process = process_from(&r.header);
+            let name_len = (r.filename_len as usize).min(PATH_MAX);
+            process.executable = text(&r.filename[..name_len]);
+            let argv_len = (r.argv_len as usize).min(ARGV_MAX);
+            process.args = split_argv(&r.argv[..argv_len]);
+            process.args_truncated = r.argv_full_len as usize > argv_len;
+            Ok(Decoded {
+                ktime_ns: r.header.ktime_ns,
+                kind: EventKind::Process(ProcessEvent {
+                    activity: ProcessActivity::Exec,
+                    process,
+                    exit: None,
+                }),
+            })
+        }
+        Some(RecordKind::Exit) => {
+            let r: ExitRecord = read(bytes)?;
+            Ok(Decoded {
+                ktime_ns: r.header.ktime_ns,
+                kind: EventKind::Process(ProcessEvent {
+                    activity: ProcessActivity::Exit,
+                    process: process_from(&r.header),
+                    exit: Some(ExitStatus::from_wait_status(r.exit_code)),
+                }),
+            })
+        }
+        None => Err(DecodeError::UnknownKind(header.kind)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn as_bytes<T>(v: &T) -> &[u8] {
+        // SAFETY: test-only view of a plain-data record.
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+    }
+
+    fn header(kind: RecordKind) -> RecordHeader {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"true");
+        RecordHeader {
+            kind: kind as u32,
+            cpu: 0,
+            ktime_ns: 5,
+            pid: 10,
+            tid: 11,
+            ppid: 1,
+            uid: 1000,
+            gid: 100,
+            _pad: 0,
+            cgroup_id: 77,
+            comm,
+        }
+    }
+
+    #[test]
+    fn decodes_exec_with_argv_and_truncation() {
+        let mut r = ExecRecord {
+            header: header(RecordKind::Exec),
+            filename_len: 9,
+            argv_len: 12,
+            argv_full_len: 4000,
+            _pad: 0,
+            filename: [0; PATH_MAX],
+            argv: [0; ARGV_MAX],
+        };
+        r.filename[..9].copy_from_slice(b"/bin/true");
+        r.argv[..12].copy_from_slice(b"true\0-a\0b c\0");
+        let d = decode(as_bytes(&r)).unwrap();
+        let EventKind::Process(p) = d.kind else {
+            panic!()
+        };
+        assert_eq!(p.process.executable, "/bin/true");
+        assert_eq!(p.process.args, ["true", "-a", "b c"]);
+        assert!(p.process.args_truncated);
+        assert_eq!(
+            (p.process.pid, p.process.ppid, p.process.name.as_str()),
+            (10, 1, "true")
+        );
+    }
+
+    #[test]
+    fn decodes_exit_status_and_rejects_short_or_unknown_records() {
+        let r = ExitRecord {
+            header: header(RecordKind::Exit),
+            exit_code: 3 << 8,
+            _pad: 0,
+        };
+        let EventKind::Process(p) = decode(as_bytes(&r)).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(
+            p.exit,
+            Some(ExitStatus {
+                code: 3,
+                signal: None
+            })
+        );
+        assert!(matches!(
+            decode(&as_bytes(&r)[..10]),
+            Err(DecodeError::Short { .. })
+        ));
+        let mut h = header(RecordKind::Exit);
+        h.kind = 99;
+        assert_eq!(
+            decode(as_bytes(&h)).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
+    }
+}

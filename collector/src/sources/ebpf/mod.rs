@@ -1,0 +1,316 @@
+//! The `ebpf` source: kernel events from Lumen's BPF programs.
+//!
+//! Start-up: resolve kernel structure offsets from BTF ([`offsets`]), mount
+//! tracefs if nobody has, load the programs, hand them the offsets, attach
+//! them to the `sched` tracepoints, and read the ring buffer as records
+//! arrive. Records become canonical events ([`decode`]); kernel-side drops
+//! (ring buffer full) are read from a per-CPU counter map every few seconds,
+//! logged and counted: loss is never silent.
+//!
+//! First slice: process exec and exit. This kernel has no kprobes; everything
+//! here uses tracepoints.
+
+pub mod decode;
+pub mod offsets;
+
+use crate::topology::fanout::Fanout;
+use crate::topology::shutdown::ShutdownSignal;
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::Ebpf;
+use lumen_common::{drop_index, KernelOffsets};
+use lumen_schemas::event::Host;
+use lumen_schemas::time::Timestamp;
+use lumen_schemas::Event;
+use lumen_sinks::ack::Ack;
+use lumen_sinks::{ComponentMetrics, Envelope};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// `[sources.<id>] type = "ebpf"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EbpfSourceConfig {
+    /// Kernel BTF to resolve structure offsets from.
+    #[serde(default = "default_btf_path")]
+    pub btf_path: PathBuf,
+    /// Seconds between reads of the kernel's drop counters.
+    #[serde(default = "default_drop_check")]
+    pub drop_check_interval_secs: u64,
+}
+
+fn default_btf_path() -> PathBuf {
+    PathBuf::from("/sys/kernel/btf/vmlinux")
+}
+fn default_drop_check() -> u64 {
+    5
+}
+
+/// Why the source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error(transparent)]
+    Offsets(#[from] offsets::OffsetsError),
+    #[error("loading the eBPF programs failed: {0}. The ebpf source needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE, on a kernel with BPF ring buffers (5.8+)")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF map `{0}` is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF program `{0}` is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("eBPF map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("attaching `{program}` to tracepoint {category}:{name} failed: {source}")]
+    Attach {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {0}")]
+    Tracefs(std::io::Error),
+    #[error("ring buffer: {0}")]
+    RingBuffer(std::io::Error),
+}
+
+/// The compiled kernel programs (built by build.rs).
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lumen-ebpf.o"));
+
+/// Tracepoints the programs attach to.
+const ATTACHMENTS: &[(&str, &str, &str)] = &[
+    ("lumen_exec", "sched", "sched_process_exec"),
+    ("lumen_exit", "sched", "sched_process_exit"),
+];
+
+/// A loaded and attached collector, ready to read.
+pub struct EbpfSource {
+    _ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    drops: PerCpuArray<MapData, u64>,
+    config: EbpfSourceConfig,
+    host: Arc<Host>,
+    metrics: Arc<ComponentMetrics>,
+    boot_offset_ns: i64,
+}
+
+impl std::fmt::Debug for EbpfSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EbpfSource")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ensure_tracefs() -> Result<(), EbpfError> {
+    let populated = |p: &str| {
+        std::fs::read_dir(p)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    };
+    if populated("/sys/kernel/tracing") || populated("/sys/kernel/debug/tracing") {
+        return Ok(());
+    }
+    let target = c"/sys/kernel/tracing";
+    let fstype = c"tracefs";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(EbpfError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!("mounted tracefs at /sys/kernel/tracing");
+    Ok(())
+}
+
+/// Wall-clock minus boot-time clock, to date kernel timestamps.
+fn boot_offset_ns() -> i64 {
+    let read = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid clock id and out pointer.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    };
+    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
+}
+
+impl EbpfSource {
+    /// Loads and attaches the programs. Fails with a clear reason when the
+    /// kernel or the privileges do not allow it.
+    pub fn start(
+        config: EbpfSourceConfig,
+        host: Arc<Host>,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Result<Self, EbpfError> {
+        let offsets = offsets::resolve(&config.btf_path)?;
+        ensure_tracefs()?;
+        let mut ebpf = Ebpf::load(PROGRAMS).map_err(EbpfError::Load)?;
+        let map_err = |name| move |source| EbpfError::Map { name, source };
+        {
+            let map = ebpf
+                .map_mut("CONFIG")
+                .ok_or(EbpfError::MissingMap("CONFIG"))?;
+            let mut cfg: Array<_, KernelOffsets> =
+                Array::try_from(map).map_err(map_err("CONFIG"))?;
+            cfg.set(0, offsets, 0).map_err(map_err("CONFIG"))?;
+        }
+        for &(program, category, name) in ATTACHMENTS {
+            let attach_err = |source| EbpfError::Attach {
+                program,
+                category,
+                name,
+                source,
+            };
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or(EbpfError::MissingProgram(program))?
+                .try_into()
+                .map_err(attach_err)?;
+            prog.load().map_err(attach_err)?;
+            prog.attach(category, name).map_err(attach_err)?;
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or(EbpfError::MissingMap("EVENTS"))?,
+        )
+        .map_err(map_err("EVENTS"))?;
+        // SAFETY: the RingBuf owns its map's file descriptor and keeps it open,
+        // unchanged, for as long as it lives; the AsyncFd owns the RingBuf.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| EbpfError::RingBuffer(std::io::Error::other(e.to_string())))?;
+        let drops = PerCpuArray::try_from(
+            ebpf.take_map("DROPS")
+                .ok_or(EbpfError::MissingMap("DROPS"))?,
+        )
+        .map_err(map_err("DROPS"))?;
+        tracing::info!(
+            programs = ATTACHMENTS.len(),
+            "ebpf source attached: process exec and exit (tracepoints sched:sched_process_exec, sched:sched_process_exit)"
+        );
+        Ok(EbpfSource {
+            _ebpf: ebpf,
+            ring,
+            drops,
+            config,
+            host,
+            metrics,
+            boot_offset_ns: boot_offset_ns(),
+        })
+    }
+
+    /// Reads records until shutdown, then drains what the kernel already wrote.
+    pub async fn run(mut self, mut out: Fanout, mut shutdown: ShutdownSignal) {
+        let mut drop_check = tokio::time::interval(Duration::from_secs(
+            self.config.drop_check_interval_secs.max(1),
+        ));
+        let mut seen_drops = [0u64; drop_index::COUNT as usize];
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = drop_check.tick() => report_drops(&self.drops, &self.metrics, &mut seen_drops),
+                ready = self.ring.readable_mut() => {
+                    let mut guard = match ready {
+                        Ok(g) => g,
+                        Err(e) => {
+                            tracing::error!(error = %e, "ebpf source: ring buffer poll failed; stopping");
+                            break;
+                        }
+                    };
+                    collect(guard.get_inner_mut(), &mut batch, &self.host, &self.metrics, self.boot_offset_ns);
+                    guard.clear_ready();
+                }
+            }
+            if !self.emit(&mut out, &mut batch).await {
+                return;
+            }
+        }
+        let mut rest = Vec::new();
+        collect(
+            self.ring.get_mut(),
+            &mut rest,
+            &self.host,
+            &self.metrics,
+            self.boot_offset_ns,
+        );
+        self.emit(&mut out, &mut rest).await;
+        report_drops(&self.drops, &self.metrics, &mut seen_drops);
+    }
+
+    /// Sends the batch downstream; false when every output has gone.
+    async fn emit(&self, out: &mut Fanout, batch: &mut Vec<Envelope>) -> bool {
+        for env in batch.drain(..) {
+            if out.send(env).await.is_err() {
+                return false;
+            }
+            self.metrics.add_sent(1);
+        }
+        true
+    }
+}
+
+/// Decodes every record the kernel has written into `batch`.
+fn collect(
+    ring: &mut RingBuf<MapData>,
+    batch: &mut Vec<Envelope>,
+    host: &Arc<Host>,
+    metrics: &ComponentMetrics,
+    boot_offset_ns: i64,
+) {
+    let observed = Timestamp::now();
+    while let Some(item) = ring.next() {
+        match decode::decode(&item) {
+            Ok(d) => {
+                let event = Event {
+                    time: Timestamp(boot_offset_ns + d.ktime_ns as i64),
+                    observed,
+                    host: host.clone(),
+                    kind: d.kind,
+                };
+                batch.push(Envelope::new(event, Ack::none()));
+            }
+            Err(e) => {
+                metrics.add_errors(1);
+                tracing::warn!(error = %e, "ebpf source: undecodable kernel record skipped");
+            }
+        }
+    }
+    metrics.add_received(batch.len() as u64);
+}
+
+/// Reads the kernel's per-CPU drop counters; logs and counts what is new.
+fn report_drops(
+    drops: &PerCpuArray<MapData, u64>,
+    metrics: &ComponentMetrics,
+    seen: &mut [u64; drop_index::COUNT as usize],
+) {
+    for (i, kind) in [(drop_index::EXEC, "exec"), (drop_index::EXIT, "exit")] {
+        let total: u64 = drops.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        let new = total.saturating_sub(seen[i as usize]);
+        if new > 0 {
+            metrics.add_dropped(new);
+            tracing::warn!(
+                kind,
+                lost = new,
+                total,
+                "ebpf source: kernel ring buffer was full; records lost"
+            );
+        }
+        seen[i as usize] = total;
+    }
+}

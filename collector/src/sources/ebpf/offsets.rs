@@ -1,0 +1,94 @@
+//! Kernel structure offsets from the running kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`): CO-RE done in user space, so one build of the
+//! kernel programs works on every kernel layout.
+
+use btfparse::{Offset, Readable, TypeInformation};
+use lumen_common::KernelOffsets;
+use std::path::Path;
+
+/// Why offsets could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error("cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF)")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot parse kernel BTF: {0}")]
+    Parse(String),
+    #[error("kernel BTF has no `{0}`")]
+    Missing(String),
+}
+
+struct Bytes(Vec<u8>);
+
+impl Readable for Bytes {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match self.0.get(start..start.saturating_add(buffer.len())) {
+            Some(src) => {
+                buffer.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(btfparse::Error::new(
+                btfparse::ErrorKind::IOError,
+                "read past the end of the BTF data",
+            )),
+        }
+    }
+}
+
+/// Resolves every offset the kernel programs use.
+pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
+    let data = std::fs::read(btf_path).map_err(|source| OffsetsError::Read {
+        path: btf_path.display().to_string(),
+        source,
+    })?;
+    let types = TypeInformation::new(&Bytes(data))
+        .map_err(|e| OffsetsError::Parse(e.message().to_owned()))?;
+    let byte_offset = |ty: &str, path: &str| -> Result<u32, OffsetsError> {
+        let missing = || OffsetsError::Missing(format!("{ty}.{path}"));
+        let id = types.id_of(ty).ok_or_else(missing)?;
+        match types.offset_of(id, path).map_err(|_| missing())? {
+            (_, Offset::ByteOffset(o)) => Ok(o),
+            (_, Offset::BitOffsetAndSize(bits, _)) if bits % 8 == 0 => Ok(bits / 8),
+            _ => Err(missing()),
+        }
+    };
+    Ok(KernelOffsets {
+        task_real_parent: byte_offset("task_struct", "real_parent")?,
+        task_tgid: byte_offset("task_struct", "tgid")?,
+        task_mm: byte_offset("task_struct", "mm")?,
+        task_exit_code: byte_offset("task_struct", "exit_code")?,
+        mm_arg_start: byte_offset("mm_struct", "arg_start")?,
+        mm_arg_end: byte_offset("mm_struct", "arg_end")?,
+        ready: 1,
+        _pad: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_task_and_mm_offsets_on_this_kernel() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        if !path.exists() {
+            panic!("this test needs kernel BTF at {}", path.display());
+        }
+        let o = resolve(path).unwrap();
+        // arg_end directly follows arg_start (both unsigned long).
+        assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
+        assert!(o.task_tgid > 0 && o.task_real_parent > o.task_tgid);
+        assert!(o.task_mm > 0 && o.task_exit_code > 0);
+    }
+
+    #[test]
+    fn names_the_missing_file() {
+        let e = resolve(Path::new("/nonexistent/vmlinux"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/vmlinux"), "{e}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Transforms: components between sources and sinks.
+
+pub mod filter;

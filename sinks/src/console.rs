@@ -1,0 +1,162 @@
+//! The `console` sink: one short human line per event on standard output, or
+//! NDJSON in the chosen schema with `encoding = "json"`.
+
+use crate::ack::Status;
+use crate::{ComponentMetrics, Envelope};
+use lumen_schemas::event::{ApiActivity, ProcessActivity, ProcessEvent};
+use lumen_schemas::{Event, EventKind, Schema};
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// `[sinks.<id>] type = "console"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSinkConfig {
+    pub inputs: Vec<String>,
+    /// Schema of the JSON lines (`encoding = "json"`).
+    #[serde(default = "default_schema")]
+    pub schema: Schema,
+    #[serde(default)]
+    pub encoding: ConsoleEncoding,
+}
+
+fn default_schema() -> Schema {
+    Schema::Ocsf
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleEncoding {
+    /// `2026-11-28T10:00:00.000000Z exec pid=… /usr/bin/ls ls -la`
+    #[default]
+    Text,
+    /// The event in `schema`, one JSON document per line.
+    Json,
+}
+
+#[derive(Debug)]
+pub struct ConsoleSink {
+    config: ConsoleSinkConfig,
+    metrics: Arc<ComponentMetrics>,
+}
+
+impl ConsoleSink {
+    pub fn new(config: ConsoleSinkConfig, metrics: Arc<ComponentMetrics>) -> Self {
+        ConsoleSink { config, metrics }
+    }
+
+    pub async fn run(self, mut rx: mpsc::Receiver<Envelope>) {
+        let mut out = tokio::io::stdout();
+        let mut batch = Vec::with_capacity(256);
+        let mut buf = Vec::with_capacity(64 * 1024);
+        while rx.recv_many(&mut batch, 256).await > 0 {
+            self.metrics.add_received(batch.len() as u64);
+            buf.clear();
+            for env in &batch {
+                match self.config.encoding {
+                    ConsoleEncoding::Json => self.config.schema.encode(&env.event, &mut buf),
+                    ConsoleEncoding::Text => {
+                        buf.extend_from_slice(text_line(&env.event).as_bytes())
+                    }
+                }
+                buf.push(b'\n');
+            }
+            let status = match out.write_all(&buf).await {
+                Ok(()) => {
+                    let _ = out.flush().await;
+                    self.metrics.add_sent(batch.len() as u64);
+                    Status::Delivered
+                }
+                Err(e) => {
+                    // A closed terminal or pipe: nothing to retry into.
+                    self.metrics.add_errors(1);
+                    self.metrics.add_dropped(batch.len() as u64);
+                    tracing::error!(error = %e, "console sink: cannot write to stdout");
+                    Status::Dropped
+                }
+            };
+            for env in batch.drain(..) {
+                env.ack.complete(status);
+            }
+        }
+    }
+}
+
+/// The one-line human summary of an event.
+pub fn text_line(event: &Event) -> String {
+    let mut s = String::with_capacity(160);
+    s.push_str(&event.time.rfc3339());
+    match &event.kind {
+        EventKind::Process(p) => process_line(&mut s, p),
+        EventKind::ApiActivity(a) => api_line(&mut s, a),
+    }
+    s
+}
+
+fn process_line(s: &mut String, p: &ProcessEvent) {
+    let pr = &p.process;
+    match p.activity {
+        ProcessActivity::Exec => {
+            let _ = write!(
+                s,
+                " exec pid={} ppid={} uid={} {}",
+                pr.pid, pr.ppid, pr.uid, pr.executable
+            );
+            for a in &pr.args {
+                s.push(' ');
+                s.push_str(a);
+            }
+            if pr.args_truncated {
+                s.push_str(" …");
+            }
+        }
+        ProcessActivity::Exit => {
+            let _ = write!(s, " exit pid={} ppid={} {}", pr.pid, pr.ppid, pr.name);
+            if let Some(e) = p.exit {
+                match e.signal {
+                    Some(sig) => {
+                        let _ = write!(s, " signal={sig}");
+                    }
+                    None => {
+                        let _ = write!(s, " code={}", e.code);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn api_line(s: &mut String, a: &ApiActivity) {
+    let _ = write!(s, " k8s {} ", a.verb);
+    match &a.object_ref {
+        Some(o) => {
+            s.push_str(o.resource.as_deref().unwrap_or("-"));
+            if let Some(sub) = &o.subresource {
+                let _ = write!(s, "/{sub}");
+            }
+            if let Some(ns) = &o.namespace {
+                let _ = write!(s, " {ns}/");
+            } else {
+                s.push(' ');
+            }
+            s.push_str(o.name.as_deref().unwrap_or("*"));
+        }
+        None => s.push_str(&a.request_uri),
+    }
+    let _ = write!(s, " user={}", a.user.username);
+    if let Some(imp) = &a.impersonated_user {
+        let _ = write!(s, " as={}", imp.username);
+    }
+    if let Some(r) = &a.response_status {
+        let _ = write!(s, " code={}", r.code);
+    }
+    if let Some(d) = &a.authz_decision {
+        let _ = write!(s, " decision={d}");
+    }
+    if let Some(ip) = a.source_ips.first() {
+        let _ = write!(s, " from={ip}");
+    }
+}

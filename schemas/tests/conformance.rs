@@ -2,6 +2,8 @@
 //! in `../shared/reference/` (OCSF 1.8.0 JSON Schemas, the ECS 9.4.0 field
 //! list, real Kubernetes audit events and Elastic's expected ECS output).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use lumen_schemas::event::{ExitStatus, Host, Process, ProcessActivity, ProcessEvent};
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{k8s_audit, Event, EventKind, Schema};

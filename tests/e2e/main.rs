@@ -1,1 +1,10 @@
-//! End-to-end tests of the `lumen` binary.
+//! End-to-end tests of the `lumen` binary: real processes, the real kernel
+//! (as root), real files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod support;
+
+mod audit_file;
+mod cli;
+mod ebpf;
+mod shutdown;

@@ -136,6 +136,26 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// For "unknown field `k`" errors inside a component table (whose span is
+/// the table), the offset of the `k = …` line in that table.
+fn unknown_key_offset(text: &str, table_start: usize, message: &str) -> Option<usize> {
+    let key = message.strip_prefix("unknown field `")?.split('`').next()?;
+    let mut offset = table_start;
+    for (i, line) in text.get(table_start..)?.split_inclusive('\n').enumerate() {
+        let t = line.trim_start();
+        if i > 0 && t.starts_with('[') {
+            return None;
+        }
+        if let Some(rest) = t.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(offset + (line.len() - t.len()));
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
 impl Config {
     /// Reads, interpolates, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -159,10 +179,18 @@ impl Config {
             position: Some(line_col(text, e.offset)),
             message: e.message,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError {
-            origin: origin.to_owned(),
-            position: e.span().map(|s| line_col(&text, s.start)),
-            message: e.message().trim_end().to_owned(),
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            let message = e.message().trim_end().to_owned();
+            ConfigError {
+                origin: origin.to_owned(),
+                position: e.span().map(|s| {
+                    line_col(
+                        &text,
+                        unknown_key_offset(&text, s.start, &message).unwrap_or(s.start),
+                    )
+                }),
+                message,
+            }
         })?;
         validate::validate(&config, &text).map_err(|(position, message)| ConfigError {
             origin: origin.to_owned(),

@@ -48,7 +48,7 @@ fn unknown_keys_are_rejected_with_their_position() {
         "path = \"/tmp/x.ndjson\"",
         "path = \"/tmp/x.ndjson\"\ncolour = \"red\"",
     ));
-    assert!(e.starts_with("test.toml:9:"), "{e}");
+    assert!(e.starts_with("test.toml:13:1:"), "{e}");
     assert!(e.contains("unknown field `colour`"), "{e}");
     let e = err(&format!("log_level = \"debug\"\n{BASE}"));
     assert!(
@@ -60,7 +60,7 @@ fn unknown_keys_are_rejected_with_their_position() {
 #[test]
 fn unknown_types_are_rejected() {
     let e = err(&BASE.replace("type = \"ebpf\"", "type = \"kprobe\""));
-    assert!(e.starts_with("test.toml:2:"), "{e}");
+    assert!(e.starts_with("test.toml:3:8:"), "{e}");
     assert!(
         e.contains("unknown variant `kprobe`") && e.contains("`ebpf`"),
         "{e}"
@@ -74,7 +74,7 @@ fn inputs_naming_nothing_point_at_the_name() {
     let e = err(&BASE.replace("[\"kernel\", \"audit\"]", "[\"kernel\", \"audti\"]"));
     assert_eq!(
         e,
-        "test.toml:11:21: [sinks.out]: input `audti` names no source or transform (known: audit, kernel)"
+        "test.toml:11:22: [sinks.out]: input `audti` names no source or transform (known: audit, kernel)"
     );
 }
 

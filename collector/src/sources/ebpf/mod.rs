@@ -71,7 +71,7 @@ pub enum EbpfError {
         program: &'static str,
         category: &'static str,
         name: &'static str,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {0}")]
     Tracefs(std::io::Error),
@@ -170,11 +170,11 @@ impl EbpfSource {
             cfg.set(0, offsets, 0).map_err(map_err("CONFIG"))?;
         }
         for &(program, category, name) in ATTACHMENTS {
-            let attach_err = |source| EbpfError::Attach {
+            let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
                 program,
                 category,
                 name,
-                source,
+                source: Box::new(source),
             };
             let prog: &mut TracePoint = ebpf
                 .program_mut(program)

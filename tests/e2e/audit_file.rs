@@ -1,0 +1,154 @@
+//! The k8s_audit_file source through the binary: malformed lines, appends,
+//! rename rotation and copytruncate.
+
+use crate::support::{audit_line, wait_for_events, Lumen};
+use std::io::Write;
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+data_dir = "{dir}/data"
+[sources.audit]
+type = "k8s_audit_file"
+path = "{dir}/logs/*.log"
+poll_interval_ms = 50
+
+[sinks.out]
+type = "file"
+inputs = ["audit"]
+schema = "ecs"
+path = "{dir}/out.ndjson"
+"#;
+
+fn append(path: &std::path::Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+}
+
+fn ids(events: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .map(|e| e["event"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn malformed_lines_are_reported_with_file_and_line_and_the_rest_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let log = dir.path().join("logs/audit.log");
+    append(
+        &log,
+        &[
+            audit_line("a1", "get"),
+            "{not json".to_owned(),
+            r#"{"kind":"Event","auditID":"x","stage":"ResponseComplete","verb":7,"user":{}}"#
+                .to_owned(),
+            r#"{"kind":"Event","stage":"ResponseComplete","verb":"get","user":{}}"#.to_owned(),
+            audit_line("a2", "list"),
+        ],
+    );
+    let mut lumen = Lumen::start_in(dir, CONFIG);
+    let out = lumen.path("out.ndjson");
+    let events = wait_for_events(&out, Duration::from_secs(20), |e| e.len() >= 2);
+    assert_eq!(ids(&events), ["a1", "a2"]);
+    lumen.wait_for_log("line=4", Duration::from_secs(5));
+    let log_lines = lumen.log();
+    let malformed: Vec<&String> = log_lines
+        .iter()
+        .filter(|l| l.contains("malformed line skipped"))
+        .collect();
+    assert_eq!(malformed.len(), 3, "{log_lines:#?}");
+    assert!(
+        malformed[0].contains("audit.log")
+            && malformed[0].contains("line=2")
+            && malformed[0].contains("invalid JSON")
+    );
+    assert!(malformed[1].contains("line=3"));
+    assert!(malformed[2].contains("line=4") && malformed[2].contains("missing `auditID`"));
+    let (status, log) = lumen.stop();
+    assert!(status.success());
+    assert!(
+        log.iter()
+            .any(|l| l.contains("component=audit") && l.contains("errors=3")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn follows_appends_rename_rotation_and_copytruncate_without_loss_or_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let log = dir.path().join("logs/audit.log");
+    append(
+        &log,
+        &(0..50)
+            .map(|i| audit_line(&format!("r0-{i:03}"), "get"))
+            .collect::<Vec<_>>(),
+    );
+    let mut lumen = Lumen::start_in(dir, CONFIG);
+    let out = lumen.path("out.ndjson");
+    wait_for_events(&out, Duration::from_secs(20), |e| e.len() >= 50);
+
+    // Appends.
+    append(
+        &log,
+        &(0..10)
+            .map(|i| audit_line(&format!("r1-{i:03}"), "get"))
+            .collect::<Vec<_>>(),
+    );
+    wait_for_events(&out, Duration::from_secs(20), |e| e.len() >= 60);
+
+    // Rename rotation to a name outside the glob: late writes to the old
+    // file are still read, the new file is read from its start.
+    let rotated = lumen.path("logs/audit.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    append(&rotated, &[audit_line("r2-late", "get")]);
+    append(
+        &log,
+        &(0..10)
+            .map(|i| audit_line(&format!("r2-{i:03}"), "get"))
+            .collect::<Vec<_>>(),
+    );
+    wait_for_events(&out, Duration::from_secs(20), |e| e.len() >= 71);
+
+    // Copytruncate: the file is emptied in place and written again.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    append(
+        &log,
+        &(0..5)
+            .map(|i| audit_line(&format!("r3-{i:03}"), "get"))
+            .collect::<Vec<_>>(),
+    );
+    let events = wait_for_events(&out, Duration::from_secs(20), |e| e.len() >= 76);
+
+    let got = ids(&events);
+    let mut want: Vec<String> = (0..50).map(|i| format!("r0-{i:03}")).collect();
+    want.extend((0..10).map(|i| format!("r1-{i:03}")));
+    want.extend((0..10).map(|i| format!("r2-{i:03}")));
+    want.push("r2-late".to_owned());
+    want.extend((0..5).map(|i| format!("r3-{i:03}")));
+    want.sort();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        ids(&crate::support::read_ndjson(&out)),
+        want,
+        "every event exactly once"
+    );
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+    assert_eq!(got, want);
+}

@@ -1,0 +1,123 @@
+//! `lumen validate` and `lumen run` on good and bad configs.
+
+use crate::support::LUMEN;
+use std::process::Command;
+
+fn validate(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(LUMEN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "bad.toml");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
+
+const GOOD: &str = "[sources.audit]\ntype = \"k8s_audit_file\"\npath = \"/tmp/*.log\"\n\n[transforms.only_audit]\ntype = \"filter\"\ninputs = [\"audit\"]\ninclude_kinds = [\"k8s_audit\"]\n\n[sinks.out]\ntype = \"console\"\ninputs = [\"only_audit\"]\n";
+
+#[test]
+fn validate_prints_the_topology_and_exits_0() {
+    let (code, stdout, _) = validate(GOOD);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("audit (k8s_audit_file) -> only_audit"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("only_audit (filter) <- audit -> out"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("out (console) <- only_audit"), "{stdout}");
+}
+
+#[test]
+fn each_config_error_exits_2_with_file_line_column_and_reason() {
+    let cases = [
+        (
+            GOOD.replace(
+                "path = \"/tmp/*.log\"",
+                "path = \"/tmp/*.log\"\nfollow = true",
+            ),
+            "bad.toml:4:1: unknown field `follow`",
+        ),
+        (
+            GOOD.replace("type = \"console\"", "type = \"splunk\""),
+            "bad.toml:11:8: unknown variant `splunk`, expected `file` or `console`",
+        ),
+        (
+            GOOD.replace("inputs = [\"only_audit\"]", "inputs = [\"nothing\"]"),
+            "bad.toml:12:12: [sinks.out]: input `nothing` names no source or transform",
+        ),
+        (
+            GOOD.replace("inputs = [\"audit\"]", "inputs = [\"loop\"]")
+                + "\n[transforms.loop]\ntype = \"filter\"\ninputs = [\"only_audit\"]\n",
+            "transforms form a cycle",
+        ),
+        (
+            GOOD.replace("/tmp/*.log", "${LUMEN_E2E_UNSET_VAR}"),
+            "bad.toml:3:9: environment variable `LUMEN_E2E_UNSET_VAR` is not set",
+        ),
+        ("[sources.audit\n".to_owned(), "bad.toml:1:"),
+    ];
+    for (config, want) in cases {
+        let (code, _, stderr) = validate(&config);
+        assert_eq!(code, 2, "{want}: {stderr}");
+        assert!(stderr.contains(want), "want {want:?} in {stderr:?}");
+        assert!(stderr.starts_with("error: bad.toml:"), "{stderr}");
+    }
+}
+
+#[test]
+fn run_with_a_missing_config_file_exits_2_naming_it() {
+    let out = Command::new(LUMEN)
+        .args(["run", "--config", "/nonexistent/lumen.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/lumen.toml: cannot read the config file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_names_the_binary() {
+    let out = Command::new(LUMEN).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("lumen {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn every_shipped_config_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(LUMEN)
+                .args(["validate", "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}

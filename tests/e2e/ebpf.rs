@@ -1,0 +1,124 @@
+//! The ebpf source against the real kernel: a real process with distinctive
+//! argv must produce exec and exit events with the right pid, ppid, argv and
+//! exit code. Needs root (CI runs as root).
+
+use crate::support::{is_root, wait_for_events, Lumen};
+use std::process::Command;
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+data_dir = "{dir}/data"
+[sources.kernel]
+type = "ebpf"
+
+[sinks.ecs]
+type = "file"
+inputs = ["kernel"]
+schema = "ecs"
+path = "{dir}/ecs.ndjson"
+
+[sinks.ocsf]
+type = "file"
+inputs = ["kernel"]
+schema = "ocsf"
+path = "{dir}/ocsf.ndjson"
+"#;
+
+#[test]
+fn exec_and_exit_of_a_real_process_reach_the_file_sinks() {
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    let mut lumen = Lumen::start(CONFIG);
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+
+    let marker = format!("lumen-e2e-{}", std::process::id());
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "exit 7", &marker, "second arg"])
+        .spawn()
+        .unwrap();
+    let pid = child.id() as u64;
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+
+    let ecs_path = lumen.path("ecs.ndjson");
+    let of_pid = |e: &serde_json::Value| e["process"]["pid"].as_u64() == Some(pid);
+    let events = wait_for_events(&ecs_path, Duration::from_secs(20), |evs| {
+        evs.iter().filter(|e| of_pid(e)).count() >= 2
+    });
+    let exec = events
+        .iter()
+        .find(|e| of_pid(e) && e["event"]["action"] == "exec")
+        .expect("exec event");
+    assert_eq!(
+        exec["process"]["args"],
+        serde_json::json!(["/bin/sh", "-c", "exit 7", marker, "second arg"])
+    );
+    assert_eq!(exec["process"]["executable"], "/bin/sh");
+    assert_eq!(
+        exec["process"]["parent"]["pid"].as_u64(),
+        Some(u64::from(std::process::id()))
+    );
+    assert_eq!(exec["process"]["user"]["id"], "0");
+    assert_eq!(exec["event"]["type"], serde_json::json!(["start"]));
+    let exit = events
+        .iter()
+        .find(|e| of_pid(e) && e["event"]["action"] == "exit")
+        .expect("exit event");
+    assert_eq!(exit["process"]["exit_code"], 7);
+    assert_eq!(exit["event"]["type"], serde_json::json!(["end"]));
+
+    // The same process in OCSF Process Activity.
+    let ocsf = wait_for_events(&lumen.path("ocsf.ndjson"), Duration::from_secs(10), |evs| {
+        evs.iter()
+            .filter(|e| e["process"]["pid"].as_u64() == Some(pid))
+            .count()
+            >= 2
+    });
+    let launch = ocsf
+        .iter()
+        .find(|e| e["process"]["pid"].as_u64() == Some(pid) && e["activity_id"] == 1)
+        .expect("OCSF launch");
+    assert_eq!(launch["class_uid"], 1007);
+    assert_eq!(
+        launch["process"]["cmd_line"],
+        format!("/bin/sh -c exit 7 {marker} second arg")
+    );
+    assert_eq!(
+        launch["process"]["parent_process"]["pid"].as_u64(),
+        Some(u64::from(std::process::id()))
+    );
+    let terminate = ocsf
+        .iter()
+        .find(|e| e["process"]["pid"].as_u64() == Some(pid) && e["activity_id"] == 2)
+        .expect("OCSF terminate");
+    assert_eq!(terminate["exit_code"], 7);
+
+    let (status, log) = lumen.stop();
+    assert!(
+        status.success(),
+        "lumen exited with {status}:\n{}",
+        log.join("\n")
+    );
+}
+
+#[test]
+fn a_process_killed_by_a_signal_reports_the_signal() {
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    let mut lumen = Lumen::start(CONFIG);
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as u64;
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
+        evs.iter()
+            .any(|e| e["process"]["pid"].as_u64() == Some(pid) && e["event"]["action"] == "exit")
+    });
+    let exit = events
+        .iter()
+        .find(|e| e["process"]["pid"].as_u64() == Some(pid) && e["event"]["action"] == "exit")
+        .unwrap();
+    assert_eq!(exit["lumen"]["process"]["exit_signal"], 9);
+    assert_eq!(exit["process"]["exit_code"], 137);
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}

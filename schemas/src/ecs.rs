@@ -7,7 +7,7 @@
 //! Fields ECS has no place for live under `lumen.*` (and `kubernetes.audit.*`
 //! for the audit event, as Elastic does).
 
-use crate::event::{ApiActivity, Event, EventKind, ProcessActivity, ProcessEvent};
+use crate::event::{ApiActivity, Event, EventKind, ProcessActivity, ProcessEvent, Str};
 use crate::json::JsonWriter;
 use crate::time::Timestamp;
 use crate::ECS_VERSION;
@@ -88,12 +88,14 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.object("parent");
     w.u64("pid", u64::from(pr.ppid));
     w.end_object();
-    w.nonempty_str("name", &pr.name);
-    w.nonempty_str("executable", &pr.executable);
-    if !pr.args.is_empty() {
-        w.str_array("args", pr.args.iter().map(String::as_str));
-        w.u64("args_count", pr.args.len() as u64);
-        w.str("command_line", &pr.command_line());
+    w.nonempty_str("name", pr.name());
+    w.nonempty_str("executable", pr.executable());
+    if !pr.argv.is_empty() {
+        w.str_array("args", pr.args());
+        w.u64("args_count", pr.args_count() as u64);
+        let mut cmd = String::with_capacity(pr.argv.get(&pr.text).len());
+        pr.write_command_line(&mut cmd);
+        w.str("command_line", &cmd);
     }
     if let Some(exit) = &p.exit {
         w.i64("exit_code", i64::from(exit.shell_code()));
@@ -138,25 +140,26 @@ fn verb_event_type(verb: &str) -> &'static str {
 }
 
 fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
+    let s = |v: Str| a.s(v);
     common_head(w, event.time);
     w.object("event");
     w.str("kind", "event");
     w.str_array("category", ["api"]);
     w.array("type");
-    w.elem_str(verb_event_type(&a.verb));
-    match a.authz_decision.as_deref() {
-        Some("allow") => w.elem_str("allowed"),
-        Some("forbid") => w.elem_str("denied"),
+    w.elem_str(verb_event_type(s(a.verb)));
+    match s(a.authz_decision) {
+        "allow" => w.elem_str("allowed"),
+        "forbid" => w.elem_str("denied"),
         _ => {}
     }
     w.end_array();
-    w.str("action", &a.verb);
+    w.str("action", s(a.verb));
     match a.failed() {
         Some(false) => w.str("outcome", "success"),
         Some(true) => w.str("outcome", "failure"),
         None => w.str("outcome", "unknown"),
     }
-    w.str("id", &a.audit_id);
+    w.str("id", s(a.audit_id));
     w.str("module", "kubernetes");
     w.str("dataset", "lumen.k8s_audit");
     if let Some(t) = a.request_received {
@@ -166,39 +169,34 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         ts(w, "end", t);
     }
     ts(w, "created", event.observed);
-    w.str("original", &a.original);
+    w.raw("original", a.original_literal());
     w.end_object();
     data_stream(w, "lumen.k8s_audit");
     host(w, event, "observer");
 
     w.object("user");
-    if let Some(uid) = &a.user.uid {
-        w.str("id", uid);
-    }
-    w.nonempty_str("name", &a.user.username);
+    w.nonempty_str("id", s(a.user.uid));
+    w.nonempty_str("name", s(a.user.username));
     if !a.user.groups.is_empty() {
-        w.str_array("roles", a.user.groups.iter().map(String::as_str));
+        w.str_array("roles", a.strs(&a.user.groups));
     }
     if let Some(imp) = &a.impersonated_user {
         w.object("effective");
-        if let Some(uid) = &imp.uid {
-            w.str("id", uid);
-        }
-        w.nonempty_str("name", &imp.username);
+        w.nonempty_str("id", s(imp.uid));
+        w.nonempty_str("name", s(imp.username));
         w.end_object();
     }
     w.end_object();
 
     if !a.source_ips.is_empty() {
-        let ips = || a.source_ips.iter().map(String::as_str);
         w.object("source");
-        w.str_array("ip", ips());
+        w.str_array("ip", a.strs(&a.source_ips));
         w.end_object();
         w.object("client");
-        w.str_array("ip", ips());
+        w.str_array("ip", a.strs(&a.source_ips));
         w.end_object();
     }
-    if let Some(ua) = &a.user_agent {
+    if let Some(ua) = a.opt(a.user_agent) {
         w.object("user_agent");
         w.str("original", ua);
         w.end_object();
@@ -206,15 +204,14 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
 
     w.object("related");
     if !a.source_ips.is_empty() {
-        w.str_array("ip", a.source_ips.iter().map(String::as_str));
+        w.str_array("ip", a.strs(&a.source_ips));
     }
     w.array("user");
     for u in std::iter::once(&a.user).chain(a.impersonated_user.iter()) {
-        if let Some(uid) = &u.uid {
-            w.elem_str(uid);
-        }
-        if !u.username.is_empty() {
-            w.elem_str(&u.username);
+        for v in [u.uid, u.username] {
+            if !v.is_empty() {
+                w.elem_str(s(v));
+            }
         }
     }
     w.end_array();
@@ -222,38 +219,41 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
 
     w.object("orchestrator");
     w.str("type", "kubernetes");
-    w.nonempty_str("api_version", &a.audit_api_version);
+    w.nonempty_str("api_version", s(a.audit_api_version));
     if let Some(o) = &a.object_ref {
-        w.opt_str("namespace", o.namespace.as_deref());
-        if o.resource.is_some() || o.name.is_some() {
+        w.nonempty_str("namespace", s(o.namespace));
+        if !o.resource.is_empty() || !o.name.is_empty() {
             w.object("resource");
-            w.opt_str("type", o.resource.as_deref());
-            w.opt_str("name", o.name.as_deref());
+            w.nonempty_str("type", s(o.resource));
+            w.nonempty_str("name", s(o.name));
             w.end_object();
         }
     }
     w.end_object();
 
-    if !a.request_uri.is_empty() {
+    if let Some(uri) = a.opt(a.request_uri) {
         w.object("url");
-        w.str("original", &a.request_uri);
-        w.str("path", a.request_uri.split('?').next().unwrap_or_default());
-        if let Some((_, q)) = a.request_uri.split_once('?') {
-            w.str("query", q);
+        w.str("original", uri);
+        match uri.split_once('?') {
+            Some((path, query)) => {
+                w.str("path", path);
+                w.str("query", query);
+            }
+            None => w.str("path", uri),
         }
         w.end_object();
     }
-    if let Some(s) = &a.response_status {
+    if let Some(st) = &a.response_status {
         w.object("http");
         w.object("response");
-        w.u64("status_code", u64::from(s.code));
+        w.u64("status_code", u64::from(st.code));
         w.end_object();
         w.end_object();
     }
     if !a.container_images.is_empty() {
         w.object("container");
         w.object("image");
-        w.str_array("name", a.container_images.iter().map(String::as_str));
+        w.str_array("name", a.strs(&a.container_images));
         w.end_object();
         w.end_object();
     }
@@ -264,50 +264,51 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
 /// Elastic's integration keeps them (request and response bodies stay in
 /// `event.original`).
 fn kubernetes_audit(w: &mut JsonWriter<'_>, a: &ApiActivity) {
+    let s = |v: Str| a.s(v);
     w.object("kubernetes");
     w.object("audit");
-    w.nonempty_str("apiVersion", &a.audit_api_version);
+    w.nonempty_str("apiVersion", s(a.audit_api_version));
     w.str("kind", "Event");
-    w.str("auditID", &a.audit_id);
-    w.str("stage", &a.stage);
-    w.nonempty_str("level", &a.level);
-    w.str("verb", &a.verb);
-    w.nonempty_str("requestURI", &a.request_uri);
+    w.str("auditID", s(a.audit_id));
+    w.str("stage", s(a.stage));
+    w.nonempty_str("level", s(a.level));
+    w.str("verb", s(a.verb));
+    w.nonempty_str("requestURI", s(a.request_uri));
     if !a.source_ips.is_empty() {
-        w.str_array("sourceIPs", a.source_ips.iter().map(String::as_str));
+        w.str_array("sourceIPs", a.strs(&a.source_ips));
     }
-    w.opt_str("userAgent", a.user_agent.as_deref());
+    w.nonempty_str("userAgent", s(a.user_agent));
     for (key, user) in [
         ("user", Some(&a.user)),
         ("impersonatedUser", a.impersonated_user.as_ref()),
     ] {
         let Some(u) = user else { continue };
         w.object(key);
-        w.nonempty_str("username", &u.username);
-        w.opt_str("uid", u.uid.as_deref());
+        w.nonempty_str("username", s(u.username));
+        w.nonempty_str("uid", s(u.uid));
         if !u.groups.is_empty() {
-            w.str_array("groups", u.groups.iter().map(String::as_str));
+            w.str_array("groups", a.strs(&u.groups));
         }
         w.end_object();
     }
     if let Some(o) = &a.object_ref {
         w.object("objectRef");
-        w.opt_str("resource", o.resource.as_deref());
-        w.opt_str("namespace", o.namespace.as_deref());
-        w.opt_str("name", o.name.as_deref());
-        w.opt_str("uid", o.uid.as_deref());
-        w.opt_str("apiGroup", o.api_group.as_deref());
-        w.opt_str("apiVersion", o.api_version.as_deref());
-        w.opt_str("resourceVersion", o.resource_version.as_deref());
-        w.opt_str("subresource", o.subresource.as_deref());
+        w.nonempty_str("resource", s(o.resource));
+        w.nonempty_str("namespace", s(o.namespace));
+        w.nonempty_str("name", s(o.name));
+        w.nonempty_str("uid", s(o.uid));
+        w.nonempty_str("apiGroup", s(o.api_group));
+        w.nonempty_str("apiVersion", s(o.api_version));
+        w.nonempty_str("resourceVersion", s(o.resource_version));
+        w.nonempty_str("subresource", s(o.subresource));
         w.end_object();
     }
-    if let Some(s) = &a.response_status {
+    if let Some(st) = &a.response_status {
         w.object("responseStatus");
-        w.u64("code", u64::from(s.code));
-        w.opt_str("status", s.status.as_deref());
-        w.opt_str("reason", s.reason.as_deref());
-        w.opt_str("message", s.message.as_deref());
+        w.u64("code", u64::from(st.code));
+        w.nonempty_str("status", s(st.status));
+        w.nonempty_str("reason", s(st.reason));
+        w.nonempty_str("message", s(st.message));
         w.end_object();
     }
     if let Some(t) = a.request_received {
@@ -321,19 +322,19 @@ fn kubernetes_audit(w: &mut JsonWriter<'_>, a: &ApiActivity) {
         let mut key = String::new();
         for (k, v) in a.annotations.iter().filter(|(_, v)| !v.is_empty()) {
             key.clear();
-            key.extend(k.chars().map(|c| if c == '.' { '_' } else { c }));
-            w.str(&key, v);
+            key.extend(s(*k).chars().map(|c| if c == '.' { '_' } else { c }));
+            w.str_with_data_key(&key, s(*v));
         }
         w.end_object();
     }
     if let Some(wr) = &a.wrapper {
         w.object("aks_metadata");
-        w.opt_str("category", wr.category.as_deref());
-        w.opt_str("operation_name", wr.operation_name.as_deref());
-        w.opt_str("resource_id", wr.resource_id.as_deref());
-        w.opt_str("pod", wr.pod.as_deref());
-        w.opt_str("container_id", wr.container_id.as_deref());
-        w.opt_str("time", wr.time.as_deref());
+        w.nonempty_str("category", s(wr.category));
+        w.nonempty_str("operation_name", s(wr.operation_name));
+        w.nonempty_str("resource_id", s(wr.resource_id));
+        w.nonempty_str("pod", s(wr.pod));
+        w.nonempty_str("container_id", s(wr.container_id));
+        w.nonempty_str("time", s(wr.time));
         w.end_object();
     }
     w.end_object();

@@ -91,7 +91,7 @@ impl ExitStatus {
     }
 }
 
-/// A process as the kernel described it.
+/// A process as the kernel described it. Its strings share one buffer.
 #[derive(Clone, Debug, Default)]
 pub struct Process {
     pub pid: u32,
@@ -99,12 +99,14 @@ pub struct Process {
     pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// `executable`, `name` and `argv` live here.
+    pub text: String,
     /// Absolute path of the executable, when known.
-    pub executable: String,
-    /// The task name (`comm`), or the executable's base name.
-    pub name: String,
-    /// argv, argv[0] first.
-    pub args: Vec<String>,
+    pub executable: Str,
+    /// The task name (`comm`).
+    pub name: Str,
+    /// argv, NUL-separated, argv[0] first.
+    pub argv: Str,
     /// True when argv was longer than the kernel record could carry.
     pub args_truncated: bool,
     /// Cgroup v2 id of the process.
@@ -112,47 +114,163 @@ pub struct Process {
 }
 
 impl Process {
-    /// argv joined with spaces (ECS `process.command_line`, OCSF `cmd_line`).
-    pub fn command_line(&self) -> String {
-        self.args.join(" ")
+    /// Builds a process's text from its parts.
+    pub fn with_text(mut self, executable: &str, name: &str, args: &[&str]) -> Self {
+        self.text.clear();
+        self.executable = push(&mut self.text, executable);
+        self.name = push(&mut self.text, name);
+        let start = self.text.len();
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 {
+                self.text.push('\0');
+            }
+            self.text.push_str(a);
+        }
+        self.argv = Str::range(start, self.text.len());
+        self
+    }
+
+    pub fn executable(&self) -> &str {
+        self.executable.get(&self.text)
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.get(&self.text)
+    }
+
+    /// argv, argv[0] first.
+    pub fn args(&self) -> impl Iterator<Item = &str> + Clone {
+        let argv = self.argv.get(&self.text);
+        argv.split('\0').filter(move |_| !argv.is_empty())
+    }
+
+    pub fn args_count(&self) -> usize {
+        self.args().count()
+    }
+
+    /// argv joined with spaces (ECS `process.command_line`, OCSF `cmd_line`),
+    /// written into `out`.
+    pub fn write_command_line(&self, out: &mut String) {
+        out.clear();
+        for (i, a) in self.args().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(a);
+        }
     }
 }
 
+/// A string inside an event's text buffer: a byte range, empty when absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Str {
+    start: u32,
+    end: u32,
+}
+
+impl Str {
+    pub const EMPTY: Str = Str { start: 0, end: 0 };
+
+    /// The range `start..end` (clamped to u32; event text is far smaller).
+    pub fn range(start: usize, end: usize) -> Str {
+        Str {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            end: u32::try_from(end).unwrap_or(u32::MAX),
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.start >= self.end
+    }
+
+    /// The text this refers to in `buf` (empty if out of range).
+    pub fn get(self, buf: &str) -> &str {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or("")
+    }
+}
+
+/// Appends `s` to `buf` and returns where it is.
+pub fn push(buf: &mut String, s: &str) -> Str {
+    let start = buf.len();
+    buf.push_str(s);
+    Str::range(start, buf.len())
+}
+
 /// A Kubernetes API request, from an `audit.k8s.io` Event.
+///
+/// The event keeps its source line once, in `text`; string fields are
+/// [`Str`] ranges into it (strings that had JSON escapes are unescaped and
+/// appended after the line). An empty `Str` means "absent". Read fields with
+/// [`ApiActivity::s`] or [`ApiActivity::opt`].
 #[derive(Clone, Debug, Default)]
 pub struct ApiActivity {
+    /// The source line, then unescaped strings.
+    pub text: String,
+    /// `text[..original_len]` is the event exactly as read.
+    pub original_len: u32,
     /// `apiVersion` of the audit event itself (`audit.k8s.io/v1`).
-    pub audit_api_version: String,
-    pub audit_id: String,
+    pub audit_api_version: Str,
+    pub audit_id: Str,
     /// `RequestReceived`, `ResponseStarted`, `ResponseComplete`, `Panic`.
-    pub stage: String,
+    pub stage: Str,
     /// `Metadata`, `Request`, `RequestResponse`, `None`.
-    pub level: String,
-    pub verb: String,
-    pub request_uri: String,
+    pub level: Str,
+    pub verb: Str,
+    pub request_uri: Str,
     pub user: K8sUser,
     pub impersonated_user: Option<K8sUser>,
-    pub source_ips: Vec<String>,
-    pub user_agent: Option<String>,
+    pub source_ips: Vec<Str>,
+    pub user_agent: Str,
     pub object_ref: Option<ObjectRef>,
     pub response_status: Option<ResponseStatus>,
     pub request_received: Option<Timestamp>,
     pub stage_time: Option<Timestamp>,
     /// `authorization.k8s.io/decision`: `allow` or `forbid`.
-    pub authz_decision: Option<String>,
+    pub authz_decision: Str,
     /// `authorization.k8s.io/reason`.
-    pub authz_reason: Option<String>,
+    pub authz_reason: Str,
     /// Every annotation, in the order the event lists them.
-    pub annotations: Vec<(String, String)>,
+    pub annotations: Vec<(Str, Str)>,
     /// Images of the containers in a pod `requestObject`.
-    pub container_images: Vec<String>,
+    pub container_images: Vec<Str>,
     /// Where the event came from when it was wrapped (AKS diagnostic logs).
     pub wrapper: Option<Wrapper>,
-    /// The event exactly as read (one JSON document).
-    pub original: String,
+    /// `original` as a JSON string literal, made once and shared by every
+    /// encoder and sink that writes it.
+    pub original_literal: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl ApiActivity {
+    /// The text of a field.
+    pub fn s(&self, s: Str) -> &str {
+        s.get(&self.text)
+    }
+
+    /// The text of a field, `None` when absent.
+    pub fn opt(&self, s: Str) -> Option<&str> {
+        (!s.is_empty()).then(|| s.get(&self.text))
+    }
+
+    /// The texts of a list of fields.
+    pub fn strs<'a>(&'a self, v: &'a [Str]) -> impl Iterator<Item = &'a str> + Clone + 'a {
+        v.iter().map(move |x| x.get(&self.text))
+    }
+
+    /// The event exactly as read (one JSON document).
+    pub fn original(&self) -> &str {
+        self.text.get(..self.original_len as usize).unwrap_or("")
+    }
+
+    /// [`Self::original`] as an escaped JSON string literal, with quotes.
+    pub fn original_literal(&self) -> &[u8] {
+        self.original_literal.get_or_init(|| {
+            let mut out = Vec::new();
+            crate::json::write_escaped(&mut out, self.original());
+            out
+        })
+    }
+
     /// True when the API server answered with an error status.
     pub fn failed(&self) -> Option<bool> {
         self.response_status.as_ref().map(|s| s.code >= 400)
@@ -161,29 +279,29 @@ impl ApiActivity {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct K8sUser {
-    pub username: String,
-    pub uid: Option<String>,
-    pub groups: Vec<String>,
+    pub username: Str,
+    pub uid: Str,
+    pub groups: Vec<Str>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectRef {
-    pub resource: Option<String>,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub uid: Option<String>,
-    pub api_group: Option<String>,
-    pub api_version: Option<String>,
-    pub resource_version: Option<String>,
-    pub subresource: Option<String>,
+    pub resource: Str,
+    pub namespace: Str,
+    pub name: Str,
+    pub uid: Str,
+    pub api_group: Str,
+    pub api_version: Str,
+    pub resource_version: Str,
+    pub subresource: Str,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResponseStatus {
     pub code: u16,
-    pub status: Option<String>,
-    pub reason: Option<String>,
-    pub message: Option<String>,
+    pub status: Str,
+    pub reason: Str,
+    pub message: Str,
 }
 
 /// Metadata of a cloud log record that carried the audit event.
@@ -191,10 +309,10 @@ pub struct ResponseStatus {
 pub struct Wrapper {
     /// `aks`.
     pub provider: &'static str,
-    pub category: Option<String>,
-    pub operation_name: Option<String>,
-    pub resource_id: Option<String>,
-    pub pod: Option<String>,
-    pub container_id: Option<String>,
-    pub time: Option<String>,
+    pub category: Str,
+    pub operation_name: Str,
+    pub resource_id: Str,
+    pub pod: Str,
+    pub container_id: Str,
+    pub time: Str,
 }

@@ -81,11 +81,23 @@ impl<'a> JsonWriter<'a> {
         self.open(b'[');
     }
 
+    /// Keys are literals in the encoders' code, never input data, and need
+    /// no escaping; [`JsonWriter::str_with_data_key`] is for keys that come
+    /// from input.
     #[inline]
     fn member_key(&mut self, key: &str) {
         self.separator();
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// A string member whose key comes from input data (escaped).
+    pub fn str_with_data_key(&mut self, key: &str, value: &str) {
+        self.separator();
         write_escaped(self.out, key);
         self.out.push(b':');
+        write_escaped(self.out, value);
     }
 
     pub fn str(&mut self, key: &str, value: &str) {
@@ -124,10 +136,10 @@ impl<'a> JsonWriter<'a> {
             .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
-    /// A member whose value is already valid JSON (e.g. a raw sub-document).
-    pub fn raw(&mut self, key: &str, json: &str) {
+    /// A member whose value is already valid JSON (e.g. a cached literal).
+    pub fn raw(&mut self, key: &str, json: &[u8]) {
         self.member_key(key);
-        self.out.extend_from_slice(json.as_bytes());
+        self.out.extend_from_slice(json);
     }
 
     /// A string element of an array.
@@ -147,35 +159,88 @@ impl<'a> JsonWriter<'a> {
 }
 
 /// Appends `s` as a JSON string literal.
+///
+/// The embedded original events are long and have a quote every few bytes,
+/// so this is the encoders' hot loop. A first pass adds up how many bytes
+/// the escapes need (a table lookup per byte, no branches); a string without
+/// escapes is then copied whole, any other is written into a slice of
+/// exactly the final size, one lookup per byte, with no per-run copies.
 pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(esc);
-        start = i + 1;
+    let extra: usize = bytes.iter().map(|&b| usize::from(EXTRA[b as usize])).sum();
+    if extra == 0 {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    let start = out.len();
+    out.resize(start + bytes.len() + extra + 2, 0);
+    let dst = &mut out[start..];
+    dst[0] = b'"';
+    let mut j = 1;
+    for &b in bytes {
+        match ESCAPE[b as usize] {
+            0 => {
+                dst[j] = b;
+                j += 1;
+            }
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                dst[j..j + 6].copy_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ]);
+                j += 6;
+            }
+            short => {
+                dst[j] = b'\\';
+                dst[j + 1] = short;
+                j += 2;
+            }
+        }
+    }
+    dst[j] = b'"';
 }
+
+/// Bytes an escape adds: 1 for `\"`-style, 5 for `\u00XX`.
+static EXTRA: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match ESCAPE[i] {
+            0 => 0,
+            b'u' => 5,
+            _ => 1,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// For each byte: 0 when it is written as is, else the letter after the
+/// backslash (`u` for `\u00XX`).
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[0x08] = b'b';
+    t[0x0c] = b'f';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
 
 #[cfg(test)]
 mod tests {
@@ -190,6 +255,7 @@ mod tests {
         w.object("o");
         w.u64("n", 7);
         w.str_array("arr", ["p", "q"]);
+        w.str_with_data_key("k\"ey", "v");
         w.end_object();
         w.i64("neg", -3);
         w.array("objs");
@@ -204,8 +270,30 @@ mod tests {
         assert_eq!(v["a"], "x\"y\n\u{1}");
         assert_eq!(v["o"]["n"], 7);
         assert_eq!(v["o"]["arr"][1], "q");
+        assert_eq!(v["o"]["k\"ey"], "v");
         assert_eq!(v["neg"], -3);
         assert_eq!(v["objs"][0]["t"], true);
         assert_eq!(v["objs"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn escaping_matches_serde_json_for_every_byte_position() {
+        // Each special character at every offset of a 20-byte string, so the
+        // word-at-a-time scan and the tail loop both see it.
+        let specials = [
+            '"', '\\', '\n', '\r', '\t', '\u{0}', '\u{1f}', '\u{7f}', 'é', '€',
+        ];
+        for c in specials {
+            for pos in 0..20 {
+                let mut s: String = "abcdefghijklmnopqrst".to_owned();
+                s.insert(pos, c);
+                s.push(c);
+                let mut ours = Vec::new();
+                write_escaped(&mut ours, &s);
+                let back: String = serde_json::from_slice(&ours).unwrap();
+                assert_eq!(back, s);
+                assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! A document that is valid JSON but not an audit event (no `auditID`, no
 //! `stage`, `verb` not a string, …) is an error, never a half-filled event.
 
-use crate::event::{ApiActivity, K8sUser, ObjectRef, ResponseStatus, Wrapper};
+use crate::event::{push, ApiActivity, K8sUser, ObjectRef, ResponseStatus, Str, Wrapper};
 use crate::time::Timestamp;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -27,27 +27,27 @@ pub enum AuditParseError {
 #[derive(Deserialize)]
 struct RawEvent<'a> {
     #[serde(borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<BStr<'a>>,
     #[serde(rename = "apiVersion", borrow)]
-    api_version: Option<Cow<'a, str>>,
+    api_version: Option<BStr<'a>>,
     #[serde(borrow)]
-    level: Option<Cow<'a, str>>,
+    level: Option<BStr<'a>>,
     #[serde(rename = "auditID", borrow)]
-    audit_id: Option<Cow<'a, str>>,
+    audit_id: Option<BStr<'a>>,
     #[serde(borrow)]
-    stage: Option<Cow<'a, str>>,
+    stage: Option<BStr<'a>>,
     #[serde(rename = "requestURI", borrow)]
-    request_uri: Option<Cow<'a, str>>,
+    request_uri: Option<BStr<'a>>,
     #[serde(borrow)]
-    verb: Option<Cow<'a, str>>,
+    verb: Option<BStr<'a>>,
     #[serde(borrow)]
     user: Option<RawUser<'a>>,
     #[serde(rename = "impersonatedUser", borrow)]
     impersonated_user: Option<RawUser<'a>>,
     #[serde(rename = "sourceIPs", borrow, default)]
-    source_ips: Vec<Cow<'a, str>>,
+    source_ips: Vec<BStr<'a>>,
     #[serde(rename = "userAgent", borrow)]
-    user_agent: Option<Cow<'a, str>>,
+    user_agent: Option<BStr<'a>>,
     #[serde(rename = "objectRef", borrow)]
     object_ref: Option<RawObjectRef<'a>>,
     #[serde(rename = "responseStatus", borrow)]
@@ -55,29 +55,34 @@ struct RawEvent<'a> {
     #[serde(rename = "requestObject", borrow)]
     request_object: Option<&'a RawValue>,
     #[serde(rename = "requestReceivedTimestamp", borrow)]
-    request_received: Option<Cow<'a, str>>,
+    request_received: Option<BStr<'a>>,
     #[serde(rename = "stageTimestamp", borrow)]
-    stage_timestamp: Option<Cow<'a, str>>,
+    stage_timestamp: Option<BStr<'a>>,
     /// v1beta1 only.
     #[serde(borrow)]
-    timestamp: Option<Cow<'a, str>>,
+    timestamp: Option<BStr<'a>>,
     #[serde(borrow, default)]
     annotations: Option<Annotations<'a>>,
     // AKS diagnostic-record wrapper.
     #[serde(borrow)]
     properties: Option<AksProperties<'a>>,
     #[serde(borrow)]
-    category: Option<Cow<'a, str>>,
+    category: Option<BStr<'a>>,
     #[serde(rename = "operationName", borrow)]
-    operation_name: Option<Cow<'a, str>>,
+    operation_name: Option<BStr<'a>>,
     #[serde(rename = "resourceId", borrow)]
-    resource_id: Option<Cow<'a, str>>,
+    resource_id: Option<BStr<'a>>,
     #[serde(borrow)]
-    time: Option<Cow<'a, str>>,
+    time: Option<BStr<'a>>,
 }
 
+/// A string that borrows from the input when it has no escapes (serde only
+/// borrows a `Cow<str>` that is a field of its own).
+#[derive(Deserialize)]
+struct BStr<'a>(#[serde(borrow)] Cow<'a, str>);
+
 /// The annotations map, kept in document order.
-struct Annotations<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+struct Annotations<'a>(Vec<(BStr<'a>, BStr<'a>)>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Annotations<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -92,7 +97,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Annotations<'a> {
                 mut m: M,
             ) -> Result<Self::Value, M::Error> {
                 let mut out = Vec::with_capacity(m.size_hint().unwrap_or(2));
-                while let Some((k, v)) = m.next_entry::<Cow<'de, str>, Cow<'de, str>>()? {
+                while let Some((k, v)) = m.next_entry::<BStr<'de>, BStr<'de>>()? {
                     out.push((k, v));
                 }
                 Ok(Annotations(out))
@@ -105,42 +110,42 @@ impl<'de: 'a, 'a> Deserialize<'de> for Annotations<'a> {
 #[derive(Deserialize)]
 struct RawUser<'a> {
     #[serde(borrow)]
-    username: Option<Cow<'a, str>>,
+    username: Option<BStr<'a>>,
     #[serde(borrow)]
-    uid: Option<Cow<'a, str>>,
+    uid: Option<BStr<'a>>,
     #[serde(borrow, default)]
-    groups: Vec<Cow<'a, str>>,
+    groups: Vec<BStr<'a>>,
 }
 
 #[derive(Deserialize)]
 struct RawObjectRef<'a> {
     #[serde(borrow)]
-    resource: Option<Cow<'a, str>>,
+    resource: Option<BStr<'a>>,
     #[serde(borrow)]
-    namespace: Option<Cow<'a, str>>,
+    namespace: Option<BStr<'a>>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<BStr<'a>>,
     #[serde(borrow)]
-    uid: Option<Cow<'a, str>>,
+    uid: Option<BStr<'a>>,
     #[serde(rename = "apiGroup", borrow)]
-    api_group: Option<Cow<'a, str>>,
+    api_group: Option<BStr<'a>>,
     #[serde(rename = "apiVersion", borrow)]
-    api_version: Option<Cow<'a, str>>,
+    api_version: Option<BStr<'a>>,
     #[serde(rename = "resourceVersion", borrow)]
-    resource_version: Option<Cow<'a, str>>,
+    resource_version: Option<BStr<'a>>,
     #[serde(borrow)]
-    subresource: Option<Cow<'a, str>>,
+    subresource: Option<BStr<'a>>,
 }
 
 #[derive(Deserialize)]
 struct RawStatus<'a> {
     code: Option<u16>,
     #[serde(borrow)]
-    status: Option<Cow<'a, str>>,
+    status: Option<BStr<'a>>,
     #[serde(borrow)]
-    reason: Option<Cow<'a, str>>,
+    reason: Option<BStr<'a>>,
     #[serde(borrow)]
-    message: Option<Cow<'a, str>>,
+    message: Option<BStr<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -148,9 +153,9 @@ struct AksProperties<'a> {
     #[serde(borrow)]
     log: Option<&'a RawValue>,
     #[serde(rename = "containerID", borrow)]
-    container_id: Option<Cow<'a, str>>,
+    container_id: Option<BStr<'a>>,
     #[serde(borrow)]
-    pod: Option<Cow<'a, str>>,
+    pod: Option<BStr<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -168,26 +173,49 @@ struct PodSpec<'a> {
 #[derive(Deserialize)]
 struct ContainerImage<'a> {
     #[serde(borrow)]
-    image: Option<Cow<'a, str>>,
+    image: Option<BStr<'a>>,
 }
 
-fn owned(c: Option<Cow<'_, str>>) -> Option<String> {
-    c.map(Cow::into_owned)
+/// Builds an event's text: the source line first, then strings that had to
+/// be unescaped. Strings borrowed from the parsed document become ranges.
+struct Text<'b> {
+    text: String,
+    /// The document serde parsed (the line, or AKS's unescaped inner event).
+    base: &'b str,
+    /// Where `base` starts in `text`.
+    base_offset: usize,
 }
 
-/// Non-empty string or `None` (the API server writes `""` for "not set").
-fn nonempty(c: Option<Cow<'_, str>>) -> Option<String> {
-    c.filter(|s| !s.is_empty()).map(Cow::into_owned)
-}
-
-impl From<RawUser<'_>> for K8sUser {
-    fn from(u: RawUser<'_>) -> Self {
-        K8sUser {
-            username: owned(u.username).unwrap_or_default(),
-            uid: nonempty(u.uid),
-            groups: u.groups.into_iter().map(Cow::into_owned).collect(),
+impl Text<'_> {
+    fn str(&mut self, c: Option<BStr<'_>>) -> Str {
+        match c.map(|b| b.0) {
+            None => Str::EMPTY,
+            Some(c) if c.is_empty() => Str::EMPTY,
+            Some(Cow::Borrowed(b)) => match offset_within(self.base, b) {
+                Some(at) => Str::range(self.base_offset + at, self.base_offset + at + b.len()),
+                None => push(&mut self.text, b),
+            },
+            Some(Cow::Owned(o)) => push(&mut self.text, &o),
         }
     }
+
+    fn list(&mut self, v: Vec<BStr<'_>>) -> Vec<Str> {
+        v.into_iter().map(|s| self.str(Some(s))).collect()
+    }
+
+    fn user(&mut self, u: RawUser<'_>) -> K8sUser {
+        K8sUser {
+            username: self.str(u.username),
+            uid: self.str(u.uid),
+            groups: self.list(u.groups),
+        }
+    }
+}
+
+/// Byte offset of `inner` inside `outer`, if it is a sub-slice of it.
+fn offset_within(outer: &str, inner: &str) -> Option<usize> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (start + inner.len() <= outer.len()).then_some(start)
 }
 
 /// Parses one line (without its newline) into an [`ApiActivity`].
@@ -205,23 +233,28 @@ pub fn parse_line(line: &str) -> Result<ApiActivity, AuditParseError> {
             );
         }
     }
-    from_raw(raw, line.to_owned())
+    let text = Text {
+        text: line.to_owned(),
+        base: line,
+        base_offset: 0,
+    };
+    from_raw(raw, text, line.len())
 }
 
 fn parse_aks(
     line: &str,
     props: AksProperties<'_>,
-    category: Option<Cow<'_, str>>,
-    operation_name: Option<Cow<'_, str>>,
-    resource_id: Option<Cow<'_, str>>,
-    time: Option<Cow<'_, str>>,
+    category: Option<BStr<'_>>,
+    operation_name: Option<BStr<'_>>,
+    resource_id: Option<BStr<'_>>,
+    time: Option<BStr<'_>>,
 ) -> Result<ApiActivity, AuditParseError> {
     let log = props.log.ok_or_else(|| {
         AuditParseError::NotAnEvent("AKS record without properties.log".to_owned())
     })?;
-    let inner: String = match log.get().as_bytes().first() {
-        Some(b'"') => serde_json::from_str(log.get())?,
-        Some(b'{') => log.get().to_owned(),
+    let inner: Cow<'_, str> = match log.get().as_bytes().first() {
+        Some(b'"') => Cow::Owned(serde_json::from_str::<String>(log.get())?),
+        Some(b'{') => Cow::Borrowed(log.get()),
         _ => {
             return Err(AuditParseError::NotAnEvent(
                 "AKS properties.log is neither a string nor an object".to_owned(),
@@ -229,28 +262,48 @@ fn parse_aks(
         }
     };
     let raw: RawEvent<'_> = serde_json::from_str(&inner)?;
-    let mut activity = from_raw(raw, line.to_owned())?;
-    activity.wrapper = Some(Wrapper {
+    let mut text = match &inner {
+        // An object inside the line: the line already holds it.
+        Cow::Borrowed(_) => Text {
+            text: line.to_owned(),
+            base: line,
+            base_offset: 0,
+        },
+        Cow::Owned(unescaped) => {
+            let mut buf = String::with_capacity(line.len() + unescaped.len());
+            buf.push_str(line);
+            buf.push_str(unescaped);
+            Text {
+                text: buf,
+                base: unescaped,
+                base_offset: line.len(),
+            }
+        }
+    };
+    let wrapper = Wrapper {
         provider: "aks",
-        category: owned(category),
-        operation_name: owned(operation_name),
-        resource_id: owned(resource_id),
-        pod: owned(props.pod),
-        container_id: owned(props.container_id),
-        time: owned(time),
-    });
+        category: text.str(category),
+        operation_name: text.str(operation_name),
+        resource_id: text.str(resource_id),
+        pod: text.str(props.pod),
+        container_id: text.str(props.container_id),
+        time: text.str(time),
+    };
+    let mut activity = from_raw(raw, text, line.len())?;
+    activity.wrapper = Some(wrapper);
     Ok(activity)
 }
 
-fn required<'a>(field: &str, v: Option<Cow<'a, str>>) -> Result<Cow<'a, str>, AuditParseError> {
-    match v {
-        Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(AuditParseError::NotAnEvent(format!("missing `{field}`"))),
+fn require(field: &str, s: Str) -> Result<Str, AuditParseError> {
+    if s.is_empty() {
+        Err(AuditParseError::NotAnEvent(format!("missing `{field}`")))
+    } else {
+        Ok(s)
     }
 }
 
-fn timestamp(field: &str, v: Option<Cow<'_, str>>) -> Result<Option<Timestamp>, AuditParseError> {
-    match v {
+fn timestamp(field: &str, v: Option<BStr<'_>>) -> Result<Option<Timestamp>, AuditParseError> {
+    match v.map(|b| b.0) {
         None => Ok(None),
         Some(s) => Timestamp::parse_rfc3339(&s).map(Some).ok_or_else(|| {
             AuditParseError::NotAnEvent(format!("`{field}` is not an RFC 3339 time: {s:?}"))
@@ -258,95 +311,146 @@ fn timestamp(field: &str, v: Option<Cow<'_, str>>) -> Result<Option<Timestamp>, 
     }
 }
 
-fn from_raw(raw: RawEvent<'_>, original: String) -> Result<ApiActivity, AuditParseError> {
-    if let Some(kind) = raw.kind.as_deref() {
+fn from_raw(
+    raw: RawEvent<'_>,
+    mut t: Text<'_>,
+    original_len: usize,
+) -> Result<ApiActivity, AuditParseError> {
+    if let Some(kind) = raw.kind.as_ref().map(|k| &*k.0) {
         if kind != "Event" {
             return Err(AuditParseError::NotAnEvent(format!(
                 "`kind` is {kind:?}, not \"Event\""
             )));
         }
     }
-    let audit_id = required("auditID", raw.audit_id)?.into_owned();
-    let stage = required("stage", raw.stage)?.into_owned();
-    let verb = required("verb", raw.verb)?.into_owned();
+    let audit_id = require("auditID", t.str(raw.audit_id))?;
+    let stage = require("stage", t.str(raw.stage))?;
+    let verb = require("verb", t.str(raw.verb))?;
     let user = raw
         .user
         .ok_or_else(|| AuditParseError::NotAnEvent("missing `user`".to_owned()))?;
+    let user = t.user(user);
+    let impersonated_user = raw.impersonated_user.map(|u| t.user(u));
     let object_ref = raw.object_ref.map(|o| ObjectRef {
-        resource: nonempty(o.resource),
-        namespace: nonempty(o.namespace),
-        name: nonempty(o.name),
-        uid: nonempty(o.uid),
-        api_group: nonempty(o.api_group),
-        api_version: nonempty(o.api_version),
-        resource_version: nonempty(o.resource_version),
-        subresource: nonempty(o.subresource),
+        resource: t.str(o.resource),
+        namespace: t.str(o.namespace),
+        name: t.str(o.name),
+        uid: t.str(o.uid),
+        api_group: t.str(o.api_group),
+        api_version: t.str(o.api_version),
+        resource_version: t.str(o.resource_version),
+        subresource: t.str(o.subresource),
     });
-    let container_images = match (&object_ref, raw.request_object) {
-        (
-            Some(ObjectRef {
-                resource: Some(r),
-                subresource: None,
-                ..
-            }),
-            Some(body),
-        ) if r == "pods" => serde_json::from_str::<PodSpecOnly<'_>>(body.get())
+    let is_pod = object_ref
+        .as_ref()
+        .is_some_and(|o| o.subresource.is_empty() && o.resource.get(&t.text) == "pods");
+    let container_images = match raw.request_object.filter(|_| is_pod) {
+        Some(body) => serde_json::from_str::<PodSpecOnly<'_>>(body.get())
             .ok()
             .and_then(|p| p.spec)
             .map(|s| {
                 s.containers
                     .into_iter()
-                    .filter_map(|c| owned(c.image))
+                    .map(|c| t.str(c.image))
+                    .filter(|s| !s.is_empty())
                     .collect()
             })
             .unwrap_or_default(),
-        _ => Vec::new(),
+        None => Vec::new(),
     };
-    let annotations: Vec<(String, String)> = raw
+    let annotations: Vec<(Str, Str)> = raw
         .annotations
         .map(|a| a.0)
         .unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .map(|(k, v)| (t.str(Some(k)), t.str(Some(v))))
         .collect();
-    let annotation = |key: &str| {
+    let annotation = |key: &str, text: &str| {
         annotations
             .iter()
-            .find(|(k, v)| k == key && !v.is_empty())
-            .map(|(_, v)| v.clone())
+            .find(|(k, v)| k.get(text) == key && !v.is_empty())
+            .map_or(Str::EMPTY, |(_, v)| *v)
     };
+    let authz_decision = annotation("authorization.k8s.io/decision", &t.text);
+    let authz_reason = annotation("authorization.k8s.io/reason", &t.text);
     let request_received = timestamp("requestReceivedTimestamp", raw.request_received)?;
     let stage_time = match timestamp("stageTimestamp", raw.stage_timestamp)? {
-        Some(t) => Some(t),
+        Some(ts) => Some(ts),
         None => timestamp("timestamp", raw.timestamp)?,
     };
+    let response_status = match raw.response_status {
+        Some(RawStatus {
+            code: Some(code),
+            status,
+            reason,
+            message,
+        }) => Some(ResponseStatus {
+            code,
+            status: t.str(status),
+            reason: t.str(reason),
+            message: t.str(message),
+        }),
+        _ => None,
+    };
     Ok(ApiActivity {
-        audit_api_version: owned(raw.api_version).unwrap_or_default(),
+        audit_api_version: t.str(raw.api_version),
         audit_id,
         stage,
-        level: owned(raw.level).unwrap_or_default(),
+        level: t.str(raw.level),
         verb,
-        request_uri: owned(raw.request_uri).unwrap_or_default(),
-        user: user.into(),
-        impersonated_user: raw.impersonated_user.map(K8sUser::from),
-        source_ips: raw.source_ips.into_iter().map(Cow::into_owned).collect(),
-        user_agent: nonempty(raw.user_agent),
+        request_uri: t.str(raw.request_uri),
+        user,
+        impersonated_user,
+        source_ips: t.list(raw.source_ips),
+        user_agent: t.str(raw.user_agent),
         object_ref,
-        response_status: raw.response_status.and_then(|s| {
-            s.code.map(|code| ResponseStatus {
-                code,
-                status: nonempty(s.status),
-                reason: nonempty(s.reason),
-                message: nonempty(s.message),
-            })
-        }),
+        response_status,
         request_received,
         stage_time,
-        authz_decision: annotation("authorization.k8s.io/decision"),
-        authz_reason: annotation("authorization.k8s.io/reason"),
+        authz_decision,
+        authz_reason,
         annotations,
         container_images,
         wrapper: None,
-        original,
+        original_len: u32::try_from(original_len).unwrap_or(u32::MAX),
+        original_literal: Default::default(),
+        text: t.text,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_strings_are_ranges_into_the_line_and_escaped_ones_are_appended() {
+        let line = r#"{"kind":"Event","auditID":"id-1","stage":"ResponseComplete","verb":"get","requestURI":"/api?x=\"y\"","user":{"username":"alice","groups":["a","b\u0041"]},"sourceIPs":["10.0.0.1"]}"#;
+        let a = parse_line(line).unwrap();
+        assert_eq!(a.original(), line);
+        assert_eq!(a.s(a.verb), "get");
+        assert_eq!(a.s(a.request_uri), "/api?x=\"y\"");
+        let groups: Vec<&str> = a.user.groups.iter().map(|g| a.s(*g)).collect();
+        assert_eq!(groups, ["a", "bA"]);
+        // Only the two escaped strings were appended after the line.
+        assert_eq!(a.text.len(), line.len() + "/api?x=\"y\"".len() + "bA".len());
+        assert_eq!(a.opt(a.user.uid), None);
+        let literal: String = serde_json::from_slice(a.original_literal()).unwrap();
+        assert_eq!(literal, line);
+    }
+
+    #[test]
+    fn aks_records_carry_the_inner_event_and_their_metadata() {
+        let inner = r#"{"kind":"Event","auditID":"x","stage":"ResponseComplete","verb":"update","user":{"username":"aksService"}}"#;
+        for log in [serde_json::to_string(inner).unwrap(), inner.to_owned()] {
+            let line = format!(
+                r#"{{"category":"kube-audit","properties":{{"log":{log},"pod":"apiserver-1"}}}}"#
+            );
+            let a = parse_line(&line).unwrap();
+            assert_eq!(a.original(), line);
+            assert_eq!(a.s(a.user.username), "aksService");
+            assert_eq!(a.s(a.verb), "update");
+            let w = a.wrapper.as_ref().unwrap();
+            assert_eq!((a.s(w.category), a.s(w.pod)), ("kube-audit", "apiserver-1"));
+        }
+    }
 }

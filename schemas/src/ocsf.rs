@@ -9,7 +9,7 @@
 //! The source record is kept in `raw_data`; source fields OCSF has no
 //! attribute for go under `unmapped`.
 
-use crate::event::{ApiActivity, Event, EventKind, ProcessActivity, ProcessEvent};
+use crate::event::{ApiActivity, Event, EventKind, ProcessActivity, ProcessEvent, Str};
 use crate::json::JsonWriter;
 use crate::{OCSF_VERSION, PRODUCT_NAME, PRODUCT_VERSION};
 
@@ -126,15 +126,17 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.object("process");
     w.u64("pid", u64::from(pr.pid));
     w.u64("tid", u64::from(pr.tid));
-    w.nonempty_str("name", &pr.name);
-    if !pr.args.is_empty() {
-        w.str("cmd_line", &pr.command_line());
+    w.nonempty_str("name", pr.name());
+    if !pr.argv.is_empty() {
+        let mut cmd = String::with_capacity(pr.argv.get(&pr.text).len());
+        pr.write_command_line(&mut cmd);
+        w.str("cmd_line", &cmd);
     }
-    if !pr.executable.is_empty() {
+    let exe = pr.executable();
+    if !exe.is_empty() {
         w.object("file");
-        let name = pr.executable.rsplit('/').next().unwrap_or(&pr.executable);
-        w.str("name", name);
-        w.str("path", &pr.executable);
+        w.str("name", exe.rsplit('/').next().unwrap_or(exe));
+        w.str("path", exe);
         w.u64("type_id", 1);
         w.str("type", "Regular File");
         w.end_object();
@@ -156,8 +158,8 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.object("unmapped");
     w.u64("cgroup_id", pr.cgroup_id);
     w.u64("gid", u64::from(pr.gid));
-    if !pr.args.is_empty() {
-        w.str_array("argv", pr.args.iter().map(String::as_str));
+    if !pr.argv.is_empty() {
+        w.str_array("argv", pr.args());
     }
     if pr.args_truncated {
         w.bool("args_truncated", true);
@@ -179,7 +181,8 @@ fn api_activity_id(verb: &str) -> (u64, &'static str) {
 }
 
 fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
-    let (activity_id, activity_name) = api_activity_id(&a.verb);
+    let s = |v: Str| a.s(v);
+    let (activity_id, activity_name) = api_activity_id(s(a.verb));
     head(w, &API_ACTIVITY, activity_id, activity_name, event);
     if let Some(t) = a.request_received {
         w.i64("start_time", t.as_millis());
@@ -201,38 +204,35 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
             w.str("status", "Unknown");
         }
     }
-    if let Some(s) = &a.response_status {
+    if let Some(st) = &a.response_status {
         let mut code = itoa::Buffer::new();
-        w.str("status_code", code.format(s.code));
-        w.opt_str(
-            "status_detail",
-            s.message.as_deref().or(s.reason.as_deref()),
-        );
+        w.str("status_code", code.format(st.code));
+        w.opt_str("status_detail", a.opt(st.message).or(a.opt(st.reason)));
     }
-    metadata(w, event, Some(&a.audit_id), "kube-apiserver-audit");
+    metadata(w, event, Some(s(a.audit_id)), "kube-apiserver-audit");
 
     w.object("actor");
     w.object("user");
-    w.nonempty_str("name", &a.user.username);
-    w.opt_str("uid", a.user.uid.as_deref());
-    if a.user.username.is_empty() && a.user.uid.is_none() {
+    w.nonempty_str("name", s(a.user.username));
+    w.nonempty_str("uid", s(a.user.uid));
+    if a.user.username.is_empty() && a.user.uid.is_empty() {
         w.str("name", "unknown");
     }
     if !a.user.groups.is_empty() {
         w.array("groups");
         for g in &a.user.groups {
             w.begin_object();
-            w.str("name", g);
+            w.str("name", s(*g));
             w.end_object();
         }
         w.end_array();
     }
     w.end_object();
-    if let Some(d) = &a.authz_decision {
+    if let Some(d) = a.opt(a.authz_decision) {
         w.array("authorizations");
         w.begin_object();
         w.str("decision", d);
-        if let Some(reason) = &a.authz_reason {
+        if let Some(reason) = a.opt(a.authz_reason) {
             // "RBAC: allowed by ..." names the authorizer before the colon.
             let authorizer = reason.split_once(':').map_or("authorizer", |(a, _)| a);
             w.object("policy");
@@ -246,26 +246,26 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     w.end_object();
 
     w.object("api");
-    w.str("operation", &a.verb);
+    w.str("operation", s(a.verb));
     w.object("service");
     w.str("name", "kube-apiserver");
     w.end_object();
     if let Some(o) = &a.object_ref {
-        w.opt_str("version", o.api_version.as_deref());
-        if let Some(g) = &o.api_group {
+        w.nonempty_str("version", s(o.api_version));
+        if let Some(g) = a.opt(o.api_group) {
             w.object("group");
             w.str("name", g);
             w.end_object();
         }
     }
     w.object("request");
-    w.str("uid", &a.audit_id);
+    w.str("uid", s(a.audit_id));
     w.end_object();
-    if let Some(s) = &a.response_status {
+    if let Some(st) = &a.response_status {
         w.object("response");
-        w.i64("code", i64::from(s.code));
-        w.opt_str("message", s.message.as_deref());
-        w.opt_str("error", s.reason.as_deref());
+        w.i64("code", i64::from(st.code));
+        w.nonempty_str("message", s(st.message));
+        w.nonempty_str("error", s(st.reason));
         w.end_object();
     }
     w.end_object();
@@ -273,29 +273,30 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     w.object("src_endpoint");
     match a.source_ips.split_first() {
         Some((first, rest)) => {
-            w.str("ip", first);
+            w.str("ip", s(*first));
             if !rest.is_empty() {
-                w.str_array("intermediate_ips", rest.iter().map(String::as_str));
+                w.str_array("intermediate_ips", a.strs(rest));
             }
         }
         None => w.str("name", "unknown"),
     }
     w.end_object();
 
-    if !a.request_uri.is_empty() || a.user_agent.is_some() {
+    let uri = a.opt(a.request_uri);
+    if uri.is_some() || !a.user_agent.is_empty() {
         w.object("http_request");
-        if !a.request_uri.is_empty() {
+        if let Some(uri) = uri {
             w.object("url");
-            w.str("url_string", &a.request_uri);
-            let (path, query) = match a.request_uri.split_once('?') {
+            w.str("url_string", uri);
+            let (path, query) = match uri.split_once('?') {
                 Some((p, q)) => (p, Some(q)),
-                None => (a.request_uri.as_str(), None),
+                None => (uri, None),
             };
             w.str("path", path);
             w.opt_str("query_string", query);
             w.end_object();
         }
-        w.opt_str("user_agent", a.user_agent.as_deref());
+        w.nonempty_str("user_agent", s(a.user_agent));
         w.end_object();
     }
 
@@ -305,51 +306,48 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     if let Some(o) = a
         .object_ref
         .as_ref()
-        .filter(|o| o.name.is_some() || o.uid.is_some())
+        .filter(|o| !o.name.is_empty() || !o.uid.is_empty())
     {
         w.array("resources");
         w.begin_object();
-        w.opt_str("type", o.resource.as_deref());
-        w.opt_str("name", o.name.as_deref());
-        w.opt_str("namespace", o.namespace.as_deref());
-        w.opt_str("uid", o.uid.as_deref());
-        w.opt_str("version", o.resource_version.as_deref());
+        w.nonempty_str("type", s(o.resource));
+        w.nonempty_str("name", s(o.name));
+        w.nonempty_str("namespace", s(o.namespace));
+        w.nonempty_str("uid", s(o.uid));
+        w.nonempty_str("version", s(o.resource_version));
         w.end_object();
         w.end_array();
     }
 
-    w.str("raw_data", &a.original);
+    w.raw("raw_data", a.original_literal());
 
     w.object("unmapped");
-    w.str("stage", &a.stage);
-    w.nonempty_str("level", &a.level);
-    w.nonempty_str("audit_api_version", &a.audit_api_version);
+    w.str("stage", s(a.stage));
+    w.nonempty_str("level", s(a.level));
+    w.nonempty_str("audit_api_version", s(a.audit_api_version));
     if let Some(imp) = &a.impersonated_user {
         w.object("impersonated_user");
-        w.nonempty_str("name", &imp.username);
-        w.opt_str("uid", imp.uid.as_deref());
+        w.nonempty_str("name", s(imp.username));
+        w.nonempty_str("uid", s(imp.uid));
         w.end_object();
     }
     if let Some(o) = &a.object_ref {
         w.object("object_ref");
-        w.opt_str("resource", o.resource.as_deref());
-        w.opt_str("namespace", o.namespace.as_deref());
-        w.opt_str("name", o.name.as_deref());
-        w.opt_str("api_group", o.api_group.as_deref());
-        w.opt_str("api_version", o.api_version.as_deref());
-        w.opt_str("subresource", o.subresource.as_deref());
+        w.nonempty_str("resource", s(o.resource));
+        w.nonempty_str("namespace", s(o.namespace));
+        w.nonempty_str("name", s(o.name));
+        w.nonempty_str("api_group", s(o.api_group));
+        w.nonempty_str("api_version", s(o.api_version));
+        w.nonempty_str("subresource", s(o.subresource));
         w.end_object();
     }
     if !a.container_images.is_empty() {
-        w.str_array(
-            "container_images",
-            a.container_images.iter().map(String::as_str),
-        );
+        w.str_array("container_images", a.strs(&a.container_images));
     }
     if !a.annotations.is_empty() {
         w.object("annotations");
         for (k, v) in &a.annotations {
-            w.str(k, v);
+            w.str_with_data_key(s(*k), s(*v));
         }
         w.end_object();
     }

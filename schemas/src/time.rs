@@ -85,45 +85,30 @@ impl Timestamp {
 
     /// Appends `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, as Kubernetes writes).
     pub fn write_rfc3339(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.rfc3339().0);
+    }
+
+    /// The RFC 3339 text in a fixed-size stack buffer (27 bytes, no allocation).
+    pub fn rfc3339(self) -> Rfc3339 {
         let secs = self.0.div_euclid(1_000_000_000);
         let micros = self.0.rem_euclid(1_000_000_000) / 1000;
         let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
         let sod = secs.rem_euclid(86_400);
-        let two = |v: i64, out: &mut Vec<u8>| {
-            out.push(b'0' + (v / 10) as u8);
-            out.push(b'0' + (v % 10) as u8);
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, digits: usize, mut v: i64| {
+            for k in (0..digits).rev() {
+                b[at + k] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
         };
-        let y = y.clamp(0, 9999);
-        two(y / 100, out);
-        two(y % 100, out);
-        out.push(b'-');
-        two(m, out);
-        out.push(b'-');
-        two(d, out);
-        out.push(b'T');
-        two(sod / 3600, out);
-        out.push(b':');
-        two(sod / 60 % 60, out);
-        out.push(b':');
-        two(sod % 60, out);
-        out.push(b'.');
-        let mut frac = [b'0'; 6];
-        let mut v = micros;
-        for slot in frac.iter_mut().rev() {
-            *slot = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-        out.extend_from_slice(&frac);
-        out.push(b'Z');
-    }
-
-    /// The RFC 3339 text as a fixed-size stack buffer (27 bytes).
-    pub fn rfc3339(self) -> Rfc3339 {
-        let mut v = Vec::with_capacity(27);
-        self.write_rfc3339(&mut v);
-        let mut buf = [0u8; 27];
-        buf.copy_from_slice(&v[..27]);
-        Rfc3339(buf)
+        put(0, 4, y.clamp(0, 9999));
+        put(5, 2, m);
+        put(8, 2, d);
+        put(11, 2, sod / 3600);
+        put(14, 2, sod / 60 % 60);
+        put(17, 2, sod % 60);
+        put(20, 6, micros);
+        Rfc3339(b)
     }
 }
 

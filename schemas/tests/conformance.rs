@@ -74,16 +74,15 @@ fn process_events() -> Vec<Event> {
         ppid: 1,
         uid: 1000,
         gid: 1000,
-        executable: "/usr/bin/curl".into(),
-        name: "curl".into(),
-        args: vec![
-            "curl".into(),
-            "-s".into(),
-            "https://example.com/?q=\"x\"".into(),
-        ],
         args_truncated: true,
         cgroup_id: 12345,
-    };
+        ..Process::default()
+    }
+    .with_text(
+        "/usr/bin/curl",
+        "curl",
+        &["curl", "-s", "https://example.com/?q=\"x\""],
+    );
     let t = Timestamp(1_700_000_000_000_000_000);
     vec![
         Event {

@@ -103,9 +103,12 @@ fn process_line(s: &mut String, p: &ProcessEvent) {
             let _ = write!(
                 s,
                 " exec pid={} ppid={} uid={} {}",
-                pr.pid, pr.ppid, pr.uid, pr.executable
+                pr.pid,
+                pr.ppid,
+                pr.uid,
+                pr.executable()
             );
-            for a in &pr.args {
+            for a in pr.args() {
                 s.push(' ');
                 s.push_str(a);
             }
@@ -114,7 +117,7 @@ fn process_line(s: &mut String, p: &ProcessEvent) {
             }
         }
         ProcessActivity::Exit => {
-            let _ = write!(s, " exit pid={} ppid={} {}", pr.pid, pr.ppid, pr.name);
+            let _ = write!(s, " exit pid={} ppid={} {}", pr.pid, pr.ppid, pr.name());
             if let Some(e) = p.exit {
                 match e.signal {
                     Some(sig) => {
@@ -129,34 +132,88 @@ fn process_line(s: &mut String, p: &ProcessEvent) {
     }
 }
 
-fn api_line(s: &mut String, a: &ApiActivity) {
-    let _ = write!(s, " k8s {} ", a.verb);
+fn api_line(out: &mut String, a: &ApiActivity) {
+    let _ = write!(out, " k8s {} ", a.s(a.verb));
     match &a.object_ref {
         Some(o) => {
-            s.push_str(o.resource.as_deref().unwrap_or("-"));
-            if let Some(sub) = &o.subresource {
-                let _ = write!(s, "/{sub}");
+            out.push_str(a.opt(o.resource).unwrap_or("-"));
+            if let Some(sub) = a.opt(o.subresource) {
+                let _ = write!(out, "/{sub}");
             }
-            if let Some(ns) = &o.namespace {
-                let _ = write!(s, " {ns}/");
-            } else {
-                s.push(' ');
+            match a.opt(o.namespace) {
+                Some(ns) => {
+                    let _ = write!(out, " {ns}/");
+                }
+                None => out.push(' '),
             }
-            s.push_str(o.name.as_deref().unwrap_or("*"));
+            out.push_str(a.opt(o.name).unwrap_or("*"));
         }
-        None => s.push_str(&a.request_uri),
+        None => out.push_str(a.s(a.request_uri)),
     }
-    let _ = write!(s, " user={}", a.user.username);
+    let _ = write!(out, " user={}", a.s(a.user.username));
     if let Some(imp) = &a.impersonated_user {
-        let _ = write!(s, " as={}", imp.username);
+        let _ = write!(out, " as={}", a.s(imp.username));
     }
     if let Some(r) = &a.response_status {
-        let _ = write!(s, " code={}", r.code);
+        let _ = write!(out, " code={}", r.code);
     }
-    if let Some(d) = &a.authz_decision {
-        let _ = write!(s, " decision={d}");
+    if let Some(d) = a.opt(a.authz_decision) {
+        let _ = write!(out, " decision={d}");
     }
     if let Some(ip) = a.source_ips.first() {
-        let _ = write!(s, " from={ip}");
+        let _ = write!(out, " from={}", a.s(*ip));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lumen_schemas::event::{ExitStatus, Host, Process};
+    use lumen_schemas::time::Timestamp;
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            time: Timestamp(1_700_000_000_000_000_000),
+            observed: Timestamp(0),
+            host: Arc::new(Host::default()),
+            kind,
+        }
+    }
+
+    #[test]
+    fn text_lines_say_what_happened_in_one_line() {
+        let p = Process {
+            pid: 5,
+            ppid: 1,
+            uid: 0,
+            ..Process::default()
+        }
+        .with_text("/bin/ls", "ls", &["ls", "-la"]);
+        let exec = event(EventKind::Process(ProcessEvent {
+            activity: ProcessActivity::Exec,
+            process: p.clone(),
+            exit: None,
+        }));
+        assert_eq!(
+            text_line(&exec),
+            "2023-11-14T22:13:20.000000Z exec pid=5 ppid=1 uid=0 /bin/ls ls -la"
+        );
+        let exit = event(EventKind::Process(ProcessEvent {
+            activity: ProcessActivity::Exit,
+            process: p,
+            exit: Some(ExitStatus::from_wait_status(9)),
+        }));
+        assert_eq!(
+            text_line(&exit),
+            "2023-11-14T22:13:20.000000Z exit pid=5 ppid=1 ls signal=9"
+        );
+        let line = r#"{"kind":"Event","auditID":"a","stage":"ResponseComplete","verb":"get","user":{"username":"bob"},"impersonatedUser":{"username":"eve"},"sourceIPs":["::1"],"objectRef":{"resource":"secrets","namespace":"ns","name":"s"},"responseStatus":{"code":403},"annotations":{"authorization.k8s.io/decision":"forbid"}}"#;
+        let api = event(EventKind::ApiActivity(Box::new(
+            lumen_schemas::k8s_audit::parse_line(line).unwrap(),
+        )));
+        assert_eq!(
+            text_line(&api),
+            "2023-11-14T22:13:20.000000Z k8s get secrets ns/s user=bob as=eve code=403 decision=forbid from=::1"
+        );
     }
 }

@@ -218,9 +218,9 @@ mod tests {
                 activity: ProcessActivity::Exec,
                 process: Process {
                     pid,
-                    args: vec!["x".repeat(100)],
                     ..Process::default()
-                },
+                }
+                .with_text("/bin/x", "x", &[&"x".repeat(100)]),
                 exit: None,
             }),
         }

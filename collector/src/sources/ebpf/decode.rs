@@ -1,7 +1,7 @@
 //! Turns kernel records (`lumen-common`) into canonical events.
 
 use lumen_common::{ExecRecord, ExitRecord, RecordHeader, RecordKind, ARGV_MAX, PATH_MAX};
-use lumen_schemas::event::{ExitStatus, Process, ProcessActivity, ProcessEvent};
+use lumen_schemas::event::{push, ExitStatus, Process, ProcessActivity, ProcessEvent};
 use lumen_schemas::EventKind;
 
 /// A decoded record: the event kind plus the kernel's boot-time clock.
@@ -33,33 +33,33 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-fn text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-fn process_from(h: &RecordHeader) -> Process {
+/// A process from a record header plus its strings, packed into one buffer.
+fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
+    let comm = until_nul(&h.comm);
+    // The argument area ends with a NUL; arguments are NUL-separated.
+    let argv = argv.strip_suffix(&[0]).unwrap_or(argv);
+    let mut text = String::with_capacity(executable.len() + comm.len() + argv.len());
+    let exe = push(&mut text, &String::from_utf8_lossy(executable));
+    let name = push(&mut text, &String::from_utf8_lossy(comm));
+    let args = push(&mut text, &String::from_utf8_lossy(argv));
     Process {
         pid: h.pid,
         tid: h.tid,
         ppid: h.ppid,
         uid: h.uid,
         gid: h.gid,
-        name: text(&h.comm),
+        text,
+        executable: exe,
+        name,
+        argv: args,
+        args_truncated: false,
         cgroup_id: h.cgroup_id,
-        ..Process::default()
     }
 }
 
-/// Splits the NUL-separated argument area.
-fn split_argv(area: &[u8]) -> Vec<String> {
-    let area = area.strip_suffix(&[0]).unwrap_or(area);
-    if area.is_empty() {
-        return Vec::new();
-    }
-    area.split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+fn until_nul(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
 }
 
 /// Decodes one ring-buffer record.
@@ -68,11 +68,13 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     match RecordKind::from_u32(header.kind) {
         Some(RecordKind::Exec) => {
             let r: ExecRecord = read(bytes)?;
-            let mut process = process_from(&r.header);
             let name_len = (r.filename_len as usize).min(PATH_MAX);
-            process.executable = text(&r.filename[..name_len]);
             let argv_len = (r.argv_len as usize).min(ARGV_MAX);
-            process.args = split_argv(&r.argv[..argv_len]);
+            let mut process = process_from(
+                &r.header,
+                until_nul(&r.filename[..name_len]),
+                &r.argv[..argv_len],
+            );
             process.args_truncated = r.argv_full_len as usize > argv_len;
             Ok(Decoded {
                 ktime_ns: r.header.ktime_ns,
@@ -89,7 +91,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 ktime_ns: r.header.ktime_ns,
                 kind: EventKind::Process(ProcessEvent {
                     activity: ProcessActivity::Exit,
-                    process: process_from(&r.header),
+                    process: process_from(&r.header, &[], &[]),
                     exit: Some(ExitStatus::from_wait_status(r.exit_code)),
                 }),
             })
@@ -144,11 +146,11 @@ mod tests {
         let EventKind::Process(p) = d.kind else {
             panic!()
         };
-        assert_eq!(p.process.executable, "/bin/true");
-        assert_eq!(p.process.args, ["true", "-a", "b c"]);
+        assert_eq!(p.process.executable(), "/bin/true");
+        assert_eq!(p.process.args().collect::<Vec<_>>(), ["true", "-a", "b c"]);
         assert!(p.process.args_truncated);
         assert_eq!(
-            (p.process.pid, p.process.ppid, p.process.name.as_str()),
+            (p.process.pid, p.process.ppid, p.process.name()),
             (10, 1, "true")
         );
     }

@@ -122,3 +122,37 @@ fn a_process_killed_by_a_signal_reports_the_signal() {
     let (status, _) = lumen.stop();
     assert!(status.success());
 }
+
+#[test]
+fn without_privileges_the_ebpf_source_fails_with_a_clear_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    assert!(is_root(), "this test drops from root to nobody");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = dir.path().join("lumen.toml");
+    std::fs::write(
+        &config,
+        CONFIG.replace("{dir}", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(crate::support::LUMEN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("starting source `kernel` (ebpf)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("needs root, or CAP_BPF, CAP_PERFMON"),
+        "{stderr}"
+    );
+}

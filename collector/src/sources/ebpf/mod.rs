@@ -158,8 +158,10 @@ impl EbpfSource {
         metrics: Arc<ComponentMetrics>,
     ) -> Result<Self, EbpfError> {
         let offsets = offsets::resolve(&config.btf_path)?;
-        ensure_tracefs()?;
+        // Loading needs the privileges; mounting tracefs (for attaching) too,
+        // but its error would hide the real reason.
         let mut ebpf = Ebpf::load(PROGRAMS).map_err(EbpfError::Load)?;
+        ensure_tracefs()?;
         let map_err = |name| move |source| EbpfError::Map { name, source };
         {
             let map = ebpf

@@ -6,5 +6,6 @@ mod support;
 
 mod audit_file;
 mod cli;
+mod console;
 mod ebpf;
 mod shutdown;

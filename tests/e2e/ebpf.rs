@@ -156,3 +156,68 @@ fn without_privileges_the_ebpf_source_fails_with_a_clear_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_full_ring_buffer_is_reported_and_counted_not_hidden() {
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    // Backpressure stalls the reader: the console sink writes into a pipe
+    // nobody reads; once the pipe and the channel are full the source stops
+    // reading the ring buffer (4 KiB: two exec records) and the kernel must
+    // drop. The drops must be logged and counted.
+    let config = r#"
+[sources.kernel]
+type = "ebpf"
+ring_buffer_bytes = 4096
+drop_check_interval_secs = 1
+
+[sinks.stuck]
+type = "console"
+inputs = ["kernel"]
+"#;
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut lumen = Lumen::start_with_stdout(tempfile::tempdir().unwrap(), config, writer.into());
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    let status = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "i=0; while [ $i -lt 3000 ]; do /bin/true; i=$((i+1)); done",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    lumen.wait_for_log(
+        "kernel ring buffer was full; records lost",
+        Duration::from_secs(20),
+    );
+    // Unblock the console so the drain can finish.
+    let drain = std::thread::spawn(move || std::io::copy(&mut { reader }, &mut std::io::sink()));
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    drop(lumen);
+    let _ = drain.join();
+    let totals = log
+        .iter()
+        .find(|l| l.contains("component totals") && l.contains("component=kernel"))
+        .unwrap_or_else(|| panic!("no totals:\n{}", log.join("\n")));
+    let dropped: u64 = totals
+        .split("dropped=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(dropped > 0, "{totals}");
+}
+
+#[test]
+fn a_ring_buffer_size_that_is_not_a_power_of_two_is_refused() {
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    let config = CONFIG.replace(
+        "type = \"ebpf\"",
+        "type = \"ebpf\"\nring_buffer_bytes = 5000",
+    );
+    let mut lumen = Lumen::start(&config);
+    lumen.wait_for_log(
+        "ring_buffer_bytes = 5000: must be a power of two",
+        Duration::from_secs(30),
+    );
+}

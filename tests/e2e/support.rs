@@ -25,6 +25,11 @@ impl Lumen {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Lumen {
+        Self::start_with_stdout(dir, config, Stdio::null())
+    }
+
+    /// As [`Lumen::start_in`], with lumen's standard output going to `stdout`.
+    pub fn start_with_stdout(dir: tempfile::TempDir, config: &str, stdout: Stdio) -> Lumen {
         let path = dir.path().join("lumen.toml");
         std::fs::write(
             &path,
@@ -36,7 +41,7 @@ impl Lumen {
             .arg(&path)
             .env("LUMEN_LOG", "info")
             .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

@@ -17,7 +17,7 @@ use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 use lumen_common::{drop_index, KernelOffsets};
 use lumen_schemas::event::Host;
 use lumen_schemas::time::Timestamp;
@@ -41,6 +41,14 @@ pub struct EbpfSourceConfig {
     /// Seconds between reads of the kernel's drop counters.
     #[serde(default = "default_drop_check")]
     pub drop_check_interval_secs: u64,
+    /// Size of the kernel ring buffer: a power of two, at least 4096.
+    /// Larger absorbs longer bursts before records are dropped.
+    #[serde(default = "default_ring_buffer_bytes")]
+    pub ring_buffer_bytes: u32,
+}
+
+fn default_ring_buffer_bytes() -> u32 {
+    8 * 1024 * 1024
 }
 
 fn default_btf_path() -> PathBuf {
@@ -77,6 +85,8 @@ pub enum EbpfError {
     Tracefs(std::io::Error),
     #[error("ring buffer: {0}")]
     RingBuffer(std::io::Error),
+    #[error("ring_buffer_bytes = {0}: must be a power of two and at least 4096")]
+    RingBufferSize(u32),
 }
 
 /// The compiled kernel programs (built by build.rs).
@@ -160,7 +170,14 @@ impl EbpfSource {
         let offsets = offsets::resolve(&config.btf_path)?;
         // Loading needs the privileges; mounting tracefs (for attaching) too,
         // but its error would hide the real reason.
-        let mut ebpf = Ebpf::load(PROGRAMS).map_err(EbpfError::Load)?;
+        let size = config.ring_buffer_bytes;
+        if size < 4096 || !size.is_power_of_two() {
+            return Err(EbpfError::RingBufferSize(size));
+        }
+        let mut ebpf = EbpfLoader::new()
+            .set_max_entries("EVENTS", size)
+            .load(PROGRAMS)
+            .map_err(EbpfError::Load)?;
         ensure_tracefs()?;
         let map_err = |name| move |source| EbpfError::Map { name, source };
         {
@@ -215,18 +232,31 @@ impl EbpfSource {
         })
     }
 
-    /// Reads records until shutdown, then drains what the kernel already wrote.
-    pub async fn run(mut self, mut out: Fanout, mut shutdown: ShutdownSignal) {
-        let mut drop_check = tokio::time::interval(Duration::from_secs(
-            self.config.drop_check_interval_secs.max(1),
+    /// Reads records until shutdown, then drains what the kernel already
+    /// wrote. Kernel drops are watched by a task of their own: they happen
+    /// when this loop is held up by backpressure, and must be reported then.
+    pub async fn run(self, mut out: Fanout, mut shutdown: ShutdownSignal) {
+        let EbpfSource {
+            _ebpf: ebpf,
+            mut ring,
+            drops,
+            config,
+            host,
+            metrics,
+            boot_offset_ns,
+        } = self;
+        let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
+        let reporter = tokio::spawn(watch_drops(
+            drops,
+            metrics.clone(),
+            interval,
+            shutdown.clone(),
         ));
-        let mut seen_drops = [0u64; drop_index::COUNT as usize];
         let mut batch = Vec::with_capacity(256);
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
-                _ = drop_check.tick() => report_drops(&self.drops, &self.metrics, &mut seen_drops),
-                ready = self.ring.readable_mut() => {
+                ready = ring.readable_mut() => {
                     let mut guard = match ready {
                         Ok(g) => g,
                         Err(e) => {
@@ -234,36 +264,52 @@ impl EbpfSource {
                             break;
                         }
                     };
-                    collect(guard.get_inner_mut(), &mut batch, &self.host, &self.metrics, self.boot_offset_ns);
+                    collect(guard.get_inner_mut(), &mut batch, &host, &metrics, boot_offset_ns);
                     guard.clear_ready();
                 }
             }
-            if !self.emit(&mut out, &mut batch).await {
-                return;
+            if !emit(&mut out, &mut batch, &metrics).await {
+                break;
             }
         }
-        let mut rest = Vec::new();
-        collect(
-            self.ring.get_mut(),
-            &mut rest,
-            &self.host,
-            &self.metrics,
-            self.boot_offset_ns,
-        );
-        self.emit(&mut out, &mut rest).await;
-        report_drops(&self.drops, &self.metrics, &mut seen_drops);
+        collect(ring.get_mut(), &mut batch, &host, &metrics, boot_offset_ns);
+        emit(&mut out, &mut batch, &metrics).await;
+        drop(out);
+        if let Err(e) = reporter.await {
+            tracing::error!(error = %e, "ebpf source: drop watcher failed");
+        }
+        drop(ebpf);
     }
+}
 
-    /// Sends the batch downstream; false when every output has gone.
-    async fn emit(&self, out: &mut Fanout, batch: &mut Vec<Envelope>) -> bool {
-        for env in batch.drain(..) {
-            if out.send(env).await.is_err() {
-                return false;
-            }
-            self.metrics.add_sent(1);
+/// Sends the batch downstream; false when every output has gone.
+async fn emit(out: &mut Fanout, batch: &mut Vec<Envelope>, metrics: &ComponentMetrics) -> bool {
+    for env in batch.drain(..) {
+        if out.send(env).await.is_err() {
+            return false;
         }
-        true
+        metrics.add_sent(1);
     }
+    true
+}
+
+/// Reads the kernel's drop counters every `interval` until shutdown, and
+/// once more then.
+async fn watch_drops(
+    drops: PerCpuArray<MapData, u64>,
+    metrics: Arc<ComponentMetrics>,
+    interval: Duration,
+    mut shutdown: ShutdownSignal,
+) {
+    let mut seen = [0u64; drop_index::COUNT as usize];
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tick.tick() => report_drops(&drops, &metrics, &mut seen),
+        }
+    }
+    report_drops(&drops, &metrics, &mut seen);
 }
 
 /// Decodes every record the kernel has written into `batch`.

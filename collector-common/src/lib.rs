@@ -15,6 +15,11 @@ pub const PATH_MAX: usize = 256;
 pub const ARGV_MAX: usize = 1024;
 /// Length of the kernel's `comm` (task name).
 pub const COMM_LEN: usize = 16;
+/// Cgroup path components a record carries, leaf first: the container's
+/// cgroup, its pod's, and the pod's QoS class (kubelet layout).
+pub const CGROUP_LEVELS: usize = 3;
+/// Longest cgroup component carried (`cri-containerd-<64 hex>.scope` is 85).
+pub const CGROUP_NAME_MAX: usize = 128;
 
 /// Kinds of records, the first field of every record.
 #[repr(u32)]
@@ -63,6 +68,18 @@ pub struct RecordHeader {
     pub cgroup_id: u64,
     /// Task name, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// `task_struct.start_time` (ns since boot, monotonic): with `pid`, the
+    /// identity of a process across pid reuse.
+    pub start_time_ns: u64,
+    /// Namespace inode numbers (`pid` is the namespace of new children).
+    pub pid_ns: u32,
+    pub mnt_ns: u32,
+    pub net_ns: u32,
+    pub _pad2: u32,
+    /// The task's cgroup (default hierarchy) path, last components, leaf
+    /// first, each NUL-terminated: read in the kernel at event time, so a
+    /// container that is already gone is still attributed.
+    pub cgroup_names: [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS],
 }
 
 /// A process image replaced by execve/execveat (sched:sched_process_exec).
@@ -112,6 +129,28 @@ pub struct KernelOffsets {
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end`.
     pub mm_arg_end: u32,
+    /// `task_struct.start_time`.
+    pub task_start_time: u32,
+    /// `task_struct.cgroups` (pointer to `css_set`).
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp` (pointer to the default-hierarchy `cgroup`).
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn` (pointer to its `kernfs_node`).
+    pub cgroup_kn: u32,
+    /// `kernfs_node.name` (pointer to a C string).
+    pub kernfs_name: u32,
+    /// `kernfs_node.parent` (`__parent` since Linux 6.15).
+    pub kernfs_parent: u32,
+    /// `task_struct.nsproxy`.
+    pub task_nsproxy: u32,
+    /// `nsproxy.pid_ns_for_children`, `.mnt_ns`, `.net_ns`.
+    pub nsproxy_pid_ns: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub nsproxy_net_ns: u32,
+    /// `pid_namespace.ns.inum`, `mnt_namespace.ns.inum`, `net.ns.inum`.
+    pub pid_ns_inum: u32,
+    pub mnt_ns_inum: u32,
+    pub net_ns_inum: u32,
     /// Non-zero once user space has filled the offsets.
     pub ready: u32,
     pub _pad: u32,

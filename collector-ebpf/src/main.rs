@@ -20,7 +20,8 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use lumen_common::{
-    drop_index, ExecRecord, ExitRecord, KernelOffsets, RecordHeader, RecordKind, ARGV_MAX, PATH_MAX,
+    drop_index, ExecRecord, ExitRecord, KernelOffsets, RecordHeader, RecordKind, ARGV_MAX,
+    CGROUP_LEVELS, CGROUP_NAME_MAX, PATH_MAX,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -98,6 +99,62 @@ unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &KernelOffsets)
         (*h)._pad = 0;
         (*h).cgroup_id = gen::bpf_get_current_cgroup_id();
         (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*h).start_time_ns = read_kernel(task, o.task_start_time);
+
+        let nsproxy: u64 = read_kernel(task, o.task_nsproxy);
+        let ns_inum = |field: u32, inum: u32| -> u32 {
+            let ns: u64 = read_kernel(nsproxy as *const u8, field);
+            if ns == 0 {
+                0
+            } else {
+                read_kernel(ns as *const u8, inum)
+            }
+        };
+        (*h).pid_ns = if nsproxy == 0 {
+            0
+        } else {
+            ns_inum(o.nsproxy_pid_ns, o.pid_ns_inum)
+        };
+        (*h).mnt_ns = if nsproxy == 0 {
+            0
+        } else {
+            ns_inum(o.nsproxy_mnt_ns, o.mnt_ns_inum)
+        };
+        (*h).net_ns = if nsproxy == 0 {
+            0
+        } else {
+            ns_inum(o.nsproxy_net_ns, o.net_ns_inum)
+        };
+        (*h)._pad2 = 0;
+
+        // task->cgroups->dfl_cgrp->kn, then up the kernfs parents.
+        let css_set: u64 = read_kernel(task, o.task_cgroups);
+        let cgrp: u64 = if css_set == 0 {
+            0
+        } else {
+            read_kernel(css_set as *const u8, o.css_set_dfl_cgrp)
+        };
+        let mut kn: u64 = if cgrp == 0 {
+            0
+        } else {
+            read_kernel(cgrp as *const u8, o.cgroup_kn)
+        };
+        for level in 0..CGROUP_LEVELS {
+            let slot = &mut (*h).cgroup_names[level];
+            slot[0] = 0;
+            if kn == 0 {
+                continue;
+            }
+            let name: u64 = read_kernel(kn as *const u8, o.kernfs_name);
+            if name != 0 {
+                gen::bpf_probe_read_kernel_str(
+                    slot.as_mut_ptr() as *mut c_void,
+                    CGROUP_NAME_MAX as u32,
+                    name as *const c_void,
+                );
+            }
+            kn = read_kernel(kn as *const u8, o.kernfs_parent);
+        }
     }
 }
 

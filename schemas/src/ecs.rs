@@ -116,9 +116,20 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.str("id", id.format(pr.gid));
     w.end_object();
 
+    attribution(w, pr);
+
     w.object("lumen");
     w.object("process");
     w.u64("cgroup_id", pr.cgroup_id);
+    w.nonempty_str("cgroup", pr.s(pr.attribution.cgroup));
+    let at = &pr.attribution;
+    if at.pid_ns != 0 || at.mnt_ns != 0 || at.net_ns != 0 {
+        w.object("namespaces");
+        w.u64("pid", u64::from(at.pid_ns));
+        w.u64("mnt", u64::from(at.mnt_ns));
+        w.u64("net", u64::from(at.net_ns));
+        w.end_object();
+    }
     if pr.args_truncated {
         w.bool("args_truncated", true);
     }
@@ -127,6 +138,36 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     }
     w.end_object();
     w.end_object();
+}
+
+/// `container.*` (ECS) and `kubernetes.pod.*` (the namespace Elastic's
+/// Kubernetes integrations use) for a process in a container or pod.
+fn attribution(w: &mut JsonWriter<'_>, pr: &crate::event::Process) {
+    let at = &pr.attribution;
+    if !at.container_id.is_empty() {
+        w.object("container");
+        w.str("id", pr.s(at.container_id));
+        if let Some(rt) = at.runtime {
+            w.str("runtime", rt.as_str());
+        }
+        w.end_object();
+    }
+    if !at.pod_uid.is_empty() {
+        w.object("orchestrator");
+        w.str("type", "kubernetes");
+        w.object("resource");
+        w.str("type", "pod");
+        w.end_object();
+        w.end_object();
+        w.object("kubernetes");
+        w.object("pod");
+        w.str("uid", pr.s(at.pod_uid));
+        if let Some(q) = at.qos_class {
+            w.str("qos_class", q.as_str());
+        }
+        w.end_object();
+        w.end_object();
+    }
 }
 
 /// ECS `event.type` for a Kubernetes verb.

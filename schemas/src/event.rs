@@ -111,6 +111,71 @@ pub struct Process {
     pub args_truncated: bool,
     /// Cgroup v2 id of the process.
     pub cgroup_id: u64,
+    /// Kernel start time (ns since boot): with `pid`, the process's identity.
+    pub start_time_ns: u64,
+    /// Cgroup, container, pod and namespaces.
+    pub attribution: Attribution,
+}
+
+/// Where a process runs. Strings are in the owning [`Process`]'s text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// The last components of the cgroup path, `/`-joined
+    /// (`burstable/pod<uid>/<container id>`).
+    pub cgroup: Str,
+    /// Container id (64 hex digits for every runtime Lumen recognizes).
+    pub container_id: Str,
+    pub runtime: Option<ContainerRuntime>,
+    /// Kubernetes pod UID.
+    pub pod_uid: Str,
+    pub qos_class: Option<QosClass>,
+    /// Namespace inode numbers (0: unknown).
+    pub pid_ns: u32,
+    pub mnt_ns: u32,
+    pub net_ns: u32,
+}
+
+/// The container runtime a cgroup name reveals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerRuntime {
+    Docker,
+    Containerd,
+    CriO,
+    Podman,
+    /// A bare 64-hex cgroup: runc directly, or a CRI runtime with the
+    /// cgroupfs driver (kubelet layout without a runtime prefix).
+    Runc,
+}
+
+impl ContainerRuntime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerRuntime::Docker => "docker",
+            ContainerRuntime::Containerd => "containerd",
+            ContainerRuntime::CriO => "cri-o",
+            ContainerRuntime::Podman => "podman",
+            ContainerRuntime::Runc => "runc",
+        }
+    }
+}
+
+/// Kubernetes pod QoS class, from the kubelet's cgroup layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QosClass {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
+
+impl QosClass {
+    /// As Kubernetes writes it in `status.qosClass`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QosClass::Guaranteed => "Guaranteed",
+            QosClass::Burstable => "Burstable",
+            QosClass::BestEffort => "BestEffort",
+        }
+    }
 }
 
 impl Process {
@@ -128,6 +193,11 @@ impl Process {
         }
         self.argv = Str::range(start, self.text.len());
         self
+    }
+
+    /// The text of one of this process's fields.
+    pub fn s(&self, s: Str) -> &str {
+        s.get(&self.text)
     }
 
     pub fn executable(&self) -> &str {

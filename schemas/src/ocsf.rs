@@ -70,9 +70,18 @@ fn head(
     w.str("severity", "Informational");
 }
 
-fn metadata(w: &mut JsonWriter<'_>, event: &Event, uid: Option<&str>, log_name: &str) {
+fn metadata(
+    w: &mut JsonWriter<'_>,
+    event: &Event,
+    uid: Option<&str>,
+    log_name: &str,
+    profiles: &[&str],
+) {
     w.object("metadata");
     w.str("version", OCSF_VERSION);
+    if !profiles.is_empty() {
+        w.str_array("profiles", profiles.iter().copied());
+    }
     w.object("product");
     w.str("name", PRODUCT_NAME);
     w.str("vendor_name", PRODUCT_NAME);
@@ -107,7 +116,14 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     head(w, &PROCESS_ACTIVITY, activity_id, activity_name, event);
     w.u64("status_id", 1);
     w.str("status", "Success");
-    metadata(w, event, None, "ebpf");
+    let in_container = !p.process.attribution.container_id.is_empty();
+    metadata(
+        w,
+        event,
+        None,
+        "ebpf",
+        if in_container { &["container"] } else { &[] },
+    );
     device(w, event);
 
     let pr = &p.process;
@@ -150,6 +166,19 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     if p.exit.is_some() {
         w.i64("terminated_time", event.time.as_millis());
     }
+    let at = &pr.attribution;
+    if in_container {
+        w.object("container");
+        w.str("uid", pr.s(at.container_id));
+        if let Some(rt) = at.runtime {
+            w.str("runtime", rt.as_str());
+        }
+        if !at.pod_uid.is_empty() {
+            w.str("pod_uuid", pr.s(at.pod_uid));
+            w.str("orchestrator", "kubernetes");
+        }
+        w.end_object();
+    }
     w.end_object();
     if let Some(exit) = &p.exit {
         w.i64("exit_code", i64::from(exit.shell_code()));
@@ -157,6 +186,20 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
 
     w.object("unmapped");
     w.u64("cgroup_id", pr.cgroup_id);
+    w.nonempty_str("cgroup", pr.s(at.cgroup));
+    if !at.pod_uid.is_empty() {
+        w.str("pod_uid", pr.s(at.pod_uid));
+    }
+    if let Some(q) = at.qos_class {
+        w.str("pod_qos_class", q.as_str());
+    }
+    if at.pid_ns != 0 || at.mnt_ns != 0 || at.net_ns != 0 {
+        w.object("namespaces");
+        w.u64("pid", u64::from(at.pid_ns));
+        w.u64("mnt", u64::from(at.mnt_ns));
+        w.u64("net", u64::from(at.net_ns));
+        w.end_object();
+    }
     w.u64("gid", u64::from(pr.gid));
     if !pr.argv.is_empty() {
         w.str_array("argv", pr.args());
@@ -209,7 +252,7 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         w.str("status_code", code.format(st.code));
         w.opt_str("status_detail", a.opt(st.message).or(a.opt(st.reason)));
     }
-    metadata(w, event, Some(s(a.audit_id)), "kube-apiserver-audit");
+    metadata(w, event, Some(s(a.audit_id)), "kube-apiserver-audit", &[]);
 
     w.object("actor");
     w.object("user");

@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use lumen_schemas::event::{ExitStatus, Host, Process, ProcessActivity, ProcessEvent};
+use lumen_schemas::event::{
+    push, Attribution, ContainerRuntime, ExitStatus, Host, Process, ProcessActivity, ProcessEvent,
+    QosClass,
+};
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{k8s_audit, Event, EventKind, Schema};
 use serde_json::{Map, Value};
@@ -83,8 +86,35 @@ fn process_events() -> Vec<Event> {
         "curl",
         &["curl", "-s", "https://example.com/?q=\"x\""],
     );
+    let mut in_pod = process.clone();
+    {
+        let text = &mut in_pod.text;
+        let cgroup = push(text, "burstable/pod0f5a7c1e-1111-2222-3333-444455556666/abababababababababababababababababababababababababababababababab");
+        let container_id = push(text, &"ab".repeat(32));
+        let pod_uid = push(text, "0f5a7c1e-1111-2222-3333-444455556666");
+        in_pod.attribution = Attribution {
+            cgroup,
+            container_id,
+            runtime: Some(ContainerRuntime::Runc),
+            pod_uid,
+            qos_class: Some(QosClass::Burstable),
+            pid_ns: 4026532200,
+            mnt_ns: 4026532201,
+            net_ns: 4026532202,
+        };
+    }
     let t = Timestamp(1_700_000_000_000_000_000);
     vec![
+        Event {
+            time: t,
+            observed: t,
+            host: host(),
+            kind: EventKind::Process(ProcessEvent {
+                activity: ProcessActivity::Exec,
+                process: in_pod,
+                exit: None,
+            }),
+        },
         Event {
             time: t,
             observed: t,
@@ -210,6 +240,38 @@ fn ocsf_process_activity_validates_for_exec_and_exit() {
         let doc = encode(Schema::Ocsf, &e);
         assert_eq!(doc["class_uid"], 1007);
         assert_valid(&v, &doc, "process");
+        assert_profiles_declared(&doc);
+    }
+}
+
+/// Object-level profile attributes (which a JSON Schema cannot gate) are
+/// used only with their profile in `metadata.profiles`.
+fn assert_profiles_declared(doc: &Value) {
+    let path = reference_dir().join("ocsf/profile_attributes.json");
+    let pa: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let declared: Vec<&str> = doc["metadata"]["profiles"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let processes = [
+        &doc["process"],
+        &doc["process"]["parent_process"],
+        &doc["actor"]["process"],
+    ];
+    for (profile, by_owner) in pa["profiles"].as_object().unwrap() {
+        let Some(attrs) = by_owner.get("object:process").and_then(Value::as_array) else {
+            continue;
+        };
+        for p in processes {
+            for a in attrs {
+                if p.get(a.as_str().unwrap()).is_some() {
+                    assert!(
+                        declared.contains(&profile.as_str()),
+                        "process.{a} needs profile `{profile}` in metadata.profiles: {doc:#}"
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -7,5 +7,6 @@ mod support;
 mod audit_file;
 mod cli;
 mod console;
+mod containers;
 mod ebpf;
 mod shutdown;

@@ -182,3 +182,83 @@ pub fn audit_line(id: &str, verb: &str) -> String {
         r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/default/pods/p","verb":"{verb}","user":{{"username":"alice","groups":["system:authenticated"]}},"sourceIPs":["10.0.0.1"],"userAgent":"kubectl/v1.30","objectRef":{{"resource":"pods","namespace":"default","name":"p","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"2026-11-28T10:00:00.000001Z","stageTimestamp":"2026-11-28T10:00:00.000002Z"}}"#
     )
 }
+
+/// A real OCI container: runc with a busybox-static rootfs, in its own
+/// namespaces and a cgroup at `cgroups_path` (kubelet layout in the tests).
+pub struct Container {
+    pub id: String,
+    pub bundle: tempfile::TempDir,
+}
+
+impl Container {
+    /// Writes a bundle that runs `args` in the container.
+    pub fn new(id: &str, cgroups_path: &str, args: &[&str]) -> Container {
+        let bundle = tempfile::tempdir().unwrap();
+        let rootfs = bundle.path().join("rootfs");
+        for d in ["bin", "proc", "dev", "sys", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static is installed by `cargo xtask test`");
+        std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "true", "sleep", "cat"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let status = Command::new("runc")
+            .arg("spec")
+            .current_dir(bundle.path())
+            .status()
+            .expect("runc is installed by `cargo xtask test`");
+        assert!(status.success());
+        let path = bundle.path().join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        spec["process"]["terminal"] = false.into();
+        spec["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
+        spec["linux"]["cgroupsPath"] = cgroups_path.into();
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        Container {
+            id: id.to_owned(),
+            bundle,
+        }
+    }
+
+    /// Runs the container to completion.
+    pub fn run(&self) -> ExitStatus {
+        let mut child = Command::new("runc")
+            .args(["run", "--bundle"])
+            .arg(self.bundle.path())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_timeout(&mut child, Duration::from_secs(30))
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("runc")
+            .args(["delete", "--force", &self.id])
+            .output();
+    }
+}
+
+/// 64 lowercase hex digits, unique enough per test run.
+pub fn random_container_id() -> String {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ u64::from(std::process::id()) << 32;
+    (0..64)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from_digit((seed % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}

@@ -1,7 +1,11 @@
 //! Turns kernel records (`lumen-common`) into canonical events.
 
 use lumen_common::{ExecRecord, ExitRecord, RecordHeader, RecordKind, ARGV_MAX, PATH_MAX};
-use lumen_schemas::event::{push, ExitStatus, Process, ProcessActivity, ProcessEvent};
+#[cfg(test)]
+use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
+use lumen_schemas::event::{
+    push, Attribution, ExitStatus, Process, ProcessActivity, ProcessEvent, Str,
+};
 use lumen_schemas::EventKind;
 
 /// A decoded record: the event kind plus the kernel's boot-time clock.
@@ -42,6 +46,7 @@ fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
     let exe = push(&mut text, &String::from_utf8_lossy(executable));
     let name = push(&mut text, &String::from_utf8_lossy(comm));
     let args = push(&mut text, &String::from_utf8_lossy(argv));
+    let attribution = attribute(h, &mut text);
     Process {
         pid: h.pid,
         tid: h.tid,
@@ -54,6 +59,43 @@ fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
         argv: args,
         args_truncated: false,
         cgroup_id: h.cgroup_id,
+        start_time_ns: h.start_time_ns,
+        attribution,
+    }
+}
+
+/// Cgroup path tail, container and pod from the record's cgroup names.
+fn attribute(h: &RecordHeader, text: &mut String) -> Attribution {
+    let names: Vec<String> = h
+        .cgroup_names
+        .iter()
+        .map(|n| String::from_utf8_lossy(until_nul(n)).into_owned())
+        .filter(|n| !n.is_empty() && n != "/")
+        .collect();
+    let leaf_first: Vec<&str> = names.iter().map(String::as_str).collect();
+    let parsed = crate::attribution::parse(&leaf_first);
+    let start = text.len();
+    for (i, n) in leaf_first.iter().rev().enumerate() {
+        if i > 0 {
+            text.push('/');
+        }
+        text.push_str(n);
+    }
+    let cgroup = Str::range(start, text.len());
+    let container_id = parsed.container_id.map_or(Str::EMPTY, |id| push(text, id));
+    let pod_uid = parsed
+        .pod_uid
+        .as_deref()
+        .map_or(Str::EMPTY, |uid| push(text, uid));
+    Attribution {
+        cgroup,
+        container_id,
+        runtime: parsed.runtime,
+        pod_uid,
+        qos_class: parsed.qos,
+        pid_ns: h.pid_ns,
+        mnt_ns: h.mnt_ns,
+        net_ns: h.net_ns,
     }
 }
 
@@ -126,7 +168,54 @@ mod tests {
             _pad: 0,
             cgroup_id: 77,
             comm,
+            start_time_ns: 9,
+            pid_ns: 4026531836,
+            mnt_ns: 4026531841,
+            net_ns: 4026531840,
+            _pad2: 0,
+            cgroup_names: cgroup(&[
+                "abababababababababababababababababababababababababababababababab",
+                "pod0f5a7c1e-1111-2222-3333-444455556666",
+                "besteffort",
+            ]),
         }
+    }
+
+    fn cgroup(leaf_first: &[&str]) -> [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS] {
+        let mut out = [[0u8; CGROUP_NAME_MAX]; CGROUP_LEVELS];
+        for (slot, name) in out.iter_mut().zip(leaf_first) {
+            slot[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn attributes_container_and_pod_from_the_cgroup_names() {
+        let r = ExitRecord {
+            header: header(RecordKind::Exit),
+            exit_code: 0,
+            _pad: 0,
+        };
+        let EventKind::Process(p) = decode(as_bytes(&r)).unwrap().kind else {
+            panic!()
+        };
+        let a = &p.process.attribution;
+        let pr = &p.process;
+        assert_eq!(
+            pr.s(a.cgroup),
+            "besteffort/pod0f5a7c1e-1111-2222-3333-444455556666/abababababababababababababababababababababababababababababababab"
+        );
+        assert_eq!(pr.s(a.container_id), "ab".repeat(32));
+        assert_eq!(pr.s(a.pod_uid), "0f5a7c1e-1111-2222-3333-444455556666");
+        assert_eq!(
+            a.qos_class,
+            Some(lumen_schemas::event::QosClass::BestEffort)
+        );
+        assert_eq!(
+            (a.pid_ns, a.mnt_ns, a.net_ns),
+            (4026531836, 4026531841, 4026531840)
+        );
+        assert_eq!(pr.start_time_ns, 9);
     }
 
     #[test]

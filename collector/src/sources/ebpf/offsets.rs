@@ -47,6 +47,19 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
     let types = TypeInformation::new(&Bytes(data))
         .map_err(|e| OffsetsError::Parse(e.message().to_owned()))?;
     let byte_offset = |ty: &str, path: &str| -> Result<u32, OffsetsError> {
+        // Renamed members: try each spelling, newest last.
+        if let Some((old, new)) = path.split_once('|') {
+            let one = |p: &str| {
+                let id = types.id_of(ty)?;
+                match types.offset_of(id, p).ok()? {
+                    (_, Offset::ByteOffset(o)) => Some(o),
+                    _ => None,
+                }
+            };
+            return one(old)
+                .or_else(|| one(new))
+                .ok_or_else(|| OffsetsError::Missing(format!("{ty}.{path}")));
+        }
         let missing = || OffsetsError::Missing(format!("{ty}.{path}"));
         let id = types.id_of(ty).ok_or_else(missing)?;
         match types.offset_of(id, path).map_err(|_| missing())? {
@@ -62,6 +75,19 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         task_exit_code: byte_offset("task_struct", "exit_code")?,
         mm_arg_start: byte_offset("mm_struct", "arg_start")?,
         mm_arg_end: byte_offset("mm_struct", "arg_end")?,
+        task_start_time: byte_offset("task_struct", "start_time")?,
+        task_cgroups: byte_offset("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: byte_offset("css_set", "dfl_cgrp")?,
+        cgroup_kn: byte_offset("cgroup", "kn")?,
+        kernfs_name: byte_offset("kernfs_node", "name")?,
+        kernfs_parent: byte_offset("kernfs_node", "parent|__parent")?,
+        task_nsproxy: byte_offset("task_struct", "nsproxy")?,
+        nsproxy_pid_ns: byte_offset("nsproxy", "pid_ns_for_children")?,
+        nsproxy_mnt_ns: byte_offset("nsproxy", "mnt_ns")?,
+        nsproxy_net_ns: byte_offset("nsproxy", "net_ns")?,
+        pid_ns_inum: byte_offset("pid_namespace", "ns.inum")?,
+        mnt_ns_inum: byte_offset("mnt_namespace", "ns.inum")?,
+        net_ns_inum: byte_offset("net", "ns.inum")?,
         ready: 1,
         _pad: 0,
     })
@@ -82,6 +108,9 @@ mod tests {
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
         assert!(o.task_tgid > 0 && o.task_real_parent > o.task_tgid);
         assert!(o.task_mm > 0 && o.task_exit_code > 0);
+        // kernfs_node: `name` follows the parent pointer on every layout.
+        assert!(o.kernfs_name > o.kernfs_parent);
+        assert!(o.task_cgroups > 0 && o.cgroup_kn > 0 && o.net_ns_inum > 0);
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! Container and pod attribution with a real container: runc, a busybox
+//! rootfs, and a cgroup at the kubelet's path for a Burstable pod.
+
+use crate::support::{is_root, random_container_id, wait_for_events, Container, Lumen};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+[sources.kernel]
+type = "ebpf"
+
+[sinks.ecs]
+type = "file"
+inputs = ["kernel"]
+schema = "ecs"
+path = "{dir}/ecs.ndjson"
+
+[sinks.ocsf]
+type = "file"
+inputs = ["kernel"]
+schema = "ocsf"
+path = "{dir}/ocsf.ndjson"
+"#;
+
+#[test]
+fn a_short_lived_runc_container_is_attributed_to_its_container_and_pod() {
+    assert!(is_root(), "runc and eBPF need root (CI runs as root)");
+    let mut lumen = Lumen::start(CONFIG);
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+
+    let container_id = random_container_id();
+    let pod_uid = "7c0d5b5e-8f3a-4f0e-9a57-2b1f3c4d5e6f";
+    let marker = format!("lumen-ctr-{}", &container_id[..12]);
+    let container = Container::new(
+        &format!("lumen-e2e-{}", &container_id[..12]),
+        &format!("/kubepods/burstable/pod{pod_uid}/{container_id}"),
+        &["/bin/sh", "-c", &format!("/bin/true {marker}")],
+    );
+    assert!(container.run().success());
+
+    // The container is gone (its cgroup too) by the time events are read.
+    let is_marker = |e: &serde_json::Value| {
+        e["event"]["action"] == "exec"
+            && e["process"]["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == marker.as_str()))
+    };
+    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
+        evs.iter().any(is_marker)
+    });
+    let exec = events.iter().find(|e| is_marker(e)).unwrap();
+    assert_eq!(exec["container"]["id"], container_id.as_str(), "{exec:#}");
+    assert_eq!(exec["container"]["runtime"], "runc");
+    assert_eq!(exec["kubernetes"]["pod"]["uid"], pod_uid);
+    assert_eq!(exec["kubernetes"]["pod"]["qos_class"], "Burstable");
+    assert_eq!(
+        exec["lumen"]["process"]["cgroup"],
+        format!("burstable/pod{pod_uid}/{container_id}").as_str()
+    );
+    // Its own namespaces, not the host's.
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let host_mnt: u64 = host_mnt
+        .to_string_lossy()
+        .trim_start_matches("mnt:[")
+        .trim_end_matches(']')
+        .parse()
+        .unwrap();
+    let mnt = exec["lumen"]["process"]["namespaces"]["mnt"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        mnt != 0 && mnt != host_mnt,
+        "container mnt ns {mnt} vs host {host_mnt}"
+    );
+
+    // Every event of the container's processes is attributed, exits too.
+    let pid = exec["process"]["pid"].as_u64().unwrap();
+    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
+        evs.iter()
+            .any(|e| e["process"]["pid"].as_u64() == Some(pid) && e["event"]["action"] == "exit")
+    });
+    let exit = events
+        .iter()
+        .find(|e| e["process"]["pid"].as_u64() == Some(pid) && e["event"]["action"] == "exit")
+        .unwrap();
+    assert_eq!(exit["container"]["id"], container_id.as_str());
+
+    // OCSF: process.container with the container profile declared.
+    let ocsf = wait_for_events(&lumen.path("ocsf.ndjson"), Duration::from_secs(10), |evs| {
+        evs.iter()
+            .any(|e| e["process"]["pid"].as_u64() == Some(pid) && e["activity_id"] == 1)
+    });
+    let launch = ocsf
+        .iter()
+        .find(|e| e["process"]["pid"].as_u64() == Some(pid) && e["activity_id"] == 1)
+        .unwrap();
+    assert_eq!(launch["process"]["container"]["uid"], container_id.as_str());
+    assert_eq!(launch["process"]["container"]["pod_uuid"], pod_uid);
+    assert_eq!(
+        launch["metadata"]["profiles"],
+        serde_json::json!(["container"])
+    );
+
+    // Host processes are not attributed to any container: runc itself.
+    let events = crate::support::read_ndjson(&lumen.path("ecs.ndjson"));
+    let runc = events
+        .iter()
+        .find(|e| {
+            e["event"]["action"] == "exec"
+                && e["process"]["executable"]
+                    .as_str()
+                    .is_some_and(|x| x.ends_with("/runc"))
+        })
+        .expect("exec of runc");
+    assert!(runc.get("container").is_none(), "{runc:#}");
+    assert!(runc["kubernetes"].is_null());
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}

@@ -29,6 +29,8 @@ pub enum RecordKind {
     Exec = 1,
     /// The exit of a thread-group leader (a process): [`ExitRecord`].
     Exit = 2,
+    /// A new process (not a thread) from fork/clone: [`ForkRecord`].
+    Fork = 3,
 }
 
 impl RecordKind {
@@ -37,6 +39,7 @@ impl RecordKind {
         match raw {
             1 => Some(Self::Exec),
             2 => Some(Self::Exit),
+            3 => Some(Self::Fork),
             _ => None,
         }
     }
@@ -111,6 +114,19 @@ pub struct ExitRecord {
     pub _pad: u32,
 }
 
+/// A process created by fork/clone (sched:sched_process_fork). The header
+/// describes the parent (the task that called fork).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub header: RecordHeader,
+    /// The child's pid (its thread-group id).
+    pub child_pid: u32,
+    pub _pad: u32,
+    /// The child's `task_struct.start_time`.
+    pub child_start_time_ns: u64,
+}
+
 /// Offsets into kernel structures, read from the running kernel's BTF by user
 /// space and handed to the programs through the `CONFIG` array map, so the
 /// programs work on any kernel layout (CO-RE done in user space).
@@ -121,6 +137,8 @@ pub struct KernelOffsets {
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
     pub task_tgid: u32,
+    /// `task_struct.pid`.
+    pub task_pid: u32,
     /// `task_struct.mm` (pointer).
     pub task_mm: u32,
     /// `task_struct.exit_code`.
@@ -162,8 +180,13 @@ pub mod drop_index {
     pub const EXEC: u32 = 0;
     /// An exit record could not be reserved in the ring buffer.
     pub const EXIT: u32 = 1;
+    /// A fork record could not be reserved in the ring buffer.
+    pub const FORK: u32 = 2;
     /// Number of counters.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
+
+    /// Names of the counters, by index.
+    pub const NAMES: [&str; COUNT as usize] = ["exec", "exit", "fork"];
 }
 
 #[cfg(feature = "user")]

@@ -13,15 +13,15 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, gen},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use core::ffi::c_void;
 use lumen_common::{
-    drop_index, ExecRecord, ExitRecord, KernelOffsets, RecordHeader, RecordKind, ARGV_MAX,
-    CGROUP_LEVELS, CGROUP_NAME_MAX, PATH_MAX,
+    drop_index, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, RecordHeader, RecordKind,
+    ARGV_MAX, CGROUP_LEVELS, CGROUP_NAME_MAX, PATH_MAX,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -234,6 +234,39 @@ pub fn lumen_exit(_ctx: TracePointContext) -> u32 {
         let task = gen::bpf_get_current_task() as *const u8;
         (*rec).exit_code = read_kernel(task, o.task_exit_code);
         (*rec)._pad = 0;
+    }
+    entry.submit(0);
+    0
+}
+
+/// A new process: fork/clone without CLONE_THREAD. `current` is the parent.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn lumen_fork(ctx: RawTracePointContext) -> i32 {
+    let Some(o) = offsets() else { return 0 };
+    // TP_PROTO(struct task_struct *parent, struct task_struct *child)
+    // SAFETY: raw tracepoint context is an array of u64 arguments.
+    let child = unsafe { *(ctx.as_ptr() as *const u64).add(1) } as *const u8;
+    // SAFETY: probe reads of the child task.
+    let (child_pid, child_tgid): (u32, u32) = unsafe {
+        (
+            read_kernel(child, o.task_pid),
+            read_kernel(child, o.task_tgid),
+        )
+    };
+    if child_pid != child_tgid {
+        return 0; // a thread
+    }
+    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
+        count_drop(drop_index::FORK);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of ForkRecord's size.
+    unsafe {
+        fill_header(&mut (*rec).header, RecordKind::Fork, o);
+        (*rec).child_pid = child_pid;
+        (*rec)._pad = 0;
+        (*rec).child_start_time_ns = read_kernel(child, o.task_start_time);
     }
     entry.submit(0);
     0

@@ -64,6 +64,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     common_head(w, event.time);
     let (etype, action) = match p.activity {
         ProcessActivity::Exec => ("start", "exec"),
+        ProcessActivity::Fork => ("start", "fork"),
         ProcessActivity::Exit => ("end", "exit"),
     };
     w.object("event");
@@ -87,6 +88,16 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.end_object();
     w.object("parent");
     w.u64("pid", u64::from(pr.ppid));
+    let parent = &pr.parent;
+    w.nonempty_str("executable", pr.s(parent.executable));
+    w.nonempty_str("name", pr.s(parent.name));
+    if !parent.argv.is_empty() {
+        w.str_array("args", pr.parent_args());
+        w.u64("args_count", pr.parent_args().count() as u64);
+        let mut cmd = String::new();
+        crate::event::join_argv(pr.s(parent.argv), &mut cmd);
+        w.str("command_line", &cmd);
+    }
     w.end_object();
     w.nonempty_str("name", pr.name());
     w.nonempty_str("executable", pr.executable());
@@ -132,6 +143,13 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     }
     if pr.args_truncated {
         w.bool("args_truncated", true);
+    }
+    if !pr.ancestry.is_empty() {
+        w.array("ancestry");
+        for pid in &pr.ancestry {
+            w.elem_u64(u64::from(*pid));
+        }
+        w.end_array();
     }
     if let Some(sig) = p.exit.and_then(|e| e.signal) {
         w.i64("exit_signal", i64::from(sig));

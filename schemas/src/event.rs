@@ -40,6 +40,7 @@ impl EventKind {
         match self {
             EventKind::Process(p) => match p.activity {
                 ProcessActivity::Exec => "process_exec",
+                ProcessActivity::Fork => "process_fork",
                 ProcessActivity::Exit => "process_exit",
             },
             EventKind::ApiActivity(_) => "k8s_audit",
@@ -51,6 +52,8 @@ impl EventKind {
 pub enum ProcessActivity {
     /// The process image was replaced by execve/execveat.
     Exec,
+    /// A new process was created by fork/clone (it runs its parent's image).
+    Fork,
     /// The process (thread group) exited.
     Exit,
 }
@@ -115,6 +118,21 @@ pub struct Process {
     pub start_time_ns: u64,
     /// Cgroup, container, pod and namespaces.
     pub attribution: Attribution,
+    /// The parent, from the process cache (empty when unknown).
+    pub parent: ParentInfo,
+    /// Ancestors' pids, parent first, up to the cache's depth.
+    pub ancestry: Vec<u32>,
+}
+
+/// What the process cache knows of a process's parent. Strings are in the
+/// owning [`Process`]'s text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParentInfo {
+    pub executable: Str,
+    pub name: Str,
+    /// argv, NUL-separated.
+    pub argv: Str,
+    pub start_time_ns: u64,
 }
 
 /// Where a process runs. Strings are in the owning [`Process`]'s text.
@@ -210,8 +228,12 @@ impl Process {
 
     /// argv, argv[0] first.
     pub fn args(&self) -> impl Iterator<Item = &str> + Clone {
-        let argv = self.argv.get(&self.text);
-        argv.split('\0').filter(move |_| !argv.is_empty())
+        split_argv(self.argv.get(&self.text))
+    }
+
+    /// The parent's argv, when known.
+    pub fn parent_args(&self) -> impl Iterator<Item = &str> + Clone {
+        split_argv(self.parent.argv.get(&self.text))
     }
 
     pub fn args_count(&self) -> usize {
@@ -221,13 +243,23 @@ impl Process {
     /// argv joined with spaces (ECS `process.command_line`, OCSF `cmd_line`),
     /// written into `out`.
     pub fn write_command_line(&self, out: &mut String) {
-        out.clear();
-        for (i, a) in self.args().enumerate() {
-            if i > 0 {
-                out.push(' ');
-            }
-            out.push_str(a);
+        join_argv(self.argv.get(&self.text), out);
+    }
+}
+
+/// NUL-separated arguments (none for an empty area).
+pub fn split_argv(argv: &str) -> impl Iterator<Item = &str> + Clone {
+    argv.split('\0').filter(move |_| !argv.is_empty())
+}
+
+/// argv joined with spaces.
+pub fn join_argv(argv: &str, out: &mut String) {
+    out.clear();
+    for (i, a) in split_argv(argv).enumerate() {
+        if i > 0 {
+            out.push(' ');
         }
+        out.push_str(a);
     }
 }
 

@@ -109,8 +109,11 @@ fn device(w: &mut JsonWriter<'_>, event: &Event) {
 }
 
 fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
+    // exec is the launch of a program; a fork without exec has no OCSF
+    // activity of its own (Other, named "Fork").
     let (activity_id, activity_name) = match p.activity {
         ProcessActivity::Exec => (1, "Launch"),
+        ProcessActivity::Fork => (99, "Fork"),
         ProcessActivity::Exit => (2, "Terminate"),
     };
     head(w, &PROCESS_ACTIVITY, activity_id, activity_name, event);
@@ -133,7 +136,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.object("actor");
     w.object("process");
     match p.activity {
-        ProcessActivity::Exec => w.u64("pid", u64::from(pr.ppid)),
+        ProcessActivity::Exec | ProcessActivity::Fork => w.u64("pid", u64::from(pr.ppid)),
         ProcessActivity::Exit => w.u64("pid", u64::from(pr.pid)),
     }
     w.end_object();
@@ -162,7 +165,32 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.end_object();
     w.object("parent_process");
     w.u64("pid", u64::from(pr.ppid));
+    let parent = &pr.parent;
+    w.nonempty_str("name", pr.s(parent.name));
+    if !parent.argv.is_empty() {
+        let mut cmd = String::new();
+        crate::event::join_argv(pr.s(parent.argv), &mut cmd);
+        w.str("cmd_line", &cmd);
+    }
+    let parent_exe = pr.s(parent.executable);
+    if !parent_exe.is_empty() {
+        w.object("file");
+        w.str("name", parent_exe.rsplit('/').next().unwrap_or(parent_exe));
+        w.str("path", parent_exe);
+        w.u64("type_id", 1);
+        w.str("type", "Regular File");
+        w.end_object();
+    }
     w.end_object();
+    if !pr.ancestry.is_empty() {
+        w.array("ancestry");
+        for pid in &pr.ancestry {
+            w.begin_object();
+            w.u64("pid", u64::from(*pid));
+            w.end_object();
+        }
+        w.end_array();
+    }
     if p.exit.is_some() {
         w.i64("terminated_time", event.time.as_millis());
     }

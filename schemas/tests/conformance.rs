@@ -86,6 +86,14 @@ fn process_events() -> Vec<Event> {
         "curl",
         &["curl", "-s", "https://example.com/?q=\"x\""],
     );
+    let mut process = process;
+    process.parent = lumen_schemas::event::ParentInfo {
+        executable: push(&mut process.text, "/bin/bash"),
+        name: push(&mut process.text, "bash"),
+        argv: push(&mut process.text, "bash\0-l"),
+        start_time_ns: 5,
+    };
+    process.ancestry = vec![1, 2, 3];
     let mut in_pod = process.clone();
     {
         let text = &mut in_pod.text;
@@ -121,6 +129,16 @@ fn process_events() -> Vec<Event> {
             host: host(),
             kind: EventKind::Process(ProcessEvent {
                 activity: ProcessActivity::Exec,
+                process: process.clone(),
+                exit: None,
+            }),
+        },
+        Event {
+            time: t,
+            observed: t,
+            host: host(),
+            kind: EventKind::Process(ProcessEvent {
+                activity: ProcessActivity::Fork,
                 process: process.clone(),
                 exit: None,
             }),

@@ -116,6 +116,15 @@ fn process_line(s: &mut String, p: &ProcessEvent) {
                 s.push_str(" …");
             }
         }
+        ProcessActivity::Fork => {
+            let _ = write!(
+                s,
+                " fork pid={} ppid={} {}",
+                pr.pid,
+                pr.ppid,
+                pr.executable()
+            );
+        }
         ProcessActivity::Exit => {
             let _ = write!(s, " exit pid={} ppid={} {}", pr.pid, pr.ppid, pr.name());
             if let Some(e) = p.exit {

@@ -221,3 +221,73 @@ fn a_ring_buffer_size_that_is_not_a_power_of_two_is_refused() {
         Duration::from_secs(30),
     );
 }
+
+#[test]
+fn a_process_started_before_lumen_is_known_as_a_parent_and_forks_are_seen() {
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    let marker = format!("lumen-pre-{}", std::process::id());
+    // A shell that exists before Lumen starts, then forks and execs a child.
+    let mut shell = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "sleep 2; /bin/true child-of-old-shell; exit 0",
+            &marker,
+        ])
+        .spawn()
+        .unwrap();
+    let shell_pid = u64::from(shell.id());
+    let mut lumen = Lumen::start(CONFIG);
+    lumen.wait_for_log("process cache seeded from /proc", Duration::from_secs(60));
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    assert!(shell.wait().unwrap().success());
+
+    let is_child_exec = |e: &serde_json::Value| {
+        e["event"]["action"] == "exec" && e["process"]["args"][1] == "child-of-old-shell"
+    };
+    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
+        evs.iter().any(is_child_exec)
+    });
+    let exec = events.iter().find(|e| is_child_exec(e)).unwrap();
+    let parent = &exec["process"]["parent"];
+    assert_eq!(parent["pid"].as_u64(), Some(shell_pid));
+    assert_eq!(
+        parent["executable"],
+        "/usr/bin/dash"
+            .to_owned()
+            .as_str()
+            .replace(
+                "/usr/bin/dash",
+                &std::fs::canonicalize("/bin/sh").unwrap().to_string_lossy()
+            )
+            .as_str()
+    );
+    assert_eq!(
+        parent["args"],
+        serde_json::json!([
+            "/bin/sh",
+            "-c",
+            "sleep 2; /bin/true child-of-old-shell; exit 0",
+            marker
+        ])
+    );
+    // Ancestry: the shell, then this test process.
+    let ancestry: Vec<u64> = exec["lumen"]["process"]["ancestry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(&ancestry[..2], &[shell_pid, u64::from(std::process::id())]);
+
+    // The child was forked by the old shell before it exec'd: the fork event
+    // names the shell as parent and runs the shell's image.
+    let child_pid = exec["process"]["pid"].as_u64().unwrap();
+    let fork = events
+        .iter()
+        .find(|e| e["event"]["action"] == "fork" && e["process"]["pid"].as_u64() == Some(child_pid))
+        .expect("fork event of the child");
+    assert_eq!(fork["process"]["parent"]["pid"].as_u64(), Some(shell_pid));
+    assert_eq!(fork["process"]["executable"], parent["executable"]);
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}

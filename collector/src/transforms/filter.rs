@@ -1,5 +1,5 @@
 //! The `filter` transform: passes events whose kind is included and not
-//! excluded. Kinds: `process_exec`, `process_exit`, `k8s_audit`.
+//! excluded. Kinds: `process_exec`, `process_fork`, `process_exit`, `k8s_audit`.
 //! Filtered-out events are acknowledged as delivered (the user asked for them
 //! to go nowhere) and counted as dropped.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Event kinds a filter can name.
-pub const KINDS: &[&str] = &["process_exec", "process_exit", "k8s_audit"];
+pub const KINDS: &[&str] = &["process_exec", "process_fork", "process_exit", "k8s_audit"];
 
 /// `[transforms.<id>] type = "filter"`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -30,6 +30,7 @@ pub struct FilterConfig {
 #[serde(rename_all = "snake_case")]
 pub enum FilterKind {
     ProcessExec,
+    ProcessFork,
     ProcessExit,
     K8sAudit,
 }
@@ -38,6 +39,7 @@ impl FilterKind {
     fn name(self) -> &'static str {
         match self {
             FilterKind::ProcessExec => "process_exec",
+            FilterKind::ProcessFork => "process_fork",
             FilterKind::ProcessExit => "process_exit",
             FilterKind::K8sAudit => "k8s_audit",
         }

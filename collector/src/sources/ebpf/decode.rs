@@ -1,6 +1,8 @@
 //! Turns kernel records (`lumen-common`) into canonical events.
 
-use lumen_common::{ExecRecord, ExitRecord, RecordHeader, RecordKind, ARGV_MAX, PATH_MAX};
+use lumen_common::{
+    ExecRecord, ExitRecord, ForkRecord, RecordHeader, RecordKind, ARGV_MAX, PATH_MAX,
+};
 #[cfg(test)]
 use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
 use lumen_schemas::event::{
@@ -61,6 +63,8 @@ fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
         cgroup_id: h.cgroup_id,
         start_time_ns: h.start_time_ns,
         attribution,
+        parent: Default::default(),
+        ancestry: Vec::new(),
     }
 }
 
@@ -135,6 +139,24 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                     activity: ProcessActivity::Exit,
                     process: process_from(&r.header, &[], &[]),
                     exit: Some(ExitStatus::from_wait_status(r.exit_code)),
+                }),
+            })
+        }
+        Some(RecordKind::Fork) => {
+            let r: ForkRecord = read(bytes)?;
+            // The child starts as a copy of the parent: same credentials,
+            // comm, cgroup and namespaces; its image comes from the cache.
+            let mut process = process_from(&r.header, &[], &[]);
+            process.ppid = r.header.pid;
+            process.pid = r.child_pid;
+            process.tid = r.child_pid;
+            process.start_time_ns = r.child_start_time_ns;
+            Ok(Decoded {
+                ktime_ns: r.header.ktime_ns,
+                kind: EventKind::Process(ProcessEvent {
+                    activity: ProcessActivity::Fork,
+                    process,
+                    exit: None,
                 }),
             })
         }
@@ -242,6 +264,23 @@ mod tests {
             (p.process.pid, p.process.ppid, p.process.name()),
             (10, 1, "true")
         );
+    }
+
+    #[test]
+    fn a_fork_record_describes_the_child_with_the_caller_as_parent() {
+        let r = ForkRecord {
+            header: header(RecordKind::Fork),
+            child_pid: 77,
+            _pad: 0,
+            child_start_time_ns: 123,
+        };
+        let EventKind::Process(p) = decode(as_bytes(&r)).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(p.activity, ProcessActivity::Fork);
+        assert_eq!((p.process.pid, p.process.tid, p.process.ppid), (77, 77, 10));
+        assert_eq!(p.process.start_time_ns, 123);
+        assert_eq!(p.process.name(), "true");
     }
 
     #[test]

@@ -12,20 +12,22 @@
 
 pub mod decode;
 pub mod offsets;
+pub mod process_cache;
 
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{drop_index, KernelOffsets};
 use lumen_schemas::event::Host;
 use lumen_schemas::time::Timestamp;
-use lumen_schemas::Event;
+use lumen_schemas::{Event, EventKind};
 use lumen_sinks::ack::Ack;
 use lumen_sinks::{ComponentMetrics, Envelope};
+use process_cache::ProcessCache;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
@@ -45,6 +47,13 @@ pub struct EbpfSourceConfig {
     /// Larger absorbs longer bursts before records are dropped.
     #[serde(default = "default_ring_buffer_bytes")]
     pub ring_buffer_bytes: u32,
+    /// Processes the user-space cache holds (parents, ancestry).
+    #[serde(default = "default_process_cache_capacity")]
+    pub process_cache_capacity: usize,
+}
+
+fn default_process_cache_capacity() -> usize {
+    65_536
 }
 
 fn default_ring_buffer_bytes() -> u32 {
@@ -98,6 +107,9 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("lumen_exit", "sched", "sched_process_exit"),
 ];
 
+/// Raw tracepoints (BTF args, no tracefs needed) the programs attach to.
+const RAW_ATTACHMENTS: &[(&str, &str)] = &[("lumen_fork", "sched_process_fork")];
+
 /// A loaded and attached collector, ready to read.
 pub struct EbpfSource {
     _ebpf: Ebpf,
@@ -107,6 +119,7 @@ pub struct EbpfSource {
     host: Arc<Host>,
     metrics: Arc<ComponentMetrics>,
     boot_offset_ns: i64,
+    cache: ProcessCache,
 }
 
 impl std::fmt::Debug for EbpfSource {
@@ -203,6 +216,21 @@ impl EbpfSource {
             prog.load().map_err(attach_err)?;
             prog.attach(category, name).map_err(attach_err)?;
         }
+        for &(program, name) in RAW_ATTACHMENTS {
+            let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
+                program,
+                category: "raw",
+                name,
+                source: Box::new(source),
+            };
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .ok_or(EbpfError::MissingProgram(program))?
+                .try_into()
+                .map_err(attach_err)?;
+            prog.load().map_err(attach_err)?;
+            prog.attach(name).map_err(attach_err)?;
+        }
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
                 .ok_or(EbpfError::MissingMap("EVENTS"))?,
@@ -219,9 +247,22 @@ impl EbpfSource {
         .map_err(map_err("DROPS"))?;
         tracing::info!(
             programs = ATTACHMENTS.len(),
-            "ebpf source attached: process exec and exit (tracepoints sched:sched_process_exec, sched:sched_process_exit)"
+            "ebpf source attached: process exec, fork and exit (tracepoints sched:sched_process_exec, sched:sched_process_exit; raw tracepoint sched_process_fork)"
         );
+        // Seeded after attaching: a process that starts meanwhile is seen by
+        // both, and the kernel's event wins.
+        let mut cache = ProcessCache::new(config.process_cache_capacity);
+        match cache.seed_from_proc(Path::new("/proc")) {
+            Ok(n) => tracing::info!(
+                processes = n,
+                "ebpf source: process cache seeded from /proc"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "ebpf source: cannot read /proc; parents of older processes will be unknown")
+            }
+        }
         Ok(EbpfSource {
+            cache,
             _ebpf: ebpf,
             ring,
             drops,
@@ -244,6 +285,7 @@ impl EbpfSource {
             host,
             metrics,
             boot_offset_ns,
+            cache,
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
         let reporter = tokio::spawn(watch_drops(
@@ -252,6 +294,12 @@ impl EbpfSource {
             interval,
             shutdown.clone(),
         ));
+        let mut reader = Reader {
+            host,
+            metrics: metrics.clone(),
+            boot_offset_ns,
+            cache,
+        };
         let mut batch = Vec::with_capacity(256);
         loop {
             tokio::select! {
@@ -264,7 +312,7 @@ impl EbpfSource {
                             break;
                         }
                     };
-                    collect(guard.get_inner_mut(), &mut batch, &host, &metrics, boot_offset_ns);
+                    collect(guard.get_inner_mut(), &mut batch, &mut reader);
                     guard.clear_ready();
                 }
             }
@@ -272,7 +320,7 @@ impl EbpfSource {
                 break;
             }
         }
-        collect(ring.get_mut(), &mut batch, &host, &metrics, boot_offset_ns);
+        collect(ring.get_mut(), &mut batch, &mut reader);
         emit(&mut out, &mut batch, &metrics).await;
         drop(out);
         if let Err(e) = reporter.await {
@@ -313,17 +361,15 @@ async fn watch_drops(
 }
 
 /// Decodes every record the kernel has written into `batch`.
-fn collect(
-    ring: &mut RingBuf<MapData>,
-    batch: &mut Vec<Envelope>,
-    host: &Arc<Host>,
-    metrics: &ComponentMetrics,
-    boot_offset_ns: i64,
-) {
+fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reader) {
+    let (host, metrics, boot_offset_ns) = (&r.host, &r.metrics, r.boot_offset_ns);
     let observed = Timestamp::now();
     while let Some(item) = ring.next() {
         match decode::decode(&item) {
-            Ok(d) => {
+            Ok(mut d) => {
+                if let EventKind::Process(p) = &mut d.kind {
+                    r.cache.enrich(p);
+                }
                 let event = Event {
                     time: Timestamp(boot_offset_ns + d.ktime_ns as i64),
                     observed,
@@ -341,13 +387,22 @@ fn collect(
     metrics.add_received(batch.len() as u64);
 }
 
+/// What turning records into events needs.
+struct Reader {
+    host: Arc<Host>,
+    metrics: Arc<ComponentMetrics>,
+    boot_offset_ns: i64,
+    cache: ProcessCache,
+}
+
 /// Reads the kernel's per-CPU drop counters; logs and counts what is new.
 fn report_drops(
     drops: &PerCpuArray<MapData, u64>,
     metrics: &ComponentMetrics,
     seen: &mut [u64; drop_index::COUNT as usize],
 ) {
-    for (i, kind) in [(drop_index::EXEC, "exec"), (drop_index::EXIT, "exit")] {
+    for (i, kind) in drop_index::NAMES.iter().enumerate() {
+        let i = i as u32;
         let total: u64 = drops.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
         let new = total.saturating_sub(seen[i as usize]);
         if new > 0 {

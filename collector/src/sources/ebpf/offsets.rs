@@ -71,6 +71,7 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
     Ok(KernelOffsets {
         task_real_parent: byte_offset("task_struct", "real_parent")?,
         task_tgid: byte_offset("task_struct", "tgid")?,
+        task_pid: byte_offset("task_struct", "pid")?,
         task_mm: byte_offset("task_struct", "mm")?,
         task_exit_code: byte_offset("task_struct", "exit_code")?,
         mm_arg_start: byte_offset("mm_struct", "arg_start")?,

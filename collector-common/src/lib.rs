@@ -31,6 +31,8 @@ pub enum RecordKind {
     Exit = 2,
     /// A new process (not a thread) from fork/clone: [`ForkRecord`].
     Fork = 3,
+    /// A privilege-relevant syscall, successful or not: [`PrivRecord`].
+    Privilege = 4,
 }
 
 impl RecordKind {
@@ -40,6 +42,7 @@ impl RecordKind {
             1 => Some(Self::Exec),
             2 => Some(Self::Exit),
             3 => Some(Self::Fork),
+            4 => Some(Self::Privilege),
             _ => None,
         }
     }
@@ -127,6 +130,102 @@ pub struct ForkRecord {
     pub child_start_time_ns: u64,
 }
 
+/// Privilege-relevant syscalls the kernel programs report.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrivOp {
+    Setuid = 1,
+    Setreuid = 2,
+    Setresuid = 3,
+    Setgid = 4,
+    Setregid = 5,
+    Setresgid = 6,
+    Capset = 7,
+    /// `ptrace(PTRACE_ATTACH | PTRACE_SEIZE, pid)`.
+    PtraceAttach = 8,
+    InitModule = 9,
+    FinitModule = 10,
+    /// `bpf(BPF_PROG_LOAD, …)`.
+    BpfProgLoad = 11,
+    Mount = 12,
+}
+
+impl PrivOp {
+    pub const ALL: [PrivOp; 12] = [
+        PrivOp::Setuid,
+        PrivOp::Setreuid,
+        PrivOp::Setresuid,
+        PrivOp::Setgid,
+        PrivOp::Setregid,
+        PrivOp::Setresgid,
+        PrivOp::Capset,
+        PrivOp::PtraceAttach,
+        PrivOp::InitModule,
+        PrivOp::FinitModule,
+        PrivOp::BpfProgLoad,
+        PrivOp::Mount,
+    ];
+
+    pub fn from_u32(raw: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| *op as u32 == raw)
+    }
+}
+
+/// A task's credentials (`struct cred`), before or after a syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+    pub cap_inheritable: u64,
+    pub cap_permitted: u64,
+    pub cap_effective: u64,
+}
+
+/// Longest string argument a privilege record carries (mount paths).
+pub const PRIV_STR_MAX: usize = 256;
+
+/// A privilege-relevant syscall and its outcome.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PrivRecord {
+    pub header: RecordHeader,
+    /// A [`PrivOp`] as `u32`.
+    pub op: u32,
+    pub _pad: u32,
+    /// The syscall's return value (negative errno on failure).
+    pub ret: i64,
+    /// The syscall's first four arguments (ids, target pid, mount flags, …).
+    pub args: [u64; 4],
+    /// Credentials before the call and after it.
+    pub old: Creds,
+    pub new: Creds,
+    /// mount: target directory; finit_module: module file name;
+    /// bpf: program name.
+    pub str1: [u8; PRIV_STR_MAX],
+    /// mount: source device.
+    pub str2: [u8; PRIV_STR_MAX],
+    /// mount: filesystem type.
+    pub str3: [u8; 32],
+}
+
+/// A syscall's arguments and the caller's credentials at entry, kept until
+/// its exit (the `PENDING` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    pub op: u32,
+    pub _pad: u32,
+    pub args: [u64; 6],
+    pub old: Creds,
+}
+
 /// Offsets into kernel structures, read from the running kernel's BTF by user
 /// space and handed to the programs through the `CONFIG` array map, so the
 /// programs work on any kernel layout (CO-RE done in user space).
@@ -169,6 +268,28 @@ pub struct KernelOffsets {
     pub pid_ns_inum: u32,
     pub mnt_ns_inum: u32,
     pub net_ns_inum: u32,
+    /// `task_struct.cred` and the `struct cred` members.
+    pub task_cred: u32,
+    pub cred_uid: u32,
+    pub cred_euid: u32,
+    pub cred_suid: u32,
+    pub cred_fsuid: u32,
+    pub cred_gid: u32,
+    pub cred_egid: u32,
+    pub cred_sgid: u32,
+    pub cred_fsgid: u32,
+    pub cred_cap_inheritable: u32,
+    pub cred_cap_permitted: u32,
+    pub cred_cap_effective: u32,
+    /// fd → file: `task_struct.files`, `files_struct.fdt`, `fdtable.fd`,
+    /// `fdtable.max_fds`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    /// `file.f_path.dentry`, `dentry.d_name.name`.
+    pub file_dentry: u32,
+    pub dentry_name: u32,
     /// Non-zero once user space has filled the offsets.
     pub ready: u32,
     pub _pad: u32,
@@ -182,15 +303,21 @@ pub mod drop_index {
     pub const EXIT: u32 = 1;
     /// A fork record could not be reserved in the ring buffer.
     pub const FORK: u32 = 2;
+    /// A privilege record could not be reserved in the ring buffer.
+    pub const PRIVILEGE: u32 = 3;
+    /// The pending-syscall map was full at a syscall's entry.
+    pub const PENDING_FULL: u32 = 4;
     /// Number of counters.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 5;
 
     /// Names of the counters, by index.
-    pub const NAMES: [&str; COUNT as usize] = ["exec", "exit", "fork"];
+    pub const NAMES: [&str; COUNT as usize] = ["exec", "exit", "fork", "privilege", "pending_full"];
 }
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data records with explicit padding, no pointers.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: plain-old-data with explicit padding.
+    unsafe impl aya::Pod for super::Pending {}
 }

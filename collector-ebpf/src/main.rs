@@ -14,14 +14,14 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, gen},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use core::ffi::c_void;
 use lumen_common::{
-    drop_index, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, RecordHeader, RecordKind,
-    ARGV_MAX, CGROUP_LEVELS, CGROUP_NAME_MAX, PATH_MAX,
+    drop_index, Creds, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, Pending, PrivOp,
+    PrivRecord, RecordHeader, RecordKind, ARGV_MAX, CGROUP_LEVELS, CGROUP_NAME_MAX, PATH_MAX,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -271,6 +271,241 @@ pub fn lumen_fork(ctx: RawTracePointContext) -> i32 {
     entry.submit(0);
     0
 }
+
+/// Syscalls between entry and exit: arguments and credentials at entry.
+#[map]
+static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// `syscalls:sys_enter_*` records: args at 16 + 8*i; `sys_exit_*`: ret at 16.
+const SYSCALL_ARGS: usize = 16;
+
+const PTRACE_ATTACH: u64 = 16;
+const PTRACE_SEIZE: u64 = 0x4206;
+const BPF_PROG_LOAD: u64 = 5;
+/// `bpf_attr.prog_name` for BPF_PROG_LOAD.
+const BPF_ATTR_PROG_NAME: usize = 48;
+
+#[inline(always)]
+unsafe fn read_creds(o: &KernelOffsets) -> Creds {
+    // SAFETY: probe reads only.
+    unsafe {
+        let task = gen::bpf_get_current_task() as *const u8;
+        let cred: u64 = read_kernel(task, o.task_cred);
+        if cred == 0 {
+            return Creds::default();
+        }
+        let c = cred as *const u8;
+        Creds {
+            uid: read_kernel(c, o.cred_uid),
+            euid: read_kernel(c, o.cred_euid),
+            suid: read_kernel(c, o.cred_suid),
+            fsuid: read_kernel(c, o.cred_fsuid),
+            gid: read_kernel(c, o.cred_gid),
+            egid: read_kernel(c, o.cred_egid),
+            sgid: read_kernel(c, o.cred_sgid),
+            fsgid: read_kernel(c, o.cred_fsgid),
+            cap_inheritable: read_kernel(c, o.cred_cap_inheritable),
+            cap_permitted: read_kernel(c, o.cred_cap_permitted),
+            cap_effective: read_kernel(c, o.cred_cap_effective),
+        }
+    }
+}
+
+/// At a syscall's entry: keep its arguments and the caller's credentials.
+#[inline(always)]
+fn stash(ctx: &TracePointContext, op: PrivOp) {
+    let Some(o) = offsets() else { return };
+    let mut args = [0u64; 6];
+    for (i, a) in args.iter_mut().enumerate() {
+        // SAFETY: syscall tracepoint records hold six u64 arguments.
+        *a = unsafe { ctx.read_at(SYSCALL_ARGS + 8 * i) }.unwrap_or(0);
+    }
+    let interesting = match op {
+        PrivOp::PtraceAttach => args[0] == PTRACE_ATTACH || args[0] == PTRACE_SEIZE,
+        PrivOp::BpfProgLoad => args[0] == BPF_PROG_LOAD,
+        _ => true,
+    };
+    if !interesting {
+        return;
+    }
+    let pending = Pending {
+        op: op as u32,
+        _pad: 0,
+        args,
+        // SAFETY: probe reads only.
+        old: unsafe { read_creds(o) },
+    };
+    if PENDING
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .is_err()
+    {
+        count_drop(drop_index::PENDING_FULL);
+    }
+}
+
+/// Reads a user-space C string into `dst` (empty on failure).
+#[inline(always)]
+unsafe fn user_str(dst: &mut [u8], src: u64) {
+    dst[0] = 0;
+    if src != 0 {
+        // SAFETY: the helper validates the user address.
+        unsafe {
+            gen::bpf_probe_read_user_str(
+                dst.as_mut_ptr() as *mut c_void,
+                dst.len() as u32,
+                src as *const c_void,
+            );
+        }
+    }
+}
+
+/// The name (last path component) of the file behind the caller's `fd`.
+#[inline(always)]
+unsafe fn fd_file_name(dst: &mut [u8], o: &KernelOffsets, fd: u64) {
+    dst[0] = 0;
+    // SAFETY: probe reads only; the index is checked against max_fds.
+    unsafe {
+        let task = gen::bpf_get_current_task() as *const u8;
+        let files: u64 = read_kernel(task, o.task_files);
+        if files == 0 {
+            return;
+        }
+        let fdt: u64 = read_kernel(files as *const u8, o.files_fdt);
+        if fdt == 0 {
+            return;
+        }
+        let max: u32 = read_kernel(fdt as *const u8, o.fdt_max_fds);
+        if fd >= u64::from(max) {
+            return;
+        }
+        let fds: u64 = read_kernel(fdt as *const u8, o.fdt_fd);
+        let file: u64 = read_kernel((fds + fd * 8) as *const u8, 0);
+        if file == 0 {
+            return;
+        }
+        let dentry: u64 = read_kernel(file as *const u8, o.file_dentry);
+        if dentry == 0 {
+            return;
+        }
+        let name: u64 = read_kernel(dentry as *const u8, o.dentry_name);
+        if name != 0 {
+            gen::bpf_probe_read_kernel_str(
+                dst.as_mut_ptr() as *mut c_void,
+                dst.len() as u32,
+                name as *const c_void,
+            );
+        }
+    }
+}
+
+/// At a syscall's exit: report it with its outcome and the credentials
+/// before and after.
+#[inline(always)]
+fn finish(ctx: &TracePointContext) {
+    let Some(o) = offsets() else { return };
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(pending) = (unsafe { PENDING.get(&key) }).copied() else {
+        return;
+    };
+    let _ = PENDING.remove(&key);
+    let Some(mut entry) = EVENTS.reserve::<PrivRecord>(0) else {
+        count_drop(drop_index::PRIVILEGE);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of PrivRecord's size; probe reads.
+    unsafe {
+        fill_header(&mut (*rec).header, RecordKind::Privilege, o);
+        (*rec).op = pending.op;
+        (*rec)._pad = 0;
+        (*rec).ret = ctx.read_at(SYSCALL_ARGS).unwrap_or(0);
+        (*rec).args = [
+            pending.args[0],
+            pending.args[1],
+            pending.args[2],
+            pending.args[3],
+        ];
+        (*rec).old = pending.old;
+        (*rec).new = read_creds(o);
+        (*rec).str1[0] = 0;
+        (*rec).str2[0] = 0;
+        (*rec).str3[0] = 0;
+        if pending.op == PrivOp::Mount as u32 {
+            // mount(dev_name, dir_name, type, flags, data)
+            user_str(&mut (*rec).str1, pending.args[1]);
+            user_str(&mut (*rec).str2, pending.args[0]);
+            user_str(&mut (*rec).str3, pending.args[2]);
+        } else if pending.op == PrivOp::FinitModule as u32 {
+            fd_file_name(&mut (*rec).str1, o, pending.args[0]);
+        } else if pending.op == PrivOp::BpfProgLoad as u32 && pending.args[1] != 0 {
+            // bpf(cmd, attr, size): the name exists only if `size` covers it.
+            if pending.args[2] >= (BPF_ATTR_PROG_NAME + 16) as u64 {
+                gen::bpf_probe_read_user(
+                    (*rec).str1.as_mut_ptr() as *mut c_void,
+                    16,
+                    (pending.args[1] as usize + BPF_ATTR_PROG_NAME) as *const c_void,
+                );
+                (*rec).str1[16] = 0;
+            }
+            // bpf_attr.prog_type is the first u32.
+            let mut prog_type = 0u32;
+            gen::bpf_probe_read_user(
+                &mut prog_type as *mut u32 as *mut c_void,
+                4,
+                pending.args[1] as *const c_void,
+            );
+            (*rec).args[2] = u64::from(prog_type);
+        }
+    }
+    entry.submit(0);
+}
+
+/// An entry and an exit program for one syscall.
+macro_rules! privilege_syscall {
+    ($enter:ident, $exit:ident, $op:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            stash(&ctx, $op);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            finish(&ctx);
+            0
+        }
+    };
+}
+
+privilege_syscall!(lumen_enter_setuid, lumen_exit_setuid, PrivOp::Setuid);
+privilege_syscall!(lumen_enter_setreuid, lumen_exit_setreuid, PrivOp::Setreuid);
+privilege_syscall!(
+    lumen_enter_setresuid,
+    lumen_exit_setresuid,
+    PrivOp::Setresuid
+);
+privilege_syscall!(lumen_enter_setgid, lumen_exit_setgid, PrivOp::Setgid);
+privilege_syscall!(lumen_enter_setregid, lumen_exit_setregid, PrivOp::Setregid);
+privilege_syscall!(
+    lumen_enter_setresgid,
+    lumen_exit_setresgid,
+    PrivOp::Setresgid
+);
+privilege_syscall!(lumen_enter_capset, lumen_exit_capset, PrivOp::Capset);
+privilege_syscall!(lumen_enter_ptrace, lumen_exit_ptrace, PrivOp::PtraceAttach);
+privilege_syscall!(
+    lumen_enter_init_module,
+    lumen_exit_init_module,
+    PrivOp::InitModule
+);
+privilege_syscall!(
+    lumen_enter_finit_module,
+    lumen_exit_finit_module,
+    PrivOp::FinitModule
+);
+privilege_syscall!(lumen_enter_bpf, lumen_exit_bpf, PrivOp::BpfProgLoad);
+privilege_syscall!(lumen_enter_mount, lumen_exit_mount, PrivOp::Mount);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -7,7 +7,10 @@
 //! Fields ECS has no place for live under `lumen.*` (and `kubernetes.audit.*`
 //! for the audit event, as Elastic does).
 
-use crate::event::{ApiActivity, Event, EventKind, ProcessActivity, ProcessEvent, Str};
+use crate::event::{
+    ApiActivity, Credentials, Event, EventKind, PrivilegeEvent, PrivilegeOp, Process,
+    ProcessActivity, ProcessEvent, Str,
+};
 use crate::json::JsonWriter;
 use crate::time::Timestamp;
 use crate::ECS_VERSION;
@@ -19,6 +22,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
     match &event.kind {
         EventKind::Process(p) => process(&mut w, event, p),
         EventKind::ApiActivity(a) => api(&mut w, event, a),
+        EventKind::Privilege(p) => privilege(&mut w, event, p),
     }
     w.end_object();
 }
@@ -67,19 +71,57 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         ProcessActivity::Fork => ("start", "fork"),
         ProcessActivity::Exit => ("end", "exit"),
     };
-    w.object("event");
-    w.str("kind", "event");
-    w.str_array("category", ["process"]);
-    w.str_array("type", [etype]);
-    w.str("action", action);
-    w.str("module", "lumen");
-    w.str("dataset", "lumen.process");
-    ts(w, "created", event.observed);
-    w.end_object();
+    event_object(w, event, "process", etype, action, None, "lumen.process");
     data_stream(w, "lumen.process");
     host(w, event, "host");
-
     let pr = &p.process;
+    process_object(w, event, pr, p.exit.as_ref());
+    let mut id = itoa::Buffer::new();
+    w.object("user");
+    w.str("id", id.format(pr.uid));
+    w.end_object();
+    w.object("group");
+    w.str("id", id.format(pr.gid));
+    w.end_object();
+    attribution(w, pr);
+    w.object("lumen");
+    lumen_process(w, pr, p.exit.and_then(|e| e.signal));
+    w.end_object();
+}
+
+/// `event.*` for kernel events.
+fn event_object(
+    w: &mut JsonWriter<'_>,
+    event: &Event,
+    category: &str,
+    etype: &str,
+    action: &str,
+    outcome: Option<bool>,
+    dataset: &str,
+) {
+    w.object("event");
+    w.str("kind", "event");
+    w.str_array("category", [category]);
+    w.str_array("type", [etype]);
+    w.str("action", action);
+    match outcome {
+        Some(true) => w.str("outcome", "success"),
+        Some(false) => w.str("outcome", "failure"),
+        None => {}
+    }
+    w.str("module", "lumen");
+    w.str("dataset", dataset);
+    ts(w, "created", event.observed);
+    w.end_object();
+}
+
+/// `process.*`: the process with its parent.
+fn process_object(
+    w: &mut JsonWriter<'_>,
+    event: &Event,
+    pr: &Process,
+    exit: Option<&crate::event::ExitStatus>,
+) {
     let mut id = itoa::Buffer::new();
     w.object("process");
     w.u64("pid", u64::from(pr.pid));
@@ -108,7 +150,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         pr.write_command_line(&mut cmd);
         w.str("command_line", &cmd);
     }
-    if let Some(exit) = &p.exit {
+    if let Some(exit) = exit {
         w.i64("exit_code", i64::from(exit.shell_code()));
         ts(w, "end", event.time);
     }
@@ -119,17 +161,10 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.str("id", id.format(pr.gid));
     w.end_object();
     w.end_object();
+}
 
-    w.object("user");
-    w.str("id", id.format(pr.uid));
-    w.end_object();
-    w.object("group");
-    w.str("id", id.format(pr.gid));
-    w.end_object();
-
-    attribution(w, pr);
-
-    w.object("lumen");
+/// `lumen.process.*` (inside an open `lumen` object).
+fn lumen_process(w: &mut JsonWriter<'_>, pr: &Process, exit_signal: Option<i32>) {
     w.object("process");
     w.u64("cgroup_id", pr.cgroup_id);
     w.nonempty_str("cgroup", pr.s(pr.attribution.cgroup));
@@ -151,8 +186,119 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         }
         w.end_array();
     }
-    if let Some(sig) = p.exit.and_then(|e| e.signal) {
+    if let Some(sig) = exit_signal {
         w.i64("exit_signal", i64::from(sig));
+    }
+    w.end_object();
+}
+
+fn credentials(w: &mut JsonWriter<'_>, key: &str, c: &Credentials) {
+    w.object(key);
+    for (k, v) in [
+        ("uid", c.uid),
+        ("euid", c.euid),
+        ("suid", c.suid),
+        ("fsuid", c.fsuid),
+        ("gid", c.gid),
+        ("egid", c.egid),
+        ("sgid", c.sgid),
+        ("fsgid", c.fsgid),
+    ] {
+        w.u64(k, u64::from(v));
+    }
+    w.u64("cap_inheritable", c.cap_inheritable);
+    w.u64("cap_permitted", c.cap_permitted);
+    w.u64("cap_effective", c.cap_effective);
+    w.end_object();
+}
+
+fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
+    common_head(w, event.time);
+    let (category, etype) = match p.op {
+        PrivilegeOp::PtraceAttach => ("process", "access"),
+        PrivilegeOp::InitModule | PrivilegeOp::FinitModule | PrivilegeOp::BpfProgLoad => {
+            ("driver", "start")
+        }
+        PrivilegeOp::Mount => ("file", "change"),
+        _ => ("process", "change"),
+    };
+    event_object(
+        w,
+        event,
+        category,
+        etype,
+        p.op.action(),
+        Some(p.succeeded()),
+        "lumen.privilege",
+    );
+    data_stream(w, "lumen.privilege");
+    host(w, event, "host");
+    let pr = &p.process;
+    process_object(w, event, pr, None);
+    // The caller's identity before the call, and the effective one after.
+    let mut id = itoa::Buffer::new();
+    w.object("user");
+    w.str("id", id.format(p.old.uid));
+    w.object("effective");
+    w.str("id", id.format(p.new.euid));
+    w.object("group");
+    w.str("id", id.format(p.new.egid));
+    w.end_object();
+    w.end_object();
+    w.end_object();
+    w.object("group");
+    w.str("id", id.format(p.old.gid));
+    w.end_object();
+    attribution(w, pr);
+    match p.op {
+        PrivilegeOp::FinitModule => {
+            if let Some(name) = Some(pr.s(p.object_name)).filter(|n| !n.is_empty()) {
+                w.object("file");
+                w.str("name", name);
+                w.end_object();
+            }
+        }
+        PrivilegeOp::Mount => {
+            if let Some(m) = &p.mount {
+                let target = pr.s(m.target);
+                if !target.is_empty() {
+                    w.object("file");
+                    w.str("path", target);
+                    w.str("type", "dir");
+                    w.end_object();
+                }
+            }
+        }
+        _ => {}
+    }
+    w.object("lumen");
+    lumen_process(w, pr, None);
+    w.object("privilege");
+    w.i64("result", p.result);
+    credentials(w, "old", &p.old);
+    credentials(w, "new", &p.new);
+    if p.op.changes_uid() || p.op.changes_gid() {
+        w.array("requested");
+        for id in &p.requested {
+            if *id == u32::MAX {
+                w.elem_i64(-1);
+            } else {
+                w.elem_u64(u64::from(*id));
+            }
+        }
+        w.end_array();
+    }
+    if let Some(t) = p.target_pid {
+        w.u64("target_pid", u64::from(t));
+    }
+    if let Some(t) = p.bpf_prog_type {
+        w.u64("bpf_prog_type", u64::from(t));
+        w.nonempty_str("bpf_prog_name", pr.s(p.object_name));
+    }
+    if let Some(m) = &p.mount {
+        w.nonempty_str("mount_source", pr.s(m.source));
+        w.nonempty_str("mount_fstype", pr.s(m.fstype));
+        w.u64("mount_flags", m.flags);
     }
     w.end_object();
     w.end_object();

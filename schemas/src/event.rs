@@ -32,6 +32,9 @@ pub enum EventKind {
     Process(ProcessEvent),
     /// A call to the Kubernetes API server, from its audit log.
     ApiActivity(Box<ApiActivity>),
+    /// A privilege-relevant syscall (credentials, capabilities, ptrace,
+    /// kernel modules, BPF programs, mounts), successful or not.
+    Privilege(Box<PrivilegeEvent>),
 }
 
 impl EventKind {
@@ -44,6 +47,7 @@ impl EventKind {
                 ProcessActivity::Exit => "process_exit",
             },
             EventKind::ApiActivity(_) => "k8s_audit",
+            EventKind::Privilege(p) => p.op.kind_name(),
         }
     }
 }
@@ -64,6 +68,127 @@ pub struct ProcessEvent {
     pub process: Process,
     /// For exits: how it ended.
     pub exit: Option<ExitStatus>,
+}
+
+/// A privilege-relevant syscall.
+#[derive(Clone, Debug)]
+pub struct PrivilegeEvent {
+    pub op: PrivilegeOp,
+    /// The caller.
+    pub process: Process,
+    /// The syscall's return value: 0 or more on success, `-errno` on failure.
+    pub result: i64,
+    /// Credentials before and after the call.
+    pub old: Credentials,
+    pub new: Credentials,
+    /// The ids the caller asked for (set*id: up to three, `u32::MAX` = unchanged).
+    pub requested: [u32; 3],
+    /// ptrace: the traced process.
+    pub target_pid: Option<u32>,
+    /// finit_module: the module file's name; bpf: the program's name.
+    pub object_name: Str,
+    /// bpf: the program type (`enum bpf_prog_type`).
+    pub bpf_prog_type: Option<u32>,
+    pub mount: Option<MountInfo>,
+}
+
+impl PrivilegeEvent {
+    pub fn succeeded(&self) -> bool {
+        self.result >= 0
+    }
+}
+
+/// mount(2)'s arguments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountInfo {
+    pub source: Str,
+    pub target: Str,
+    pub fstype: Str,
+    pub flags: u64,
+}
+
+/// The privilege-relevant syscalls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrivilegeOp {
+    Setuid,
+    Setreuid,
+    Setresuid,
+    Setgid,
+    Setregid,
+    Setresgid,
+    Capset,
+    PtraceAttach,
+    InitModule,
+    FinitModule,
+    BpfProgLoad,
+    Mount,
+}
+
+impl PrivilegeOp {
+    /// The syscall (or action) name: ECS `event.action`.
+    pub fn action(self) -> &'static str {
+        match self {
+            PrivilegeOp::Setuid => "setuid",
+            PrivilegeOp::Setreuid => "setreuid",
+            PrivilegeOp::Setresuid => "setresuid",
+            PrivilegeOp::Setgid => "setgid",
+            PrivilegeOp::Setregid => "setregid",
+            PrivilegeOp::Setresgid => "setresgid",
+            PrivilegeOp::Capset => "capset",
+            PrivilegeOp::PtraceAttach => "ptrace_attach",
+            PrivilegeOp::InitModule => "init_module",
+            PrivilegeOp::FinitModule => "finit_module",
+            PrivilegeOp::BpfProgLoad => "bpf_prog_load",
+            PrivilegeOp::Mount => "mount",
+        }
+    }
+
+    /// The event kind for filters and logs.
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            PrivilegeOp::Setuid | PrivilegeOp::Setreuid | PrivilegeOp::Setresuid => {
+                "privilege_setuid"
+            }
+            PrivilegeOp::Setgid | PrivilegeOp::Setregid | PrivilegeOp::Setresgid => {
+                "privilege_setgid"
+            }
+            PrivilegeOp::Capset => "privilege_capset",
+            PrivilegeOp::PtraceAttach => "privilege_ptrace",
+            PrivilegeOp::InitModule | PrivilegeOp::FinitModule => "module_load",
+            PrivilegeOp::BpfProgLoad => "bpf_prog_load",
+            PrivilegeOp::Mount => "mount",
+        }
+    }
+
+    pub fn changes_uid(self) -> bool {
+        matches!(
+            self,
+            PrivilegeOp::Setuid | PrivilegeOp::Setreuid | PrivilegeOp::Setresuid
+        )
+    }
+
+    pub fn changes_gid(self) -> bool {
+        matches!(
+            self,
+            PrivilegeOp::Setgid | PrivilegeOp::Setregid | PrivilegeOp::Setresgid
+        )
+    }
+}
+
+/// A task's credentials (`struct cred`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+    pub cap_inheritable: u64,
+    pub cap_permitted: u64,
+    pub cap_effective: u64,
 }
 
 /// How a process ended, decoded from the kernel's wait status.

@@ -148,6 +148,13 @@ impl<'a> JsonWriter<'a> {
         write_escaped(self.out, value);
     }
 
+    /// A signed integer element of an array.
+    pub fn elem_i64(&mut self, value: i64) {
+        self.separator();
+        let mut b = itoa::Buffer::new();
+        self.out.extend_from_slice(b.format(value).as_bytes());
+    }
+
     /// An integer element of an array.
     pub fn elem_u64(&mut self, value: u64) {
         self.separator();

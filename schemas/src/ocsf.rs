@@ -9,7 +9,10 @@
 //! The source record is kept in `raw_data`; source fields OCSF has no
 //! attribute for go under `unmapped`.
 
-use crate::event::{ApiActivity, Event, EventKind, ProcessActivity, ProcessEvent, Str};
+use crate::event::{
+    ApiActivity, Event, EventKind, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity,
+    ProcessEvent, Str,
+};
 use crate::json::JsonWriter;
 use crate::{OCSF_VERSION, PRODUCT_NAME, PRODUCT_VERSION};
 
@@ -20,6 +23,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
     match &event.kind {
         EventKind::Process(p) => process(&mut w, event, p),
         EventKind::ApiActivity(a) => api(&mut w, event, a),
+        EventKind::Privilege(p) => privilege(&mut w, event, p),
     }
     w.end_object();
 }
@@ -119,18 +123,10 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     head(w, &PROCESS_ACTIVITY, activity_id, activity_name, event);
     w.u64("status_id", 1);
     w.str("status", "Success");
-    let in_container = !p.process.attribution.container_id.is_empty();
-    metadata(
-        w,
-        event,
-        None,
-        "ebpf",
-        if in_container { &["container"] } else { &[] },
-    );
+    let pr = &p.process;
+    metadata(w, event, None, "ebpf", profiles(pr));
     device(w, event);
 
-    let pr = &p.process;
-    let mut uid = itoa::Buffer::new();
     // The actor of a launch is the parent that called exec's fork; of an
     // exit, the process itself.
     w.object("actor");
@@ -142,7 +138,49 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.end_object();
     w.end_object();
 
-    w.object("process");
+    let terminated = p.exit.is_some().then_some(event.time);
+    process_object(w, "process", pr, terminated);
+    if let Some(exit) = &p.exit {
+        w.i64("exit_code", i64::from(exit.shell_code()));
+    }
+    w.object("unmapped");
+    unmapped_process(w, pr);
+    if let Some(sig) = p.exit.and_then(|e| e.signal) {
+        w.i64("exit_signal", i64::from(sig));
+    }
+    w.end_object();
+}
+
+/// The profiles an event about `pr` uses.
+fn profiles(pr: &Process) -> &'static [&'static str] {
+    if pr.attribution.container_id.is_empty() {
+        &[]
+    } else {
+        &["container"]
+    }
+}
+
+fn file_object(w: &mut JsonWriter<'_>, path: &str, type_id: u64, type_name: &str) {
+    w.object("file");
+    w.str(
+        "name",
+        path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(path),
+    );
+    w.str("path", path);
+    w.u64("type_id", type_id);
+    w.str("type", type_name);
+    w.end_object();
+}
+
+/// An OCSF `process` object (with parent, ancestry and container) as `key`.
+fn process_object(
+    w: &mut JsonWriter<'_>,
+    key: &str,
+    pr: &Process,
+    terminated: Option<crate::time::Timestamp>,
+) {
+    let mut uid = itoa::Buffer::new();
+    w.object(key);
     w.u64("pid", u64::from(pr.pid));
     w.u64("tid", u64::from(pr.tid));
     w.nonempty_str("name", pr.name());
@@ -153,12 +191,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     }
     let exe = pr.executable();
     if !exe.is_empty() {
-        w.object("file");
-        w.str("name", exe.rsplit('/').next().unwrap_or(exe));
-        w.str("path", exe);
-        w.u64("type_id", 1);
-        w.str("type", "Regular File");
-        w.end_object();
+        file_object(w, exe, 1, "Regular File");
     }
     w.object("user");
     w.str("uid", uid.format(pr.uid));
@@ -174,12 +207,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     }
     let parent_exe = pr.s(parent.executable);
     if !parent_exe.is_empty() {
-        w.object("file");
-        w.str("name", parent_exe.rsplit('/').next().unwrap_or(parent_exe));
-        w.str("path", parent_exe);
-        w.u64("type_id", 1);
-        w.str("type", "Regular File");
-        w.end_object();
+        file_object(w, parent_exe, 1, "Regular File");
     }
     w.end_object();
     if !pr.ancestry.is_empty() {
@@ -191,11 +219,11 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         }
         w.end_array();
     }
-    if p.exit.is_some() {
-        w.i64("terminated_time", event.time.as_millis());
+    if let Some(t) = terminated {
+        w.i64("terminated_time", t.as_millis());
     }
     let at = &pr.attribution;
-    if in_container {
+    if !at.container_id.is_empty() {
         w.object("container");
         w.str("uid", pr.s(at.container_id));
         if let Some(rt) = at.runtime {
@@ -208,11 +236,11 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         w.end_object();
     }
     w.end_object();
-    if let Some(exit) = &p.exit {
-        w.i64("exit_code", i64::from(exit.shell_code()));
-    }
+}
 
-    w.object("unmapped");
+/// Process details OCSF has no attribute for (inside an open `unmapped`).
+fn unmapped_process(w: &mut JsonWriter<'_>, pr: &Process) {
+    let at = &pr.attribution;
     w.u64("cgroup_id", pr.cgroup_id);
     w.nonempty_str("cgroup", pr.s(at.cgroup));
     if !at.pod_uid.is_empty() {
@@ -235,8 +263,156 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     if pr.args_truncated {
         w.bool("args_truncated", true);
     }
-    if let Some(sig) = p.exit.and_then(|e| e.signal) {
-        w.i64("exit_signal", i64::from(sig));
+}
+
+const KERNEL_EXTENSION_ACTIVITY: Class = Class {
+    uid: 1002,
+    name: "Kernel Extension Activity",
+    category_uid: 1,
+    category_name: "System Activity",
+};
+
+const KERNEL_ACTIVITY: Class = Class {
+    uid: 1003,
+    name: "Kernel Activity",
+    category_uid: 1,
+    category_name: "System Activity",
+};
+
+const FILE_SYSTEM_ACTIVITY: Class = Class {
+    uid: 1001,
+    name: "File System Activity",
+    category_uid: 1,
+    category_name: "System Activity",
+};
+
+/// Privilege events:
+/// - setuid family → Process Activity, Set User ID (5);
+/// - setgid family, capset → Process Activity, Other (99) "Set Group ID" /
+///   "Set Capabilities";
+/// - ptrace attach → Process Activity, Inject (4): `process` is the target;
+/// - init_module/finit_module → Kernel Extension Activity (1002), Load (1);
+/// - bpf(BPF_PROG_LOAD) → Kernel Activity (1003), Create (1), a kernel
+///   resource of type "BPF program";
+/// - mount → File System Activity (1001), Mount (12).
+///
+/// `actor.process` is always the caller; failed calls are reported with
+/// `status_id` 2 and the errno in `status_detail`.
+fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
+    let (class, activity_id, activity_name) = match p.op {
+        PrivilegeOp::Setuid | PrivilegeOp::Setreuid | PrivilegeOp::Setresuid => {
+            (&PROCESS_ACTIVITY, 5, "Set User ID")
+        }
+        PrivilegeOp::Setgid | PrivilegeOp::Setregid | PrivilegeOp::Setresgid => {
+            (&PROCESS_ACTIVITY, 99, "Set Group ID")
+        }
+        PrivilegeOp::Capset => (&PROCESS_ACTIVITY, 99, "Set Capabilities"),
+        PrivilegeOp::PtraceAttach => (&PROCESS_ACTIVITY, 4, "Inject"),
+        PrivilegeOp::InitModule | PrivilegeOp::FinitModule => {
+            (&KERNEL_EXTENSION_ACTIVITY, 1, "Load")
+        }
+        PrivilegeOp::BpfProgLoad => (&KERNEL_ACTIVITY, 1, "Create"),
+        PrivilegeOp::Mount => (&FILE_SYSTEM_ACTIVITY, 12, "Mount"),
+    };
+    head(w, class, activity_id, activity_name, event);
+    if p.succeeded() {
+        w.u64("status_id", 1);
+        w.str("status", "Success");
+    } else {
+        w.u64("status_id", 2);
+        w.str("status", "Failure");
+        let mut errno = itoa::Buffer::new();
+        let mut detail = String::from("errno ");
+        detail.push_str(errno.format(-p.result));
+        w.str("status_detail", &detail);
+    }
+    let pr = &p.process;
+    metadata(w, event, None, "ebpf", profiles(pr));
+    device(w, event);
+    w.object("actor");
+    process_object(w, "process", pr, None);
+    w.end_object();
+    let mut id = itoa::Buffer::new();
+    match p.op {
+        PrivilegeOp::InitModule | PrivilegeOp::FinitModule => {
+            w.object("driver");
+            let name = pr.s(p.object_name);
+            file_object(
+                w,
+                if name.is_empty() {
+                    "(from memory)"
+                } else {
+                    name
+                },
+                1,
+                "Regular File",
+            );
+            w.end_object();
+        }
+        PrivilegeOp::BpfProgLoad => {
+            w.object("kernel");
+            let name = pr.s(p.object_name);
+            w.str("name", if name.is_empty() { "(unnamed)" } else { name });
+            w.u64("type_id", 99);
+            w.str("type", "BPF program");
+            w.str("system_call", "bpf");
+            w.end_object();
+        }
+        PrivilegeOp::Mount => {
+            let target = p.mount.as_ref().map(|m| pr.s(m.target)).unwrap_or("");
+            file_object(
+                w,
+                if target.is_empty() {
+                    "(unknown)"
+                } else {
+                    target
+                },
+                2,
+                "Folder",
+            );
+        }
+        PrivilegeOp::PtraceAttach => {
+            w.object("process");
+            w.u64("pid", u64::from(p.target_pid.unwrap_or(0)));
+            w.end_object();
+        }
+        _ => {
+            // The caller with its new identity.
+            w.object("process");
+            w.u64("pid", u64::from(pr.pid));
+            w.object("user");
+            w.str("uid", id.format(p.new.uid));
+            w.end_object();
+            w.end_object();
+        }
+    }
+    w.object("unmapped");
+    unmapped_process(w, pr);
+    w.i64("result", p.result);
+    for (key, c) in [("old_credentials", &p.old), ("new_credentials", &p.new)] {
+        w.object(key);
+        for (k, v) in [
+            ("uid", c.uid),
+            ("euid", c.euid),
+            ("suid", c.suid),
+            ("gid", c.gid),
+            ("egid", c.egid),
+            ("sgid", c.sgid),
+        ] {
+            w.u64(k, u64::from(v));
+        }
+        w.u64("cap_permitted", c.cap_permitted);
+        w.u64("cap_effective", c.cap_effective);
+        w.u64("cap_inheritable", c.cap_inheritable);
+        w.end_object();
+    }
+    if let Some(t) = p.bpf_prog_type {
+        w.u64("bpf_prog_type", u64::from(t));
+    }
+    if let Some(m) = &p.mount {
+        w.nonempty_str("mount_source", pr.s(m.source));
+        w.nonempty_str("mount_fstype", pr.s(m.fstype));
+        w.u64("mount_flags", m.flags);
     }
     w.end_object();
 }

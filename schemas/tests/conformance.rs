@@ -251,6 +251,90 @@ fn ocsf_api_activity_validates_for_every_reference_audit_event() {
     }
 }
 
+fn privilege_events() -> Vec<Event> {
+    use lumen_schemas::event::{Credentials, MountInfo, PrivilegeEvent, PrivilegeOp, Str};
+    let base = process_events().remove(0);
+    let EventKind::Process(pe) = base.kind else {
+        unreachable!()
+    };
+    let ops = [
+        PrivilegeOp::Setuid,
+        PrivilegeOp::Setresgid,
+        PrivilegeOp::Capset,
+        PrivilegeOp::PtraceAttach,
+        PrivilegeOp::InitModule,
+        PrivilegeOp::FinitModule,
+        PrivilegeOp::BpfProgLoad,
+        PrivilegeOp::Mount,
+    ];
+    ops.iter()
+        .enumerate()
+        .map(|(i, &op)| {
+            let mut process = pe.process.clone();
+            let object_name = match op {
+                PrivilegeOp::FinitModule => push(&mut process.text, "evil.ko"),
+                PrivilegeOp::BpfProgLoad => push(&mut process.text, "probe"),
+                _ => Str::EMPTY,
+            };
+            let mount = (op == PrivilegeOp::Mount).then(|| MountInfo {
+                source: push(&mut process.text, "none"),
+                target: push(&mut process.text, "/mnt/x"),
+                fstype: push(&mut process.text, "tmpfs"),
+                flags: 0,
+            });
+            Event {
+                time: base.time,
+                observed: base.observed,
+                host: host(),
+                kind: EventKind::Privilege(Box::new(PrivilegeEvent {
+                    op,
+                    process,
+                    // Every other one failed with EPERM.
+                    result: if i % 2 == 0 { 0 } else { -1 },
+                    old: Credentials {
+                        uid: 1000,
+                        euid: 1000,
+                        cap_effective: 0x1ff,
+                        ..Credentials::default()
+                    },
+                    new: Credentials::default(),
+                    requested: [0, u32::MAX, u32::MAX],
+                    target_pid: (op == PrivilegeOp::PtraceAttach).then_some(4243),
+                    object_name,
+                    bpf_prog_type: (op == PrivilegeOp::BpfProgLoad).then_some(1),
+                    mount,
+                })),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn ocsf_privilege_events_validate_against_their_classes() {
+    let validators: Vec<(u64, jsonschema::Validator)> = [
+        (1001, "file_activity.schema.json"),
+        (1002, "kernel_extension_activity.schema.json"),
+        (1003, "kernel_activity.schema.json"),
+        (1007, "process_activity.schema.json"),
+    ]
+    .into_iter()
+    .map(|(uid, f)| (uid, ocsf_validator(f)))
+    .collect();
+    let mut classes = std::collections::BTreeSet::new();
+    for e in privilege_events() {
+        let doc = encode(Schema::Ocsf, &e);
+        let class = doc["class_uid"].as_u64().unwrap();
+        classes.insert(class);
+        let v = &validators.iter().find(|(uid, _)| *uid == class).unwrap().1;
+        assert_valid(v, &doc, e.kind.name());
+        assert_profiles_declared(&doc);
+    }
+    assert_eq!(
+        classes.into_iter().collect::<Vec<_>>(),
+        [1001, 1002, 1003, 1007]
+    );
+}
+
 #[test]
 fn ocsf_process_activity_validates_for_exec_and_exit() {
     let v = ocsf_validator("process_activity.schema.json");
@@ -401,7 +485,7 @@ fn ecs_output_uses_only_ecs_fields_with_ecs_types() {
             &format!("{file}:{line_no}"),
         );
     }
-    for e in process_events() {
+    for e in process_events().into_iter().chain(privilege_events()) {
         check_ecs(&encode(Schema::Ecs, &e), &ecs, e.kind.name());
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::ack::Status;
 use crate::{ComponentMetrics, Envelope};
-use lumen_schemas::event::{ApiActivity, ProcessActivity, ProcessEvent};
+use lumen_schemas::event::{ApiActivity, PrivilegeEvent, ProcessActivity, ProcessEvent};
 use lumen_schemas::{Event, EventKind, Schema};
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -92,6 +92,7 @@ pub fn text_line(event: &Event) -> String {
     match &event.kind {
         EventKind::Process(p) => process_line(&mut s, p),
         EventKind::ApiActivity(a) => api_line(&mut s, a),
+        EventKind::Privilege(p) => privilege_line(&mut s, p),
     }
     s
 }
@@ -138,6 +139,51 @@ fn process_line(s: &mut String, p: &ProcessEvent) {
                 }
             }
         }
+    }
+}
+
+fn privilege_line(s: &mut String, p: &PrivilegeEvent) {
+    let pr = &p.process;
+    let _ = write!(
+        s,
+        " {} pid={} uid={} {}",
+        p.op.action(),
+        pr.pid,
+        p.old.uid,
+        pr.executable()
+    );
+    if p.op.changes_uid() || p.op.changes_gid() {
+        let _ = write!(
+            s,
+            " uid {}->{} gid {}->{}",
+            p.old.uid, p.new.uid, p.old.gid, p.new.gid
+        );
+    }
+    if p.op == lumen_schemas::event::PrivilegeOp::Capset {
+        let _ = write!(
+            s,
+            " caps {:#x}->{:#x}",
+            p.old.cap_effective, p.new.cap_effective
+        );
+    }
+    if let Some(t) = p.target_pid {
+        let _ = write!(s, " target={t}");
+    }
+    let name = pr.s(p.object_name);
+    if !name.is_empty() {
+        let _ = write!(s, " name={name}");
+    }
+    if let Some(m) = &p.mount {
+        let _ = write!(
+            s,
+            " {} on {} type {}",
+            pr.s(m.source),
+            pr.s(m.target),
+            pr.s(m.fstype)
+        );
+    }
+    if p.result < 0 {
+        let _ = write!(s, " FAILED errno={}", -p.result);
     }
 }
 

@@ -9,4 +9,5 @@ mod cli;
 mod console;
 mod containers;
 mod ebpf;
+mod privilege;
 mod shutdown;

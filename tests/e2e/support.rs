@@ -161,10 +161,24 @@ pub fn wait_for_events(
             return events;
         }
         if start.elapsed() > timeout {
+            let summary: Vec<String> = events
+                .iter()
+                .map(|e| {
+                    let action = e["event"]["action"]
+                        .as_str()
+                        .or(e["activity_name"].as_str())
+                        .unwrap_or("?");
+                    format!(
+                        "{action} pid={} {}",
+                        e["process"]["pid"], e["lumen"]["privilege"]
+                    )
+                })
+                .collect();
             panic!(
-                "events in {} incomplete after {timeout:?}: {} lines",
+                "events in {} incomplete after {timeout:?}: {} lines:\n{}",
                 path.display(),
-                events.len()
+                events.len(),
+                summary.join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -1,12 +1,14 @@
 //! Turns kernel records (`lumen-common`) into canonical events.
 
 use lumen_common::{
-    ExecRecord, ExitRecord, ForkRecord, RecordHeader, RecordKind, ARGV_MAX, PATH_MAX,
+    Creds, ExecRecord, ExitRecord, ForkRecord, PrivOp, PrivRecord, RecordHeader, RecordKind,
+    ARGV_MAX, PATH_MAX,
 };
 #[cfg(test)]
 use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
 use lumen_schemas::event::{
-    push, Attribution, ExitStatus, Process, ProcessActivity, ProcessEvent, Str,
+    push, Attribution, Credentials, ExitStatus, MountInfo, PrivilegeEvent, PrivilegeOp, Process,
+    ProcessActivity, ProcessEvent, Str,
 };
 use lumen_schemas::EventKind;
 
@@ -158,6 +160,85 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                     process,
                     exit: None,
                 }),
+            })
+        }
+        Some(RecordKind::Privilege) => {
+            let r: PrivRecord = read(bytes)?;
+            let op = PrivOp::from_u32(r.op).ok_or(DecodeError::UnknownKind(header.kind))?;
+            let mut process = process_from(&r.header, &[], &[]);
+            let text = &mut process.text;
+            let mut string = |raw: &[u8]| {
+                let s = until_nul(raw);
+                if s.is_empty() {
+                    Str::EMPTY
+                } else {
+                    push(text, &String::from_utf8_lossy(s))
+                }
+            };
+            let id = |v: u64| v as u32;
+            let (op, requested) = match op {
+                PrivOp::Setuid => (PrivilegeOp::Setuid, [id(r.args[0]), u32::MAX, u32::MAX]),
+                PrivOp::Setreuid => (
+                    PrivilegeOp::Setreuid,
+                    [id(r.args[0]), id(r.args[1]), u32::MAX],
+                ),
+                PrivOp::Setresuid => (
+                    PrivilegeOp::Setresuid,
+                    [id(r.args[0]), id(r.args[1]), id(r.args[2])],
+                ),
+                PrivOp::Setgid => (PrivilegeOp::Setgid, [id(r.args[0]), u32::MAX, u32::MAX]),
+                PrivOp::Setregid => (
+                    PrivilegeOp::Setregid,
+                    [id(r.args[0]), id(r.args[1]), u32::MAX],
+                ),
+                PrivOp::Setresgid => (
+                    PrivilegeOp::Setresgid,
+                    [id(r.args[0]), id(r.args[1]), id(r.args[2])],
+                ),
+                PrivOp::Capset => (PrivilegeOp::Capset, [u32::MAX; 3]),
+                PrivOp::PtraceAttach => (PrivilegeOp::PtraceAttach, [u32::MAX; 3]),
+                PrivOp::InitModule => (PrivilegeOp::InitModule, [u32::MAX; 3]),
+                PrivOp::FinitModule => (PrivilegeOp::FinitModule, [u32::MAX; 3]),
+                PrivOp::BpfProgLoad => (PrivilegeOp::BpfProgLoad, [u32::MAX; 3]),
+                PrivOp::Mount => (PrivilegeOp::Mount, [u32::MAX; 3]),
+            };
+            let object_name = match op {
+                PrivilegeOp::FinitModule | PrivilegeOp::BpfProgLoad => string(&r.str1),
+                _ => Str::EMPTY,
+            };
+            let mount = (op == PrivilegeOp::Mount).then(|| MountInfo {
+                target: string(&r.str1),
+                source: string(&r.str2),
+                fstype: string(&r.str3),
+                flags: r.args[3],
+            });
+            let creds = |c: &Creds| Credentials {
+                uid: c.uid,
+                euid: c.euid,
+                suid: c.suid,
+                fsuid: c.fsuid,
+                gid: c.gid,
+                egid: c.egid,
+                sgid: c.sgid,
+                fsgid: c.fsgid,
+                cap_inheritable: c.cap_inheritable,
+                cap_permitted: c.cap_permitted,
+                cap_effective: c.cap_effective,
+            };
+            Ok(Decoded {
+                ktime_ns: r.header.ktime_ns,
+                kind: EventKind::Privilege(Box::new(PrivilegeEvent {
+                    op,
+                    result: r.ret,
+                    old: creds(&r.old),
+                    new: creds(&r.new),
+                    requested,
+                    target_pid: (op == PrivilegeOp::PtraceAttach).then_some(r.args[1] as u32),
+                    object_name,
+                    bpf_prog_type: (op == PrivilegeOp::BpfProgLoad).then_some(r.args[2] as u32),
+                    mount,
+                    process,
+                })),
             })
         }
         None => Err(DecodeError::UnknownKind(header.kind)),

@@ -107,6 +107,95 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("lumen_exit", "sched", "sched_process_exit"),
 ];
 
+/// Syscall tracepoints whose absence costs coverage but not the source:
+/// (program, tracepoint, what is lost without it).
+const OPTIONAL_SYSCALLS: &[(&str, &str, &str)] = &[
+    ("lumen_enter_setuid", "sys_enter_setuid", "setuid events"),
+    ("lumen_exit_setuid", "sys_exit_setuid", "setuid events"),
+    (
+        "lumen_enter_setreuid",
+        "sys_enter_setreuid",
+        "setreuid events",
+    ),
+    (
+        "lumen_exit_setreuid",
+        "sys_exit_setreuid",
+        "setreuid events",
+    ),
+    (
+        "lumen_enter_setresuid",
+        "sys_enter_setresuid",
+        "setresuid events",
+    ),
+    (
+        "lumen_exit_setresuid",
+        "sys_exit_setresuid",
+        "setresuid events",
+    ),
+    ("lumen_enter_setgid", "sys_enter_setgid", "setgid events"),
+    ("lumen_exit_setgid", "sys_exit_setgid", "setgid events"),
+    (
+        "lumen_enter_setregid",
+        "sys_enter_setregid",
+        "setregid events",
+    ),
+    (
+        "lumen_exit_setregid",
+        "sys_exit_setregid",
+        "setregid events",
+    ),
+    (
+        "lumen_enter_setresgid",
+        "sys_enter_setresgid",
+        "setresgid events",
+    ),
+    (
+        "lumen_exit_setresgid",
+        "sys_exit_setresgid",
+        "setresgid events",
+    ),
+    (
+        "lumen_enter_capset",
+        "sys_enter_capset",
+        "capability changes",
+    ),
+    ("lumen_exit_capset", "sys_exit_capset", "capability changes"),
+    (
+        "lumen_enter_ptrace",
+        "sys_enter_ptrace",
+        "ptrace attach events",
+    ),
+    (
+        "lumen_exit_ptrace",
+        "sys_exit_ptrace",
+        "ptrace attach events",
+    ),
+    (
+        "lumen_enter_init_module",
+        "sys_enter_init_module",
+        "module loads from memory",
+    ),
+    (
+        "lumen_exit_init_module",
+        "sys_exit_init_module",
+        "module loads from memory",
+    ),
+    (
+        "lumen_enter_finit_module",
+        "sys_enter_finit_module",
+        "module loads from files",
+    ),
+    (
+        "lumen_exit_finit_module",
+        "sys_exit_finit_module",
+        "module loads from files",
+    ),
+    ("lumen_enter_bpf", "sys_enter_bpf", "BPF program loads"),
+    ("lumen_exit_bpf", "sys_exit_bpf", "BPF program loads"),
+    ("lumen_enter_mount", "sys_enter_mount", "mount events"),
+    ("lumen_exit_mount", "sys_exit_mount", "mount events"),
+];
+
 /// Raw tracepoints (BTF args, no tracefs needed) the programs attach to.
 const RAW_ATTACHMENTS: &[(&str, &str)] = &[("lumen_fork", "sched_process_fork")];
 
@@ -230,6 +319,34 @@ impl EbpfSource {
                 .map_err(attach_err)?;
             prog.load().map_err(attach_err)?;
             prog.attach(name).map_err(attach_err)?;
+        }
+        let mut unavailable = Vec::new();
+        for &(program, tracepoint, coverage) in OPTIONAL_SYSCALLS {
+            let attached = ebpf
+                .program_mut(program)
+                .ok_or_else(|| "not in the object".to_owned())
+                .and_then(|p| <&mut TracePoint>::try_from(p).map_err(|e| e.to_string()))
+                .and_then(|p| {
+                    p.load().map_err(|e| e.to_string())?;
+                    p.attach("syscalls", tracepoint).map_err(|e| e.to_string())
+                });
+            if let Err(error) = attached {
+                if tracepoint.contains("init_module") && !Path::new("/proc/modules").exists() {
+                    tracing::info!(
+                        tracepoint,
+                        "ebpf source: kernel built without module support (no /proc/modules): no module can load, nothing to watch"
+                    );
+                    continue;
+                }
+                tracing::warn!(tracepoint, %error, lost = coverage, "ebpf source: tracepoint unavailable");
+                unavailable.push(coverage);
+            }
+        }
+        unavailable.dedup();
+        if unavailable.is_empty() {
+            tracing::info!("ebpf source: every privilege tracepoint this kernel has attached");
+        } else {
+            tracing::warn!(lost = ?unavailable, "ebpf source: running without some coverage");
         }
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
@@ -367,8 +484,10 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
     while let Some(item) = ring.next() {
         match decode::decode(&item) {
             Ok(mut d) => {
-                if let EventKind::Process(p) = &mut d.kind {
-                    r.cache.enrich(p);
+                match &mut d.kind {
+                    EventKind::Process(p) => r.cache.enrich(p),
+                    EventKind::Privilege(p) => r.cache.annotate(&mut p.process),
+                    EventKind::ApiActivity(_) => {}
                 }
                 let event = Event {
                     time: Timestamp(boot_offset_ns + d.ktime_ns as i64),

@@ -138,6 +138,26 @@ impl ProcessCache {
         p.ancestry = self.ancestry(p.ppid);
     }
 
+    /// Gives a process seen in another kind of event (privilege, file,
+    /// network) its image, parent and ancestry from the cache.
+    pub fn annotate(&self, p: &mut lumen_schemas::event::Process) {
+        if p.executable.is_empty() {
+            if let Some(e) = self.entries.get(&p.pid) {
+                p.executable = push(&mut p.text, &e.executable);
+                p.argv = push(&mut p.text, &e.argv);
+            }
+        }
+        if let Some(parent) = self.entries.get(&p.ppid) {
+            p.parent = ParentInfo {
+                executable: push(&mut p.text, &parent.executable),
+                name: push(&mut p.text, &parent.name),
+                argv: push(&mut p.text, &parent.argv),
+                start_time_ns: parent.start_time_ns,
+            };
+        }
+        p.ancestry = self.ancestry(p.ppid);
+    }
+
     /// Seeds the cache from a procfs mount (normally `/proc`). Processes that
     /// vanish while being read are skipped.
     pub fn seed_from_proc(&mut self, proc: &Path) -> std::io::Result<usize> {

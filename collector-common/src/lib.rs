@@ -33,6 +33,8 @@ pub enum RecordKind {
     Fork = 3,
     /// A privilege-relevant syscall, successful or not: [`PrivRecord`].
     Privilege = 4,
+    /// An IPv4/IPv6 socket connect, accept, bind or listen: [`NetRecord`].
+    Network = 5,
 }
 
 impl RecordKind {
@@ -43,6 +45,7 @@ impl RecordKind {
             2 => Some(Self::Exit),
             3 => Some(Self::Fork),
             4 => Some(Self::Privilege),
+            5 => Some(Self::Network),
             _ => None,
         }
     }
@@ -171,6 +174,57 @@ impl PrivOp {
     }
 }
 
+/// Socket syscalls the kernel programs report (in `Pending.op`, after the
+/// [`PrivOp`] values).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetOp {
+    Connect = 101,
+    Accept = 102,
+    Bind = 103,
+    Listen = 104,
+}
+
+impl NetOp {
+    pub fn from_u32(raw: u32) -> Option<Self> {
+        [NetOp::Connect, NetOp::Accept, NetOp::Bind, NetOp::Listen]
+            .into_iter()
+            .find(|op| *op as u32 == raw)
+    }
+}
+
+/// Length of a `struct sockaddr_in6` (the largest address Lumen reads).
+pub const SOCKADDR_MAX: usize = 28;
+
+/// A socket syscall on an IPv4 or IPv6 socket, with its 5-tuple as the
+/// kernel's `struct sock` holds it after the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetRecord {
+    pub header: RecordHeader,
+    /// A [`NetOp`] as `u32`.
+    pub op: u32,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// `IPPROTO_TCP` (6), `IPPROTO_UDP` (17), …
+    pub protocol: u16,
+    /// `SOCK_STREAM` (1), `SOCK_DGRAM` (2), …
+    pub sock_type: u16,
+    /// Local port (host order) and remote port (host order).
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u16,
+    /// The syscall's return value (accept: the new fd; `-errno` on failure).
+    pub ret: i64,
+    /// Addresses: IPv4 in the first 4 bytes, or IPv6.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// connect/bind: the address the caller passed (a `sockaddr_in[6]`),
+    /// for when the socket holds none (a failed connect).
+    pub user_addr: [u8; SOCKADDR_MAX],
+    pub _pad2: u32,
+}
+
 /// A task's credentials (`struct cred`), before or after a syscall.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -290,6 +344,20 @@ pub struct KernelOffsets {
     /// `file.f_path.dentry`, `dentry.d_name.name`.
     pub file_dentry: u32,
     pub dentry_name: u32,
+    /// fd → socket → sock: `file.private_data`, `socket.sk`, `socket.file`.
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub socket_file: u32,
+    /// `sock.__sk_common.*`, `sock.sk_protocol`, `sock.sk_type`.
+    pub skc_family: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub sk_protocol: u32,
+    pub sk_type: u32,
     /// Non-zero once user space has filled the offsets.
     pub ready: u32,
     pub _pad: u32,
@@ -307,11 +375,20 @@ pub mod drop_index {
     pub const PRIVILEGE: u32 = 3;
     /// The pending-syscall map was full at a syscall's entry.
     pub const PENDING_FULL: u32 = 4;
+    /// A network record could not be reserved in the ring buffer.
+    pub const NETWORK: u32 = 5;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
 
     /// Names of the counters, by index.
-    pub const NAMES: [&str; COUNT as usize] = ["exec", "exit", "fork", "privilege", "pending_full"];
+    pub const NAMES: [&str; COUNT as usize] = [
+        "exec",
+        "exit",
+        "fork",
+        "privilege",
+        "pending_full",
+        "network",
+    ];
 }
 
 #[cfg(feature = "user")]

@@ -20,8 +20,9 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use lumen_common::{
-    drop_index, Creds, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, Pending, PrivOp,
-    PrivRecord, RecordHeader, RecordKind, ARGV_MAX, CGROUP_LEVELS, CGROUP_NAME_MAX, PATH_MAX,
+    drop_index, Creds, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, NetOp, NetRecord,
+    Pending, PrivOp, PrivRecord, RecordHeader, RecordKind, ARGV_MAX, CGROUP_LEVELS,
+    CGROUP_NAME_MAX, PATH_MAX, SOCKADDR_MAX,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -311,6 +312,134 @@ unsafe fn read_creds(o: &KernelOffsets) -> Creds {
     }
 }
 
+/// At a socket syscall's entry: keep its arguments.
+#[inline(always)]
+fn stash_net(ctx: &TracePointContext, op: NetOp) {
+    let mut args = [0u64; 6];
+    for (i, a) in args.iter_mut().enumerate() {
+        // SAFETY: syscall tracepoint records hold six u64 arguments.
+        *a = unsafe { ctx.read_at(SYSCALL_ARGS + 8 * i) }.unwrap_or(0);
+    }
+    let pending = Pending {
+        op: op as u32,
+        _pad: 0,
+        args,
+        old: Creds::default(),
+    };
+    if PENDING
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .is_err()
+    {
+        count_drop(drop_index::PENDING_FULL);
+    }
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// At a socket syscall's exit: the socket's 5-tuple, for IPv4/IPv6 only.
+#[inline(always)]
+fn finish_net(ctx: &TracePointContext, o: &KernelOffsets, pending: &Pending) {
+    // SAFETY: the exit record's first field after the header is `ret`.
+    let ret: i64 = unsafe { ctx.read_at(SYSCALL_ARGS) }.unwrap_or(0);
+    // accept returns the new socket; the others act on their first argument.
+    let fd = if pending.op == NetOp::Accept as u32 {
+        if ret < 0 {
+            return;
+        }
+        ret as u64
+    } else {
+        pending.args[0]
+    };
+    // SAFETY: probe reads only.
+    let sk: u64 = unsafe {
+        let file = fd_file(o, fd);
+        if file == 0 {
+            return;
+        }
+        let socket: u64 = read_kernel(file as *const u8, o.file_private_data);
+        if socket == 0 {
+            return;
+        }
+        // A socket's file points back at it; other files' private data does not.
+        let back: u64 = read_kernel(socket as *const u8, o.socket_file);
+        if back != file {
+            return;
+        }
+        read_kernel(socket as *const u8, o.socket_sk)
+    };
+    if sk == 0 {
+        return;
+    }
+    let s = sk as *const u8;
+    // SAFETY: probe reads only.
+    let family: u16 = unsafe { read_kernel(s, o.skc_family) };
+    if family != AF_INET && family != AF_INET6 {
+        return; // unix sockets and the rest: never cross into user space
+    }
+    let Some(mut entry) = EVENTS.reserve::<NetRecord>(0) else {
+        count_drop(drop_index::NETWORK);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of NetRecord's size; probe reads.
+    unsafe {
+        fill_header(&mut (*rec).header, RecordKind::Network, o);
+        (*rec).op = pending.op;
+        (*rec).family = family;
+        (*rec).protocol = read_kernel(s, o.sk_protocol);
+        (*rec).sock_type = read_kernel(s, o.sk_type);
+        (*rec).local_port = read_kernel(s, o.skc_num);
+        let dport: u16 = read_kernel(s, o.skc_dport);
+        (*rec).remote_port = u16::from_be(dport);
+        (*rec)._pad = 0;
+        (*rec).ret = ret;
+        (*rec).local_addr = [0; 16];
+        (*rec).remote_addr = [0; 16];
+        if family == AF_INET {
+            let l: [u8; 4] = read_kernel_bytes(s, o.skc_rcv_saddr);
+            let r: [u8; 4] = read_kernel_bytes(s, o.skc_daddr);
+            let (mut la, mut ra) = ([0u8; 16], [0u8; 16]);
+            la[..4].copy_from_slice(&l);
+            ra[..4].copy_from_slice(&r);
+            (*rec).local_addr = la;
+            (*rec).remote_addr = ra;
+        } else {
+            (*rec).local_addr = read_kernel_bytes(s, o.skc_v6_rcv_saddr);
+            (*rec).remote_addr = read_kernel_bytes(s, o.skc_v6_daddr);
+        }
+        (*rec).user_addr = [0; SOCKADDR_MAX];
+        (*rec)._pad2 = 0;
+        let uaddr = pending.args[1];
+        if (pending.op == NetOp::Connect as u32 || pending.op == NetOp::Bind as u32) && uaddr != 0 {
+            gen::bpf_probe_read_user(
+                (*rec).user_addr.as_mut_ptr() as *mut c_void,
+                SOCKADDR_MAX as u32,
+                uaddr as *const c_void,
+            );
+        }
+    }
+    entry.submit(0);
+}
+
+/// Reads `N` bytes at `base + offset` from kernel memory; zeros if unreadable.
+#[inline(always)]
+unsafe fn read_kernel_bytes<const N: usize>(base: *const u8, offset: u32) -> [u8; N] {
+    let mut out = [0u8; N];
+    // SAFETY: bpf_probe_read_kernel validates the source address.
+    let rc = unsafe {
+        gen::bpf_probe_read_kernel(
+            out.as_mut_ptr() as *mut c_void,
+            N as u32,
+            base.add(offset as usize) as *const c_void,
+        )
+    };
+    if rc != 0 {
+        return [0; N];
+    }
+    out
+}
+
 /// At a syscall's entry: keep its arguments and the caller's credentials.
 #[inline(always)]
 fn stash(ctx: &TracePointContext, op: PrivOp) {
@@ -327,6 +456,38 @@ fn stash(ctx: &TracePointContext, op: PrivOp) {
     };
     if !interesting {
         return;
+    }
+    if op == PrivOp::BpfProgLoad {
+        // bpf(cmd, attr, size) has three arguments: the attr's program type
+        // and name are kept in the unused slots while the caller's memory is
+        // certainly what it passed. The name exists only if `size` covers it.
+        let attr = args[1];
+        let mut prog_type = 0u32;
+        let mut name = [0u8; 16];
+        if attr != 0 {
+            // SAFETY: the helpers validate the user addresses.
+            unsafe {
+                gen::bpf_probe_read_user(
+                    &mut prog_type as *mut u32 as *mut c_void,
+                    4,
+                    attr as *const c_void,
+                );
+                if args[2] >= (BPF_ATTR_PROG_NAME + 16) as u64 {
+                    gen::bpf_probe_read_user(
+                        name.as_mut_ptr() as *mut c_void,
+                        16,
+                        (attr as usize + BPF_ATTR_PROG_NAME) as *const c_void,
+                    );
+                }
+            }
+        }
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&name[..8]);
+        hi.copy_from_slice(&name[8..]);
+        args[3] = u64::from(prog_type);
+        args[4] = u64::from_ne_bytes(lo);
+        args[5] = u64::from_ne_bytes(hi);
     }
     let pending = Pending {
         op: op as u32,
@@ -359,27 +520,36 @@ unsafe fn user_str(dst: &mut [u8], src: u64) {
     }
 }
 
-/// The name (last path component) of the file behind the caller's `fd`.
+/// The `struct file` behind the caller's `fd` (0 if none).
 #[inline(always)]
-unsafe fn fd_file_name(dst: &mut [u8], o: &KernelOffsets, fd: u64) {
-    dst[0] = 0;
+unsafe fn fd_file(o: &KernelOffsets, fd: u64) -> u64 {
     // SAFETY: probe reads only; the index is checked against max_fds.
     unsafe {
         let task = gen::bpf_get_current_task() as *const u8;
         let files: u64 = read_kernel(task, o.task_files);
         if files == 0 {
-            return;
+            return 0;
         }
         let fdt: u64 = read_kernel(files as *const u8, o.files_fdt);
         if fdt == 0 {
-            return;
+            return 0;
         }
         let max: u32 = read_kernel(fdt as *const u8, o.fdt_max_fds);
         if fd >= u64::from(max) {
-            return;
+            return 0;
         }
         let fds: u64 = read_kernel(fdt as *const u8, o.fdt_fd);
-        let file: u64 = read_kernel((fds + fd * 8) as *const u8, 0);
+        read_kernel((fds + fd * 8) as *const u8, 0)
+    }
+}
+
+/// The name (last path component) of the file behind the caller's `fd`.
+#[inline(always)]
+unsafe fn fd_file_name(dst: &mut [u8], o: &KernelOffsets, fd: u64) {
+    dst[0] = 0;
+    // SAFETY: probe reads only.
+    unsafe {
+        let file = fd_file(o, fd);
         if file == 0 {
             return;
         }
@@ -409,6 +579,10 @@ fn finish(ctx: &TracePointContext) {
         return;
     };
     let _ = PENDING.remove(&key);
+    if pending.op > 100 {
+        finish_net(ctx, o, &pending);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<PrivRecord>(0) else {
         count_drop(drop_index::PRIVILEGE);
         return;
@@ -438,24 +612,13 @@ fn finish(ctx: &TracePointContext) {
             user_str(&mut (*rec).str3, pending.args[2]);
         } else if pending.op == PrivOp::FinitModule as u32 {
             fd_file_name(&mut (*rec).str1, o, pending.args[0]);
-        } else if pending.op == PrivOp::BpfProgLoad as u32 && pending.args[1] != 0 {
-            // bpf(cmd, attr, size): the name exists only if `size` covers it.
-            if pending.args[2] >= (BPF_ATTR_PROG_NAME + 16) as u64 {
-                gen::bpf_probe_read_user(
-                    (*rec).str1.as_mut_ptr() as *mut c_void,
-                    16,
-                    (pending.args[1] as usize + BPF_ATTR_PROG_NAME) as *const c_void,
-                );
-                (*rec).str1[16] = 0;
-            }
-            // bpf_attr.prog_type is the first u32.
-            let mut prog_type = 0u32;
-            gen::bpf_probe_read_user(
-                &mut prog_type as *mut u32 as *mut c_void,
-                4,
-                pending.args[1] as *const c_void,
-            );
-            (*rec).args[2] = u64::from(prog_type);
+        } else if pending.op == PrivOp::BpfProgLoad as u32 {
+            // Read at entry (see `stash`): type in args[3], name in args[4..6].
+            (*rec).args[2] = pending.args[3];
+            let str1 = &mut *core::ptr::addr_of_mut!((*rec).str1);
+            str1[..8].copy_from_slice(&pending.args[4].to_ne_bytes());
+            str1[8..16].copy_from_slice(&pending.args[5].to_ne_bytes());
+            str1[16] = 0;
         }
     }
     entry.submit(0);
@@ -506,6 +669,29 @@ privilege_syscall!(
 );
 privilege_syscall!(lumen_enter_bpf, lumen_exit_bpf, PrivOp::BpfProgLoad);
 privilege_syscall!(lumen_enter_mount, lumen_exit_mount, PrivOp::Mount);
+
+/// An entry and an exit program for one socket syscall.
+macro_rules! socket_syscall {
+    ($enter:ident, $exit:ident, $op:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            stash_net(&ctx, $op);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            finish(&ctx);
+            0
+        }
+    };
+}
+
+socket_syscall!(lumen_enter_connect, lumen_exit_connect, NetOp::Connect);
+socket_syscall!(lumen_enter_accept, lumen_exit_accept, NetOp::Accept);
+socket_syscall!(lumen_enter_accept4, lumen_exit_accept4, NetOp::Accept);
+socket_syscall!(lumen_enter_bind, lumen_exit_bind, NetOp::Bind);
+socket_syscall!(lumen_enter_listen, lumen_exit_listen, NetOp::Listen);
 
 #[cfg(not(test))]
 #[panic_handler]

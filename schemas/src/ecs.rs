@@ -8,8 +8,8 @@
 //! for the audit event, as Elastic does).
 
 use crate::event::{
-    ApiActivity, Credentials, Event, EventKind, PrivilegeEvent, PrivilegeOp, Process,
-    ProcessActivity, ProcessEvent, Str,
+    ApiActivity, Credentials, Event, EventKind, NetworkEvent, NetworkOp, PrivilegeEvent,
+    PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
 };
 use crate::json::JsonWriter;
 use crate::time::Timestamp;
@@ -23,6 +23,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::Process(p) => process(&mut w, event, p),
         EventKind::ApiActivity(a) => api(&mut w, event, a),
         EventKind::Privilege(p) => privilege(&mut w, event, p),
+        EventKind::Network(n) => network(&mut w, event, n),
     }
     w.end_object();
 }
@@ -189,6 +190,88 @@ fn lumen_process(w: &mut JsonWriter<'_>, pr: &Process, exit_signal: Option<i32>)
     if let Some(sig) = exit_signal {
         w.i64("exit_signal", i64::from(sig));
     }
+    w.end_object();
+}
+
+fn endpoint(w: &mut JsonWriter<'_>, key: &str, addr: std::net::SocketAddr) {
+    let mut buf = [0u8; 48];
+    w.object(key);
+    w.str("ip", crate::json::ip_str(addr.ip(), &mut buf));
+    w.u64("port", u64::from(addr.port()));
+    w.end_object();
+}
+
+/// connect: `source` is this host, `destination` the peer (egress);
+/// accept: `source` is the peer, `destination` this host (ingress);
+/// bind/listen: `server` is the local address.
+fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
+    common_head(w, event.time);
+    let (etype, dataset) = match n.op {
+        NetworkOp::Connect | NetworkOp::Accept => ("connection", "lumen.network"),
+        NetworkOp::Listen => ("start", "lumen.network"),
+        NetworkOp::Bind => ("info", "lumen.network"),
+    };
+    w.object("event");
+    w.str("kind", "event");
+    w.str_array("category", ["network"]);
+    if etype == "connection" {
+        w.str_array("type", ["connection", "start"]);
+    } else {
+        w.str_array("type", [etype]);
+    }
+    w.str("action", n.op.action());
+    w.str("outcome", if n.succeeded() { "success" } else { "failure" });
+    w.str("module", "lumen");
+    w.str("dataset", dataset);
+    ts(w, "created", event.observed);
+    w.end_object();
+    data_stream(w, "lumen.network");
+    host(w, event, "host");
+    let pr = &n.process;
+    process_object(w, event, pr, None);
+    let mut id = itoa::Buffer::new();
+    w.object("user");
+    w.str("id", id.format(pr.uid));
+    w.end_object();
+    attribution(w, pr);
+    match (n.op, n.remote) {
+        (NetworkOp::Connect, Some(remote)) => {
+            endpoint(w, "source", n.local);
+            endpoint(w, "destination", remote);
+        }
+        (NetworkOp::Accept, Some(remote)) => {
+            endpoint(w, "source", remote);
+            endpoint(w, "destination", n.local);
+        }
+        _ => endpoint(w, "server", n.local),
+    }
+    w.object("network");
+    w.str("type", if n.is_ipv6() { "ipv6" } else { "ipv4" });
+    if let Some(t) = n.transport() {
+        w.str("transport", t);
+    }
+    w.str("iana_number", id.format(n.protocol));
+    match n.op {
+        NetworkOp::Connect => w.str("direction", "egress"),
+        NetworkOp::Accept => w.str("direction", "ingress"),
+        _ => {}
+    }
+    w.end_object();
+    let mut a = [0u8; 48];
+    let mut b = [0u8; 48];
+    w.object("related");
+    w.array("ip");
+    w.elem_str(crate::json::ip_str(n.local.ip(), &mut a));
+    if let Some(r) = n.remote {
+        w.elem_str(crate::json::ip_str(r.ip(), &mut b));
+    }
+    w.end_array();
+    w.end_object();
+    w.object("lumen");
+    lumen_process(w, pr, None);
+    w.object("network");
+    w.i64("result", n.result);
+    w.end_object();
     w.end_object();
 }
 

@@ -35,6 +35,8 @@ pub enum EventKind {
     /// A privilege-relevant syscall (credentials, capabilities, ptrace,
     /// kernel modules, BPF programs, mounts), successful or not.
     Privilege(Box<PrivilegeEvent>),
+    /// A socket connect, accept, bind or listen (IPv4/IPv6).
+    Network(Box<NetworkEvent>),
 }
 
 impl EventKind {
@@ -48,6 +50,12 @@ impl EventKind {
             },
             EventKind::ApiActivity(_) => "k8s_audit",
             EventKind::Privilege(p) => p.op.kind_name(),
+            EventKind::Network(n) => match n.op {
+                NetworkOp::Connect => "network_connect",
+                NetworkOp::Accept => "network_accept",
+                NetworkOp::Bind => "network_bind",
+                NetworkOp::Listen => "network_listen",
+            },
         }
     }
 }
@@ -68,6 +76,70 @@ pub struct ProcessEvent {
     pub process: Process,
     /// For exits: how it ended.
     pub exit: Option<ExitStatus>,
+}
+
+/// A socket syscall and the socket's addresses after it.
+#[derive(Clone, Debug)]
+pub struct NetworkEvent {
+    pub op: NetworkOp,
+    pub process: Process,
+    /// The syscall's return value (`-errno` on failure; connect on a
+    /// non-blocking socket returns `-EINPROGRESS`).
+    pub result: i64,
+    /// IP protocol number (6 TCP, 17 UDP, …).
+    pub protocol: u16,
+    /// This host's end.
+    pub local: std::net::SocketAddr,
+    /// The peer (connect, accept).
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+impl NetworkEvent {
+    /// connect on a non-blocking socket is under way, not failed.
+    pub const EINPROGRESS: i64 = 115;
+    pub const ECONNREFUSED: i64 = 111;
+
+    pub fn succeeded(&self) -> bool {
+        self.result >= 0 || self.result == -Self::EINPROGRESS
+    }
+
+    /// `tcp`, `udp`, `icmp`, … (IANA keyword, lowercase as ECS wants).
+    pub fn transport(&self) -> Option<&'static str> {
+        match self.protocol {
+            6 => Some("tcp"),
+            17 => Some("udp"),
+            1 => Some("icmp"),
+            58 => Some("ipv6-icmp"),
+            132 => Some("sctp"),
+            _ => None,
+        }
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.local.is_ipv6()
+    }
+}
+
+/// Socket syscalls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkOp {
+    /// Outbound: this host connects to `remote`.
+    Connect,
+    /// Inbound: `remote` connected to this host.
+    Accept,
+    Bind,
+    Listen,
+}
+
+impl NetworkOp {
+    pub fn action(self) -> &'static str {
+        match self {
+            NetworkOp::Connect => "connect",
+            NetworkOp::Accept => "accept",
+            NetworkOp::Bind => "bind",
+            NetworkOp::Listen => "listen",
+        }
+    }
 }
 
 /// A privilege-relevant syscall.

@@ -172,6 +172,15 @@ impl<'a> JsonWriter<'a> {
     }
 }
 
+/// Formats an IP address on the stack (no allocation).
+pub fn ip_str(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &str {
+    use std::io::Write as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let n = cursor.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
 /// Appends `s` as a JSON string literal.
 ///
 /// The embedded original events are long and have a quote every few bytes,

@@ -10,8 +10,8 @@
 //! attribute for go under `unmapped`.
 
 use crate::event::{
-    ApiActivity, Event, EventKind, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity,
-    ProcessEvent, Str,
+    ApiActivity, Event, EventKind, NetworkEvent, NetworkOp, PrivilegeEvent, PrivilegeOp, Process,
+    ProcessActivity, ProcessEvent, Str,
 };
 use crate::json::JsonWriter;
 use crate::{OCSF_VERSION, PRODUCT_NAME, PRODUCT_VERSION};
@@ -24,6 +24,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::Process(p) => process(&mut w, event, p),
         EventKind::ApiActivity(a) => api(&mut w, event, a),
         EventKind::Privilege(p) => privilege(&mut w, event, p),
+        EventKind::Network(n) => network(&mut w, event, n),
     }
     w.end_object();
 }
@@ -263,6 +264,95 @@ fn unmapped_process(w: &mut JsonWriter<'_>, pr: &Process) {
     if pr.args_truncated {
         w.bool("args_truncated", true);
     }
+}
+
+const NETWORK_ACTIVITY: Class = Class {
+    uid: 4001,
+    name: "Network Activity",
+    category_uid: 4,
+    category_name: "Network Activity",
+};
+
+fn endpoint(w: &mut JsonWriter<'_>, key: &str, addr: std::net::SocketAddr) {
+    let mut buf = [0u8; 48];
+    w.object(key);
+    w.str("ip", crate::json::ip_str(addr.ip(), &mut buf));
+    w.u64("port", u64::from(addr.port()));
+    w.end_object();
+}
+
+/// Network Activity (4001): connect → Open (1), or Refuse (5) on
+/// ECONNREFUSED, Fail (4) on other errors; accept → Open; listen → Listen
+/// (7); bind → Other (99) "Bind". `actor` and `device` come with the `host`
+/// profile in this class.
+fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
+    let (activity_id, activity_name) = match n.op {
+        NetworkOp::Connect if n.result == -NetworkEvent::ECONNREFUSED => (5, "Refuse"),
+        NetworkOp::Connect if !n.succeeded() => (4, "Fail"),
+        NetworkOp::Connect | NetworkOp::Accept => (1, "Open"),
+        NetworkOp::Listen => (7, "Listen"),
+        NetworkOp::Bind => (99, "Bind"),
+    };
+    head(w, &NETWORK_ACTIVITY, activity_id, activity_name, event);
+    if n.succeeded() {
+        w.u64("status_id", 1);
+        w.str("status", "Success");
+    } else {
+        w.u64("status_id", 2);
+        w.str("status", "Failure");
+        let mut errno = itoa::Buffer::new();
+        let mut detail = String::from("errno ");
+        detail.push_str(errno.format(-n.result));
+        w.str("status_detail", &detail);
+    }
+    let pr = &n.process;
+    let in_container = !pr.attribution.container_id.is_empty();
+    let profiles: &[&str] = if in_container {
+        &["host", "container"]
+    } else {
+        &["host"]
+    };
+    metadata(w, event, None, "ebpf", profiles);
+    device(w, event);
+    w.object("actor");
+    process_object(w, "process", pr, None);
+    w.end_object();
+    match (n.op, n.remote) {
+        (NetworkOp::Connect, Some(remote)) => {
+            endpoint(w, "src_endpoint", n.local);
+            endpoint(w, "dst_endpoint", remote);
+        }
+        (NetworkOp::Accept, Some(remote)) => {
+            endpoint(w, "src_endpoint", remote);
+            endpoint(w, "dst_endpoint", n.local);
+        }
+        _ => endpoint(w, "dst_endpoint", n.local),
+    }
+    w.object("connection_info");
+    match n.op {
+        NetworkOp::Connect => {
+            w.u64("direction_id", 2);
+            w.str("direction", "Outbound");
+        }
+        NetworkOp::Accept => {
+            w.u64("direction_id", 1);
+            w.str("direction", "Inbound");
+        }
+        _ => {
+            w.u64("direction_id", 0);
+            w.str("direction", "Unknown");
+        }
+    }
+    w.u64("protocol_num", u64::from(n.protocol));
+    if let Some(t) = n.transport() {
+        w.str("protocol_name", t);
+    }
+    w.u64("protocol_ver_id", if n.is_ipv6() { 6 } else { 4 });
+    w.end_object();
+    w.object("unmapped");
+    unmapped_process(w, pr);
+    w.i64("result", n.result);
+    w.end_object();
 }
 
 const KERNEL_EXTENSION_ACTIVITY: Class = Class {

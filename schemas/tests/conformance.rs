@@ -309,6 +309,66 @@ fn privilege_events() -> Vec<Event> {
         .collect()
 }
 
+fn network_events() -> Vec<Event> {
+    use lumen_schemas::event::{NetworkEvent, NetworkOp};
+    let base = process_events().remove(0);
+    let EventKind::Process(pe) = base.kind else {
+        unreachable!()
+    };
+    let v4 = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+    [
+        (
+            NetworkOp::Connect,
+            0,
+            v4("10.0.0.5:40000"),
+            Some(v4("93.184.216.34:443")),
+        ),
+        (NetworkOp::Connect, -111, v4("[::1]:0"), Some(v4("[::1]:9"))),
+        (
+            NetworkOp::Connect,
+            -113,
+            v4("0.0.0.0:0"),
+            Some(v4("10.9.9.9:22")),
+        ),
+        (
+            NetworkOp::Accept,
+            5,
+            v4("[fd00::1]:8080"),
+            Some(v4("[fd00::2]:51000")),
+        ),
+        (NetworkOp::Listen, 0, v4("0.0.0.0:8080"), None),
+        (NetworkOp::Bind, 0, v4("127.0.0.1:5353"), None),
+    ]
+    .into_iter()
+    .map(|(op, result, local, remote)| Event {
+        time: base.time,
+        observed: base.observed,
+        host: host(),
+        kind: EventKind::Network(Box::new(NetworkEvent {
+            op,
+            process: pe.process.clone(),
+            result,
+            protocol: if op == NetworkOp::Bind { 17 } else { 6 },
+            local,
+            remote,
+        })),
+    })
+    .collect()
+}
+
+#[test]
+fn ocsf_network_events_validate_as_network_activity() {
+    let v = ocsf_validator("network_activity.schema.json");
+    let mut activities = Vec::new();
+    for e in network_events() {
+        let doc = encode(Schema::Ocsf, &e);
+        assert_eq!(doc["class_uid"], 4001);
+        activities.push(doc["activity_id"].as_u64().unwrap());
+        assert_valid(&v, &doc, e.kind.name());
+    }
+    assert_eq!(activities, [1, 5, 4, 1, 7, 99]);
+}
+
 #[test]
 fn ocsf_privilege_events_validate_against_their_classes() {
     let validators: Vec<(u64, jsonschema::Validator)> = [
@@ -485,7 +545,11 @@ fn ecs_output_uses_only_ecs_fields_with_ecs_types() {
             &format!("{file}:{line_no}"),
         );
     }
-    for e in process_events().into_iter().chain(privilege_events()) {
+    for e in process_events()
+        .into_iter()
+        .chain(privilege_events())
+        .chain(network_events())
+    {
         check_ecs(&encode(Schema::Ecs, &e), &ecs, e.kind.name());
     }
 }

@@ -3,7 +3,9 @@
 
 use crate::ack::Status;
 use crate::{ComponentMetrics, Envelope};
-use lumen_schemas::event::{ApiActivity, PrivilegeEvent, ProcessActivity, ProcessEvent};
+use lumen_schemas::event::{
+    ApiActivity, NetworkEvent, PrivilegeEvent, ProcessActivity, ProcessEvent,
+};
 use lumen_schemas::{Event, EventKind, Schema};
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -93,6 +95,7 @@ pub fn text_line(event: &Event) -> String {
         EventKind::Process(p) => process_line(&mut s, p),
         EventKind::ApiActivity(a) => api_line(&mut s, a),
         EventKind::Privilege(p) => privilege_line(&mut s, p),
+        EventKind::Network(n) => network_line(&mut s, n),
     }
     s
 }
@@ -139,6 +142,32 @@ fn process_line(s: &mut String, p: &ProcessEvent) {
                 }
             }
         }
+    }
+}
+
+fn network_line(s: &mut String, n: &NetworkEvent) {
+    let pr = &n.process;
+    let _ = write!(
+        s,
+        " {} pid={} {} {}",
+        n.op.action(),
+        pr.pid,
+        pr.executable(),
+        n.transport().unwrap_or("ip")
+    );
+    match n.remote {
+        Some(r) if n.op == lumen_schemas::event::NetworkOp::Accept => {
+            let _ = write!(s, " {r} -> {}", n.local);
+        }
+        Some(r) => {
+            let _ = write!(s, " {} -> {r}", n.local);
+        }
+        None => {
+            let _ = write!(s, " {}", n.local);
+        }
+    }
+    if !n.succeeded() {
+        let _ = write!(s, " FAILED errno={}", -n.result);
     }
 }
 

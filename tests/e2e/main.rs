@@ -9,5 +9,6 @@ mod cli;
 mod console;
 mod containers;
 mod ebpf;
+mod network;
 mod privilege;
 mod shutdown;

@@ -1,16 +1,17 @@
 //! Turns kernel records (`lumen-common`) into canonical events.
 
 use lumen_common::{
-    Creds, ExecRecord, ExitRecord, ForkRecord, PrivOp, PrivRecord, RecordHeader, RecordKind,
-    ARGV_MAX, PATH_MAX,
+    Creds, ExecRecord, ExitRecord, ForkRecord, NetOp, NetRecord, PrivOp, PrivRecord, RecordHeader,
+    RecordKind, ARGV_MAX, PATH_MAX, SOCKADDR_MAX,
 };
 #[cfg(test)]
 use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
 use lumen_schemas::event::{
-    push, Attribution, Credentials, ExitStatus, MountInfo, PrivilegeEvent, PrivilegeOp, Process,
-    ProcessActivity, ProcessEvent, Str,
+    push, Attribution, Credentials, ExitStatus, MountInfo, NetworkEvent, NetworkOp, PrivilegeEvent,
+    PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
 };
 use lumen_schemas::EventKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// A decoded record: the event kind plus the kernel's boot-time clock.
 #[derive(Debug)]
@@ -39,6 +40,38 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     // SAFETY: length checked; the records are plain data valid for any bit
     // pattern; read_unaligned makes no alignment assumption.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+fn socket_addr(v6: bool, addr: &[u8; 16], port: u16) -> SocketAddr {
+    if v6 {
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::from(*addr)), port)
+    } else {
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+            port,
+        )
+    }
+}
+
+/// A `sockaddr_in` or `sockaddr_in6` as the caller passed it.
+fn user_sockaddr(raw: &[u8; SOCKADDR_MAX]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    let port = u16::from_be_bytes([raw[2], raw[3]]);
+    match family {
+        AF_INET => Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7])),
+            port,
+        )),
+        AF_INET6 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&raw[8..24]);
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port))
+        }
+        _ => None,
+    }
 }
 
 /// A process from a record header plus its strings, packed into one buffer.
@@ -241,6 +274,39 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 })),
             })
         }
+        Some(RecordKind::Network) => {
+            let r: NetRecord = read(bytes)?;
+            let op = match NetOp::from_u32(r.op) {
+                Some(NetOp::Connect) => NetworkOp::Connect,
+                Some(NetOp::Accept) => NetworkOp::Accept,
+                Some(NetOp::Bind) => NetworkOp::Bind,
+                Some(NetOp::Listen) => NetworkOp::Listen,
+                None => return Err(DecodeError::UnknownKind(header.kind)),
+            };
+            let v6 = r.family == AF_INET6;
+            let local = socket_addr(v6, &r.local_addr, r.local_port);
+            let mut remote = socket_addr(v6, &r.remote_addr, r.remote_port);
+            // A failed connect leaves the socket without a peer (a refused
+            // one keeps the address but resets the port): take the address
+            // the caller asked for.
+            if op == NetworkOp::Connect && (remote.ip().is_unspecified() || remote.port() == 0) {
+                if let Some(asked) = user_sockaddr(&r.user_addr) {
+                    remote = asked;
+                }
+            }
+            let remote = matches!(op, NetworkOp::Connect | NetworkOp::Accept).then_some(remote);
+            Ok(Decoded {
+                ktime_ns: r.header.ktime_ns,
+                kind: EventKind::Network(Box::new(NetworkEvent {
+                    op,
+                    process: process_from(&r.header, &[], &[]),
+                    result: r.ret,
+                    protocol: r.protocol,
+                    local,
+                    remote,
+                })),
+            })
+        }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
 }
@@ -362,6 +428,56 @@ mod tests {
         assert_eq!((p.process.pid, p.process.tid, p.process.ppid), (77, 77, 10));
         assert_eq!(p.process.start_time_ns, 123);
         assert_eq!(p.process.name(), "true");
+    }
+
+    fn net_record(op: NetOp, family: u16, ret: i64) -> NetRecord {
+        NetRecord {
+            header: header(RecordKind::Network),
+            op: op as u32,
+            family,
+            protocol: 6,
+            sock_type: 1,
+            local_port: 40000,
+            remote_port: 443,
+            _pad: 0,
+            ret,
+            local_addr: [0; 16],
+            remote_addr: [0; 16],
+            user_addr: [0; SOCKADDR_MAX],
+            _pad2: 0,
+        }
+    }
+
+    #[test]
+    fn network_records_give_5_tuples_and_refused_connects_use_the_asked_address() {
+        let mut r = net_record(NetOp::Accept, AF_INET6, 7);
+        r.local_addr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        r.remote_addr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        let EventKind::Network(n) = decode(as_bytes(&r)).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(n.op, NetworkOp::Accept);
+        assert_eq!(n.local, "[fd00::1]:40000".parse().unwrap());
+        assert_eq!(n.remote, Some("[fd00::2]:443".parse().unwrap()));
+
+        // Refused: the socket kept 127.0.0.1 but port 0; the caller asked for :1.
+        let mut r = net_record(NetOp::Connect, AF_INET, -111);
+        r.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        r.remote_port = 0;
+        r.user_addr[..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        r.user_addr[2..4].copy_from_slice(&1u16.to_be_bytes());
+        r.user_addr[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let EventKind::Network(n) = decode(as_bytes(&r)).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(n.remote, Some("127.0.0.1:1".parse().unwrap()));
+        assert!(!n.succeeded());
+
+        let r = net_record(NetOp::Listen, AF_INET, 0);
+        let EventKind::Network(n) = decode(as_bytes(&r)).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(n.remote, None, "listen has no peer");
     }
 
     #[test]

@@ -194,6 +194,40 @@ const OPTIONAL_SYSCALLS: &[(&str, &str, &str)] = &[
     ("lumen_exit_bpf", "sys_exit_bpf", "BPF program loads"),
     ("lumen_enter_mount", "sys_enter_mount", "mount events"),
     ("lumen_exit_mount", "sys_exit_mount", "mount events"),
+    (
+        "lumen_enter_connect",
+        "sys_enter_connect",
+        "outbound connections",
+    ),
+    (
+        "lumen_exit_connect",
+        "sys_exit_connect",
+        "outbound connections",
+    ),
+    (
+        "lumen_enter_accept",
+        "sys_enter_accept",
+        "inbound connections (accept)",
+    ),
+    (
+        "lumen_exit_accept",
+        "sys_exit_accept",
+        "inbound connections (accept)",
+    ),
+    (
+        "lumen_enter_accept4",
+        "sys_enter_accept4",
+        "inbound connections (accept4)",
+    ),
+    (
+        "lumen_exit_accept4",
+        "sys_exit_accept4",
+        "inbound connections (accept4)",
+    ),
+    ("lumen_enter_bind", "sys_enter_bind", "bind events"),
+    ("lumen_exit_bind", "sys_exit_bind", "bind events"),
+    ("lumen_enter_listen", "sys_enter_listen", "listen events"),
+    ("lumen_exit_listen", "sys_exit_listen", "listen events"),
 ];
 
 /// Raw tracepoints (BTF args, no tracefs needed) the programs attach to.
@@ -344,7 +378,9 @@ impl EbpfSource {
         }
         unavailable.dedup();
         if unavailable.is_empty() {
-            tracing::info!("ebpf source: every privilege tracepoint this kernel has attached");
+            tracing::info!(
+                "ebpf source: every privilege and network tracepoint this kernel has attached"
+            );
         } else {
             tracing::warn!(lost = ?unavailable, "ebpf source: running without some coverage");
         }
@@ -487,6 +523,7 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                 match &mut d.kind {
                     EventKind::Process(p) => r.cache.enrich(p),
                     EventKind::Privilege(p) => r.cache.annotate(&mut p.process),
+                    EventKind::Network(n) => r.cache.annotate(&mut n.process),
                     EventKind::ApiActivity(_) => {}
                 }
                 let event = Event {

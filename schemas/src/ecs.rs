@@ -24,6 +24,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::ApiActivity(a) => api(&mut w, event, a),
         EventKind::Privilege(p) => privilege(&mut w, event, p),
         EventKind::Network(n) => network(&mut w, event, n),
+        EventKind::Loss(l) => loss(&mut w, event, l),
     }
     w.end_object();
 }
@@ -271,6 +272,35 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
     lumen_process(w, pr, None);
     w.object("network");
     w.i64("result", n.result);
+    w.end_object();
+    w.end_object();
+}
+
+/// Lost kernel records: ECS's `pipeline_error` kind.
+fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
+    common_head(w, event.time);
+    w.str("message", &l.message());
+    w.object("event");
+    w.str("kind", "pipeline_error");
+    w.str_array("category", ["host"]);
+    w.str_array("type", ["info"]);
+    w.str("action", "kernel_events_lost");
+    w.str("module", "lumen");
+    w.str("dataset", "lumen.loss");
+    ts(w, "start", l.since);
+    ts(w, "end", l.until);
+    ts(w, "created", event.observed);
+    w.end_object();
+    data_stream(w, "lumen.loss");
+    host(w, event, "host");
+    w.object("lumen");
+    w.object("loss");
+    w.u64("total", l.total());
+    w.object("by_kind");
+    for (kind, n) in &l.by_kind {
+        w.u64(kind, *n);
+    }
+    w.end_object();
     w.end_object();
     w.end_object();
 }

@@ -37,6 +37,39 @@ pub enum EventKind {
     Privilege(Box<PrivilegeEvent>),
     /// A socket connect, accept, bind or listen (IPv4/IPv6).
     Network(Box<NetworkEvent>),
+    /// Lumen lost kernel records (ring buffer full): how many, which kinds.
+    Loss(LossReport),
+}
+
+/// Records the kernel could not hand to Lumen during an interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LossReport {
+    /// The interval the counts cover.
+    pub since: crate::time::Timestamp,
+    pub until: crate::time::Timestamp,
+    /// Lost records per kind (`exec`, `exit`, `fork`, …), non-zero only.
+    pub by_kind: Vec<(&'static str, u64)>,
+}
+
+impl LossReport {
+    pub fn total(&self) -> u64 {
+        self.by_kind.iter().map(|(_, n)| n).sum()
+    }
+
+    /// "12 kernel records lost (exec 10, exit 2)".
+    pub fn message(&self) -> String {
+        let mut s = format!("{} kernel records lost (", self.total());
+        for (i, (kind, n)) in self.by_kind.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(kind);
+            s.push(' ');
+            s.push_str(&n.to_string());
+        }
+        s.push(')');
+        s
+    }
 }
 
 impl EventKind {
@@ -50,6 +83,7 @@ impl EventKind {
             },
             EventKind::ApiActivity(_) => "k8s_audit",
             EventKind::Privilege(p) => p.op.kind_name(),
+            EventKind::Loss(_) => "loss",
             EventKind::Network(n) => match n.op {
                 NetworkOp::Connect => "network_connect",
                 NetworkOp::Accept => "network_accept",

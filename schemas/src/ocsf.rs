@@ -25,6 +25,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::ApiActivity(a) => api(&mut w, event, a),
         EventKind::Privilege(p) => privilege(&mut w, event, p),
         EventKind::Network(n) => network(&mut w, event, n),
+        EventKind::Loss(l) => loss(&mut w, event, l),
     }
     w.end_object();
 }
@@ -51,12 +52,18 @@ const API_ACTIVITY: Class = Class {
     category_name: "Application Activity",
 };
 
+/// OCSF `severity_id` and its caption.
+type Severity = (u64, &'static str);
+const INFORMATIONAL: Severity = (1, "Informational");
+const MEDIUM: Severity = (3, "Medium");
+
 fn head(
     w: &mut JsonWriter<'_>,
     class: &Class,
     activity_id: u64,
     activity_name: &str,
     event: &Event,
+    severity: Severity,
 ) {
     w.u64("class_uid", class.uid);
     w.str("class_name", class.name);
@@ -71,8 +78,8 @@ fn head(
     type_name.push_str(activity_name);
     w.str("type_name", &type_name);
     w.i64("time", event.time.as_millis());
-    w.u64("severity_id", 1);
-    w.str("severity", "Informational");
+    w.u64("severity_id", severity.0);
+    w.str("severity", severity.1);
 }
 
 fn metadata(
@@ -121,7 +128,14 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         ProcessActivity::Fork => (99, "Fork"),
         ProcessActivity::Exit => (2, "Terminate"),
     };
-    head(w, &PROCESS_ACTIVITY, activity_id, activity_name, event);
+    head(
+        w,
+        &PROCESS_ACTIVITY,
+        activity_id,
+        activity_name,
+        event,
+        INFORMATIONAL,
+    );
     w.u64("status_id", 1);
     w.str("status", "Success");
     let pr = &p.process;
@@ -293,7 +307,14 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
         NetworkOp::Listen => (7, "Listen"),
         NetworkOp::Bind => (99, "Bind"),
     };
-    head(w, &NETWORK_ACTIVITY, activity_id, activity_name, event);
+    head(
+        w,
+        &NETWORK_ACTIVITY,
+        activity_id,
+        activity_name,
+        event,
+        INFORMATIONAL,
+    );
     if n.succeeded() {
         w.u64("status_id", 1);
         w.str("status", "Success");
@@ -355,6 +376,40 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
     w.end_object();
 }
 
+const DETECTION_FINDING: Class = Class {
+    uid: 2004,
+    name: "Detection Finding",
+    category_uid: 2,
+    category_name: "Findings",
+};
+
+/// Lost kernel records: a Detection Finding (2004), Create (1), severity
+/// Medium. A sensor that goes blind is itself a finding: an attacker who
+/// floods the kernel can hide in the gap.
+fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
+    head(w, &DETECTION_FINDING, 1, "Create", event, MEDIUM);
+    w.u64("count", l.total());
+    w.str("message", &l.message());
+    metadata(w, event, None, "ebpf", &[]);
+    w.object("finding_info");
+    let mut uid = String::from("lumen-loss-");
+    uid.push_str(itoa::Buffer::new().format(l.until.0));
+    w.str("uid", &uid);
+    w.str("title", "Kernel events lost");
+    w.str("desc", &l.message());
+    w.str_array("types", ["Sensor Data Loss"]);
+    w.i64("first_seen_time", l.since.as_millis());
+    w.i64("last_seen_time", l.until.as_millis());
+    w.end_object();
+    w.object("unmapped");
+    w.object("lost_by_kind");
+    for (kind, n) in &l.by_kind {
+        w.u64(kind, *n);
+    }
+    w.end_object();
+    w.end_object();
+}
+
 const KERNEL_EXTENSION_ACTIVITY: Class = Class {
     uid: 1002,
     name: "Kernel Extension Activity",
@@ -404,7 +459,7 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
         PrivilegeOp::BpfProgLoad => (&KERNEL_ACTIVITY, 1, "Create"),
         PrivilegeOp::Mount => (&FILE_SYSTEM_ACTIVITY, 12, "Mount"),
     };
-    head(w, class, activity_id, activity_name, event);
+    head(w, class, activity_id, activity_name, event, INFORMATIONAL);
     if p.succeeded() {
         w.u64("status_id", 1);
         w.str("status", "Success");
@@ -520,7 +575,14 @@ fn api_activity_id(verb: &str) -> (u64, &'static str) {
 fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     let s = |v: Str| a.s(v);
     let (activity_id, activity_name) = api_activity_id(s(a.verb));
-    head(w, &API_ACTIVITY, activity_id, activity_name, event);
+    head(
+        w,
+        &API_ACTIVITY,
+        activity_id,
+        activity_name,
+        event,
+        INFORMATIONAL,
+    );
     if let Some(t) = a.request_received {
         w.i64("start_time", t.as_millis());
     }

@@ -356,6 +356,29 @@ fn network_events() -> Vec<Event> {
     .collect()
 }
 
+fn loss_event() -> Event {
+    let t = Timestamp(1_700_000_000_000_000_000);
+    Event {
+        time: t,
+        observed: t,
+        host: host(),
+        kind: EventKind::Loss(lumen_schemas::event::LossReport {
+            since: Timestamp(t.0 - 5_000_000_000),
+            until: t,
+            by_kind: vec![("exec", 10), ("exit", 2)],
+        }),
+    }
+}
+
+#[test]
+fn ocsf_loss_report_validates_as_detection_finding() {
+    let v = ocsf_validator("detection_finding.schema.json");
+    let doc = encode(Schema::Ocsf, &loss_event());
+    assert_eq!(doc["class_uid"], 2004);
+    assert_eq!(doc["count"], 12);
+    assert_valid(&v, &doc, "loss");
+}
+
 #[test]
 fn ocsf_network_events_validate_as_network_activity() {
     let v = ocsf_validator("network_activity.schema.json");

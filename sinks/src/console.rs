@@ -96,6 +96,10 @@ pub fn text_line(event: &Event) -> String {
         EventKind::ApiActivity(a) => api_line(&mut s, a),
         EventKind::Privilege(p) => privilege_line(&mut s, p),
         EventKind::Network(n) => network_line(&mut s, n),
+        EventKind::Loss(l) => {
+            s.push_str(" LOSS ");
+            s.push_str(&l.message());
+        }
     }
     s
 }

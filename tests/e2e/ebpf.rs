@@ -40,8 +40,12 @@ fn exec_and_exit_of_a_real_process_reach_the_file_sinks() {
 
     let ecs_path = lumen.path("ecs.ndjson");
     let of_pid = |e: &serde_json::Value| e["process"]["pid"].as_u64() == Some(pid);
+    let has = |evs: &[serde_json::Value], action: &str| {
+        evs.iter()
+            .any(|e| of_pid(e) && e["event"]["action"] == action)
+    };
     let events = wait_for_events(&ecs_path, Duration::from_secs(20), |evs| {
-        evs.iter().filter(|e| of_pid(e)).count() >= 2
+        has(evs, "exec") && has(evs, "exit")
     });
     let exec = events
         .iter()
@@ -67,10 +71,10 @@ fn exec_and_exit_of_a_real_process_reach_the_file_sinks() {
 
     // The same process in OCSF Process Activity.
     let ocsf = wait_for_events(&lumen.path("ocsf.ndjson"), Duration::from_secs(10), |evs| {
-        evs.iter()
-            .filter(|e| e["process"]["pid"].as_u64() == Some(pid))
-            .count()
-            >= 2
+        [1, 2].iter().all(|activity| {
+            evs.iter()
+                .any(|e| e["process"]["pid"].as_u64() == Some(pid) && e["activity_id"] == *activity)
+        })
     });
     let launch = ocsf
         .iter()
@@ -173,6 +177,12 @@ drop_check_interval_secs = 1
 [sinks.stuck]
 type = "console"
 inputs = ["kernel"]
+
+[sinks.file]
+type = "file"
+inputs = ["kernel"]
+schema = "ecs"
+path = "{dir}/ecs.ndjson"
 "#;
     let (reader, writer) = std::io::pipe().unwrap();
     let mut lumen = Lumen::start_with_stdout(tempfile::tempdir().unwrap(), config, writer.into());
@@ -193,8 +203,23 @@ inputs = ["kernel"]
     let drain = std::thread::spawn(move || std::io::copy(&mut { reader }, &mut std::io::sink()));
     let (status, log) = lumen.stop();
     assert!(status.success(), "{}", log.join("\n"));
+    // The loss reached the sinks as events of their own.
+    let reports: Vec<serde_json::Value> = crate::support::read_ndjson(&lumen.path("ecs.ndjson"))
+        .into_iter()
+        .filter(|e| e["event"]["action"] == "kernel_events_lost")
+        .collect();
     drop(lumen);
     let _ = drain.join();
+    assert!(!reports.is_empty(), "no loss event in the sink");
+    let reported: u64 = reports
+        .iter()
+        .map(|e| e["lumen"]["loss"]["total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(reports[0]["event"]["kind"], "pipeline_error");
+    assert!(reports[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("kernel records lost"));
     let totals = log
         .iter()
         .find(|l| l.contains("component totals") && l.contains("component=kernel"))
@@ -206,6 +231,7 @@ inputs = ["kernel"]
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(dropped > 0, "{totals}");
+    assert_eq!(reported, dropped, "every lost record is in a loss event");
 }
 
 #[test]

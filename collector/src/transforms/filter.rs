@@ -1,5 +1,5 @@
 //! The `filter` transform: passes events whose kind is included and not
-//! excluded. Kinds: `process_exec`, `process_fork`, `process_exit`, `k8s_audit`.
+//! excluded. Kinds: see [`KINDS`] (the names `EventKind::name` gives).
 //! Filtered-out events are acknowledged as delivered (the user asked for them
 //! to go nowhere) and counted as dropped.
 
@@ -9,9 +9,6 @@ use lumen_sinks::{ComponentMetrics, Envelope};
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// Event kinds a filter can name.
-pub const KINDS: &[&str] = &["process_exec", "process_fork", "process_exit", "k8s_audit"];
 
 /// `[transforms.<id>] type = "filter"`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -26,24 +23,44 @@ pub struct FilterConfig {
     pub exclude_kinds: Vec<FilterKind>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FilterKind {
-    ProcessExec,
-    ProcessFork,
-    ProcessExit,
-    K8sAudit,
+/// Every event kind, as `EventKind::name` spells it.
+macro_rules! kinds {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+        pub enum FilterKind {
+            $(#[serde(rename = $name)] $variant,)*
+        }
+
+        /// Event kinds a filter can name.
+        pub const KINDS: &[&str] = &[$($name),*];
+
+        impl FilterKind {
+            fn name(self) -> &'static str {
+                match self {
+                    $(FilterKind::$variant => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl FilterKind {
-    fn name(self) -> &'static str {
-        match self {
-            FilterKind::ProcessExec => "process_exec",
-            FilterKind::ProcessFork => "process_fork",
-            FilterKind::ProcessExit => "process_exit",
-            FilterKind::K8sAudit => "k8s_audit",
-        }
-    }
+kinds! {
+    ProcessExec => "process_exec",
+    ProcessFork => "process_fork",
+    ProcessExit => "process_exit",
+    PrivilegeSetuid => "privilege_setuid",
+    PrivilegeSetgid => "privilege_setgid",
+    PrivilegeCapset => "privilege_capset",
+    PrivilegePtrace => "privilege_ptrace",
+    ModuleLoad => "module_load",
+    BpfProgLoad => "bpf_prog_load",
+    Mount => "mount",
+    NetworkConnect => "network_connect",
+    NetworkAccept => "network_accept",
+    NetworkBind => "network_bind",
+    NetworkListen => "network_listen",
+    Loss => "loss",
+    K8sAudit => "k8s_audit",
 }
 
 impl FilterConfig {

@@ -20,7 +20,7 @@ use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{drop_index, KernelOffsets};
-use lumen_schemas::event::Host;
+use lumen_schemas::event::{Host, LossReport};
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{Event, EventKind};
 use lumen_sinks::ack::Ack;
@@ -441,11 +441,13 @@ impl EbpfSource {
             cache,
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
+        let (loss_tx, mut loss_rx) = tokio::sync::mpsc::channel::<LossReport>(64);
         let reporter = tokio::spawn(watch_drops(
             drops,
             metrics.clone(),
             interval,
             shutdown.clone(),
+            loss_tx,
         ));
         let mut reader = Reader {
             host,
@@ -457,6 +459,7 @@ impl EbpfSource {
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
+                Some(report) = loss_rx.recv() => batch.push(loss_event(report, &reader.host)),
                 ready = ring.readable_mut() => {
                     let mut guard = match ready {
                         Ok(g) => g,
@@ -474,11 +477,14 @@ impl EbpfSource {
             }
         }
         collect(ring.get_mut(), &mut batch, &mut reader);
-        emit(&mut out, &mut batch, &metrics).await;
-        drop(out);
         if let Err(e) = reporter.await {
             tracing::error!(error = %e, "ebpf source: drop watcher failed");
         }
+        while let Ok(report) = loss_rx.try_recv() {
+            batch.push(loss_event(report, &reader.host));
+        }
+        emit(&mut out, &mut batch, &metrics).await;
+        drop(out);
         drop(ebpf);
     }
 }
@@ -501,16 +507,53 @@ async fn watch_drops(
     metrics: Arc<ComponentMetrics>,
     interval: Duration,
     mut shutdown: ShutdownSignal,
+    reports: tokio::sync::mpsc::Sender<LossReport>,
 ) {
     let mut seen = [0u64; drop_index::COUNT as usize];
     let mut tick = tokio::time::interval(interval);
+    let mut since = Timestamp::now();
+    let check = |seen: &mut [u64; drop_index::COUNT as usize], since: &mut Timestamp| {
+        let by_kind = report_drops(&drops, &metrics, seen);
+        let until = Timestamp::now();
+        let report = (!by_kind.is_empty()).then_some(LossReport {
+            since: *since,
+            until,
+            by_kind,
+        });
+        *since = until;
+        report
+    };
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            _ = tick.tick() => report_drops(&drops, &metrics, &mut seen),
+            _ = tick.tick() => {
+                if let Some(report) = check(&mut seen, &mut since) {
+                    // The reader may be held up by backpressure: the count is
+                    // already in the metrics and the log; the event follows.
+                    if reports.send(report).await.is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
-    report_drops(&drops, &metrics, &mut seen);
+    if let Some(report) = check(&mut seen, &mut since) {
+        let _ = reports.send(report).await;
+    }
+}
+
+/// The event that reports lost records through the sinks.
+fn loss_event(report: LossReport, host: &Arc<Host>) -> Envelope {
+    let now = Timestamp::now();
+    Envelope::new(
+        Event {
+            time: report.until,
+            observed: now,
+            host: host.clone(),
+            kind: EventKind::Loss(report),
+        },
+        Ack::none(),
+    )
 }
 
 /// Decodes every record the kernel has written into `batch`.
@@ -524,7 +567,7 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                     EventKind::Process(p) => r.cache.enrich(p),
                     EventKind::Privilege(p) => r.cache.annotate(&mut p.process),
                     EventKind::Network(n) => r.cache.annotate(&mut n.process),
-                    EventKind::ApiActivity(_) => {}
+                    EventKind::ApiActivity(_) | EventKind::Loss(_) => {}
                 }
                 let event = Event {
                     time: Timestamp(boot_offset_ns + d.ktime_ns as i64),
@@ -556,7 +599,8 @@ fn report_drops(
     drops: &PerCpuArray<MapData, u64>,
     metrics: &ComponentMetrics,
     seen: &mut [u64; drop_index::COUNT as usize],
-) {
+) -> Vec<(&'static str, u64)> {
+    let mut by_kind = Vec::new();
     for (i, kind) in drop_index::NAMES.iter().enumerate() {
         let i = i as u32;
         let total: u64 = drops.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
@@ -569,7 +613,9 @@ fn report_drops(
                 total,
                 "ebpf source: kernel ring buffer was full; records lost"
             );
+            by_kind.push((*kind, new));
         }
         seen[i as usize] = total;
     }
+    by_kind
 }

@@ -35,6 +35,9 @@ pub enum RecordKind {
     Privilege = 4,
     /// An IPv4/IPv6 socket connect, accept, bind or listen: [`NetRecord`].
     Network = 5,
+    /// A file opened for writing or a sensitive file read, unlinked,
+    /// renamed, chmod'ed or chown'ed: [`FileRecord`].
+    File = 6,
 }
 
 impl RecordKind {
@@ -46,6 +49,7 @@ impl RecordKind {
             3 => Some(Self::Fork),
             4 => Some(Self::Privilege),
             5 => Some(Self::Network),
+            6 => Some(Self::File),
             _ => None,
         }
     }
@@ -192,6 +196,96 @@ impl NetOp {
             .find(|op| *op as u32 == raw)
     }
 }
+
+/// File syscalls the kernel programs report (in `Pending.op`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileOp {
+    Open = 201,
+    Unlink = 202,
+    Rename = 203,
+    Chmod = 204,
+    Chown = 205,
+}
+
+impl FileOp {
+    pub fn from_u32(raw: u32) -> Option<Self> {
+        [
+            FileOp::Open,
+            FileOp::Unlink,
+            FileOp::Rename,
+            FileOp::Chmod,
+            FileOp::Chown,
+        ]
+        .into_iter()
+        .find(|op| *op as u32 == raw)
+    }
+}
+
+/// Path components a walked path keeps (deeper paths keep their last
+/// ones and are marked truncated) and the longest component kept.
+pub const PATH_COMPONENTS: usize = 16;
+pub const COMPONENT_MAX: usize = 64;
+/// Longest path string taken from the caller.
+pub const PATH_TAIL_MAX: usize = 256;
+
+/// One path: directory components walked in the kernel (leaf first, as
+/// fixed slots the verifier can check cheaply) and the name the caller
+/// passed. User space joins them: `/` + components reversed + `/` + tail;
+/// an absolute tail stands alone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WalkedPath {
+    /// Components in `components`, leaf first.
+    pub depth: u32,
+    /// Non-zero when the walk stopped before the root (path too deep).
+    pub truncated: u32,
+    pub components: [[u8; COMPONENT_MAX]; PATH_COMPONENTS],
+    /// The caller's path string (absolute, or relative to the walked dir).
+    pub tail: [u8; PATH_TAIL_MAX],
+}
+
+/// A file operation, its path(s) resolved in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileRecord {
+    pub header: RecordHeader,
+    /// A [`FileOp`] as `u32`.
+    pub op: u32,
+    /// open: `O_*` flags; unlink: `AT_REMOVEDIR`; rename: `RENAME_*`.
+    pub flags: u32,
+    /// chmod: the new mode; open: the creation mode.
+    pub mode: u32,
+    /// chown: the new owner and group (`u32::MAX`: unchanged).
+    pub uid: u32,
+    pub gid: u32,
+    /// Non-zero when the path matched a sensitive prefix.
+    pub sensitive: u32,
+    pub ret: i64,
+    pub path: WalkedPath,
+    /// rename: the new path.
+    pub path2: WalkedPath,
+}
+
+/// Path prefixes for in-kernel filtering of file events.
+pub const PREFIX_SLOTS: u32 = 16;
+pub const PREFIX_MAX: usize = 64;
+
+/// One slot of the `PREFIXES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PathPrefix {
+    /// Bytes of `bytes` in use; 0 = empty slot.
+    pub len: u32,
+    /// [`PREFIX_SENSITIVE`] or [`PREFIX_EXCLUDED`].
+    pub kind: u32,
+    pub bytes: [u8; PREFIX_MAX],
+}
+
+/// Reads of paths under this prefix are reported.
+pub const PREFIX_SENSITIVE: u32 = 1;
+/// Nothing under this prefix is reported (e.g. `/proc/`, `/dev/`).
+pub const PREFIX_EXCLUDED: u32 = 2;
 
 /// Length of a `struct sockaddr_in6` (the largest address Lumen reads).
 pub const SOCKADDR_MAX: usize = 28;
@@ -348,6 +442,21 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     pub socket_sk: u32,
     pub socket_file: u32,
+    /// Paths: `task_struct.fs`, `fs_struct.pwd`, `fs_struct.root`,
+    /// `file.f_path`, `path.mnt`, `path.dentry`, `dentry.d_parent`,
+    /// `mount.mnt` (the embedded vfsmount), `mount.mnt_parent`,
+    /// `mount.mnt_mountpoint`, `vfsmount.mnt_root`.
+    pub task_fs: u32,
+    pub fs_pwd: u32,
+    pub fs_root: u32,
+    pub file_f_path: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_parent: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
     /// `sock.__sk_common.*`, `sock.sk_protocol`, `sock.sk_type`.
     pub skc_family: u32,
     pub skc_daddr: u32,
@@ -377,8 +486,10 @@ pub mod drop_index {
     pub const PENDING_FULL: u32 = 4;
     /// A network record could not be reserved in the ring buffer.
     pub const NETWORK: u32 = 5;
+    /// A file record could not be reserved in the ring buffer.
+    pub const FILE: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
 
     /// Names of the counters, by index.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -388,6 +499,7 @@ pub mod drop_index {
         "privilege",
         "pending_full",
         "network",
+        "file",
     ];
 }
 
@@ -397,4 +509,6 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: plain-old-data with explicit padding.
     unsafe impl aya::Pod for super::Pending {}
+    // SAFETY: plain-old-data.
+    unsafe impl aya::Pod for super::PathPrefix {}
 }

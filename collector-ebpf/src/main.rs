@@ -20,9 +20,10 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use lumen_common::{
-    drop_index, Creds, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, NetOp, NetRecord,
-    Pending, PrivOp, PrivRecord, RecordHeader, RecordKind, ARGV_MAX, CGROUP_LEVELS,
-    CGROUP_NAME_MAX, PATH_MAX, SOCKADDR_MAX,
+    drop_index, Creds, ExecRecord, ExitRecord, FileOp, FileRecord, ForkRecord, KernelOffsets,
+    NetOp, NetRecord, PathPrefix, Pending, PrivOp, PrivRecord, RecordHeader, RecordKind,
+    WalkedPath, ARGV_MAX, CGROUP_LEVELS, CGROUP_NAME_MAX, COMPONENT_MAX, PATH_COMPONENTS, PATH_MAX,
+    PATH_TAIL_MAX, PREFIX_EXCLUDED, PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS, SOCKADDR_MAX,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -580,8 +581,7 @@ fn finish(ctx: &TracePointContext) {
     };
     let _ = PENDING.remove(&key);
     if pending.op > 100 {
-        finish_net(ctx, o, &pending);
-        return;
+        return; // not a privilege syscall: its entry was lost
     }
     let Some(mut entry) = EVENTS.reserve::<PrivRecord>(0) else {
         count_drop(drop_index::PRIVILEGE);
@@ -624,74 +624,444 @@ fn finish(ctx: &TracePointContext) {
     entry.submit(0);
 }
 
-/// An entry and an exit program for one syscall.
+/// The entry program for one privilege syscall.
 macro_rules! privilege_syscall {
-    ($enter:ident, $exit:ident, $op:expr) => {
+    ($enter:ident, $op:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             stash(&ctx, $op);
             0
         }
+    };
+}
 
+/// The pending entry of the calling thread, if its op is in `range`.
+#[inline(always)]
+fn take_pending(range: core::ops::Range<u32>) -> Option<Pending> {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let pending = (unsafe { PENDING.get(&key) }).copied()?;
+    if !range.contains(&pending.op) {
+        return None;
+    }
+    let _ = PENDING.remove(&key);
+    Some(pending)
+}
+
+// One exit program per family, loaded (and verified) once and attached to
+// every sys_exit_* tracepoint of the family: their records share a layout.
+
+#[tracepoint]
+pub fn lumen_exit_privilege(ctx: TracePointContext) -> u32 {
+    finish(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn lumen_exit_network(ctx: TracePointContext) -> u32 {
+    let Some(o) = offsets() else { return 0 };
+    if let Some(p) = take_pending(100..200) {
+        finish_net(&ctx, o, &p);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn lumen_exit_open(ctx: TracePointContext) -> u32 {
+    let Some(o) = offsets() else { return 0 };
+    if let Some(p) = take_pending(FileOp::Open as u32..FileOp::Open as u32 + 1) {
+        finish_file(&ctx, o, &p);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn lumen_exit_file(ctx: TracePointContext) -> u32 {
+    let Some(o) = offsets() else { return 0 };
+    if let Some(p) = take_pending(FileOp::Open as u32 + 1..300) {
+        finish_file(&ctx, o, &p);
+    }
+    0
+}
+
+privilege_syscall!(lumen_enter_setuid, PrivOp::Setuid);
+privilege_syscall!(lumen_enter_setreuid, PrivOp::Setreuid);
+privilege_syscall!(lumen_enter_setresuid, PrivOp::Setresuid);
+privilege_syscall!(lumen_enter_setgid, PrivOp::Setgid);
+privilege_syscall!(lumen_enter_setregid, PrivOp::Setregid);
+privilege_syscall!(lumen_enter_setresgid, PrivOp::Setresgid);
+privilege_syscall!(lumen_enter_capset, PrivOp::Capset);
+privilege_syscall!(lumen_enter_ptrace, PrivOp::PtraceAttach);
+privilege_syscall!(lumen_enter_init_module, PrivOp::InitModule);
+privilege_syscall!(lumen_enter_finit_module, PrivOp::FinitModule);
+privilege_syscall!(lumen_enter_bpf, PrivOp::BpfProgLoad);
+privilege_syscall!(lumen_enter_mount, PrivOp::Mount);
+
+/// Path prefixes: sensitive (reads reported) and excluded (nothing reported).
+#[map]
+static PREFIXES: Array<PathPrefix> = Array::with_max_entries(PREFIX_SLOTS, 0);
+
+const AT_FDCWD: u64 = -100i64 as u64;
+const O_WRONLY: u64 = 0o1;
+const O_RDWR: u64 = 0o2;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+
+/// Per-CPU scratch for the caller's path string at syscall entry.
+#[map]
+static SCRATCH: PerCpuArray<[u8; PATH_TAIL_MAX]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Walks (`dentry`, `vfsmnt`) up to the task's root like the kernel's
+/// d_path, writing component names leaf first into `out`'s fixed slots.
+/// The loop index is the slot: mount crossings happen in a small inner loop,
+/// so the verifier sees one shape per iteration.
+#[inline(never)]
+unsafe fn walk_path(out: *mut WalkedPath, o: &KernelOffsets, mut dentry: u64, mut vfsmnt: u64) {
+    // SAFETY: probe reads; writes go to fixed slots of `out`.
+    unsafe {
+        let task = gen::bpf_get_current_task() as *const u8;
+        let fs: u64 = read_kernel(task, o.task_fs);
+        let root_mnt: u64 = if fs == 0 {
+            0
+        } else {
+            read_kernel(fs as *const u8, o.fs_root + o.path_mnt)
+        };
+        let root_dentry: u64 = if fs == 0 {
+            0
+        } else {
+            read_kernel(fs as *const u8, o.fs_root + o.path_dentry)
+        };
+        (*out).depth = 0;
+        (*out).truncated = 0;
+        for i in 0..PATH_COMPONENTS {
+            // Up the mount tree while at a mount's root (at most 2 levels).
+            for _ in 0..2 {
+                let mnt_root: u64 = read_kernel(vfsmnt as *const u8, o.vfsmount_root);
+                if dentry != mnt_root || (dentry == root_dentry && vfsmnt == root_mnt) {
+                    break;
+                }
+                let mnt = vfsmnt - o.mount_mnt as u64;
+                let parent: u64 = read_kernel(mnt as *const u8, o.mount_parent);
+                if parent == mnt || parent == 0 {
+                    break;
+                }
+                dentry = read_kernel(mnt as *const u8, o.mount_mountpoint);
+                vfsmnt = parent + o.mount_mnt as u64;
+            }
+            if dentry == 0 || (dentry == root_dentry && vfsmnt == root_mnt) {
+                return;
+            }
+            let parent: u64 = read_kernel(dentry as *const u8, o.dentry_parent);
+            if parent == dentry {
+                return;
+            }
+            let name: u64 = read_kernel(dentry as *const u8, o.dentry_name);
+            let slot = core::ptr::addr_of_mut!((*out).components[i]) as *mut u8;
+            gen::bpf_probe_read_kernel_str(
+                slot as *mut c_void,
+                COMPONENT_MAX as u32,
+                name as *const c_void,
+            );
+            (*out).depth = i as u32 + 1;
+            dentry = parent;
+        }
+        (*out).truncated = 1;
+    }
+}
+
+/// Fills `out` for `user_path` relative to `dfd` (the cwd for AT_FDCWD);
+/// `user_path` 0 means the file behind `dfd` itself (fchmod, fchown). An
+/// absolute `user_path` needs no walk.
+#[inline(always)]
+unsafe fn resolve_path(out: *mut WalkedPath, o: &KernelOffsets, dfd: u64, user_path: u64) {
+    // SAFETY: see walk_path; user reads go through the helper.
+    unsafe {
+        (*out).depth = 0;
+        (*out).truncated = 0;
+        let tail = core::ptr::addr_of_mut!((*out).tail) as *mut u8;
+        *tail = 0;
+        if user_path != 0 {
+            gen::bpf_probe_read_user_str(
+                tail as *mut c_void,
+                PATH_TAIL_MAX as u32,
+                user_path as *const c_void,
+            );
+            if *tail == b'/' {
+                return;
+            }
+        }
+        let (dentry, vfsmnt): (u64, u64) = if dfd as u32 == AT_FDCWD as u32 {
+            let task = gen::bpf_get_current_task() as *const u8;
+            let fs: u64 = read_kernel(task, o.task_fs);
+            if fs == 0 {
+                return;
+            }
+            (
+                read_kernel(fs as *const u8, o.fs_pwd + o.path_dentry),
+                read_kernel(fs as *const u8, o.fs_pwd + o.path_mnt),
+            )
+        } else {
+            let file = fd_file(o, dfd);
+            if file == 0 {
+                return;
+            }
+            (
+                read_kernel(file as *const u8, o.file_f_path + o.path_dentry),
+                read_kernel(file as *const u8, o.file_f_path + o.path_mnt),
+            )
+        };
+        walk_path(out, o, dentry, vfsmnt);
+    }
+}
+
+/// Whether `path` (NUL-terminated, PATH_TAIL_MAX bytes) starts with a
+/// prefix of `kind`. Compares 8 bytes at a time (slots are zero-padded).
+#[inline(always)]
+fn matches_prefix(path: &[u8; PATH_TAIL_MAX], kind: u32) -> bool {
+    for slot in 0..PREFIX_SLOTS {
+        let Some(p) = PREFIXES.get(slot) else {
+            continue;
+        };
+        let plen = p.len as usize;
+        if p.kind != kind || plen == 0 || plen > PREFIX_MAX {
+            continue;
+        }
+        let mut equal = true;
+        for w in 0..PREFIX_MAX / 8 {
+            let start = w * 8;
+            if start >= plen {
+                break;
+            }
+            let rem = plen - start;
+            let mask = if rem >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (rem * 8)) - 1
+            };
+            let mut have = [0u8; 8];
+            have.copy_from_slice(&path[start..start + 8]);
+            let mut want = [0u8; 8];
+            want.copy_from_slice(&p.bytes[start..start + 8]);
+            if u64::from_ne_bytes(have) & mask != u64::from_ne_bytes(want) & mask {
+                equal = false;
+                break;
+            }
+        }
+        if equal {
+            return true;
+        }
+    }
+    false
+}
+
+/// Syscall argument layouts, normalized at entry into `Pending.args`:
+/// [dfd, path, flags|mode|uid, mode|gid, newdfd, newpath]; `Pending._pad`
+/// carries the sensitive flag.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileCall {
+    Open,
+    Openat,
+    Openat2,
+    Creat,
+    Unlink,
+    Unlinkat,
+    Rename,
+    Renameat,
+    Chmod,
+    Fchmod,
+    Fchmodat,
+    Chown,
+    Fchown,
+    Fchownat,
+}
+
+#[inline(always)]
+fn stash_file(ctx: &TracePointContext, call: FileCall) {
+    let mut a = [0u64; 6];
+    for (i, v) in a.iter_mut().enumerate() {
+        // SAFETY: syscall tracepoint records hold six u64 arguments.
+        *v = unsafe { ctx.read_at(SYSCALL_ARGS + 8 * i) }.unwrap_or(0);
+    }
+    let cwd = AT_FDCWD;
+    let (op, args) = match call {
+        FileCall::Open => (FileOp::Open, [cwd, a[0], a[1], a[2], 0, 0]),
+        FileCall::Openat => (FileOp::Open, [a[0], a[1], a[2], a[3], 0, 0]),
+        FileCall::Openat2 => {
+            // openat2(dfd, path, struct open_how *how, size): how->flags, how->mode.
+            let mut how = [0u64; 2];
+            // SAFETY: the helper validates the user address.
+            unsafe {
+                gen::bpf_probe_read_user(how.as_mut_ptr() as *mut c_void, 16, a[2] as *const c_void)
+            };
+            (FileOp::Open, [a[0], a[1], how[0], how[1], 0, 0])
+        }
+        FileCall::Creat => (
+            FileOp::Open,
+            [cwd, a[0], O_CREAT | O_WRONLY | O_TRUNC, a[1], 0, 0],
+        ),
+        FileCall::Unlink => (FileOp::Unlink, [cwd, a[0], 0, 0, 0, 0]),
+        FileCall::Unlinkat => (FileOp::Unlink, [a[0], a[1], a[2], 0, 0, 0]),
+        FileCall::Rename => (FileOp::Rename, [cwd, a[0], 0, 0, cwd, a[1]]),
+        // renameat(olddfd, old, newdfd, new) and renameat2(…, flags).
+        FileCall::Renameat => (FileOp::Rename, [a[0], a[1], a[4], 0, a[2], a[3]]),
+        FileCall::Chmod => (FileOp::Chmod, [cwd, a[0], a[1], 0, 0, 0]),
+        FileCall::Fchmod => (FileOp::Chmod, [a[0], 0, a[1], 0, 0, 0]),
+        FileCall::Fchmodat => (FileOp::Chmod, [a[0], a[1], a[2], 0, 0, 0]),
+        FileCall::Chown => (FileOp::Chown, [cwd, a[0], a[1], a[2], 0, 0]),
+        FileCall::Fchown => (FileOp::Chown, [a[0], 0, a[1], a[2], 0, 0]),
+        FileCall::Fchownat => (FileOp::Chown, [a[0], a[1], a[2], a[3], 0, 0]),
+    };
+    // Prefix checks on the path the caller passed, when absolute: excluded
+    // paths stop here; a read-only open goes on only if sensitive.
+    let mut sensitive = 0u32;
+    if args[1] != 0 {
+        let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: per-CPU scratch; the helper validates the user address.
+        let path = unsafe {
+            (*buf)[0] = 0;
+            gen::bpf_probe_read_user_str(
+                (*buf).as_mut_ptr() as *mut c_void,
+                PATH_TAIL_MAX as u32,
+                args[1] as *const c_void,
+            );
+            &*buf
+        };
+        if path[0] == b'/' {
+            if matches_prefix(path, PREFIX_EXCLUDED) {
+                return;
+            }
+            if matches_prefix(path, PREFIX_SENSITIVE) {
+                sensitive = 1;
+            }
+        }
+    }
+    let write_intent = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) != 0;
+    if op == FileOp::Open && !write_intent && sensitive == 0 {
+        return;
+    }
+    let pending = Pending {
+        op: op as u32,
+        _pad: sensitive,
+        args,
+        old: Creds::default(),
+    };
+    if PENDING
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .is_err()
+    {
+        count_drop(drop_index::PENDING_FULL);
+    }
+}
+
+/// At a file syscall's exit: successful calls only (entry filtered the rest).
+#[inline(always)]
+fn finish_file(ctx: &TracePointContext, o: &KernelOffsets, pending: &Pending) {
+    // SAFETY: the exit record's first field after the header is `ret`.
+    let ret: i64 = unsafe { ctx.read_at(SYSCALL_ARGS) }.unwrap_or(-1);
+    if ret < 0 {
+        return;
+    }
+    let a = pending.args;
+    let Some(mut entry) = EVENTS.reserve::<FileRecord>(0) else {
+        count_drop(drop_index::FILE);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of FileRecord's size.
+    unsafe {
+        let path = core::ptr::addr_of_mut!((*rec).path);
+        let path2 = core::ptr::addr_of_mut!((*rec).path2);
+        (*path2).depth = 0;
+        (*path2).truncated = 0;
+        (*path2).tail[0] = 0;
+        if pending.op == FileOp::Open as u32 {
+            // The file that was opened: the new fd, resolved exactly.
+            (*path).tail[0] = 0;
+            (*path).depth = 0;
+            (*path).truncated = 0;
+            let file = fd_file(o, ret as u64);
+            if file != 0 {
+                walk_path(
+                    path,
+                    o,
+                    read_kernel(file as *const u8, o.file_f_path + o.path_dentry),
+                    read_kernel(file as *const u8, o.file_f_path + o.path_mnt),
+                );
+            }
+        } else {
+            resolve_path(path, o, a[0], a[1]);
+            if pending.op == FileOp::Rename as u32 {
+                resolve_path(path2, o, a[4], a[5]);
+            }
+        }
+        fill_header(&mut (*rec).header, RecordKind::File, o);
+        (*rec).op = pending.op;
+        (*rec).flags = a[2] as u32;
+        (*rec).mode = 0;
+        (*rec).uid = u32::MAX;
+        (*rec).gid = u32::MAX;
+        if pending.op == FileOp::Open as u32 {
+            (*rec).mode = a[3] as u32;
+        } else if pending.op == FileOp::Chmod as u32 {
+            (*rec).mode = a[2] as u32;
+            (*rec).flags = 0;
+        } else if pending.op == FileOp::Chown as u32 {
+            (*rec).uid = a[2] as u32;
+            (*rec).gid = a[3] as u32;
+            (*rec).flags = 0;
+        }
+        (*rec).sensitive = pending._pad;
+        (*rec).ret = ret;
+    }
+    entry.submit(0);
+}
+
+/// The entry program for one file syscall.
+macro_rules! file_syscall {
+    ($enter:ident, $call:expr) => {
         #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            finish(&ctx);
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            stash_file(&ctx, $call);
             0
         }
     };
 }
 
-privilege_syscall!(lumen_enter_setuid, lumen_exit_setuid, PrivOp::Setuid);
-privilege_syscall!(lumen_enter_setreuid, lumen_exit_setreuid, PrivOp::Setreuid);
-privilege_syscall!(
-    lumen_enter_setresuid,
-    lumen_exit_setresuid,
-    PrivOp::Setresuid
-);
-privilege_syscall!(lumen_enter_setgid, lumen_exit_setgid, PrivOp::Setgid);
-privilege_syscall!(lumen_enter_setregid, lumen_exit_setregid, PrivOp::Setregid);
-privilege_syscall!(
-    lumen_enter_setresgid,
-    lumen_exit_setresgid,
-    PrivOp::Setresgid
-);
-privilege_syscall!(lumen_enter_capset, lumen_exit_capset, PrivOp::Capset);
-privilege_syscall!(lumen_enter_ptrace, lumen_exit_ptrace, PrivOp::PtraceAttach);
-privilege_syscall!(
-    lumen_enter_init_module,
-    lumen_exit_init_module,
-    PrivOp::InitModule
-);
-privilege_syscall!(
-    lumen_enter_finit_module,
-    lumen_exit_finit_module,
-    PrivOp::FinitModule
-);
-privilege_syscall!(lumen_enter_bpf, lumen_exit_bpf, PrivOp::BpfProgLoad);
-privilege_syscall!(lumen_enter_mount, lumen_exit_mount, PrivOp::Mount);
+file_syscall!(lumen_enter_open, FileCall::Open);
+file_syscall!(lumen_enter_openat, FileCall::Openat);
+file_syscall!(lumen_enter_openat2, FileCall::Openat2);
+file_syscall!(lumen_enter_creat, FileCall::Creat);
+file_syscall!(lumen_enter_unlink, FileCall::Unlink);
+file_syscall!(lumen_enter_unlinkat, FileCall::Unlinkat);
+file_syscall!(lumen_enter_rename, FileCall::Rename);
+file_syscall!(lumen_enter_renameat, FileCall::Renameat);
+file_syscall!(lumen_enter_renameat2, FileCall::Renameat);
+file_syscall!(lumen_enter_chmod, FileCall::Chmod);
+file_syscall!(lumen_enter_fchmod, FileCall::Fchmod);
+file_syscall!(lumen_enter_fchmodat, FileCall::Fchmodat);
+file_syscall!(lumen_enter_chown, FileCall::Chown);
+file_syscall!(lumen_enter_lchown, FileCall::Chown);
+file_syscall!(lumen_enter_fchown, FileCall::Fchown);
+file_syscall!(lumen_enter_fchownat, FileCall::Fchownat);
 
-/// An entry and an exit program for one socket syscall.
+/// The entry program for one socket syscall.
 macro_rules! socket_syscall {
-    ($enter:ident, $exit:ident, $op:expr) => {
+    ($enter:ident, $op:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             stash_net(&ctx, $op);
             0
         }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            finish(&ctx);
-            0
-        }
     };
 }
 
-socket_syscall!(lumen_enter_connect, lumen_exit_connect, NetOp::Connect);
-socket_syscall!(lumen_enter_accept, lumen_exit_accept, NetOp::Accept);
-socket_syscall!(lumen_enter_accept4, lumen_exit_accept4, NetOp::Accept);
-socket_syscall!(lumen_enter_bind, lumen_exit_bind, NetOp::Bind);
-socket_syscall!(lumen_enter_listen, lumen_exit_listen, NetOp::Listen);
+socket_syscall!(lumen_enter_connect, NetOp::Connect);
+socket_syscall!(lumen_enter_accept, NetOp::Accept);
+socket_syscall!(lumen_enter_accept4, NetOp::Accept);
+socket_syscall!(lumen_enter_bind, NetOp::Bind);
+socket_syscall!(lumen_enter_listen, NetOp::Listen);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -8,8 +8,8 @@
 //! for the audit event, as Elastic does).
 
 use crate::event::{
-    ApiActivity, Credentials, Event, EventKind, NetworkEvent, NetworkOp, PrivilegeEvent,
-    PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
+    ApiActivity, Credentials, Event, EventKind, FileEvent, FileOperation, NetworkEvent, NetworkOp,
+    PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
 };
 use crate::json::JsonWriter;
 use crate::time::Timestamp;
@@ -25,6 +25,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::Privilege(p) => privilege(&mut w, event, p),
         EventKind::Network(n) => network(&mut w, event, n),
         EventKind::Loss(l) => loss(&mut w, event, l),
+        EventKind::File(f) => file(&mut w, event, f),
     }
     w.end_object();
 }
@@ -272,6 +273,88 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
     lumen_process(w, pr, None);
     w.object("network");
     w.i64("result", n.result);
+    w.end_object();
+    w.end_object();
+}
+
+/// `file.*` for a path.
+fn file_fields(w: &mut JsonWriter<'_>, path: &str) {
+    w.str("path", path);
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    w.str("name", if name.is_empty() { "/" } else { name });
+    w.str("directory", if dir.is_empty() { "/" } else { dir });
+    if let Some((_, ext)) = name.rsplit_once('.').filter(|(stem, _)| !stem.is_empty()) {
+        w.str("extension", ext);
+    }
+}
+
+/// File events: `event.type` creation (open with O_CREAT), change (writes,
+/// rename, chmod, chown), deletion (unlink), access (sensitive reads).
+/// rename: `file.path` is the new path, `lumen.file.original_path` the old.
+fn file(w: &mut JsonWriter<'_>, event: &Event, f: &FileEvent) {
+    common_head(w, event.time);
+    let etype = match f.op {
+        FileOperation::Open if f.flags & FileEvent::O_CREAT != 0 => "creation",
+        FileOperation::Open if f.writes() => "change",
+        FileOperation::Open => "access",
+        FileOperation::Unlink => "deletion",
+        FileOperation::Rename | FileOperation::Chmod | FileOperation::Chown => "change",
+    };
+    event_object(
+        w,
+        event,
+        "file",
+        etype,
+        f.op.action(),
+        Some(true),
+        "lumen.file",
+    );
+    data_stream(w, "lumen.file");
+    host(w, event, "host");
+    let pr = &f.process;
+    process_object(w, event, pr, None);
+    let mut id = itoa::Buffer::new();
+    w.object("user");
+    w.str("id", id.format(pr.uid));
+    w.end_object();
+    attribution(w, pr);
+    w.object("file");
+    let path = pr.s(f.path);
+    let new_path = pr.s(f.new_path);
+    file_fields(
+        w,
+        if f.op == FileOperation::Rename && !new_path.is_empty() {
+            new_path
+        } else {
+            path
+        },
+    );
+    if let Some(mode) = f.mode {
+        let mut m = String::with_capacity(4);
+        use std::fmt::Write as _;
+        let _ = write!(m, "{mode:04o}");
+        w.str("mode", &m);
+    }
+    if let Some(uid) = f.uid {
+        w.str("uid", id.format(uid));
+    }
+    if let Some(gid) = f.gid {
+        w.str("gid", id.format(gid));
+    }
+    w.end_object();
+    w.object("lumen");
+    lumen_process(w, pr, None);
+    w.object("file");
+    if f.op == FileOperation::Open {
+        w.u64("flags", u64::from(f.flags));
+        w.bool("write", f.writes());
+    }
+    if f.sensitive {
+        w.bool("sensitive", true);
+    }
+    if f.op == FileOperation::Rename {
+        w.str("original_path", path);
+    }
     w.end_object();
     w.end_object();
 }

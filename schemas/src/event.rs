@@ -39,6 +39,62 @@ pub enum EventKind {
     Network(Box<NetworkEvent>),
     /// Lumen lost kernel records (ring buffer full): how many, which kinds.
     Loss(LossReport),
+    /// A file opened for writing or a sensitive file read; an unlink,
+    /// rename, chmod or chown.
+    File(Box<FileEvent>),
+}
+
+/// A file operation; paths are absolute as the process sees them (from its
+/// root: container-relative inside a container).
+#[derive(Clone, Debug)]
+pub struct FileEvent {
+    pub op: FileOperation,
+    pub process: Process,
+    /// The file (rename: its old path).
+    pub path: Str,
+    /// rename: the new path.
+    pub new_path: Str,
+    /// open: `O_*` flags.
+    pub flags: u32,
+    /// chmod: the new mode; open with O_CREAT: the creation mode.
+    pub mode: Option<u32>,
+    /// chown: the new owner/group (`None`: unchanged).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// The path is under a configured sensitive prefix.
+    pub sensitive: bool,
+}
+
+impl FileEvent {
+    pub const O_ACCMODE: u32 = 0o3;
+    pub const O_CREAT: u32 = 0o100;
+    pub const O_TRUNC: u32 = 0o1000;
+
+    /// open with write, create or truncate intent.
+    pub fn writes(&self) -> bool {
+        self.flags & (Self::O_ACCMODE | Self::O_CREAT | Self::O_TRUNC) != 0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileOperation {
+    Open,
+    Unlink,
+    Rename,
+    Chmod,
+    Chown,
+}
+
+impl FileOperation {
+    pub fn action(self) -> &'static str {
+        match self {
+            FileOperation::Open => "open",
+            FileOperation::Unlink => "unlink",
+            FileOperation::Rename => "rename",
+            FileOperation::Chmod => "chmod",
+            FileOperation::Chown => "chown",
+        }
+    }
 }
 
 /// Records the kernel could not hand to Lumen during an interval.
@@ -84,6 +140,14 @@ impl EventKind {
             EventKind::ApiActivity(_) => "k8s_audit",
             EventKind::Privilege(p) => p.op.kind_name(),
             EventKind::Loss(_) => "loss",
+            EventKind::File(f) => match f.op {
+                FileOperation::Open if f.writes() => "file_write",
+                FileOperation::Open => "file_read_sensitive",
+                FileOperation::Unlink => "file_unlink",
+                FileOperation::Rename => "file_rename",
+                FileOperation::Chmod => "file_chmod",
+                FileOperation::Chown => "file_chown",
+            },
             EventKind::Network(n) => match n.op {
                 NetworkOp::Connect => "network_connect",
                 NetworkOp::Accept => "network_accept",

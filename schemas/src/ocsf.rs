@@ -10,8 +10,8 @@
 //! attribute for go under `unmapped`.
 
 use crate::event::{
-    ApiActivity, Event, EventKind, NetworkEvent, NetworkOp, PrivilegeEvent, PrivilegeOp, Process,
-    ProcessActivity, ProcessEvent, Str,
+    ApiActivity, Event, EventKind, FileEvent, FileOperation, NetworkEvent, NetworkOp,
+    PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
 };
 use crate::json::JsonWriter;
 use crate::{OCSF_VERSION, PRODUCT_NAME, PRODUCT_VERSION};
@@ -26,6 +26,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::Privilege(p) => privilege(&mut w, event, p),
         EventKind::Network(n) => network(&mut w, event, n),
         EventKind::Loss(l) => loss(&mut w, event, l),
+        EventKind::File(f) => file(&mut w, event, f),
     }
     w.end_object();
 }
@@ -373,6 +374,81 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
     w.object("unmapped");
     unmapped_process(w, pr);
     w.i64("result", n.result);
+    w.end_object();
+}
+
+/// File System Activity (1001): open → Open (14), unlink → Delete (4),
+/// rename → Rename (5) with `file_result` the new path, chmod/chown → Set
+/// Security (7) (permissions and ownership are the file's security).
+fn file(w: &mut JsonWriter<'_>, event: &Event, f: &FileEvent) {
+    let (activity_id, activity_name) = match f.op {
+        FileOperation::Open => (14, "Open"),
+        FileOperation::Unlink => (4, "Delete"),
+        FileOperation::Rename => (5, "Rename"),
+        FileOperation::Chmod | FileOperation::Chown => (7, "Set Security"),
+    };
+    head(
+        w,
+        &FILE_SYSTEM_ACTIVITY,
+        activity_id,
+        activity_name,
+        event,
+        INFORMATIONAL,
+    );
+    w.u64("status_id", 1);
+    w.str("status", "Success");
+    let pr = &f.process;
+    metadata(w, event, None, "ebpf", profiles(pr));
+    device(w, event);
+    w.object("actor");
+    process_object(w, "process", pr, None);
+    w.end_object();
+    let mut id = itoa::Buffer::new();
+    let path = pr.s(f.path);
+    w.object("file");
+    w.str(
+        "name",
+        path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("/"),
+    );
+    w.str("path", path);
+    w.u64("type_id", 1);
+    w.str("type", "Regular File");
+    if let Some(uid) = f.uid {
+        w.object("owner");
+        w.str("uid", id.format(uid));
+        w.end_object();
+    }
+    w.end_object();
+    if f.op == FileOperation::Rename {
+        file_object_as(w, "file_result", pr.s(f.new_path));
+    }
+    w.object("unmapped");
+    unmapped_process(w, pr);
+    if f.op == FileOperation::Open {
+        w.u64("open_flags", u64::from(f.flags));
+        w.bool("write", f.writes());
+    }
+    if let Some(mode) = f.mode {
+        w.u64("mode", u64::from(mode));
+    }
+    if let Some(gid) = f.gid {
+        w.u64("gid", u64::from(gid));
+    }
+    if f.sensitive {
+        w.bool("sensitive", true);
+    }
+    w.end_object();
+}
+
+fn file_object_as(w: &mut JsonWriter<'_>, key: &str, path: &str) {
+    w.object(key);
+    w.str(
+        "name",
+        path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("/"),
+    );
+    w.str("path", path);
+    w.u64("type_id", 1);
+    w.str("type", "Regular File");
     w.end_object();
 }
 

@@ -356,6 +356,77 @@ fn network_events() -> Vec<Event> {
     .collect()
 }
 
+fn file_events() -> Vec<Event> {
+    use lumen_schemas::event::{FileEvent, FileOperation, Str};
+    let base = process_events().remove(0);
+    let EventKind::Process(pe) = base.kind else {
+        unreachable!()
+    };
+    [
+        (FileOperation::Open, 0o1101, None, None, "/tmp/new.txt", ""),
+        (FileOperation::Open, 0, None, None, "/etc/shadow", ""),
+        (FileOperation::Unlink, 0, None, None, "/tmp/gone", ""),
+        (FileOperation::Rename, 0, None, None, "/tmp/a", "/tmp/b.sh"),
+        (
+            FileOperation::Chmod,
+            0,
+            Some(0o4755),
+            None,
+            "/usr/local/bin/x",
+            "",
+        ),
+        (
+            FileOperation::Chown,
+            0,
+            None,
+            Some(0),
+            "/etc/cron.d/job",
+            "",
+        ),
+    ]
+    .into_iter()
+    .map(|(op, flags, mode, uid, path, new_path)| {
+        let mut process = pe.process.clone();
+        let path = push(&mut process.text, path);
+        let new_path = if new_path.is_empty() {
+            Str::EMPTY
+        } else {
+            push(&mut process.text, new_path)
+        };
+        Event {
+            time: base.time,
+            observed: base.observed,
+            host: host(),
+            kind: EventKind::File(Box::new(FileEvent {
+                op,
+                process,
+                path,
+                new_path,
+                flags,
+                mode,
+                uid,
+                gid: uid,
+                sensitive: path.is_empty(),
+            })),
+        }
+    })
+    .collect()
+}
+
+#[test]
+fn ocsf_file_events_validate_as_file_system_activity() {
+    let v = ocsf_validator("file_activity.schema.json");
+    let mut activities = Vec::new();
+    for e in file_events() {
+        let doc = encode(Schema::Ocsf, &e);
+        assert_eq!(doc["class_uid"], 1001);
+        activities.push(doc["activity_id"].as_u64().unwrap());
+        assert_valid(&v, &doc, e.kind.name());
+        assert_profiles_declared(&doc);
+    }
+    assert_eq!(activities, [14, 14, 4, 5, 7, 7]);
+}
+
 fn loss_event() -> Event {
     let t = Timestamp(1_700_000_000_000_000_000);
     Event {

@@ -96,6 +96,26 @@ pub fn text_line(event: &Event) -> String {
         EventKind::ApiActivity(a) => api_line(&mut s, a),
         EventKind::Privilege(p) => privilege_line(&mut s, p),
         EventKind::Network(n) => network_line(&mut s, n),
+        EventKind::File(f) => {
+            let pr = &f.process;
+            let _ = write!(
+                s,
+                " {} pid={} {} {}",
+                f.op.action(),
+                pr.pid,
+                pr.executable(),
+                pr.s(f.path)
+            );
+            if !f.new_path.is_empty() {
+                let _ = write!(s, " -> {}", pr.s(f.new_path));
+            }
+            if let Some(m) = f.mode {
+                let _ = write!(s, " mode={m:04o}");
+            }
+            if f.sensitive {
+                s.push_str(" SENSITIVE");
+            }
+        }
         EventKind::Loss(l) => {
             s.push_str(" LOSS ");
             s.push_str(&l.message());

@@ -252,19 +252,23 @@ fn a_ring_buffer_size_that_is_not_a_power_of_two_is_refused() {
 fn a_process_started_before_lumen_is_known_as_a_parent_and_forks_are_seen() {
     assert!(is_root(), "the eBPF tests need root (CI runs as root)");
     let marker = format!("lumen-pre-{}", std::process::id());
-    // A shell that exists before Lumen starts, then forks and execs a child.
+    let go = tempfile::tempdir().unwrap();
+    let go_file = go.path().join("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; /bin/true child-of-old-shell; exit 0",
+        go_file.display()
+    );
+    // A shell that exists before Lumen starts; once Lumen is up it forks and
+    // execs a child.
     let mut shell = Command::new("/bin/sh")
-        .args([
-            "-c",
-            "sleep 2; /bin/true child-of-old-shell; exit 0",
-            &marker,
-        ])
+        .args(["-c", &script, &marker])
         .spawn()
         .unwrap();
     let shell_pid = u64::from(shell.id());
     let mut lumen = Lumen::start(CONFIG);
     lumen.wait_for_log("process cache seeded from /proc", Duration::from_secs(60));
     lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    std::fs::write(&go_file, b"").unwrap();
     assert!(shell.wait().unwrap().success());
 
     let is_child_exec = |e: &serde_json::Value| {
@@ -289,12 +293,7 @@ fn a_process_started_before_lumen_is_known_as_a_parent_and_forks_are_seen() {
     );
     assert_eq!(
         parent["args"],
-        serde_json::json!([
-            "/bin/sh",
-            "-c",
-            "sleep 2; /bin/true child-of-old-shell; exit 0",
-            marker
-        ])
+        serde_json::json!(["/bin/sh", "-c", script, marker])
     );
     // Ancestry: the shell, then this test process.
     let ancestry: Vec<u64> = exec["lumen"]["process"]["ancestry"]

@@ -9,6 +9,7 @@ mod cli;
 mod console;
 mod containers;
 mod ebpf;
+mod files;
 mod network;
 mod privilege;
 mod shutdown;

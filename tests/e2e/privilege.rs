@@ -76,7 +76,7 @@ fn privilege_changes_module_and_bpf_loads_and_mounts_are_reported() {
     let mut lumen = Lumen::start(CONFIG);
     lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
     lumen.wait_for_log(
-        "every privilege and network tracepoint this kernel has attached",
+        "every privilege, network and file tracepoint this kernel has attached",
         Duration::from_secs(10),
     );
     let modules_supported = std::path::Path::new("/proc/modules").exists();

@@ -161,19 +161,20 @@ pub fn wait_for_events(
             return events;
         }
         if start.elapsed() > timeout {
-            let summary: Vec<String> = events
-                .iter()
-                .map(|e| {
-                    let action = e["event"]["action"]
-                        .as_str()
-                        .or(e["activity_name"].as_str())
-                        .unwrap_or("?");
-                    format!(
-                        "{action} pid={} {}",
-                        e["process"]["pid"], e["lumen"]["privilege"]
-                    )
-                })
-                .collect();
+            let mut counts: std::collections::BTreeMap<String, usize> =
+                std::collections::BTreeMap::new();
+            for e in &events {
+                let action = e["event"]["action"]
+                    .as_str()
+                    .or(e["activity_name"].as_str())
+                    .unwrap_or("?");
+                let key = format!(
+                    "{action} exe={} file={} src={} dst={}",
+                    e["process"]["executable"], e["file"]["path"], e["source"], e["destination"]
+                );
+                *counts.entry(key).or_default() += 1;
+            }
+            let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n:5} {k}")).collect();
             panic!(
                 "events in {} incomplete after {timeout:?}: {} lines:\n{}",
                 path.display(),

@@ -1,14 +1,15 @@
 //! Turns kernel records (`lumen-common`) into canonical events.
 
 use lumen_common::{
-    Creds, ExecRecord, ExitRecord, ForkRecord, NetOp, NetRecord, PrivOp, PrivRecord, RecordHeader,
-    RecordKind, ARGV_MAX, PATH_MAX, SOCKADDR_MAX,
+    Creds, ExecRecord, ExitRecord, FileOp, FileRecord, ForkRecord, NetOp, NetRecord, PrivOp,
+    PrivRecord, RecordHeader, RecordKind, WalkedPath, ARGV_MAX, PATH_COMPONENTS, PATH_MAX,
+    SOCKADDR_MAX,
 };
 #[cfg(test)]
 use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
 use lumen_schemas::event::{
-    push, Attribution, Credentials, ExitStatus, MountInfo, NetworkEvent, NetworkOp, PrivilegeEvent,
-    PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
+    push, Attribution, Credentials, ExitStatus, FileEvent, FileOperation, MountInfo, NetworkEvent,
+    NetworkOp, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
 };
 use lumen_schemas::EventKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -40,6 +41,54 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     // SAFETY: length checked; the records are plain data valid for any bit
     // pattern; read_unaligned makes no alignment assumption.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Joins a kernel-walked path: an absolute tail stands alone; otherwise the
+/// walked components (leaf first in the record) then the tail.
+pub fn assemble_path(p: &WalkedPath) -> String {
+    let tail = String::from_utf8_lossy(until_nul(&p.tail));
+    if tail.starts_with('/') {
+        return normalize_path(&tail);
+    }
+    let depth = (p.depth as usize).min(PATH_COMPONENTS);
+    let mut raw = String::new();
+    if p.truncated != 0 {
+        raw.push_str("/...");
+    }
+    for component in p.components[..depth].iter().rev() {
+        raw.push('/');
+        raw.push_str(&String::from_utf8_lossy(until_nul(component)));
+    }
+    if !tail.is_empty() {
+        raw.push('/');
+        raw.push_str(&tail);
+    }
+    normalize_path(&raw)
+}
+
+/// Collapses `//`, `.` and `..` (a relative name appended to its directory
+/// in the kernel may hold them). Not a symlink resolution: the kernel
+/// already resolved the directory part.
+pub fn normalize_path(raw: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let mut out = String::with_capacity(raw.len());
+    for p in &parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 const AF_INET: u16 = 2;
@@ -307,6 +356,50 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 })),
             })
         }
+        Some(RecordKind::File) => {
+            let r: FileRecord = read(bytes)?;
+            let op = match FileOp::from_u32(r.op) {
+                Some(FileOp::Open) => FileOperation::Open,
+                Some(FileOp::Unlink) => FileOperation::Unlink,
+                Some(FileOp::Rename) => FileOperation::Rename,
+                Some(FileOp::Chmod) => FileOperation::Chmod,
+                Some(FileOp::Chown) => FileOperation::Chown,
+                None => return Err(DecodeError::UnknownKind(header.kind)),
+            };
+            let mut process = process_from(&r.header, &[], &[]);
+            let path = push(&mut process.text, &assemble_path(&r.path));
+            let new_path = if op == FileOperation::Rename {
+                push(&mut process.text, &assemble_path(&r.path2))
+            } else {
+                Str::EMPTY
+            };
+            let creates = r.flags & FileEvent::O_CREAT != 0;
+            Ok(Decoded {
+                ktime_ns: r.header.ktime_ns,
+                kind: EventKind::File(Box::new(FileEvent {
+                    op,
+                    path,
+                    new_path,
+                    flags: if op == FileOperation::Open
+                        || op == FileOperation::Unlink
+                        || op == FileOperation::Rename
+                    {
+                        r.flags
+                    } else {
+                        0
+                    },
+                    mode: match op {
+                        FileOperation::Chmod => Some(r.mode & 0o7777),
+                        FileOperation::Open if creates => Some(r.mode & 0o7777),
+                        _ => None,
+                    },
+                    uid: (op == FileOperation::Chown && r.uid != u32::MAX).then_some(r.uid),
+                    gid: (op == FileOperation::Chown && r.gid != u32::MAX).then_some(r.gid),
+                    sensitive: r.sensitive != 0,
+                    process,
+                })),
+            })
+        }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
 }
@@ -478,6 +571,36 @@ mod tests {
             panic!()
         };
         assert_eq!(n.remote, None, "listen has no peer");
+    }
+
+    #[test]
+    fn walked_paths_join_components_and_tail() {
+        let mut p = WalkedPath {
+            depth: 2,
+            truncated: 0,
+            components: [[0; lumen_common::COMPONENT_MAX]; PATH_COMPONENTS],
+            tail: [0; lumen_common::PATH_TAIL_MAX],
+        };
+        p.components[0][..3].copy_from_slice(b"dir");
+        p.components[1][..3].copy_from_slice(b"tmp");
+        p.tail[..9].copy_from_slice(b"../x.txt\0");
+        assert_eq!(assemble_path(&p), "/tmp/x.txt");
+        p.tail[..11].copy_from_slice(b"/etc/shadow");
+        assert_eq!(
+            assemble_path(&p),
+            "/etc/shadow",
+            "an absolute tail stands alone"
+        );
+        p.tail = [0; lumen_common::PATH_TAIL_MAX];
+        p.truncated = 1;
+        assert_eq!(assemble_path(&p), "/.../tmp/dir");
+    }
+
+    #[test]
+    fn paths_are_normalized_without_losing_the_root() {
+        assert_eq!(normalize_path("/tmp/dir/../x//./y"), "/tmp/x/y");
+        assert_eq!(normalize_path("/../.."), "/");
+        assert_eq!(normalize_path("/etc/shadow"), "/etc/shadow");
     }
 
     #[test]

@@ -19,7 +19,10 @@ use crate::topology::shutdown::ShutdownSignal;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use lumen_common::{drop_index, KernelOffsets};
+use lumen_common::{
+    drop_index, KernelOffsets, PathPrefix, PREFIX_EXCLUDED, PREFIX_MAX, PREFIX_SENSITIVE,
+    PREFIX_SLOTS,
+};
 use lumen_schemas::event::{Host, LossReport};
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{Event, EventKind};
@@ -50,6 +53,77 @@ pub struct EbpfSourceConfig {
     /// Processes the user-space cache holds (parents, ancestry).
     #[serde(default = "default_process_cache_capacity")]
     pub process_cache_capacity: usize,
+    /// Path prefixes whose reads are reported (writes are always). A
+    /// leading `~/` means every home directory in /etc/passwd at start-up.
+    #[serde(default = "default_sensitive_paths")]
+    pub sensitive_paths: Vec<String>,
+    /// Path prefixes of files never reported (checked in the kernel).
+    #[serde(default = "default_exclude_paths")]
+    pub exclude_paths: Vec<String>,
+}
+
+fn default_sensitive_paths() -> Vec<String> {
+    [
+        "/etc/shadow",
+        "/etc/sudoers",
+        "/etc/sudoers.d/",
+        "~/.ssh/",
+        "/root/.ssh/",
+        "/var/run/secrets/kubernetes.io/",
+        "/run/secrets/kubernetes.io/",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_exclude_paths() -> Vec<String> {
+    ["/proc/", "/sys/", "/dev/"].map(String::from).to_vec()
+}
+
+/// The prefixes for the kernel's `PREFIXES` map, `~/` expanded with the
+/// home directories of login users (uid 0 and 1000–65533) in `passwd` (the
+/// contents of /etc/passwd).
+pub fn expand_prefixes(
+    sensitive: &[String],
+    excluded: &[String],
+    passwd: &str,
+) -> Result<Vec<(u32, String)>, EbpfError> {
+    // Login users' homes: root and regular users (uid >= 1000), not nobody.
+    let mut homes: Vec<&str> = passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let uid: u32 = f.get(2)?.parse().ok()?;
+            let home = *f.get(5)?;
+            let login = uid == 0 || (1000..65534).contains(&uid);
+            (login && home.len() > 1 && home.starts_with('/')).then_some(home)
+        })
+        .collect();
+    homes.dedup();
+    let mut out = Vec::new();
+    for (kind, list) in [(PREFIX_SENSITIVE, sensitive), (PREFIX_EXCLUDED, excluded)] {
+        for p in list {
+            let expanded: Vec<String> = match p.strip_prefix("~/") {
+                Some(rest) => homes
+                    .iter()
+                    .map(|h| format!("{}/{rest}", h.trim_end_matches('/')))
+                    .collect(),
+                None => vec![p.clone()],
+            };
+            for e in expanded {
+                if !e.starts_with('/') || e.len() >= PREFIX_MAX {
+                    return Err(EbpfError::BadPrefix(e));
+                }
+                if !out.iter().any(|(k, x)| *k == kind && *x == e) {
+                    out.push((kind, e));
+                }
+            }
+        }
+    }
+    if out.len() > PREFIX_SLOTS as usize {
+        return Err(EbpfError::TooManyPrefixes(out.len()));
+    }
+    Ok(out)
 }
 
 fn default_process_cache_capacity() -> usize {
@@ -96,6 +170,10 @@ pub enum EbpfError {
     RingBuffer(std::io::Error),
     #[error("ring_buffer_bytes = {0}: must be a power of two and at least 4096")]
     RingBufferSize(u32),
+    #[error("path prefix {0:?}: must be absolute (or start with ~/) and shorter than 64 bytes")]
+    BadPrefix(String),
+    #[error("{0} path prefixes after expanding ~/ (sensitive_paths + exclude_paths); at most 16")]
+    TooManyPrefixes(usize),
 }
 
 /// The compiled kernel programs (built by build.rs).
@@ -107,128 +185,76 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("lumen_exit", "sched", "sched_process_exit"),
 ];
 
-/// Syscall tracepoints whose absence costs coverage but not the source:
-/// (program, tracepoint, what is lost without it).
-const OPTIONAL_SYSCALLS: &[(&str, &str, &str)] = &[
-    ("lumen_enter_setuid", "sys_enter_setuid", "setuid events"),
-    ("lumen_exit_setuid", "sys_exit_setuid", "setuid events"),
+/// Syscalls watched with an entry program (`lumen_enter_<syscall>`) and
+/// their family's shared exit program; a syscall whose tracepoints the
+/// kernel lacks costs coverage but not the source: (syscall, exit program,
+/// what is lost without it).
+const SYSCALLS: &[(&str, &str, &str)] = &[
+    ("setuid", "lumen_exit_privilege", "setuid events"),
+    ("setreuid", "lumen_exit_privilege", "setreuid events"),
+    ("setresuid", "lumen_exit_privilege", "setresuid events"),
+    ("setgid", "lumen_exit_privilege", "setgid events"),
+    ("setregid", "lumen_exit_privilege", "setregid events"),
+    ("setresgid", "lumen_exit_privilege", "setresgid events"),
+    ("capset", "lumen_exit_privilege", "capability changes"),
+    ("ptrace", "lumen_exit_privilege", "ptrace attach events"),
     (
-        "lumen_enter_setreuid",
-        "sys_enter_setreuid",
-        "setreuid events",
-    ),
-    (
-        "lumen_exit_setreuid",
-        "sys_exit_setreuid",
-        "setreuid events",
-    ),
-    (
-        "lumen_enter_setresuid",
-        "sys_enter_setresuid",
-        "setresuid events",
-    ),
-    (
-        "lumen_exit_setresuid",
-        "sys_exit_setresuid",
-        "setresuid events",
-    ),
-    ("lumen_enter_setgid", "sys_enter_setgid", "setgid events"),
-    ("lumen_exit_setgid", "sys_exit_setgid", "setgid events"),
-    (
-        "lumen_enter_setregid",
-        "sys_enter_setregid",
-        "setregid events",
-    ),
-    (
-        "lumen_exit_setregid",
-        "sys_exit_setregid",
-        "setregid events",
-    ),
-    (
-        "lumen_enter_setresgid",
-        "sys_enter_setresgid",
-        "setresgid events",
-    ),
-    (
-        "lumen_exit_setresgid",
-        "sys_exit_setresgid",
-        "setresgid events",
-    ),
-    (
-        "lumen_enter_capset",
-        "sys_enter_capset",
-        "capability changes",
-    ),
-    ("lumen_exit_capset", "sys_exit_capset", "capability changes"),
-    (
-        "lumen_enter_ptrace",
-        "sys_enter_ptrace",
-        "ptrace attach events",
-    ),
-    (
-        "lumen_exit_ptrace",
-        "sys_exit_ptrace",
-        "ptrace attach events",
-    ),
-    (
-        "lumen_enter_init_module",
-        "sys_enter_init_module",
+        "init_module",
+        "lumen_exit_privilege",
         "module loads from memory",
     ),
     (
-        "lumen_exit_init_module",
-        "sys_exit_init_module",
-        "module loads from memory",
-    ),
-    (
-        "lumen_enter_finit_module",
-        "sys_enter_finit_module",
+        "finit_module",
+        "lumen_exit_privilege",
         "module loads from files",
     ),
+    ("bpf", "lumen_exit_privilege", "BPF program loads"),
+    ("mount", "lumen_exit_privilege", "mount events"),
+    ("connect", "lumen_exit_network", "outbound connections"),
     (
-        "lumen_exit_finit_module",
-        "sys_exit_finit_module",
-        "module loads from files",
-    ),
-    ("lumen_enter_bpf", "sys_enter_bpf", "BPF program loads"),
-    ("lumen_exit_bpf", "sys_exit_bpf", "BPF program loads"),
-    ("lumen_enter_mount", "sys_enter_mount", "mount events"),
-    ("lumen_exit_mount", "sys_exit_mount", "mount events"),
-    (
-        "lumen_enter_connect",
-        "sys_enter_connect",
-        "outbound connections",
-    ),
-    (
-        "lumen_exit_connect",
-        "sys_exit_connect",
-        "outbound connections",
-    ),
-    (
-        "lumen_enter_accept",
-        "sys_enter_accept",
+        "accept",
+        "lumen_exit_network",
         "inbound connections (accept)",
     ),
     (
-        "lumen_exit_accept",
-        "sys_exit_accept",
-        "inbound connections (accept)",
-    ),
-    (
-        "lumen_enter_accept4",
-        "sys_enter_accept4",
+        "accept4",
+        "lumen_exit_network",
         "inbound connections (accept4)",
     ),
-    (
-        "lumen_exit_accept4",
-        "sys_exit_accept4",
-        "inbound connections (accept4)",
-    ),
-    ("lumen_enter_bind", "sys_enter_bind", "bind events"),
-    ("lumen_exit_bind", "sys_exit_bind", "bind events"),
-    ("lumen_enter_listen", "sys_enter_listen", "listen events"),
-    ("lumen_exit_listen", "sys_exit_listen", "listen events"),
+    ("bind", "lumen_exit_network", "bind events"),
+    ("listen", "lumen_exit_network", "listen events"),
+    ("open", "lumen_exit_open", "open(2)"),
+    ("openat", "lumen_exit_open", "openat(2)"),
+    ("openat2", "lumen_exit_open", "openat2(2)"),
+    ("creat", "lumen_exit_open", "creat(2)"),
+    ("unlink", "lumen_exit_file", "unlink(2)"),
+    ("unlinkat", "lumen_exit_file", "unlinkat(2)"),
+    ("rename", "lumen_exit_file", "rename(2)"),
+    ("renameat", "lumen_exit_file", "renameat(2)"),
+    ("renameat2", "lumen_exit_file", "renameat2(2)"),
+    ("chmod", "lumen_exit_file", "chmod(2)"),
+    ("fchmod", "lumen_exit_file", "fchmod(2)"),
+    ("fchmodat", "lumen_exit_file", "fchmodat(2)"),
+    ("chown", "lumen_exit_file", "chown(2)"),
+    ("lchown", "lumen_exit_file", "lchown(2)"),
+    ("fchown", "lumen_exit_file", "fchown(2)"),
+    ("fchownat", "lumen_exit_file", "fchownat(2)"),
 ];
+
+/// Loads `program` unless it already is, and attaches it to `syscalls:<tracepoint>`.
+fn attach_syscall(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), String> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} is not in the object"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    if p.fd().is_err() {
+        p.load().map_err(|e| format!("loading {program}: {e}"))?;
+    }
+    p.attach("syscalls", tracepoint)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
 
 /// Raw tracepoints (BTF args, no tracefs needed) the programs attach to.
 const RAW_ATTACHMENTS: &[(&str, &str)] = &[("lumen_fork", "sched_process_fork")];
@@ -304,6 +330,8 @@ impl EbpfSource {
         metrics: Arc<ComponentMetrics>,
     ) -> Result<Self, EbpfError> {
         let offsets = offsets::resolve(&config.btf_path)?;
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let prefixes = expand_prefixes(&config.sensitive_paths, &config.exclude_paths, &passwd)?;
         // Loading needs the privileges; mounting tracefs (for attaching) too,
         // but its error would hide the real reason.
         let size = config.ring_buffer_bytes;
@@ -323,6 +351,24 @@ impl EbpfSource {
             let mut cfg: Array<_, KernelOffsets> =
                 Array::try_from(map).map_err(map_err("CONFIG"))?;
             cfg.set(0, offsets, 0).map_err(map_err("CONFIG"))?;
+        }
+        {
+            let map = ebpf
+                .map_mut("PREFIXES")
+                .ok_or(EbpfError::MissingMap("PREFIXES"))?;
+            let mut slots: Array<_, PathPrefix> =
+                Array::try_from(map).map_err(map_err("PREFIXES"))?;
+            for (i, (kind, prefix)) in prefixes.iter().enumerate() {
+                let mut bytes = [0u8; PREFIX_MAX];
+                bytes[..prefix.len()].copy_from_slice(prefix.as_bytes());
+                let slot = PathPrefix {
+                    len: prefix.len() as u32,
+                    kind: *kind,
+                    bytes,
+                };
+                slots.set(i as u32, slot, 0).map_err(map_err("PREFIXES"))?;
+            }
+            tracing::info!(prefixes = ?prefixes, "ebpf source: file path prefixes (1 = sensitive, 2 = excluded)");
         }
         for &(program, category, name) in ATTACHMENTS {
             let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
@@ -355,31 +401,33 @@ impl EbpfSource {
             prog.attach(name).map_err(attach_err)?;
         }
         let mut unavailable = Vec::new();
-        for &(program, tracepoint, coverage) in OPTIONAL_SYSCALLS {
-            let attached = ebpf
-                .program_mut(program)
-                .ok_or_else(|| "not in the object".to_owned())
-                .and_then(|p| <&mut TracePoint>::try_from(p).map_err(|e| e.to_string()))
-                .and_then(|p| {
-                    p.load().map_err(|e| e.to_string())?;
-                    p.attach("syscalls", tracepoint).map_err(|e| e.to_string())
+        for &(syscall, exit_program, coverage) in SYSCALLS {
+            // The exit first: an entry without its exit would only fill the
+            // pending map.
+            let attached = attach_syscall(&mut ebpf, exit_program, &format!("sys_exit_{syscall}"))
+                .and_then(|()| {
+                    attach_syscall(
+                        &mut ebpf,
+                        &format!("lumen_enter_{syscall}"),
+                        &format!("sys_enter_{syscall}"),
+                    )
                 });
             if let Err(error) = attached {
-                if tracepoint.contains("init_module") && !Path::new("/proc/modules").exists() {
+                if syscall.contains("init_module") && !Path::new("/proc/modules").exists() {
                     tracing::info!(
-                        tracepoint,
+                        syscall,
                         "ebpf source: kernel built without module support (no /proc/modules): no module can load, nothing to watch"
                     );
                     continue;
                 }
-                tracing::warn!(tracepoint, %error, lost = coverage, "ebpf source: tracepoint unavailable");
+                tracing::warn!(syscall, %error, lost = coverage, "ebpf source: syscall tracepoints unavailable");
                 unavailable.push(coverage);
             }
         }
         unavailable.dedup();
         if unavailable.is_empty() {
             tracing::info!(
-                "ebpf source: every privilege and network tracepoint this kernel has attached"
+                "ebpf source: every privilege, network and file tracepoint this kernel has attached"
             );
         } else {
             tracing::warn!(lost = ?unavailable, "ebpf source: running without some coverage");
@@ -456,6 +504,7 @@ impl EbpfSource {
             cache,
         };
         let mut batch = Vec::with_capacity(256);
+        let mut safety_drain = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
@@ -470,7 +519,15 @@ impl EbpfSource {
                     };
                     collect(guard.get_inner_mut(), &mut batch, &mut reader);
                     guard.clear_ready();
+                    // The kernel wakes the reader only when it has caught up:
+                    // a record that landed between the drain and clear_ready
+                    // would otherwise stay unread, and none after it would
+                    // wake us again. Drain once more now that readiness is
+                    // cleared.
+                    collect(guard.get_inner_mut(), &mut batch, &mut reader);
                 }
+                // A safety net for any wakeup still lost.
+                _ = safety_drain.tick() => collect(ring.get_mut(), &mut batch, &mut reader),
             }
             if !emit(&mut out, &mut batch, &metrics).await {
                 break;
@@ -567,6 +624,7 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                     EventKind::Process(p) => r.cache.enrich(p),
                     EventKind::Privilege(p) => r.cache.annotate(&mut p.process),
                     EventKind::Network(n) => r.cache.annotate(&mut n.process),
+                    EventKind::File(f) => r.cache.annotate(&mut f.process),
                     EventKind::ApiActivity(_) | EventKind::Loss(_) => {}
                 }
                 let event = Event {
@@ -618,4 +676,43 @@ fn report_drops(
         seen[i as usize] = total;
     }
     by_kind
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nalice:x:1000:1000::/home/alice:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+
+    #[test]
+    fn home_prefixes_expand_to_login_users_and_duplicates_collapse() {
+        let p = expand_prefixes(
+            &["~/.ssh/".into(), "/root/.ssh/".into()],
+            &["/proc/".into()],
+            PASSWD,
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            [
+                (PREFIX_SENSITIVE, "/root/.ssh/".to_owned()),
+                (PREFIX_SENSITIVE, "/home/alice/.ssh/".to_owned()),
+                (PREFIX_EXCLUDED, "/proc/".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_or_too_many_prefixes_are_refused_with_the_reason() {
+        let e = expand_prefixes(&["etc/shadow".into()], &[], PASSWD)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"etc/shadow\": must be absolute"), "{e}");
+        let many: Vec<String> = (0..17).map(|i| format!("/p{i}/")).collect();
+        let e = expand_prefixes(&many, &[], PASSWD).unwrap_err().to_string();
+        assert!(e.contains("17 path prefixes"), "{e}");
+        assert!(
+            expand_prefixes(&default_sensitive_paths(), &default_exclude_paths(), PASSWD).is_ok()
+        );
+    }
 }

@@ -59,6 +59,12 @@ kinds! {
     NetworkAccept => "network_accept",
     NetworkBind => "network_bind",
     NetworkListen => "network_listen",
+    FileWrite => "file_write",
+    FileReadSensitive => "file_read_sensitive",
+    FileUnlink => "file_unlink",
+    FileRename => "file_rename",
+    FileChmod => "file_chmod",
+    FileChown => "file_chown",
     Loss => "loss",
     K8sAudit => "k8s_audit",
 }

@@ -267,6 +267,24 @@ pub struct FileRecord {
     pub path2: WalkedPath,
 }
 
+/// Comms a [`ProcFilter`] can exclude.
+pub const EXCLUDED_COMMS: usize = 8;
+
+/// Which tasks the programs report at all (the `FILTER` map, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcFilter {
+    /// Non-zero: only tasks outside the host's mount namespace (containers).
+    pub containers_only: u32,
+    /// The host's mount namespace inode (`/proc/1/ns/mnt`).
+    pub host_mnt_ns: u32,
+    /// Entries of `comms` in use.
+    pub comm_count: u32,
+    pub _pad: u32,
+    /// Task names whose process, file and network events are dropped.
+    pub comms: [[u8; COMM_LEN]; EXCLUDED_COMMS],
+}
+
 /// Path prefixes for in-kernel filtering of file events.
 pub const PREFIX_SLOTS: u32 = 16;
 pub const PREFIX_MAX: usize = 64;
@@ -511,4 +529,6 @@ mod pod {
     unsafe impl aya::Pod for super::Pending {}
     // SAFETY: plain-old-data.
     unsafe impl aya::Pod for super::PathPrefix {}
+    // SAFETY: plain-old-data with explicit padding.
+    unsafe impl aya::Pod for super::ProcFilter {}
 }

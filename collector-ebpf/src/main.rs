@@ -21,9 +21,10 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use lumen_common::{
     drop_index, Creds, ExecRecord, ExitRecord, FileOp, FileRecord, ForkRecord, KernelOffsets,
-    NetOp, NetRecord, PathPrefix, Pending, PrivOp, PrivRecord, RecordHeader, RecordKind,
-    WalkedPath, ARGV_MAX, CGROUP_LEVELS, CGROUP_NAME_MAX, COMPONENT_MAX, PATH_COMPONENTS, PATH_MAX,
-    PATH_TAIL_MAX, PREFIX_EXCLUDED, PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS, SOCKADDR_MAX,
+    NetOp, NetRecord, PathPrefix, Pending, PrivOp, PrivRecord, ProcFilter, RecordHeader,
+    RecordKind, WalkedPath, ARGV_MAX, CGROUP_LEVELS, CGROUP_NAME_MAX, COMPONENT_MAX,
+    EXCLUDED_COMMS, PATH_COMPONENTS, PATH_MAX, PATH_TAIL_MAX, PREFIX_EXCLUDED, PREFIX_MAX,
+    PREFIX_SENSITIVE, PREFIX_SLOTS, SOCKADDR_MAX,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -41,6 +42,49 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_index::COUNT
 /// Offset of `__data_loc char[] filename` in sched_process_exec's record
 /// (after the 8-byte common header); stable since the tracepoint exists.
 const EXEC_FILENAME_LOC: usize = 8;
+
+/// Which tasks are reported at all, index 0, written by user space.
+#[map]
+static FILTER: Array<ProcFilter> = Array::with_max_entries(1, 0);
+
+/// True when the current task is out of scope: on the host while only
+/// containers are watched, or (when `by_comm`) named like an excluded comm.
+#[inline(always)]
+fn filtered_out(o: &KernelOffsets, by_comm: bool) -> bool {
+    let Some(f) = FILTER.get(0) else { return false };
+    if f.containers_only != 0 {
+        // SAFETY: probe reads only.
+        let mnt_ns: u32 = unsafe {
+            let task = gen::bpf_get_current_task() as *const u8;
+            let nsproxy: u64 = read_kernel(task, o.task_nsproxy);
+            if nsproxy == 0 {
+                0
+            } else {
+                let ns: u64 = read_kernel(nsproxy as *const u8, o.nsproxy_mnt_ns);
+                if ns == 0 {
+                    0
+                } else {
+                    read_kernel(ns as *const u8, o.mnt_ns_inum)
+                }
+            }
+        };
+        if mnt_ns == f.host_mnt_ns {
+            return true;
+        }
+    }
+    if by_comm && f.comm_count > 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        for i in 0..EXCLUDED_COMMS {
+            if i as u32 >= f.comm_count {
+                break;
+            }
+            if f.comms[i] == comm {
+                return true;
+            }
+        }
+    }
+    false
+}
 
 #[inline(always)]
 fn count_drop(index: u32) {
@@ -163,6 +207,9 @@ unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &KernelOffsets)
 #[tracepoint]
 pub fn lumen_exec(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
+    if filtered_out(o, true) {
+        return 0;
+    }
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count_drop(drop_index::EXEC);
         return 0;
@@ -225,6 +272,9 @@ pub fn lumen_exit(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let Some(o) = offsets() else { return 0 };
+    if filtered_out(o, true) {
+        return 0;
+    }
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
         count_drop(drop_index::EXIT);
         return 0;
@@ -255,8 +305,8 @@ pub fn lumen_fork(ctx: RawTracePointContext) -> i32 {
             read_kernel(child, o.task_tgid),
         )
     };
-    if child_pid != child_tgid {
-        return 0; // a thread
+    if child_pid != child_tgid || filtered_out(o, true) {
+        return 0; // a thread, or out of scope
     }
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
         count_drop(drop_index::FORK);
@@ -316,6 +366,10 @@ unsafe fn read_creds(o: &KernelOffsets) -> Creds {
 /// At a socket syscall's entry: keep its arguments.
 #[inline(always)]
 fn stash_net(ctx: &TracePointContext, op: NetOp) {
+    let Some(o) = offsets() else { return };
+    if filtered_out(o, true) {
+        return;
+    }
     let mut args = [0u64; 6];
     for (i, a) in args.iter_mut().enumerate() {
         // SAFETY: syscall tracepoint records hold six u64 arguments.
@@ -445,6 +499,10 @@ unsafe fn read_kernel_bytes<const N: usize>(base: *const u8, offset: u32) -> [u8
 #[inline(always)]
 fn stash(ctx: &TracePointContext, op: PrivOp) {
     let Some(o) = offsets() else { return };
+    // comm is chosen by the process: privilege events are never excluded by it.
+    if filtered_out(o, false) {
+        return;
+    }
     let mut args = [0u64; 6];
     for (i, a) in args.iter_mut().enumerate() {
         // SAFETY: syscall tracepoint records hold six u64 arguments.
@@ -877,6 +935,10 @@ enum FileCall {
 
 #[inline(always)]
 fn stash_file(ctx: &TracePointContext, call: FileCall) {
+    let Some(o) = offsets() else { return };
+    if filtered_out(o, true) {
+        return;
+    }
     let mut a = [0u64; 6];
     for (i, v) in a.iter_mut().enumerate() {
         // SAFETY: syscall tracepoint records hold six u64 arguments.

@@ -10,6 +10,7 @@ mod console;
 mod containers;
 mod ebpf;
 mod files;
+mod filters;
 mod network;
 mod privilege;
 mod shutdown;

@@ -20,8 +20,8 @@ use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{
-    drop_index, KernelOffsets, PathPrefix, PREFIX_EXCLUDED, PREFIX_MAX, PREFIX_SENSITIVE,
-    PREFIX_SLOTS,
+    drop_index, KernelOffsets, PathPrefix, ProcFilter, COMM_LEN, EXCLUDED_COMMS, PREFIX_EXCLUDED,
+    PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
 };
 use lumen_schemas::event::{Host, LossReport};
 use lumen_schemas::time::Timestamp;
@@ -60,6 +60,47 @@ pub struct EbpfSourceConfig {
     /// Path prefixes of files never reported (checked in the kernel).
     #[serde(default = "default_exclude_paths")]
     pub exclude_paths: Vec<String>,
+    /// Report only tasks in containers (outside the host's mount namespace).
+    #[serde(default)]
+    pub containers_only: bool,
+    /// Task names (comm, at most 15 bytes) whose process, file and network
+    /// events are dropped in the kernel. Privilege events are never dropped
+    /// by comm: a process chooses its own name.
+    #[serde(default)]
+    pub exclude_comms: Vec<String>,
+}
+
+/// The kernel's `FILTER` entry for a config; `host_mnt_ns` from /proc/1/ns/mnt.
+pub fn proc_filter(config: &EbpfSourceConfig, host_mnt_ns: u32) -> Result<ProcFilter, EbpfError> {
+    if config.exclude_comms.len() > EXCLUDED_COMMS {
+        return Err(EbpfError::BadComm(format!(
+            "{} exclude_comms; at most {EXCLUDED_COMMS}",
+            config.exclude_comms.len()
+        )));
+    }
+    let mut comms = [[0u8; COMM_LEN]; EXCLUDED_COMMS];
+    for (slot, comm) in comms.iter_mut().zip(&config.exclude_comms) {
+        if comm.is_empty() || comm.len() >= COMM_LEN {
+            return Err(EbpfError::BadComm(format!(
+                "{comm:?}: a comm has 1 to 15 bytes"
+            )));
+        }
+        slot[..comm.len()].copy_from_slice(comm.as_bytes());
+    }
+    Ok(ProcFilter {
+        containers_only: u32::from(config.containers_only),
+        host_mnt_ns,
+        comm_count: config.exclude_comms.len() as u32,
+        _pad: 0,
+        comms,
+    })
+}
+
+/// The inode of a namespace link such as /proc/1/ns/mnt (`mnt:[4026531841]`).
+fn namespace_inode(link: &Path) -> Option<u32> {
+    let target = std::fs::read_link(link).ok()?;
+    let s = target.to_string_lossy();
+    s.split('[').nth(1)?.trim_end_matches(']').parse().ok()
 }
 
 fn default_sensitive_paths() -> Vec<String> {
@@ -174,6 +215,10 @@ pub enum EbpfError {
     BadPrefix(String),
     #[error("{0} path prefixes after expanding ~/ (sensitive_paths + exclude_paths); at most 16")]
     TooManyPrefixes(usize),
+    #[error("exclude_comms: {0}")]
+    BadComm(String),
+    #[error("containers_only needs the host's mount namespace, but neither /proc/1/ns/mnt nor /proc/self/ns/mnt is readable")]
+    HostNamespace,
 }
 
 /// The compiled kernel programs (built by build.rs).
@@ -332,6 +377,22 @@ impl EbpfSource {
         let offsets = offsets::resolve(&config.btf_path)?;
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let prefixes = expand_prefixes(&config.sensitive_paths, &config.exclude_paths, &passwd)?;
+        let host_mnt_ns = match namespace_inode(Path::new("/proc/1/ns/mnt")) {
+            Some(ns) => ns,
+            None => match namespace_inode(Path::new("/proc/self/ns/mnt")) {
+                Some(ns) => {
+                    if config.containers_only {
+                        tracing::warn!(
+                            "ebpf source: /proc/1/ns/mnt is unreadable; taking Lumen's own mount namespace as the host's (right when Lumen runs on the host, or with hostPID)"
+                        );
+                    }
+                    ns
+                }
+                None if config.containers_only => return Err(EbpfError::HostNamespace),
+                None => 0,
+            },
+        };
+        let filter = proc_filter(&config, host_mnt_ns)?;
         // Loading needs the privileges; mounting tracefs (for attaching) too,
         // but its error would hide the real reason.
         let size = config.ring_buffer_bytes;
@@ -351,6 +412,13 @@ impl EbpfSource {
             let mut cfg: Array<_, KernelOffsets> =
                 Array::try_from(map).map_err(map_err("CONFIG"))?;
             cfg.set(0, offsets, 0).map_err(map_err("CONFIG"))?;
+        }
+        {
+            let map = ebpf
+                .map_mut("FILTER")
+                .ok_or(EbpfError::MissingMap("FILTER"))?;
+            let mut f: Array<_, ProcFilter> = Array::try_from(map).map_err(map_err("FILTER"))?;
+            f.set(0, filter, 0).map_err(map_err("FILTER"))?;
         }
         {
             let map = ebpf
@@ -700,6 +768,29 @@ mod tests {
                 (PREFIX_EXCLUDED, "/proc/".to_owned()),
             ]
         );
+    }
+
+    fn config(comms: &[&str]) -> EbpfSourceConfig {
+        let mut c: EbpfSourceConfig = toml::from_str("").unwrap();
+        c.exclude_comms = comms.iter().map(|s| s.to_string()).collect();
+        c
+    }
+
+    #[test]
+    fn proc_filter_packs_comms_and_refuses_bad_ones() {
+        let f = proc_filter(&config(&["sshd", "kubelet"]), 42).unwrap();
+        assert_eq!((f.comm_count, f.host_mnt_ns, f.containers_only), (2, 42, 0));
+        assert_eq!(&f.comms[1][..8], b"kubelet\0");
+        let e = proc_filter(&config(&["a-name-longer-than-15"]), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 to 15 bytes"), "{e}");
+        let nine: Vec<&str> = vec!["x"; 9];
+        assert!(proc_filter(&config(&nine), 1)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 8"));
+        assert!(namespace_inode(Path::new("/proc/self/ns/mnt")).is_some_and(|n| n > 0));
     }
 
     #[test]

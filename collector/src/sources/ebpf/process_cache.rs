@@ -142,7 +142,12 @@ impl ProcessCache {
     /// network) its image, parent and ancestry from the cache.
     pub fn annotate(&self, p: &mut lumen_schemas::event::Process) {
         if p.executable.is_empty() {
-            if let Some(e) = self.entries.get(&p.pid) {
+            // The cached image is this process's only if its name matches
+            // the kernel's comm (an exec the cache missed changes the comm).
+            let comm = p.name().to_owned();
+            let same_image =
+                |e: &&Entry| comm.is_empty() || e.name.as_bytes().starts_with(comm.as_bytes());
+            if let Some(e) = self.entries.get(&p.pid).filter(same_image) {
                 p.executable = push(&mut p.text, &e.executable);
                 p.argv = push(&mut p.text, &e.argv);
             }
@@ -305,6 +310,37 @@ mod tests {
             "exit records carry no image; the cache does"
         );
         assert!(c.get(20).is_none());
+    }
+
+    #[test]
+    fn annotate_fills_the_image_only_when_the_comm_matches() {
+        let mut c = ProcessCache::new(100);
+        c.insert(
+            30,
+            Entry {
+                ppid: 1,
+                executable: "/usr/bin/python3".into(),
+                name: "python3".into(),
+                ..Entry::default()
+            },
+        );
+        let mut same = lumen_schemas::event::Process {
+            pid: 30,
+            ppid: 1,
+            ..Default::default()
+        }
+        .with_text("", "python3", &[]);
+        c.annotate(&mut same);
+        assert_eq!(same.executable(), "/usr/bin/python3");
+        // An exec the cache did not see (filtered) changed the comm.
+        let mut other = lumen_schemas::event::Process {
+            pid: 30,
+            ppid: 1,
+            ..Default::default()
+        }
+        .with_text("", "setpriv", &[]);
+        c.annotate(&mut other);
+        assert_eq!(other.executable(), "", "a stale image is not attributed");
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! Kernel overhead of the ebpf source: exec, open and connect storms run
+//! without Lumen and with Lumen attached, alternately, in one run; the
+//! slowdown is the ratio of the median times. Also: how many events Lumen
+//! delivered and its user-space CPU (utime + stime of the lumen process
+//! over the storm). Needs root. Run: `cargo bench -p lumen --bench kernel_overhead`.
+
+use std::io::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 3;
+
+struct Storm {
+    name: &'static str,
+    ops: usize,
+    run: fn(usize, &std::path::Path),
+}
+
+fn exec_storm(n: usize, _dir: &std::path::Path) {
+    for _ in 0..n {
+        let status = Command::new("/bin/true").status();
+        assert!(status.is_ok_and(|s| s.success()));
+    }
+}
+
+fn open_read_storm(n: usize, dir: &std::path::Path) {
+    let path = dir.join("read.txt");
+    for _ in 0..n {
+        drop(std::fs::File::open(&path).map(drop));
+    }
+}
+
+fn open_write_storm(n: usize, dir: &std::path::Path) {
+    let path = dir.join("write.txt");
+    for _ in 0..n {
+        drop(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map(drop),
+        );
+    }
+}
+
+fn connect_storm(n: usize, _dir: &std::path::Path) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
+    let acceptor = std::thread::spawn(move || {
+        for _ in 0..n {
+            if listener.accept().is_err() {
+                break;
+            }
+        }
+    });
+    for _ in 0..n {
+        drop(TcpStream::connect(addr));
+    }
+    let _ = acceptor.join();
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Lumen {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl Lumen {
+    /// Starts lumen and waits until events flow (the programs are attached).
+    fn start(config: &std::path::Path, out: &std::path::Path) -> Lumen {
+        let _ = std::fs::remove_file(out);
+        let child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("LUMEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("lumen: {e}"));
+        let start = Instant::now();
+        while lines(out) == 0 && start.elapsed() < Duration::from_secs(60) {
+            let _ = Command::new("/bin/true").status();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Lumen {
+            child,
+            out: out.to_owned(),
+        }
+    }
+
+    fn stop(mut self) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("kernel_overhead needs root (it loads eBPF programs)");
+        std::process::exit(1);
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    std::fs::write(dir.path().join("read.txt"), b"r").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("write.txt"), b"w").unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("events.ndjson");
+    let config = dir.path().join("lumen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.kernel]\ntype = \"ebpf\"\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"kernel\"]\nschema = \"ocsf\"\npath = \"{}\"\nmax_bytes = 0\n",
+            out.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let storms = [
+        Storm {
+            name: "exec (fork+exec+wait /bin/true)",
+            ops: 2_000,
+            run: exec_storm,
+        },
+        Storm {
+            name: "open read-only (filtered in the kernel)",
+            ops: 200_000,
+            run: open_read_storm,
+        },
+        Storm {
+            name: "open for write (reported)",
+            ops: 50_000,
+            run: open_write_storm,
+        },
+        Storm {
+            name: "TCP connect+accept on loopback",
+            ops: 10_000,
+            run: connect_storm,
+        },
+    ];
+    println!("method: each round runs the storm once without Lumen and once with Lumen attached (order alternating), {ROUNDS} rounds, medians");
+    println!();
+    println!("| storm | ops | without Lumen | with Lumen | slowdown | events delivered/s | Lumen CPU at 100k events/s |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for storm in &storms {
+        let (mut without, mut with, mut rates, mut cpu_per_100k) = (vec![], vec![], vec![], vec![]);
+        for round in 0..ROUNDS {
+            let baseline = || {
+                let t = Instant::now();
+                (storm.run)(storm.ops, dir.path());
+                t.elapsed().as_secs_f64()
+            };
+            if round % 2 == 0 {
+                without.push(baseline());
+            }
+            let lumen = Lumen::start(&config, &out);
+            let pid = lumen.child.id();
+            let before_lines = lines(&lumen.out);
+            let before_cpu = cpu_seconds(pid);
+            let t = Instant::now();
+            (storm.run)(storm.ops, dir.path());
+            let elapsed = t.elapsed().as_secs_f64();
+            // Let Lumen deliver what the storm produced.
+            let mut last = 0;
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let now = lines(&lumen.out);
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+            let delivered = last.saturating_sub(before_lines) as f64;
+            let cpu = cpu_seconds(pid) - before_cpu;
+            lumen.stop();
+            with.push(elapsed);
+            rates.push(delivered / elapsed);
+            if delivered > 0.0 {
+                // CPU-seconds per second, scaled to 100k events/s.
+                cpu_per_100k.push(cpu / elapsed * 100_000.0 / (delivered / elapsed));
+            }
+            if round % 2 == 1 {
+                without.push(baseline());
+            }
+        }
+        let (w, l) = (median(without), median(with));
+        println!(
+            "| {} | {} | {:.3} s | {:.3} s | {:+.1} % | {:.0} | {} |",
+            storm.name,
+            storm.ops,
+            w,
+            l,
+            (l / w - 1.0) * 100.0,
+            median(rates),
+            if cpu_per_100k.is_empty() {
+                "–".to_owned()
+            } else {
+                format!("{:.2} cores", median(cpu_per_100k))
+            }
+        );
+        let _ = std::io::stdout().flush();
+    }
+}

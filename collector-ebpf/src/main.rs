@@ -872,16 +872,19 @@ unsafe fn resolve_path(out: *mut WalkedPath, o: &KernelOffsets, dfd: u64, user_p
     }
 }
 
-/// Whether `path` (NUL-terminated, PATH_TAIL_MAX bytes) starts with a
-/// prefix of `kind`. Compares 8 bytes at a time (slots are zero-padded).
+/// The kinds of prefix `path` (the caller's string, NUL-terminated) starts
+/// with, in one pass over the slots: (excluded, sensitive). Compares 8 bytes
+/// at a time (slots are zero-padded; only the first PREFIX_MAX bytes of the
+/// path are ever read).
 #[inline(always)]
-fn matches_prefix(path: &[u8; PATH_TAIL_MAX], kind: u32) -> bool {
+fn prefix_kinds(path: &[u8; PATH_TAIL_MAX]) -> (bool, bool) {
+    let (mut excluded, mut sensitive) = (false, false);
     for slot in 0..PREFIX_SLOTS {
         let Some(p) = PREFIXES.get(slot) else {
             continue;
         };
         let plen = p.len as usize;
-        if p.kind != kind || plen == 0 || plen > PREFIX_MAX {
+        if plen == 0 || plen > PREFIX_MAX {
             continue;
         }
         let mut equal = true;
@@ -906,10 +909,14 @@ fn matches_prefix(path: &[u8; PATH_TAIL_MAX], kind: u32) -> bool {
             }
         }
         if equal {
-            return true;
+            if p.kind == PREFIX_EXCLUDED {
+                excluded = true;
+            } else if p.kind == PREFIX_SENSITIVE {
+                sensitive = true;
+            }
         }
     }
-    false
+    (excluded, sensitive)
 }
 
 /// Syscall argument layouts, normalized at entry into `Pending.args`:
@@ -981,22 +988,24 @@ fn stash_file(ctx: &TracePointContext, call: FileCall) {
             return;
         };
         // SAFETY: per-CPU scratch; the helper validates the user address.
-        let path = unsafe {
-            (*buf)[0] = 0;
-            gen::bpf_probe_read_user_str(
-                (*buf).as_mut_ptr() as *mut c_void,
-                PATH_TAIL_MAX as u32,
+        // Only the first PREFIX_MAX bytes matter for the prefixes; bytes after
+        // the NUL may be stale, which cannot make a match (a prefix holds no
+        // NUL, so it fails at the terminator).
+        let (read, path) = unsafe {
+            let b = &mut *buf;
+            let n = gen::bpf_probe_read_user_str(
+                b.as_mut_ptr() as *mut c_void,
+                PREFIX_MAX as u32,
                 args[1] as *const c_void,
             );
-            &*buf
+            (n, &*b)
         };
-        if path[0] == b'/' {
-            if matches_prefix(path, PREFIX_EXCLUDED) {
+        if read > 1 && path[0] == b'/' {
+            let (excluded, is_sensitive) = prefix_kinds(path);
+            if excluded {
                 return;
             }
-            if matches_prefix(path, PREFIX_SENSITIVE) {
-                sensitive = 1;
-            }
+            sensitive = u32::from(is_sensitive);
         }
     }
     let write_intent = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) != 0;

@@ -682,17 +682,6 @@ fn finish(ctx: &TracePointContext) {
     entry.submit(0);
 }
 
-/// The entry program for one privilege syscall.
-macro_rules! privilege_syscall {
-    ($enter:ident, $op:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            stash(&ctx, $op);
-            0
-        }
-    };
-}
-
 /// The pending entry of the calling thread, if its op is in `range`.
 #[inline(always)]
 fn take_pending(range: core::ops::Range<u32>) -> Option<Pending> {
@@ -742,18 +731,30 @@ pub fn lumen_exit_file(ctx: TracePointContext) -> u32 {
     0
 }
 
-privilege_syscall!(lumen_enter_setuid, PrivOp::Setuid);
-privilege_syscall!(lumen_enter_setreuid, PrivOp::Setreuid);
-privilege_syscall!(lumen_enter_setresuid, PrivOp::Setresuid);
-privilege_syscall!(lumen_enter_setgid, PrivOp::Setgid);
-privilege_syscall!(lumen_enter_setregid, PrivOp::Setregid);
-privilege_syscall!(lumen_enter_setresgid, PrivOp::Setresgid);
-privilege_syscall!(lumen_enter_capset, PrivOp::Capset);
-privilege_syscall!(lumen_enter_ptrace, PrivOp::PtraceAttach);
-privilege_syscall!(lumen_enter_init_module, PrivOp::InitModule);
-privilege_syscall!(lumen_enter_finit_module, PrivOp::FinitModule);
-privilege_syscall!(lumen_enter_bpf, PrivOp::BpfProgLoad);
-privilege_syscall!(lumen_enter_mount, PrivOp::Mount);
+/// The entry program `$name` for one syscall: hands the tracepoint context
+/// and `$arg` (which syscall, in the family's terms) to `$handler`.
+macro_rules! entry_program {
+    ($handler:ident, $name:ident, $arg:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            $handler(&ctx, $arg);
+            0
+        }
+    };
+}
+
+entry_program!(stash, lumen_enter_setuid, PrivOp::Setuid);
+entry_program!(stash, lumen_enter_setreuid, PrivOp::Setreuid);
+entry_program!(stash, lumen_enter_setresuid, PrivOp::Setresuid);
+entry_program!(stash, lumen_enter_setgid, PrivOp::Setgid);
+entry_program!(stash, lumen_enter_setregid, PrivOp::Setregid);
+entry_program!(stash, lumen_enter_setresgid, PrivOp::Setresgid);
+entry_program!(stash, lumen_enter_capset, PrivOp::Capset);
+entry_program!(stash, lumen_enter_ptrace, PrivOp::PtraceAttach);
+entry_program!(stash, lumen_enter_init_module, PrivOp::InitModule);
+entry_program!(stash, lumen_enter_finit_module, PrivOp::FinitModule);
+entry_program!(stash, lumen_enter_bpf, PrivOp::BpfProgLoad);
+entry_program!(stash, lumen_enter_mount, PrivOp::Mount);
 
 /// Path prefixes: sensitive (reads reported) and excluded (nothing reported).
 #[map]
@@ -1089,50 +1090,28 @@ fn finish_file(ctx: &TracePointContext, o: &KernelOffsets, pending: &Pending) {
     entry.submit(0);
 }
 
-/// The entry program for one file syscall.
-macro_rules! file_syscall {
-    ($enter:ident, $call:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            stash_file(&ctx, $call);
-            0
-        }
-    };
-}
+entry_program!(stash_file, lumen_enter_open, FileCall::Open);
+entry_program!(stash_file, lumen_enter_openat, FileCall::Openat);
+entry_program!(stash_file, lumen_enter_openat2, FileCall::Openat2);
+entry_program!(stash_file, lumen_enter_creat, FileCall::Creat);
+entry_program!(stash_file, lumen_enter_unlink, FileCall::Unlink);
+entry_program!(stash_file, lumen_enter_unlinkat, FileCall::Unlinkat);
+entry_program!(stash_file, lumen_enter_rename, FileCall::Rename);
+entry_program!(stash_file, lumen_enter_renameat, FileCall::Renameat);
+entry_program!(stash_file, lumen_enter_renameat2, FileCall::Renameat);
+entry_program!(stash_file, lumen_enter_chmod, FileCall::Chmod);
+entry_program!(stash_file, lumen_enter_fchmod, FileCall::Fchmod);
+entry_program!(stash_file, lumen_enter_fchmodat, FileCall::Fchmodat);
+entry_program!(stash_file, lumen_enter_chown, FileCall::Chown);
+entry_program!(stash_file, lumen_enter_lchown, FileCall::Chown);
+entry_program!(stash_file, lumen_enter_fchown, FileCall::Fchown);
+entry_program!(stash_file, lumen_enter_fchownat, FileCall::Fchownat);
 
-file_syscall!(lumen_enter_open, FileCall::Open);
-file_syscall!(lumen_enter_openat, FileCall::Openat);
-file_syscall!(lumen_enter_openat2, FileCall::Openat2);
-file_syscall!(lumen_enter_creat, FileCall::Creat);
-file_syscall!(lumen_enter_unlink, FileCall::Unlink);
-file_syscall!(lumen_enter_unlinkat, FileCall::Unlinkat);
-file_syscall!(lumen_enter_rename, FileCall::Rename);
-file_syscall!(lumen_enter_renameat, FileCall::Renameat);
-file_syscall!(lumen_enter_renameat2, FileCall::Renameat);
-file_syscall!(lumen_enter_chmod, FileCall::Chmod);
-file_syscall!(lumen_enter_fchmod, FileCall::Fchmod);
-file_syscall!(lumen_enter_fchmodat, FileCall::Fchmodat);
-file_syscall!(lumen_enter_chown, FileCall::Chown);
-file_syscall!(lumen_enter_lchown, FileCall::Chown);
-file_syscall!(lumen_enter_fchown, FileCall::Fchown);
-file_syscall!(lumen_enter_fchownat, FileCall::Fchownat);
-
-/// The entry program for one socket syscall.
-macro_rules! socket_syscall {
-    ($enter:ident, $op:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            stash_net(&ctx, $op);
-            0
-        }
-    };
-}
-
-socket_syscall!(lumen_enter_connect, NetOp::Connect);
-socket_syscall!(lumen_enter_accept, NetOp::Accept);
-socket_syscall!(lumen_enter_accept4, NetOp::Accept);
-socket_syscall!(lumen_enter_bind, NetOp::Bind);
-socket_syscall!(lumen_enter_listen, NetOp::Listen);
+entry_program!(stash_net, lumen_enter_connect, NetOp::Connect);
+entry_program!(stash_net, lumen_enter_accept, NetOp::Accept);
+entry_program!(stash_net, lumen_enter_accept4, NetOp::Accept);
+entry_program!(stash_net, lumen_enter_bind, NetOp::Bind);
+entry_program!(stash_net, lumen_enter_listen, NetOp::Listen);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -390,21 +390,12 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
 
 fn credentials(w: &mut JsonWriter<'_>, key: &str, c: &Credentials) {
     w.object(key);
-    for (k, v) in [
-        ("uid", c.uid),
-        ("euid", c.euid),
-        ("suid", c.suid),
-        ("fsuid", c.fsuid),
-        ("gid", c.gid),
-        ("egid", c.egid),
-        ("sgid", c.sgid),
-        ("fsgid", c.fsgid),
-    ] {
+    for (k, v) in c.ids() {
         w.u64(k, u64::from(v));
     }
-    w.u64("cap_inheritable", c.cap_inheritable);
-    w.u64("cap_permitted", c.cap_permitted);
-    w.u64("cap_effective", c.cap_effective);
+    for (k, v) in c.caps() {
+        w.u64(k, v);
+    }
     w.end_object();
 }
 

@@ -361,6 +361,31 @@ pub struct Credentials {
     pub cap_effective: u64,
 }
 
+impl Credentials {
+    /// The ids, named as in `struct cred`.
+    pub fn ids(&self) -> [(&'static str, u32); 8] {
+        [
+            ("uid", self.uid),
+            ("euid", self.euid),
+            ("suid", self.suid),
+            ("fsuid", self.fsuid),
+            ("gid", self.gid),
+            ("egid", self.egid),
+            ("sgid", self.sgid),
+            ("fsgid", self.fsgid),
+        ]
+    }
+
+    /// The capability sets, as bit masks.
+    pub fn caps(&self) -> [(&'static str, u64); 3] {
+        [
+            ("cap_inheritable", self.cap_inheritable),
+            ("cap_permitted", self.cap_permitted),
+            ("cap_effective", self.cap_effective),
+        ]
+    }
+}
+
 /// How a process ended, decoded from the kernel's wait status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {

@@ -316,17 +316,7 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
         event,
         INFORMATIONAL,
     );
-    if n.succeeded() {
-        w.u64("status_id", 1);
-        w.str("status", "Success");
-    } else {
-        w.u64("status_id", 2);
-        w.str("status", "Failure");
-        let mut errno = itoa::Buffer::new();
-        let mut detail = String::from("errno ");
-        detail.push_str(errno.format(-n.result));
-        w.str("status_detail", &detail);
-    }
+    syscall_status(w, n.succeeded(), n.result);
     let pr = &n.process;
     let in_container = !pr.attribution.container_id.is_empty();
     let profiles: &[&str] = if in_container {
@@ -486,6 +476,20 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     w.end_object();
 }
 
+/// `status_id` Success, or Failure with the errno in `status_detail`.
+fn syscall_status(w: &mut JsonWriter<'_>, succeeded: bool, result: i64) {
+    if succeeded {
+        w.u64("status_id", 1);
+        w.str("status", "Success");
+    } else {
+        w.u64("status_id", 2);
+        w.str("status", "Failure");
+        let mut detail = String::from("errno ");
+        detail.push_str(itoa::Buffer::new().format(-result));
+        w.str("status_detail", &detail);
+    }
+}
+
 const KERNEL_EXTENSION_ACTIVITY: Class = Class {
     uid: 1002,
     name: "Kernel Extension Activity",
@@ -536,17 +540,7 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
         PrivilegeOp::Mount => (&FILE_SYSTEM_ACTIVITY, 12, "Mount"),
     };
     head(w, class, activity_id, activity_name, event, INFORMATIONAL);
-    if p.succeeded() {
-        w.u64("status_id", 1);
-        w.str("status", "Success");
-    } else {
-        w.u64("status_id", 2);
-        w.str("status", "Failure");
-        let mut errno = itoa::Buffer::new();
-        let mut detail = String::from("errno ");
-        detail.push_str(errno.format(-p.result));
-        w.str("status_detail", &detail);
-    }
+    syscall_status(w, p.succeeded(), p.result);
     let pr = &p.process;
     metadata(w, event, None, "ebpf", profiles(pr));
     device(w, event);
@@ -612,19 +606,12 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
     w.i64("result", p.result);
     for (key, c) in [("old_credentials", &p.old), ("new_credentials", &p.new)] {
         w.object(key);
-        for (k, v) in [
-            ("uid", c.uid),
-            ("euid", c.euid),
-            ("suid", c.suid),
-            ("gid", c.gid),
-            ("egid", c.egid),
-            ("sgid", c.sgid),
-        ] {
+        for (k, v) in c.ids() {
             w.u64(k, u64::from(v));
         }
-        w.u64("cap_permitted", c.cap_permitted);
-        w.u64("cap_effective", c.cap_effective);
-        w.u64("cap_inheritable", c.cap_inheritable);
+        for (k, v) in c.caps() {
+            w.u64(k, v);
+        }
         w.end_object();
     }
     if let Some(t) = p.bpf_prog_type {

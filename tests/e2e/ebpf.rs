@@ -316,3 +316,47 @@ fn a_process_started_before_lumen_is_known_as_a_parent_and_forks_are_seen() {
     let (status, _) = lumen.stop();
     assert!(status.success());
 }
+
+#[test]
+fn runs_with_only_cap_bpf_and_cap_perfmon() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("lumen.toml");
+    std::fs::write(
+        &config,
+        CONFIG.replace("{dir}", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    // Root, but with every capability dropped except these two.
+    let mut lumen = Command::new("setpriv")
+        .args(["--bounding-set", "-all,+bpf,+perfmon", "--inh-caps", "-all"])
+        .arg(crate::support::LUMEN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let marker = format!("lumen-minimal-caps-{}", std::process::id());
+    let ecs = dir.path().join("ecs.ndjson");
+    let start = std::time::Instant::now();
+    let mut seen = false;
+    while !seen && start.elapsed() < Duration::from_secs(60) {
+        let _ = Command::new("/bin/true").arg(&marker).status();
+        std::thread::sleep(Duration::from_millis(300));
+        seen = crate::support::read_ndjson(&ecs)
+            .iter()
+            .any(|e| e["process"]["args"][1] == marker.as_str());
+        assert!(
+            lumen.try_wait().unwrap().is_none(),
+            "lumen exited with only CAP_BPF + CAP_PERFMON"
+        );
+    }
+    // SAFETY: a signal to our own child (setpriv execs lumen in place).
+    unsafe { libc::kill(lumen.id() as i32, libc::SIGTERM) };
+    let status = crate::support::wait_timeout(&mut lumen, Duration::from_secs(30));
+    assert!(seen, "no exec event with only CAP_BPF + CAP_PERFMON");
+    assert!(status.success());
+}

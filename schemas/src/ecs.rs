@@ -501,22 +501,48 @@ fn attribution(w: &mut JsonWriter<'_>, pr: &crate::event::Process) {
         if let Some(rt) = at.runtime {
             w.str("runtime", rt.as_str());
         }
+        w.nonempty_str("name", pr.s(at.container_name));
+        if !at.image.is_empty() {
+            w.object("image");
+            w.str("name", pr.s(at.image));
+            w.end_object();
+        }
         w.end_object();
     }
     if !at.pod_uid.is_empty() {
         w.object("orchestrator");
         w.str("type", "kubernetes");
+        w.nonempty_str("namespace", pr.s(at.namespace));
         w.object("resource");
         w.str("type", "pod");
+        w.nonempty_str("name", pr.s(at.pod_name));
         w.end_object();
         w.end_object();
         w.object("kubernetes");
+        w.nonempty_str("namespace", pr.s(at.namespace));
         w.object("pod");
         w.str("uid", pr.s(at.pod_uid));
+        w.nonempty_str("name", pr.s(at.pod_name));
         if let Some(q) = at.qos_class {
             w.str("qos_class", q.as_str());
         }
         w.end_object();
+        if !at.container_name.is_empty() {
+            w.object("container");
+            w.str("name", pr.s(at.container_name));
+            w.end_object();
+        }
+        if !at.labels.is_empty() {
+            // As Elastic's Kubernetes metadata does: dots in keys become `_`.
+            w.object("labels");
+            let mut key = String::new();
+            for (k, v) in &at.labels {
+                key.clear();
+                key.extend(pr.s(*k).chars().map(|c| if c == '.' { '_' } else { c }));
+                w.str_with_data_key(&key, pr.s(*v));
+            }
+            w.end_object();
+        }
         w.end_object();
     }
 }

@@ -28,8 +28,8 @@ pub struct Host {
 
 #[derive(Clone, Debug)]
 pub enum EventKind {
-    /// A process started (exec) or ended (exit).
-    Process(ProcessEvent),
+    /// A process started (exec), forked or ended (exit).
+    Process(Box<ProcessEvent>),
     /// A call to the Kubernetes API server, from its audit log.
     ApiActivity(Box<ApiActivity>),
     /// A privilege-relevant syscall (credentials, capabilities, ptrace,
@@ -467,6 +467,13 @@ pub struct Attribution {
     /// Kubernetes pod UID.
     pub pod_uid: Str,
     pub qos_class: Option<QosClass>,
+    /// From the Kubernetes API (optional enrichment): pod name and
+    /// namespace, the pod's labels, the container's name and image.
+    pub pod_name: Str,
+    pub namespace: Str,
+    pub labels: Vec<(Str, Str)>,
+    pub container_name: Str,
+    pub image: Str,
     /// Namespace inode numbers (0: unknown).
     pub pid_ns: u32,
     pub mnt_ns: u32,

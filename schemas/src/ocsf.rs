@@ -249,6 +249,25 @@ fn process_object(
             w.str("pod_uuid", pr.s(at.pod_uid));
             w.str("orchestrator", "kubernetes");
         }
+        w.nonempty_str("name", pr.s(at.container_name));
+        if !at.image.is_empty() {
+            w.object("image");
+            w.str("name", pr.s(at.image));
+            w.str("uid", pr.s(at.image));
+            w.end_object();
+        }
+        if !at.labels.is_empty() {
+            w.array("labels");
+            let mut label = String::new();
+            for (k, v) in &at.labels {
+                label.clear();
+                label.push_str(pr.s(*k));
+                label.push('=');
+                label.push_str(pr.s(*v));
+                w.elem_str(&label);
+            }
+            w.end_array();
+        }
         w.end_object();
     }
     w.end_object();
@@ -262,6 +281,8 @@ fn unmapped_process(w: &mut JsonWriter<'_>, pr: &Process) {
     if !at.pod_uid.is_empty() {
         w.str("pod_uid", pr.s(at.pod_uid));
     }
+    w.nonempty_str("pod_name", pr.s(at.pod_name));
+    w.nonempty_str("namespace", pr.s(at.namespace));
     if let Some(q) = at.qos_class {
         w.str("pod_qos_class", q.as_str());
     }

@@ -100,12 +100,22 @@ fn process_events() -> Vec<Event> {
         let cgroup = push(text, "burstable/pod0f5a7c1e-1111-2222-3333-444455556666/abababababababababababababababababababababababababababababababab");
         let container_id = push(text, &"ab".repeat(32));
         let pod_uid = push(text, "0f5a7c1e-1111-2222-3333-444455556666");
+        let pod_name = push(text, "web-7d9f");
+        let namespace = push(text, "shop");
+        let labels = vec![(push(text, "app.kubernetes.io/name"), push(text, "web"))];
+        let container_name = push(text, "nginx");
+        let image = push(text, "nginx:1.27");
         in_pod.attribution = Attribution {
             cgroup,
             container_id,
             runtime: Some(ContainerRuntime::Runc),
             pod_uid,
             qos_class: Some(QosClass::Burstable),
+            pod_name,
+            namespace,
+            labels,
+            container_name,
+            image,
             pid_ns: 4026532200,
             mnt_ns: 4026532201,
             net_ns: 4026532202,
@@ -117,41 +127,41 @@ fn process_events() -> Vec<Event> {
             time: t,
             observed: t,
             host: host(),
-            kind: EventKind::Process(ProcessEvent {
+            kind: EventKind::Process(Box::new(ProcessEvent {
                 activity: ProcessActivity::Exec,
                 process: in_pod,
                 exit: None,
-            }),
+            })),
         },
         Event {
             time: t,
             observed: t,
             host: host(),
-            kind: EventKind::Process(ProcessEvent {
+            kind: EventKind::Process(Box::new(ProcessEvent {
                 activity: ProcessActivity::Exec,
                 process: process.clone(),
                 exit: None,
-            }),
+            })),
         },
         Event {
             time: t,
             observed: t,
             host: host(),
-            kind: EventKind::Process(ProcessEvent {
+            kind: EventKind::Process(Box::new(ProcessEvent {
                 activity: ProcessActivity::Fork,
                 process: process.clone(),
                 exit: None,
-            }),
+            })),
         },
         Event {
             time: t,
             observed: t,
             host: host(),
-            kind: EventKind::Process(ProcessEvent {
+            kind: EventKind::Process(Box::new(ProcessEvent {
                 activity: ProcessActivity::Exit,
                 process,
                 exit: Some(ExitStatus::from_wait_status(9)),
-            }),
+            })),
         },
     ]
 }

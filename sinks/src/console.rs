@@ -297,20 +297,20 @@ mod tests {
             ..Process::default()
         }
         .with_text("/bin/ls", "ls", &["ls", "-la"]);
-        let exec = event(EventKind::Process(ProcessEvent {
+        let exec = event(EventKind::Process(Box::new(ProcessEvent {
             activity: ProcessActivity::Exec,
             process: p.clone(),
             exit: None,
-        }));
+        })));
         assert_eq!(
             text_line(&exec),
             "2023-11-14T22:13:20.000000Z exec pid=5 ppid=1 uid=0 /bin/ls ls -la"
         );
-        let exit = event(EventKind::Process(ProcessEvent {
+        let exit = event(EventKind::Process(Box::new(ProcessEvent {
             activity: ProcessActivity::Exit,
             process: p,
             exit: Some(ExitStatus::from_wait_status(9)),
-        }));
+        })));
         assert_eq!(
             text_line(&exit),
             "2023-11-14T22:13:20.000000Z exit pid=5 ppid=1 ls signal=9"

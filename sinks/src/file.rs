@@ -214,7 +214,7 @@ mod tests {
             time: Timestamp(1_700_000_000_000_000_000),
             observed: Timestamp(1_700_000_000_000_000_000),
             host: Arc::new(Host::default()),
-            kind: EventKind::Process(ProcessEvent {
+            kind: EventKind::Process(Box::new(ProcessEvent {
                 activity: ProcessActivity::Exec,
                 process: Process {
                     pid,
@@ -222,7 +222,7 @@ mod tests {
                 }
                 .with_text("/bin/x", "x", &[&"x".repeat(100)]),
                 exit: None,
-            }),
+            })),
         }
     }
 

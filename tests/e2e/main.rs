@@ -11,6 +11,7 @@ mod containers;
 mod ebpf;
 mod files;
 mod filters;
+mod kubernetes;
 mod network;
 mod privilege;
 mod shutdown;

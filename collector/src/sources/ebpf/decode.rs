@@ -184,6 +184,7 @@ fn attribute(h: &RecordHeader, text: &mut String) -> Attribution {
         pid_ns: h.pid_ns,
         mnt_ns: h.mnt_ns,
         net_ns: h.net_ns,
+        ..Attribution::default()
     }
 }
 
@@ -208,22 +209,22 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             process.args_truncated = r.argv_full_len as usize > argv_len;
             Ok(Decoded {
                 ktime_ns: r.header.ktime_ns,
-                kind: EventKind::Process(ProcessEvent {
+                kind: EventKind::Process(Box::new(ProcessEvent {
                     activity: ProcessActivity::Exec,
                     process,
                     exit: None,
-                }),
+                })),
             })
         }
         Some(RecordKind::Exit) => {
             let r: ExitRecord = read(bytes)?;
             Ok(Decoded {
                 ktime_ns: r.header.ktime_ns,
-                kind: EventKind::Process(ProcessEvent {
+                kind: EventKind::Process(Box::new(ProcessEvent {
                     activity: ProcessActivity::Exit,
                     process: process_from(&r.header, &[], &[]),
                     exit: Some(ExitStatus::from_wait_status(r.exit_code)),
-                }),
+                })),
             })
         }
         Some(RecordKind::Fork) => {
@@ -237,11 +238,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             process.start_time_ns = r.child_start_time_ns;
             Ok(Decoded {
                 ktime_ns: r.header.ktime_ns,
-                kind: EventKind::Process(ProcessEvent {
+                kind: EventKind::Process(Box::new(ProcessEvent {
                     activity: ProcessActivity::Fork,
                     process,
                     exit: None,
-                }),
+                })),
             })
         }
         Some(RecordKind::Privilege) => {

@@ -11,6 +11,7 @@
 //! here uses tracepoints.
 
 pub mod decode;
+pub mod k8s_pods;
 pub mod offsets;
 pub mod process_cache;
 
@@ -63,6 +64,9 @@ pub struct EbpfSourceConfig {
     /// Report only tasks in containers (outside the host's mount namespace).
     #[serde(default)]
     pub containers_only: bool,
+    /// Optional pod metadata from the Kubernetes API.
+    #[serde(default)]
+    pub kubernetes: k8s_pods::KubernetesConfig,
     /// Task names (comm, at most 15 bytes) whose process, file and network
     /// events are dropped in the kernel. Privilege events are never dropped
     /// by comm: a process chooses its own name.
@@ -217,6 +221,8 @@ pub enum EbpfError {
     TooManyPrefixes(usize),
     #[error("exclude_comms: {0}")]
     BadComm(String),
+    #[error(transparent)]
+    Kubernetes(#[from] k8s_pods::KubernetesError),
     #[error("containers_only needs the host's mount namespace, but neither /proc/1/ns/mnt nor /proc/self/ns/mnt is readable")]
     HostNamespace,
 }
@@ -314,6 +320,7 @@ pub struct EbpfSource {
     metrics: Arc<ComponentMetrics>,
     boot_offset_ns: i64,
     cache: ProcessCache,
+    pods: Option<k8s_pods::PodCache>,
 }
 
 impl std::fmt::Debug for EbpfSource {
@@ -530,7 +537,13 @@ impl EbpfSource {
                 tracing::warn!(error = %e, "ebpf source: cannot read /proc; parents of older processes will be unknown")
             }
         }
+        let pods = if config.kubernetes.enabled {
+            Some(k8s_pods::start(&config.kubernetes)?)
+        } else {
+            None
+        };
         Ok(EbpfSource {
+            pods,
             cache,
             _ebpf: ebpf,
             ring,
@@ -555,6 +568,7 @@ impl EbpfSource {
             metrics,
             boot_offset_ns,
             cache,
+            pods,
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
         let (loss_tx, mut loss_rx) = tokio::sync::mpsc::channel::<LossReport>(64);
@@ -570,6 +584,7 @@ impl EbpfSource {
             metrics: metrics.clone(),
             boot_offset_ns,
             cache,
+            pods,
         };
         let mut batch = Vec::with_capacity(256);
         let mut safety_drain = tokio::time::interval(Duration::from_millis(250));
@@ -695,6 +710,18 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                     EventKind::File(f) => r.cache.annotate(&mut f.process),
                     EventKind::ApiActivity(_) | EventKind::Loss(_) => {}
                 }
+                if let Some(pods) = &r.pods {
+                    let process = match &mut d.kind {
+                        EventKind::Process(p) => Some(&mut p.process),
+                        EventKind::Privilege(p) => Some(&mut p.process),
+                        EventKind::Network(n) => Some(&mut n.process),
+                        EventKind::File(f) => Some(&mut f.process),
+                        EventKind::ApiActivity(_) | EventKind::Loss(_) => None,
+                    };
+                    if let Some(p) = process {
+                        k8s_pods::enrich(p, pods);
+                    }
+                }
                 let event = Event {
                     time: Timestamp(boot_offset_ns + d.ktime_ns as i64),
                     observed,
@@ -718,6 +745,7 @@ struct Reader {
     metrics: Arc<ComponentMetrics>,
     boot_offset_ns: i64,
     cache: ProcessCache,
+    pods: Option<k8s_pods::PodCache>,
 }
 
 /// Reads the kernel's per-CPU drop counters; logs and counts what is new.

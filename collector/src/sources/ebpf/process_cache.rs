@@ -23,6 +23,19 @@ pub struct Entry {
     pub argv: String,
 }
 
+impl Entry {
+    /// What the cache keeps of a process the kernel just described.
+    fn of(p: &lumen_schemas::event::Process) -> Entry {
+        Entry {
+            ppid: p.ppid,
+            start_time_ns: p.start_time_ns,
+            executable: p.executable().to_owned(),
+            name: p.name().to_owned(),
+            argv: p.argv.get(&p.text).to_owned(),
+        }
+    }
+}
+
 /// Live processes by pid.
 #[derive(Debug)]
 pub struct ProcessCache {
@@ -88,16 +101,7 @@ impl ProcessCache {
     pub fn enrich(&mut self, ev: &mut ProcessEvent) {
         let p = &mut ev.process;
         match ev.activity {
-            ProcessActivity::Exec => self.insert(
-                p.pid,
-                Entry {
-                    ppid: p.ppid,
-                    start_time_ns: p.start_time_ns,
-                    executable: p.executable().to_owned(),
-                    name: p.name().to_owned(),
-                    argv: p.argv.get(&p.text).to_owned(),
-                },
-            ),
+            ProcessActivity::Exec => self.insert(p.pid, Entry::of(p)),
             ProcessActivity::Fork => {
                 let image = self
                     .get(p.ppid)
@@ -106,16 +110,7 @@ impl ProcessCache {
                     p.executable = push(&mut p.text, &exe);
                     p.argv = push(&mut p.text, &argv);
                 }
-                self.insert(
-                    p.pid,
-                    Entry {
-                        ppid: p.ppid,
-                        start_time_ns: p.start_time_ns,
-                        executable: p.executable().to_owned(),
-                        name: p.name().to_owned(),
-                        argv: p.argv.get(&p.text).to_owned(),
-                    },
-                );
+                self.insert(p.pid, Entry::of(p));
             }
             ProcessActivity::Exit => {
                 if let Some(e) = self.remove(p.pid) {
@@ -127,6 +122,11 @@ impl ProcessCache {
                 }
             }
         }
+        self.fill_parent(p);
+    }
+
+    /// The parent's image and the ancestry, from the cache.
+    fn fill_parent(&self, p: &mut lumen_schemas::event::Process) {
         if let Some(parent) = self.entries.get(&p.ppid) {
             p.parent = ParentInfo {
                 executable: push(&mut p.text, &parent.executable),
@@ -152,15 +152,7 @@ impl ProcessCache {
                 p.argv = push(&mut p.text, &e.argv);
             }
         }
-        if let Some(parent) = self.entries.get(&p.ppid) {
-            p.parent = ParentInfo {
-                executable: push(&mut p.text, &parent.executable),
-                name: push(&mut p.text, &parent.name),
-                argv: push(&mut p.text, &parent.argv),
-                start_time_ns: parent.start_time_ns,
-            };
-        }
-        p.ancestry = self.ancestry(p.ppid);
+        self.fill_parent(p);
     }
 
     /// Seeds the cache from a procfs mount (normally `/proc`). Processes that

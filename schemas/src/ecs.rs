@@ -166,6 +166,15 @@ fn process_object(
     w.end_object();
 }
 
+/// `process.*`, `user.id` and the container/pod of the process that acted.
+fn acting_process(w: &mut JsonWriter<'_>, event: &Event, pr: &Process) {
+    process_object(w, event, pr, None);
+    w.object("user");
+    w.str("id", itoa::Buffer::new().format(pr.uid));
+    w.end_object();
+    attribution(w, pr);
+}
+
 /// `lumen.process.*` (inside an open `lumen` object).
 fn lumen_process(w: &mut JsonWriter<'_>, pr: &Process, exit_signal: Option<i32>) {
     w.object("process");
@@ -192,14 +201,6 @@ fn lumen_process(w: &mut JsonWriter<'_>, pr: &Process, exit_signal: Option<i32>)
     if let Some(sig) = exit_signal {
         w.i64("exit_signal", i64::from(sig));
     }
-    w.end_object();
-}
-
-fn endpoint(w: &mut JsonWriter<'_>, key: &str, addr: std::net::SocketAddr) {
-    let mut buf = [0u8; 48];
-    w.object(key);
-    w.str("ip", crate::json::ip_str(addr.ip(), &mut buf));
-    w.u64("port", u64::from(addr.port()));
     w.end_object();
 }
 
@@ -230,22 +231,18 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
     data_stream(w, "lumen.network");
     host(w, event, "host");
     let pr = &n.process;
-    process_object(w, event, pr, None);
+    acting_process(w, event, pr);
     let mut id = itoa::Buffer::new();
-    w.object("user");
-    w.str("id", id.format(pr.uid));
-    w.end_object();
-    attribution(w, pr);
     match (n.op, n.remote) {
         (NetworkOp::Connect, Some(remote)) => {
-            endpoint(w, "source", n.local);
-            endpoint(w, "destination", remote);
+            w.socket_addr("source", n.local);
+            w.socket_addr("destination", remote);
         }
         (NetworkOp::Accept, Some(remote)) => {
-            endpoint(w, "source", remote);
-            endpoint(w, "destination", n.local);
+            w.socket_addr("source", remote);
+            w.socket_addr("destination", n.local);
         }
-        _ => endpoint(w, "server", n.local),
+        _ => w.socket_addr("server", n.local),
     }
     w.object("network");
     w.str("type", if n.is_ipv6() { "ipv6" } else { "ipv4" });
@@ -312,12 +309,8 @@ fn file(w: &mut JsonWriter<'_>, event: &Event, f: &FileEvent) {
     data_stream(w, "lumen.file");
     host(w, event, "host");
     let pr = &f.process;
-    process_object(w, event, pr, None);
+    acting_process(w, event, pr);
     let mut id = itoa::Buffer::new();
-    w.object("user");
-    w.str("id", id.format(pr.uid));
-    w.end_object();
-    attribution(w, pr);
     w.object("file");
     let path = pr.s(f.path);
     let new_path = pr.s(f.new_path);

@@ -148,6 +148,16 @@ impl<'a> JsonWriter<'a> {
         write_escaped(self.out, value);
     }
 
+    /// `"key":{"ip":"…","port":N}` — a socket address (ECS and OCSF both
+    /// write endpoints this way).
+    pub fn socket_addr(&mut self, key: &str, addr: std::net::SocketAddr) {
+        let mut buf = [0u8; 48];
+        self.object(key);
+        self.str("ip", ip_str(addr.ip(), &mut buf));
+        self.u64("port", u64::from(addr.port()));
+        self.end_object();
+    }
+
     /// A signed integer element of an array.
     pub fn elem_i64(&mut self, value: i64) {
         self.separator();

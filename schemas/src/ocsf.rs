@@ -309,14 +309,6 @@ const NETWORK_ACTIVITY: Class = Class {
     category_name: "Network Activity",
 };
 
-fn endpoint(w: &mut JsonWriter<'_>, key: &str, addr: std::net::SocketAddr) {
-    let mut buf = [0u8; 48];
-    w.object(key);
-    w.str("ip", crate::json::ip_str(addr.ip(), &mut buf));
-    w.u64("port", u64::from(addr.port()));
-    w.end_object();
-}
-
 /// Network Activity (4001): connect → Open (1), or Refuse (5) on
 /// ECONNREFUSED, Fail (4) on other errors; accept → Open; listen → Listen
 /// (7); bind → Other (99) "Bind". `actor` and `device` come with the `host`
@@ -352,14 +344,14 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
     w.end_object();
     match (n.op, n.remote) {
         (NetworkOp::Connect, Some(remote)) => {
-            endpoint(w, "src_endpoint", n.local);
-            endpoint(w, "dst_endpoint", remote);
+            w.socket_addr("src_endpoint", n.local);
+            w.socket_addr("dst_endpoint", remote);
         }
         (NetworkOp::Accept, Some(remote)) => {
-            endpoint(w, "src_endpoint", remote);
-            endpoint(w, "dst_endpoint", n.local);
+            w.socket_addr("src_endpoint", remote);
+            w.socket_addr("dst_endpoint", n.local);
         }
-        _ => endpoint(w, "dst_endpoint", n.local),
+        _ => w.socket_addr("dst_endpoint", n.local),
     }
     w.object("connection_info");
     match n.op {

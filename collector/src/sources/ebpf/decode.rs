@@ -154,14 +154,20 @@ fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
 
 /// Cgroup path tail, container and pod from the record's cgroup names.
 fn attribute(h: &RecordHeader, text: &mut String) -> Attribution {
-    let names: Vec<String> = h
-        .cgroup_names
-        .iter()
-        .map(|n| String::from_utf8_lossy(until_nul(n)).into_owned())
-        .filter(|n| !n.is_empty() && n != "/")
-        .collect();
-    let leaf_first: Vec<&str> = names.iter().map(String::as_str).collect();
-    let parsed = crate::attribution::parse(&leaf_first);
+    // Cgroup names are ASCII; a name that is not UTF-8 is skipped.
+    let mut names = [""; lumen_common::CGROUP_LEVELS];
+    let mut count = 0;
+    for raw in &h.cgroup_names {
+        match std::str::from_utf8(until_nul(raw)) {
+            Ok(n) if !n.is_empty() && n != "/" => {
+                names[count] = n;
+                count += 1;
+            }
+            _ => {}
+        }
+    }
+    let leaf_first = &names[..count];
+    let parsed = crate::attribution::parse(leaf_first);
     let start = text.len();
     for (i, n) in leaf_first.iter().rev().enumerate() {
         if i > 0 {

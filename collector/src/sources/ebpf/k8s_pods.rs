@@ -67,7 +67,10 @@ pub fn enrich(p: &mut lumen_schemas::event::Process, pods: &PodCache) {
     let Some(info) = pods.get(p.s(at.pod_uid)) else {
         return;
     };
-    let container_id = p.s(at.container_id).to_owned();
+    let container = info
+        .containers
+        .iter()
+        .find(|(id, _, _)| id.as_str() == p.s(at.container_id));
     let text = &mut p.text;
     let at = &mut p.attribution;
     at.pod_name = push(text, &info.name);
@@ -77,11 +80,7 @@ pub fn enrich(p: &mut lumen_schemas::event::Process, pods: &PodCache) {
         .iter()
         .map(|(k, v)| (push(text, k), push(text, v)))
         .collect();
-    if let Some((_, name, image)) = info
-        .containers
-        .iter()
-        .find(|(id, _, _)| *id == container_id)
-    {
+    if let Some((_, name, image)) = container {
         at.container_name = push(text, name);
         at.image = push(text, image);
     }

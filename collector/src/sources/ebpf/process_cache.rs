@@ -144,10 +144,12 @@ impl ProcessCache {
         if p.executable.is_empty() {
             // The cached image is this process's only if its name matches
             // the kernel's comm (an exec the cache missed changes the comm).
-            let comm = p.name().to_owned();
-            let same_image =
-                |e: &&Entry| comm.is_empty() || e.name.as_bytes().starts_with(comm.as_bytes());
-            if let Some(e) = self.entries.get(&p.pid).filter(same_image) {
+            let comm = p.name();
+            let cached = self
+                .entries
+                .get(&p.pid)
+                .filter(|e| comm.is_empty() || e.name.as_bytes().starts_with(comm.as_bytes()));
+            if let Some(e) = cached {
                 p.executable = push(&mut p.text, &e.executable);
                 p.argv = push(&mut p.text, &e.argv);
             }

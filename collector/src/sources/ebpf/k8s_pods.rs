@@ -262,6 +262,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn misconfiguration_is_refused_with_the_reason() {
+        let base = KubernetesConfig {
+            enabled: true,
+            ..KubernetesConfig::default()
+        };
+        let e = start(&base).unwrap_err().to_string();
+        assert!(e.contains("`node_name` is required"), "{e}");
+        let bad = KubernetesConfig {
+            node_name: Some("node-1".into()),
+            endpoint: Some("not a url".into()),
+            ..base
+        };
+        let e = start(&bad).unwrap_err().to_string();
+        assert!(e.contains("invalid endpoint \"not a url\""), "{e}");
+    }
+
+    #[test]
     fn pod_info_takes_names_labels_and_container_ids_without_scheme() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1", "labels": {"app": "web"}},

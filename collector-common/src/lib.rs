@@ -285,6 +285,17 @@ pub struct ProcFilter {
     pub comms: [[u8; COMM_LEN]; EXCLUDED_COMMS],
 }
 
+/// How the programs wake the reader (the `RING` map, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RingConfig {
+    /// 0: wake the reader for every record it has not caught up with (the
+    /// kernel's default). Otherwise: no wakeup while fewer than this many
+    /// bytes wait (the reader drains on a timer), a forced one from then on.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
+}
+
 /// Path prefixes for in-kernel filtering of file events.
 pub const PREFIX_SLOTS: u32 = 16;
 pub const PREFIX_MAX: usize = 64;
@@ -529,6 +540,8 @@ mod pod {
     unsafe impl aya::Pod for super::Pending {}
     // SAFETY: plain-old-data.
     unsafe impl aya::Pod for super::PathPrefix {}
+    // SAFETY: plain-old-data with explicit padding.
+    unsafe impl aya::Pod for super::RingConfig {}
     // SAFETY: plain-old-data with explicit padding.
     unsafe impl aya::Pod for super::ProcFilter {}
 }

@@ -22,7 +22,7 @@ use core::ffi::c_void;
 use lumen_common::{
     drop_index, Creds, ExecRecord, ExitRecord, FileOp, FileRecord, ForkRecord, KernelOffsets,
     NetOp, NetRecord, PathPrefix, Pending, PrivOp, PrivRecord, ProcFilter, RecordHeader,
-    RecordKind, WalkedPath, ARGV_MAX, CGROUP_LEVELS, CGROUP_NAME_MAX, COMPONENT_MAX,
+    RecordKind, RingConfig, WalkedPath, ARGV_MAX, CGROUP_LEVELS, CGROUP_NAME_MAX, COMPONENT_MAX,
     EXCLUDED_COMMS, PATH_COMPONENTS, PATH_MAX, PATH_TAIL_MAX, PREFIX_EXCLUDED, PREFIX_MAX,
     PREFIX_SENSITIVE, PREFIX_SLOTS, SOCKADDR_MAX,
 };
@@ -84,6 +84,29 @@ fn filtered_out(o: &KernelOffsets, by_comm: bool) -> bool {
         }
     }
     false
+}
+
+/// How records wake the reader, index 0, written by user space.
+#[map]
+static RING: Array<RingConfig> = Array::with_max_entries(1, 0);
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Flags for submitting a record: see [`RingConfig`]. Waking the reader
+/// per record costs user space far more than reading a batch.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    let threshold = match RING.get(0) {
+        Some(r) if r.wakeup_bytes != 0 => u64::from(r.wakeup_bytes),
+        _ => return 0,
+    };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }
 
 #[inline(always)]
@@ -260,7 +283,7 @@ pub fn lumen_exec(ctx: TracePointContext) -> u32 {
         (*rec).argv_len = if rc == 0 { len as u32 } else { 0 };
         (*rec)._pad = 0;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     0
 }
 
@@ -287,7 +310,7 @@ pub fn lumen_exit(_ctx: TracePointContext) -> u32 {
         (*rec).exit_code = read_kernel(task, o.task_exit_code);
         (*rec)._pad = 0;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     0
 }
 
@@ -320,7 +343,7 @@ pub fn lumen_fork(ctx: RawTracePointContext) -> i32 {
         (*rec)._pad = 0;
         (*rec).child_start_time_ns = read_kernel(child, o.task_start_time);
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     0
 }
 
@@ -330,6 +353,30 @@ static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0
 
 /// `syscalls:sys_enter_*` records: args at 16 + 8*i; `sys_exit_*`: ret at 16.
 const SYSCALL_ARGS: usize = 16;
+
+/// The `N` arguments of a `syscalls:sys_enter_*` record (the rest zero).
+/// Direct loads: the record is the program's context (a probe-read helper
+/// per argument cost more than the rest of a filtered-out call). `N` must
+/// be the syscall's argument count: the kernel refuses to attach a program
+/// that reads past the end of the tracepoint's record.
+#[inline(always)]
+fn tp_args<const N: usize>(ctx: &TracePointContext) -> [u64; 6] {
+    let p = ctx.as_ptr() as *const u64;
+    let mut args = [0u64; 6];
+    for (i, a) in args.iter_mut().enumerate().take(N) {
+        // SAFETY: the record holds N u64 arguments after its 16-byte header
+        // (common fields and the syscall number).
+        *a = unsafe { *p.add(SYSCALL_ARGS / 8 + i) };
+    }
+    args
+}
+
+/// The return value in a `syscalls:sys_exit_*` record.
+#[inline(always)]
+fn tp_ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: the exit record's first field after the 16-byte header is `ret`.
+    unsafe { *(ctx.as_ptr() as *const i64).add(SYSCALL_ARGS / 8) }
+}
 
 const PTRACE_ATTACH: u64 = 16;
 const PTRACE_SEIZE: u64 = 0x4206;
@@ -365,15 +412,10 @@ unsafe fn read_creds(o: &KernelOffsets) -> Creds {
 
 /// At a socket syscall's entry: keep its arguments.
 #[inline(always)]
-fn stash_net(ctx: &TracePointContext, op: NetOp) {
+fn stash_net(args: [u64; 6], op: NetOp) {
     let Some(o) = offsets() else { return };
     if filtered_out(o, true) {
         return;
-    }
-    let mut args = [0u64; 6];
-    for (i, a) in args.iter_mut().enumerate() {
-        // SAFETY: syscall tracepoint records hold six u64 arguments.
-        *a = unsafe { ctx.read_at(SYSCALL_ARGS + 8 * i) }.unwrap_or(0);
     }
     let pending = Pending {
         op: op as u32,
@@ -394,9 +436,7 @@ const AF_INET6: u16 = 10;
 
 /// At a socket syscall's exit: the socket's 5-tuple, for IPv4/IPv6 only.
 #[inline(always)]
-fn finish_net(ctx: &TracePointContext, o: &KernelOffsets, pending: &Pending) {
-    // SAFETY: the exit record's first field after the header is `ret`.
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_ARGS) }.unwrap_or(0);
+fn finish_net(ret: i64, o: &KernelOffsets, pending: &Pending) {
     // accept returns the new socket; the others act on their first argument.
     let fd = if pending.op == NetOp::Accept as u32 {
         if ret < 0 {
@@ -474,7 +514,7 @@ fn finish_net(ctx: &TracePointContext, o: &KernelOffsets, pending: &Pending) {
             );
         }
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 /// Reads `N` bytes at `base + offset` from kernel memory; zeros if unreadable.
@@ -497,16 +537,11 @@ unsafe fn read_kernel_bytes<const N: usize>(base: *const u8, offset: u32) -> [u8
 
 /// At a syscall's entry: keep its arguments and the caller's credentials.
 #[inline(always)]
-fn stash(ctx: &TracePointContext, op: PrivOp) {
+fn stash(mut args: [u64; 6], op: PrivOp) {
     let Some(o) = offsets() else { return };
     // comm is chosen by the process: privilege events are never excluded by it.
     if filtered_out(o, false) {
         return;
-    }
-    let mut args = [0u64; 6];
-    for (i, a) in args.iter_mut().enumerate() {
-        // SAFETY: syscall tracepoint records hold six u64 arguments.
-        *a = unsafe { ctx.read_at(SYSCALL_ARGS + 8 * i) }.unwrap_or(0);
     }
     let interesting = match op {
         PrivOp::PtraceAttach => args[0] == PTRACE_ATTACH || args[0] == PTRACE_SEIZE,
@@ -630,7 +665,7 @@ unsafe fn fd_file_name(dst: &mut [u8], o: &KernelOffsets, fd: u64) {
 /// At a syscall's exit: report it with its outcome and the credentials
 /// before and after.
 #[inline(always)]
-fn finish(ctx: &TracePointContext) {
+fn finish(ret: i64) {
     let Some(o) = offsets() else { return };
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
@@ -651,7 +686,7 @@ fn finish(ctx: &TracePointContext) {
         fill_header(&mut (*rec).header, RecordKind::Privilege, o);
         (*rec).op = pending.op;
         (*rec)._pad = 0;
-        (*rec).ret = ctx.read_at(SYSCALL_ARGS).unwrap_or(0);
+        (*rec).ret = ret;
         (*rec).args = [
             pending.args[0],
             pending.args[1],
@@ -679,7 +714,7 @@ fn finish(ctx: &TracePointContext) {
             str1[16] = 0;
         }
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 /// The pending entry of the calling thread, if its op is in `range`.
@@ -700,7 +735,7 @@ fn take_pending(range: core::ops::Range<u32>) -> Option<Pending> {
 
 #[tracepoint]
 pub fn lumen_exit_privilege(ctx: TracePointContext) -> u32 {
-    finish(&ctx);
+    finish(tp_ret(&ctx));
     0
 }
 
@@ -708,7 +743,7 @@ pub fn lumen_exit_privilege(ctx: TracePointContext) -> u32 {
 pub fn lumen_exit_network(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
     if let Some(p) = take_pending(100..200) {
-        finish_net(&ctx, o, &p);
+        finish_net(tp_ret(&ctx), o, &p);
     }
     0
 }
@@ -717,7 +752,7 @@ pub fn lumen_exit_network(ctx: TracePointContext) -> u32 {
 pub fn lumen_exit_open(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
     if let Some(p) = take_pending(FileOp::Open as u32..FileOp::Open as u32 + 1) {
-        finish_file(&ctx, o, &p);
+        finish_file(tp_ret(&ctx), o, &p);
     }
     0
 }
@@ -726,35 +761,35 @@ pub fn lumen_exit_open(ctx: TracePointContext) -> u32 {
 pub fn lumen_exit_file(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
     if let Some(p) = take_pending(FileOp::Open as u32 + 1..300) {
-        finish_file(&ctx, o, &p);
+        finish_file(tp_ret(&ctx), o, &p);
     }
     0
 }
 
-/// The entry program `$name` for one syscall: hands the tracepoint context
-/// and `$arg` (which syscall, in the family's terms) to `$handler`.
+/// The entry program `$name` for one syscall of `$nargs` arguments: hands
+/// them and `$arg` (which syscall, in the family's terms) to `$handler`.
 macro_rules! entry_program {
-    ($handler:ident, $name:ident, $arg:expr) => {
+    ($handler:ident, $name:ident, $arg:expr, $nargs:literal) => {
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
-            $handler(&ctx, $arg);
+            $handler(tp_args::<$nargs>(&ctx), $arg);
             0
         }
     };
 }
 
-entry_program!(stash, lumen_enter_setuid, PrivOp::Setuid);
-entry_program!(stash, lumen_enter_setreuid, PrivOp::Setreuid);
-entry_program!(stash, lumen_enter_setresuid, PrivOp::Setresuid);
-entry_program!(stash, lumen_enter_setgid, PrivOp::Setgid);
-entry_program!(stash, lumen_enter_setregid, PrivOp::Setregid);
-entry_program!(stash, lumen_enter_setresgid, PrivOp::Setresgid);
-entry_program!(stash, lumen_enter_capset, PrivOp::Capset);
-entry_program!(stash, lumen_enter_ptrace, PrivOp::PtraceAttach);
-entry_program!(stash, lumen_enter_init_module, PrivOp::InitModule);
-entry_program!(stash, lumen_enter_finit_module, PrivOp::FinitModule);
-entry_program!(stash, lumen_enter_bpf, PrivOp::BpfProgLoad);
-entry_program!(stash, lumen_enter_mount, PrivOp::Mount);
+entry_program!(stash, lumen_enter_setuid, PrivOp::Setuid, 1);
+entry_program!(stash, lumen_enter_setreuid, PrivOp::Setreuid, 2);
+entry_program!(stash, lumen_enter_setresuid, PrivOp::Setresuid, 3);
+entry_program!(stash, lumen_enter_setgid, PrivOp::Setgid, 1);
+entry_program!(stash, lumen_enter_setregid, PrivOp::Setregid, 2);
+entry_program!(stash, lumen_enter_setresgid, PrivOp::Setresgid, 3);
+entry_program!(stash, lumen_enter_capset, PrivOp::Capset, 2);
+entry_program!(stash, lumen_enter_ptrace, PrivOp::PtraceAttach, 4);
+entry_program!(stash, lumen_enter_init_module, PrivOp::InitModule, 3);
+entry_program!(stash, lumen_enter_finit_module, PrivOp::FinitModule, 3);
+entry_program!(stash, lumen_enter_bpf, PrivOp::BpfProgLoad, 3);
+entry_program!(stash, lumen_enter_mount, PrivOp::Mount, 5);
 
 /// Path prefixes: sensitive (reads reported) and excluded (nothing reported).
 #[map]
@@ -885,7 +920,10 @@ fn prefix_kinds(path: &[u8; PATH_TAIL_MAX]) -> (bool, bool) {
             continue;
         };
         let plen = p.len as usize;
-        if plen == 0 || plen > PREFIX_MAX {
+        if plen == 0 {
+            break; // user space fills the slots in order
+        }
+        if plen > PREFIX_MAX {
             continue;
         }
         let mut equal = true;
@@ -941,17 +979,11 @@ enum FileCall {
     Fchownat,
 }
 
+/// The file call `a` (its raw arguments), normalized, if it is to be
+/// reported: not under an excluded prefix, and for an open, with write
+/// intent or on a sensitive path. The caller checks `filtered_out`.
 #[inline(always)]
-fn stash_file(ctx: &TracePointContext, call: FileCall) {
-    let Some(o) = offsets() else { return };
-    if filtered_out(o, true) {
-        return;
-    }
-    let mut a = [0u64; 6];
-    for (i, v) in a.iter_mut().enumerate() {
-        // SAFETY: syscall tracepoint records hold six u64 arguments.
-        *v = unsafe { ctx.read_at(SYSCALL_ARGS + 8 * i) }.unwrap_or(0);
-    }
+fn file_wanted(a: [u64; 6], call: FileCall) -> Option<Pending> {
     let cwd = AT_FDCWD;
     let (op, args) = match call {
         FileCall::Open => (FileOp::Open, [cwd, a[0], a[1], a[2], 0, 0]),
@@ -985,9 +1017,7 @@ fn stash_file(ctx: &TracePointContext, call: FileCall) {
     // paths stop here; a read-only open goes on only if sensitive.
     let mut sensitive = 0u32;
     if args[1] != 0 {
-        let Some(buf) = SCRATCH.get_ptr_mut(0) else {
-            return;
-        };
+        let buf = SCRATCH.get_ptr_mut(0)?;
         // SAFETY: per-CPU scratch; the helper validates the user address.
         // Only the first PREFIX_MAX bytes matter for the prefixes; bytes after
         // the NUL may be stale, which cannot make a match (a prefix holds no
@@ -1004,20 +1034,33 @@ fn stash_file(ctx: &TracePointContext, call: FileCall) {
         if read > 1 && path[0] == b'/' {
             let (excluded, is_sensitive) = prefix_kinds(path);
             if excluded {
-                return;
+                return None;
             }
             sensitive = u32::from(is_sensitive);
         }
     }
     let write_intent = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) != 0;
     if op == FileOp::Open && !write_intent && sensitive == 0 {
-        return;
+        return None;
     }
-    let pending = Pending {
+    Some(Pending {
         op: op as u32,
         _pad: sensitive,
         args,
         old: Creds::default(),
+    })
+}
+
+/// At a file syscall's entry (tracepoint hooks): keep what `file_wanted`
+/// keeps for the exit.
+#[inline(always)]
+fn stash_file(args: [u64; 6], call: FileCall) {
+    let Some(o) = offsets() else { return };
+    if filtered_out(o, true) {
+        return;
+    }
+    let Some(pending) = file_wanted(args, call) else {
+        return;
     };
     if PENDING
         .insert(&bpf_get_current_pid_tgid(), &pending, 0)
@@ -1029,9 +1072,7 @@ fn stash_file(ctx: &TracePointContext, call: FileCall) {
 
 /// At a file syscall's exit: successful calls only (entry filtered the rest).
 #[inline(always)]
-fn finish_file(ctx: &TracePointContext, o: &KernelOffsets, pending: &Pending) {
-    // SAFETY: the exit record's first field after the header is `ret`.
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_ARGS) }.unwrap_or(-1);
+fn finish_file(ret: i64, o: &KernelOffsets, pending: &Pending) {
     if ret < 0 {
         return;
     }
@@ -1087,31 +1128,31 @@ fn finish_file(ctx: &TracePointContext, o: &KernelOffsets, pending: &Pending) {
         (*rec).sensitive = pending._pad;
         (*rec).ret = ret;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
-entry_program!(stash_file, lumen_enter_open, FileCall::Open);
-entry_program!(stash_file, lumen_enter_openat, FileCall::Openat);
-entry_program!(stash_file, lumen_enter_openat2, FileCall::Openat2);
-entry_program!(stash_file, lumen_enter_creat, FileCall::Creat);
-entry_program!(stash_file, lumen_enter_unlink, FileCall::Unlink);
-entry_program!(stash_file, lumen_enter_unlinkat, FileCall::Unlinkat);
-entry_program!(stash_file, lumen_enter_rename, FileCall::Rename);
-entry_program!(stash_file, lumen_enter_renameat, FileCall::Renameat);
-entry_program!(stash_file, lumen_enter_renameat2, FileCall::Renameat);
-entry_program!(stash_file, lumen_enter_chmod, FileCall::Chmod);
-entry_program!(stash_file, lumen_enter_fchmod, FileCall::Fchmod);
-entry_program!(stash_file, lumen_enter_fchmodat, FileCall::Fchmodat);
-entry_program!(stash_file, lumen_enter_chown, FileCall::Chown);
-entry_program!(stash_file, lumen_enter_lchown, FileCall::Chown);
-entry_program!(stash_file, lumen_enter_fchown, FileCall::Fchown);
-entry_program!(stash_file, lumen_enter_fchownat, FileCall::Fchownat);
+entry_program!(stash_file, lumen_enter_open, FileCall::Open, 3);
+entry_program!(stash_file, lumen_enter_openat, FileCall::Openat, 4);
+entry_program!(stash_file, lumen_enter_openat2, FileCall::Openat2, 4);
+entry_program!(stash_file, lumen_enter_creat, FileCall::Creat, 2);
+entry_program!(stash_file, lumen_enter_unlink, FileCall::Unlink, 1);
+entry_program!(stash_file, lumen_enter_unlinkat, FileCall::Unlinkat, 3);
+entry_program!(stash_file, lumen_enter_rename, FileCall::Rename, 2);
+entry_program!(stash_file, lumen_enter_renameat, FileCall::Renameat, 4);
+entry_program!(stash_file, lumen_enter_renameat2, FileCall::Renameat, 5);
+entry_program!(stash_file, lumen_enter_chmod, FileCall::Chmod, 2);
+entry_program!(stash_file, lumen_enter_fchmod, FileCall::Fchmod, 2);
+entry_program!(stash_file, lumen_enter_fchmodat, FileCall::Fchmodat, 3);
+entry_program!(stash_file, lumen_enter_chown, FileCall::Chown, 3);
+entry_program!(stash_file, lumen_enter_lchown, FileCall::Chown, 3);
+entry_program!(stash_file, lumen_enter_fchown, FileCall::Fchown, 3);
+entry_program!(stash_file, lumen_enter_fchownat, FileCall::Fchownat, 5);
 
-entry_program!(stash_net, lumen_enter_connect, NetOp::Connect);
-entry_program!(stash_net, lumen_enter_accept, NetOp::Accept);
-entry_program!(stash_net, lumen_enter_accept4, NetOp::Accept);
-entry_program!(stash_net, lumen_enter_bind, NetOp::Bind);
-entry_program!(stash_net, lumen_enter_listen, NetOp::Listen);
+entry_program!(stash_net, lumen_enter_connect, NetOp::Connect, 3);
+entry_program!(stash_net, lumen_enter_accept, NetOp::Accept, 3);
+entry_program!(stash_net, lumen_enter_accept4, NetOp::Accept, 4);
+entry_program!(stash_net, lumen_enter_bind, NetOp::Bind, 3);
+entry_program!(stash_net, lumen_enter_listen, NetOp::Listen, 2);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,7 +1,9 @@
 //! Container and pod attribution with a real container: runc, a busybox
 //! rootfs, and a cgroup at the kubelet's path for a Burstable pod.
 
-use crate::support::{is_root, random_container_id, wait_for_events, Container, Lumen};
+use crate::support::{
+    is_root, random_container_id, wait_for_events, wait_for_process_event, Container, Lumen,
+};
 use std::time::Duration;
 
 const CONFIG: &str = r#"
@@ -74,14 +76,7 @@ fn a_short_lived_runc_container_is_attributed_to_its_container_and_pod() {
 
     // Every event of the container's processes is attributed, exits too.
     let pid = exec["process"]["pid"].as_u64().unwrap();
-    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
-        evs.iter()
-            .any(|e| e["process"]["pid"].as_u64() == Some(pid) && e["event"]["action"] == "exit")
-    });
-    let exit = events
-        .iter()
-        .find(|e| e["process"]["pid"].as_u64() == Some(pid) && e["event"]["action"] == "exit")
-        .unwrap();
+    let exit = wait_for_process_event(&lumen.path("ecs.ndjson"), pid, "exit");
     assert_eq!(exit["container"]["id"], container_id.as_str());
 
     // OCSF: process.container with the container profile declared.

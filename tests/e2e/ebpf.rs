@@ -2,7 +2,7 @@
 //! argv must produce exec and exit events with the right pid, ppid, argv and
 //! exit code. Needs root (CI runs as root).
 
-use crate::support::{is_root, wait_for_events, Lumen};
+use crate::support::{is_root, wait_for_events, wait_for_process_event, Lumen};
 use std::process::Command;
 use std::time::Duration;
 
@@ -113,14 +113,7 @@ fn a_process_killed_by_a_signal_reports_the_signal() {
     std::thread::sleep(Duration::from_millis(100));
     child.kill().unwrap();
     child.wait().unwrap();
-    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
-        evs.iter()
-            .any(|e| e["process"]["pid"].as_u64() == Some(pid) && e["event"]["action"] == "exit")
-    });
-    let exit = events
-        .iter()
-        .find(|e| e["process"]["pid"].as_u64() == Some(pid) && e["event"]["action"] == "exit")
-        .unwrap();
+    let exit = wait_for_process_event(&lumen.path("ecs.ndjson"), pid, "exit");
     assert_eq!(exit["lumen"]["process"]["exit_signal"], 9);
     assert_eq!(exit["process"]["exit_code"], 137);
     let (status, _) = lumen.stop();
@@ -159,6 +152,26 @@ fn without_privileges_the_ebpf_source_fails_with_a_clear_reason() {
         stderr.contains("needs root, or CAP_BPF, CAP_PERFMON"),
         "{stderr}"
     );
+}
+
+#[test]
+fn with_a_wakeup_per_record_events_arrive_too() {
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    // poll_interval_ms = 0: the kernel wakes Lumen for every record instead
+    // of Lumen draining on a timer.
+    let config = CONFIG.replace("type = \"ebpf\"", "type = \"ebpf\"\npoll_interval_ms = 0");
+    let mut lumen = Lumen::start(&config);
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "exit 3"])
+        .spawn()
+        .unwrap();
+    let pid = child.id() as u64;
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    let exit = wait_for_process_event(&lumen.path("ecs.ndjson"), pid, "exit");
+    assert_eq!(exit["process"]["exit_code"], 3);
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
 }
 
 #[test]

@@ -186,6 +186,16 @@ pub fn wait_for_events(
     }
 }
 
+/// Waits for the ECS event of process `pid` with `event.action` = `action`
+/// in an NDJSON file, and returns it.
+pub fn wait_for_process_event(path: &Path, pid: u64, action: &str) -> serde_json::Value {
+    let matches = |e: &serde_json::Value| {
+        e["process"]["pid"].as_u64() == Some(pid) && e["event"]["action"] == action
+    };
+    let events = wait_for_events(path, Duration::from_secs(20), |evs| evs.iter().any(matches));
+    events.into_iter().find(matches).unwrap()
+}
+
 pub fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }

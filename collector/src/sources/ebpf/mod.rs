@@ -21,8 +21,8 @@ use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{
-    drop_index, KernelOffsets, PathPrefix, ProcFilter, COMM_LEN, EXCLUDED_COMMS, PREFIX_EXCLUDED,
-    PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
+    drop_index, KernelOffsets, PathPrefix, ProcFilter, RingConfig, COMM_LEN, EXCLUDED_COMMS,
+    PREFIX_EXCLUDED, PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
 };
 use lumen_schemas::event::{Host, LossReport};
 use lumen_schemas::time::Timestamp;
@@ -51,6 +51,12 @@ pub struct EbpfSourceConfig {
     /// Larger absorbs longer bursts before records are dropped.
     #[serde(default = "default_ring_buffer_bytes")]
     pub ring_buffer_bytes: u32,
+    /// Milliseconds between reads of the ring buffer: records wait there
+    /// (the kernel does not wake Lumen for each) unless an eighth of the
+    /// buffer fills first. 0: wake on every record (lowest latency, most
+    /// CPU when events trickle).
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
     /// Processes the user-space cache holds (parents, ancestry).
     #[serde(default = "default_process_cache_capacity")]
     pub process_cache_capacity: usize,
@@ -177,6 +183,10 @@ fn default_process_cache_capacity() -> usize {
 
 fn default_ring_buffer_bytes() -> u32 {
     8 * 1024 * 1024
+}
+
+fn default_poll_interval_ms() -> u64 {
+    50
 }
 
 fn default_btf_path() -> PathBuf {
@@ -428,6 +438,20 @@ impl EbpfSource {
             f.set(0, filter, 0).map_err(map_err("FILTER"))?;
         }
         {
+            let map = ebpf.map_mut("RING").ok_or(EbpfError::MissingMap("RING"))?;
+            let mut ring: Array<_, RingConfig> = Array::try_from(map).map_err(map_err("RING"))?;
+            let wakeup_bytes = if config.poll_interval_ms == 0 {
+                0
+            } else {
+                size / 8
+            };
+            let ring_config = RingConfig {
+                wakeup_bytes,
+                _pad: 0,
+            };
+            ring.set(0, ring_config, 0).map_err(map_err("RING"))?;
+        }
+        {
             let map = ebpf
                 .map_mut("PREFIXES")
                 .ok_or(EbpfError::MissingMap("PREFIXES"))?;
@@ -587,7 +611,14 @@ impl EbpfSource {
             pods,
         };
         let mut batch = Vec::with_capacity(256);
-        let mut safety_drain = tokio::time::interval(Duration::from_millis(250));
+        // Records submitted without a wakeup are read on this tick; with
+        // wakeups on every record it is only a safety net.
+        let poll_ms = match config.poll_interval_ms {
+            0 => 250,
+            ms => ms,
+        };
+        let mut poll = tokio::time::interval(Duration::from_millis(poll_ms));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
@@ -609,8 +640,7 @@ impl EbpfSource {
                     // cleared.
                     collect(guard.get_inner_mut(), &mut batch, &mut reader);
                 }
-                // A safety net for any wakeup still lost.
-                _ = safety_drain.tick() => collect(ring.get_mut(), &mut batch, &mut reader),
+                _ = poll.tick() => collect(ring.get_mut(), &mut batch, &mut reader),
             }
             if !emit(&mut out, &mut batch, &metrics).await {
                 break;

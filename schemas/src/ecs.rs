@@ -59,6 +59,19 @@ fn host(w: &mut JsonWriter<'_>, event: &Event, key: &str) {
     w.end_object();
 }
 
+/// The ECS `data_stream.dataset` (and `event.dataset`) of an event; the
+/// Elasticsearch sink names data streams after it (`logs-<dataset>-default`).
+pub fn dataset(event: &Event) -> &'static str {
+    match &event.kind {
+        EventKind::Process(_) => "lumen.process",
+        EventKind::ApiActivity(_) => "lumen.k8s_audit",
+        EventKind::Privilege(_) => "lumen.privilege",
+        EventKind::Network(_) => "lumen.network",
+        EventKind::Loss(_) => "lumen.loss",
+        EventKind::File(_) => "lumen.file",
+    }
+}
+
 fn data_stream(w: &mut JsonWriter<'_>, dataset: &str) {
     w.object("data_stream");
     w.str("type", "logs");
@@ -75,7 +88,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         ProcessActivity::Exit => ("end", "exit"),
     };
     event_object(w, event, "process", etype, action, None, "lumen.process");
-    data_stream(w, "lumen.process");
+    data_stream(w, dataset(event));
     host(w, event, "host");
     let pr = &p.process;
     process_object(w, event, pr, p.exit.as_ref());
@@ -209,10 +222,10 @@ fn lumen_process(w: &mut JsonWriter<'_>, pr: &Process, exit_signal: Option<i32>)
 /// bind/listen: `server` is the local address.
 fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
     common_head(w, event.time);
-    let (etype, dataset) = match n.op {
-        NetworkOp::Connect | NetworkOp::Accept => ("connection", "lumen.network"),
-        NetworkOp::Listen => ("start", "lumen.network"),
-        NetworkOp::Bind => ("info", "lumen.network"),
+    let etype = match n.op {
+        NetworkOp::Connect | NetworkOp::Accept => "connection",
+        NetworkOp::Listen => "start",
+        NetworkOp::Bind => "info",
     };
     w.object("event");
     w.str("kind", "event");
@@ -225,10 +238,10 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
     w.str("action", n.op.action());
     w.str("outcome", if n.succeeded() { "success" } else { "failure" });
     w.str("module", "lumen");
-    w.str("dataset", dataset);
+    w.str("dataset", dataset(event));
     ts(w, "created", event.observed);
     w.end_object();
-    data_stream(w, "lumen.network");
+    data_stream(w, dataset(event));
     host(w, event, "host");
     let pr = &n.process;
     acting_process(w, event, pr);
@@ -306,7 +319,7 @@ fn file(w: &mut JsonWriter<'_>, event: &Event, f: &FileEvent) {
         Some(true),
         "lumen.file",
     );
-    data_stream(w, "lumen.file");
+    data_stream(w, dataset(event));
     host(w, event, "host");
     let pr = &f.process;
     acting_process(w, event, pr);
@@ -367,7 +380,7 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     ts(w, "end", l.until);
     ts(w, "created", event.observed);
     w.end_object();
-    data_stream(w, "lumen.loss");
+    data_stream(w, dataset(event));
     host(w, event, "host");
     w.object("lumen");
     w.object("loss");
@@ -411,7 +424,7 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
         Some(p.succeeded()),
         "lumen.privilege",
     );
-    data_stream(w, "lumen.privilege");
+    data_stream(w, dataset(event));
     host(w, event, "host");
     let pr = &p.process;
     process_object(w, event, pr, None);
@@ -582,7 +595,7 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     ts(w, "created", event.observed);
     w.raw("original", a.original_literal());
     w.end_object();
-    data_stream(w, "lumen.k8s_audit");
+    data_stream(w, dataset(event));
     host(w, event, "observer");
 
     w.object("user");

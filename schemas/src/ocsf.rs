@@ -536,8 +536,21 @@ const FILE_SYSTEM_ACTIVITY: Class = Class {
 ///
 /// `actor.process` is always the caller; failed calls are reported with
 /// `status_id` 2 and the errno in `status_detail`.
-fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
-    let (class, activity_id, activity_name) = match p.op {
+/// The OCSF class an event is written as: (`class_uid`, `class_name`).
+pub fn class_of(event: &Event) -> (u64, &'static str) {
+    let class = match &event.kind {
+        EventKind::Process(_) => &PROCESS_ACTIVITY,
+        EventKind::ApiActivity(_) => &API_ACTIVITY,
+        EventKind::Network(_) => &NETWORK_ACTIVITY,
+        EventKind::File(_) => &FILE_SYSTEM_ACTIVITY,
+        EventKind::Loss(_) => &DETECTION_FINDING,
+        EventKind::Privilege(p) => privilege_class(p.op).0,
+    };
+    (class.uid, class.name)
+}
+
+fn privilege_class(op: PrivilegeOp) -> (&'static Class, u64, &'static str) {
+    match op {
         PrivilegeOp::Setuid | PrivilegeOp::Setreuid | PrivilegeOp::Setresuid => {
             (&PROCESS_ACTIVITY, 5, "Set User ID")
         }
@@ -551,7 +564,11 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
         }
         PrivilegeOp::BpfProgLoad => (&KERNEL_ACTIVITY, 1, "Create"),
         PrivilegeOp::Mount => (&FILE_SYSTEM_ACTIVITY, 12, "Mount"),
-    };
+    }
+}
+
+fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
+    let (class, activity_id, activity_name) = privilege_class(p.op);
     head(w, class, activity_id, activity_name, event, INFORMATIONAL);
     syscall_status(w, p.succeeded(), p.result);
     let pr = &p.process;

@@ -700,3 +700,65 @@ fn ecs_output_agrees_with_elastic_on_every_ecs_field_it_sets() {
     }
     assert!(compared >= 60, "compared {compared} fields");
 }
+
+/// The Elasticsearch sink's component template maps the ECS fields Lumen
+/// emits (`sinks/src/elasticsearch/ecs_fields.txt`, "name type" lines):
+/// every one of them, each with its ECS type, so Kibana and Elastic
+/// Security see proper types.
+#[test]
+fn elasticsearch_template_maps_every_ecs_field_lumen_emits_with_its_ecs_type() {
+    let ecs = ecs_fields();
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../sinks/src/elasticsearch/ecs_fields.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mapped: std::collections::BTreeMap<&str, &str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_once(' ').unwrap())
+        .collect();
+    let mut docs: Vec<Value> = Vec::new();
+    for (_, _, line) in audit_lines() {
+        if k8s_audit::parse_line(&line).is_ok() {
+            docs.push(encode(Schema::Ecs, &audit_event(&line)));
+        }
+    }
+    for e in process_events()
+        .into_iter()
+        .chain(privilege_events())
+        .chain(network_events())
+        .chain(file_events())
+        .chain([loss_event()])
+    {
+        docs.push(encode(Schema::Ecs, &e));
+    }
+    let mut emitted = std::collections::BTreeMap::new();
+    for doc in &docs {
+        let mut all = Vec::new();
+        leaves("", doc, &mut all);
+        for (name, _) in all {
+            if CUSTOM.iter().any(|c| name.starts_with(c)) {
+                continue;
+            }
+            let ty = ecs.fields[&name]["type"].as_str().unwrap().to_owned();
+            emitted.insert(name, ty);
+        }
+    }
+    let wrong: Vec<String> = emitted
+        .iter()
+        .filter(|(name, ty)| mapped.get(name.as_str()) != Some(&ty.as_str()))
+        .map(|(name, ty)| format!("{name} {ty}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} lacks or mistypes these fields (expected lines):\n{}",
+        path.display(),
+        wrong.join("\n")
+    );
+    for (name, ty) in &mapped {
+        let def = ecs
+            .fields
+            .get(*name)
+            .unwrap_or_else(|| panic!("{name} is not an ECS field"));
+        assert_eq!(def["type"].as_str(), Some(*ty), "{name}");
+    }
+}

@@ -7,12 +7,25 @@
 //! - [`envelope`]: what flows through the topology: the event plus its ack.
 //! - [`metrics`]: per-component counters (received, sent, errors, dropped).
 //! - [`file`], [`console`]: the local sinks.
+//! - The network sinks' shared machinery: [`batch`] (batches and encoders),
+//!   [`request`] (concurrency, timeouts, retries), [`deliver`] (the delivery
+//!   loop: send, classify, retry, acknowledge), [`dead_letter`], [`http`]
+//!   (client, endpoints, compression), [`tls`], [`secret`].
+//! - [`elasticsearch`]: the Elasticsearch bulk API sink.
 
 pub mod ack;
+pub mod batch;
 pub mod console;
+pub mod dead_letter;
+pub mod deliver;
+pub mod elasticsearch;
 pub mod envelope;
 pub mod file;
+pub mod http;
 pub mod metrics;
+pub mod request;
+pub mod secret;
+pub mod tls;
 
 pub use envelope::Envelope;
 pub use metrics::ComponentMetrics;

@@ -19,6 +19,7 @@ pub mod interpolate;
 mod validate;
 
 use lumen_sinks::console::ConsoleSinkConfig;
+use lumen_sinks::elasticsearch::ElasticsearchConfig;
 use lumen_sinks::file::FileSinkConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -92,6 +93,7 @@ impl TransformConfig {
 pub enum SinkConfig {
     File(FileSinkConfig),
     Console(ConsoleSinkConfig),
+    Elasticsearch(Box<ElasticsearchConfig>),
 }
 
 impl SinkConfig {
@@ -99,12 +101,14 @@ impl SinkConfig {
         match self {
             SinkConfig::File(_) => "file",
             SinkConfig::Console(_) => "console",
+            SinkConfig::Elasticsearch(_) => "elasticsearch",
         }
     }
     pub fn inputs(&self) -> &[String] {
         match self {
             SinkConfig::File(c) => &c.inputs,
             SinkConfig::Console(c) => &c.inputs,
+            SinkConfig::Elasticsearch(c) => &c.inputs,
         }
     }
 }

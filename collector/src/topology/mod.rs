@@ -16,6 +16,7 @@ use crate::sources::k8s_audit_file::K8sAuditFileSource;
 use anyhow::Context as _;
 use fanout::Fanout;
 use lumen_sinks::console::ConsoleSink;
+use lumen_sinks::elasticsearch::ElasticsearchSink;
 use lumen_sinks::file::FileSink;
 use lumen_sinks::{ComponentMetrics, Envelope};
 use std::collections::{BTreeMap, HashMap};
@@ -101,6 +102,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             }
             SinkConfig::Console(c) => {
                 let s = ConsoleSink::new(c.clone(), m);
+                tasks.spawn(async move {
+                    s.run(rx).await;
+                    name
+                });
+            }
+            SinkConfig::Elasticsearch(c) => {
+                let context = || format!("starting sink `{id}` (elasticsearch)");
+                let s = ElasticsearchSink::new(id, (**c).clone(), &config.data_dir, m)
+                    .with_context(context)?;
+                s.start().await.with_context(context)?;
                 tasks.spawn(async move {
                     s.run(rx).await;
                     name

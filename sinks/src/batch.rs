@@ -1,0 +1,179 @@
+//! `batch.*` of a network sink, and batches: events encoded once into one
+//! buffer, each item a range of it, so a retry of some items rebuilds its
+//! request from the same bytes.
+
+use crate::Envelope;
+use lumen_schemas::Event;
+use serde::Deserialize;
+use std::ops::Range;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// `[sinks.<id>.batch]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Events per request at most.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Encoded bytes per request at most (an event larger than this goes
+    /// alone).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Seconds the first event of a batch waits for more.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: default_max_events(),
+            max_bytes: default_max_bytes(),
+            timeout_secs: default_timeout(),
+        }
+    }
+}
+
+fn default_max_events() -> usize {
+    1000
+}
+fn default_max_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_timeout() -> f64 {
+    1.0
+}
+
+impl BatchConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_events == 0 {
+            return Err("batch.max_events must be at least 1".into());
+        }
+        if self.max_bytes == 0 {
+            return Err("batch.max_bytes must be at least 1".into());
+        }
+        if !(self.timeout_secs.is_finite() && self.timeout_secs >= 0.0) {
+            return Err("batch.timeout_secs must be a number of seconds".into());
+        }
+        Ok(())
+    }
+}
+
+/// How a sink writes one event into a request body.
+pub trait Encoder: Send + Sync + 'static {
+    /// Appends what `event` sends as (for the bulk API: action line and
+    /// document) to `buf`, and returns where in `buf` the event's own
+    /// document is (what a dead letter keeps).
+    fn encode(&self, event: &Event, buf: &mut Vec<u8>) -> Range<usize>;
+}
+
+/// One event of a batch.
+#[derive(Debug)]
+pub struct Item {
+    pub env: Envelope,
+    /// What the event sends as, in [`Batch::buf`].
+    pub bytes: Range<usize>,
+    /// The event's document, in [`Batch::buf`].
+    pub doc: Range<usize>,
+    /// A request that carried it failed ambiguously (the receiver may have
+    /// it): a later success may be a duplicate.
+    pub maybe_delivered: bool,
+}
+
+/// Events encoded for one request.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub buf: Vec<u8>,
+    pub items: Vec<Item>,
+}
+
+impl Batch {
+    /// The bytes of item `i`.
+    pub fn item_bytes(&self, i: usize) -> &[u8] {
+        &self.buf[self.items[i].bytes.clone()]
+    }
+
+    /// The document of item `i`.
+    pub fn doc(&self, i: usize) -> &[u8] {
+        &self.buf[self.items[i].doc.clone()]
+    }
+}
+
+/// Collects batches from a sink's input channel.
+#[derive(Debug)]
+pub struct Batcher<E> {
+    config: BatchConfig,
+    encoder: E,
+    /// An event that did not fit the previous batch, already encoded.
+    carry: Option<(Envelope, Vec<u8>, Range<usize>)>,
+}
+
+impl<E: Encoder> Batcher<E> {
+    pub fn new(config: BatchConfig, encoder: E) -> Self {
+        Batcher {
+            config,
+            encoder,
+            carry: None,
+        }
+    }
+
+    /// The next batch: waits for a first event, then for more until
+    /// `max_events`, `max_bytes` or `timeout_secs`. `None` once the channel
+    /// is closed and drained.
+    pub async fn next(&mut self, rx: &mut mpsc::Receiver<Envelope>) -> Option<Batch> {
+        let mut batch = Batch::default();
+        if let Some((env, bytes, doc)) = self.carry.take() {
+            let len = bytes.len();
+            batch.buf = bytes;
+            batch.items.push(Item {
+                env,
+                bytes: 0..len,
+                doc,
+                maybe_delivered: false,
+            });
+        } else {
+            let env = rx.recv().await?;
+            self.push(&mut batch, env);
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs_f64(self.config.timeout_secs);
+        while batch.items.len() < self.config.max_events
+            && batch.buf.len() < self.config.max_bytes
+            && self.carry.is_none()
+        {
+            let env = match rx.try_recv() {
+                Ok(env) => env,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(env)) => env,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            };
+            self.push(&mut batch, env);
+        }
+        Some(batch)
+    }
+
+    /// Encodes `env` into `batch`, or into the carry when it would push a
+    /// non-empty batch past `max_bytes`.
+    fn push(&mut self, batch: &mut Batch, env: Envelope) {
+        let start = batch.buf.len();
+        let doc = self.encoder.encode(&env.event, &mut batch.buf);
+        let end = batch.buf.len();
+        if end > self.config.max_bytes && !batch.items.is_empty() {
+            let bytes = batch.buf.split_off(start);
+            let doc = doc.start - start..doc.end - start;
+            self.carry = Some((env, bytes, doc));
+            return;
+        }
+        batch.items.push(Item {
+            env,
+            bytes: start..end,
+            doc,
+            maybe_delivered: false,
+        });
+    }
+}

@@ -1,0 +1,250 @@
+//! The delivery loop every network sink shares (Vector's "sink" layer):
+//! batch → send through the sink's service → classify each event's outcome
+//! → acknowledge, retry, or dead-letter.
+//!
+//! - Up to `request.concurrency` batches are in flight; a full house holds
+//!   the next batch back, which holds the input channel back (backpressure).
+//! - Retriable outcomes (429, 5xx, timeouts, resets) are retried with
+//!   backoff, only the events that need it: what the receiver accepted is
+//!   never sent again.
+//! - Rejected events (the receiver will never take them) go to the
+//!   dead-letter file and are acknowledged as `Rejected`.
+//! - An event is acknowledged `Delivered` only when the receiver said so.
+//! - After an ambiguous failure (the request may have arrived: a reset or a
+//!   timeout after sending) a later success may be a duplicate; such events
+//!   are counted.
+//! - Fatal outcomes (bad credentials) are logged as such and retried at the
+//!   longest backoff: events wait, they are not thrown away.
+
+use crate::ack::{Ack, Status};
+use crate::batch::{Batch, BatchConfig, Batcher, Encoder};
+use crate::dead_letter::DeadLetters;
+use crate::request::RequestConfig;
+use crate::{ComponentMetrics, Envelope};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// What the receiver made of one event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Accepted (indexed, or acknowledged by the indexer).
+    Delivered,
+    /// Not now: try again. `ambiguous`: the receiver may have it already.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+        ambiguous: bool,
+    },
+    /// Never: dead-letter it.
+    Reject { reason: String },
+    /// The sink cannot deliver anything as configured (credentials).
+    Fatal { reason: String },
+}
+
+impl Outcome {
+    pub fn retry(reason: impl Into<String>) -> Self {
+        Outcome::Retry {
+            reason: reason.into(),
+            after: None,
+            ambiguous: false,
+        }
+    }
+}
+
+/// Sends batches to one kind of receiver and classifies its answers.
+pub trait Service: Send + Sync + 'static {
+    /// Sends the events `pending` (indexes into `batch.items`) in one
+    /// request; returns one outcome per pending event, in order.
+    fn send(&self, batch: &Batch, pending: &[usize]) -> impl Future<Output = Vec<Outcome>> + Send;
+}
+
+/// Counters of a network sink beyond the component's own.
+#[derive(Debug, Default)]
+pub struct DeliveryMetrics {
+    /// Requests sent (retries included).
+    pub requests: AtomicU64,
+    /// Event sends that were retried.
+    pub retried: AtomicU64,
+    /// Events written to the dead-letter file.
+    pub dead_lettered: AtomicU64,
+    /// Events delivered after an ambiguous failure: possible duplicates.
+    pub possible_duplicates: AtomicU64,
+    /// Requests that failed fatally (credentials).
+    pub fatal: AtomicU64,
+}
+
+impl DeliveryMetrics {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The shared delivery loop of one sink.
+#[derive(Debug)]
+pub struct Delivery<S> {
+    pub name: String,
+    pub service: Arc<S>,
+    pub request: RequestConfig,
+    pub dead_letters: Arc<DeadLetters>,
+    pub metrics: Arc<ComponentMetrics>,
+    pub delivery: Arc<DeliveryMetrics>,
+}
+
+impl<S: Service> Delivery<S> {
+    /// Delivers everything received until the channel closes, then waits
+    /// for the batches in flight.
+    pub async fn run<E: Encoder>(
+        self,
+        batch: BatchConfig,
+        encoder: E,
+        mut rx: mpsc::Receiver<Envelope>,
+    ) {
+        let mut batcher = Batcher::new(batch, encoder);
+        let mut in_flight = JoinSet::new();
+        let this = Arc::new(self);
+        while let Some(batch) = batcher.next(&mut rx).await {
+            this.metrics.add_received(batch.items.len() as u64);
+            while in_flight.len() >= this.request.concurrency.max(1) {
+                in_flight.join_next().await;
+            }
+            let me = this.clone();
+            in_flight.spawn(async move { me.deliver(batch).await });
+        }
+        while in_flight.join_next().await.is_some() {}
+        let d = &this.delivery;
+        tracing::info!(
+            component = %this.name,
+            requests = DeliveryMetrics::get(&d.requests),
+            retried = DeliveryMetrics::get(&d.retried),
+            dead_lettered = DeliveryMetrics::get(&d.dead_lettered),
+            possible_duplicates = DeliveryMetrics::get(&d.possible_duplicates),
+            "sink delivery totals"
+        );
+    }
+
+    /// Sends one batch until every event in it is delivered or rejected.
+    async fn deliver(&self, mut batch: Batch) {
+        let mut pending: Vec<usize> = (0..batch.items.len()).collect();
+        let mut attempt: u64 = 0;
+        while !pending.is_empty() {
+            attempt += 1;
+            DeliveryMetrics::add(&self.delivery.requests, 1);
+            let outcomes = self.service.send(&batch, &pending).await;
+            let mut retry_after: Option<Duration> = None;
+            let mut fatal = false;
+            let mut last_reason = String::new();
+            let mut still = Vec::new();
+            for (k, &i) in pending.iter().enumerate() {
+                let outcome = outcomes.get(k).cloned().unwrap_or_else(|| {
+                    Outcome::retry("internal: the service returned too few outcomes")
+                });
+                match outcome {
+                    Outcome::Delivered => self.delivered(&mut batch, i),
+                    Outcome::Reject { reason } => self.reject(&mut batch, i, &reason),
+                    Outcome::Retry {
+                        reason,
+                        after,
+                        ambiguous,
+                    } => {
+                        if ambiguous {
+                            batch.items[i].maybe_delivered = true;
+                        }
+                        retry_after = retry_after.max(after);
+                        last_reason = reason;
+                        still.push(i);
+                    }
+                    Outcome::Fatal { reason } => {
+                        fatal = true;
+                        last_reason = reason;
+                        still.push(i);
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if attempt >= self.request.retry_attempts {
+                let reason = format!("gave up after {attempt} attempts: {last_reason}");
+                for &i in &pending {
+                    self.reject(&mut batch, i, &reason);
+                }
+                break;
+            }
+            DeliveryMetrics::add(&self.delivery.retried, pending.len() as u64);
+            self.metrics.add_errors(1);
+            let wait = if fatal {
+                DeliveryMetrics::add(&self.delivery.fatal, 1);
+                let wait = Duration::from_secs_f64(self.request.retry_max_duration_secs);
+                tracing::error!(
+                    component = %self.name,
+                    error = %last_reason,
+                    events = pending.len(),
+                    retry_in_secs = wait.as_secs_f64(),
+                    "sink cannot deliver as configured; events are held and retried"
+                );
+                wait
+            } else {
+                let wait = self.request.backoff(attempt, retry_after);
+                tracing::warn!(
+                    component = %self.name,
+                    error = %last_reason,
+                    events = pending.len(),
+                    attempt,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "sink request failed; retrying"
+                );
+                wait
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn delivered(&self, batch: &mut Batch, i: usize) {
+        if batch.items[i].maybe_delivered {
+            DeliveryMetrics::add(&self.delivery.possible_duplicates, 1);
+        }
+        self.metrics.add_sent(1);
+        take_ack(batch, i).complete(Status::Delivered);
+    }
+
+    fn reject(&self, batch: &mut Batch, i: usize, reason: &str) {
+        let status = match self.dead_letters.write(batch.doc(i), reason) {
+            Ok(()) => {
+                DeliveryMetrics::add(&self.delivery.dead_lettered, 1);
+                tracing::warn!(
+                    component = %self.name,
+                    error = %reason,
+                    dead_letter = %self.dead_letters.path().display(),
+                    "receiver rejected an event; written to the dead-letter file"
+                );
+                Status::Rejected
+            }
+            Err(e) => {
+                tracing::error!(
+                    component = %self.name,
+                    error = %reason,
+                    write_error = %e,
+                    dead_letter = %self.dead_letters.path().display(),
+                    "receiver rejected an event and the dead-letter file cannot be written; event lost"
+                );
+                Status::Dropped
+            }
+        };
+        self.metrics.add_dropped(1);
+        take_ack(batch, i).complete(status);
+    }
+}
+
+/// Item `i`'s acknowledgement, taken out to be completed exactly once.
+fn take_ack(batch: &mut Batch, i: usize) -> Ack {
+    std::mem::replace(&mut batch.items[i].env.ack, Ack::none())
+}

@@ -1,0 +1,192 @@
+//! The `elasticsearch` sink: events through the bulk API, as NDJSON.
+//!
+//! Split like Vector's sinks: [`config`] (keys), [`encoder`] (action line
+//! and document per event), [`service`] (builds the request, sends it,
+//! classifies the answer per document), [`templates`] (ECS mappings
+//! installed at start-up), and this module, the sink: start-up checks, then
+//! the shared delivery loop ([`crate::deliver`]) over batches.
+
+pub mod config;
+pub mod encoder;
+pub mod service;
+pub mod templates;
+
+pub use config::ElasticsearchConfig;
+
+use crate::dead_letter::DeadLetters;
+use crate::deliver::{Delivery, DeliveryMetrics};
+use crate::http::{self, error_chain, Endpoints};
+use crate::{ComponentMetrics, Envelope};
+use encoder::BulkEncoder;
+use lumen_schemas::Schema;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::Method;
+use service::{describe_failure, BulkService};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Why the sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ElasticsearchError {
+    #[error("elasticsearch: {0}")]
+    Config(String),
+    #[error("elasticsearch: {0}")]
+    Client(#[from] http::ClientError),
+    #[error("elasticsearch healthcheck failed for {endpoint}: {reason} (set healthcheck = false to start anyway)")]
+    Healthcheck { endpoint: String, reason: String },
+    #[error("elasticsearch: installing {what} on {endpoint} failed: {reason} (set install_templates = false to skip)")]
+    Template {
+        what: String,
+        endpoint: String,
+        reason: String,
+    },
+}
+
+/// A configured sink, checked and ready to run.
+#[derive(Debug)]
+pub struct ElasticsearchSink {
+    name: String,
+    config: ElasticsearchConfig,
+    service: Arc<BulkService>,
+    dead_letters: Arc<DeadLetters>,
+    metrics: Arc<ComponentMetrics>,
+    delivery: Arc<DeliveryMetrics>,
+}
+
+impl ElasticsearchSink {
+    /// Validates the config and builds the client; no network yet.
+    pub fn new(
+        name: &str,
+        config: ElasticsearchConfig,
+        data_dir: &Path,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Result<Self, ElasticsearchError> {
+        config.validate().map_err(ElasticsearchError::Config)?;
+        let endpoints = Endpoints::new(&config.endpoints).map_err(ElasticsearchError::Config)?;
+        let client = http::client(&config.tls, &config.request)?;
+        let dead_letter_path = config
+            .dead_letter_path
+            .clone()
+            .unwrap_or_else(|| data_dir.join("dead-letter").join(format!("{name}.ndjson")));
+        Ok(ElasticsearchSink {
+            name: name.to_owned(),
+            service: Arc::new(BulkService {
+                client,
+                endpoints,
+                auth: config.auth.clone(),
+                compression: config.compression,
+            }),
+            dead_letters: Arc::new(DeadLetters::new(dead_letter_path, name)),
+            config,
+            metrics,
+            delivery: Arc::new(DeliveryMetrics::default()),
+        })
+    }
+
+    /// The sink's delivery counters (retries, dead letters, duplicates).
+    pub fn delivery_metrics(&self) -> Arc<DeliveryMetrics> {
+        self.delivery.clone()
+    }
+
+    /// Start-up: the healthcheck, then the templates, each as configured.
+    pub async fn start(&self) -> Result<(), ElasticsearchError> {
+        if self.config.healthcheck {
+            self.healthcheck().await?;
+        }
+        if self.config.install_templates {
+            self.install_templates().await?;
+        }
+        Ok(())
+    }
+
+    /// `GET /_cluster/health` on every endpoint: reachable, credentials
+    /// accepted, and not red.
+    async fn healthcheck(&self) -> Result<(), ElasticsearchError> {
+        for base in self.service.endpoints.all() {
+            let fail = |reason: String| ElasticsearchError::Healthcheck {
+                endpoint: base.clone(),
+                reason,
+            };
+            let body = call(
+                self.service
+                    .request(Method::GET, format!("{base}/_cluster/health")),
+            )
+            .await
+            .map_err(fail)?;
+            #[derive(serde::Deserialize)]
+            struct Health {
+                status: String,
+            }
+            let health: Health = serde_json::from_slice(&body)
+                .map_err(|e| fail(format!("unreadable cluster health: {e}")))?;
+            if health.status == "red" {
+                return Err(fail("cluster health is red".into()));
+            }
+            tracing::info!(component = %self.name, endpoint = %base, health = %health.status, "elasticsearch healthcheck passed");
+        }
+        Ok(())
+    }
+
+    /// The ECS component template and the index template using it (ECS
+    /// documents only: OCSF documents are mapped by the cluster).
+    async fn install_templates(&self) -> Result<(), ElasticsearchError> {
+        if self.config.schema != Schema::Ecs {
+            tracing::info!(component = %self.name, "schema = ocsf: no templates installed; the cluster maps OCSF documents dynamically");
+            return Ok(());
+        }
+        let (index_name, index_body) = templates::index_template(&self.config);
+        let puts = [
+            (
+                format!("_component_template/{}", templates::COMPONENT_TEMPLATE),
+                templates::component_template(),
+            ),
+            (format!("_index_template/{index_name}"), index_body),
+        ];
+        let (_, base) = self.service.endpoints.pick();
+        for (path, body) in puts {
+            let fail = |reason: String| ElasticsearchError::Template {
+                what: path.clone(),
+                endpoint: base.to_owned(),
+                reason,
+            };
+            call(
+                self.service
+                    .request(Method::PUT, format!("{base}/{path}"))
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body),
+            )
+            .await
+            .map_err(fail)?;
+            tracing::info!(component = %self.name, template = %path, "elasticsearch template installed");
+        }
+        Ok(())
+    }
+
+    /// Delivers every event received until the channel closes.
+    pub async fn run(self, rx: mpsc::Receiver<Envelope>) {
+        let encoder = BulkEncoder::new(&self.config);
+        let delivery = Delivery {
+            name: self.name,
+            service: self.service,
+            request: self.config.request.clone(),
+            dead_letters: self.dead_letters,
+            metrics: self.metrics,
+            delivery: self.delivery,
+        };
+        delivery.run(self.config.batch, encoder, rx).await;
+    }
+}
+
+/// Sends a start-up request; its body when the answer is a success, the
+/// reason otherwise.
+async fn call(req: reqwest::RequestBuilder) -> Result<bytes::Bytes, String> {
+    let resp = req.send().await.map_err(|e| error_chain(&e))?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| error_chain(&e))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(describe_failure(status, &body))
+    }
+}

@@ -143,24 +143,31 @@ impl ElasticsearchSink {
             ),
             (format!("_index_template/{index_name}"), index_body),
         ];
-        let (_, base) = self.service.endpoints.pick();
-        for (path, body) in puts {
-            let fail = |reason: String| ElasticsearchError::Template {
-                what: path.clone(),
-                endpoint: base.to_owned(),
-                reason,
-            };
-            call(
-                self.service
-                    .request(Method::PUT, format!("{base}/{path}"))
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body),
-            )
-            .await
-            .map_err(fail)?;
-            tracing::info!(component = %self.name, template = %path, "elasticsearch template installed");
+        // Templates are cluster-wide: the first endpoint that takes them
+        // is enough; one that cannot be reached hands over to the next.
+        let mut last = None;
+        'endpoints: for base in self.service.endpoints.all() {
+            for (path, body) in &puts {
+                let result = call(
+                    self.service
+                        .request(Method::PUT, format!("{base}/{path}"))
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body.clone()),
+                )
+                .await;
+                if let Err(reason) = result {
+                    last = Some(ElasticsearchError::Template {
+                        what: path.clone(),
+                        endpoint: base.clone(),
+                        reason,
+                    });
+                    continue 'endpoints;
+                }
+                tracing::info!(component = %self.name, endpoint = %base, template = %path, "elasticsearch template installed");
+            }
+            return Ok(());
         }
-        Ok(())
+        Err(last.unwrap_or_else(|| ElasticsearchError::Config("no endpoints".into())))
     }
 
     /// Delivers every event received until the channel closes.

@@ -1,0 +1,90 @@
+//! Test support for the network sinks: events with acknowledgements to
+//! watch, a test CA, and protocol peers that answer like the real servers.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod elasticsearch_peer;
+
+use lumen_schemas::event::Host;
+use lumen_schemas::time::Timestamp;
+use lumen_schemas::{k8s_audit, Event, EventKind};
+use lumen_sinks::ack::{self, AckReceiver, Acked, Status};
+use lumen_sinks::Envelope;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A real Kubernetes audit event (from Lumen's sample log) whose auditID is
+/// `id`, so each test event can be told apart at the receiver.
+pub fn audit_event(id: &str) -> Event {
+    let sample = include_str!("../../../config/samples/k8s-audit.log");
+    let line = sample.lines().next().unwrap();
+    let line = line.replace("ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6", id);
+    let a = k8s_audit::parse_line(&line).unwrap();
+    Event {
+        time: a.stage_time.unwrap_or(Timestamp(1_700_000_000_000_000_000)),
+        observed: Timestamp::now(),
+        host: Arc::new(Host {
+            name: "node-1".into(),
+            architecture: "x86_64".into(),
+            kernel: "6.18.0".into(),
+        }),
+        kind: EventKind::ApiActivity(Box::new(a)),
+    }
+}
+
+/// `n` events `prefix-0` … with acknowledgements (cookie = index).
+pub fn tracked_events(prefix: &str, n: usize) -> (Vec<Envelope>, AckReceiver) {
+    let (tx, rx) = ack::channel();
+    let envs = (0..n)
+        .map(|i| {
+            let node = tx.node(i as u64);
+            Envelope::new(
+                audit_event(&format!("{prefix}-{i}")),
+                lumen_sinks::ack::Ack::new(node),
+            )
+        })
+        .collect();
+    (envs, rx)
+}
+
+/// Waits for `n` acknowledgements and returns them by cookie.
+pub async fn acks(rx: &mut AckReceiver, n: usize) -> BTreeMap<u64, Status> {
+    let mut out = BTreeMap::new();
+    while out.len() < n {
+        let Acked { cookie, status } = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("acknowledgements within 60 s")
+            .expect("ack channel open");
+        out.insert(cookie, status);
+    }
+    out
+}
+
+/// A CA and a server certificate for localhost/127.0.0.1 signed by it.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+}
+
+pub fn test_ca() -> TestCa {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Lumen test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+    TestCa {
+        ca_pem: ca_cert.pem(),
+        server_cert_pem: server_cert.pem(),
+        server_key_pem: server_key.serialize_pem(),
+    }
+}

@@ -94,6 +94,19 @@ impl Batch {
         &self.buf[self.items[i].bytes.clone()]
     }
 
+    /// The request body for the items `pending`, in order.
+    pub fn body(&self, pending: &[usize]) -> Vec<u8> {
+        if pending.len() == self.items.len() {
+            return self.buf.clone();
+        }
+        let size = pending.iter().map(|&i| self.items[i].bytes.len()).sum();
+        let mut body = Vec::with_capacity(size);
+        for &i in pending {
+            body.extend_from_slice(self.item_bytes(i));
+        }
+        body
+    }
+
     /// The document of item `i`.
     pub fn doc(&self, i: usize) -> &[u8] {
         &self.buf[self.items[i].doc.clone()]

@@ -22,6 +22,7 @@ use crate::dead_letter::DeadLetters;
 use crate::request::RequestConfig;
 use crate::{ComponentMetrics, Envelope};
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +100,28 @@ pub struct Delivery<S> {
 }
 
 impl<S: Service> Delivery<S> {
+    /// The loop of sink `name`; rejected events go to `dead_letter_path`,
+    /// by default `<data_dir>/dead-letter/<name>.ndjson`.
+    pub fn new(
+        name: &str,
+        service: S,
+        request: RequestConfig,
+        dead_letter_path: Option<PathBuf>,
+        data_dir: &Path,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Self {
+        let path = dead_letter_path
+            .unwrap_or_else(|| data_dir.join("dead-letter").join(format!("{name}.ndjson")));
+        Delivery {
+            name: name.to_owned(),
+            service: Arc::new(service),
+            request,
+            dead_letters: Arc::new(DeadLetters::new(path, name)),
+            metrics,
+            delivery: Arc::new(DeliveryMetrics::default()),
+        }
+    }
+
     /// Delivers everything received until the channel closes, then waits
     /// for the batches in flight.
     pub async fn run<E: Encoder>(

@@ -74,6 +74,24 @@ pub fn transport_outcome(e: &reqwest::Error) -> Outcome {
     }
 }
 
+/// A response's status, `Retry-After` and body. A body that cannot be
+/// read is an ambiguous failure: the receiver may have acted on the request.
+pub async fn read_response(
+    resp: reqwest::Response,
+    what: &str,
+) -> Result<(reqwest::StatusCode, Option<Duration>, bytes::Bytes), Outcome> {
+    let status = resp.status();
+    let after = crate::request::retry_after(resp.headers());
+    match resp.bytes().await {
+        Ok(body) => Ok((status, after, body)),
+        Err(e) => Err(Outcome::Retry {
+            reason: format!("reading the answer of {what}: {}", error_chain(&e)),
+            after: None,
+            ambiguous: true,
+        }),
+    }
+}
+
 /// An error with its causes ("error sending request: connection reset").
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -12,6 +12,7 @@
 //!   loop: send, classify, retry, acknowledge), [`dead_letter`], [`http`]
 //!   (client, endpoints, compression), [`tls`], [`secret`].
 //! - [`elasticsearch`]: the Elasticsearch bulk API sink.
+//! - [`splunk_hec`]: the Splunk HTTP Event Collector sink.
 
 pub mod ack;
 pub mod batch;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod request;
 pub mod secret;
+pub mod splunk_hec;
 pub mod tls;
 
 pub use envelope::Envelope;

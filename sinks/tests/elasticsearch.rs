@@ -15,7 +15,7 @@ use lumen_sinks::ComponentMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 use support::elasticsearch_peer::{EsPeer, Fault};
-use support::{acks, tracked_events};
+use support::{deliver, Run};
 
 fn config(toml_text: &str) -> ElasticsearchConfig {
     toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}\n{toml_text}"))
@@ -23,26 +23,6 @@ fn config(toml_text: &str) -> ElasticsearchConfig {
 
 /// Fast retries for tests.
 const FAST: &str = "[request]\nretry_initial_backoff_secs = 0.01\nretry_max_duration_secs = 0.2\ntimeout_secs = 2\n[batch]\nmax_events = 50\ntimeout_secs = 0.05\n";
-
-struct Run {
-    statuses: std::collections::BTreeMap<u64, Status>,
-    delivery: Arc<DeliveryMetrics>,
-    dir: tempfile::TempDir,
-}
-
-impl Run {
-    fn dead_letters(&self) -> Vec<serde_json::Value> {
-        let path = self.dir.path().join("dead-letter/es.ndjson");
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-    fn count(&self, status: Status) -> usize {
-        self.statuses.values().filter(|s| **s == status).count()
-    }
-}
 
 /// Starts the sink with `cfg`, sends `n` events `prefix-<i>`, waits for
 /// every acknowledgement.
@@ -52,15 +32,7 @@ async fn run(cfg: ElasticsearchConfig, prefix: &str, n: usize) -> Run {
         .unwrap();
     sink.start().await.unwrap();
     let delivery = sink.delivery_metrics();
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    let task = tokio::spawn(sink.run(rx));
-    let (envs, mut ack_rx) = tracked_events(prefix, n);
-    for env in envs {
-        tx.send(env).await.unwrap();
-    }
-    drop(tx);
-    let statuses = acks(&mut ack_rx, n).await;
-    task.await.unwrap();
+    let statuses = deliver(|rx| sink.run(rx), prefix, n).await;
     Run {
         statuses,
         delivery,
@@ -106,7 +78,7 @@ async fn every_event_lands_in_its_data_stream_with_templates_installed() {
             .any(|p| p == "logs-lumen.k8s_audit-*"));
         assert_eq!(t["data_stream"], serde_json::json!({}));
     });
-    assert!(r.dead_letters().is_empty());
+    assert!(r.dead_letters("es").is_empty());
     assert_eq!(DeliveryMetrics::get(&r.delivery.possible_duplicates), 0);
 }
 
@@ -131,7 +103,7 @@ async fn partial_bulk_failures_retry_only_the_failed_items_and_dead_letter_the_r
     assert_eq!(r.statuses[&5], Status::Rejected);
     assert_eq!(r.count(Status::Rejected), 1);
     assert_eq!(r.count(Status::Delivered), 39);
-    let dl = r.dead_letters();
+    let dl = r.dead_letters("es");
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0]["event"]["kubernetes"]["audit"]["auditID"], "part-5");
     assert!(dl[0]["error"]

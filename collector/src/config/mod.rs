@@ -21,6 +21,7 @@ mod validate;
 use lumen_sinks::console::ConsoleSinkConfig;
 use lumen_sinks::elasticsearch::ElasticsearchConfig;
 use lumen_sinks::file::FileSinkConfig;
+use lumen_sinks::splunk_hec::SplunkHecConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -94,6 +95,7 @@ pub enum SinkConfig {
     File(FileSinkConfig),
     Console(ConsoleSinkConfig),
     Elasticsearch(Box<ElasticsearchConfig>),
+    SplunkHec(Box<SplunkHecConfig>),
 }
 
 impl SinkConfig {
@@ -102,6 +104,7 @@ impl SinkConfig {
             SinkConfig::File(_) => "file",
             SinkConfig::Console(_) => "console",
             SinkConfig::Elasticsearch(_) => "elasticsearch",
+            SinkConfig::SplunkHec(_) => "splunk_hec",
         }
     }
     pub fn inputs(&self) -> &[String] {
@@ -109,6 +112,7 @@ impl SinkConfig {
             SinkConfig::File(c) => &c.inputs,
             SinkConfig::Console(c) => &c.inputs,
             SinkConfig::Elasticsearch(c) => &c.inputs,
+            SinkConfig::SplunkHec(c) => &c.inputs,
         }
     }
 }

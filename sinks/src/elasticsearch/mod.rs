@@ -13,7 +13,6 @@ pub mod templates;
 
 pub use config::ElasticsearchConfig;
 
-use crate::dead_letter::DeadLetters;
 use crate::deliver::{Delivery, DeliveryMetrics};
 use crate::http::{self, error_chain, Endpoints};
 use crate::{ComponentMetrics, Envelope};
@@ -46,12 +45,8 @@ pub enum ElasticsearchError {
 /// A configured sink, checked and ready to run.
 #[derive(Debug)]
 pub struct ElasticsearchSink {
-    name: String,
     config: ElasticsearchConfig,
-    service: Arc<BulkService>,
-    dead_letters: Arc<DeadLetters>,
-    metrics: Arc<ComponentMetrics>,
-    delivery: Arc<DeliveryMetrics>,
+    delivery: Delivery<BulkService>,
 }
 
 impl ElasticsearchSink {
@@ -65,28 +60,26 @@ impl ElasticsearchSink {
         config.validate().map_err(ElasticsearchError::Config)?;
         let endpoints = Endpoints::new(&config.endpoints).map_err(ElasticsearchError::Config)?;
         let client = http::client(&config.tls, &config.request)?;
-        let dead_letter_path = config
-            .dead_letter_path
-            .clone()
-            .unwrap_or_else(|| data_dir.join("dead-letter").join(format!("{name}.ndjson")));
-        Ok(ElasticsearchSink {
-            name: name.to_owned(),
-            service: Arc::new(BulkService {
-                client,
-                endpoints,
-                auth: config.auth.clone(),
-                compression: config.compression,
-            }),
-            dead_letters: Arc::new(DeadLetters::new(dead_letter_path, name)),
-            config,
+        let service = BulkService {
+            client,
+            endpoints,
+            auth: config.auth.clone(),
+            compression: config.compression,
+        };
+        let delivery = Delivery::new(
+            name,
+            service,
+            config.request.clone(),
+            config.dead_letter_path.clone(),
+            data_dir,
             metrics,
-            delivery: Arc::new(DeliveryMetrics::default()),
-        })
+        );
+        Ok(ElasticsearchSink { config, delivery })
     }
 
     /// The sink's delivery counters (retries, dead letters, duplicates).
     pub fn delivery_metrics(&self) -> Arc<DeliveryMetrics> {
-        self.delivery.clone()
+        self.delivery.delivery.clone()
     }
 
     /// Start-up: the healthcheck, then the templates, each as configured.
@@ -103,13 +96,14 @@ impl ElasticsearchSink {
     /// `GET /_cluster/health` on every endpoint: reachable, credentials
     /// accepted, and not red.
     async fn healthcheck(&self) -> Result<(), ElasticsearchError> {
-        for base in self.service.endpoints.all() {
+        for base in self.delivery.service.endpoints.all() {
             let fail = |reason: String| ElasticsearchError::Healthcheck {
                 endpoint: base.clone(),
                 reason,
             };
             let body = call(
-                self.service
+                self.delivery
+                    .service
                     .request(Method::GET, format!("{base}/_cluster/health")),
             )
             .await
@@ -123,7 +117,7 @@ impl ElasticsearchSink {
             if health.status == "red" {
                 return Err(fail("cluster health is red".into()));
             }
-            tracing::info!(component = %self.name, endpoint = %base, health = %health.status, "elasticsearch healthcheck passed");
+            tracing::info!(component = %self.delivery.name, endpoint = %base, health = %health.status, "elasticsearch healthcheck passed");
         }
         Ok(())
     }
@@ -132,7 +126,7 @@ impl ElasticsearchSink {
     /// documents only: OCSF documents are mapped by the cluster).
     async fn install_templates(&self) -> Result<(), ElasticsearchError> {
         if self.config.schema != Schema::Ecs {
-            tracing::info!(component = %self.name, "schema = ocsf: no templates installed; the cluster maps OCSF documents dynamically");
+            tracing::info!(component = %self.delivery.name, "schema = ocsf: no templates installed; the cluster maps OCSF documents dynamically");
             return Ok(());
         }
         let (index_name, index_body) = templates::index_template(&self.config);
@@ -146,10 +140,11 @@ impl ElasticsearchSink {
         // Templates are cluster-wide: the first endpoint that takes them
         // is enough; one that cannot be reached hands over to the next.
         let mut last = None;
-        'endpoints: for base in self.service.endpoints.all() {
+        'endpoints: for base in self.delivery.service.endpoints.all() {
             for (path, body) in &puts {
                 let result = call(
-                    self.service
+                    self.delivery
+                        .service
                         .request(Method::PUT, format!("{base}/{path}"))
                         .header(CONTENT_TYPE, "application/json")
                         .body(body.clone()),
@@ -163,7 +158,7 @@ impl ElasticsearchSink {
                     });
                     continue 'endpoints;
                 }
-                tracing::info!(component = %self.name, endpoint = %base, template = %path, "elasticsearch template installed");
+                tracing::info!(component = %self.delivery.name, endpoint = %base, template = %path, "elasticsearch template installed");
             }
             return Ok(());
         }
@@ -173,15 +168,7 @@ impl ElasticsearchSink {
     /// Delivers every event received until the channel closes.
     pub async fn run(self, rx: mpsc::Receiver<Envelope>) {
         let encoder = BulkEncoder::new(&self.config);
-        let delivery = Delivery {
-            name: self.name,
-            service: self.service,
-            request: self.config.request.clone(),
-            dead_letters: self.dead_letters,
-            metrics: self.metrics,
-            delivery: self.delivery,
-        };
-        delivery.run(self.config.batch, encoder, rx).await;
+        self.delivery.run(self.config.batch, encoder, rx).await;
     }
 }
 

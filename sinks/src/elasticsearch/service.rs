@@ -5,8 +5,7 @@
 use super::config::{AuthConfig, AuthStrategy};
 use crate::batch::Batch;
 use crate::deliver::{Outcome, Service};
-use crate::http::{error_chain, transport_outcome, Compression, Endpoints};
-use crate::request::retry_after;
+use crate::http::{read_response, transport_outcome, Compression, Endpoints};
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -163,12 +162,7 @@ fn item_outcomes(body: &[u8], n: usize) -> Vec<Outcome> {
 impl Service for BulkService {
     async fn send(&self, batch: &Batch, pending: &[usize]) -> Vec<Outcome> {
         let n = pending.len();
-        let size: usize = pending.iter().map(|&i| batch.items[i].bytes.len()).sum();
-        let mut body = Vec::with_capacity(size);
-        for &i in pending {
-            body.extend_from_slice(batch.item_bytes(i));
-        }
-        let (body, encoding) = self.compression.apply(body);
+        let (body, encoding) = self.compression.apply(batch.body(pending));
         let (endpoint, base) = self.endpoints.pick();
         let mut req = self
             .request(reqwest::Method::POST, format!("{base}/_bulk"))
@@ -184,21 +178,11 @@ impl Service for BulkService {
                 return vec![transport_outcome(&e); n];
             }
         };
-        let status = resp.status();
-        let after = retry_after(resp.headers());
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
+        let (status, after, bytes) = match read_response(resp, base).await {
+            Ok(r) => r,
+            Err(outcome) => {
                 self.endpoints.failed(endpoint);
-                let reason = format!("reading the bulk response from {base}: {}", error_chain(&e));
-                return vec![
-                    Outcome::Retry {
-                        reason,
-                        after: None,
-                        ambiguous: true,
-                    };
-                    n
-                ];
+                return vec![outcome; n];
             }
         };
         if status == StatusCode::OK {

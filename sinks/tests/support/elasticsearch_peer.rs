@@ -9,11 +9,9 @@
 //! missing or wrong credentials get 401 `security_exception`; an index
 //! template naming a component template that does not exist gets 400.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::Request;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
@@ -58,15 +56,7 @@ pub struct EsPeer {
     pub state: Arc<Mutex<State>>,
 }
 
-type Resp = Response<Full<Bytes>>;
-
-fn json_response(status: u16, body: Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    r
-}
+use super::{json_response, Resp};
 
 fn error(status: u16, kind: &str, reason: &str) -> Resp {
     json_response(
@@ -101,34 +91,7 @@ impl EsPeer {
             addr,
             state: state.clone(),
         };
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = state.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { handle(state, req).await }
-                    });
-                    let builder = hyper::server::conn::http1::Builder::new();
-                    match acceptor {
-                        Some(a) => {
-                            if let Ok(tls) = a.accept(stream).await {
-                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
-                            }
-                        }
-                        None => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        }
-                    }
-                });
-            }
-        });
+        super::serve(listener, acceptor, move |req| handle(state.clone(), req));
         peer
     }
 

@@ -4,15 +4,24 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod elasticsearch_peer;
+pub mod splunk_peer;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use lumen_schemas::event::Host;
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{k8s_audit, Event, EventKind};
 use lumen_sinks::ack::{self, AckReceiver, Acked, Status};
+use lumen_sinks::deliver::DeliveryMetrics;
 use lumen_sinks::Envelope;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
 
 /// A real Kubernetes audit event (from Lumen's sample log) whose auditID is
 /// `id`, so each test event can be told apart at the receiver.
@@ -87,4 +96,94 @@ pub fn test_ca() -> TestCa {
         server_cert_pem: server_cert.pem(),
         server_key_pem: server_key.serialize_pem(),
     }
+}
+
+/// What a delivery test run left behind.
+pub struct Run {
+    pub statuses: BTreeMap<u64, Status>,
+    pub delivery: Arc<DeliveryMetrics>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Run {
+    pub fn count(&self, status: Status) -> usize {
+        self.statuses.values().filter(|s| **s == status).count()
+    }
+
+    /// The dead-letter lines of sink `name` (default path under the dir).
+    pub fn dead_letters(&self, name: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join(format!("dead-letter/{name}.ndjson")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Feeds `n` tracked events `prefix-<i>` to a sink's run loop (`run`, given
+/// the input channel), waits for every acknowledgement and for the loop.
+pub async fn deliver<F, Fut>(run: F, prefix: &str, n: usize) -> BTreeMap<u64, Status>
+where
+    F: FnOnce(tokio::sync::mpsc::Receiver<Envelope>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let task = tokio::spawn(run(rx));
+    let (envs, mut ack_rx) = tracked_events(prefix, n);
+    for env in envs {
+        tx.send(env).await.unwrap();
+    }
+    drop(tx);
+    let statuses = acks(&mut ack_rx, n).await;
+    task.await.unwrap();
+    statuses
+}
+
+pub type Resp = Response<Full<Bytes>>;
+
+/// A JSON response.
+pub fn json_response(status: u16, body: serde_json::Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// Serves HTTP/1.1 (over TLS with `acceptor`) on `listener`: each request
+/// goes to `handler`; a handler error drops the connection unanswered.
+pub fn serve<H, F, E>(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Resp, E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(handler);
+                let builder = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(tls) = a.accept(stream).await {
+                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
 }

@@ -13,5 +13,6 @@ mod files;
 mod filters;
 mod kubernetes;
 mod network;
+mod network_sinks;
 mod privilege;
 mod shutdown;

@@ -90,6 +90,13 @@ impl Lumen {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
+    /// Waits for lumen to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let status = wait_timeout(&mut self.child, timeout);
+        std::thread::sleep(Duration::from_millis(50));
+        (status, self.log())
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn stop(&mut self) -> (ExitStatus, Vec<String>) {
         self.signal(libc::SIGTERM);

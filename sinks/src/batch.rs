@@ -3,6 +3,7 @@
 //! request from the same bytes.
 
 use crate::Envelope;
+use bytes::Bytes;
 use lumen_schemas::Event;
 use serde::Deserialize;
 use std::ops::Range;
@@ -81,10 +82,11 @@ pub struct Item {
     pub maybe_delivered: bool,
 }
 
-/// Events encoded for one request.
+/// Events encoded for one request. The buffer is shared, not copied, by
+/// the request that sends all of it.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub buf: Vec<u8>,
+    pub buf: Bytes,
     pub items: Vec<Item>,
 }
 
@@ -95,7 +97,7 @@ impl Batch {
     }
 
     /// The request body for the items `pending`, in order.
-    pub fn body(&self, pending: &[usize]) -> Vec<u8> {
+    pub fn body(&self, pending: &[usize]) -> Bytes {
         if pending.len() == self.items.len() {
             return self.buf.clone();
         }
@@ -104,7 +106,7 @@ impl Batch {
         for &i in pending {
             body.extend_from_slice(self.item_bytes(i));
         }
-        body
+        Bytes::from(body)
     }
 
     /// The document of item `i`.
@@ -120,6 +122,9 @@ pub struct Batcher<E> {
     encoder: E,
     /// An event that did not fit the previous batch, already encoded.
     carry: Option<(Envelope, Vec<u8>, Range<usize>)>,
+    /// The size of the last batch: the next buffer starts that large, so
+    /// it is not regrown and copied step by step.
+    last_len: usize,
 }
 
 impl<E: Encoder> Batcher<E> {
@@ -128,6 +133,7 @@ impl<E: Encoder> Batcher<E> {
             config,
             encoder,
             carry: None,
+            last_len: 0,
         }
     }
 
@@ -135,11 +141,12 @@ impl<E: Encoder> Batcher<E> {
     /// `max_events`, `max_bytes` or `timeout_secs`. `None` once the channel
     /// is closed and drained.
     pub async fn next(&mut self, rx: &mut mpsc::Receiver<Envelope>) -> Option<Batch> {
-        let mut batch = Batch::default();
+        let mut buf = Vec::with_capacity(self.last_len.min(self.config.max_bytes));
+        let mut items = Vec::new();
         if let Some((env, bytes, doc)) = self.carry.take() {
             let len = bytes.len();
-            batch.buf = bytes;
-            batch.items.push(Item {
+            buf.extend_from_slice(&bytes);
+            items.push(Item {
                 env,
                 bytes: 0..len,
                 doc,
@@ -147,12 +154,12 @@ impl<E: Encoder> Batcher<E> {
             });
         } else {
             let env = rx.recv().await?;
-            self.push(&mut batch, env);
+            self.push(&mut buf, &mut items, env);
         }
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs_f64(self.config.timeout_secs);
-        while batch.items.len() < self.config.max_events
-            && batch.buf.len() < self.config.max_bytes
+        while items.len() < self.config.max_events
+            && buf.len() < self.config.max_bytes
             && self.carry.is_none()
         {
             let env = match rx.try_recv() {
@@ -165,24 +172,28 @@ impl<E: Encoder> Batcher<E> {
                     }
                 }
             };
-            self.push(&mut batch, env);
+            self.push(&mut buf, &mut items, env);
         }
-        Some(batch)
+        self.last_len = buf.len();
+        Some(Batch {
+            buf: Bytes::from(buf),
+            items,
+        })
     }
 
-    /// Encodes `env` into `batch`, or into the carry when it would push a
+    /// Encodes `env` into `buf`, or into the carry when it would push a
     /// non-empty batch past `max_bytes`.
-    fn push(&mut self, batch: &mut Batch, env: Envelope) {
-        let start = batch.buf.len();
-        let doc = self.encoder.encode(&env.event, &mut batch.buf);
-        let end = batch.buf.len();
-        if end > self.config.max_bytes && !batch.items.is_empty() {
-            let bytes = batch.buf.split_off(start);
+    fn push(&mut self, buf: &mut Vec<u8>, items: &mut Vec<Item>, env: Envelope) {
+        let start = buf.len();
+        let doc = self.encoder.encode(&env.event, buf);
+        let end = buf.len();
+        if end > self.config.max_bytes && !items.is_empty() {
+            let bytes = buf.split_off(start);
             let doc = doc.start - start..doc.end - start;
             self.carry = Some((env, bytes, doc));
             return;
         }
-        batch.items.push(Item {
+        items.push(Item {
             env,
             bytes: start..end,
             doc,

@@ -5,6 +5,7 @@
 use crate::deliver::Outcome;
 use crate::request::RequestConfig;
 use crate::tls::{TlsConfig, TlsError};
+use bytes::Bytes;
 use serde::Deserialize;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +23,7 @@ pub enum Compression {
 
 impl Compression {
     /// The body to send and its `Content-Encoding`.
-    pub fn apply(self, body: Vec<u8>) -> (Vec<u8>, Option<&'static str>) {
+    pub fn apply(self, body: Bytes) -> (Bytes, Option<&'static str>) {
         match self {
             Compression::None => (body, None),
             Compression::Gzip => {
@@ -33,7 +34,7 @@ impl Compression {
                 // Writing to a Vec cannot fail.
                 let _ = enc.write_all(&body);
                 match enc.finish() {
-                    Ok(gz) => (gz, Some("gzip")),
+                    Ok(gz) => (Bytes::from(gz), Some("gzip")),
                     Err(_) => (body, None),
                 }
             }
@@ -204,7 +205,7 @@ mod tests {
     #[test]
     fn gzip_roundtrips() {
         let body = b"{\"a\":1}\n".repeat(100);
-        let (gz, enc) = Compression::Gzip.apply(body.clone());
+        let (gz, enc) = Compression::Gzip.apply(Bytes::from(body.clone()));
         assert_eq!(enc, Some("gzip"));
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out).unwrap();

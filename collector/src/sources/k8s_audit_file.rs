@@ -284,7 +284,7 @@ impl K8sAuditFileSource {
         out: &mut Fanout,
     ) -> Result<(), crate::topology::fanout::Closed> {
         let max = self.config.max_line_bytes;
-        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', chunk) {
             let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
             chunk = rest;
             let line_no = t.line_no;

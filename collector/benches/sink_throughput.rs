@@ -1,0 +1,201 @@
+//! End-to-end throughput of the network sinks: an audit log of N events
+//! read by `lumen run` (k8s_audit_file source), encoded and shipped to a
+//! local receiver that answers like Elasticsearch's bulk API or Splunk
+//! HEC (every document accepted, answered per item / with an ackId).
+//! Reports events/s (first event to last accepted), Lumen's CPU per event
+//! (utime + stime: events/s per core), and its peak RSS (VmHWM).
+//! Run: `cargo bench -p lumen --bench sink_throughput [-- word]`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EVENTS: usize = 200_000;
+
+/// A receiver that accepts everything: for `/_bulk`, one `create` item per
+/// action line; for HEC, `Success` with an ackId, and every ack true.
+async fn receiver(
+    count: Arc<AtomicU64>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text = match path.as_str() {
+        "/_bulk" => {
+            let docs = memchr_count(&body) / 2;
+            count.fetch_add(docs as u64, Ordering::Relaxed);
+            let mut out = String::with_capacity(40 * docs + 40);
+            out.push_str("{\"took\":1,\"errors\":false,\"items\":[");
+            for i in 0..docs {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"create\":{\"status\":201}}");
+            }
+            out.push_str("]}");
+            out
+        }
+        "/services/collector/event" => {
+            count.fetch_add(memchr_count(&body) as u64, Ordering::Relaxed);
+            "{\"text\":\"Success\",\"code\":0,\"ackId\":1}".to_owned()
+        }
+        "/services/collector/ack" => "{\"acks\":{\"1\":true}}".to_owned(),
+        _ => "{\"status\":\"green\"}".to_owned(),
+    };
+    Ok(Response::new(Full::new(Bytes::from(text))))
+}
+
+fn memchr_count(body: &[u8]) -> usize {
+    body.iter().filter(|b| **b == b'\n').count()
+}
+
+fn start_receiver(rt: &tokio::runtime::Runtime, count: Arc<AtomicU64>) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| receiver(count.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// (utime + stime in seconds, peak RSS in MiB) of a process.
+fn usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (ticks / 100.0, hwm_kib / 1024.0)
+}
+
+fn write_log(path: &std::path::Path) -> f64 {
+    let sample = include_str!("../../config/samples/k8s-audit.log");
+    let lines: Vec<&str> = sample
+        .lines()
+        .filter(|l| l.contains("\"auditID\""))
+        .collect();
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}")));
+    let mut bytes = 0usize;
+    for i in 0..EVENTS {
+        let line = lines[i % lines.len()];
+        // A unique auditID per event: replace the first 8 hex digits.
+        let at = line.find("\"auditID\":\"").unwrap_or(0) + 11;
+        let unique = format!("{}{:08x}{}", &line[..at], i, &line[at + 8..]);
+        bytes += unique.len() + 1;
+        writeln!(out, "{unique}").unwrap_or_else(|e| panic!("{e}"));
+    }
+    out.flush().unwrap_or_else(|e| panic!("{e}"));
+    bytes as f64 / EVENTS as f64
+}
+
+fn main() {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(dir.path().join("logs")).unwrap_or_else(|e| panic!("{e}"));
+    let mean = write_log(&dir.path().join("logs/audit.log"));
+    println!("input: {EVENTS} Kubernetes audit events, mean {mean:.0} bytes per line; receiver in-process on the same 2 cores");
+    println!();
+    println!("| path | events/s | Lumen CPU | events/s per core of Lumen CPU | peak RSS |");
+    println!("| --- | --- | --- | --- | --- |");
+    let sinks = [
+        (
+            "audit file → ECS → elasticsearch (data streams)",
+            "type = \"elasticsearch\"\nendpoints = [\"{url}\"]\nhealthcheck = false\ninstall_templates = false\n",
+        ),
+        (
+            "audit file → OCSF → splunk_hec (indexer acks)",
+            "type = \"splunk_hec\"\nendpoint = \"{url}\"\ndefault_token = \"bench\"\nhealthcheck = false\nacknowledgements.query_interval = 0.01\n",
+        ),
+    ];
+    for (name, sink) in sinks
+        .iter()
+        .filter(|(n, _)| only.is_empty() || only.iter().any(|w| n.contains(w.as_str())))
+    {
+        let count = Arc::new(AtomicU64::new(0));
+        let url = start_receiver(&rt, count.clone());
+        let config = format!(
+            "data_dir = \"{d}/data\"\n[sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{d}/logs/*.log\"\n\n[sinks.out]\ninputs = [\"audit\"]\n{}",
+            sink.replace("{url}", &url),
+            d = dir.path().display()
+        );
+        let config_path = dir.path().join("lumen.toml");
+        std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("{e}"));
+        let _ = std::fs::remove_dir_all(dir.path().join("data"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("LUMEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("lumen: {e}"));
+        let pid = child.id();
+        // From the first accepted event to the last.
+        while count.load(Ordering::Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (cpu0, _) = usage(pid);
+        let t = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while (count.load(Ordering::Relaxed) as usize) < EVENTS && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let elapsed = t.elapsed().as_secs_f64();
+        let (cpu1, rss) = usage(pid);
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let _ = child.wait();
+        let got = count.load(Ordering::Relaxed) as usize;
+        assert!(
+            got >= EVENTS,
+            "{name}: only {got} of {EVENTS} events arrived"
+        );
+        let cpu = cpu1 - cpu0;
+        println!(
+            "| {name} | {:.0} | {:.2} cores | {:.0} | {:.0} MiB |",
+            EVENTS as f64 / elapsed,
+            cpu / elapsed,
+            EVENTS as f64 / cpu,
+            rss
+        );
+    }
+}

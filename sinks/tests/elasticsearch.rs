@@ -313,3 +313,46 @@ async fn tls_with_a_custom_ca_works_and_an_unknown_ca_is_refused() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn client_certificates_are_presented_when_the_server_requires_them() {
+    let ca = support::test_ca();
+    let peer = EsPeer::start_with(
+        Some((&ca.server_cert_pem, &ca.server_key_pem)),
+        Some(&ca.ca_pem),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let (ca_file, crt, key) = (
+        write("ca.pem", &ca.ca_pem),
+        write("client.pem", &ca.client_cert_pem),
+        write("client.key", &ca.client_key_pem),
+    );
+    let base = format!("inputs = [\"x\"]\nendpoints = [\"{}\"]\n", peer.https_url());
+    // Without a client certificate the handshake is refused.
+    let sink = ElasticsearchSink::new(
+        "es",
+        config(&format!("{base}[tls]\nca_file = \"{ca_file}\"\n")),
+        dir.path(),
+        Arc::new(ComponentMetrics::default()),
+    )
+    .unwrap();
+    let e = sink.start().await.unwrap_err().to_string();
+    assert!(e.contains("healthcheck failed"), "{e}");
+    // With it, events flow.
+    let r = run(
+        config(&format!(
+            "{base}[tls]\nca_file = \"{ca_file}\"\ncrt_file = \"{crt}\"\nkey_file = \"{key}\"\n{FAST}"
+        )),
+        "mtls",
+        10,
+    )
+    .await;
+    assert_eq!(r.count(Status::Delivered), 10);
+    arrived_once(&peer, "mtls", 0..10);
+}

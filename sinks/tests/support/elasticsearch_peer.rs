@@ -68,23 +68,42 @@ fn error(status: u16, kind: &str, reason: &str) -> Resp {
 impl EsPeer {
     /// Listens on 127.0.0.1 (TLS when `tls` = (certificate PEM, key PEM)).
     pub async fn start(tls: Option<(&str, &str)>) -> EsPeer {
+        Self::start_with(tls, None).await
+    }
+
+    /// As [`EsPeer::start`] with TLS, also requiring a client certificate
+    /// signed by `client_ca` (PEM).
+    pub async fn start_with(tls: Option<(&str, &str)>, client_ca: Option<&str>) -> EsPeer {
+        use rustls_pki_types::pem::PemObject;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let acceptor = tls.map(|(cert, key)| {
-            use rustls_pki_types::pem::PemObject;
             let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap();
             let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap();
+            let builder = match client_ca {
+                Some(ca) => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                        roots.add(c.unwrap()).unwrap();
+                    }
+                    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider,
+                    )
+                    .build()
+                    .unwrap();
+                    builder.with_client_cert_verifier(verifier)
+                }
+                None => builder.with_no_client_auth(),
+            };
+            let config = builder.with_single_cert(certs, key).unwrap();
             tokio_rustls::TlsAcceptor::from(Arc::new(config))
         });
         let peer = EsPeer {

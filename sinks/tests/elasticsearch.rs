@@ -356,3 +356,30 @@ async fn client_certificates_are_presented_when_the_server_requires_them() {
     assert_eq!(r.count(Status::Delivered), 10);
     arrived_once(&peer, "mtls", 0..10);
 }
+
+#[tokio::test]
+async fn ocsf_documents_go_to_a_data_stream_per_class_without_ecs_templates() {
+    let peer = EsPeer::start(None).await;
+    let r = run(
+        config(&format!(
+            "inputs = [\"x\"]\nendpoints = [\"{}\"]\nschema = \"ocsf\"\n{FAST}",
+            peer.url()
+        )),
+        "ocsf",
+        20,
+    )
+    .await;
+    assert_eq!(r.count(Status::Delivered), 20);
+    arrived_once(&peer, "ocsf", 0..20);
+    peer.with(|s| {
+        assert!(s
+            .docs
+            .iter()
+            .all(|(i, d)| i == "logs-lumen.ocsf_api_activity-default" && d["class_uid"] == 6003));
+        // Data streams need @timestamp; it is the OCSF `time`.
+        let d = &s.docs[0].1;
+        assert_eq!(d["@timestamp"], "2018-10-26T13:38:34.902914Z");
+        assert_eq!(d["time"], 1540561114902u64);
+        assert!(s.component_templates.is_empty() && s.index_templates.is_empty());
+    });
+}

@@ -138,3 +138,31 @@ fn syntax_errors_name_line_and_column() {
     ));
     assert!(e.contains("unknown variant `middle`"), "{e}");
 }
+
+#[test]
+fn network_sink_settings_that_cannot_work_are_refused_with_the_sink_named() {
+    let base = "[sources.a]\ntype = \"k8s_audit_file\"\npath = \"/x\"\n\n";
+    for (sink, want) in [
+        (
+            "[sinks.es]\ntype = \"elasticsearch\"\ninputs = [\"a\"]\nendpoints = []\n",
+            "5:1: [sinks.es]: endpoints: at least one URL is needed",
+        ),
+        (
+            "[sinks.es]\ntype = \"elasticsearch\"\ninputs = [\"a\"]\nendpoints = [\"http://es:9200\"]\nauth.strategy = \"basic\"\nauth.user = \"u\"\n",
+            "5:1: [sinks.es]: auth.strategy = Basic needs auth.password",
+        ),
+        (
+            "[sinks.hec]\ntype = \"splunk_hec\"\ninputs = [\"a\"]\nendpoint = \"splunk:8088\"\ndefault_token = \"t\"\n",
+            "5:1: [sinks.hec]: endpoint: `splunk:8088` is not http(s)",
+        ),
+        (
+            "[sinks.hec]\ntype = \"splunk_hec\"\ninputs = [\"a\"]\nendpoint = \"https://splunk:8088\"\ndefault_token = \"t\"\nrequest.concurrency = 0\n",
+            "5:1: [sinks.hec]: request.concurrency must be at least 1",
+        ),
+    ] {
+        let e = Config::from_str_with_env(&format!("{base}{sink}"), "c.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with(want), "{e}\nwanted: {want}");
+    }
+}

@@ -3,7 +3,7 @@
 //! form no cycle. Positions are found in the (interpolated) text by looking
 //! for the component's table header and the quoted input name after it.
 
-use super::{line_col, Config};
+use super::{line_col, Config, SinkConfig};
 use std::collections::{BTreeMap, BTreeSet};
 
 type Position = Option<(usize, usize)>;
@@ -110,6 +110,19 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
             None,
             "no sinks: add at least one [sinks.<id>] table".to_owned(),
         ));
+    }
+    for (id, sink) in &config.sinks {
+        let checked = match sink {
+            SinkConfig::Elasticsearch(c) => c.validate(),
+            SinkConfig::SplunkHec(c) => c.validate(),
+            SinkConfig::File(_) | SinkConfig::Console(_) => Ok(()),
+        };
+        if let Err(message) = checked {
+            return Err((
+                locate(text, "sinks", id, None),
+                format!("[sinks.{id}]: {message}"),
+            ));
+        }
     }
     let check_inputs = |kind: &str,
                         id: &str,

@@ -118,6 +118,7 @@ pub enum AuthStrategy {
 impl ElasticsearchConfig {
     /// Rejects settings that cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
+        crate::http::Endpoints::new(&self.endpoints)?;
         self.batch.validate()?;
         self.request.validate()?;
         if self.mode == Mode::Bulk {

@@ -87,6 +87,15 @@ impl Encoder for BulkEncoder {
         buf.extend_from_slice(b"\"}}\n");
         let start = buf.len();
         self.schema.encode(event, buf);
+        if self.schema == Schema::Ocsf && self.mode == Mode::DataStream {
+            // Data streams need `@timestamp`; OCSF carries its time as
+            // `time` (epoch ms). Both go in, the same instant.
+            let mut ts = Vec::with_capacity(48);
+            ts.extend_from_slice(b"\"@timestamp\":\"");
+            event.time.write_rfc3339(&mut ts);
+            ts.extend_from_slice(b"\",");
+            buf.splice(start + 1..start + 1, ts);
+        }
         let end = buf.len();
         buf.push(b'\n');
         start..end

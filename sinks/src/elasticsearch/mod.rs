@@ -1,13 +1,15 @@
 //! The `elasticsearch` sink: events through the bulk API, as NDJSON.
 //!
 //! Split like Vector's sinks: [`config`] (keys), [`encoder`] (action line
-//! and document per event), [`service`] (builds the request, sends it,
-//! classifies the answer per document), [`templates`] (ECS mappings
-//! installed at start-up), and this module, the sink: start-up checks, then
-//! the shared delivery loop ([`crate::deliver`]) over batches.
+//! and document per event), [`request_builder`] (the bulk request for some
+//! events of a batch), [`service`] (sends it, classifies the answer per
+//! document), [`templates`] (ECS mappings installed at start-up), and this
+//! module, the sink: start-up checks, then the shared delivery loop
+//! ([`crate::deliver`]) over batches.
 
 pub mod config;
 pub mod encoder;
+pub mod request_builder;
 pub mod service;
 pub mod templates;
 

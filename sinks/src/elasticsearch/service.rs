@@ -1,12 +1,12 @@
-//! Sends bulk requests and classifies the answers, per request and per
-//! item, as Elasticsearch documents them: 200 with `items[].status` for
-//! each document; 429 and 5xx retry; 401/403 are fatal; other 4xx reject.
+//! Sends bulk requests (built by [`super::request_builder`]) and classifies
+//! the answers, per request and per item, as Elasticsearch documents them:
+//! 200 with `items[].status` for each document; 429 and 5xx retry; 401/403
+//! are fatal; other 4xx reject.
 
-use super::config::{AuthConfig, AuthStrategy};
+use super::config::AuthConfig;
 use crate::batch::Batch;
 use crate::deliver::{Outcome, Service};
 use crate::http::{read_response, transport_outcome, Compression, Endpoints};
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
@@ -17,29 +17,6 @@ pub struct BulkService {
     pub endpoints: Endpoints,
     pub auth: Option<AuthConfig>,
     pub compression: Compression,
-}
-
-impl BulkService {
-    /// A request with the sink's credentials.
-    pub fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-        let req = self.client.request(method, url);
-        match &self.auth {
-            None => req,
-            Some(a) => match a.strategy {
-                AuthStrategy::Basic => req.basic_auth(
-                    a.user.as_deref().unwrap_or(""),
-                    a.password.as_ref().map(|p| p.expose()),
-                ),
-                AuthStrategy::ApiKey => req.header(
-                    AUTHORIZATION,
-                    format!("ApiKey {}", a.api_key.as_ref().map_or("", |k| k.expose())),
-                ),
-                AuthStrategy::Bearer => {
-                    req.bearer_auth(a.token.as_ref().map_or("", |t| t.expose()))
-                }
-            },
-        }
-    }
 }
 
 /// The parts of a bulk response Lumen reads.
@@ -162,16 +139,8 @@ fn item_outcomes(body: &[u8], n: usize) -> Vec<Outcome> {
 impl Service for BulkService {
     async fn send(&self, batch: &Batch, pending: &[usize]) -> Vec<Outcome> {
         let n = pending.len();
-        let (body, encoding) = self.compression.apply(batch.body(pending));
         let (endpoint, base) = self.endpoints.pick();
-        let mut req = self
-            .request(reqwest::Method::POST, format!("{base}/_bulk"))
-            .header(CONTENT_TYPE, "application/x-ndjson")
-            .body(body);
-        if let Some(enc) = encoding {
-            req = req.header(CONTENT_ENCODING, enc);
-        }
-        let resp = match req.send().await {
+        let resp = match self.bulk_request(base, batch, pending).send().await {
             Ok(r) => r,
             Err(e) => {
                 self.endpoints.failed(endpoint);

@@ -114,6 +114,8 @@ fn default_retry_limit() -> u32 {
 impl SplunkHecConfig {
     /// Rejects settings that cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
+        crate::http::Endpoints::new(std::slice::from_ref(&self.endpoint))
+            .map_err(|e| e.replacen("endpoints", "endpoint", 1))?;
         self.batch.validate()?;
         self.request.validate()?;
         if self.default_token.is_empty() {

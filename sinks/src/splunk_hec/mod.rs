@@ -4,11 +4,13 @@
 //! reports them indexed (indexer acknowledgement), on by default.
 //!
 //! Split like Vector's sinks: [`config`], [`encoder`] (envelope per event),
-//! [`service`] (request, HEC status codes, ack polling), and this module,
+//! [`request_builder`] (the request for some events of a batch),
+//! [`service`] (sends it; HEC status codes, ack polling), and this module,
 //! the sink: start-up checks, then the shared delivery loop.
 
 pub mod config;
 pub mod encoder;
+pub mod request_builder;
 pub mod service;
 
 pub use config::SplunkHecConfig;

@@ -14,7 +14,7 @@ use crate::batch::Batch;
 use crate::deliver::{Outcome, Service};
 use crate::http::{error_chain, read_response, transport_outcome, Compression};
 use crate::secret::Secret;
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use std::time::Duration;
@@ -78,31 +78,6 @@ pub fn new_channel() -> String {
 }
 
 impl HecService {
-    /// A request to `path` with `query`, the token and the channel.
-    pub fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> reqwest::RequestBuilder {
-        let mut url = format!("{}{path}", self.endpoint);
-        if !query.is_empty() {
-            url.push('?');
-            for (i, (k, v)) in query.iter().enumerate() {
-                if i > 0 {
-                    url.push('&');
-                }
-                url.push_str(&encode_query(k));
-                url.push('=');
-                url.push_str(&encode_query(v));
-            }
-        }
-        self.client
-            .request(method, url)
-            .header(AUTHORIZATION, format!("Splunk {}", self.token.expose()))
-            .header(CHANNEL_HEADER, &self.channel)
-    }
-
     /// Waits until HEC reports `ack_id` indexed: true; false when it has
     /// not after `retry_limit` queries.
     async fn indexed(&self, ack_id: u64) -> Result<bool, String> {
@@ -152,22 +127,7 @@ impl HecService {
 impl Service for HecService {
     async fn send(&self, batch: &Batch, pending: &[usize]) -> Vec<Outcome> {
         let n = pending.len();
-        let (body, encoding) = self.compression.apply(batch.body(pending));
-        let mut req = match self.target {
-            EndpointTarget::Event => self
-                .request(reqwest::Method::POST, "/services/collector/event", &[])
-                .header(CONTENT_TYPE, "application/json"),
-            EndpointTarget::Raw => {
-                let mut query: Vec<(&str, &str)> = vec![("channel", &self.channel)];
-                query.extend(self.raw_query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                self.request(reqwest::Method::POST, "/services/collector/raw", &query)
-                    .header(CONTENT_TYPE, "text/plain")
-            }
-        };
-        if let Some(enc) = encoding {
-            req = req.header(CONTENT_ENCODING, enc);
-        }
-        let resp = match req.body(body).send().await {
+        let resp = match self.events_request(batch, pending).send().await {
             Ok(r) => r,
             Err(e) => return vec![transport_outcome(&e); n],
         };
@@ -240,19 +200,6 @@ impl Service for HecService {
             _ => vec![Outcome::Reject { reason }; n],
         }
     }
-}
-
-/// Percent-encodes a query component (RFC 3986 unreserved kept).
-fn encode_query(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// HEC code 6 with `invalid-event-number` k: event k is malformed and

@@ -405,16 +405,33 @@ fn credentials(w: &mut JsonWriter<'_>, key: &str, c: &Credentials) {
     w.end_object();
 }
 
-fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
-    common_head(w, event.time);
-    let (category, etype) = match p.op {
+/// ECS `event.category` and `event.type` of a privilege operation.
+fn privilege_category(op: PrivilegeOp) -> (&'static str, &'static str) {
+    match op {
         PrivilegeOp::PtraceAttach => ("process", "access"),
         PrivilegeOp::InitModule | PrivilegeOp::FinitModule | PrivilegeOp::BpfProgLoad => {
             ("driver", "start")
         }
         PrivilegeOp::Mount => ("file", "change"),
         _ => ("process", "change"),
-    };
+    }
+}
+
+/// The (first) ECS `event.category` of an event, for routing (Kafka topics).
+pub fn category(event: &Event) -> &'static str {
+    match &event.kind {
+        EventKind::Process(_) => "process",
+        EventKind::ApiActivity(_) => "api",
+        EventKind::Privilege(p) => privilege_category(p.op).0,
+        EventKind::Network(_) => "network",
+        EventKind::Loss(_) => "host",
+        EventKind::File(_) => "file",
+    }
+}
+
+fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
+    common_head(w, event.time);
+    let (category, etype) = privilege_category(p.op);
     event_object(
         w,
         event,

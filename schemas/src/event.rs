@@ -129,6 +129,29 @@ impl LossReport {
 }
 
 impl EventKind {
+    /// The process that acted, for the kinds that have one.
+    pub fn process(&self) -> Option<&Process> {
+        match self {
+            EventKind::Process(p) => Some(&p.process),
+            EventKind::Privilege(p) => Some(&p.process),
+            EventKind::Network(n) => Some(&n.process),
+            EventKind::File(f) => Some(&f.process),
+            EventKind::ApiActivity(_) | EventKind::Loss(_) => None,
+        }
+    }
+
+    /// The container id of the acting process ("" when none or unknown).
+    pub fn container_id(&self) -> &str {
+        self.process()
+            .map_or("", |p| p.attribution.container_id.get(&p.text))
+    }
+
+    /// The Kubernetes pod UID of the acting process ("" when none).
+    pub fn pod_uid(&self) -> &str {
+        self.process()
+            .map_or("", |p| p.attribution.pod_uid.get(&p.text))
+    }
+
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {

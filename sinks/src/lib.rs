@@ -23,10 +23,12 @@ pub mod elasticsearch;
 pub mod envelope;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod request;
 pub mod secret;
 pub mod splunk_hec;
+pub mod template;
 pub mod tls;
 
 pub use envelope::Envelope;

@@ -5,7 +5,8 @@
 //! - the nightly toolchain with `rust-src` (the kernel programs build `core`
 //!   for `bpfel-unknown-none`);
 //! - `bpf-linker` 0.10.1 (newer releases want an external LLVM);
-//! - Debian packages the tests use (`runc`, `busybox-static`).
+//! - Debian packages: `runc` and `busybox-static` for the container tests,
+//!   `libssl-dev` and `pkg-config` for librdkafka's TLS and SASL (kafka sink).
 //!
 //! `run` builds Lumen and runs it on the embedded default config.
 //! `test` runs `cargo fmt --check`, clippy with `-D warnings` (host crates and
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BPF_LINKER_VERSION: &str = "0.10.1";
-const DEBIAN_PACKAGES: &[&str] = &["runc", "busybox-static"];
+const DEBIAN_PACKAGES: &[&str] = &["runc", "busybox-static", "libssl-dev", "pkg-config"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -130,7 +131,7 @@ fn ensure_debian_packages() -> Result<()> {
         != Some("0")
     {
         eprintln!(
-            "xtask: missing Debian packages {missing:?}; install them as root (apt-get install {}) for the container tests",
+            "xtask: missing Debian packages {missing:?}; install them as root (apt-get install {})",
             missing.join(" ")
         );
         return Ok(());

@@ -21,6 +21,7 @@ mod validate;
 use lumen_sinks::console::ConsoleSinkConfig;
 use lumen_sinks::elasticsearch::ElasticsearchConfig;
 use lumen_sinks::file::FileSinkConfig;
+use lumen_sinks::kafka::KafkaConfig;
 use lumen_sinks::splunk_hec::SplunkHecConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -96,6 +97,7 @@ pub enum SinkConfig {
     Console(ConsoleSinkConfig),
     Elasticsearch(Box<ElasticsearchConfig>),
     SplunkHec(Box<SplunkHecConfig>),
+    Kafka(Box<KafkaConfig>),
 }
 
 impl SinkConfig {
@@ -105,6 +107,7 @@ impl SinkConfig {
             SinkConfig::Console(_) => "console",
             SinkConfig::Elasticsearch(_) => "elasticsearch",
             SinkConfig::SplunkHec(_) => "splunk_hec",
+            SinkConfig::Kafka(_) => "kafka",
         }
     }
     pub fn inputs(&self) -> &[String] {
@@ -113,6 +116,7 @@ impl SinkConfig {
             SinkConfig::Console(c) => &c.inputs,
             SinkConfig::Elasticsearch(c) => &c.inputs,
             SinkConfig::SplunkHec(c) => &c.inputs,
+            SinkConfig::Kafka(c) => &c.inputs,
         }
     }
 }

@@ -115,6 +115,7 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
         let checked = match sink {
             SinkConfig::Elasticsearch(c) => c.validate(),
             SinkConfig::SplunkHec(c) => c.validate(),
+            SinkConfig::Kafka(c) => c.validate(),
             SinkConfig::File(_) | SinkConfig::Console(_) => Ok(()),
         };
         if let Err(message) = checked {

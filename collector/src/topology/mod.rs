@@ -18,6 +18,7 @@ use fanout::Fanout;
 use lumen_sinks::console::ConsoleSink;
 use lumen_sinks::elasticsearch::ElasticsearchSink;
 use lumen_sinks::file::FileSink;
+use lumen_sinks::kafka::KafkaSink;
 use lumen_sinks::splunk_hec::SplunkHecSink;
 use lumen_sinks::{ComponentMetrics, Envelope};
 use std::collections::{BTreeMap, HashMap};
@@ -122,6 +123,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 let context = || format!("starting sink `{id}` (splunk_hec)");
                 let s = SplunkHecSink::new(id, (**c).clone(), &config.data_dir, m)
                     .with_context(context)?;
+                s.start().await.with_context(context)?;
+                tasks.spawn(async move {
+                    s.run(rx).await;
+                    name
+                });
+            }
+            SinkConfig::Kafka(c) => {
+                let context = || format!("starting sink `{id}` (kafka)");
+                let s =
+                    KafkaSink::new(id, (**c).clone(), &config.data_dir, m).with_context(context)?;
                 s.start().await.with_context(context)?;
                 tasks.spawn(async move {
                     s.run(rx).await;

@@ -1,0 +1,144 @@
+//! The `kafka` sink: events as records of an idempotent librdkafka producer
+//! (`acks=all`, zstd), routed by topic and key templates, acknowledged
+//! upstream only on a successful delivery report.
+//!
+//! Split like the other sinks: [`config`] (keys and the librdkafka
+//! settings they make), [`encoder`] (routing header + value per event),
+//! [`service`] (produce, classify delivery reports), and this module, the
+//! sink: start-up metadata check, then the shared delivery loop. librdkafka
+//! batches per partition itself; the sink's batches bound how many records
+//! wait for their reports at once.
+
+pub mod config;
+pub mod encoder;
+pub mod service;
+
+pub use config::KafkaConfig;
+
+use crate::deliver::{Delivery, DeliveryMetrics};
+use crate::{ComponentMetrics, Envelope};
+use encoder::RecordEncoder;
+use lumen_schemas::{Schema, ECS_VERSION, OCSF_VERSION};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, Producer};
+use service::KafkaService;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Why the sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka: {0}")]
+    Config(String),
+    #[error("kafka: creating the producer failed: {0}")]
+    Producer(String),
+    #[error("kafka healthcheck failed for {servers}: {reason} (set healthcheck = false to start anyway)")]
+    Healthcheck { servers: String, reason: String },
+}
+
+/// A configured sink, checked and ready to run.
+#[derive(Debug)]
+pub struct KafkaSink {
+    config: KafkaConfig,
+    delivery: Delivery<KafkaService>,
+}
+
+impl KafkaSink {
+    /// Validates the config and creates the producer (which connects in
+    /// the background).
+    pub fn new(
+        name: &str,
+        config: KafkaConfig,
+        data_dir: &Path,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Result<Self, KafkaError> {
+        config.validate().map_err(KafkaError::Config)?;
+        let mut client = ClientConfig::new();
+        for (k, v) in config.producer_settings() {
+            client.set(k, v);
+        }
+        let producer: FutureProducer = client.create().map_err(|e| {
+            // librdkafka names the setting at fault; secrets are not echoed.
+            KafkaError::Producer(e.to_string())
+        })?;
+        let header_names = (!config.headers_key.is_empty()).then(|| {
+            let k = &config.headers_key;
+            [
+                format!("{k}.schema"),
+                format!("{k}.schema_version"),
+                format!("{k}.kind"),
+            ]
+        });
+        let service = KafkaService {
+            producer,
+            header_names,
+            schema: config.schema.as_str(),
+            schema_version: match config.schema {
+                Schema::Ocsf => OCSF_VERSION,
+                Schema::Ecs => ECS_VERSION,
+            },
+        };
+        let delivery = Delivery::new(
+            name,
+            service,
+            config.request.clone(),
+            config.dead_letter_path.clone(),
+            data_dir,
+            metrics,
+        );
+        Ok(KafkaSink { config, delivery })
+    }
+
+    /// The sink's delivery counters (retries, dead letters, duplicates).
+    pub fn delivery_metrics(&self) -> Arc<DeliveryMetrics> {
+        self.delivery.delivery.clone()
+    }
+
+    /// Start-up: the cluster's metadata, within the request timeout.
+    pub async fn start(&self) -> Result<(), KafkaError> {
+        if !self.config.healthcheck {
+            return Ok(());
+        }
+        let service = self.delivery.service.clone();
+        let timeout = self.config.request.timeout().min(Duration::from_secs(30));
+        let metadata = tokio::task::spawn_blocking(move || {
+            service
+                .producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|m| m.brokers().len())
+        })
+        .await;
+        let fail = |reason: String| KafkaError::Healthcheck {
+            servers: self.config.bootstrap_servers.clone(),
+            reason,
+        };
+        match metadata {
+            Ok(Ok(brokers)) => {
+                tracing::info!(component = %self.delivery.name, brokers, "kafka healthcheck passed");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(fail(e.to_string())),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+
+    /// Delivers every event received until the channel closes, then
+    /// flushes the producer.
+    pub async fn run(self, rx: mpsc::Receiver<Envelope>) {
+        let encoder = match RecordEncoder::new(&self.config) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(component = %self.delivery.name, error = %e, "kafka sink cannot start");
+                return;
+            }
+        };
+        let service = self.delivery.service.clone();
+        self.delivery.run(self.config.batch, encoder, rx).await;
+        let _ =
+            tokio::task::spawn_blocking(move || service.producer.flush(Duration::from_secs(10)))
+                .await;
+    }
+}

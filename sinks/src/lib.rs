@@ -25,6 +25,7 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod otlp;
 pub mod request;
 pub mod secret;
 pub mod splunk_hec;

@@ -50,7 +50,7 @@ fn each_config_error_exits_2_with_file_line_column_and_reason() {
         ),
         (
             GOOD.replace("type = \"console\"", "type = \"splunk\""),
-            "bad.toml:11:8: unknown variant `splunk`, expected one of `file`, `console`, `elasticsearch`, `splunk_hec`, `kafka`",
+            "bad.toml:11:8: unknown variant `splunk`, expected one of `file`, `console`, `elasticsearch`, `splunk_hec`, `kafka`, `otlp`",
         ),
         (
             GOOD.replace("inputs = [\"only_audit\"]", "inputs = [\"nothing\"]"),

@@ -22,6 +22,7 @@ use lumen_sinks::console::ConsoleSinkConfig;
 use lumen_sinks::elasticsearch::ElasticsearchConfig;
 use lumen_sinks::file::FileSinkConfig;
 use lumen_sinks::kafka::KafkaConfig;
+use lumen_sinks::otlp::OtlpConfig;
 use lumen_sinks::splunk_hec::SplunkHecConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -98,6 +99,7 @@ pub enum SinkConfig {
     Elasticsearch(Box<ElasticsearchConfig>),
     SplunkHec(Box<SplunkHecConfig>),
     Kafka(Box<KafkaConfig>),
+    Otlp(Box<OtlpConfig>),
 }
 
 impl SinkConfig {
@@ -108,6 +110,7 @@ impl SinkConfig {
             SinkConfig::Elasticsearch(_) => "elasticsearch",
             SinkConfig::SplunkHec(_) => "splunk_hec",
             SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Otlp(_) => "otlp",
         }
     }
     pub fn inputs(&self) -> &[String] {
@@ -117,6 +120,7 @@ impl SinkConfig {
             SinkConfig::Elasticsearch(c) => &c.inputs,
             SinkConfig::SplunkHec(c) => &c.inputs,
             SinkConfig::Kafka(c) => &c.inputs,
+            SinkConfig::Otlp(c) => &c.inputs,
         }
     }
 }

@@ -116,6 +116,7 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
             SinkConfig::Elasticsearch(c) => c.validate(),
             SinkConfig::SplunkHec(c) => c.validate(),
             SinkConfig::Kafka(c) => c.validate(),
+            SinkConfig::Otlp(c) => c.validate(),
             SinkConfig::File(_) | SinkConfig::Console(_) => Ok(()),
         };
         if let Err(message) = checked {

@@ -19,6 +19,7 @@ use lumen_sinks::console::ConsoleSink;
 use lumen_sinks::elasticsearch::ElasticsearchSink;
 use lumen_sinks::file::FileSink;
 use lumen_sinks::kafka::KafkaSink;
+use lumen_sinks::otlp::OtlpSink;
 use lumen_sinks::splunk_hec::SplunkHecSink;
 use lumen_sinks::{ComponentMetrics, Envelope};
 use std::collections::{BTreeMap, HashMap};
@@ -88,6 +89,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             .context("internal: sink without channel")?;
         let m = metrics_of(id);
         let name = id.clone();
+        // A network sink: built (config checked), started (healthcheck,
+        // templates), then run in its own task.
+        macro_rules! network_sink {
+            ($sink:ty, $config:expr, $kind:literal) => {{
+                let context = || format!("starting sink `{id}` ({})", $kind);
+                let s = <$sink>::new(id, (**$config).clone(), &config.data_dir, m)
+                    .with_context(context)?;
+                s.start().await.with_context(context)?;
+                tasks.spawn(async move {
+                    s.run(rx).await;
+                    name
+                });
+            }};
+        }
         match sink {
             SinkConfig::File(c) => {
                 let s = FileSink::new(c.clone(), m);
@@ -109,36 +124,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                     name
                 });
             }
-            SinkConfig::Elasticsearch(c) => {
-                let context = || format!("starting sink `{id}` (elasticsearch)");
-                let s = ElasticsearchSink::new(id, (**c).clone(), &config.data_dir, m)
-                    .with_context(context)?;
-                s.start().await.with_context(context)?;
-                tasks.spawn(async move {
-                    s.run(rx).await;
-                    name
-                });
-            }
-            SinkConfig::SplunkHec(c) => {
-                let context = || format!("starting sink `{id}` (splunk_hec)");
-                let s = SplunkHecSink::new(id, (**c).clone(), &config.data_dir, m)
-                    .with_context(context)?;
-                s.start().await.with_context(context)?;
-                tasks.spawn(async move {
-                    s.run(rx).await;
-                    name
-                });
-            }
-            SinkConfig::Kafka(c) => {
-                let context = || format!("starting sink `{id}` (kafka)");
-                let s =
-                    KafkaSink::new(id, (**c).clone(), &config.data_dir, m).with_context(context)?;
-                s.start().await.with_context(context)?;
-                tasks.spawn(async move {
-                    s.run(rx).await;
-                    name
-                });
-            }
+            SinkConfig::Elasticsearch(c) => network_sink!(ElasticsearchSink, c, "elasticsearch"),
+            SinkConfig::SplunkHec(c) => network_sink!(SplunkHecSink, c, "splunk_hec"),
+            SinkConfig::Kafka(c) => network_sink!(KafkaSink, c, "kafka"),
+            SinkConfig::Otlp(c) => network_sink!(OtlpSink, c, "otlp"),
         }
     }
 

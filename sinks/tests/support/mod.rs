@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod elasticsearch_peer;
+pub mod otlp_peer;
 pub mod splunk_peer;
 
 use bytes::Bytes;

@@ -1,0 +1,100 @@
+//! `[sinks.<id>] type = "otlp"`: OTLP logs over gRPC or HTTP/protobuf.
+
+use crate::batch::BatchConfig;
+use crate::http::Compression;
+use crate::request::RequestConfig;
+use crate::secret::Secret;
+use crate::tls::TlsConfig;
+use lumen_schemas::Schema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// Components whose events this sink takes.
+    pub inputs: Vec<String>,
+    /// gRPC: the collector's URL (`http://collector:4317`); HTTP: its base
+    /// URL (`/v1/logs` is appended when the path is empty) or the full URL.
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Extra request headers (gRPC metadata), e.g. for authentication.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// `none` (default) or `gzip`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Schema of the log bodies.
+    #[serde(default = "default_schema")]
+    pub schema: Schema,
+    /// `map` (default): the body is the event as a structured AnyValue
+    /// map; `string`: the event's JSON as a string.
+    #[serde(default)]
+    pub body: BodyEncoding,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub request: RequestConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// At start-up, send an empty export request (the spec's way to check
+    /// a receiver accepts the sink's requests).
+    #[serde(default = "yes")]
+    pub healthcheck: bool,
+    /// Where rejected events go; default `<data_dir>/dead-letter/<id>.ndjson`.
+    pub dead_letter_path: Option<PathBuf>,
+}
+
+fn default_schema() -> Schema {
+    Schema::Ocsf
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    Http,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyEncoding {
+    #[default]
+    Map,
+    String,
+}
+
+impl OtlpConfig {
+    /// Rejects settings that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.batch.validate()?;
+        self.request.validate()?;
+        crate::http::Endpoints::new(std::slice::from_ref(&self.endpoint))
+            .map_err(|e| e.replacen("endpoints", "endpoint", 1))?;
+        for name in self.headers.keys() {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(format!("headers: `{name}` is not a valid header name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where HTTP requests go: `<endpoint>/v1/logs` unless a path is given.
+    pub fn http_url(&self) -> String {
+        let e = self.endpoint.trim_end_matches('/');
+        match reqwest::Url::parse(e) {
+            Ok(u) if u.path() == "/" || u.path().is_empty() => format!("{e}/v1/logs"),
+            _ => e.to_owned(),
+        }
+    }
+}

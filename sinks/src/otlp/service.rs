@@ -1,0 +1,283 @@
+//! Sends export requests over gRPC (tonic) or HTTP/protobuf (reqwest) and
+//! classifies the answers as the OTLP specification says: gRPC codes
+//! CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE and
+//! DATA_LOSS are retried, RESOURCE_EXHAUSTED only with a `RetryInfo`
+//! (whose delay is honored); HTTP 429, 502, 503 and 504 are retried
+//! (honoring `Retry-After`); UNAUTHENTICATED/PERMISSION_DENIED and 401/403
+//! are fatal; the rest is rejected. A `partial_success` names how many
+//! records the receiver dropped, not which: it is logged and counted, and
+//! the request is not retried, as the specification asks.
+
+use super::config::{BodyEncoding, Protocol};
+use super::request_builder::export_request;
+use crate::batch::Batch;
+use crate::deliver::{Outcome, Service};
+use crate::http::{read_response, transport_outcome, Compression};
+use crate::secret::Secret;
+use lumen_schemas::Schema;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use prost::Message;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// `google.rpc.Status`, the error detail OTLP receivers send.
+#[derive(Clone, PartialEq, Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoAny {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// The delay a `RetryInfo` in a `google.rpc.Status` asks for.
+pub fn retry_delay(status_details: &[u8]) -> Option<Duration> {
+    let status = RpcStatus::decode(status_details).ok()?;
+    let info = status
+        .details
+        .iter()
+        .find(|d| d.type_url.ends_with("google.rpc.RetryInfo"))?;
+    let delay = RetryInfo::decode(info.value.as_slice()).ok()?.retry_delay?;
+    Some(Duration::new(
+        u64::try_from(delay.seconds).ok()?,
+        u32::try_from(delay.nanos).unwrap_or(0),
+    ))
+}
+
+/// The outcome of a gRPC error status.
+pub fn classify_grpc(status: &tonic::Status) -> Outcome {
+    use tonic::Code;
+    let reason = format!("gRPC {:?}: {}", status.code(), status.message());
+    let after = retry_delay(status.details());
+    match status.code() {
+        Code::Cancelled | Code::DeadlineExceeded | Code::Unavailable | Code::DataLoss => {
+            Outcome::Retry {
+                reason,
+                after,
+                // The request may have been taken before the failure.
+                ambiguous: true,
+            }
+        }
+        Code::Aborted | Code::OutOfRange => Outcome::Retry {
+            reason,
+            after,
+            ambiguous: false,
+        },
+        Code::ResourceExhausted if after.is_some() => Outcome::Retry {
+            reason,
+            after,
+            ambiguous: false,
+        },
+        Code::Unauthenticated | Code::PermissionDenied => Outcome::Fatal { reason },
+        _ => Outcome::Reject { reason },
+    }
+}
+
+#[derive(Debug)]
+pub struct OtlpService {
+    pub protocol: Protocol,
+    pub grpc: Option<LogsServiceClient<Channel>>,
+    pub http: reqwest::Client,
+    /// HTTP: the full `/v1/logs` URL; gRPC: the endpoint.
+    pub url: String,
+    pub headers: Vec<(String, Secret)>,
+    pub compression: Compression,
+    pub schema: Schema,
+    pub body: BodyEncoding,
+    /// Log records receivers dropped in partial successes.
+    pub partially_rejected: Arc<AtomicU64>,
+}
+
+impl OtlpService {
+    fn partial(&self, partial: Option<ExportLogsPartialSuccess>) {
+        let Some(p) = partial else { return };
+        if p.rejected_log_records > 0 || !p.error_message.is_empty() {
+            self.partially_rejected
+                .fetch_add(p.rejected_log_records.max(0) as u64, Ordering::Relaxed);
+            tracing::warn!(
+                endpoint = %self.url,
+                rejected = p.rejected_log_records,
+                error = %p.error_message,
+                "otlp receiver accepted the request but dropped some log records (partial success); not retried, as OTLP specifies"
+            );
+        }
+    }
+
+    /// Sends one export request; the outcome for all its records.
+    pub async fn export(&self, request: ExportLogsServiceRequest) -> Outcome {
+        match self.protocol {
+            Protocol::Grpc => self.export_grpc(request).await,
+            Protocol::Http => self.export_http(request).await,
+        }
+    }
+
+    async fn export_grpc(&self, request: ExportLogsServiceRequest) -> Outcome {
+        let Some(client) = &self.grpc else {
+            return Outcome::Fatal {
+                reason: "internal: no gRPC client".into(),
+            };
+        };
+        let mut client = client.clone();
+        let mut req = tonic::Request::new(request);
+        for (name, value) in &self.headers {
+            let (Ok(key), Ok(val)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value.expose()),
+            ) else {
+                return Outcome::Fatal {
+                    reason: format!("header `{name}` cannot be sent as gRPC metadata"),
+                };
+            };
+            req.metadata_mut().insert(key, val);
+        }
+        match client.export(req).await {
+            Ok(resp) => {
+                self.partial(resp.into_inner().partial_success);
+                Outcome::Delivered
+            }
+            Err(status) => classify_grpc(&status),
+        }
+    }
+
+    async fn export_http(&self, request: ExportLogsServiceRequest) -> Outcome {
+        let (body, encoding) = self
+            .compression
+            .apply(bytes::Bytes::from(request.encode_to_vec()));
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .body(body);
+        if let Some(enc) = encoding {
+            req = req.header(CONTENT_ENCODING, enc);
+        }
+        for (name, value) in &self.headers {
+            req = req.header(name.as_str(), value.expose());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return transport_outcome(&e),
+        };
+        let (status, after, body) = match read_response(resp, &self.url).await {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        if status.is_success() {
+            match ExportLogsServiceResponse::decode(body.as_ref()) {
+                Ok(r) => self.partial(r.partial_success),
+                Err(e) => {
+                    tracing::warn!(endpoint = %self.url, error = %e, "otlp: unreadable success response")
+                }
+            }
+            return Outcome::Delivered;
+        }
+        let detail = RpcStatus::decode(body.as_ref())
+            .map(|s| s.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+        let reason = format!("HTTP {status}: {detail}");
+        match status.as_u16() {
+            429 | 502 | 503 | 504 => Outcome::Retry {
+                reason,
+                after,
+                ambiguous: status.as_u16() == 504,
+            },
+            401 | 403 => Outcome::Fatal { reason },
+            _ => Outcome::Reject { reason },
+        }
+    }
+}
+
+impl Service for OtlpService {
+    async fn send(&self, batch: &Batch, pending: &[usize]) -> Vec<Outcome> {
+        let (request, decided) = export_request(batch, pending, self.schema, self.body);
+        if decided.iter().all(Option::is_some) {
+            return decided.into_iter().flatten().collect();
+        }
+        let outcome = self.export(request).await;
+        decided
+            .into_iter()
+            .map(|d| d.unwrap_or_else(|| outcome.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_info_delays_and_codes_are_classified_as_otlp_says() {
+        let info = RetryInfo {
+            retry_delay: Some(ProtoDuration {
+                seconds: 2,
+                nanos: 500_000_000,
+            }),
+        };
+        let status = RpcStatus {
+            code: 8,
+            message: "slow down".into(),
+            details: vec![ProtoAny {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            }],
+        };
+        let details = status.encode_to_vec();
+        assert_eq!(retry_delay(&details), Some(Duration::from_millis(2500)));
+        let exhausted = tonic::Status::with_details(
+            tonic::Code::ResourceExhausted,
+            "slow down",
+            details.into(),
+        );
+        assert!(matches!(
+            classify_grpc(&exhausted),
+            Outcome::Retry { after: Some(d), .. } if d == Duration::from_millis(2500)
+        ));
+        // Without RetryInfo, RESOURCE_EXHAUSTED is not retryable.
+        let plain = tonic::Status::resource_exhausted("full");
+        assert!(matches!(classify_grpc(&plain), Outcome::Reject { .. }));
+        assert!(matches!(
+            classify_grpc(&tonic::Status::unavailable("down")),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify_grpc(&tonic::Status::unauthenticated("who")),
+            Outcome::Fatal { .. }
+        ));
+        assert!(matches!(
+            classify_grpc(&tonic::Status::invalid_argument("bad")),
+            Outcome::Reject { .. }
+        ));
+    }
+}

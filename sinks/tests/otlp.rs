@@ -1,0 +1,235 @@
+//! The otlp sink against an OTLP receiver built on the official protobuf
+//! types, over gRPC and HTTP/protobuf: the OTel logs data model, retries as
+//! the OTLP specification says (retryable gRPC codes, RetryInfo, HTTP 429/
+//! 502/503/504 with Retry-After), partial successes logged and counted,
+//! non-retryable rejections dead-lettered, credentials checked at start.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use lumen_sinks::ack::Status;
+use lumen_sinks::deliver::DeliveryMetrics;
+use lumen_sinks::otlp::{OtlpConfig, OtlpSink};
+use lumen_sinks::ComponentMetrics;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use support::otlp_peer::{field, Fault, OtlpPeer};
+use support::{deliver, Run};
+
+fn config(peer: &OtlpPeer, extra: &str) -> OtlpConfig {
+    let text = format!(
+        "inputs = [\"x\"]\nendpoint = \"{}\"\n{extra}\n[request]\nretry_initial_backoff_secs = 0.01\nretry_max_duration_secs = 0.2\ntimeout_secs = 5\n[batch]\nmax_events = 25\ntimeout_secs = 0.05\n",
+        peer.url()
+    );
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn sink(cfg: OtlpConfig, dir: &tempfile::TempDir) -> OtlpSink {
+    OtlpSink::new(
+        "otlp",
+        cfg,
+        dir.path(),
+        Arc::new(ComponentMetrics::default()),
+    )
+    .unwrap()
+}
+
+async fn run(cfg: OtlpConfig, prefix: &str, n: usize) -> (Run, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink(cfg, &dir);
+    sink.start().await.unwrap();
+    let delivery = sink.delivery_metrics();
+    let partial = sink.partially_rejected();
+    let statuses = deliver(|rx| sink.run(rx), prefix, n).await;
+    (
+        Run {
+            statuses,
+            delivery,
+            dir,
+        },
+        partial.load(Ordering::Relaxed),
+    )
+}
+
+fn arrived_once(peer: &OtlpPeer, prefix: &str, ids: impl Iterator<Item = usize>) {
+    let arrivals = peer.arrivals();
+    for i in ids {
+        let id = format!("{prefix}-{i}");
+        assert_eq!(arrivals.get(&id), Some(&1), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn grpc_logs_follow_the_otel_data_model_with_gzip_and_headers() {
+    let peer = OtlpPeer::start(true).await;
+    peer.with(|s| s.required = Some(("authorization".into(), "Bearer t".into())));
+    let (r, _) = run(
+        config(
+            &peer,
+            "compression = \"gzip\"\n[headers]\nAuthorization = \"Bearer t\"\n",
+        ),
+        "g",
+        60,
+    )
+    .await;
+    assert_eq!(r.count(Status::Delivered), 60);
+    arrived_once(&peer, "g", 0..60);
+    peer.with(|s| {
+        let first = s
+            .requests
+            .iter()
+            .find(|r| !r.resource_logs.is_empty())
+            .unwrap();
+        let rl = &first.resource_logs[0];
+        let attrs: std::collections::BTreeMap<String, String> = rl
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .map(|kv| {
+                let v = match &kv.value.as_ref().unwrap().value {
+                    Some(Value::StringValue(s)) => s.clone(),
+                    other => format!("{other:?}"),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect();
+        assert_eq!(attrs["service.name"], "lumen");
+        assert_eq!(attrs["service.version"], lumen_schemas::PRODUCT_VERSION);
+        assert_eq!(attrs["host.name"], "node-1");
+        let sl = &rl.scope_logs[0];
+        assert_eq!(sl.scope.as_ref().unwrap().name, "lumen");
+        let rec = &sl.log_records[0];
+        // stageTimestamp 2018-10-26T13:38:34.902914Z
+        assert_eq!(rec.time_unix_nano, 1_540_561_114_902_914_000);
+        assert!(rec.observed_time_unix_nano > rec.time_unix_nano);
+        assert_eq!(
+            (rec.severity_number, rec.severity_text.as_str()),
+            (9, "INFO")
+        );
+        // The body is the OCSF event as a structured map.
+        let body = rec.body.as_ref().unwrap();
+        assert!(matches!(body.value, Some(Value::KvlistValue(_))));
+        assert_eq!(
+            field(body, &["class_name"]).as_deref(),
+            Some("API Activity")
+        );
+        assert!(rec.attributes.iter().any(|kv| kv.key == "lumen.kind"));
+    });
+}
+
+#[tokio::test]
+async fn grpc_retryable_codes_and_retry_info_are_honored_and_others_dead_lettered() {
+    let peer = OtlpPeer::start(true).await;
+    peer.with(|s| {
+        s.faults
+            .push_back(Fault::Grpc(tonic::Code::Unavailable, None));
+        s.faults.push_back(Fault::Grpc(
+            tonic::Code::ResourceExhausted,
+            Some(Duration::from_millis(50)),
+        ));
+        s.faults.push_back(Fault::Grpc(tonic::Code::Aborted, None));
+        // Not retryable: this batch is rejected.
+        s.faults
+            .push_back(Fault::Grpc(tonic::Code::InvalidArgument, None));
+    });
+    let (r, _) = run(config(&peer, "healthcheck = false"), "rt", 25).await;
+    // The first three faults hit the first batch's attempts; the fourth
+    // rejects it.
+    assert_eq!(r.count(Status::Rejected), 25);
+    let dl = r.dead_letters("otlp");
+    assert_eq!(dl.len(), 25);
+    assert!(
+        dl[0]["error"].as_str().unwrap().contains("InvalidArgument"),
+        "{}",
+        dl[0]["error"]
+    );
+    assert_eq!(DeliveryMetrics::get(&r.delivery.retried), 3 * 25);
+    // A later batch goes through.
+    let (r2, _) = run(config(&peer, "healthcheck = false"), "after", 25).await;
+    assert_eq!(r2.count(Status::Delivered), 25);
+    arrived_once(&peer, "after", 0..25);
+}
+
+#[tokio::test]
+async fn partial_success_is_counted_and_not_retried() {
+    let peer = OtlpPeer::start(true).await;
+    peer.with(|s| s.partial = Some((2, "2 records had no body".into())));
+    let (r, partial) = run(config(&peer, ""), "p", 25).await;
+    assert_eq!(r.count(Status::Delivered), 25);
+    assert_eq!(partial, 2);
+    assert_eq!(DeliveryMetrics::get(&r.delivery.retried), 0);
+    arrived_once(&peer, "p", 0..25);
+}
+
+#[tokio::test]
+async fn http_protobuf_retries_429_and_503_honoring_retry_after_and_rejects_400() {
+    let peer = OtlpPeer::start(false).await;
+    peer.with(|s| {
+        s.required = Some(("x-api-key".into(), "k3y".into()));
+        s.faults.push_back(Fault::Http(429, Some(0)));
+        s.faults.push_back(Fault::Http(503, None));
+    });
+    let (r, _) = run(
+        config(
+            &peer,
+            "protocol = \"http\"\nhealthcheck = false\ncompression = \"gzip\"\nbody = \"string\"\n[headers]\nx-api-key = \"k3y\"\n",
+        ),
+        "h",
+        50,
+    )
+    .await;
+    assert_eq!(r.count(Status::Delivered), 50);
+    assert_eq!(DeliveryMetrics::get(&r.delivery.retried), 2 * 25);
+    peer.with(|s| {
+        assert!(s.gzip_requests >= 2);
+        // body = "string": the event's JSON as a string.
+        let rec = &s.requests[0].resource_logs[0].scope_logs[0].log_records[0];
+        let Some(Value::StringValue(json)) = &rec.body.as_ref().unwrap().value else {
+            panic!("string body expected")
+        };
+        assert!(json.starts_with('{') && json.contains("\"class_uid\":6003"));
+    });
+    peer.with(|s| s.faults.push_back(Fault::Http(400, None)));
+    let (r, _) = run(
+        config(
+            &peer,
+            "protocol = \"http\"\nhealthcheck = false\n[headers]\nx-api-key = \"k3y\"\n",
+        ),
+        "bad",
+        5,
+    )
+    .await;
+    assert_eq!(r.count(Status::Rejected), 5);
+    assert!(r.dead_letters("otlp")[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 400"));
+}
+
+#[tokio::test]
+async fn refused_credentials_fail_start_up_over_both_protocols() {
+    for grpc in [true, false] {
+        let peer = OtlpPeer::start(grpc).await;
+        peer.with(|s| s.required = Some(("authorization".into(), "Bearer right".into())));
+        let protocol = if grpc { "grpc" } else { "http" };
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(
+            config(
+                &peer,
+                &format!(
+                    "protocol = \"{protocol}\"\n[headers]\nauthorization = \"Bearer wr0ng\"\n"
+                ),
+            ),
+            &dir,
+        );
+        let e = sink.start().await.unwrap_err().to_string();
+        assert!(e.contains("healthcheck failed"), "{e}");
+        assert!(e.contains("Unauthenticated") || e.contains("401"), "{e}");
+        assert!(!e.contains("wr0ng") && !format!("{sink:?}").contains("wr0ng"));
+    }
+}

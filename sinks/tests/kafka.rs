@@ -219,3 +219,44 @@ async fn an_unauthorized_topic_dead_letters_its_events_with_the_reason() {
     assert_eq!(dl[0]["event"]["class_uid"], 6003);
     drop(mock);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_going_down_mid_stream_loses_and_duplicates_nothing() {
+    let mock = MockCluster::new(3).unwrap();
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("lumen.api_activity", 1, 3).unwrap();
+    mock.partition_leader("lumen.api_activity", 0, Some(1))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = KafkaSink::new(
+        "kafka",
+        config(&servers, ""),
+        dir.path(),
+        Arc::new(ComponentMetrics::default()),
+    )
+    .unwrap();
+    sink.start().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let task = tokio::spawn(sink.run(rx));
+    let (envs, mut ack_rx) = support::tracked_events("outage", 300);
+    let feeder = tokio::spawn(async move {
+        for env in envs {
+            tx.send(env).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    // Mid-stream: the leader goes down, another broker leads, it comes back.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mock.broker_down(1).unwrap();
+    mock.partition_leader("lumen.api_activity", 0, Some(2))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mock.broker_up(1).unwrap();
+    feeder.await.unwrap();
+    let statuses = support::acks(&mut ack_rx, 300).await;
+    task.await.unwrap();
+    assert!(statuses.values().all(|s| *s == Status::Delivered));
+    let records = consumed(&servers, "lumen.api_activity", 300).await;
+    each_once(&records, "outage", 300);
+    drop(mock);
+}

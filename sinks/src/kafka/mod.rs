@@ -142,3 +142,63 @@ impl KafkaSink {
                 .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn sasl_and_tls_become_librdkafka_settings_that_librdkafka_accepts() {
+        let c: KafkaConfig = toml::from_str(
+            r#"
+inputs = ["x"]
+bootstrap_servers = "broker:9093"
+topic = "lumen.{{ event.category }}"
+sasl.enabled = true
+sasl.mechanism = "SCRAM-SHA-512"
+sasl.username = "lumen"
+sasl.password = "p4ss-w0rd"
+tls.enabled = true
+tls.verify_hostname = false
+librdkafka_options."linger.ms" = "7"
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let s: BTreeMap<String, String> = c.producer_settings().into_iter().collect();
+        assert_eq!(s["security.protocol"], "sasl_ssl");
+        assert_eq!(s["sasl.mechanism"], "SCRAM-SHA-512");
+        assert_eq!(s["ssl.endpoint.identification.algorithm"], "none");
+        assert_eq!(s["enable.ssl.certificate.verification"], "true");
+        assert_eq!(s["enable.idempotence"], "true");
+        assert_eq!(s["acks"], "all");
+        assert_eq!(s["compression.type"], "zstd");
+        assert_eq!(s["linger.ms"], "7");
+        // librdkafka, built with OpenSSL, takes SASL/SCRAM over TLS.
+        let dir = tempfile::tempdir().unwrap();
+        let sink = KafkaSink::new("k", c.clone(), dir.path(), Arc::default()).unwrap();
+        assert!(!format!("{c:?}").contains("p4ss-w0rd"));
+        assert!(!format!("{sink:?}").contains("p4ss-w0rd"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_by_key() {
+        let base = "inputs = [\"x\"]\nbootstrap_servers = \"b:9092\"\n";
+        for (extra, want) in [
+            ("topic = \"x-{{ user.name }}\"", "topic: template"),
+            (
+                "topic = \"t\"\nsasl.enabled = true\nsasl.mechanism = \"GSSAPI\"",
+                "sasl.mechanism",
+            ),
+            (
+                "topic = \"t\"\ntls.crt_file = \"/c\"",
+                "tls.crt_file and tls.key_file",
+            ),
+        ] {
+            let c: KafkaConfig = toml::from_str(&format!("{base}{extra}")).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}

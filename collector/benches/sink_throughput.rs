@@ -1,12 +1,22 @@
 //! End-to-end throughput of the network sinks: an audit log of N events
 //! read by `lumen run` (k8s_audit_file source), encoded and shipped to a
-//! local receiver that answers like Elasticsearch's bulk API or Splunk
-//! HEC (every document accepted, answered per item / with an ackId).
+//! local receiver: one that answers like Elasticsearch's bulk API or Splunk
+//! HEC (every document accepted, answered per item / with an ackId),
+//! librdkafka's mock cluster (3 brokers), or an OTLP gRPC receiver on the
+//! official protobuf types.
 //! Reports events/s (first event to last accepted), Lumen's CPU per event
 //! (utime + stime: events/s per core), and its peak RSS (VmHWM).
 //! Run: `cargo bench -p lumen --bench sink_throughput [-- word]`.
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -58,6 +68,66 @@ async fn receiver(
 
 fn memchr_count(body: &[u8]) -> usize {
     body.iter().filter(|b| **b == b'\n').count()
+}
+
+/// An OTLP gRPC receiver that counts log records.
+#[derive(Clone)]
+struct OtlpCounter(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl LogsService for OtlpCounter {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let n: usize = request
+            .get_ref()
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+fn start_otlp(rt: &tokio::runtime::Runtime, count: Arc<AtomicU64>) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    rt.spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(OtlpCounter(count)))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await;
+    });
+    format!("http://{addr}")
+}
+
+/// Counts the records on a mock cluster's topic (sum of high watermarks).
+fn kafka_counter(servers: String, topic: &'static str, count: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("group.id", "bench")
+            .create()
+            .unwrap_or_else(|e| panic!("{e}"));
+        loop {
+            let mut total = 0;
+            for p in 0..3 {
+                if let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(1)) {
+                    total += high.max(0) as u64;
+                }
+            }
+            count.store(total, Ordering::Relaxed);
+            if total as usize >= EVENTS {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
 }
 
 fn start_receiver(rt: &tokio::runtime::Runtime, count: Arc<AtomicU64>) -> String {
@@ -146,13 +216,31 @@ fn main() {
             "audit file → OCSF → splunk_hec (indexer acks)",
             "type = \"splunk_hec\"\nendpoint = \"{url}\"\ndefault_token = \"bench\"\nhealthcheck = false\nacknowledgements.query_interval = 0.01\n",
         ),
+        (
+            "audit file → OCSF → kafka (mock cluster, 3 brokers, zstd, acks=all)",
+            "type = \"kafka\"\nbootstrap_servers = \"{url}\"\ntopic = \"lumen.{{ ocsf.class_name }}\"\n",
+        ),
+        (
+            "audit file → OCSF → otlp (gRPC)",
+            "type = \"otlp\"\nendpoint = \"{url}\"\n",
+        ),
     ];
+    let mock = MockCluster::new(3).unwrap_or_else(|e| panic!("{e}"));
+    mock.create_topic("lumen.api_activity", 3, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
     for (name, sink) in sinks
         .iter()
         .filter(|(n, _)| only.is_empty() || only.iter().any(|w| n.contains(w.as_str())))
     {
         let count = Arc::new(AtomicU64::new(0));
-        let url = start_receiver(&rt, count.clone());
+        let url = if name.contains("kafka") {
+            kafka_counter(mock.bootstrap_servers(), "lumen.api_activity", count.clone());
+            mock.bootstrap_servers()
+        } else if name.contains("otlp") {
+            start_otlp(&rt, count.clone())
+        } else {
+            start_receiver(&rt, count.clone())
+        };
         let config = format!(
             "data_dir = \"{d}/data\"\n[sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{d}/logs/*.log\"\n\n[sinks.out]\ninputs = [\"audit\"]\n{}",
             sink.replace("{url}", &url),

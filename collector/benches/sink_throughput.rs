@@ -98,7 +98,10 @@ fn start_otlp(rt: &tokio::runtime::Runtime, count: Arc<AtomicU64>) -> String {
         .unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     rt.spawn(async move {
+        // Adaptive HTTP/2 windows (BDP estimation), as the Go gRPC server
+        // of the OpenTelemetry Collector has.
         let _ = tonic::transport::Server::builder()
+            .http2_adaptive_window(Some(true))
             .add_service(LogsServiceServer::new(OtlpCounter(count)))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await;

@@ -9,6 +9,9 @@
 //! Run: `cargo bench -p lumen --bench sink_throughput [-- word]`.
 
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -17,9 +20,6 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -237,7 +237,11 @@ fn main() {
     {
         let count = Arc::new(AtomicU64::new(0));
         let url = if name.contains("kafka") {
-            kafka_counter(mock.bootstrap_servers(), "lumen.api_activity", count.clone());
+            kafka_counter(
+                mock.bootstrap_servers(),
+                "lumen.api_activity",
+                count.clone(),
+            );
             mock.bootstrap_servers()
         } else if name.contains("otlp") {
             start_otlp(&rt, count.clone())

@@ -1,15 +1,18 @@
 //! The `otlp` sink: events as OTLP logs, over gRPC (tonic, the official
 //! protobuf types from `opentelemetry-proto`) or HTTP/protobuf.
 //!
-//! Split like the other sinks: [`config`], [`body`] (the event's JSON as a
-//! structured `AnyValue`), [`request_builder`] (the OTel logs data model),
+//! Split like the other sinks: [`config`], [`wire`] (protobuf written
+//! directly: the event's JSON as a structured `AnyValue`),
+//! [`request_builder`] (the OTel logs data model),
 //! [`service`] (send, classify as the OTLP specification says), and this
 //! module: the client, a start-up check, the shared delivery loop.
 
+#[cfg(test)]
 pub mod body;
 pub mod config;
 pub mod request_builder;
 pub mod service;
+pub mod wire;
 
 pub use config::OtlpConfig;
 
@@ -19,8 +22,6 @@ use crate::http::{self, Compression};
 use crate::{ComponentMetrics, Envelope};
 use config::Protocol;
 use lumen_schemas::{Event, Schema};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use service::OtlpService;
 use std::ops::Range;
 use std::path::Path;
@@ -120,12 +121,7 @@ impl OtlpSink {
         if !self.config.healthcheck {
             return Ok(());
         }
-        match self
-            .delivery
-            .service
-            .export(ExportLogsServiceRequest::default())
-            .await
-        {
+        match self.delivery.service.export(Vec::new()).await {
             Outcome::Delivered => {
                 tracing::info!(component = %self.delivery.name, endpoint = %self.config.endpoint, protocol = ?self.config.protocol, "otlp healthcheck passed");
                 Ok(())
@@ -150,7 +146,7 @@ impl OtlpSink {
 /// timeouts and compression.
 fn grpc_client(
     config: &OtlpConfig,
-) -> Result<LogsServiceClient<tonic::transport::Channel>, OtlpError> {
+) -> Result<tonic::client::Grpc<tonic::transport::Channel>, OtlpError> {
     let endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
         .map_err(|e| OtlpError::Config(format!("endpoint `{}`: {e}", config.endpoint)))?
         .timeout(config.request.timeout())
@@ -169,7 +165,7 @@ fn grpc_client(
     } else {
         endpoint.connect_lazy()
     };
-    let client = LogsServiceClient::new(channel);
+    let client = tonic::client::Grpc::new(channel);
     Ok(match config.compression {
         Compression::Gzip => client
             .send_compressed(tonic::codec::CompressionEncoding::Gzip)

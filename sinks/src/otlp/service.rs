@@ -15,9 +15,8 @@ use crate::deliver::{Outcome, Service};
 use crate::http::{read_response, transport_outcome, Compression};
 use crate::secret::Secret;
 use lumen_schemas::Schema;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
 use prost::Message;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
@@ -105,10 +104,61 @@ pub fn classify_grpc(status: &tonic::Status) -> Outcome {
     }
 }
 
+/// The gRPC method OTLP logs are exported with.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// A tonic codec that sends an already encoded `ExportLogsServiceRequest`
+/// as is and decodes the `ExportLogsServiceResponse` with prost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = ExportLogsServiceResponse;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ExportLogsServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportLogsServiceResponse>, tonic::Status> {
+        ExportLogsServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable response: {e}")))
+    }
+}
+
 #[derive(Debug)]
 pub struct OtlpService {
     pub protocol: Protocol,
-    pub grpc: Option<LogsServiceClient<Channel>>,
+    /// The gRPC client (requests are sent pre-encoded, see [`RawCodec`]).
+    pub grpc: Option<tonic::client::Grpc<Channel>>,
     pub http: reqwest::Client,
     /// HTTP: the full `/v1/logs` URL; gRPC: the endpoint.
     pub url: String,
@@ -135,22 +185,22 @@ impl OtlpService {
         }
     }
 
-    /// Sends one export request; the outcome for all its records.
-    pub async fn export(&self, request: ExportLogsServiceRequest) -> Outcome {
+    /// Sends one encoded export request; the outcome for all its records.
+    pub async fn export(&self, request: Vec<u8>) -> Outcome {
         match self.protocol {
             Protocol::Grpc => self.export_grpc(request).await,
             Protocol::Http => self.export_http(request).await,
         }
     }
 
-    async fn export_grpc(&self, request: ExportLogsServiceRequest) -> Outcome {
+    async fn export_grpc(&self, request: Vec<u8>) -> Outcome {
         let Some(client) = &self.grpc else {
             return Outcome::Fatal {
                 reason: "internal: no gRPC client".into(),
             };
         };
         let mut client = client.clone();
-        let mut req = tonic::Request::new(request);
+        let mut req = tonic::Request::new(bytes::Bytes::from(request));
         for (name, value) in &self.headers {
             let (Ok(key), Ok(val)) = (
                 tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()),
@@ -162,7 +212,15 @@ impl OtlpService {
             };
             req.metadata_mut().insert(key, val);
         }
-        match client.export(req).await {
+        if let Err(e) = client.ready().await {
+            return Outcome::Retry {
+                reason: format!("gRPC channel not ready: {e}"),
+                after: None,
+                ambiguous: false,
+            };
+        }
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
+        match client.unary(req, path, RawCodec).await {
             Ok(resp) => {
                 self.partial(resp.into_inner().partial_success);
                 Outcome::Delivered
@@ -171,10 +229,8 @@ impl OtlpService {
         }
     }
 
-    async fn export_http(&self, request: ExportLogsServiceRequest) -> Outcome {
-        let (body, encoding) = self
-            .compression
-            .apply(bytes::Bytes::from(request.encode_to_vec()));
+    async fn export_http(&self, request: Vec<u8>) -> Outcome {
+        let (body, encoding) = self.compression.apply(bytes::Bytes::from(request));
         let mut req = self
             .http
             .post(&self.url)

@@ -115,6 +115,11 @@ impl Batch {
     }
 }
 
+/// How long a batch that found the channel empty lets events gather
+/// first, and at most.
+const GATHER: Duration = Duration::from_millis(1);
+const GATHER_MAX: Duration = Duration::from_millis(64);
+
 /// Collects batches from a sink's input channel.
 #[derive(Debug)]
 pub struct Batcher<E> {
@@ -158,18 +163,31 @@ impl<E: Encoder> Batcher<E> {
         }
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs_f64(self.config.timeout_secs);
+        let mut gather = GATHER;
         while items.len() < self.config.max_events
             && buf.len() < self.config.max_bytes
             && self.carry.is_none()
         {
             let env = match rx.try_recv() {
-                Ok(env) => env,
+                Ok(env) => {
+                    gather = GATHER;
+                    env
+                }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(env)) => env,
-                        Ok(None) | Err(_) => break,
+                    // Let events gather instead of parking on the channel:
+                    // a parked receiver makes every send wake it (a
+                    // cross-thread wakeup per event at full rate). The
+                    // batch waits no longer than its timeout either way.
+                    // The wait doubles while nothing comes (an idle source
+                    // costs a few timer wakeups per batch timeout).
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        break;
                     }
+                    tokio::time::sleep_until((now + gather).min(deadline)).await;
+                    gather = (gather * 2).min(GATHER_MAX);
+                    continue;
                 }
             };
             self.push(&mut buf, &mut items, env);

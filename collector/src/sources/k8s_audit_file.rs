@@ -9,10 +9,18 @@
 //!
 //! A malformed line (invalid JSON, or JSON that is not an audit event) is
 //! logged with its file and line number, counted, and skipped; a line longer
-//! than `max_line_bytes` likewise. Every event carries an acknowledgement;
-//! the source counts what every sink has taken (checkpointing on top of that
-//! comes with the disk buffer).
+//! than `max_line_bytes` likewise. Every event carries an acknowledgement.
+//!
+//! Checkpoints ([`super::checkpoint`]): per file, the offset up to which
+//! every event was acknowledged by every sink (delivered, or rejected into a
+//! dead-letter file — not one lost on the way) is saved every second and at
+//! shutdown. A restart resumes each file where its checkpoint says, found
+//! by device, inode and a fingerprint of its first bytes — so a file
+//! rotated (renamed) while Lumen was down is read on from its checkpoint
+//! and the new file from its start: nothing skipped, nothing acknowledged
+//! read twice. A crash re-reads at most what was not yet checkpointed.
 
+use super::checkpoint::{self, CheckpointStore, FileCheckpoint};
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
 use lumen_schemas::event::Host;
@@ -21,7 +29,7 @@ use lumen_schemas::{k8s_audit, Event, EventKind};
 use lumen_sinks::ack::{self, Ack, AckReceiver, Status};
 use lumen_sinks::{ComponentMetrics, Envelope};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,6 +77,8 @@ pub enum AuditFileError {
 /// One file being read.
 #[derive(Debug)]
 struct Tracked {
+    /// (device, inode).
+    key: (u64, u64),
     path: PathBuf,
     file: tokio::fs::File,
     offset: u64,
@@ -85,6 +95,19 @@ struct Tracked {
 
 const CHUNK: usize = 64 * 1024;
 
+/// How far one file's events are acknowledged.
+#[derive(Debug)]
+struct Progress {
+    checkpoint: FileCheckpoint,
+    /// Lines read and not yet behind the checkpoint, in file order: the
+    /// event's cookie (none for a skipped line), the offset after the line,
+    /// the number of the next line.
+    queue: VecDeque<(Option<u64>, u64, u64)>,
+}
+
+/// How often checkpoints are saved while running.
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The running source.
 #[derive(Debug)]
 pub struct K8sAuditFileSource {
@@ -97,20 +120,51 @@ pub struct K8sAuditFileSource {
     next_cookie: u64,
     delivered: u64,
     not_delivered: u64,
+    store: CheckpointStore,
+    /// Checkpoints loaded at start-up, by (device, inode), until used.
+    saved: HashMap<(u64, u64), FileCheckpoint>,
+    progress: HashMap<(u64, u64), Progress>,
+    /// Cookies acknowledged ahead of an earlier, still pending line.
+    acked_ahead: HashSet<u64>,
+    dirty: bool,
+    last_save: std::time::Instant,
 }
 
 impl K8sAuditFileSource {
+    /// A source whose checkpoints live under `data_dir` as `source_id`.
     pub fn new(
         config: K8sAuditFileConfig,
         host: Arc<Host>,
         metrics: Arc<ComponentMetrics>,
+        data_dir: &std::path::Path,
+        source_id: &str,
     ) -> Result<Self, AuditFileError> {
         glob::Pattern::new(&config.path).map_err(|e| AuditFileError::Glob {
             pattern: config.path.clone(),
             message: e.to_string(),
         })?;
         let (acks, acked) = ack::channel();
+        let store = CheckpointStore::new(data_dir, source_id);
+        let saved = match store.load() {
+            Ok(files) => {
+                if !files.is_empty() {
+                    tracing::info!(checkpoints = %store.path().display(), files = files.len(), "k8s_audit_file: resuming from checkpoints");
+                }
+                files.into_iter().map(|c| ((c.dev, c.ino), c)).collect()
+            }
+            Err(e) => {
+                metrics.add_errors(1);
+                tracing::error!(error = %e, "k8s_audit_file: checkpoints not used");
+                HashMap::new()
+            }
+        };
         Ok(K8sAuditFileSource {
+            store,
+            saved,
+            progress: HashMap::new(),
+            acked_ahead: HashSet::new(),
+            dirty: false,
+            last_save: std::time::Instant::now(),
             config,
             host,
             metrics,
@@ -137,6 +191,9 @@ impl K8sAuditFileSource {
                 Err(_closed) => break,
             };
             self.count_acks();
+            if self.dirty && self.last_save.elapsed() >= SAVE_INTERVAL {
+                self.save_checkpoints();
+            }
             if !read_any {
                 tokio::select! {
                     _ = shutdown.wait() => break,
@@ -190,22 +247,52 @@ impl K8sAuditFileSource {
                     continue;
                 }
             };
-            let offset = if first && self.config.read_from == ReadFrom::End {
-                meta.len()
-            } else {
-                0
+            let head = read_head(&mut file).await;
+            let (fingerprint, fingerprint_len) = checkpoint::fingerprint(&head);
+            let (offset, line_no) = match self.saved.remove(&key) {
+                Some(cp)
+                    if cp.fingerprint_len as usize <= head.len()
+                        && checkpoint::fingerprint(&head[..cp.fingerprint_len as usize]).0
+                            == cp.fingerprint
+                        && cp.offset <= meta.len() =>
+                {
+                    tracing::info!(path = %path.display(), offset = cp.offset, line = cp.line_no, "k8s_audit_file: resuming at the checkpoint");
+                    (cp.offset, cp.line_no)
+                }
+                Some(cp) => {
+                    tracing::info!(path = %path.display(), checkpoint_offset = cp.offset, "k8s_audit_file: file changed while Lumen was down (other content or truncated); reading from its start");
+                    (0, 1)
+                }
+                None if first && self.config.read_from == ReadFrom::End => (meta.len(), 0),
+                None => (0, 1),
             };
-            if offset > 0 && file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+            if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
                 continue;
             }
+            self.progress.insert(
+                key,
+                Progress {
+                    checkpoint: FileCheckpoint {
+                        path: path.clone(),
+                        dev: key.0,
+                        ino: key.1,
+                        fingerprint,
+                        fingerprint_len,
+                        offset,
+                        line_no: line_no.max(1),
+                    },
+                    queue: VecDeque::new(),
+                },
+            );
             tracing::info!(path = %path.display(), offset, "k8s_audit_file: reading");
             self.files.insert(
                 key,
                 Tracked {
+                    key,
                     path,
                     file,
                     offset,
-                    line_no: 1,
+                    line_no: line_no.max(1),
                     partial: Vec::new(),
                     skipping: false,
                     matched: true,
@@ -232,6 +319,12 @@ impl K8sAuditFileSource {
             if let Ok(meta) = t.file.metadata().await {
                 if meta.len() < t.offset {
                     tracing::info!(path = %t.path.display(), "k8s_audit_file: file truncated; reading from its start");
+                    if let Some(p) = self.progress.get_mut(&key) {
+                        p.queue.clear();
+                        p.checkpoint.offset = 0;
+                        p.checkpoint.line_no = 1;
+                        self.dirty = true;
+                    }
                     t.offset = 0;
                     t.line_no = 1;
                     t.partial.clear();
@@ -269,6 +362,10 @@ impl K8sAuditFileSource {
             // Renamed away from the glob or deleted, and read to its end.
             if !t.matched && t.idle_scans >= 2 {
                 tracing::info!(path = %t.path.display(), "k8s_audit_file: file gone from the glob and fully read; closing");
+                if self.progress.get(&key).is_some_and(|p| p.queue.is_empty()) {
+                    self.progress.remove(&key);
+                    self.dirty = true;
+                }
                 continue;
             }
             self.files.insert(key, t);
@@ -284,24 +381,28 @@ impl K8sAuditFileSource {
         out: &mut Fanout,
     ) -> Result<(), crate::topology::fanout::Closed> {
         let max = self.config.max_line_bytes;
+        // The file offset where `chunk` starts (`t.offset` is already past it).
+        let mut at = t.offset - chunk.len() as u64;
         while let Some(nl) = memchr::memchr(b'\n', chunk) {
             let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
             chunk = rest;
+            at += nl as u64 + 1;
             let line_no = t.line_no;
             t.line_no += 1;
-            if t.skipping {
+            let cookie = if t.skipping {
                 t.skipping = false;
-                continue;
-            }
-            if t.partial.is_empty() {
-                self.line(t, line_no, head, out).await?;
+                None
+            } else if t.partial.is_empty() {
+                self.line(t, line_no, head, out).await?
             } else {
                 t.partial.extend_from_slice(head);
                 let line = std::mem::take(&mut t.partial);
-                self.line(t, line_no, &line, out).await?;
+                let cookie = self.line(t, line_no, &line, out).await?;
                 t.partial = line;
                 t.partial.clear();
-            }
+                cookie
+            };
+            self.read_up_to(t.key, cookie, at, t.line_no);
         }
         if !t.skipping {
             t.partial.extend_from_slice(chunk);
@@ -330,14 +431,14 @@ impl K8sAuditFileSource {
         line_no: u64,
         raw: &[u8],
         out: &mut Fanout,
-    ) -> Result<(), crate::topology::fanout::Closed> {
+    ) -> Result<Option<u64>, crate::topology::fanout::Closed> {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(u8::is_ascii_whitespace) {
-            return Ok(());
+            return Ok(None);
         }
         if raw.len() > self.config.max_line_bytes {
             self.oversized(t, line_no);
-            return Ok(());
+            return Ok(None);
         }
         let parsed = std::str::from_utf8(raw)
             .map_err(|e| format!("not UTF-8: {e}"))
@@ -347,7 +448,7 @@ impl K8sAuditFileSource {
             Err(error) => {
                 self.metrics.add_errors(1);
                 tracing::warn!(path = %t.path.display(), line = line_no, %error, "k8s_audit_file: malformed line skipped");
-                return Ok(());
+                return Ok(None);
             }
         };
         self.metrics.add_received(1);
@@ -366,12 +467,83 @@ impl K8sAuditFileSource {
         out.send(Envelope::new(event, Ack::new(self.acks.node(cookie))))
             .await?;
         self.metrics.add_sent(1);
-        Ok(())
+        Ok(Some(cookie))
+    }
+
+    /// A line of file `key` ending at `end` was read; `cookie` is its
+    /// event's, if it made one. A line without an event is behind the
+    /// checkpoint as soon as every line before it is.
+    fn read_up_to(&mut self, key: (u64, u64), cookie: Option<u64>, end: u64, next_line: u64) {
+        if let Some(p) = self.progress.get_mut(&key) {
+            p.queue.push_back((cookie, end, next_line));
+        }
+        self.advance(key);
+    }
+
+    /// Moves file `key`'s checkpoint past every line at the front of its
+    /// queue that is acknowledged (or has no event).
+    fn advance(&mut self, key: (u64, u64)) {
+        let Some(p) = self.progress.get_mut(&key) else {
+            return;
+        };
+        while let Some(&(cookie, end, next_line)) = p.queue.front() {
+            match cookie {
+                Some(c) if !self.acked_ahead.remove(&c) => break,
+                _ => {}
+            }
+            p.queue.pop_front();
+            p.checkpoint.offset = end;
+            p.checkpoint.line_no = next_line;
+            self.dirty = true;
+        }
+    }
+
+    /// Records an acknowledgement: delivered and rejected (dead-lettered)
+    /// events are handled; one dropped on the way holds its file's
+    /// checkpoint back, so a restart reads it again.
+    fn acknowledged(&mut self, cookie: u64, status: Status) {
+        self.tally(status);
+        if status == Status::Dropped {
+            return;
+        }
+        self.acked_ahead.insert(cookie);
+        let keys: Vec<(u64, u64)> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| p.queue.front().is_some_and(|f| f.0 == Some(cookie)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.advance(key);
+        }
+    }
+
+    /// Saves every file's checkpoint (fingerprints of files that were
+    /// shorter than the fingerprint length are taken again first).
+    fn save_checkpoints(&mut self) {
+        let mut files = Vec::with_capacity(self.progress.len());
+        for p in self.progress.values_mut() {
+            let cp = &mut p.checkpoint;
+            if (cp.fingerprint_len as usize) < checkpoint::FINGERPRINT_BYTES {
+                if let Some(fp) = head_fingerprint(&cp.path, cp.dev, cp.ino) {
+                    (cp.fingerprint, cp.fingerprint_len) = fp;
+                }
+            }
+            files.push(cp.clone());
+        }
+        match self.store.save(&files) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                self.metrics.add_errors(1);
+                tracing::error!(error = %e, "k8s_audit_file: cannot save checkpoints; a restart would read again from the last saved ones");
+            }
+        }
+        self.last_save = std::time::Instant::now();
     }
 
     fn count_acks(&mut self) {
         while let Ok(a) = self.acked.try_recv() {
-            self.tally(a.status);
+            self.acknowledged(a.cookie, a.status);
         }
     }
 
@@ -387,14 +559,13 @@ impl K8sAuditFileSource {
     /// in flight (they drain before exiting) and reports.
     async fn finish_acks(mut self) {
         let sent = self.next_cookie;
-        drop(self.acks);
+        // Only the events in flight hold senders now: the channel closes
+        // when the last is acknowledged.
+        drop(std::mem::replace(&mut self.acks, ack::channel().0));
         while let Some(a) = self.acked.recv().await {
-            if a.status == Status::Delivered {
-                self.delivered += 1;
-            } else {
-                self.not_delivered += 1;
-            }
+            self.acknowledged(a.cookie, a.status);
         }
+        self.save_checkpoints();
         tracing::info!(
             events = sent,
             acknowledged = self.delivered,
@@ -402,4 +573,39 @@ impl K8sAuditFileSource {
             "k8s_audit_file: stopped"
         );
     }
+}
+
+/// The first bytes of a file (for its fingerprint), leaving its position at
+/// the start.
+async fn read_head(file: &mut tokio::fs::File) -> Vec<u8> {
+    let mut head = vec![0u8; checkpoint::FINGERPRINT_BYTES];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    head.truncate(n);
+    let _ = file.seek(std::io::SeekFrom::Start(0)).await;
+    head
+}
+
+/// The fingerprint of the file at `path` if it still is (dev, ino).
+fn head_fingerprint(path: &std::path::Path, dev: u64, ino: u64) -> Option<(u32, u32)> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    if (meta.dev(), meta.ino()) != (dev, ino) {
+        return None;
+    }
+    let mut head = vec![0u8; checkpoint::FINGERPRINT_BYTES];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    Some(checkpoint::fingerprint(&head[..n]))
 }

@@ -1,4 +1,5 @@
 //! Sources: where events enter the topology.
 
+pub mod checkpoint;
 pub mod ebpf;
 pub mod k8s_audit_file;

@@ -163,7 +163,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 });
             }
             SourceConfig::K8sAuditFile(c) => {
-                let src = K8sAuditFileSource::new(c.clone(), host.clone(), m)
+                let src = K8sAuditFileSource::new(c.clone(), host.clone(), m, &config.data_dir, id)
                     .with_context(|| format!("starting source `{id}` (k8s_audit_file)"))?;
                 tasks.spawn(async move {
                     src.run(out, sig).await;

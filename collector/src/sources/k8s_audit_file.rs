@@ -51,6 +51,11 @@ pub struct K8sAuditFileConfig {
     /// How often to look for new data, new files and rotation.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// How often checkpoints are saved while running (and always at
+    /// shutdown): after a crash, at most this much acknowledged reading is
+    /// done again.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
 }
 
 fn default_max_line_bytes() -> usize {
@@ -58,6 +63,9 @@ fn default_max_line_bytes() -> usize {
 }
 fn default_poll_interval_ms() -> u64 {
     250
+}
+fn default_checkpoint_interval_ms() -> u64 {
+    1000
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -104,9 +112,6 @@ struct Progress {
     /// the number of the next line.
     queue: VecDeque<(Option<u64>, u64, u64)>,
 }
-
-/// How often checkpoints are saved while running.
-const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The running source.
 #[derive(Debug)]
@@ -191,9 +196,7 @@ impl K8sAuditFileSource {
                 Err(_closed) => break,
             };
             self.count_acks();
-            if self.dirty && self.last_save.elapsed() >= SAVE_INTERVAL {
-                self.save_checkpoints();
-            }
+            self.save_if_due();
             if !read_any {
                 tokio::select! {
                     _ = shutdown.wait() => break,
@@ -403,6 +406,10 @@ impl K8sAuditFileSource {
                 cookie
             };
             self.read_up_to(t.key, cookie, at, t.line_no);
+            // Reading a long file behind a slow sink can take long: the
+            // checkpoints keep up while it does.
+            self.count_acks();
+            self.save_if_due();
         }
         if !t.skipping {
             t.partial.extend_from_slice(chunk);
@@ -515,6 +522,15 @@ impl K8sAuditFileSource {
             .collect();
         for key in keys {
             self.advance(key);
+        }
+    }
+
+    /// Saves the checkpoints when they changed and the interval has passed.
+    fn save_if_due(&mut self) {
+        if self.dirty
+            && self.last_save.elapsed() >= Duration::from_millis(self.config.checkpoint_interval_ms)
+        {
+            self.save_checkpoints();
         }
     }
 

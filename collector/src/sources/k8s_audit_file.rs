@@ -408,7 +408,7 @@ impl K8sAuditFileSource {
             self.read_up_to(t.key, cookie, at, t.line_no);
             // Reading a long file behind a slow sink can take long: the
             // checkpoints keep up while it does (looked at every 64 lines).
-            if t.line_no % 64 == 0 {
+            if t.line_no.is_multiple_of(64) {
                 self.count_acks();
                 self.save_if_due();
             }

@@ -73,11 +73,23 @@ fn head(
     w.u64("activity_id", activity_id);
     w.str("activity_name", activity_name);
     w.u64("type_uid", class.uid * 100 + activity_id);
-    let mut type_name = String::with_capacity(class.name.len() + 2 + activity_name.len());
-    type_name.push_str(class.name);
-    type_name.push_str(": ");
-    type_name.push_str(activity_name);
-    w.str("type_name", &type_name);
+    // "<class>: <activity>" on the stack: this runs for every event.
+    let mut buf = [0u8; 128];
+    let parts = [class.name.as_bytes(), b": ", activity_name.as_bytes()];
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len <= buf.len() {
+        let mut at = 0;
+        for p in parts {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        w.str(
+            "type_name",
+            std::str::from_utf8(&buf[..len]).unwrap_or(class.name),
+        );
+    } else {
+        w.str("type_name", &format!("{}: {activity_name}", class.name));
+    }
     w.i64("time", event.time.as_millis());
     w.u64("severity_id", severity.0);
     w.str("severity", severity.1);

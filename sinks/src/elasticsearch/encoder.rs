@@ -90,11 +90,9 @@ impl Encoder for BulkEncoder {
         if self.schema == Schema::Ocsf && self.mode == Mode::DataStream {
             // Data streams need `@timestamp`; OCSF carries its time as
             // `time` (epoch ms). Both go in, the same instant.
-            let mut ts = Vec::with_capacity(48);
-            ts.extend_from_slice(b"\"@timestamp\":\"");
-            event.time.write_rfc3339(&mut ts);
-            ts.extend_from_slice(b"\",");
-            buf.splice(start + 1..start + 1, ts);
+            let time = event.time.rfc3339();
+            let ts = [b"\"@timestamp\":\"".as_slice(), time.as_bytes(), b"\","];
+            buf.splice(start + 1..start + 1, ts.into_iter().flatten().copied());
         }
         let end = buf.len();
         buf.push(b'\n');

@@ -2,10 +2,12 @@
 //! objects (process, user, host) that every encoder reads the same way.
 
 use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// One security event, as every source produces it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Event {
     /// When the activity happened (the kernel's clock, the audit stage time).
     pub time: Timestamp,
@@ -16,8 +18,24 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// An API-server audit event, timed by its stage (or its receipt, or
+    /// `observed` when it carries neither).
+    pub fn api_activity(activity: ApiActivity, host: Arc<Host>, observed: Timestamp) -> Event {
+        Event {
+            time: activity
+                .stage_time
+                .or(activity.request_received)
+                .unwrap_or(observed),
+            observed,
+            host,
+            kind: EventKind::ApiActivity(Box::new(activity)),
+        }
+    }
+}
+
 /// The host Lumen runs on; shared by every event it produces.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Host {
     pub name: String,
     /// `uname -m` (`x86_64`).
@@ -26,7 +44,7 @@ pub struct Host {
     pub kernel: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum EventKind {
     /// A process started (exec), forked or ended (exit).
     Process(Box<ProcessEvent>),
@@ -46,7 +64,7 @@ pub enum EventKind {
 
 /// A file operation; paths are absolute as the process sees them (from its
 /// root: container-relative inside a container).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FileEvent {
     pub op: FileOperation,
     pub process: Process,
@@ -76,7 +94,7 @@ impl FileEvent {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileOperation {
     Open,
     Unlink,
@@ -98,13 +116,13 @@ impl FileOperation {
 }
 
 /// Records the kernel could not hand to Lumen during an interval.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LossReport {
     /// The interval the counts cover.
     pub since: crate::time::Timestamp,
     pub until: crate::time::Timestamp,
     /// Lost records per kind (`exec`, `exit`, `fork`, …), non-zero only.
-    pub by_kind: Vec<(&'static str, u64)>,
+    pub by_kind: Vec<(Cow<'static, str>, u64)>,
 }
 
 impl LossReport {
@@ -181,7 +199,7 @@ impl EventKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProcessActivity {
     /// The process image was replaced by execve/execveat.
     Exec,
@@ -191,7 +209,7 @@ pub enum ProcessActivity {
     Exit,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProcessEvent {
     pub activity: ProcessActivity,
     pub process: Process,
@@ -200,7 +218,7 @@ pub struct ProcessEvent {
 }
 
 /// A socket syscall and the socket's addresses after it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetworkEvent {
     pub op: NetworkOp,
     pub process: Process,
@@ -242,7 +260,7 @@ impl NetworkEvent {
 }
 
 /// Socket syscalls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NetworkOp {
     /// Outbound: this host connects to `remote`.
     Connect,
@@ -264,7 +282,7 @@ impl NetworkOp {
 }
 
 /// A privilege-relevant syscall.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PrivilegeEvent {
     pub op: PrivilegeOp,
     /// The caller.
@@ -292,7 +310,7 @@ impl PrivilegeEvent {
 }
 
 /// mount(2)'s arguments.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountInfo {
     pub source: Str,
     pub target: Str,
@@ -301,7 +319,7 @@ pub struct MountInfo {
 }
 
 /// The privilege-relevant syscalls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PrivilegeOp {
     Setuid,
     Setreuid,
@@ -369,7 +387,7 @@ impl PrivilegeOp {
 }
 
 /// A task's credentials (`struct cred`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     pub uid: u32,
     pub euid: u32,
@@ -410,7 +428,7 @@ impl Credentials {
 }
 
 /// How a process ended, decoded from the kernel's wait status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
     /// `exit(code)` value, 0–255 (0 when killed by a signal).
     pub code: i32,
@@ -438,7 +456,7 @@ impl ExitStatus {
 }
 
 /// A process as the kernel described it. Its strings share one buffer.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Process {
     pub pid: u32,
     pub tid: u32,
@@ -469,7 +487,7 @@ pub struct Process {
 
 /// What the process cache knows of a process's parent. Strings are in the
 /// owning [`Process`]'s text.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentInfo {
     pub executable: Str,
     pub name: Str,
@@ -479,7 +497,7 @@ pub struct ParentInfo {
 }
 
 /// Where a process runs. Strings are in the owning [`Process`]'s text.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attribution {
     /// The last components of the cgroup path, `/`-joined
     /// (`burstable/pod<uid>/<container id>`).
@@ -504,7 +522,7 @@ pub struct Attribution {
 }
 
 /// The container runtime a cgroup name reveals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContainerRuntime {
     Docker,
     Containerd,
@@ -528,7 +546,7 @@ impl ContainerRuntime {
 }
 
 /// Kubernetes pod QoS class, from the kubelet's cgroup layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QosClass {
     Guaranteed,
     Burstable,
@@ -614,7 +632,7 @@ pub fn join_argv(argv: &str, out: &mut String) {
 }
 
 /// A string inside an event's text buffer: a byte range, empty when absent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Str {
     start: u32,
     end: u32,
@@ -655,7 +673,7 @@ pub fn push(buf: &mut String, s: &str) -> Str {
 /// [`Str`] ranges into it (strings that had JSON escapes are unescaped and
 /// appended after the line). An empty `Str` means "absent". Read fields with
 /// [`ApiActivity::s`] or [`ApiActivity::opt`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ApiActivity {
     /// The source line, then unescaped strings.
     pub text: String,
@@ -690,6 +708,7 @@ pub struct ApiActivity {
     pub wrapper: Option<Wrapper>,
     /// `original` as a JSON string literal, made once and shared by every
     /// encoder and sink that writes it.
+    #[serde(skip)]
     pub original_literal: std::sync::OnceLock<Vec<u8>>,
 }
 
@@ -729,14 +748,14 @@ impl ApiActivity {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct K8sUser {
     pub username: Str,
     pub uid: Str,
     pub groups: Vec<Str>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectRef {
     pub resource: Str,
     pub namespace: Str,
@@ -748,7 +767,7 @@ pub struct ObjectRef {
     pub subresource: Str,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResponseStatus {
     pub code: u16,
     pub status: Str,
@@ -757,10 +776,10 @@ pub struct ResponseStatus {
 }
 
 /// Metadata of a cloud log record that carried the audit event.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wrapper {
     /// `aks`.
-    pub provider: &'static str,
+    pub provider: Cow<'static, str>,
     pub category: Str,
     pub operation_name: Str,
     pub resource_id: Str,

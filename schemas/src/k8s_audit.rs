@@ -281,7 +281,7 @@ fn parse_aks(
         }
     };
     let wrapper = Wrapper {
-        provider: "aks",
+        provider: "aks".into(),
         category: text.str(category),
         operation_name: text.str(operation_name),
         resource_id: text.str(resource_id),

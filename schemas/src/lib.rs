@@ -9,6 +9,7 @@
 //! [`k8s_audit`] parses Kubernetes API-server audit events (`audit.k8s.io/v1`)
 //! into the model.
 
+pub mod codec;
 pub mod ecs;
 pub mod event;
 pub mod json;

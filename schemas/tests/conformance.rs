@@ -446,7 +446,7 @@ fn loss_event() -> Event {
         kind: EventKind::Loss(lumen_schemas::event::LossReport {
             since: Timestamp(t.0 - 5_000_000_000),
             until: t,
-            by_kind: vec![("exec", 10), ("exit", 2)],
+            by_kind: vec![("exec".into(), 10), ("exit".into(), 2)],
         }),
     }
 }

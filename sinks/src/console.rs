@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 #[serde(deny_unknown_fields)]
 pub struct ConsoleSinkConfig {
     pub inputs: Vec<String>,
+    /// The buffer in front of the sink (`memory` by default).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     /// Schema of the JSON lines (`encoding = "json"`).
     #[serde(default = "default_schema")]
     pub schema: Schema,

@@ -22,6 +22,9 @@ use tokio::sync::mpsc;
 pub struct FileSinkConfig {
     /// Components whose events this sink takes.
     pub inputs: Vec<String>,
+    /// The buffer in front of the sink (`memory` by default).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     /// Schema of the lines written.
     #[serde(default = "default_schema")]
     pub schema: Schema,
@@ -229,6 +232,7 @@ mod tests {
     fn config(path: PathBuf, max_bytes: u64) -> FileSinkConfig {
         FileSinkConfig {
             inputs: vec![],
+            buffer: Default::default(),
             schema: Schema::Ecs,
             path,
             max_bytes,

@@ -6,6 +6,7 @@
 //!   move its checkpoint.
 //! - [`envelope`]: what flows through the topology: the event plus its ack.
 //! - [`metrics`]: per-component counters (received, sent, errors, dropped).
+//! - [`buffer`]: the memory or disk buffer in front of each sink.
 //! - [`file`], [`console`]: the local sinks.
 //! - The network sinks' shared machinery: [`batch`] (batches and encoders),
 //!   [`request`] (concurrency, timeouts, retries), [`deliver`] (the delivery
@@ -16,6 +17,7 @@
 
 pub mod ack;
 pub mod batch;
+pub mod buffer;
 pub mod console;
 pub mod dead_letter;
 pub mod deliver;

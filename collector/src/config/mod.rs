@@ -113,6 +113,17 @@ impl SinkConfig {
             SinkConfig::Otlp(_) => "otlp",
         }
     }
+    /// The buffer in front of the sink.
+    pub fn buffer(&self) -> &lumen_sinks::buffer::BufferConfig {
+        match self {
+            SinkConfig::File(c) => &c.buffer,
+            SinkConfig::Console(c) => &c.buffer,
+            SinkConfig::Elasticsearch(c) => &c.buffer,
+            SinkConfig::SplunkHec(c) => &c.buffer,
+            SinkConfig::Kafka(c) => &c.buffer,
+            SinkConfig::Otlp(c) => &c.buffer,
+        }
+    }
     pub fn inputs(&self) -> &[String] {
         match self {
             SinkConfig::File(c) => &c.inputs,

@@ -118,7 +118,8 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
             SinkConfig::Kafka(c) => c.validate(),
             SinkConfig::Otlp(c) => c.validate(),
             SinkConfig::File(_) | SinkConfig::Console(_) => Ok(()),
-        };
+        }
+        .and_then(|()| sink.buffer().validate());
         if let Err(message) = checked {
             return Err((
                 locate(text, "sinks", id, None),

@@ -25,7 +25,7 @@ use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
 use lumen_schemas::event::Host;
 use lumen_schemas::time::Timestamp;
-use lumen_schemas::{k8s_audit, Event, EventKind};
+use lumen_schemas::{k8s_audit, Event};
 use lumen_sinks::ack::{self, Ack, AckReceiver, Status};
 use lumen_sinks::{ComponentMetrics, Envelope};
 use serde::Deserialize;
@@ -461,16 +461,7 @@ impl K8sAuditFileSource {
             }
         };
         self.metrics.add_received(1);
-        let observed = Timestamp::now();
-        let event = Event {
-            time: activity
-                .stage_time
-                .or(activity.request_received)
-                .unwrap_or(observed),
-            observed,
-            host: self.host.clone(),
-            kind: EventKind::ApiActivity(Box::new(activity)),
-        };
+        let event = Event::api_activity(activity, self.host.clone(), Timestamp::now());
         let cookie = self.next_cookie;
         self.next_cookie += 1;
         out.send(Envelope::new(event, Ack::new(self.acks.node(cookie))))

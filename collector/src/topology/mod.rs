@@ -59,7 +59,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut senders: HashMap<&str, mpsc::Sender<Envelope>> = HashMap::new();
     let mut receivers: HashMap<&str, mpsc::Receiver<Envelope>> = HashMap::new();
     for id in config.transforms.keys().chain(config.sinks.keys()) {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let capacity = config
+            .sinks
+            .get(id)
+            .map_or(CHANNEL_CAPACITY, |s| s.buffer().input_capacity());
+        let (tx, rx) = mpsc::channel(capacity);
         senders.insert(id, tx);
         receivers.insert(id, rx);
     }
@@ -84,9 +88,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
 
     for (id, sink) in &config.sinks {
-        let rx = receivers
+        let input = receivers
             .remove(id.as_str())
             .context("internal: sink without channel")?;
+        let buffer = lumen_sinks::buffer::start(id, sink.buffer(), &config.data_dir, input)
+            .with_context(|| format!("starting the buffer of sink `{id}`"))?;
+        let rx = buffer.output;
+        for task in buffer.tasks {
+            let name = format!("{id} (buffer)");
+            tasks.spawn(async move {
+                task.await;
+                name
+            });
+        }
         let m = metrics_of(id);
         let name = id.clone();
         // A network sink: built (config checked), started (healthcheck,

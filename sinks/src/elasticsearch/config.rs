@@ -15,6 +15,9 @@ use std::path::PathBuf;
 pub struct ElasticsearchConfig {
     /// Components whose events this sink takes.
     pub inputs: Vec<String>,
+    /// The buffer in front of the sink (`memory` by default).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     /// Base URLs of the cluster's nodes, used in turn (failover on errors).
     pub endpoints: Vec<String>,
     /// `data_stream` (default): `create` into `logs-<dataset>-default`;

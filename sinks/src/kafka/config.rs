@@ -15,6 +15,9 @@ use std::path::PathBuf;
 pub struct KafkaConfig {
     /// Components whose events this sink takes.
     pub inputs: Vec<String>,
+    /// The buffer in front of the sink (`memory` by default).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     /// `host:port,host:port` of the brokers to bootstrap from.
     pub bootstrap_servers: String,
     /// Topic template, e.g. `lumen.{{ ocsf.class_name }}`.

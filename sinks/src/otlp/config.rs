@@ -15,6 +15,9 @@ use std::path::PathBuf;
 pub struct OtlpConfig {
     /// Components whose events this sink takes.
     pub inputs: Vec<String>,
+    /// The buffer in front of the sink (`memory` by default).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     /// gRPC: the collector's URL (`http://collector:4317`); HTTP: its base
     /// URL (`/v1/logs` is appended when the path is empty) or the full URL.
     pub endpoint: String,

@@ -15,6 +15,9 @@ use std::path::PathBuf;
 pub struct SplunkHecConfig {
     /// Components whose events this sink takes.
     pub inputs: Vec<String>,
+    /// The buffer in front of the sink (`memory` by default).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     /// Base URL of HEC, e.g. `https://splunk:8088`.
     pub endpoint: String,
     /// The HEC token (`Authorization: Splunk <token>`).

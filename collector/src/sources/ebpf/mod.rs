@@ -783,7 +783,7 @@ fn report_drops(
     drops: &PerCpuArray<MapData, u64>,
     metrics: &ComponentMetrics,
     seen: &mut [u64; drop_index::COUNT as usize],
-) -> Vec<(&'static str, u64)> {
+) -> Vec<(std::borrow::Cow<'static, str>, u64)> {
     let mut by_kind = Vec::new();
     for (i, kind) in drop_index::NAMES.iter().enumerate() {
         let i = i as u32;
@@ -797,7 +797,7 @@ fn report_drops(
                 total,
                 "ebpf source: kernel ring buffer was full; records lost"
             );
-            by_kind.push((*kind, new));
+            by_kind.push(((*kind).into(), new));
         }
         seen[i as usize] = total;
     }

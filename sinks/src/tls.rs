@@ -142,6 +142,45 @@ impl TlsConfig {
     }
 }
 
+/// A rustls server configuration (for Lumen's own endpoints, such as the
+/// audit webhook): the server's certificate chain and key, and, with
+/// `client_ca`, client certificates required and verified against it.
+pub fn server_config(
+    crt: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certs(ca, "client CA certificates")? {
+                roots.add(cert)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| TlsError::NoRoots(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let chain = certs(crt, "server certificates")?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
+        what: "server key",
+        path: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let mut config = builder.with_single_cert(chain, key_der)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 /// `verify_certificate = false` (no chain check) or `verify_hostname =
 /// false` (chain checked, name not): handshake signatures are still checked.
 #[derive(Debug)]

@@ -16,3 +16,4 @@ mod network;
 mod network_sinks;
 mod privilege;
 mod shutdown;
+mod webhook;

@@ -4,7 +4,7 @@
 //! a sink whose receiver fails its healthcheck stops Lumen with the reason.
 
 #[path = "../../sinks/tests/support/mod.rs"]
-mod peers;
+pub(crate) mod peers;
 
 use crate::support::{audit_line, Lumen};
 use peers::elasticsearch_peer::EsPeer;
@@ -21,7 +21,7 @@ fn write_audit_log(dir: &std::path::Path, prefix: &str, n: usize) {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -61,6 +61,7 @@ fn default_shutdown_timeout() -> u64 {
 pub enum SourceConfig {
     Ebpf(crate::sources::ebpf::EbpfSourceConfig),
     K8sAuditFile(crate::sources::k8s_audit_file::K8sAuditFileConfig),
+    K8sAuditWebhook(crate::sources::k8s_audit_webhook::K8sAuditWebhookConfig),
 }
 
 impl SourceConfig {
@@ -68,6 +69,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Ebpf(_) => "ebpf",
             SourceConfig::K8sAuditFile(_) => "k8s_audit_file",
+            SourceConfig::K8sAuditWebhook(_) => "k8s_audit_webhook",
         }
     }
 }

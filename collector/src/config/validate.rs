@@ -111,6 +111,16 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
             "no sinks: add at least one [sinks.<id>] table".to_owned(),
         ));
     }
+    for (id, source) in &config.sources {
+        if let super::SourceConfig::K8sAuditWebhook(c) = source {
+            if let Err(message) = c.validate() {
+                return Err((
+                    locate(text, "sources", id, None),
+                    format!("[sources.{id}]: {message}"),
+                ));
+            }
+        }
+    }
     for (id, sink) in &config.sinks {
         let checked = match sink {
             SinkConfig::Elasticsearch(c) => c.validate(),

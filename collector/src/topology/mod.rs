@@ -13,6 +13,7 @@ pub mod shutdown;
 use crate::config::{Config, SinkConfig, SourceConfig, TransformConfig};
 use crate::sources::ebpf::EbpfSource;
 use crate::sources::k8s_audit_file::K8sAuditFileSource;
+use crate::sources::k8s_audit_webhook::K8sAuditWebhookSource;
 use anyhow::Context as _;
 use fanout::Fanout;
 use lumen_sinks::console::ConsoleSink;
@@ -171,6 +172,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             SourceConfig::Ebpf(c) => {
                 let src = EbpfSource::start(c.clone(), host.clone(), m)
                     .with_context(|| format!("starting source `{id}` (ebpf)"))?;
+                tasks.spawn(async move {
+                    src.run(out, sig).await;
+                    name
+                });
+            }
+            SourceConfig::K8sAuditWebhook(c) => {
+                let src = K8sAuditWebhookSource::new(c.clone(), host.clone(), m)
+                    .with_context(|| format!("starting source `{id}` (k8s_audit_webhook)"))?;
                 tasks.spawn(async move {
                     src.run(out, sig).await;
                     name

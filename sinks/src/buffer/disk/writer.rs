@@ -158,6 +158,10 @@ impl Writer {
                 Err((path, e)) => {
                     BufferMetrics::add(&self.shared.metrics.write_errors, 1);
                     tracing::error!(component = %self.shared.sink, path = %path.display(), error = %e, retry_in_ms = backoff.as_millis() as u64, "disk buffer: write failed (disk full?); the events wait and the write is retried");
+                    // The next attempt goes to a new segment, so this one can
+                    // be read to its end, acknowledged and deleted: that is
+                    // how space comes back when the disk is full.
+                    self.seal_now();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_RETRY);
                 }

@@ -8,6 +8,7 @@ mod audit_file;
 mod cli;
 mod console;
 mod containers;
+mod durability;
 mod ebpf;
 mod files;
 mod filters;

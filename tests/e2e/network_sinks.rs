@@ -13,7 +13,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// `dir/logs/audit.log` with `n` events `<prefix>-<i>` (`{i:04}`).
-fn write_audit_log(dir: &std::path::Path, prefix: &str, n: usize) {
+pub(crate) fn write_audit_log(dir: &std::path::Path, prefix: &str, n: usize) {
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     let mut f = std::fs::File::create(dir.join("logs/audit.log")).unwrap();
     for i in 0..n {

@@ -290,15 +290,26 @@ fn recover(
         }
         let mut valid = len;
         if Some(id) == last {
-            valid = segment::valid_end(&file, len, &mut decompressor).map_err(io_err(&path))?;
-            if valid < len {
-                BufferMetrics::add(&metrics.torn_bytes, len - valid);
-                tracing::warn!(component = %sink, path = %path.display(), offset = valid, bytes = len - valid, "disk buffer: truncated a torn write at the end of the last segment (a crash while writing; those events were never acknowledged)");
+            let (end, tail) =
+                segment::valid_end(&file, len, &mut decompressor).map_err(io_err(&path))?;
+            valid = end;
+            match tail {
+                segment::Tail::Clean => {}
+                segment::Tail::Torn => {
+                    BufferMetrics::add(&metrics.torn_bytes, len - end);
+                    tracing::warn!(component = %sink, path = %path.display(), offset = end, bytes = len - end, "disk buffer: truncated a torn write at the end of the last segment (a crash while writing; those events were never acknowledged)");
+                }
+                segment::Tail::Corrupt(why) => {
+                    BufferMetrics::add(&metrics.corrupted_bytes, len - end);
+                    tracing::error!(component = %sink, path = %path.display(), offset = end, skipped_bytes = len - end, reason = %why, "disk buffer: corrupted data skipped at the end of the last segment; the events in it are lost, the ones before it are delivered");
+                }
+            }
+            if end < len {
                 let f = std::fs::File::options()
                     .write(true)
                     .open(&path)
                     .map_err(io_err(&path))?;
-                f.set_len(valid).map_err(io_err(&path))?;
+                f.set_len(end).map_err(io_err(&path))?;
                 f.sync_all().map_err(io_err(&path))?;
             }
         }

@@ -230,15 +230,27 @@ pub fn records(raw: &[u8]) -> impl Iterator<Item = Result<&[u8], String>> {
     })
 }
 
-/// Where the good data of a segment ends: the end of its last good block
-/// before anything torn. Corrupt blocks followed by good ones are left for
-/// the reader (it skips and reports them); a bad run up to the end of the
-/// file is a torn tail.
+/// What is wrong with the end of a segment, if anything.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// Every block is whole.
+    Clean,
+    /// The last block runs past the end of the file: a write a crash cut
+    /// short. Its events were never acknowledged upstream.
+    Torn,
+    /// The last block(s) are whole but fail their checks: data damaged on
+    /// disk, lost.
+    Corrupt(String),
+}
+
+/// Where the good data of a segment ends — the end of its last good block —
+/// and what follows it. Corrupt blocks followed by good ones are left for
+/// the reader (it skips and reports them).
 pub fn valid_end(
     file: &File,
     len: u64,
     decompressor: &mut zstd::bulk::Decompressor<'_>,
-) -> io::Result<u64> {
+) -> io::Result<(u64, Tail)> {
     let mut at = SEGMENT_HEADER_LEN;
     let mut good_end = SEGMENT_HEADER_LEN.min(len);
     while at < len {
@@ -247,13 +259,14 @@ pub fn valid_end(
                 at = next;
                 good_end = next;
             }
-            BlockRead::Torn | BlockRead::Corrupt(_) => match resync(file, at, len, decompressor)? {
+            BlockRead::Torn => return Ok((good_end, Tail::Torn)),
+            BlockRead::Corrupt(why) => match resync(file, at, len, decompressor)? {
                 Some(next_good) => at = next_good,
-                None => break,
+                None => return Ok((good_end, Tail::Corrupt(why))),
             },
         }
     }
-    Ok(good_end)
+    Ok((good_end, Tail::Clean))
 }
 
 #[cfg(test)]
@@ -320,7 +333,7 @@ mod tests {
                 &mut zstd::bulk::Decompressor::new().unwrap()
             )
             .unwrap(),
-            len
+            (len, Tail::Clean)
         );
     }
 
@@ -347,8 +360,12 @@ mod tests {
                 &mut zstd::bulk::Decompressor::new().unwrap()
             )
             .unwrap(),
-            len
+            (len, Tail::Clean)
         );
+    }
+
+    fn check(f: &File, len: u64) -> (u64, Tail) {
+        valid_end(f, len, &mut zstd::bulk::Decompressor::new().unwrap()).unwrap()
     }
 
     #[test]
@@ -358,23 +375,27 @@ mod tests {
         let full = f.as_file().metadata().unwrap().len();
         let cut = full - 3;
         f.as_file().set_len(cut).unwrap();
-        let end = valid_end(
-            f.as_file(),
-            cut,
-            &mut zstd::bulk::Decompressor::new().unwrap(),
-        )
-        .unwrap();
+        let a_end = SEGMENT_HEADER_LEN + a.len() as u64;
+        assert_eq!(check(f.as_file(), cut), (a_end, Tail::Torn));
+        // Half a block header after the last block is a torn tail too.
+        f.as_file().set_len(a_end).unwrap();
+        f.as_file().write_all_at(&[0xAB; 7], a_end).unwrap();
+        assert_eq!(check(f.as_file(), a_end + 7), (a_end, Tail::Torn));
+    }
+
+    #[test]
+    fn a_whole_last_block_that_fails_its_crc_is_corruption_not_a_torn_write() {
+        let (a, b) = (block(&[b"a"]), block(&[b"b", b"bb"]));
+        let f = segment(&[a.clone(), b.clone()]);
+        let full = f.as_file().metadata().unwrap().len();
+        let at = full - 2;
+        f.as_file().write_all_at(&[0x00, 0x00], at).unwrap();
+        let (end, tail) = check(f.as_file(), full);
         assert_eq!(end, SEGMENT_HEADER_LEN + a.len() as u64);
-        // Garbage after the last block is a torn tail too.
-        f.as_file().set_len(end).unwrap();
-        f.as_file().write_all_at(&[0xAB; 7], end).unwrap();
-        let end2 = valid_end(
-            f.as_file(),
-            end + 7,
-            &mut zstd::bulk::Decompressor::new().unwrap(),
-        )
-        .unwrap();
-        assert_eq!(end2, end);
+        assert!(
+            matches!(tail, Tail::Corrupt(ref why) if why.contains("CRC32C")),
+            "{tail:?}"
+        );
     }
 
     #[test]

@@ -216,6 +216,14 @@ fn main() {
             "type = \"elasticsearch\"\nendpoints = [\"{url}\"]\nhealthcheck = false\ninstall_templates = false\n",
         ),
         (
+            "audit file → ECS → disk buffer (fsync 1 s) → elasticsearch",
+            "type = \"elasticsearch\"\nendpoints = [\"{url}\"]\nhealthcheck = false\ninstall_templates = false\nbuffer.type = \"disk\"\nbuffer.max_size = 4294967296\n",
+        ),
+        (
+            "audit file → ECS → disk buffer (fsync always) → elasticsearch",
+            "type = \"elasticsearch\"\nendpoints = [\"{url}\"]\nhealthcheck = false\ninstall_templates = false\nbuffer.type = \"disk\"\nbuffer.max_size = 4294967296\nbuffer.fsync = \"always\"\n",
+        ),
+        (
             "audit file → OCSF → splunk_hec (indexer acks)",
             "type = \"splunk_hec\"\nendpoint = \"{url}\"\ndefault_token = \"bench\"\nhealthcheck = false\nacknowledgements.query_interval = 0.01\n",
         ),

@@ -18,7 +18,11 @@ use tokio::sync::mpsc;
 
 const EVENTS: usize = 200_000;
 
-fn events() -> Vec<Event> {
+/// With `noise`, each event carries 256 random characters (an extra field),
+/// which zstd cannot shrink: the sample log alone repeats a few events and
+/// compresses far better than a real audit log would.
+fn events(noise: bool) -> Vec<Event> {
+    let mut rng = fastrand::Rng::with_seed(1);
     let sample = include_str!("../../config/samples/k8s-audit.log");
     let host = Arc::new(Host {
         name: "node-1".into(),
@@ -33,7 +37,11 @@ fn events() -> Vec<Event> {
         .map(|i| {
             let line = lines[i % lines.len()];
             let at = line.find("\"auditID\":\"").unwrap_or(0) + 11;
-            let unique = format!("{}{:08x}{}", &line[..at], i, &line[at + 8..]);
+            let mut unique = format!("{}{:08x}{}", &line[..at], i, &line[at + 8..]);
+            if noise {
+                let random: String = (0..256).map(|_| rng.alphanumeric()).collect();
+                unique = unique.replacen('{', &format!("{{\"noise\":\"{random}\","), 1);
+            }
             let a = k8s_audit::parse_line(&unique).unwrap_or_else(|e| panic!("{e}"));
             Event::api_activity(a, host.clone(), Timestamp::now())
         })
@@ -50,17 +58,24 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let source = events();
+    for noise in [false, true] {
+        run(&rt, &events(noise), noise, &only);
+    }
+}
+
+fn run(rt: &tokio::runtime::Runtime, source: &[Event], noise: bool, only: &[String]) {
     let mut encoded = 0usize;
     let mut scratch = Vec::new();
-    for e in &source {
+    for e in source {
         scratch.clear();
         lumen_schemas::codec::encode(e, &mut scratch);
         encoded += scratch.len();
     }
     let mb = encoded as f64 / 1e6;
+    println!();
     println!(
-        "input: {EVENTS} audit events, {:.0} bytes each encoded ({mb:.0} MB)",
+        "input: {EVENTS} audit events{}, {:.0} bytes each encoded ({mb:.0} MB)",
+        if noise { " with 256 random characters each" } else { " from the sample log" },
         encoded as f64 / EVENTS as f64
     );
     println!();
@@ -81,7 +96,7 @@ fn main() {
             fsync: *fsync,
             ..Default::default()
         });
-        let events = source.clone();
+        let events = source.to_vec();
         let (write_s, read_s, on_disk) = rt.block_on(async move {
             let (tx, rx) = mpsc::channel(1024);
             let mut b =

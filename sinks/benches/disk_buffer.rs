@@ -75,7 +75,11 @@ fn run(rt: &tokio::runtime::Runtime, source: &[Event], noise: bool, only: &[Stri
     println!();
     println!(
         "input: {EVENTS} audit events{}, {:.0} bytes each encoded ({mb:.0} MB)",
-        if noise { " with 256 random characters each" } else { " from the sample log" },
+        if noise {
+            " with 256 random characters each"
+        } else {
+            " from the sample log"
+        },
         encoded as f64 / EVENTS as f64
     );
     println!();

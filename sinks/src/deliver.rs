@@ -97,6 +97,11 @@ pub struct Delivery<S> {
     pub dead_letters: Arc<DeadLetters>,
     pub metrics: Arc<ComponentMetrics>,
     pub delivery: Arc<DeliveryMetrics>,
+    /// Behind a disk buffer: once the input has closed (shutdown), events
+    /// that need another attempt are left to the buffer, which sends them
+    /// at the next start, instead of holding the shutdown up.
+    pub keep_unsent_on_close: bool,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl<S: Service> Delivery<S> {
@@ -119,7 +124,16 @@ impl<S: Service> Delivery<S> {
             dead_letters: Arc::new(DeadLetters::new(path, name)),
             metrics,
             delivery: Arc::new(DeliveryMetrics::default()),
+            keep_unsent_on_close: false,
+            closing: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// See [`Delivery::keep_unsent_on_close`]; on when the sink's buffer is
+    /// on disk.
+    pub fn behind(mut self, buffer: &crate::buffer::BufferConfig) -> Self {
+        self.keep_unsent_on_close = matches!(buffer, crate::buffer::BufferConfig::Disk(_));
+        self
     }
 
     /// Delivers everything received until the channel closes, then waits
@@ -133,14 +147,29 @@ impl<S: Service> Delivery<S> {
         let mut batcher = Batcher::new(batch, encoder);
         let mut in_flight = JoinSet::new();
         let this = Arc::new(self);
+        let keep = this.keep_unsent_on_close;
         while let Some(batch) = batcher.next(&mut rx).await {
+            if keep && rx.is_closed() {
+                // Shutdown behind a disk buffer: what is still queued stays
+                // in the buffer (dropping the batch drops its acks).
+                this.closing.send_replace(true);
+                break;
+            }
             this.metrics.add_received(batch.items.len() as u64);
             while in_flight.len() >= this.request.concurrency.max(1) {
-                in_flight.join_next().await;
+                tokio::select! {
+                    _ = in_flight.join_next() => {}
+                    () = tokio::time::sleep(Duration::from_millis(100)), if keep => {
+                        if rx.is_closed() {
+                            this.closing.send_replace(true);
+                        }
+                    }
+                }
             }
             let me = this.clone();
             in_flight.spawn(async move { me.deliver(batch).await });
         }
+        this.closing.send_replace(true);
         while in_flight.join_next().await.is_some() {}
         let d = &this.delivery;
         tracing::info!(
@@ -227,7 +256,19 @@ impl<S: Service> Delivery<S> {
                 );
                 wait
             };
-            tokio::time::sleep(wait).await;
+            let mut closing = self.closing.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = closing.wait_for(|c| *c), if self.keep_unsent_on_close => {
+                    tracing::info!(
+                        component = %self.name,
+                        events = pending.len(),
+                        "stopping: events not yet delivered stay in the disk buffer for the next start"
+                    );
+                    // Dropping the batch drops their acks: the buffer keeps them.
+                    return;
+                }
+            }
         }
     }
 

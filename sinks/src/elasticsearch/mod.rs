@@ -75,7 +75,8 @@ impl ElasticsearchSink {
             config.dead_letter_path.clone(),
             data_dir,
             metrics,
-        );
+        )
+        .behind(&config.buffer);
         Ok(ElasticsearchSink { config, delivery })
     }
 

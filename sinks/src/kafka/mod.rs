@@ -87,7 +87,8 @@ impl KafkaSink {
             config.dead_letter_path.clone(),
             data_dir,
             metrics,
-        );
+        )
+        .behind(&config.buffer);
         Ok(KafkaSink { config, delivery })
     }
 

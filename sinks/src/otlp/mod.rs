@@ -101,7 +101,8 @@ impl OtlpSink {
             config.dead_letter_path.clone(),
             data_dir,
             metrics,
-        );
+        )
+        .behind(&config.buffer);
         Ok(OtlpSink { config, delivery })
     }
 

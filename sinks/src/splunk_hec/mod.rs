@@ -82,7 +82,8 @@ impl SplunkHecSink {
             config.dead_letter_path.clone(),
             data_dir,
             metrics,
-        );
+        )
+        .behind(&config.buffer);
         Ok(SplunkHecSink { config, delivery })
     }
 

@@ -10,8 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// An audit-file → elasticsearch (disk buffer) config over `base`.
-fn config(base: &Path, es: &EsPeer, extra_sink: &str) -> String {
+/// An audit-file → elasticsearch config over `base`, the sink behind a
+/// buffer of type `buffer`.
+pub(crate) fn config_with(base: &Path, es: &EsPeer, buffer: &str, extra_sink: &str) -> String {
     format!(
         r#"
 data_dir = "{b}/data"
@@ -33,12 +34,17 @@ batch.timeout_secs = 0.05
 request.concurrency = 1
 request.retry_initial_backoff_secs = 0.05
 request.retry_max_duration_secs = 0.2
-buffer.type = "disk"
+buffer.type = "{buffer}"
 {extra_sink}
 "#,
         b = base.display(),
         es = es.url()
     )
+}
+
+/// The same behind a disk buffer.
+fn config(base: &Path, es: &EsPeer, extra_sink: &str) -> String {
+    config_with(base, es, "disk", extra_sink)
 }
 
 fn down(es: &EsPeer) {

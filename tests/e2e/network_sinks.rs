@@ -160,30 +160,7 @@ fn sigkill_restarts_lose_nothing_and_repeat_little() {
     });
     let base = tempfile::tempdir().unwrap();
     write_audit_log(base.path(), "crash", N);
-    let config = format!(
-        r#"
-data_dir = "{b}/data"
-[sources.audit]
-type = "k8s_audit_file"
-path = "{b}/logs/*.log"
-poll_interval_ms = 50
-checkpoint_interval_ms = 100
-
-[sinks.es]
-type = "elasticsearch"
-inputs = ["audit"]
-endpoints = ["{es}"]
-healthcheck = false
-install_templates = false
-batch.max_events = 20
-batch.timeout_secs = 0.05
-request.concurrency = 1
-request.retry_initial_backoff_secs = 0.05
-request.retry_max_duration_secs = 0.2
-"#,
-        b = base.path().display(),
-        es = es.url()
-    );
+    let config = crate::durability::config_with(base.path(), &es, "memory", "");
     let mut crashes = 0;
     let mut arrived_before = 0;
     for round in 0..4 {

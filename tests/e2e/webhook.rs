@@ -184,7 +184,7 @@ buffer.type = "disk"
     let r = post(&c, &url, Some(TOKEN), r#"{"kind":"Pod","items":[]}"#.into());
     assert_eq!(r.status, 400);
     assert!(r.body.contains("Pod"), "{}", r.body);
-    let big = lines(&ids("big", 0..200));
+    let big = lines(&ids("big", 0..150)); // between max_body_bytes and twice it
     let r = post(&c, &url, Some(TOKEN), event_list(&big));
     assert_eq!(r.status, 413, "{}", r.body);
 
@@ -254,19 +254,29 @@ path = "{{dir}}/out.ndjson"
     assert!(log.join("\n").contains("TLS handshake failed"));
 }
 
-#[test]
-fn a_sink_down_behind_a_memory_buffer_gets_503_not_200() {
-    let rt = crate::network_sinks::runtime();
-    let es = rt.block_on(EsPeer::start(None));
-    es.with(|s| {
-        s.faults
-            .extend(std::iter::repeat_n(Fault::Status(503, None), 100_000))
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let certs = certs(dir.path());
-    let port = free_port();
-    let config = format!(
-        r#"data_dir = "{{dir}}/data"
+/// Lumen with the webhook in front of an Elasticsearch peer that answers
+/// 503 to every bulk request until `es_up`.
+struct EsDown {
+    _rt: tokio::runtime::Runtime,
+    es: EsPeer,
+    lumen: Lumen,
+    client: reqwest::blocking::Client,
+    url: String,
+}
+
+impl EsDown {
+    fn start(extra_sink: &str) -> EsDown {
+        let rt = crate::network_sinks::runtime();
+        let es = rt.block_on(EsPeer::start(None));
+        es.with(|s| {
+            s.faults
+                .extend(std::iter::repeat_n(Fault::Status(503, None), 100_000))
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let certs = certs(dir.path());
+        let port = free_port();
+        let config = format!(
+            r#"data_dir = "{{dir}}/data"
 shutdown_timeout_secs = 2
 {source}
 [sinks.es]
@@ -278,44 +288,55 @@ install_templates = false
 batch.timeout_secs = 0.05
 request.retry_initial_backoff_secs = 0.05
 request.retry_max_duration_secs = 0.2
+{extra_sink}
 "#,
-        source = webhook_source(port, &certs, &format!("auth.token = \"{TOKEN}\"")),
-        es = es.url()
-    );
-    let mut lumen = Lumen::start_in(dir, &config);
-    lumen.wait_for_log("k8s_audit_webhook: listening", Duration::from_secs(20));
-    let c = client(&certs, false);
-    let url = format!("https://127.0.0.1:{port}/audit");
-    let r = post(
-        &c,
-        &url,
-        Some(TOKEN),
-        event_list(&lines(&ids("down", 0..5))),
-    );
+            source = webhook_source(port, &certs, &format!("auth.token = \"{TOKEN}\""))
+                .replace("max_body_bytes = 65536", "max_body_bytes = 1048576"),
+            es = es.url()
+        );
+        let client = client(&certs, false);
+        let mut lumen = Lumen::start_in(dir, &config);
+        lumen.wait_for_log("k8s_audit_webhook: listening", Duration::from_secs(20));
+        EsDown {
+            _rt: rt,
+            es,
+            lumen,
+            client,
+            url: format!("https://127.0.0.1:{port}/audit"),
+        }
+    }
+
+    fn post(&self, lines: &[String]) -> Post {
+        post(&self.client, &self.url, Some(TOKEN), event_list(lines))
+    }
+
+    fn es_up(&self) {
+        self.es.with(|s| s.faults.clear());
+    }
+}
+
+#[test]
+fn a_sink_down_behind_a_memory_buffer_gets_503_not_200() {
+    let mut t = EsDown::start("");
+    let r = t.post(&lines(&ids("down", 0..5)));
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.retry_after.as_deref(), Some("5"));
     // Once Elasticsearch is back, the API server's resend gets its 200.
-    es.with(|s| s.faults.clear());
-    let r = post(
-        &c,
-        &url,
-        Some(TOKEN),
-        event_list(&lines(&ids("down", 0..5))),
-    );
+    t.es_up();
+    let r = t.post(&lines(&ids("down", 0..5)));
     assert_eq!(r.status, 200, "{}", r.body);
-    let arrivals = es.arrivals();
+    let arrivals = t.es.arrivals();
     for id in ids("down", 0..5) {
         assert!(arrivals.contains_key(&id), "{id} missing");
     }
-    let _ = lumen.stop();
+    let _ = t.lumen.stop();
 }
 
 /// Events of ~2 KiB that zstd cannot shrink much: a disk buffer fills fast.
 fn bulky_lines(ids: &[String]) -> Vec<String> {
     ids.iter()
         .map(|id| {
-            let mut rng =
-                fastrand::Rng::with_seed(id.len() as u64 ^ id.as_bytes()[id.len() - 1] as u64);
+            let mut rng = fastrand::Rng::with_seed(u64::from(crc32c::crc32c(id.as_bytes())));
             let noise: String = (0..2048).map(|_| rng.alphanumeric()).collect();
             audit_line(id, "get").replace("kubectl/v1.30", &format!("kubectl/{noise}"))
         })
@@ -324,44 +345,12 @@ fn bulky_lines(ids: &[String]) -> Vec<String> {
 
 #[test]
 fn behind_a_full_disk_buffer_the_webhook_answers_429_and_every_200_was_buffered() {
-    let rt = crate::network_sinks::runtime();
-    let es = rt.block_on(EsPeer::start(None));
-    es.with(|s| {
-        s.faults
-            .extend(std::iter::repeat_n(Fault::Status(503, None), 100_000))
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let certs = certs(dir.path());
-    let port = free_port();
-    let config = format!(
-        r#"data_dir = "{{dir}}/data"
-shutdown_timeout_secs = 2
-{source}
-[sinks.es]
-type = "elasticsearch"
-inputs = ["apiserver"]
-endpoints = ["{es}"]
-healthcheck = false
-install_templates = false
-batch.timeout_secs = 0.05
-request.retry_initial_backoff_secs = 0.05
-request.retry_max_duration_secs = 0.2
-buffer.type = "disk"
-buffer.max_size = 262144
-"#,
-        source = webhook_source(port, &certs, &format!("auth.token = \"{TOKEN}\"")),
-        es = es.url()
-    )
-    .replace("max_body_bytes = 65536", "max_body_bytes = 1048576");
-    let mut lumen = Lumen::start_in(dir, &config);
-    lumen.wait_for_log("k8s_audit_webhook: listening", Duration::from_secs(20));
-    let c = client(&certs, false);
-    let url = format!("https://127.0.0.1:{port}/audit");
+    let mut t = EsDown::start("buffer.type = \"disk\"\nbuffer.max_size = 262144");
     let mut accepted = Vec::new();
     let mut refused = 0;
     for batch in 0..60 {
         let batch_ids = ids(&format!("full{batch:02}"), 0..20);
-        let r = post(&c, &url, Some(TOKEN), event_list(&bulky_lines(&batch_ids)));
+        let r = t.post(&bulky_lines(&batch_ids));
         match r.status {
             200 => accepted.extend(batch_ids),
             429 | 503 => {
@@ -385,10 +374,10 @@ buffer.max_size = 262144
         60 * 20
     );
     // Elasticsearch comes back: every event that got a 200 arrives.
-    es.with(|s| s.faults.clear());
+    t.es_up();
     let start = Instant::now();
     loop {
-        let arrivals = es.arrivals();
+        let arrivals = t.es.arrivals();
         let missing: Vec<_> = accepted
             .iter()
             .filter(|id| !arrivals.contains_key(*id))
@@ -404,5 +393,5 @@ buffer.max_size = 262144
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = lumen.stop();
+    let _ = t.lumen.stop();
 }

@@ -17,13 +17,14 @@
 //!   already taken may then arrive twice (at least once, never lost).
 //! - `400` with the reason for a body that is not an `EventList`; an item
 //!   that is not an audit event is logged, counted and skipped, the others
-//!   are taken. `413` for a body over `max_body_bytes`. `401` without valid
+//!   are taken. `413` for a body over `max_body_bytes`, `408` for one that
+//!   takes over 30 s to arrive. `401` without valid
 //!   credentials, `404` for another path, `405` for another method.
 
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -295,6 +296,28 @@ fn retry_after(mut r: Response<Full<Bytes>>, secs: u32) -> Response<Full<Bytes>>
     r
 }
 
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The body, or `None` when it is larger than `max`. A body a little too
+/// large is read on and discarded (up to `2 × max` in all), so the client
+/// gets its 413 rather than a connection reset by unread data.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Option<Vec<u8>>, hyper::Error> {
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            total += data.len();
+            if total <= max {
+                buf.extend_from_slice(&data);
+            } else if total > 2 * max {
+                return Ok(None);
+            }
+        }
+    }
+    Ok((total <= max).then_some(buf))
+}
+
 /// Compares without an early exit, so the time taken does not tell how much
 /// of a guessed token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -347,21 +370,28 @@ impl Handler {
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > max) {
+        if declared.is_some_and(|n| n > 2 * max) {
             self.metrics.add_errors(1);
             return too_large();
         }
-        let body = match Limited::new(req.into_body(), max).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(req.into_body(), max)).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => {
                 self.metrics.add_errors(1);
                 return too_large();
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 self.metrics.add_errors(1);
                 return reply(
                     StatusCode::BAD_REQUEST,
                     &format!("cannot read the body: {e}"),
+                );
+            }
+            Err(_) => {
+                self.metrics.add_errors(1);
+                return reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body took too long to arrive",
                 );
             }
         };

@@ -55,6 +55,7 @@ mod tests {
                 since: crate::time::Timestamp(1),
                 until: crate::time::Timestamp(2),
                 by_kind: vec![("exec".into(), 3), ("file".into(), 4)],
+                cause: Default::default(),
             }),
         }
     }

@@ -365,7 +365,7 @@ fn file(w: &mut JsonWriter<'_>, event: &Event, f: &FileEvent) {
     w.end_object();
 }
 
-/// Lost kernel records: ECS's `pipeline_error` kind.
+/// Lost kernel records and rate-limit summaries: ECS's `pipeline_error` kind.
 fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     common_head(w, event.time);
     w.str("message", &l.message());
@@ -373,7 +373,7 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     w.str("kind", "pipeline_error");
     w.str_array("category", ["host"]);
     w.str_array("type", ["info"]);
-    w.str("action", "kernel_events_lost");
+    w.str("action", l.action());
     w.str("module", "lumen");
     w.str("dataset", "lumen.loss");
     ts(w, "start", l.since);
@@ -385,6 +385,10 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     w.object("lumen");
     w.object("loss");
     w.u64("total", l.total());
+    if let crate::event::LossCause::RateLimit { transform, key } = &l.cause {
+        w.str("rate_limit", transform);
+        w.str("key", key);
+    }
     w.object("by_kind");
     for (kind, n) in &l.by_kind {
         w.u64(kind, *n);

@@ -115,14 +115,27 @@ impl FileOperation {
     }
 }
 
-/// Records the kernel could not hand to Lumen during an interval.
+/// Events Lumen did not pass on during an interval: kernel records it could
+/// not read (the ring buffer was full), or events a rate limit suppressed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LossReport {
-    /// The interval the counts cover.
+    /// The interval the counts cover (for a rate limit: the first and the
+    /// last suppressed event's time).
     pub since: crate::time::Timestamp,
     pub until: crate::time::Timestamp,
     /// Lost records per kind (`exec`, `exit`, `fork`, …), non-zero only.
     pub by_kind: Vec<(Cow<'static, str>, u64)>,
+    pub cause: LossCause,
+}
+
+/// Why events were not passed on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LossCause {
+    /// The kernel's ring buffer was full.
+    #[default]
+    KernelRingBuffer,
+    /// A `rate_limit` transform suppressed them: its id and the key.
+    RateLimit { transform: String, key: String },
 }
 
 impl LossReport {
@@ -130,9 +143,16 @@ impl LossReport {
         self.by_kind.iter().map(|(_, n)| n).sum()
     }
 
-    /// "12 kernel records lost (exec 10, exit 2)".
+    /// "12 kernel records lost (exec 10, exit 2)", or "12 events suppressed
+    /// by rate limit `limit` for key `c0ffee` (file_write 12)".
     pub fn message(&self) -> String {
-        let mut s = format!("{} kernel records lost (", self.total());
+        let mut s = match &self.cause {
+            LossCause::KernelRingBuffer => format!("{} kernel records lost (", self.total()),
+            LossCause::RateLimit { transform, key } => format!(
+                "{} events suppressed by rate limit `{transform}` for key `{key}` (",
+                self.total()
+            ),
+        };
         for (i, (kind, n)) in self.by_kind.iter().enumerate() {
             if i > 0 {
                 s.push_str(", ");
@@ -143,6 +163,14 @@ impl LossReport {
         }
         s.push(')');
         s
+    }
+
+    /// `kernel_events_lost` or `events_rate_limited` (ECS `event.action`).
+    pub fn action(&self) -> &'static str {
+        match self.cause {
+            LossCause::KernelRingBuffer => "kernel_events_lost",
+            LossCause::RateLimit { .. } => "events_rate_limited",
+        }
     }
 }
 
@@ -180,7 +208,10 @@ impl EventKind {
             },
             EventKind::ApiActivity(_) => "k8s_audit",
             EventKind::Privilege(p) => p.op.kind_name(),
-            EventKind::Loss(_) => "loss",
+            EventKind::Loss(l) => match l.cause {
+                LossCause::KernelRingBuffer => "loss",
+                LossCause::RateLimit { .. } => "rate_limit_summary",
+            },
             EventKind::File(f) => match f.op {
                 FileOperation::Open if f.writes() => "file_write",
                 FileOperation::Open => "file_read_sensitive",

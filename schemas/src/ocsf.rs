@@ -10,7 +10,7 @@
 //! attribute for go under `unmapped`.
 
 use crate::event::{
-    ApiActivity, Event, EventKind, FileEvent, FileOperation, NetworkEvent, NetworkOp,
+    ApiActivity, Event, EventKind, FileEvent, FileOperation, LossCause, NetworkEvent, NetworkOp,
     PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
 };
 use crate::json::JsonWriter;
@@ -474,8 +474,8 @@ const DETECTION_FINDING: Class = Class {
     category_name: "Findings",
 };
 
-/// Lost kernel records: a Detection Finding (2004), Create (1), severity
-/// Medium. A sensor that goes blind is itself a finding: an attacker who
+/// Lost kernel records, and events a rate limit suppressed: a Detection
+/// Finding (2004), Create (1), severity Medium. A sensor that goes blind is itself a finding: an attacker who
 /// floods the kernel can hide in the gap.
 fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     head(w, &DETECTION_FINDING, 1, "Create", event, MEDIUM);
@@ -483,12 +483,24 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     w.str("message", &l.message());
     metadata(w, event, None, "ebpf", &[]);
     w.object("finding_info");
-    let mut uid = String::from("lumen-loss-");
+    let (prefix, title, kind) = match l.cause {
+        LossCause::KernelRingBuffer => ("lumen-loss-", "Kernel events lost", "Sensor Data Loss"),
+        LossCause::RateLimit { .. } => (
+            "lumen-rate-limit-",
+            "Events suppressed by a rate limit",
+            "Event Suppression",
+        ),
+    };
+    let mut uid = String::from(prefix);
     uid.push_str(itoa::Buffer::new().format(l.until.0));
+    if let LossCause::RateLimit { key, .. } = &l.cause {
+        uid.push('-');
+        uid.push_str(key);
+    }
     w.str("uid", &uid);
-    w.str("title", "Kernel events lost");
+    w.str("title", title);
     w.str("desc", &l.message());
-    w.str_array("types", ["Sensor Data Loss"]);
+    w.str_array("types", [kind]);
     w.i64("first_seen_time", l.since.as_millis());
     w.i64("last_seen_time", l.until.as_millis());
     w.end_object();
@@ -498,6 +510,10 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
         w.u64(kind, *n);
     }
     w.end_object();
+    if let LossCause::RateLimit { transform, key } = &l.cause {
+        w.str("rate_limit", transform);
+        w.str("rate_limit_key", key);
+    }
     w.end_object();
 }
 

@@ -447,8 +447,21 @@ fn loss_event() -> Event {
             since: Timestamp(t.0 - 5_000_000_000),
             until: t,
             by_kind: vec![("exec".into(), 10), ("exit".into(), 2)],
+            cause: Default::default(),
         }),
     }
+}
+
+fn rate_limit_summary() -> Event {
+    let mut e = loss_event();
+    if let EventKind::Loss(l) = &mut e.kind {
+        l.by_kind = vec![("file_write".into(), 40)];
+        l.cause = lumen_schemas::event::LossCause::RateLimit {
+            transform: "limit".into(),
+            key: "c0ffee".into(),
+        };
+    }
+    e
 }
 
 #[test]
@@ -458,6 +471,11 @@ fn ocsf_loss_report_validates_as_detection_finding() {
     assert_eq!(doc["class_uid"], 2004);
     assert_eq!(doc["count"], 12);
     assert_valid(&v, &doc, "loss");
+    let doc = encode(Schema::Ocsf, &rate_limit_summary());
+    assert_eq!(doc["count"], 40);
+    assert_eq!(doc["finding_info"]["types"][0], "Event Suppression");
+    assert_eq!(doc["unmapped"]["rate_limit_key"], "c0ffee");
+    assert_valid(&v, &doc, "rate_limit_summary");
 }
 
 #[test]
@@ -727,7 +745,7 @@ fn elasticsearch_template_maps_every_ecs_field_lumen_emits_with_its_ecs_type() {
         .chain(privilege_events())
         .chain(network_events())
         .chain(file_events())
-        .chain([loss_event()])
+        .chain([loss_event(), rate_limit_summary()])
     {
         docs.push(encode(Schema::Ecs, &e));
     }

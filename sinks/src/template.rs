@@ -5,9 +5,13 @@
 //! Fields: `ocsf.class_name` (`process_activity`), `ocsf.class_uid`,
 //! `event.dataset` (`lumen.process`), `event.category` (ECS's first,
 //! `process`), `event.kind` (Lumen's kind, `process_exec`), `host.name`,
-//! `container.id`, `kubernetes.pod.uid`, `schema` (`ocsf` or `ecs`).
+//! `container.id`, `kubernetes.pod.uid`, `kubernetes.pod.name`,
+//! `kubernetes.namespace` (the pod's; for audit events the object's),
+//! `user.name` (audit events: the requesting user), `user.id` (the uid),
+//! `process.executable`, `schema` (`ocsf` or `ecs`). A field an event does
+//! not have renders empty.
 
-use lumen_schemas::{ecs, ocsf, Event, Schema};
+use lumen_schemas::{ecs, ocsf, Event, EventKind, Schema};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Field {
@@ -19,6 +23,11 @@ enum Field {
     HostName,
     ContainerId,
     PodUid,
+    PodName,
+    Namespace,
+    UserName,
+    UserId,
+    Executable,
     Schema,
 }
 
@@ -31,6 +40,11 @@ const FIELDS: &[(&str, Field)] = &[
     ("host.name", Field::HostName),
     ("container.id", Field::ContainerId),
     ("kubernetes.pod.uid", Field::PodUid),
+    ("kubernetes.pod.name", Field::PodName),
+    ("kubernetes.namespace", Field::Namespace),
+    ("user.name", Field::UserName),
+    ("user.id", Field::UserId),
+    ("process.executable", Field::Executable),
     ("schema", Field::Schema),
 ];
 
@@ -114,6 +128,43 @@ impl Template {
                         out.extend_from_slice(event.kind.container_id().as_bytes())
                     }
                     Field::PodUid => out.extend_from_slice(event.kind.pod_uid().as_bytes()),
+                    Field::PodName => {
+                        if let Some(p) = event.kind.process() {
+                            out.extend_from_slice(p.s(p.attribution.pod_name).as_bytes());
+                        }
+                    }
+                    Field::Namespace => match &event.kind {
+                        EventKind::ApiActivity(a) => {
+                            if let Some(o) = &a.object_ref {
+                                out.extend_from_slice(a.s(o.namespace).as_bytes());
+                            }
+                        }
+                        kind => {
+                            if let Some(p) = kind.process() {
+                                out.extend_from_slice(p.s(p.attribution.namespace).as_bytes());
+                            }
+                        }
+                    },
+                    Field::UserName => {
+                        if let EventKind::ApiActivity(a) = &event.kind {
+                            out.extend_from_slice(a.s(a.user.username).as_bytes());
+                        }
+                    }
+                    Field::UserId => match &event.kind {
+                        EventKind::ApiActivity(a) => {
+                            out.extend_from_slice(a.s(a.user.uid).as_bytes())
+                        }
+                        kind => {
+                            if let Some(p) = kind.process() {
+                                out.extend_from_slice(itoa::Buffer::new().format(p.uid).as_bytes());
+                            }
+                        }
+                    },
+                    Field::Executable => {
+                        if let Some(p) = event.kind.process() {
+                            out.extend_from_slice(p.executable().as_bytes());
+                        }
+                    }
                     Field::Schema => out.extend_from_slice(schema.as_str().as_bytes()),
                 },
             }
@@ -130,9 +181,9 @@ mod tests {
         let t = Template::parse("lumen.{{ ocsf.class_name }}").unwrap();
         assert!(!t.is_static());
         assert!(Template::parse("plain").unwrap().is_static());
-        let e = Template::parse("x-{{ user.name }}").unwrap_err();
+        let e = Template::parse("x-{{ user.nam }}").unwrap_err();
         assert!(
-            e.contains("unknown field `user.name`") && e.contains("host.name"),
+            e.contains("unknown field `user.nam`") && e.contains("host.name"),
             "{e}"
         );
         assert!(Template::parse("x-{{ host.name")

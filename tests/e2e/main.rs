@@ -16,5 +16,6 @@ mod kubernetes;
 mod network;
 mod network_sinks;
 mod privilege;
+mod rate_limit;
 mod shutdown;
 mod webhook;

@@ -78,17 +78,20 @@ impl SourceConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TransformConfig {
     Filter(crate::transforms::filter::FilterConfig),
+    RateLimit(crate::transforms::rate_limit::RateLimitConfig),
 }
 
 impl TransformConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             TransformConfig::Filter(_) => "filter",
+            TransformConfig::RateLimit(_) => "rate_limit",
         }
     }
     pub fn inputs(&self) -> &[String] {
         match self {
             TransformConfig::Filter(c) => &c.inputs,
+            TransformConfig::RateLimit(c) => &c.inputs,
         }
     }
 }

@@ -111,6 +111,16 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
             "no sinks: add at least one [sinks.<id>] table".to_owned(),
         ));
     }
+    for (id, transform) in &config.transforms {
+        if let super::TransformConfig::RateLimit(c) = transform {
+            if let Err(message) = c.validate() {
+                return Err((
+                    locate(text, "transforms", id, None),
+                    format!("[transforms.{id}]: {message}"),
+                ));
+            }
+        }
+    }
     for (id, source) in &config.sources {
         if let super::SourceConfig::K8sAuditWebhook(c) = source {
             if let Err(message) = c.validate() {

@@ -147,18 +147,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     }
 
     for id in &graph.transform_order {
-        let Some(TransformConfig::Filter(c)) = config.transforms.get(*id) else {
+        let Some(transform) = config.transforms.get(*id) else {
             continue;
         };
         let rx = receivers
             .remove(id)
             .context("internal: transform without channel")?;
         let (out, m, name) = (fanout_of(id), metrics_of(id), (*id).to_owned());
-        let c = c.clone();
-        tasks.spawn(async move {
-            crate::transforms::filter::run(c, rx, out, m).await;
-            name
-        });
+        match transform.clone() {
+            TransformConfig::Filter(c) => tasks.spawn(async move {
+                crate::transforms::filter::run(c, rx, out, m).await;
+                name
+            }),
+            TransformConfig::RateLimit(c) => tasks.spawn(async move {
+                crate::transforms::rate_limit::run(name.clone(), c, rx, out, m).await;
+                name
+            }),
+        };
     }
 
     for (id, source) in &config.sources {

@@ -66,6 +66,7 @@ kinds! {
     FileChmod => "file_chmod",
     FileChown => "file_chown",
     Loss => "loss",
+    RateLimitSummary => "rate_limit_summary",
     K8sAudit => "k8s_audit",
 }
 

@@ -1,3 +1,4 @@
 //! Transforms: components between sources and sinks.
 
 pub mod filter;
+pub mod rate_limit;

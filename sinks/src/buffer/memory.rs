@@ -58,6 +58,7 @@ mod tests {
                 since: Default::default(),
                 until: Default::default(),
                 by_kind: vec![],
+                cause: Default::default(),
             }),
         }
     }

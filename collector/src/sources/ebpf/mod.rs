@@ -689,6 +689,7 @@ async fn watch_drops(
             since: *since,
             until,
             by_kind,
+            cause: Default::default(),
         });
         *since = until;
         report

@@ -36,6 +36,7 @@ fn to_event(line: &str, host: &Arc<Host>) -> Event {
         observed: Timestamp(1_700_000_000_000_000_000),
         host: host.clone(),
         kind: EventKind::ApiActivity(Box::new(a)),
+        redaction: Default::default(),
     }
 }
 

@@ -9,7 +9,7 @@
 use crate::Event;
 
 /// Bumped whenever a change to `event.rs` changes the encoding.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// An event that could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,7 @@ mod tests {
                 by_kind: vec![("exec".into(), 3), ("file".into(), 4)],
                 cause: Default::default(),
             }),
+            redaction: Default::default(),
         }
     }
 

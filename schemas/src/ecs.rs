@@ -27,6 +27,20 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::Loss(l) => loss(&mut w, event, l),
         EventKind::File(f) => file(&mut w, event, f),
     }
+    redaction(&mut w, event);
+    w.end_object();
+}
+
+/// What a redact transform changed, as ECS custom `labels` (keyword
+/// values): the field names and rule names, comma-separated.
+fn redaction(w: &mut JsonWriter<'_>, event: &Event) {
+    let r = &event.redaction;
+    if r.is_empty() {
+        return;
+    }
+    w.object("labels");
+    w.str("lumen_redacted_fields", &r.fields.join(","));
+    w.str("lumen_redaction_rules", &r.rules.join(","));
     w.end_object();
 }
 

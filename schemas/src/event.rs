@@ -16,6 +16,37 @@ pub struct Event {
     /// The host that observed it.
     pub host: Arc<Host>,
     pub kind: EventKind,
+    /// What a `redact` transform changed (names, never values).
+    pub redaction: Redaction,
+}
+
+/// The fields and the rules a `redact` transform applied to an event, each
+/// once, in the order first applied. Empty when nothing was redacted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redaction {
+    pub fields: Vec<Cow<'static, str>>,
+    pub rules: Vec<Cow<'static, str>>,
+}
+
+impl Redaction {
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.rules.is_empty()
+    }
+
+    /// Records that `rule` changed `field`.
+    pub fn record(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        rule: impl Into<Cow<'static, str>>,
+    ) {
+        let (field, rule) = (field.into(), rule.into());
+        if !self.fields.contains(&field) {
+            self.fields.push(field);
+        }
+        if !self.rules.contains(&rule) {
+            self.rules.push(rule);
+        }
+    }
 }
 
 impl Event {
@@ -30,6 +61,7 @@ impl Event {
             observed,
             host,
             kind: EventKind::ApiActivity(Box::new(activity)),
+            redaction: Default::default(),
         }
     }
 }

@@ -115,6 +115,23 @@ fn metadata(
     w.opt_str("uid", uid);
     w.str("log_name", log_name);
     w.i64("logged_time", event.observed.as_millis());
+    if !event.redaction.is_empty() {
+        // What a redact transform changed: `redacted:<field>`, `redaction_rule:<rule>`.
+        w.array("labels");
+        let mut label = String::new();
+        for (prefix, names) in [
+            ("redacted:", &event.redaction.fields),
+            ("redaction_rule:", &event.redaction.rules),
+        ] {
+            for n in names {
+                label.clear();
+                label.push_str(prefix);
+                label.push_str(n);
+                w.elem_str(&label);
+            }
+        }
+        w.end_array();
+    }
     w.end_object();
 }
 

@@ -67,6 +67,7 @@ fn audit_event(line: &str) -> Event {
         observed: Timestamp(1_700_000_000_123_000_000),
         host: host(),
         kind: EventKind::ApiActivity(Box::new(a)),
+        redaction: Default::default(),
     }
 }
 
@@ -132,6 +133,7 @@ fn process_events() -> Vec<Event> {
                 process: in_pod,
                 exit: None,
             })),
+            redaction: Default::default(),
         },
         Event {
             time: t,
@@ -142,6 +144,7 @@ fn process_events() -> Vec<Event> {
                 process: process.clone(),
                 exit: None,
             })),
+            redaction: Default::default(),
         },
         Event {
             time: t,
@@ -152,6 +155,7 @@ fn process_events() -> Vec<Event> {
                 process: process.clone(),
                 exit: None,
             })),
+            redaction: Default::default(),
         },
         Event {
             time: t,
@@ -162,6 +166,7 @@ fn process_events() -> Vec<Event> {
                 process,
                 exit: Some(ExitStatus::from_wait_status(9)),
             })),
+            redaction: Default::default(),
         },
     ]
 }
@@ -314,6 +319,7 @@ fn privilege_events() -> Vec<Event> {
                     bpf_prog_type: (op == PrivilegeOp::BpfProgLoad).then_some(1),
                     mount,
                 })),
+                redaction: Default::default(),
             }
         })
         .collect()
@@ -362,6 +368,7 @@ fn network_events() -> Vec<Event> {
             local,
             remote,
         })),
+        redaction: Default::default(),
     })
     .collect()
 }
@@ -418,6 +425,7 @@ fn file_events() -> Vec<Event> {
                 gid: uid,
                 sensitive: path.is_empty(),
             })),
+            redaction: Default::default(),
         }
     })
     .collect()
@@ -449,6 +457,7 @@ fn loss_event() -> Event {
             by_kind: vec![("exec".into(), 10), ("exit".into(), 2)],
             cause: Default::default(),
         }),
+        redaction: Default::default(),
     }
 }
 

@@ -288,6 +288,7 @@ mod tests {
             observed: Timestamp(0),
             host: Arc::new(Host::default()),
             kind,
+            redaction: Default::default(),
         }
     }
 

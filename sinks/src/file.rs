@@ -226,6 +226,7 @@ mod tests {
                 .with_text("/bin/x", "x", &[&"x".repeat(100)]),
                 exit: None,
             })),
+            redaction: Default::default(),
         }
     }
 

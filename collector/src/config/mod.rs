@@ -79,6 +79,7 @@ impl SourceConfig {
 pub enum TransformConfig {
     Filter(crate::transforms::filter::FilterConfig),
     RateLimit(crate::transforms::rate_limit::RateLimitConfig),
+    Redact(crate::transforms::redact::RedactConfig),
 }
 
 impl TransformConfig {
@@ -86,12 +87,14 @@ impl TransformConfig {
         match self {
             TransformConfig::Filter(_) => "filter",
             TransformConfig::RateLimit(_) => "rate_limit",
+            TransformConfig::Redact(_) => "redact",
         }
     }
     pub fn inputs(&self) -> &[String] {
         match self {
             TransformConfig::Filter(c) => &c.inputs,
             TransformConfig::RateLimit(c) => &c.inputs,
+            TransformConfig::Redact(c) => &c.inputs,
         }
     }
 }

@@ -112,8 +112,13 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
         ));
     }
     for (id, transform) in &config.transforms {
-        if let super::TransformConfig::RateLimit(c) = transform {
-            if let Err(message) = c.validate() {
+        let checked = match transform {
+            super::TransformConfig::RateLimit(c) => c.validate(),
+            super::TransformConfig::Redact(c) => c.validate(),
+            super::TransformConfig::Filter(_) => Ok(()),
+        };
+        {
+            if let Err(message) = checked {
                 return Err((
                     locate(text, "transforms", id, None),
                     format!("[transforms.{id}]: {message}"),

@@ -159,6 +159,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 crate::transforms::filter::run(c, rx, out, m).await;
                 name
             }),
+            TransformConfig::Redact(c) => {
+                let key = crate::transforms::redact::load_key(&c, &config.data_dir, id)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("starting transform `{id}` (redact)"))?;
+                let redactor = crate::transforms::redact::Redactor::new(&c, key)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("starting transform `{id}` (redact)"))?;
+                tasks.spawn(async move {
+                    crate::transforms::redact::run(name.clone(), redactor, rx, out, m).await;
+                    name
+                })
+            }
             TransformConfig::RateLimit(c) => tasks.spawn(async move {
                 crate::transforms::rate_limit::run(name.clone(), c, rx, out, m).await;
                 name

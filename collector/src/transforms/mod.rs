@@ -2,3 +2,4 @@
 
 pub mod filter;
 pub mod rate_limit;
+pub mod redact;

@@ -318,6 +318,7 @@ impl<C: Clock + Clone> Limiter<C> {
                         key,
                     },
                 }),
+                redaction: Default::default(),
             })
             .collect();
         out.sort_by_key(|e| e.time);

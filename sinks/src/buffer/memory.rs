@@ -60,6 +60,7 @@ mod tests {
                 by_kind: vec![],
                 cause: Default::default(),
             }),
+            redaction: Default::default(),
         }
     }
 

@@ -40,6 +40,7 @@ pub fn audit_event(id: &str) -> Event {
             kernel: "6.18.0".into(),
         }),
         kind: EventKind::ApiActivity(Box::new(a)),
+        redaction: Default::default(),
     }
 }
 

@@ -722,6 +722,7 @@ fn loss_event(report: LossReport, host: &Arc<Host>) -> Envelope {
             observed: now,
             host: host.clone(),
             kind: EventKind::Loss(report),
+            redaction: Default::default(),
         },
         Ack::none(),
     )
@@ -758,6 +759,7 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                     observed,
                     host: host.clone(),
                     kind: d.kind,
+                    redaction: Default::default(),
                 };
                 batch.push(Envelope::new(event, Ack::none()));
             }

@@ -34,6 +34,7 @@ fn exec(container: &str, t: i64) -> Event {
             process: process_in(container),
             exit: None,
         })),
+        redaction: Default::default(),
     }
 }
 
@@ -54,6 +55,7 @@ fn setuid(container: &str) -> Event {
             bpf_prog_type: None,
             mount: None,
         })),
+        redaction: Default::default(),
     }
 }
 

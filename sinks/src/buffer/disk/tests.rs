@@ -23,6 +23,7 @@ fn event(i: i64, size: usize) -> Event {
             text,
             ..Default::default()
         })),
+        redaction: Default::default(),
     }
 }
 

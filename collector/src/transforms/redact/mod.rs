@@ -1,0 +1,995 @@
+//! The `redact` transform: personal data and secrets out of events before
+//! they leave the host (GDPR), by rules on named fields and by detectors
+//! over free text.
+//!
+//! - **Rules** name an ECS field (`user.name`, `source.ip`,
+//!   `process.command_line`, …) or a JSON path into the raw Kubernetes audit
+//!   event (`requestObject.spec.containers[*].env[*].value`) and an action:
+//!   `drop`, `mask` (keep the first `keep` characters), `hash`
+//!   (HMAC-SHA256 with a secret key: a pseudonym that still correlates),
+//!   `truncate_ip` (IPv4 /24, IPv6 /48) or `replace` (a constant).
+//! - **Detectors** ([`detect`]) find e-mail addresses, IP addresses, card
+//!   numbers, IBANs, phone numbers, JWTs, Authorization values, AWS keys,
+//!   private keys, passwords in arguments, credentials in URLs and
+//!   `PASSWORD=`-style assignments in command lines, paths and audit bodies.
+//! - **Kubernetes**, always: Secret `data`/`stringData` (and the
+//!   last-applied annotation that repeats them) never leave, nor
+//!   service-account tokens (TokenRequest responses, TokenReview requests);
+//!   ConfigMap data optionally.
+//!
+//! Audit events are rewritten at the JSON level ([`json`], one pass over the
+//! original) and parsed again, so `event.original` and every field agree.
+//! Kernel events get their strings rebuilt into a fresh text buffer, so no
+//! redacted value stays behind in memory or in a disk buffer. An event that
+//! needs no change passes through untouched, without allocation.
+//! Every changed event records the field and rule names it was changed by
+//! (never values): ECS `labels.lumen_redacted_fields`/`…_rules`, OCSF
+//! `metadata.labels`.
+
+pub mod detect;
+pub mod json;
+
+use crate::topology::fanout::Fanout;
+use detect::{Detector, Detectors};
+use hmac::{Hmac, Mac};
+use json::{PatSeg, Pattern, Seg, Visit};
+use lumen_schemas::event::{ApiActivity, Process, Redaction, Str};
+use lumen_schemas::{k8s_audit, Event, EventKind};
+use lumen_sinks::secret::Secret;
+use lumen_sinks::{ComponentMetrics, Envelope};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// `[transforms.<id>] type = "redact"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    pub inputs: Vec<String>,
+    /// The HMAC key of `hash` (a secret: `${ENV}` or `{ file = … }`).
+    /// Without one (or empty), a random key is made once and kept in
+    /// `<data_dir>/redact/<id>.key`.
+    pub hmac_key: Option<Secret>,
+    /// Rules on fields and paths; default: the GDPR profile
+    /// (`user.name`, `user.id` hashed; `source.ip`, `destination.ip`
+    /// truncated).
+    #[serde(default = "default_rules")]
+    pub rules: Vec<RuleConfig>,
+    /// Detectors run over free text; default: all.
+    #[serde(default = "all_detectors")]
+    pub detectors: Vec<Detector>,
+    /// What a detector's find becomes: `mask` (`[email]`) or `hash`
+    /// (`[email:<pseudonym>]`).
+    #[serde(default)]
+    pub detector_action: DetectorAction,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Recorded on the events it changes; default `<action>:<field or path>`.
+    pub name: Option<String>,
+    /// An ECS field name (see [`FIELDS`]).
+    pub field: Option<String>,
+    /// A JSON path into the raw audit event.
+    pub path: Option<String>,
+    pub action: Action,
+    /// `mask`: characters kept.
+    #[serde(default)]
+    pub keep: usize,
+    /// `replace`: the constant.
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Drop,
+    Mask,
+    Hash,
+    TruncateIp,
+    Replace,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorAction {
+    #[default]
+    Mask,
+    Hash,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Remove ConfigMap `data`/`binaryData` too.
+    #[serde(default)]
+    pub drop_configmap_data: bool,
+}
+
+fn all_detectors() -> Vec<Detector> {
+    Detector::ALL.to_vec()
+}
+
+fn default_rules() -> Vec<RuleConfig> {
+    let rule = |field: &str, action| RuleConfig {
+        name: None,
+        field: Some(field.to_owned()),
+        path: None,
+        action,
+        keep: 0,
+        value: None,
+    };
+    vec![
+        rule("user.name", Action::Hash),
+        rule("user.id", Action::Hash),
+        rule("source.ip", Action::TruncateIp),
+        rule("destination.ip", Action::TruncateIp),
+    ]
+}
+
+/// The ECS fields rules can name.
+pub const FIELDS: &[&str] = &[
+    "user.name",
+    "user.id",
+    "source.ip",
+    "destination.ip",
+    "user_agent.original",
+    "url.original",
+    "process.command_line",
+    "process.parent.command_line",
+    "process.executable",
+    "file.path",
+];
+
+/// Where an ECS field is in the raw audit event.
+fn audit_paths(field: &str) -> Vec<Pattern> {
+    let p = |s: &str| Pattern::parse(s).ok();
+    match field {
+        "user.name" => vec![p("user.username"), p("impersonatedUser.username")],
+        "user.id" => vec![p("user.uid"), p("impersonatedUser.uid")],
+        "source.ip" => vec![p("sourceIPs[*]")],
+        "user_agent.original" => vec![p("userAgent")],
+        "url.original" => vec![p("requestURI")],
+        _ => vec![],
+    }
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+impl RedactConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, r) in self.rules.iter().enumerate() {
+            let which = format!("rules[{i}]");
+            match (&r.field, &r.path) {
+                (Some(f), None) => {
+                    if !FIELDS.contains(&f.as_str()) {
+                        return Err(format!(
+                            "{which}: unknown field `{f}` (known: {}; or use `path` into the audit event)",
+                            FIELDS.join(", ")
+                        ));
+                    }
+                    if f.ends_with(".ip") && !matches!(r.action, Action::TruncateIp | Action::Drop)
+                    {
+                        return Err(format!(
+                            "{which}: `{f}` takes `truncate_ip` or `drop` (kernel events carry addresses, not text)"
+                        ));
+                    }
+                }
+                (None, Some(p)) => {
+                    Pattern::parse(p).map_err(|e| format!("{which}: {e}"))?;
+                }
+                _ => return Err(format!("{which}: give exactly one of `field` and `path`")),
+            }
+            if r.action == Action::Replace && r.value.is_none() {
+                return Err(format!("{which}: `replace` needs a `value`"));
+            }
+        }
+        Detectors::new(&self.detectors)?;
+        Ok(())
+    }
+}
+
+/// A rule, compiled.
+#[derive(Debug)]
+struct Rule {
+    name: Cow<'static, str>,
+    /// What is recorded as the field.
+    field: Cow<'static, str>,
+    /// ECS field, for kernel events.
+    ecs: Option<String>,
+    /// Where it applies in audit events.
+    audit: Vec<Pattern>,
+    action: Action,
+    keep: usize,
+    /// JSON-escaped constant for `replace`.
+    value: String,
+}
+
+/// Counters per rule name (`lumen_redact_redactions_total{rule}`).
+#[derive(Debug, Default)]
+pub struct RedactMetrics {
+    pub by_rule: std::sync::Mutex<BTreeMap<String, u64>>,
+    pub events_changed: AtomicU64,
+}
+
+impl RedactMetrics {
+    fn count(&self, r: &Redaction) {
+        self.events_changed.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.by_rule.lock().unwrap_or_else(|p| p.into_inner());
+        for rule in &r.rules {
+            *m.entry(rule.to_string()).or_default() += 1;
+        }
+    }
+}
+
+/// A compiled profile.
+pub struct Redactor {
+    rules: Vec<Rule>,
+    detectors: Detectors,
+    detector_action: DetectorAction,
+    key: Vec<u8>,
+    drop_configmap_data: bool,
+    pub metrics: RedactMetrics,
+    k8s: K8sPaths,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The built-in Kubernetes paths.
+#[derive(Debug)]
+struct K8sPaths {
+    secret_data: Vec<Pattern>,
+    configmap_data: Vec<Pattern>,
+    sa_token: Pattern,
+    token_review: Pattern,
+}
+
+impl K8sPaths {
+    fn new() -> K8sPaths {
+        let bodies = |keys: &[&str]| -> Vec<Pattern> {
+            let mut v = Vec::new();
+            for body in ["requestObject", "responseObject"] {
+                for k in keys {
+                    v.push(Pattern::keys(&[body, k]));
+                }
+            }
+            for k in keys {
+                v.push(Pattern(vec![
+                    PatSeg::Key("responseObject".into()),
+                    PatSeg::Key("items".into()),
+                    PatSeg::AnyIndex,
+                    PatSeg::Key((*k).into()),
+                ]));
+            }
+            v
+        };
+        K8sPaths {
+            secret_data: bodies(&["data", "stringData"]),
+            configmap_data: bodies(&["data", "binaryData"]),
+            sa_token: Pattern::keys(&["responseObject", "status", "token"]),
+            token_review: Pattern::keys(&["requestObject", "spec", "token"]),
+        }
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+impl Redactor {
+    pub fn new(config: &RedactConfig, key: Vec<u8>) -> Result<Redactor, String> {
+        config.validate()?;
+        let rules = config
+            .rules
+            .iter()
+            .map(|r| {
+                let what = r
+                    .field
+                    .clone()
+                    .or_else(|| r.path.clone())
+                    .unwrap_or_default();
+                let action = match r.action {
+                    Action::Drop => "drop",
+                    Action::Mask => "mask",
+                    Action::Hash => "hash",
+                    Action::TruncateIp => "truncate_ip",
+                    Action::Replace => "replace",
+                };
+                let mut value = Vec::new();
+                lumen_schemas::json::write_escaped(&mut value, r.value.as_deref().unwrap_or(""));
+                let value = String::from_utf8_lossy(&value);
+                Rule {
+                    name: Cow::Owned(r.name.clone().unwrap_or_else(|| format!("{action}:{what}"))),
+                    field: Cow::Owned(what.clone()),
+                    ecs: r.field.clone(),
+                    audit: match (&r.field, &r.path) {
+                        (Some(f), _) => audit_paths(f),
+                        (None, Some(p)) => Pattern::parse(p).into_iter().collect(),
+                        _ => vec![],
+                    },
+                    action: r.action,
+                    keep: r.keep,
+                    value: value.trim_matches('"').to_owned(),
+                }
+            })
+            .collect();
+        Ok(Redactor {
+            rules,
+            detectors: Detectors::new(&config.detectors)?,
+            detector_action: config.detector_action,
+            key,
+            drop_configmap_data: config.kubernetes.drop_configmap_data,
+            metrics: RedactMetrics::default(),
+            k8s: K8sPaths::new(),
+        })
+    }
+
+    /// The redacted event, or `None` when nothing needs to change.
+    pub fn redact(&self, event: &Event) -> Option<Event> {
+        let out = match &event.kind {
+            EventKind::ApiActivity(a) => self.audit(event, a),
+            EventKind::Loss(_) => None,
+            _ => self.kernel(event),
+        };
+        if let Some(e) = &out {
+            self.metrics.count(&e.redaction);
+        }
+        out
+    }
+
+    /// HMAC-SHA256 of `value`, the first 16 bytes in hex.
+    fn pseudonym(&self, value: &str, out: &mut String) {
+        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(&self.key) else {
+            out.push_str("[hash]");
+            return;
+        };
+        mac.update(value.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for b in &digest[..16] {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+
+    /// Applies a string action (not `drop`, which removes) to `value`.
+    fn apply(&self, rule: &Rule, value: &str, out: &mut String) {
+        match rule.action {
+            Action::Drop => {}
+            Action::Replace => out.push_str(&rule.value),
+            Action::Hash => self.pseudonym(value, out),
+            Action::Mask => {
+                let end = value
+                    .char_indices()
+                    .nth(rule.keep)
+                    .map_or(value.len(), |(i, _)| i);
+                let mut prefix = &value[..end];
+                // Never cut a JSON escape in half.
+                while prefix.ends_with('\\') {
+                    prefix = &prefix[..prefix.len() - 1];
+                }
+                out.push_str(prefix);
+                out.push_str("****");
+            }
+            Action::TruncateIp => match value.parse::<IpAddr>() {
+                Ok(ip) => out.push_str(&truncate_ip(ip).to_string()),
+                Err(_) => out.push_str("[ip]"),
+            },
+        }
+    }
+
+    /// Runs the detectors over `text`; writes the result to `out` if any fired.
+    fn detect(&self, text: &str, out: &mut String, fired: &mut Vec<Detector>) -> bool {
+        let action = self.detector_action;
+        self.detectors.scrub(
+            text,
+            out,
+            &mut |d, secret, o| {
+                o.push('[');
+                o.push_str(&d.rule()["detector:".len()..]);
+                if action == DetectorAction::Hash {
+                    o.push(':');
+                    self.pseudonym(secret, o);
+                }
+                o.push(']');
+            },
+            &mut |d| {
+                if !fired.contains(&d) {
+                    fired.push(d);
+                }
+            },
+        )
+    }
+
+    fn audit(&self, event: &Event, a: &ApiActivity) -> Option<Event> {
+        let (resource, subresource) = a
+            .object_ref
+            .as_ref()
+            .map_or(("", ""), |o| (a.s(o.resource), a.s(o.subresource)));
+        // Values the rules pseudonymize, to replace wherever else they appear
+        // (an authorization reason naming the user, a URI with their name).
+        let mut known: Vec<(String, String)> = Vec::new();
+        for rule in &self.rules {
+            if matches!(rule.action, Action::Hash | Action::Replace | Action::Mask) {
+                for field in ["user.name", "user.id"] {
+                    if rule.ecs.as_deref() != Some(field) {
+                        continue;
+                    }
+                    let values = [Some(&a.user), a.impersonated_user.as_ref()];
+                    for u in values.into_iter().flatten() {
+                        let v = a.s(if field == "user.name" {
+                            u.username
+                        } else {
+                            u.uid
+                        });
+                        if v.len() >= 3 && !known.iter().any(|(k, _)| k == v) {
+                            let mut r = String::new();
+                            self.apply(rule, v, &mut r);
+                            known.push((v.to_owned(), r));
+                        }
+                    }
+                }
+            }
+        }
+        let mut visitor = AuditVisitor {
+            r: self,
+            resource,
+            subresource,
+            known: &known,
+            marker: Redaction::default(),
+            tmp: String::new(),
+            fired: Vec::new(),
+            secret_name_at: None,
+        };
+        let mut out = String::with_capacity(a.original().len());
+        if !json::rewrite(a.original(), &mut visitor, &mut out) {
+            return None;
+        }
+        let mut activity = match k8s_audit::parse_line(&out) {
+            Ok(a) => a,
+            Err(e) => {
+                // A rule removed something the parser needs: keep nothing
+                // rather than the unredacted original.
+                tracing::error!(error = %e, "redact: the redacted audit event no longer parses; its original is withheld");
+                ApiActivity {
+                    text: "{}".into(),
+                    original_len: 2,
+                    ..Default::default()
+                }
+            }
+        };
+        activity.wrapper = a.wrapper.clone();
+        let mut e = Event::api_activity(activity, event.host.clone(), event.observed);
+        e.time = event.time;
+        e.redaction = merge(&event.redaction, visitor.marker);
+        Some(e)
+    }
+
+    fn kernel(&self, event: &Event) -> Option<Event> {
+        let p = event.kind.process()?;
+        let mysql = is_mysql(p);
+        let wants = |slot: Slot, value: &str| -> bool {
+            self.rules
+                .iter()
+                .any(|r| slot.is(r.ecs.as_deref()) && !value.is_empty())
+                || (slot.free_text()
+                    && (self.detectors.may_match(value)
+                        || (slot == Slot::Argv && mysql && has_p_arg(value))))
+        };
+        let mut needed = false;
+        visit_slots_ref(&event.kind, &mut |slot, s| needed |= wants(slot, s));
+        let ip_rules: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| matches!(r.ecs.as_deref(), Some("source.ip" | "destination.ip")))
+            .collect();
+        if let EventKind::Network(n) = &event.kind {
+            needed |= !ip_rules.is_empty()
+                && (truncate_ip(n.local.ip()) != n.local.ip()
+                    || n.remote.is_some_and(|r| truncate_ip(r.ip()) != r.ip()));
+        }
+        if !needed {
+            return None;
+        }
+        let mut e = event.clone();
+        let mut marker = Redaction::default();
+        let mut fired = Vec::new();
+        rebuild_slots(&mut e.kind, &mut |slot, value, out| {
+            for rule in &self.rules {
+                if slot.is(rule.ecs.as_deref()) && !value.is_empty() {
+                    marker.record(rule.field.clone(), rule.name.clone());
+                    if slot == Slot::Argv || slot == Slot::ParentArgv {
+                        // Per argument, argv[0] kept.
+                        for (i, arg) in lumen_schemas::event::split_argv(value).enumerate() {
+                            if i > 0 {
+                                out.push('\0');
+                                self.apply(rule, arg, out);
+                            } else {
+                                out.push_str(arg);
+                            }
+                        }
+                    } else {
+                        self.apply(rule, value, out);
+                    }
+                    return true;
+                }
+            }
+            if !slot.free_text() {
+                return false;
+            }
+            let mut text = Cow::Borrowed(value);
+            if slot == Slot::Argv && mysql && has_p_arg(value) {
+                text = Cow::Owned(mask_p_args(value));
+                marker.record(slot.field(), Detector::PasswordArg.rule());
+            }
+            let mut scrubbed = String::new();
+            let before = fired.len();
+            if self.detect(&text, &mut scrubbed, &mut fired) {
+                for d in &fired[before..] {
+                    marker.record(slot.field(), d.rule());
+                }
+                text = Cow::Owned(scrubbed);
+            }
+            match text {
+                Cow::Owned(t) => {
+                    out.push_str(&t);
+                    true
+                }
+                Cow::Borrowed(_) => false,
+            }
+        });
+        if let EventKind::Network(n) = &mut e.kind {
+            for rule in &ip_rules {
+                let (src_is_local, remote) = (
+                    n.op != lumen_schemas::event::NetworkOp::Accept,
+                    n.remote.as_mut(),
+                );
+                let local = &mut n.local;
+                let target = match (rule.ecs.as_deref(), src_is_local) {
+                    (Some("source.ip"), true) | (Some("destination.ip"), false) => Some(local),
+                    _ => remote,
+                };
+                if let Some(addr) = target {
+                    let ip = match rule.action {
+                        Action::Drop => match addr.ip() {
+                            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                        },
+                        _ => truncate_ip(addr.ip()),
+                    };
+                    if ip != addr.ip() {
+                        addr.set_ip(ip);
+                        marker.record(rule.field.clone(), rule.name.clone());
+                    }
+                }
+            }
+        }
+        if marker.is_empty() {
+            return None;
+        }
+        e.redaction = merge(&event.redaction, marker);
+        Some(e)
+    }
+}
+
+fn merge(before: &Redaction, now: Redaction) -> Redaction {
+    let mut r = before.clone();
+    for f in now.fields {
+        if !r.fields.contains(&f) {
+            r.fields.push(f);
+        }
+    }
+    for x in now.rules {
+        if !r.rules.contains(&x) {
+            r.rules.push(x);
+        }
+    }
+    r
+}
+
+/// IPv4 to its /24, IPv6 to its /48.
+pub fn truncate_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(o[0], o[1], o[2], 0))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+    }
+}
+
+/// The mysql family takes `-pSECRET` glued to the flag.
+fn is_mysql(p: &Process) -> bool {
+    let name = p.args().next().unwrap_or("");
+    let base = name.rsplit('/').next().unwrap_or(name);
+    matches!(
+        base,
+        "mysql"
+            | "mysqldump"
+            | "mysqladmin"
+            | "mysqlimport"
+            | "mysqlshow"
+            | "mariadb"
+            | "mariadb-dump"
+    )
+}
+
+fn has_p_arg(argv: &str) -> bool {
+    lumen_schemas::event::split_argv(argv)
+        .any(|a| a.len() > 2 && a.starts_with("-p") && !a.starts_with("--"))
+}
+
+fn mask_p_args(argv: &str) -> String {
+    let mut out = String::with_capacity(argv.len());
+    for (i, a) in lumen_schemas::event::split_argv(argv).enumerate() {
+        if i > 0 {
+            out.push('\0');
+        }
+        if i > 0 && a.len() > 2 && a.starts_with("-p") && !a.starts_with("--") {
+            out.push_str("-p[password_arg]");
+        } else {
+            out.push_str(a);
+        }
+    }
+    out
+}
+
+/// The string fields of a kernel event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Executable,
+    Argv,
+    ParentExecutable,
+    ParentArgv,
+    FilePath,
+    FileNewPath,
+    MountSource,
+    MountTarget,
+    /// Names, attribution: kept as they are.
+    Other,
+}
+
+impl Slot {
+    fn is(self, ecs: Option<&str>) -> bool {
+        matches!(
+            (self, ecs),
+            (Slot::Executable, Some("process.executable"))
+                | (Slot::Argv, Some("process.command_line"))
+                | (Slot::ParentArgv, Some("process.parent.command_line"))
+                | (Slot::FilePath | Slot::FileNewPath, Some("file.path"))
+        )
+    }
+
+    fn free_text(self) -> bool {
+        matches!(
+            self,
+            Slot::Argv
+                | Slot::ParentArgv
+                | Slot::FilePath
+                | Slot::FileNewPath
+                | Slot::MountSource
+                | Slot::MountTarget
+        )
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            Slot::Executable => "process.executable",
+            Slot::Argv => "process.command_line",
+            Slot::ParentExecutable => "process.parent.executable",
+            Slot::ParentArgv => "process.parent.command_line",
+            Slot::FilePath => "file.path",
+            Slot::FileNewPath => "file.target_path",
+            Slot::MountSource => "lumen.mount.source",
+            Slot::MountTarget => "lumen.mount.target",
+            Slot::Other => "",
+        }
+    }
+}
+
+/// Every string of a kernel event and its slot, in a fixed order.
+fn slots_mut(kind: &mut EventKind) -> Option<(&mut String, Vec<(Slot, &mut Str)>)> {
+    let (process, extra): (&mut Process, Vec<(Slot, &mut Str)>) = match kind {
+        EventKind::Process(p) => (&mut p.process, vec![]),
+        EventKind::Network(n) => (&mut n.process, vec![]),
+        EventKind::File(f) => {
+            let lumen_schemas::event::FileEvent {
+                process,
+                path,
+                new_path,
+                ..
+            } = &mut **f;
+            (
+                process,
+                vec![(Slot::FilePath, path), (Slot::FileNewPath, new_path)],
+            )
+        }
+        EventKind::Privilege(p) => {
+            let lumen_schemas::event::PrivilegeEvent {
+                process,
+                object_name,
+                mount,
+                ..
+            } = &mut **p;
+            let mut extra = vec![(Slot::Other, object_name)];
+            if let Some(m) = mount {
+                extra.push((Slot::MountSource, &mut m.source));
+                extra.push((Slot::MountTarget, &mut m.target));
+                extra.push((Slot::Other, &mut m.fstype));
+            }
+            (process, extra)
+        }
+        EventKind::ApiActivity(_) | EventKind::Loss(_) => return None,
+    };
+    let Process {
+        text,
+        executable,
+        name,
+        argv,
+        attribution,
+        parent,
+        ..
+    } = process;
+    let mut v: Vec<(Slot, &mut Str)> = vec![
+        (Slot::Executable, executable),
+        (Slot::Other, name),
+        (Slot::Argv, argv),
+        (Slot::ParentExecutable, &mut parent.executable),
+        (Slot::Other, &mut parent.name),
+        (Slot::ParentArgv, &mut parent.argv),
+        (Slot::Other, &mut attribution.cgroup),
+        (Slot::Other, &mut attribution.container_id),
+        (Slot::Other, &mut attribution.pod_uid),
+        (Slot::Other, &mut attribution.pod_name),
+        (Slot::Other, &mut attribution.namespace),
+        (Slot::Other, &mut attribution.container_name),
+        (Slot::Other, &mut attribution.image),
+    ];
+    for (k, val) in attribution.labels.iter_mut() {
+        v.push((Slot::Other, k));
+        v.push((Slot::Other, val));
+    }
+    v.extend(extra);
+    Some((text, v))
+}
+
+fn visit_slots_ref(kind: &EventKind, f: &mut dyn FnMut(Slot, &str)) {
+    // Read-only walk: clone-free by borrowing through a shared reference.
+    let p = match kind.process() {
+        Some(p) => p,
+        None => return,
+    };
+    f(Slot::Executable, p.executable());
+    f(Slot::Argv, p.s(p.argv));
+    f(Slot::ParentArgv, p.s(p.parent.argv));
+    match kind {
+        EventKind::File(fe) => {
+            f(Slot::FilePath, p.s(fe.path));
+            f(Slot::FileNewPath, p.s(fe.new_path));
+        }
+        EventKind::Privilege(pe) => {
+            if let Some(m) = &pe.mount {
+                f(Slot::MountSource, p.s(m.source));
+                f(Slot::MountTarget, p.s(m.target));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Rebuilds the event's text: each string is copied, or replaced by what
+/// `f` writes when it returns `true`. Old values do not survive.
+fn rebuild_slots(kind: &mut EventKind, f: &mut dyn FnMut(Slot, &str, &mut String) -> bool) {
+    let Some((text, slots)) = slots_mut(kind) else {
+        return;
+    };
+    let old = std::mem::take(text);
+    text.reserve(old.len());
+    let mut replacement = String::new();
+    for (slot, s) in slots {
+        let value = s.get(&old);
+        replacement.clear();
+        let start = text.len();
+        if f(slot, value, &mut replacement) {
+            text.push_str(&replacement);
+        } else {
+            text.push_str(value);
+        }
+        *s = Str::range(start, text.len());
+    }
+}
+
+/// Decides for each value of a raw audit event.
+struct AuditVisitor<'a> {
+    r: &'a Redactor,
+    resource: &'a str,
+    subresource: &'a str,
+    known: &'a [(String, String)],
+    marker: Redaction,
+    tmp: String,
+    fired: Vec<Detector>,
+    /// The depth of the last `"name": "<secret-ish>"` seen: its sibling
+    /// `value` (a container's env var) is a secret.
+    secret_name_at: Option<usize>,
+}
+
+fn audit_field(path: &[Seg<'_>]) -> Cow<'static, str> {
+    match path.first() {
+        Some(Seg::Key(k)) => Cow::Owned(format!("kubernetes.audit.{k}")),
+        _ => Cow::Borrowed("kubernetes.audit"),
+    }
+}
+
+impl Visit for AuditVisitor<'_> {
+    fn drop_member(&mut self, path: &[Seg<'_>]) -> bool {
+        let k8s = &self.r.k8s;
+        let in_body = matches!(
+            path.first(),
+            Some(Seg::Key("requestObject" | "responseObject"))
+        );
+        let secret_data = self.resource == "secrets"
+            && ((in_body && path.last() == Some(&Seg::Key(LAST_APPLIED)))
+                || k8s.secret_data.iter().any(|p| p.matches(path)));
+        let configmap_data = self.r.drop_configmap_data
+            && self.resource == "configmaps"
+            && k8s.configmap_data.iter().any(|p| p.matches(path));
+        let token = (self.resource == "serviceaccounts"
+            && self.subresource == "token"
+            && k8s.sa_token.matches(path))
+            || (self.resource == "tokenreviews" && k8s.token_review.matches(path));
+        let hit = if secret_data {
+            Some("k8s:secret_data")
+        } else if configmap_data {
+            Some("k8s:configmap_data")
+        } else if token {
+            Some("k8s:serviceaccount_token")
+        } else {
+            None
+        };
+        if let Some(rule) = hit {
+            self.marker.record(audit_field(path), rule);
+            return true;
+        }
+        for rule in &self.r.rules {
+            if rule.action == Action::Drop && rule.audit.iter().any(|p| p.matches(path)) {
+                self.marker.record(rule.field.clone(), rule.name.clone());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn string(&mut self, path: &[Seg<'_>], raw: &str, out: &mut String) -> bool {
+        for rule in &self.r.rules {
+            if rule.audit.iter().any(|p| p.matches(path)) {
+                if raw.is_empty() {
+                    return false;
+                }
+                self.marker.record(rule.field.clone(), rule.name.clone());
+                self.r.apply(rule, raw, out);
+                return true;
+            }
+        }
+        match path.last() {
+            Some(Seg::Key("name")) => {
+                self.secret_name_at = detect::secretish_name(raw).then_some(path.len());
+            }
+            Some(Seg::Key("value")) if self.secret_name_at == Some(path.len()) => {
+                self.secret_name_at = None;
+                self.marker
+                    .record(audit_field(path), Detector::SecretAssignment.rule());
+                out.push_str("[secret_assignment]");
+                return true;
+            }
+            _ => {}
+        }
+        let mut text = Cow::Borrowed(raw);
+        for (orig, pseudonym) in self.known {
+            if memchr::memmem::find(text.as_bytes(), orig.as_bytes()).is_some() {
+                text = Cow::Owned(text.replace(orig.as_str(), pseudonym));
+                self.marker.record(audit_field(path), "known_value");
+            }
+        }
+        self.tmp.clear();
+        let before = self.fired.len();
+        if self.r.detect(&text, &mut self.tmp, &mut self.fired) {
+            let field = audit_field(path);
+            for d in &self.fired[before..] {
+                self.marker.record(field.clone(), d.rule());
+            }
+            self.fired.truncate(before);
+            out.push_str(&self.tmp);
+            return true;
+        }
+        match text {
+            Cow::Owned(t) => {
+                out.push_str(&t);
+                true
+            }
+            Cow::Borrowed(_) => false,
+        }
+    }
+}
+
+/// The HMAC key: from the config, or made once for this data_dir.
+pub fn load_key(config: &RedactConfig, data_dir: &Path, id: &str) -> Result<Vec<u8>, String> {
+    if let Some(k) = config.hmac_key.as_ref().filter(|k| !k.is_empty()) {
+        return Ok(k.expose().as_bytes().to_vec());
+    }
+    let dir = data_dir.join("redact");
+    let path = dir.join(format!("{id}.key"));
+    if let Ok(hex) = std::fs::read_to_string(&path) {
+        let hex = hex.trim();
+        if hex.len() >= 32 {
+            return Ok(hex.as_bytes().to_vec());
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut bytes = [0u8; 32];
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read /dev/urandom for a redaction key: {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    use std::io::Write as _;
+    f.write_all(hex.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tracing::warn!(transform = %id, key_file = %path.display(), "redact: no hmac_key configured; generated one for this data_dir (pseudonyms are stable here, not across hosts: set hmac_key to share them)");
+    Ok(hex.into_bytes())
+}
+
+pub async fn run(
+    id: String,
+    redactor: Redactor,
+    mut rx: mpsc::Receiver<Envelope>,
+    mut out: Fanout,
+    metrics: Arc<ComponentMetrics>,
+) {
+    while let Some(env) = rx.recv().await {
+        metrics.add_received(1);
+        let env = match redactor.redact(&env.event) {
+            Some(e) => Envelope {
+                event: Arc::new(e),
+                ack: env.ack,
+            },
+            None => env,
+        };
+        if out.send(env).await.is_err() {
+            break;
+        }
+        metrics.add_sent(1);
+    }
+    let by_rule = redactor
+        .metrics
+        .by_rule
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    tracing::info!(component = %id, events_changed = redactor.metrics.events_changed.load(Ordering::Relaxed), by_rule = ?by_rule, "redact totals");
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! The default GDPR profile against a corpus of events seeded with personal
+//! data in every kind of field: no seeded value may survive anywhere in the
+//! output bytes (ECS, OCSF, and the disk buffer's encoding).
+
+use super::*;
+use lumen_schemas::event::{
+    push, FileEvent, FileOperation, NetworkEvent, NetworkOp, ProcessActivity, ProcessEvent,
+};
+use lumen_schemas::time::Timestamp;
+use lumen_schemas::Schema;
+
+/// Every value below is personal data or a secret planted in the corpus.
+const SEEDED: &[&str] = &[
+    "jdoe-personal",
+    "8f7e6d5c-uid-jdoe",
+    "203.0.113.77",
+    "jane@example.org",
+    "tok3nVALUE123",
+    "hunter2hunter2",
+    "s3cretPass!",
+    "adminpw",
+    "+44 20 7946 0958",
+    "4111 1111 1111 1111",
+    "GB82 WEST 1234 5698 7654 32",
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJlX3Rlc3Q",
+    "dXNlcjpwYXNzd29yZDEyMw==",
+    "AKIAIOSFODNN7EXAMPLE",
+    "MIIEowIBAAKCAQEA",
+    "2001:db8:85a3::8a2e:370:7334",
+    "c2VjcmV0dmFsdWU=",
+    "plainsecretvalue",
+    "MyS3cretPw",
+    "pa55word",
+    "abcdefgh12345678",
+    "jane.doe@corp.example",
+    "198.51.100.23",
+    "10.0.0.5",
+    "mailme@example.net",
+    "DE89 3704 0044 0532 0130 00",
+];
+
+fn redactor(key: &str) -> Redactor {
+    let config: RedactConfig = toml::from_str("inputs = [\"x\"]").unwrap();
+    Redactor::new(&config, key.as_bytes().to_vec()).unwrap()
+}
+
+fn audit(line: &str) -> Event {
+    let a = k8s_audit::parse_line(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    Event::api_activity(a, Arc::default(), Timestamp(1))
+}
+
+fn pod_create() -> Event {
+    audit(
+        r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/pods?labelSelector=owner%3Djdoe-personal&token=tok3nVALUE123","verb":"create","user":{"username":"jdoe-personal","uid":"8f7e6d5c-uid-jdoe","groups":["dev"]},"sourceIPs":["203.0.113.77"],"userAgent":"kubectl/v1.30 (jane@example.org)","objectRef":{"resource":"pods","namespace":"prod","name":"web","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"Pod","metadata":{"name":"web","annotations":{"contact":"mailme@example.net","oncall":"+44 20 7946 0958","billing":"card 4111 1111 1111 1111, iban GB82 WEST 1234 5698 7654 32 or DE89 3704 0044 0532 0130 00","note":"Authorization: Basic dXNlcjpwYXNzd29yZDEyMw==","aws":"AKIAIOSFODNN7EXAMPLE","peer":"2001:db8:85a3::8a2e:370:7334","sa":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJlX3Rlc3Q","key":"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"}},"spec":{"containers":[{"name":"app","image":"app:1","args":["--password=s3cretPass!","mysql://admin:adminpw@db:3306/x"],"env":[{"name":"DB_PASSWORD","value":"hunter2hunter2"},{"name":"MODE","value":"prod"}]}]}},"requestReceivedTimestamp":"2026-11-29T10:00:00.000001Z","stageTimestamp":"2026-11-29T10:00:00.000002Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":"RBAC: allowed by RoleBinding \"dev\" of Role \"dev\" to User \"jdoe-personal\""}}"#,
+    )
+}
+
+fn secret_create() -> Event {
+    audit(
+        r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-2","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/secrets","verb":"create","user":{"username":"system:serviceaccount:ci:deployer","groups":[]},"sourceIPs":["10.1.2.3"],"objectRef":{"resource":"secrets","namespace":"prod","name":"db","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"Secret","metadata":{"name":"db","annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"data\":{\"password\":\"c2VjcmV0dmFsdWU=\"}}"}},"data":{"password":"c2VjcmV0dmFsdWU="},"stringData":{"x":"plainsecretvalue"}},"responseObject":{"kind":"Secret","metadata":{"name":"db"},"data":{"password":"c2VjcmV0dmFsdWU="}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#,
+    )
+}
+
+fn token_request() -> Event {
+    audit(
+        r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-3","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/serviceaccounts/app/token","verb":"create","user":{"username":"system:node:n1","groups":[]},"sourceIPs":["10.1.2.4"],"objectRef":{"resource":"serviceaccounts","subresource":"token","namespace":"prod","name":"app","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"responseObject":{"kind":"TokenRequest","status":{"token":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJlX3Rlc3Q","expirationTimestamp":"2026-11-29T11:00:00Z"}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#,
+    )
+}
+
+fn process(exe: &str, args: &[&str], parent: &str) -> Process {
+    let mut p = Process::default().with_text(exe, exe.rsplit('/').next().unwrap(), args);
+    p.parent.argv = push(&mut p.text, parent);
+    p.pid = 42;
+    p
+}
+
+fn kernel(kind: EventKind) -> Event {
+    Event {
+        time: Timestamp(1),
+        observed: Timestamp(1),
+        host: Arc::default(),
+        kind,
+        redaction: Default::default(),
+    }
+}
+
+fn mysql_exec() -> Event {
+    kernel(EventKind::Process(Box::new(ProcessEvent {
+        activity: ProcessActivity::Exec,
+        process: process(
+            "/usr/bin/mysql",
+            &["mysql", "-uroot", "-pMyS3cretPw", "--host", "db"],
+            "bash\0-c\0curl https://user:pa55word@api.example.com/x -H 'Authorization: Bearer abcdefgh12345678'",
+        ),
+        exit: None,
+    })))
+}
+
+fn file_write() -> Event {
+    let mut p = process("/usr/bin/vi", &["vi"], "bash");
+    let path = push(&mut p.text, "/home/jane.doe@corp.example/notes.txt");
+    kernel(EventKind::File(Box::new(FileEvent {
+        op: FileOperation::Open,
+        process: p,
+        path,
+        new_path: Str::EMPTY,
+        flags: 1,
+        mode: None,
+        uid: None,
+        gid: None,
+        sensitive: false,
+    })))
+}
+
+fn connect() -> Event {
+    kernel(EventKind::Network(Box::new(NetworkEvent {
+        op: NetworkOp::Connect,
+        process: process("/usr/bin/curl", &["curl", "https://example.com"], "bash"),
+        result: 0,
+        protocol: 6,
+        local: "10.0.0.5:40000".parse().unwrap(),
+        remote: Some("198.51.100.23:443".parse().unwrap()),
+    })))
+}
+
+fn corpus() -> Vec<Event> {
+    vec![
+        pod_create(),
+        secret_create(),
+        token_request(),
+        mysql_exec(),
+        file_write(),
+        connect(),
+    ]
+}
+
+fn output_bytes(e: &Event) -> Vec<u8> {
+    let mut out = Vec::new();
+    Schema::Ecs.encode(e, &mut out);
+    out.push(b'\n');
+    Schema::Ocsf.encode(e, &mut out);
+    out.push(b'\n');
+    lumen_schemas::codec::encode(e, &mut out);
+    out
+}
+
+#[test]
+fn the_seeded_corpus_really_carries_the_seeds() {
+    let all: Vec<u8> = corpus().iter().flat_map(output_bytes).collect();
+    for seed in SEEDED {
+        assert!(
+            memchr::memmem::find(&all, seed.as_bytes()).is_some(),
+            "seed {seed:?} is not in the unredacted corpus: the test would prove nothing"
+        );
+    }
+}
+
+#[test]
+fn the_default_profile_removes_every_seeded_value_from_every_output() {
+    let r = redactor("test-key");
+    for event in corpus() {
+        let red = r
+            .redact(&event)
+            .unwrap_or_else(|| panic!("{} unchanged", event.kind.name()));
+        let bytes = output_bytes(&red);
+        for seed in SEEDED {
+            assert!(
+                memchr::memmem::find(&bytes, seed.as_bytes()).is_none(),
+                "{seed:?} survived in {}: {}",
+                event.kind.name(),
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        // Still valid, still the same event.
+        let mut ecs = Vec::new();
+        Schema::Ecs.encode(&red, &mut ecs);
+        let v: serde_json::Value = serde_json::from_slice(&ecs).unwrap();
+        assert!(
+            !red.redaction.is_empty(),
+            "the event records what was redacted"
+        );
+        assert!(v["labels"]["lumen_redaction_rules"].is_string(), "{v}");
+        assert_eq!(red.kind.name(), event.kind.name());
+    }
+}
+
+#[test]
+fn what_was_redacted_is_recorded_by_name_never_by_value() {
+    let r = redactor("k");
+    let red = r.redact(&pod_create()).unwrap();
+    let rules: Vec<&str> = red.redaction.rules.iter().map(|s| s.as_ref()).collect();
+    for want in [
+        "hash:user.name",
+        "hash:user.id",
+        "truncate_ip:source.ip",
+        "detector:email",
+        "detector:payment_card",
+        "detector:jwt",
+        "known_value",
+    ] {
+        assert!(rules.contains(&want), "{want} missing from {rules:?}");
+    }
+    let fields: Vec<&str> = red.redaction.fields.iter().map(|s| s.as_ref()).collect();
+    assert!(
+        fields.contains(&"user.name") && fields.contains(&"kubernetes.audit.requestObject"),
+        "{fields:?}"
+    );
+    let secret = r.redact(&secret_create()).unwrap();
+    assert!(secret
+        .redaction
+        .rules
+        .iter()
+        .any(|r| r == "k8s:secret_data"));
+    let mut ocsf = Vec::new();
+    Schema::Ocsf.encode(&secret, &mut ocsf);
+    let v: serde_json::Value = serde_json::from_slice(&ocsf).unwrap();
+    let labels = v["metadata"]["labels"].as_array().unwrap();
+    assert!(
+        labels.iter().any(|l| l == "redaction_rule:k8s:secret_data"),
+        "{labels:?}"
+    );
+    // The metrics count per rule.
+    let by_rule = r.metrics.by_rule.lock().unwrap();
+    assert_eq!(by_rule.get("k8s:secret_data"), Some(&1));
+}
+
+#[test]
+fn events_without_personal_data_pass_through_untouched() {
+    let r = redactor("k");
+    let ls = kernel(EventKind::Process(Box::new(ProcessEvent {
+        activity: ProcessActivity::Exec,
+        process: process("/bin/ls", &["ls", "-la", "/tmp"], "bash"),
+        exit: None,
+    })));
+    assert!(r.redact(&ls).is_none());
+    let mut hosts = file_write();
+    if let EventKind::File(f) = &mut hosts.kind {
+        f.path = push(&mut f.process.text, "/etc/hosts");
+    }
+    assert!(r.redact(&hosts).is_none());
+}
+
+#[test]
+fn pseudonyms_are_stable_for_a_key_and_differ_across_keys() {
+    let user = |r: &Redactor| -> String {
+        let red = r.redact(&pod_create()).unwrap();
+        match &red.kind {
+            EventKind::ApiActivity(a) => a.s(a.user.username).to_owned(),
+            _ => unreachable!(),
+        }
+    };
+    let a1 = user(&redactor("key-one"));
+    let a2 = user(&redactor("key-one"));
+    let b = user(&redactor("key-two"));
+    assert_eq!(a1, a2, "same key, same pseudonym (correlation survives)");
+    assert_ne!(a1, b, "another key, another pseudonym");
+    assert_eq!(a1.len(), 32);
+    // The pseudonym replaces the name wherever it appeared in the event.
+    let red = redactor("key-one").redact(&pod_create()).unwrap();
+    let EventKind::ApiActivity(a) = &red.kind else {
+        unreachable!()
+    };
+    assert!(
+        a.original().contains(&format!("to User \\\"{a1}\\\"")),
+        "{}",
+        a.original()
+    );
+}
+
+#[test]
+fn rules_by_path_and_actions_do_what_they_say() {
+    let config: RedactConfig = toml::from_str(
+        r#"inputs = ["x"]
+detectors = []
+[[rules]]
+path = "requestObject.spec.containers[*].image"
+action = "replace"
+value = "redacted-image"
+[[rules]]
+field = "user.name"
+action = "mask"
+keep = 3
+[[rules]]
+path = "requestObject.metadata.annotations"
+action = "drop"
+"#,
+    )
+    .unwrap();
+    let r = Redactor::new(&config, b"k".to_vec()).unwrap();
+    let red = r.redact(&pod_create()).unwrap();
+    let EventKind::ApiActivity(a) = &red.kind else {
+        unreachable!()
+    };
+    let v: serde_json::Value = serde_json::from_str(a.original()).unwrap();
+    assert_eq!(
+        v["requestObject"]["spec"]["containers"][0]["image"],
+        "redacted-image"
+    );
+    assert_eq!(v["user"]["username"], "jdo****");
+    assert!(v["requestObject"]["metadata"].get("annotations").is_none());
+    assert_eq!(
+        v["sourceIPs"][0], "203.0.113.77",
+        "no rule for it in this profile"
+    );
+    assert_eq!(
+        a.s(a.user.username),
+        "jdo****",
+        "typed fields agree with the original"
+    );
+}
+
+#[test]
+fn bad_rules_are_refused_with_the_reason() {
+    let bad = |t: &str| {
+        toml::from_str::<RedactConfig>(t)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.validate())
+            .unwrap_err()
+    };
+    assert!(
+        bad("inputs=[]\n[[rules]]\nfield = \"user.nam\"\naction = \"hash\"\n")
+            .contains("unknown field `user.nam`")
+    );
+    assert!(
+        bad("inputs=[]\n[[rules]]\nfield = \"source.ip\"\naction = \"hash\"\n")
+            .contains("truncate_ip")
+    );
+    assert!(bad("inputs=[]\n[[rules]]\npath = \"a\"\naction = \"replace\"\n").contains("value"));
+    assert!(bad("inputs=[]\n[[rules]]\naction = \"drop\"\n").contains("exactly one"));
+}
+
+#[test]
+fn ip_truncation_keeps_the_network() {
+    assert_eq!(
+        truncate_ip("203.0.113.77".parse().unwrap()).to_string(),
+        "203.0.113.0"
+    );
+    assert_eq!(
+        truncate_ip("2001:db8:85a3:1:2:3:4:5".parse().unwrap()).to_string(),
+        "2001:db8:85a3::"
+    );
+}

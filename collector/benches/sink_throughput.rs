@@ -224,6 +224,14 @@ fn main() {
             "type = \"elasticsearch\"\nendpoints = [\"{url}\"]\nhealthcheck = false\ninstall_templates = false\nbuffer.type = \"disk\"\nbuffer.max_size = 4294967296\nbuffer.fsync = \"always\"\n",
         ),
         (
+            "audit file → GDPR redact (default profile) → ECS → elasticsearch",
+            "type = \"elasticsearch\"\nendpoints = [\"{url}\"]\nhealthcheck = false\ninstall_templates = false\n",
+        ),
+        (
+            "audit file → rate_limit (per user, not reached) → ECS → elasticsearch",
+            "type = \"elasticsearch\"\nendpoints = [\"{url}\"]\nhealthcheck = false\ninstall_templates = false\n",
+        ),
+        (
             "audit file → OCSF → splunk_hec (indexer acks)",
             "type = \"splunk_hec\"\nendpoint = \"{url}\"\ndefault_token = \"bench\"\nhealthcheck = false\nacknowledgements.query_interval = 0.01\n",
         ),
@@ -256,8 +264,16 @@ fn main() {
         } else {
             start_receiver(&rt, count.clone())
         };
+        // A transform between the source and the sink, when the path has one.
+        let (transform, input) = if name.contains("redact") {
+            ("[transforms.t]\ntype = \"redact\"\ninputs = [\"audit\"]\nhmac_key = \"bench-key\"\n", "t")
+        } else if name.contains("rate_limit") {
+            ("[transforms.t]\ntype = \"rate_limit\"\ninputs = [\"audit\"]\nkey = \"{{ user.name }}\"\nrate = 100000000\n", "t")
+        } else {
+            ("", "audit")
+        };
         let config = format!(
-            "data_dir = \"{d}/data\"\n[sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{d}/logs/*.log\"\n\n[sinks.out]\ninputs = [\"audit\"]\n{}",
+            "data_dir = \"{d}/data\"\n[sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{d}/logs/*.log\"\n\n{transform}\n[sinks.out]\ninputs = [\"{input}\"]\n{}",
             sink.replace("{url}", &url),
             d = dir.path().display()
         );

@@ -118,7 +118,9 @@ impl Detector {
             Detector::Iban => iban_valid(text),
             Detector::Ipv6 => {
                 let addr = text.split('%').next().unwrap_or(text);
-                addr.matches(':').count() >= 2 && addr.parse::<std::net::Ipv6Addr>().is_ok()
+                addr.matches(':').count() >= 2
+                    && addr.bytes().filter(u8::is_ascii_hexdigit).count() >= 3
+                    && addr.parse::<std::net::Ipv6Addr>().is_ok()
             }
             Detector::Phone => {
                 let n = text.chars().filter(char::is_ascii_digit).count();

@@ -75,15 +75,14 @@ impl<'a> Walker<'a> {
         }
         let start = self.at + 1;
         let mut i = start;
-        while i < self.b.len() {
-            match self.b[i] {
-                b'\\' => i += 2,
-                b'"' => {
-                    self.at = i + 1;
-                    return self.s.get(start..i);
-                }
-                _ => i += 1,
+        while let Some(k) = memchr::memchr2(b'"', b'\\', self.b.get(i..)?) {
+            i += k;
+            if self.b[i] == b'\\' {
+                i += 2;
+                continue;
             }
+            self.at = i + 1;
+            return self.s.get(start..i);
         }
         None
     }

@@ -236,8 +236,11 @@ pub struct Redactor {
     rules: Vec<Rule>,
     detectors: Detectors,
     detector_action: DetectorAction,
-    key: Vec<u8>,
+    /// The keyed HMAC state, cloned per pseudonym (the key is hashed once).
+    mac: Hmac<sha2::Sha256>,
     drop_configmap_data: bool,
+    /// The deepest audit path a rule names: deeper values skip the rules.
+    max_rule_depth: usize,
     pub metrics: RedactMetrics,
     k8s: K8sPaths,
 }
@@ -292,7 +295,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 impl Redactor {
     pub fn new(config: &RedactConfig, key: Vec<u8>) -> Result<Redactor, String> {
         config.validate()?;
-        let rules = config
+        let rules: Vec<Rule> = config
             .rules
             .iter()
             .map(|r| {
@@ -326,11 +329,18 @@ impl Redactor {
                 }
             })
             .collect();
+        let max_rule_depth = rules
+            .iter()
+            .flat_map(|r: &Rule| r.audit.iter().map(|p| p.0.len()))
+            .max()
+            .unwrap_or(0);
         Ok(Redactor {
+            max_rule_depth,
             rules,
             detectors: Detectors::new(&config.detectors)?,
             detector_action: config.detector_action,
-            key,
+            mac: Hmac::<sha2::Sha256>::new_from_slice(&key)
+                .map_err(|e| format!("hmac_key: {e}"))?,
             drop_configmap_data: config.kubernetes.drop_configmap_data,
             metrics: RedactMetrics::default(),
             k8s: K8sPaths::new(),
@@ -352,10 +362,7 @@ impl Redactor {
 
     /// HMAC-SHA256 of `value`, the first 16 bytes in hex.
     fn pseudonym(&self, value: &str, out: &mut String) {
-        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(&self.key) else {
-            out.push_str("[hash]");
-            return;
-        };
+        let mut mac = self.mac.clone();
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -444,6 +451,12 @@ impl Redactor {
                 }
             }
         }
+        // Only values that appear beyond their own field need looking for.
+        known.retain(|(v, _)| {
+            memchr::memmem::find_iter(a.original().as_bytes(), v.as_bytes())
+                .nth(1)
+                .is_some()
+        });
         let mut visitor = AuditVisitor {
             r: self,
             resource,
@@ -829,6 +842,40 @@ struct AuditVisitor<'a> {
     secret_name_at: Option<usize>,
 }
 
+/// No detector matches fewer characters than this (the shortest: an
+/// e-mail address `a@b.cd`).
+const MIN_DETECTABLE: usize = 6;
+
+/// Values whose format leaves no room for personal data (ids, versions,
+/// timestamps, enumerations): detectors skip them.
+fn structural(path: &[Seg<'_>]) -> bool {
+    match path.last() {
+        Some(Seg::Key(k)) => matches!(
+            *k,
+            "kind"
+                | "apiVersion"
+                | "level"
+                | "auditID"
+                | "stage"
+                | "verb"
+                | "uid"
+                | "resourceVersion"
+                | "generation"
+                | "creationTimestamp"
+                | "requestReceivedTimestamp"
+                | "stageTimestamp"
+                | "lastTransitionTime"
+                | "startedAt"
+                | "finishedAt"
+                | "apiGroup"
+                | "resource"
+                | "subresource"
+                | "authorization.k8s.io/decision"
+        ),
+        _ => false,
+    }
+}
+
 fn audit_field(path: &[Seg<'_>]) -> Cow<'static, str> {
     match path.first() {
         Some(Seg::Key(k)) => Cow::Owned(format!("kubernetes.audit.{k}")),
@@ -876,13 +923,21 @@ impl Visit for AuditVisitor<'_> {
     }
 
     fn string(&mut self, path: &[Seg<'_>], raw: &str, out: &mut String) -> bool {
-        for rule in &self.r.rules {
+        let rules = if path.len() <= self.r.max_rule_depth {
+            &self.r.rules[..]
+        } else {
+            &[]
+        };
+        for rule in rules {
             if rule.audit.iter().any(|p| p.matches(path)) {
                 if raw.is_empty() {
                     return false;
                 }
                 self.marker.record(rule.field.clone(), rule.name.clone());
-                self.r.apply(rule, raw, out);
+                match self.known.iter().find(|(k, _)| k == raw) {
+                    Some((_, done)) => out.push_str(done),
+                    None => self.r.apply(rule, raw, out),
+                }
                 return true;
             }
         }
@@ -898,6 +953,9 @@ impl Visit for AuditVisitor<'_> {
                 return true;
             }
             _ => {}
+        }
+        if raw.len() < MIN_DETECTABLE || structural(path) {
+            return false;
         }
         let mut text = Cow::Borrowed(raw);
         for (orig, pseudonym) in self.known {

@@ -716,6 +716,11 @@ impl Str {
         self.start >= self.end
     }
 
+    /// `(start, end)` byte offsets in the text buffer.
+    pub fn bounds(self) -> (usize, usize) {
+        (self.start as usize, self.end as usize)
+    }
+
     /// The text this refers to in `buf` (empty if out of range).
     pub fn get(self, buf: &str) -> &str {
         buf.get(self.start as usize..self.end as usize)
@@ -776,6 +781,59 @@ pub struct ApiActivity {
 }
 
 impl ApiActivity {
+    /// Every string field, for code that moves the text around (a redaction
+    /// rewriting the original): the caller repoints each.
+    pub fn strs_mut(&mut self) -> Vec<&mut Str> {
+        let mut v: Vec<&mut Str> = vec![
+            &mut self.audit_api_version,
+            &mut self.audit_id,
+            &mut self.stage,
+            &mut self.level,
+            &mut self.verb,
+            &mut self.request_uri,
+            &mut self.user_agent,
+            &mut self.authz_decision,
+            &mut self.authz_reason,
+        ];
+        for u in std::iter::once(&mut self.user).chain(self.impersonated_user.as_mut()) {
+            v.push(&mut u.username);
+            v.push(&mut u.uid);
+            v.extend(u.groups.iter_mut());
+        }
+        v.extend(self.source_ips.iter_mut());
+        if let Some(o) = &mut self.object_ref {
+            v.extend([
+                &mut o.resource,
+                &mut o.namespace,
+                &mut o.name,
+                &mut o.uid,
+                &mut o.api_group,
+                &mut o.api_version,
+                &mut o.resource_version,
+                &mut o.subresource,
+            ]);
+        }
+        if let Some(r) = &mut self.response_status {
+            v.extend([&mut r.status, &mut r.reason, &mut r.message]);
+        }
+        for (k, val) in &mut self.annotations {
+            v.push(k);
+            v.push(val);
+        }
+        v.extend(self.container_images.iter_mut());
+        if let Some(w) = &mut self.wrapper {
+            v.extend([
+                &mut w.category,
+                &mut w.operation_name,
+                &mut w.resource_id,
+                &mut w.pod,
+                &mut w.container_id,
+                &mut w.time,
+            ]);
+        }
+        v
+    }
+
     /// The text of a field.
     pub fn s(&self, s: Str) -> &str {
         s.get(&self.text)

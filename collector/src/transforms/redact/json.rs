@@ -28,16 +28,40 @@ pub trait Visit {
 /// at the depth limit), so hostile nesting cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
 
+/// Where a string (a value or a key) of the input went in the output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Its content (between the quotes) in the input…
+    pub old: std::ops::Range<usize>,
+    /// …and in the output.
+    pub new: std::ops::Range<usize>,
+    /// The visitor replaced it.
+    pub changed: bool,
+}
+
 /// Rewrites `input` into `out` (cleared first); `true` if anything changed.
 /// On malformed input the output is the input and the result `false`.
 pub fn rewrite(input: &str, visit: &mut impl Visit, out: &mut String) -> bool {
+    rewrite_with_spans(input, visit, out, &mut Vec::new())
+}
+
+/// As [`rewrite`], also recording in `spans` (cleared first), in input
+/// order, where every string kept in the output is.
+pub fn rewrite_with_spans(
+    input: &str,
+    visit: &mut impl Visit,
+    out: &mut String,
+    spans: &mut Vec<Span>,
+) -> bool {
     out.clear();
+    spans.clear();
     let mut w = Walker {
         s: input,
         b: input.as_bytes(),
         at: 0,
         changed: false,
         path: Vec::with_capacity(16),
+        spans,
     };
     match w.value(visit, out, 0) {
         Some(()) => {
@@ -47,20 +71,26 @@ pub fn rewrite(input: &str, visit: &mut impl Visit, out: &mut String) -> bool {
         None => {
             out.clear();
             out.push_str(input);
+            w.spans.clear();
             false
         }
     }
 }
 
-struct Walker<'a> {
+struct Walker<'a, 'v> {
     s: &'a str,
     b: &'a [u8],
     at: usize,
     changed: bool,
     path: Vec<Seg<'a>>,
+    spans: &'v mut Vec<Span>,
 }
 
-impl<'a> Walker<'a> {
+impl<'a> Walker<'a, '_> {
+    fn offset_of(&self, raw: &str) -> usize {
+        raw.as_ptr() as usize - self.s.as_ptr() as usize
+    }
+
     fn ws(&mut self) {
         while self.at < self.b.len() && self.b[self.at].is_ascii_whitespace() {
             self.at += 1;
@@ -130,13 +160,19 @@ impl<'a> Walker<'a> {
                 let raw = self.string_raw()?;
                 out.push('"');
                 let mark = out.len();
+                let mut changed = false;
                 if v.string(&self.path, raw, out) {
-                    if &out[mark..] != raw {
-                        self.changed = true;
-                    }
+                    changed = &out[mark..] != raw;
+                    self.changed |= changed;
                 } else {
                     out.push_str(raw);
                 }
+                let start = self.offset_of(raw);
+                self.spans.push(Span {
+                    old: start..start + raw.len(),
+                    new: mark..out.len(),
+                    changed,
+                });
                 out.push('"');
                 Some(())
             }
@@ -186,6 +222,12 @@ impl<'a> Walker<'a> {
                         }
                         first = false;
                         out.push('"');
+                        let start = self.offset_of(key);
+                        self.spans.push(Span {
+                            old: start..start + key.len(),
+                            new: out.len()..out.len() + key.len(),
+                            changed: false,
+                        });
                         out.push_str(key);
                         out.push_str("\":");
                         self.value(v, out, depth + 1)?;

@@ -451,25 +451,38 @@ impl Redactor {
                 }
             }
         }
-        // Only values that appear beyond their own field need looking for.
-        known.retain(|(v, _)| {
-            memchr::memmem::find_iter(a.original().as_bytes(), v.as_bytes())
+        // Only values that appear beyond their own field need looking for
+        // elsewhere (they go first); the others are still reused where their
+        // rule applies.
+        let original = a.original().as_bytes();
+        let (mut known, once): (Vec<_>, Vec<_>) = known.into_iter().partition(|(v, _)| {
+            memchr::memmem::find_iter(original, v.as_bytes())
                 .nth(1)
                 .is_some()
         });
+        let elsewhere = known.len();
+        known.extend(once);
         let mut visitor = AuditVisitor {
             r: self,
             resource,
             subresource,
             known: &known,
+            elsewhere,
             marker: Redaction::default(),
             tmp: String::new(),
             fired: Vec::new(),
             secret_name_at: None,
         };
         let mut out = String::with_capacity(a.original().len());
-        if !json::rewrite(a.original(), &mut visitor, &mut out) {
+        let mut spans = Vec::new();
+        if !json::rewrite_with_spans(a.original(), &mut visitor, &mut out, &mut spans) {
             return None;
+        }
+        if let Some(activity) = remap(a, &out, &spans) {
+            let mut e = Event::api_activity(activity, event.host.clone(), event.observed);
+            e.time = event.time;
+            e.redaction = merge(&event.redaction, visitor.marker);
+            return Some(e);
         }
         let mut activity = match k8s_audit::parse_line(&out) {
             Ok(a) => a,
@@ -596,6 +609,80 @@ impl Redactor {
         e.redaction = merge(&event.redaction, marker);
         Some(e)
     }
+}
+
+/// The audit event with its original replaced by `raw` (the rewrite's
+/// output) and every field moved to where its string went — the same
+/// result as parsing `raw` again, without the parse. `None` when a field
+/// cannot be moved (a caller then parses).
+fn remap(old: &ApiActivity, raw: &str, spans: &[json::Span]) -> Option<ApiActivity> {
+    let old_len = old.original_len as usize;
+    // Only what the fields still reference is copied: an unescaped copy of
+    // a redacted value must not stay behind in the buffer.
+    let mut a = ApiActivity {
+        text: String::with_capacity(old.text.len()),
+        ..old.clone()
+    };
+    a.text.push_str(raw);
+    a.original_len = u32::try_from(raw.len()).ok()?;
+    a.original_literal = std::sync::OnceLock::new();
+    // Strings with escapes were parsed into unescaped copies after the
+    // original: a changed one needs its copy redone.
+    let mut fixes: Vec<(String, String)> = Vec::new();
+    for sp in spans.iter().filter(|s| s.changed) {
+        let before = old.text.get(sp.old.clone())?;
+        if before.contains('\\') {
+            let after = raw.get(sp.new.clone())?;
+            fixes.push((unescape(before)?, unescape(after)?));
+        }
+    }
+    let old_text = &old.text;
+    let mut text = std::mem::take(&mut a.text);
+    let mut ok = true;
+    for s in a.strs_mut() {
+        if s.is_empty() {
+            continue;
+        }
+        let (start, end) = s.bounds();
+        if end <= old_len {
+            let i = spans.partition_point(|sp| sp.old.start < start);
+            *s = match spans.get(i) {
+                Some(sp) if sp.old.start == start && sp.old.end == end => {
+                    Str::range(sp.new.start, sp.new.end)
+                }
+                // Not a whole string of the original: only the parser knows.
+                Some(sp) if sp.old.start == start => {
+                    ok = false;
+                    break;
+                }
+                _ if i > 0 && spans[i - 1].old.end >= end => {
+                    ok = false;
+                    break;
+                }
+                // In a member a rule dropped.
+                _ => Str::EMPTY,
+            };
+        } else {
+            let value = s.get(old_text);
+            let value = fixes
+                .iter()
+                .find(|(o, _)| o == value)
+                .map_or(value, |(_, new)| new.as_str());
+            let at = text.len();
+            text.push_str(value);
+            *s = Str::range(at, text.len());
+        }
+    }
+    a.text = text;
+    ok.then_some(a)
+}
+
+fn unescape(raw: &str) -> Option<String> {
+    let mut quoted = String::with_capacity(raw.len() + 2);
+    quoted.push('"');
+    quoted.push_str(raw);
+    quoted.push('"');
+    serde_json::from_str(&quoted).ok()
 }
 
 fn merge(before: &Redaction, now: Redaction) -> Redaction {
@@ -833,7 +920,10 @@ struct AuditVisitor<'a> {
     r: &'a Redactor,
     resource: &'a str,
     subresource: &'a str,
+    /// Pseudonyms of the values rules change, the first `elsewhere` of
+    /// which also appear in other strings.
     known: &'a [(String, String)],
+    elsewhere: usize,
     marker: Redaction,
     tmp: String,
     fired: Vec<Detector>,
@@ -958,7 +1048,7 @@ impl Visit for AuditVisitor<'_> {
             return false;
         }
         let mut text = Cow::Borrowed(raw);
-        for (orig, pseudonym) in self.known {
+        for (orig, pseudonym) in &self.known[..self.elsewhere] {
             if memchr::memmem::find(text.as_bytes(), orig.as_bytes()).is_some() {
                 text = Cow::Owned(text.replace(orig.as_str(), pseudonym));
                 self.marker.record(audit_field(path), "known_value");

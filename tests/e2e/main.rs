@@ -17,5 +17,6 @@ mod network;
 mod network_sinks;
 mod privilege;
 mod rate_limit;
+mod redact;
 mod shutdown;
 mod webhook;

@@ -377,3 +377,42 @@ fn moved_fields_agree_with_a_parse_of_the_redacted_original() {
     }
     assert!(checked >= 8, "only {checked} events were redacted");
 }
+
+#[test]
+fn token_reviews_lose_their_token_and_configmap_data_goes_when_asked() {
+    let review = audit(
+        r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"a-4","stage":"ResponseComplete","requestURI":"/apis/authentication.k8s.io/v1/tokenreviews","verb":"create","user":{"username":"system:kube-proxy","groups":[]},"sourceIPs":["10.1.2.5"],"objectRef":{"resource":"tokenreviews","apiGroup":"authentication.k8s.io","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"TokenReview","spec":{"token":"opaque-token-value-123"}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#,
+    );
+    let red = redactor("k").redact(&review).unwrap();
+    assert!(!output_bytes(&red)
+        .windows(22)
+        .any(|w| w == b"opaque-token-value-123"));
+    assert!(red
+        .redaction
+        .rules
+        .iter()
+        .any(|r| r == "k8s:serviceaccount_token"));
+
+    let cm = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"a-5","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/configmaps","verb":"create","user":{"username":"system:admin","groups":[]},"sourceIPs":["10.1.2.6"],"objectRef":{"resource":"configmaps","namespace":"prod","name":"app","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"ConfigMap","data":{"greeting":"internal-config-value"}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#;
+    let kept = redactor("k").redact(&audit(cm)).unwrap();
+    assert!(
+        output_bytes(&kept)
+            .windows(21)
+            .any(|w| w == b"internal-config-value"),
+        "kept by default"
+    );
+    let config: RedactConfig =
+        toml::from_str("inputs = [\"x\"]\nkubernetes.drop_configmap_data = true").unwrap();
+    let dropped = Redactor::new(&config, b"k".to_vec())
+        .unwrap()
+        .redact(&audit(cm))
+        .unwrap();
+    assert!(!output_bytes(&dropped)
+        .windows(21)
+        .any(|w| w == b"internal-config-value"));
+    assert!(dropped
+        .redaction
+        .rules
+        .iter()
+        .any(|r| r == "k8s:configmap_data"));
+}

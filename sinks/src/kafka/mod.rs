@@ -187,7 +187,7 @@ librdkafka_options."linger.ms" = "7"
     fn bad_settings_are_refused_by_key() {
         let base = "inputs = [\"x\"]\nbootstrap_servers = \"b:9092\"\n";
         for (extra, want) in [
-            ("topic = \"x-{{ user.name }}\"", "topic: template"),
+            ("topic = \"x-{{ user.nam }}\"", "topic: template"),
             (
                 "topic = \"t\"\nsasl.enabled = true\nsasl.mechanism = \"GSSAPI\"",
                 "sasl.mechanism",

@@ -472,18 +472,25 @@ impl Redactor {
             tmp: String::new(),
             fired: Vec::new(),
             secret_name_at: None,
+            may_drop: matches!(resource, "secrets" | "tokenreviews")
+                || (resource == "serviceaccounts" && subresource == "token")
+                || (resource == "configmaps" && self.drop_configmap_data)
+                || self.rules.iter().any(|r| r.action == Action::Drop),
         };
-        let mut out = String::with_capacity(a.original().len());
+        let mut out = String::with_capacity(a.text.len() + 64);
         let mut spans = Vec::new();
         if !json::rewrite_with_spans(a.original(), &mut visitor, &mut out, &mut spans) {
             return None;
         }
-        if let Some(activity) = remap(a, &out, &spans) {
-            let mut e = Event::api_activity(activity, event.host.clone(), event.observed);
-            e.time = event.time;
-            e.redaction = merge(&event.redaction, visitor.marker);
-            return Some(e);
-        }
+        let out = match remap(a, out, &spans) {
+            Ok(activity) => {
+                let mut e = Event::api_activity(activity, event.host.clone(), event.observed);
+                e.time = event.time;
+                e.redaction = merge(&event.redaction, visitor.marker);
+                return Some(e);
+            }
+            Err(out) => out,
+        };
         let mut activity = match k8s_audit::parse_line(&out) {
             Ok(a) => a,
             Err(e) => {
@@ -615,29 +622,55 @@ impl Redactor {
 /// output) and every field moved to where its string went — the same
 /// result as parsing `raw` again, without the parse. `None` when a field
 /// cannot be moved (a caller then parses).
-fn remap(old: &ApiActivity, raw: &str, spans: &[json::Span]) -> Option<ApiActivity> {
+fn remap(old: &ApiActivity, raw: String, spans: &[json::Span]) -> Result<ApiActivity, String> {
     let old_len = old.original_len as usize;
-    // Only what the fields still reference is copied: an unescaped copy of
-    // a redacted value must not stay behind in the buffer.
-    let mut a = ApiActivity {
-        text: String::with_capacity(old.text.len()),
-        ..old.clone()
+    let Ok(raw_len) = u32::try_from(raw.len()) else {
+        return Err(raw);
     };
-    a.text.push_str(raw);
-    a.original_len = u32::try_from(raw.len()).ok()?;
-    a.original_literal = std::sync::OnceLock::new();
+    // The original is the rewrite's output; only what the fields still
+    // reference follows it (an unescaped copy of a redacted value must not
+    // stay behind in the buffer). Everything but the text is copied.
+    let mut a = ApiActivity {
+        text: String::new(),
+        original_len: raw_len,
+        audit_api_version: old.audit_api_version,
+        audit_id: old.audit_id,
+        stage: old.stage,
+        level: old.level,
+        verb: old.verb,
+        request_uri: old.request_uri,
+        user: old.user.clone(),
+        impersonated_user: old.impersonated_user.clone(),
+        source_ips: old.source_ips.clone(),
+        user_agent: old.user_agent,
+        object_ref: old.object_ref.clone(),
+        response_status: old.response_status.clone(),
+        request_received: old.request_received,
+        stage_time: old.stage_time,
+        authz_decision: old.authz_decision,
+        authz_reason: old.authz_reason,
+        annotations: old.annotations.clone(),
+        container_images: old.container_images.clone(),
+        wrapper: old.wrapper.clone(),
+        original_literal: std::sync::OnceLock::new(),
+    };
     // Strings with escapes were parsed into unescaped copies after the
     // original: a changed one needs its copy redone.
     let mut fixes: Vec<(String, String)> = Vec::new();
     for sp in spans.iter().filter(|s| s.changed) {
-        let before = old.text.get(sp.old.clone())?;
-        if before.contains('\\') {
-            let after = raw.get(sp.new.clone())?;
-            fixes.push((unescape(before)?, unescape(after)?));
+        let before = old.text.get(sp.old.clone());
+        if before.is_some_and(|b| b.contains('\\')) {
+            let fix = before
+                .and_then(unescape)
+                .zip(raw.get(sp.new.clone()).and_then(unescape));
+            match fix {
+                Some(f) => fixes.push(f),
+                None => return Err(raw),
+            }
         }
     }
     let old_text = &old.text;
-    let mut text = std::mem::take(&mut a.text);
+    let mut text = raw;
     let mut ok = true;
     for s in a.strs_mut() {
         if s.is_empty() {
@@ -673,8 +706,12 @@ fn remap(old: &ApiActivity, raw: &str, spans: &[json::Span]) -> Option<ApiActivi
             *s = Str::range(at, text.len());
         }
     }
+    if !ok {
+        text.truncate(raw_len as usize);
+        return Err(text);
+    }
     a.text = text;
-    ok.then_some(a)
+    Ok(a)
 }
 
 fn unescape(raw: &str) -> Option<String> {
@@ -927,6 +964,9 @@ struct AuditVisitor<'a> {
     marker: Redaction,
     tmp: String,
     fired: Vec<Detector>,
+    /// Whether anything can be dropped from this event (a built-in
+    /// Kubernetes removal for its resource, or a `drop` rule).
+    may_drop: bool,
     /// The depth of the last `"name": "<secret-ish>"` seen: its sibling
     /// `value` (a container's env var) is a secret.
     secret_name_at: Option<usize>,
@@ -975,6 +1015,9 @@ fn audit_field(path: &[Seg<'_>]) -> Cow<'static, str> {
 
 impl Visit for AuditVisitor<'_> {
     fn drop_member(&mut self, path: &[Seg<'_>]) -> bool {
+        if !self.may_drop {
+            return false;
+        }
         let k8s = &self.r.k8s;
         let in_body = matches!(
             path.first(),

@@ -315,8 +315,12 @@ impl Redactor {
                 lumen_schemas::json::write_escaped(&mut value, r.value.as_deref().unwrap_or(""));
                 let value = String::from_utf8_lossy(&value);
                 Rule {
-                    name: Cow::Owned(r.name.clone().unwrap_or_else(|| format!("{action}:{what}"))),
-                    field: Cow::Owned(what.clone()),
+                    // Leaked once per profile: recording them on events
+                    // then costs no allocation.
+                    name: Cow::Borrowed(leak(
+                        r.name.clone().unwrap_or_else(|| format!("{action}:{what}")),
+                    )),
+                    field: Cow::Borrowed(leak(what.clone())),
                     ecs: r.field.clone(),
                     audit: match (&r.field, &r.path) {
                         (Some(f), _) => audit_paths(f),
@@ -1006,9 +1010,32 @@ fn structural(path: &[Seg<'_>]) -> bool {
     }
 }
 
+/// A profile's names live as long as the process (a handful per profile).
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// The top-level members of an audit event, as the redaction marker names
+/// them.
+const AUDIT_FIELDS: &[(&str, &str)] = &[
+    ("requestObject", "kubernetes.audit.requestObject"),
+    ("responseObject", "kubernetes.audit.responseObject"),
+    ("annotations", "kubernetes.audit.annotations"),
+    ("requestURI", "kubernetes.audit.requestURI"),
+    ("userAgent", "kubernetes.audit.userAgent"),
+    ("objectRef", "kubernetes.audit.objectRef"),
+    ("responseStatus", "kubernetes.audit.responseStatus"),
+    ("user", "kubernetes.audit.user"),
+    ("impersonatedUser", "kubernetes.audit.impersonatedUser"),
+    ("sourceIPs", "kubernetes.audit.sourceIPs"),
+];
+
 fn audit_field(path: &[Seg<'_>]) -> Cow<'static, str> {
     match path.first() {
-        Some(Seg::Key(k)) => Cow::Owned(format!("kubernetes.audit.{k}")),
+        Some(Seg::Key(k)) => match AUDIT_FIELDS.iter().find(|(name, _)| name == k) {
+            Some((_, field)) => Cow::Borrowed(field),
+            None => Cow::Owned(format!("kubernetes.audit.{k}")),
+        },
         _ => Cow::Borrowed("kubernetes.audit"),
     }
 }

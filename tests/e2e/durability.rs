@@ -360,3 +360,62 @@ fn a_full_disk_holds_the_input_back_and_recovers_when_space_returns() {
     let repeats: usize = es.arrivals().values().map(|n| n - 1).sum();
     assert_eq!(repeats, 0, "nothing was resent");
 }
+
+/// An event lost on the way — Elasticsearch rejects it and its dead letter
+/// cannot be written — is acknowledged as dropped: the file checkpoint
+/// stays before it, and the next start reads it (and what follows) again.
+#[test]
+fn an_event_lost_on_the_way_holds_the_file_checkpoint_back() {
+    let rt = runtime();
+    let es = rt.block_on(EsPeer::start(None));
+    es.with(|s| s.reject_containing = Some("lost-0005".into()));
+    let base = tempfile::tempdir().unwrap();
+    write_audit_log(base.path(), "lost", 10);
+    // /proc refuses new files: the dead letter cannot be written.
+    let config = config_with(
+        base.path(),
+        &es,
+        "memory",
+        "dead_letter_path = \"/proc/lumen-e2e/dead-letter.ndjson\"",
+    );
+    let mut lumen = Lumen::start_in(tempfile::tempdir_in(base.path()).unwrap(), &config);
+    wait_arrivals(
+        &es,
+        ids("lost", 0..5).chain(ids("lost", 6..10)),
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    assert!(
+        log.join("\n").contains("event lost"),
+        "the loss is reported"
+    );
+    let text = std::fs::read_to_string(base.path().join("logs/audit.log")).unwrap();
+    let before_lost: usize = text.lines().take(5).map(|l| l.len() + 1).sum();
+    let checkpoint: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(base.path().join("data/checkpoints/audit.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        checkpoint["files"][0]["offset"].as_u64(),
+        Some(before_lost as u64),
+        "the checkpoint stops before the lost event"
+    );
+    // The next start reads from the lost event on: it and what follows it
+    // are sent again.
+    es.with(|s| s.reject_containing = None);
+    let mut lumen = Lumen::start_in(tempfile::tempdir_in(base.path()).unwrap(), &config);
+    wait_arrivals(&es, ids("lost", 5..6), Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = lumen.stop();
+    let arrivals = es.arrivals();
+    assert_eq!(
+        arrivals["lost-0004"], 1,
+        "acknowledged events are not read again"
+    );
+    assert_eq!(
+        arrivals["lost-0007"], 2,
+        "events after the lost one are read again"
+    );
+}

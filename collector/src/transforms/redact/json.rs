@@ -323,12 +323,7 @@ impl Pattern {
 
     /// Whether `path` is exactly this pattern.
     pub fn matches(&self, path: &[Seg<'_>]) -> bool {
-        self.0.len() == path.len() && self.is_prefix_of(path)
-    }
-
-    /// Whether `path` is this pattern or lies under it.
-    pub fn is_prefix_of(&self, path: &[Seg<'_>]) -> bool {
-        self.0.len() <= path.len()
+        self.0.len() == path.len()
             && self.0.iter().zip(path).all(|(p, s)| match (p, s) {
                 (PatSeg::Key(k), Seg::Key(x)) => k == x,
                 (PatSeg::AnyIndex, Seg::Index) => true,

@@ -39,8 +39,8 @@ fn redaction(w: &mut JsonWriter<'_>, event: &Event) {
         return;
     }
     w.object("labels");
-    w.str("lumen_redacted_fields", &r.fields.join(","));
-    w.str("lumen_redaction_rules", &r.rules.join(","));
+    w.str_joined("lumen_redacted_fields", &r.fields, ',');
+    w.str_joined("lumen_redaction_rules", &r.rules, ',');
     w.end_object();
 }
 

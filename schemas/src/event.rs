@@ -40,13 +40,19 @@ impl Redaction {
         rule: impl Into<Cow<'static, str>>,
     ) {
         let (field, rule) = (field.into(), rule.into());
-        if !self.fields.contains(&field) {
+        if !self.fields.iter().any(|f| same(f, &field)) {
             self.fields.push(field);
         }
-        if !self.rules.contains(&rule) {
+        if !self.rules.iter().any(|r| same(r, &rule)) {
             self.rules.push(rule);
         }
     }
+}
+
+/// Names are mostly the same `&'static str`s: compare where they point
+/// before comparing bytes.
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 impl Event {
@@ -781,10 +787,11 @@ pub struct ApiActivity {
 }
 
 impl ApiActivity {
-    /// Every string field, for code that moves the text around (a redaction
-    /// rewriting the original): the caller repoints each.
-    pub fn strs_mut(&mut self) -> Vec<&mut Str> {
-        let mut v: Vec<&mut Str> = vec![
+    /// Calls `f` on every string field, in a fixed order, for code that
+    /// moves the text around (a redaction rewriting the original): the
+    /// caller repoints each.
+    pub fn visit_strs_mut(&mut self, f: &mut dyn FnMut(&mut Str)) {
+        for s in [
             &mut self.audit_api_version,
             &mut self.audit_id,
             &mut self.stage,
@@ -794,15 +801,17 @@ impl ApiActivity {
             &mut self.user_agent,
             &mut self.authz_decision,
             &mut self.authz_reason,
-        ];
-        for u in std::iter::once(&mut self.user).chain(self.impersonated_user.as_mut()) {
-            v.push(&mut u.username);
-            v.push(&mut u.uid);
-            v.extend(u.groups.iter_mut());
+        ] {
+            f(s);
         }
-        v.extend(self.source_ips.iter_mut());
+        for u in std::iter::once(&mut self.user).chain(self.impersonated_user.as_mut()) {
+            f(&mut u.username);
+            f(&mut u.uid);
+            u.groups.iter_mut().for_each(&mut *f);
+        }
+        self.source_ips.iter_mut().for_each(&mut *f);
         if let Some(o) = &mut self.object_ref {
-            v.extend([
+            for s in [
                 &mut o.resource,
                 &mut o.namespace,
                 &mut o.name,
@@ -811,27 +820,23 @@ impl ApiActivity {
                 &mut o.api_version,
                 &mut o.resource_version,
                 &mut o.subresource,
-            ]);
+            ] {
+                f(s);
+            }
         }
         if let Some(r) = &mut self.response_status {
-            v.extend([&mut r.status, &mut r.reason, &mut r.message]);
+            for s in [&mut r.status, &mut r.reason, &mut r.message] {
+                f(s);
+            }
         }
         for (k, val) in &mut self.annotations {
-            v.push(k);
-            v.push(val);
+            f(k);
+            f(val);
         }
-        v.extend(self.container_images.iter_mut());
+        self.container_images.iter_mut().for_each(&mut *f);
         if let Some(w) = &mut self.wrapper {
-            v.extend([
-                &mut w.category,
-                &mut w.operation_name,
-                &mut w.resource_id,
-                &mut w.pod,
-                &mut w.container_id,
-                &mut w.time,
-            ]);
+            w.visit_strs_mut(f);
         }
-        v
     }
 
     /// The text of a field.
@@ -907,4 +912,20 @@ pub struct Wrapper {
     pub pod: Str,
     pub container_id: Str,
     pub time: Str,
+}
+
+impl Wrapper {
+    /// Calls `f` on every string field (see [`ApiActivity::visit_strs_mut`]).
+    pub fn visit_strs_mut(&mut self, f: &mut dyn FnMut(&mut Str)) {
+        for s in [
+            &mut self.category,
+            &mut self.operation_name,
+            &mut self.resource_id,
+            &mut self.pod,
+            &mut self.container_id,
+            &mut self.time,
+        ] {
+            f(s);
+        }
+    }
 }

@@ -172,6 +172,30 @@ impl<'a> JsonWriter<'a> {
         self.out.extend_from_slice(b.format(value).as_bytes());
     }
 
+    /// `"key":"a,b"` — `values` joined by `sep`, without building the joined
+    /// string first.
+    pub fn str_joined<S: AsRef<str>>(&mut self, key: &str, values: &[S], sep: char) {
+        let plain = sep.is_ascii()
+            && EXTRA[sep as usize] == 0
+            && values
+                .iter()
+                .all(|v| v.as_ref().bytes().all(|b| EXTRA[b as usize] == 0));
+        if !plain {
+            let joined: Vec<&str> = values.iter().map(AsRef::as_ref).collect();
+            self.str(key, &joined.join(sep.encode_utf8(&mut [0; 4])));
+            return;
+        }
+        self.member_key(key);
+        self.out.push(b'"');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.out.push(sep as u8);
+            }
+            self.out.extend_from_slice(v.as_ref().as_bytes());
+        }
+        self.out.push(b'"');
+    }
+
     /// `"key":["a","b"]`.
     pub fn str_array<'s>(&mut self, key: &str, values: impl IntoIterator<Item = &'s str>) {
         self.array(key);
@@ -278,6 +302,21 @@ static ESCAPE: [u8; 256] = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_strings_are_escaped_only_when_they_need_it() {
+        let mut buf = Vec::new();
+        let mut w = JsonWriter::new(&mut buf);
+        w.begin_object();
+        w.str_joined("plain", &["a.b", "c:d"], ',');
+        w.str_joined("quoted", &["x\"y", "z"], ',');
+        w.str_joined("none", &[] as &[&str], ',');
+        w.end_object();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            r#"{"plain":"a.b,c:d","quoted":"x\"y,z","none":""}"#
+        );
+    }
 
     #[test]
     fn nested_objects_and_arrays_are_valid_json() {

@@ -18,10 +18,13 @@
 //!   ConfigMap data optionally.
 //!
 //! Audit events are rewritten at the JSON level ([`json`], one pass over the
-//! original) and parsed again, so `event.original` and every field agree.
-//! Kernel events get their strings rebuilt into a fresh text buffer, so no
-//! redacted value stays behind in memory or in a disk buffer. An event that
-//! needs no change passes through untouched, without allocation.
+//! original) and their fields moved to where their strings went, so
+//! `event.original` and every field agree. Kernel events get their strings
+//! rebuilt into a fresh text buffer, so no redacted value stays behind in
+//! memory or in a disk buffer. Events are changed in place when the
+//! transform holds the only reference (the common case), copied otherwise;
+//! an event that needs no change passes through untouched, without
+//! allocation.
 //! Every changed event records the field and rule names it was changed by
 //! (never values): ECS `labels.lumen_redacted_fields`/`…_rules`, OCSF
 //! `metadata.labels`.
@@ -226,10 +229,34 @@ impl RedactMetrics {
         self.events_changed.fetch_add(1, Ordering::Relaxed);
         let mut m = self.by_rule.lock().unwrap_or_else(|p| p.into_inner());
         for rule in &r.rules {
-            *m.entry(rule.to_string()).or_default() += 1;
+            match m.get_mut(rule.as_ref()) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(rule.to_string(), 1);
+                }
+            }
         }
     }
 }
+
+/// Buffers reused from event to event.
+#[derive(Default)]
+struct Scratch {
+    spans: Vec<json::Span>,
+    tmp: String,
+    fired: Vec<Detector>,
+    /// The pseudonyms of an event's known values, one after the other.
+    pseudonyms: String,
+    /// Where the known values that appear more than once are in the
+    /// original: (offset, index into the known values), by offset.
+    occurrences: Vec<(usize, usize)>,
+    strs: Vec<Str>,
+    fixes: Vec<(String, String)>,
+}
+
+/// A value a rule changes (a user name, a uid), and its replacement in
+/// [`Scratch::pseudonyms`].
+type Known<'a> = (&'a str, std::ops::Range<usize>);
 
 /// A compiled profile.
 pub struct Redactor {
@@ -243,6 +270,7 @@ pub struct Redactor {
     max_rule_depth: usize,
     pub metrics: RedactMetrics,
     k8s: K8sPaths,
+    scratch: std::cell::RefCell<Scratch>,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -348,20 +376,28 @@ impl Redactor {
             drop_configmap_data: config.kubernetes.drop_configmap_data,
             metrics: RedactMetrics::default(),
             k8s: K8sPaths::new(),
+            scratch: Default::default(),
         })
     }
 
-    /// The redacted event, or `None` when nothing needs to change.
-    pub fn redact(&self, event: &Event) -> Option<Event> {
-        let out = match &event.kind {
-            EventKind::ApiActivity(a) => self.audit(event, a),
-            EventKind::Loss(_) => None,
+    /// Redacts `event`, in place when this is its only reference (copied
+    /// first otherwise); `true` if anything changed.
+    pub fn redact(&self, event: &mut Arc<Event>) -> bool {
+        let changed = match &event.kind {
+            EventKind::ApiActivity(_) => self.audit(event),
+            EventKind::Loss(_) => false,
             _ => self.kernel(event),
         };
-        if let Some(e) = &out {
-            self.metrics.count(&e.redaction);
+        if changed {
+            self.metrics.count(&event.redaction);
         }
-        out
+        changed
+    }
+
+    /// The redacted copy of `event`, or `None` when nothing needs to change.
+    pub fn redacted(&self, event: &Event) -> Option<Event> {
+        let mut e = Arc::new(event.clone());
+        self.redact(&mut e).then(|| Arc::unwrap_or_clone(e))
     }
 
     /// HMAC-SHA256 of `value`, the first 16 bytes in hex.
@@ -425,98 +461,126 @@ impl Redactor {
         )
     }
 
-    fn audit(&self, event: &Event, a: &ApiActivity) -> Option<Event> {
+    fn audit(&self, event: &mut Arc<Event>) -> bool {
+        let mut scratch = self.scratch.take();
+        let rewritten = match &event.kind {
+            EventKind::ApiActivity(a) => self.rewrite_audit(a, &mut scratch),
+            _ => None,
+        };
+        let changed = match rewritten {
+            Some((text, marker, must_parse)) => {
+                let e = Arc::make_mut(event);
+                if let EventKind::ApiActivity(a) = &mut e.kind {
+                    if must_parse {
+                        reparse(a, &text);
+                    } else if let Err(text) = remap(a, text, &mut scratch) {
+                        reparse(a, &text);
+                    }
+                }
+                merge(&mut e.redaction, marker);
+                true
+            }
+            None => false,
+        };
+        self.scratch.replace(scratch);
+        changed
+    }
+
+    /// The redacted original of `a`, what was redacted and whether the
+    /// fields must be parsed again (they are not all strings of the
+    /// original), or `None` when nothing needs to change;
+    /// `scratch.spans` says where the original's strings went.
+    fn rewrite_audit(
+        &self,
+        a: &ApiActivity,
+        scratch: &mut Scratch,
+    ) -> Option<(String, Redaction, bool)> {
         let (resource, subresource) = a
             .object_ref
             .as_ref()
             .map_or(("", ""), |o| (a.s(o.resource), a.s(o.subresource)));
+        let original = a.original();
         // Values the rules pseudonymize, to replace wherever else they appear
         // (an authorization reason naming the user, a URI with their name).
-        let mut known: Vec<(String, String)> = Vec::new();
+        let Scratch {
+            spans,
+            tmp,
+            fired,
+            pseudonyms,
+            occurrences,
+            ..
+        } = scratch;
+        pseudonyms.clear();
+        occurrences.clear();
+        let mut known: [Known<'_>; 4] = Default::default();
+        let mut n = 0;
         for rule in &self.rules {
-            if matches!(rule.action, Action::Hash | Action::Replace | Action::Mask) {
-                for field in ["user.name", "user.id"] {
-                    if rule.ecs.as_deref() != Some(field) {
-                        continue;
-                    }
-                    let values = [Some(&a.user), a.impersonated_user.as_ref()];
-                    for u in values.into_iter().flatten() {
-                        let v = a.s(if field == "user.name" {
-                            u.username
-                        } else {
-                            u.uid
-                        });
-                        if v.len() >= 3 && !known.iter().any(|(k, _)| k == v) {
-                            let mut r = String::new();
-                            self.apply(rule, v, &mut r);
-                            known.push((v.to_owned(), r));
-                        }
+            if !matches!(rule.action, Action::Hash | Action::Replace | Action::Mask) {
+                continue;
+            }
+            for field in ["user.name", "user.id"] {
+                if rule.ecs.as_deref() != Some(field) {
+                    continue;
+                }
+                for u in [Some(&a.user), a.impersonated_user.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let v = a.s(if field == "user.name" {
+                        u.username
+                    } else {
+                        u.uid
+                    });
+                    if n < known.len() && v.len() >= 3 && !known[..n].iter().any(|(k, _)| *k == v) {
+                        let at = pseudonyms.len();
+                        self.apply(rule, v, pseudonyms);
+                        known[n] = (v, at..pseudonyms.len());
+                        n += 1;
                     }
                 }
             }
         }
         // Only values that appear beyond their own field need looking for
-        // elsewhere (they go first); the others are still reused where their
-        // rule applies.
-        let original = a.original().as_bytes();
-        let (mut known, once): (Vec<_>, Vec<_>) = known.into_iter().partition(|(v, _)| {
-            memchr::memmem::find_iter(original, v.as_bytes())
-                .nth(1)
-                .is_some()
-        });
-        let elsewhere = known.len();
-        known.extend(once);
+        // elsewhere: where they are is found once, for the whole original.
+        for (i, (v, _)) in known[..n].iter().enumerate() {
+            let mut at = memchr::memmem::find_iter(original.as_bytes(), v.as_bytes()).peekable();
+            if let (Some(first), true) = (at.next(), at.peek().is_some()) {
+                occurrences.push((first, i));
+                occurrences.extend(at.map(|o| (o, i)));
+            }
+        }
+        occurrences.sort_unstable();
         let mut visitor = AuditVisitor {
             r: self,
             resource,
             subresource,
-            known: &known,
-            elsewhere,
+            base: original.as_ptr() as usize,
+            known: &known[..n],
+            pseudonyms,
+            occurrences,
             marker: Redaction::default(),
-            tmp: String::new(),
-            fired: Vec::new(),
+            tmp,
+            fired,
+            wrapped: a.wrapper.is_some(),
+            nested: false,
+            must_parse: false,
             secret_name_at: None,
             may_drop: matches!(resource, "secrets" | "tokenreviews")
                 || (resource == "serviceaccounts" && subresource == "token")
                 || (resource == "configmaps" && self.drop_configmap_data)
                 || self.rules.iter().any(|r| r.action == Action::Drop),
         };
-        let mut out = String::with_capacity(a.text.len() + 64);
-        let mut spans = Vec::new();
-        if !json::rewrite_with_spans(a.original(), &mut visitor, &mut out, &mut spans) {
+        let mut out = String::with_capacity(a.text.len() + 256);
+        if !json::rewrite_with_spans(original, &mut visitor, &mut out, spans) {
             return None;
         }
-        let out = match remap(a, out, &spans) {
-            Ok(activity) => {
-                let mut e = Event::api_activity(activity, event.host.clone(), event.observed);
-                e.time = event.time;
-                e.redaction = merge(&event.redaction, visitor.marker);
-                return Some(e);
-            }
-            Err(out) => out,
-        };
-        let mut activity = match k8s_audit::parse_line(&out) {
-            Ok(a) => a,
-            Err(e) => {
-                // A rule removed something the parser needs: keep nothing
-                // rather than the unredacted original.
-                tracing::error!(error = %e, "redact: the redacted audit event no longer parses; its original is withheld");
-                ApiActivity {
-                    text: "{}".into(),
-                    original_len: 2,
-                    ..Default::default()
-                }
-            }
-        };
-        activity.wrapper = a.wrapper.clone();
-        let mut e = Event::api_activity(activity, event.host.clone(), event.observed);
-        e.time = event.time;
-        e.redaction = merge(&event.redaction, visitor.marker);
-        Some(e)
+        Some((out, visitor.marker, visitor.must_parse))
     }
 
-    fn kernel(&self, event: &Event) -> Option<Event> {
-        let p = event.kind.process()?;
+    fn kernel(&self, event: &mut Arc<Event>) -> bool {
+        let Some(p) = event.kind.process() else {
+            return false;
+        };
         let mysql = is_mysql(p);
         let wants = |slot: Slot, value: &str| -> bool {
             self.rules
@@ -539,9 +603,9 @@ impl Redactor {
                     || n.remote.is_some_and(|r| truncate_ip(r.ip()) != r.ip()));
         }
         if !needed {
-            return None;
+            return false;
         }
-        let mut e = event.clone();
+        let e = Arc::make_mut(event);
         let mut marker = Redaction::default();
         let mut fired = Vec::new();
         rebuild_slots(&mut e.kind, &mut |slot, value, out| {
@@ -615,54 +679,30 @@ impl Redactor {
             }
         }
         if marker.is_empty() {
-            return None;
+            return false;
         }
-        e.redaction = merge(&event.redaction, marker);
-        Some(e)
+        merge(&mut e.redaction, marker);
+        true
     }
 }
 
-/// The audit event with its original replaced by `raw` (the rewrite's
-/// output) and every field moved to where its string went — the same
-/// result as parsing `raw` again, without the parse. `None` when a field
-/// cannot be moved (a caller then parses).
-fn remap(old: &ApiActivity, raw: String, spans: &[json::Span]) -> Result<ApiActivity, String> {
-    let old_len = old.original_len as usize;
+/// Makes `raw` (the rewrite's output, its strings where `scratch.spans`
+/// says) the original of `a` and moves every field to where its string went
+/// — the same result as parsing `raw` again, without the parse. `Err` (with
+/// `raw` back, `a` unchanged) when a field cannot be moved.
+fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<(), String> {
+    let old_len = a.original_len as usize;
     let Ok(raw_len) = u32::try_from(raw.len()) else {
         return Err(raw);
     };
-    // The original is the rewrite's output; only what the fields still
-    // reference follows it (an unescaped copy of a redacted value must not
-    // stay behind in the buffer). Everything but the text is copied.
-    let mut a = ApiActivity {
-        text: String::new(),
-        original_len: raw_len,
-        audit_api_version: old.audit_api_version,
-        audit_id: old.audit_id,
-        stage: old.stage,
-        level: old.level,
-        verb: old.verb,
-        request_uri: old.request_uri,
-        user: old.user.clone(),
-        impersonated_user: old.impersonated_user.clone(),
-        source_ips: old.source_ips.clone(),
-        user_agent: old.user_agent,
-        object_ref: old.object_ref.clone(),
-        response_status: old.response_status.clone(),
-        request_received: old.request_received,
-        stage_time: old.stage_time,
-        authz_decision: old.authz_decision,
-        authz_reason: old.authz_reason,
-        annotations: old.annotations.clone(),
-        container_images: old.container_images.clone(),
-        wrapper: old.wrapper.clone(),
-        original_literal: std::sync::OnceLock::new(),
-    };
+    let Scratch {
+        spans, strs, fixes, ..
+    } = scratch;
     // Strings with escapes were parsed into unescaped copies after the
     // original: a changed one needs its copy redone.
-    let mut fixes: Vec<(String, String)> = Vec::new();
+    fixes.clear();
     for sp in spans.iter().filter(|s| s.changed) {
-        let before = old.text.get(sp.old.clone());
+        let before = a.text.get(sp.old.clone());
         if before.is_some_and(|b| b.contains('\\')) {
             let fix = before
                 .and_then(unescape)
@@ -673,49 +713,84 @@ fn remap(old: &ApiActivity, raw: String, spans: &[json::Span]) -> Result<ApiActi
             }
         }
     }
-    let old_text = &old.text;
-    let mut text = raw;
+    // The original is the rewrite's output; only what the fields still
+    // reference follows it (an unescaped copy of a redacted value must not
+    // stay behind in the buffer). First where every field goes…
+    let old_text = std::mem::take(&mut a.text);
+    strs.clear();
     let mut ok = true;
-    for s in a.strs_mut() {
+    a.visit_strs_mut(&mut |s| {
+        if !ok {
+            return;
+        }
         if s.is_empty() {
-            continue;
+            strs.push(*s);
+            return;
         }
         let (start, end) = s.bounds();
         if end <= old_len {
             let i = spans.partition_point(|sp| sp.old.start < start);
-            *s = match spans.get(i) {
+            strs.push(match spans.get(i) {
                 Some(sp) if sp.old.start == start && sp.old.end == end => {
                     Str::range(sp.new.start, sp.new.end)
                 }
                 // Not a whole string of the original: only the parser knows.
                 Some(sp) if sp.old.start == start => {
                     ok = false;
-                    break;
+                    return;
                 }
                 _ if i > 0 && spans[i - 1].old.end >= end => {
                     ok = false;
-                    break;
+                    return;
                 }
                 // In a member a rule dropped.
                 _ => Str::EMPTY,
-            };
+            });
         } else {
-            let value = s.get(old_text);
+            let value = s.get(&old_text);
             let value = fixes
                 .iter()
                 .find(|(o, _)| o == value)
                 .map_or(value, |(_, new)| new.as_str());
-            let at = text.len();
-            text.push_str(value);
-            *s = Str::range(at, text.len());
+            let at = raw.len();
+            raw.push_str(value);
+            strs.push(Str::range(at, raw.len()));
         }
-    }
+    });
     if !ok {
-        text.truncate(raw_len as usize);
-        return Err(text);
+        a.text = old_text;
+        raw.truncate(raw_len as usize);
+        return Err(raw);
     }
-    a.text = text;
-    Ok(a)
+    // …then every field moved.
+    let mut next = strs.iter();
+    a.visit_strs_mut(&mut |s| {
+        if let Some(n) = next.next() {
+            *s = *n;
+        }
+    });
+    a.text = raw;
+    a.original_len = raw_len;
+    a.original_literal = std::sync::OnceLock::new();
+    Ok(())
+}
+
+/// What [`remap`] cannot do: parses the rewritten original `raw` into `a`
+/// (an AKS record's wrapper included).
+fn reparse(a: &mut ApiActivity, raw: &str) {
+    *a = match k8s_audit::parse_line(raw) {
+        Ok(p) => p,
+        Err(e) => {
+            // A rule removed something the parser needs: keep nothing
+            // rather than the unredacted original.
+            tracing::error!(error = %e, "redact: the redacted audit event no longer parses; its original is withheld");
+            ApiActivity {
+                text: "{}".into(),
+                original_len: 2,
+                ..Default::default()
+            }
+        }
+    };
 }
 
 fn unescape(raw: &str) -> Option<String> {
@@ -726,19 +801,22 @@ fn unescape(raw: &str) -> Option<String> {
     serde_json::from_str(&quoted).ok()
 }
 
-fn merge(before: &Redaction, now: Redaction) -> Redaction {
-    let mut r = before.clone();
+/// Adds what one transform redacted to what earlier ones did.
+fn merge(into: &mut Redaction, now: Redaction) {
+    if into.is_empty() {
+        *into = now;
+        return;
+    }
     for f in now.fields {
-        if !r.fields.contains(&f) {
-            r.fields.push(f);
+        if !into.fields.contains(&f) {
+            into.fields.push(f);
         }
     }
-    for x in now.rules {
-        if !r.rules.contains(&x) {
-            r.rules.push(x);
+    for r in now.rules {
+        if !into.rules.contains(&r) {
+            into.rules.push(r);
         }
     }
-    r
 }
 
 /// IPv4 to its /24, IPv6 to its /48.
@@ -961,13 +1039,24 @@ struct AuditVisitor<'a> {
     r: &'a Redactor,
     resource: &'a str,
     subresource: &'a str,
-    /// Pseudonyms of the values rules change, the first `elsewhere` of
-    /// which also appear in other strings.
-    known: &'a [(String, String)],
-    elsewhere: usize,
+    /// Where the original starts in memory: the strings handed over are
+    /// slices of it.
+    base: usize,
+    /// The values rules change, with their replacements in `pseudonyms`…
+    known: &'a [Known<'a>],
+    pseudonyms: &'a str,
+    /// …and where in the original those that appear more than once are.
+    occurrences: &'a [(usize, usize)],
     marker: Redaction,
-    tmp: String,
-    fired: Vec<Detector>,
+    tmp: &'a mut String,
+    fired: &'a mut Vec<Detector>,
+    /// An AKS record: the event is its `properties.log`, an object (whose
+    /// paths are taken from there) or an escaped string (rewritten as a
+    /// document of its own, `nested` while that runs; the fields then
+    /// `must_parse` again).
+    wrapped: bool,
+    nested: bool,
+    must_parse: bool,
     /// Whether anything can be dropped from this event (a built-in
     /// Kubernetes removal for its resource, or a `drop` rule).
     may_drop: bool,
@@ -1040,11 +1129,60 @@ fn audit_field(path: &[Seg<'_>]) -> Cow<'static, str> {
     }
 }
 
+/// Where an AKS record carries the audit event.
+const AKS_LOG: [Seg<'static>; 2] = [Seg::Key("properties"), Seg::Key("log")];
+
+impl AuditVisitor<'_> {
+    /// `path` from the audit event's root (inside an AKS record's
+    /// `properties.log`); the record's own members keep theirs.
+    fn event_path<'p, 's>(&self, path: &'p [Seg<'s>]) -> &'p [Seg<'s>] {
+        match path.strip_prefix(&AKS_LOG[..]) {
+            Some(rest) if self.wrapped && !self.nested => rest,
+            _ => path,
+        }
+    }
+
+    /// An AKS record's `properties.log` as an escaped string: the event is
+    /// unescaped, rewritten on its own, and escaped again into `out`.
+    fn nested_log(&mut self, raw: &str, out: &mut String) -> bool {
+        let Some(inner) = unescape(raw) else {
+            return false;
+        };
+        let mut rewritten = String::with_capacity(inner.len() + 256);
+        self.nested = true;
+        self.secret_name_at = None;
+        let changed = json::rewrite(&inner, self, &mut rewritten);
+        self.nested = false;
+        self.secret_name_at = None;
+        if !changed {
+            return false;
+        }
+        let mut literal = Vec::with_capacity(rewritten.len() + 64);
+        lumen_schemas::json::write_escaped(&mut literal, &rewritten);
+        match std::str::from_utf8(&literal) {
+            Ok(l) => out.push_str(&l[1..l.len() - 1]),
+            Err(_) => return false,
+        }
+        self.must_parse = true;
+        true
+    }
+
+    /// Replaces a known value in `text` by its pseudonym.
+    fn replace_known(&mut self, k: usize, text: &mut Cow<'_, str>, path: &[Seg<'_>]) {
+        let (orig, pseudonym) = &self.known[k];
+        if text.contains(orig) {
+            *text = Cow::Owned(text.replace(orig, &self.pseudonyms[pseudonym.clone()]));
+            self.marker.record(audit_field(path), "known_value");
+        }
+    }
+}
+
 impl Visit for AuditVisitor<'_> {
     fn drop_member(&mut self, path: &[Seg<'_>]) -> bool {
         if !self.may_drop {
             return false;
         }
+        let path = self.event_path(path);
         let k8s = &self.r.k8s;
         let in_body = matches!(
             path.first(),
@@ -1083,6 +1221,10 @@ impl Visit for AuditVisitor<'_> {
     }
 
     fn string(&mut self, path: &[Seg<'_>], raw: &str, out: &mut String) -> bool {
+        if self.wrapped && !self.nested && path == AKS_LOG {
+            return self.nested_log(raw, out);
+        }
+        let path = self.event_path(path);
         let rules = if path.len() <= self.r.max_rule_depth {
             &self.r.rules[..]
         } else {
@@ -1094,8 +1236,8 @@ impl Visit for AuditVisitor<'_> {
                     return false;
                 }
                 self.marker.record(rule.field.clone(), rule.name.clone());
-                match self.known.iter().find(|(k, _)| k == raw) {
-                    Some((_, done)) => out.push_str(done),
+                match self.known.iter().find(|(k, _)| *k == raw) {
+                    Some((_, done)) => out.push_str(&self.pseudonyms[done.clone()]),
                     None => self.r.apply(rule, raw, out),
                 }
                 return true;
@@ -1118,21 +1260,34 @@ impl Visit for AuditVisitor<'_> {
             return false;
         }
         let mut text = Cow::Borrowed(raw);
-        for (orig, pseudonym) in &self.known[..self.elsewhere] {
-            if memchr::memmem::find(text.as_bytes(), orig.as_bytes()).is_some() {
-                text = Cow::Owned(text.replace(orig.as_str(), pseudonym));
-                self.marker.record(audit_field(path), "known_value");
+        if self.nested {
+            // Not a slice of the original: look for every known value.
+            for k in 0..self.known.len() {
+                self.replace_known(k, &mut text, path);
+            }
+        } else {
+            let start = raw.as_ptr() as usize - self.base;
+            let end = start + raw.len();
+            let first = self.occurrences.partition_point(|(at, _)| *at < start);
+            for i in first..self.occurrences.len() {
+                let (at, k) = self.occurrences[i];
+                if at >= end {
+                    break;
+                }
+                if at + self.known[k].0.len() <= end {
+                    self.replace_known(k, &mut text, path);
+                }
             }
         }
         self.tmp.clear();
         let before = self.fired.len();
-        if self.r.detect(&text, &mut self.tmp, &mut self.fired) {
+        if self.r.detect(&text, self.tmp, self.fired) {
             let field = audit_field(path);
             for d in &self.fired[before..] {
                 self.marker.record(field.clone(), d.rule());
             }
             self.fired.truncate(before);
-            out.push_str(&self.tmp);
+            out.push_str(self.tmp);
             return true;
         }
         match text {
@@ -1188,13 +1343,8 @@ pub async fn run(
 ) {
     while let Some(env) = rx.recv().await {
         metrics.add_received(1);
-        let env = match redactor.redact(&env.event) {
-            Some(e) => Envelope {
-                event: Arc::new(e),
-                ack: env.ack,
-            },
-            None => env,
-        };
+        let mut env = env;
+        redactor.redact(&mut env.event);
         if out.send(env).await.is_err() {
             break;
         }

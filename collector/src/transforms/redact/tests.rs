@@ -49,16 +49,16 @@ fn audit(line: &str) -> Event {
     Event::api_activity(a, Arc::default(), Timestamp(1))
 }
 
+const POD_CREATE: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/pods?labelSelector=owner%3Djdoe-personal&token=tok3nVALUE123","verb":"create","user":{"username":"jdoe-personal","uid":"8f7e6d5c-uid-jdoe","groups":["dev"]},"sourceIPs":["203.0.113.77"],"userAgent":"kubectl/v1.30 (jane@example.org)","objectRef":{"resource":"pods","namespace":"prod","name":"web","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"Pod","metadata":{"name":"web","annotations":{"contact":"mailme@example.net","oncall":"+44 20 7946 0958","billing":"card 4111 1111 1111 1111, iban GB82 WEST 1234 5698 7654 32 or DE89 3704 0044 0532 0130 00","note":"Authorization: Basic dXNlcjpwYXNzd29yZDEyMw==","aws":"AKIAIOSFODNN7EXAMPLE","peer":"2001:db8:85a3::8a2e:370:7334","sa":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJlX3Rlc3Q","key":"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"}},"spec":{"containers":[{"name":"app","image":"app:1","args":["--password=s3cretPass!","mysql://admin:adminpw@db:3306/x"],"env":[{"name":"DB_PASSWORD","value":"hunter2hunter2"},{"name":"MODE","value":"prod"}]}]}},"requestReceivedTimestamp":"2026-11-29T10:00:00.000001Z","stageTimestamp":"2026-11-29T10:00:00.000002Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":"RBAC: allowed by RoleBinding \"dev\" of Role \"dev\" to User \"jdoe-personal\""}}"#;
+
 fn pod_create() -> Event {
-    audit(
-        r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/pods?labelSelector=owner%3Djdoe-personal&token=tok3nVALUE123","verb":"create","user":{"username":"jdoe-personal","uid":"8f7e6d5c-uid-jdoe","groups":["dev"]},"sourceIPs":["203.0.113.77"],"userAgent":"kubectl/v1.30 (jane@example.org)","objectRef":{"resource":"pods","namespace":"prod","name":"web","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"Pod","metadata":{"name":"web","annotations":{"contact":"mailme@example.net","oncall":"+44 20 7946 0958","billing":"card 4111 1111 1111 1111, iban GB82 WEST 1234 5698 7654 32 or DE89 3704 0044 0532 0130 00","note":"Authorization: Basic dXNlcjpwYXNzd29yZDEyMw==","aws":"AKIAIOSFODNN7EXAMPLE","peer":"2001:db8:85a3::8a2e:370:7334","sa":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJlX3Rlc3Q","key":"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"}},"spec":{"containers":[{"name":"app","image":"app:1","args":["--password=s3cretPass!","mysql://admin:adminpw@db:3306/x"],"env":[{"name":"DB_PASSWORD","value":"hunter2hunter2"},{"name":"MODE","value":"prod"}]}]}},"requestReceivedTimestamp":"2026-11-29T10:00:00.000001Z","stageTimestamp":"2026-11-29T10:00:00.000002Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":"RBAC: allowed by RoleBinding \"dev\" of Role \"dev\" to User \"jdoe-personal\""}}"#,
-    )
+    audit(POD_CREATE)
 }
 
+const SECRET_CREATE: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-2","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/secrets","verb":"create","user":{"username":"system:serviceaccount:ci:deployer","groups":[]},"sourceIPs":["10.1.2.3"],"objectRef":{"resource":"secrets","namespace":"prod","name":"db","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"Secret","metadata":{"name":"db","annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"data\":{\"password\":\"c2VjcmV0dmFsdWU=\"}}"}},"data":{"password":"c2VjcmV0dmFsdWU="},"stringData":{"x":"plainsecretvalue"}},"responseObject":{"kind":"Secret","metadata":{"name":"db"},"data":{"password":"c2VjcmV0dmFsdWU="}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#;
+
 fn secret_create() -> Event {
-    audit(
-        r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-2","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/secrets","verb":"create","user":{"username":"system:serviceaccount:ci:deployer","groups":[]},"sourceIPs":["10.1.2.3"],"objectRef":{"resource":"secrets","namespace":"prod","name":"db","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"Secret","metadata":{"name":"db","annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"data\":{\"password\":\"c2VjcmV0dmFsdWU=\"}}"}},"data":{"password":"c2VjcmV0dmFsdWU="},"stringData":{"x":"plainsecretvalue"}},"responseObject":{"kind":"Secret","metadata":{"name":"db"},"data":{"password":"c2VjcmV0dmFsdWU="}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#,
-    )
+    audit(SECRET_CREATE)
 }
 
 fn token_request() -> Event {
@@ -123,10 +123,26 @@ fn connect() -> Event {
     })))
 }
 
+/// `line` inside an AKS diagnostic record: its `properties.log` an escaped
+/// string or the object itself.
+fn aks(line: &str, as_string: bool) -> Event {
+    let log = if as_string {
+        serde_json::to_string(line).unwrap()
+    } else {
+        line.to_owned()
+    };
+    audit(&format!(
+        r#"{{"category":"kube-audit","operationName":"Microsoft.ContainerService/managedClusters/diagnosticLogs/Read","properties":{{"log":{log},"pod":"kube-apiserver-7f9c"}},"time":"2026-11-29T10:00:00Z"}}"#
+    ))
+}
+
 fn corpus() -> Vec<Event> {
     vec![
         pod_create(),
         secret_create(),
+        aks(POD_CREATE, true),
+        aks(POD_CREATE, false),
+        aks(SECRET_CREATE, true),
         token_request(),
         mysql_exec(),
         file_write(),
@@ -160,7 +176,7 @@ fn the_default_profile_removes_every_seeded_value_from_every_output() {
     let r = redactor("test-key");
     for event in corpus() {
         let red = r
-            .redact(&event)
+            .redacted(&event)
             .unwrap_or_else(|| panic!("{} unchanged", event.kind.name()));
         let bytes = output_bytes(&red);
         for seed in SEEDED {
@@ -187,7 +203,7 @@ fn the_default_profile_removes_every_seeded_value_from_every_output() {
 #[test]
 fn what_was_redacted_is_recorded_by_name_never_by_value() {
     let r = redactor("k");
-    let red = r.redact(&pod_create()).unwrap();
+    let red = r.redacted(&pod_create()).unwrap();
     let rules: Vec<&str> = red.redaction.rules.iter().map(|s| s.as_ref()).collect();
     for want in [
         "hash:user.name",
@@ -205,7 +221,7 @@ fn what_was_redacted_is_recorded_by_name_never_by_value() {
         fields.contains(&"user.name") && fields.contains(&"kubernetes.audit.requestObject"),
         "{fields:?}"
     );
-    let secret = r.redact(&secret_create()).unwrap();
+    let secret = r.redacted(&secret_create()).unwrap();
     assert!(secret
         .redaction
         .rules
@@ -232,18 +248,18 @@ fn events_without_personal_data_pass_through_untouched() {
         process: process("/bin/ls", &["ls", "-la", "/tmp"], "bash"),
         exit: None,
     })));
-    assert!(r.redact(&ls).is_none());
+    assert!(r.redacted(&ls).is_none());
     let mut hosts = file_write();
     if let EventKind::File(f) = &mut hosts.kind {
         f.path = push(&mut f.process.text, "/etc/hosts");
     }
-    assert!(r.redact(&hosts).is_none());
+    assert!(r.redacted(&hosts).is_none());
 }
 
 #[test]
 fn pseudonyms_are_stable_for_a_key_and_differ_across_keys() {
     let user = |r: &Redactor| -> String {
-        let red = r.redact(&pod_create()).unwrap();
+        let red = r.redacted(&pod_create()).unwrap();
         match &red.kind {
             EventKind::ApiActivity(a) => a.s(a.user.username).to_owned(),
             _ => unreachable!(),
@@ -256,7 +272,7 @@ fn pseudonyms_are_stable_for_a_key_and_differ_across_keys() {
     assert_ne!(a1, b, "another key, another pseudonym");
     assert_eq!(a1.len(), 32);
     // The pseudonym replaces the name wherever it appeared in the event.
-    let red = redactor("key-one").redact(&pod_create()).unwrap();
+    let red = redactor("key-one").redacted(&pod_create()).unwrap();
     let EventKind::ApiActivity(a) = &red.kind else {
         unreachable!()
     };
@@ -265,6 +281,72 @@ fn pseudonyms_are_stable_for_a_key_and_differ_across_keys() {
         "{}",
         a.original()
     );
+}
+
+#[test]
+fn aks_records_are_redacted_like_the_events_they_carry() {
+    let r = redactor("k");
+    let bare = r.redacted(&pod_create()).unwrap();
+    let fields = |e: &Event| -> (String, String, Vec<String>) {
+        let EventKind::ApiActivity(a) = &e.kind else {
+            unreachable!()
+        };
+        let ips = a.strs(&a.source_ips).map(str::to_owned).collect();
+        (
+            a.s(a.user.username).to_owned(),
+            a.s(a.user.uid).to_owned(),
+            ips,
+        )
+    };
+    for as_string in [true, false] {
+        let red = r.redacted(&aks(POD_CREATE, as_string)).unwrap();
+        assert_eq!(fields(&red), fields(&bare), "as_string: {as_string}");
+        let EventKind::ApiActivity(a) = &red.kind else {
+            unreachable!()
+        };
+        let w = a.wrapper.as_ref().expect("still an AKS record");
+        assert_eq!(a.s(w.pod), "kube-apiserver-7f9c");
+        assert_eq!(a.s(w.time), "2026-11-29T10:00:00Z");
+        // The record is still one, its event inside.
+        let v: serde_json::Value = serde_json::from_str(a.original()).unwrap();
+        let log = &v["properties"]["log"];
+        let inner: serde_json::Value = match log.as_str() {
+            Some(text) => serde_json::from_str(text).unwrap(),
+            None => log.clone(),
+        };
+        assert_eq!(inner["user"]["username"], fields(&bare).0.as_str());
+        assert_eq!(log.is_string(), as_string);
+        let rules: Vec<&str> = red.redaction.rules.iter().map(|s| s.as_ref()).collect();
+        assert!(rules.contains(&"hash:user.name"), "{rules:?}");
+        assert!(
+            red.redaction
+                .fields
+                .iter()
+                .any(|f| f == "kubernetes.audit.requestObject"),
+            "paths are the event's, not the record's: {:?}",
+            red.redaction.fields
+        );
+    }
+}
+
+#[test]
+fn an_event_another_component_holds_is_copied_not_changed() {
+    let r = redactor("k");
+    let mut mine = Arc::new(pod_create());
+    let theirs = mine.clone();
+    assert!(r.redact(&mut mine));
+    assert!(!Arc::ptr_eq(&mine, &theirs));
+    let EventKind::ApiActivity(a) = &theirs.kind else {
+        unreachable!()
+    };
+    assert_eq!(a.s(a.user.username), "jdoe-personal");
+    assert!(theirs.redaction.is_empty());
+    // Held alone, the event is changed where it is.
+    let mut alone = Arc::new(pod_create());
+    let before = Arc::as_ptr(&alone);
+    assert!(r.redact(&mut alone));
+    assert_eq!(Arc::as_ptr(&alone), before);
+    assert!(!alone.redaction.is_empty());
 }
 
 #[test]
@@ -287,7 +369,7 @@ action = "drop"
     )
     .unwrap();
     let r = Redactor::new(&config, b"k".to_vec()).unwrap();
-    let red = r.redact(&pod_create()).unwrap();
+    let red = r.redacted(&pod_create()).unwrap();
     let EventKind::ApiActivity(a) = &red.kind else {
         unreachable!()
     };
@@ -355,7 +437,7 @@ fn moved_fields_agree_with_a_parse_of_the_redacted_original() {
     let r = redactor("k");
     let mut checked = 0;
     for e in &events {
-        let Some(red) = r.redact(e) else { continue };
+        let Some(red) = r.redacted(e) else { continue };
         let EventKind::ApiActivity(a) = &red.kind else {
             unreachable!()
         };
@@ -383,7 +465,7 @@ fn token_reviews_lose_their_token_and_configmap_data_goes_when_asked() {
     let review = audit(
         r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"a-4","stage":"ResponseComplete","requestURI":"/apis/authentication.k8s.io/v1/tokenreviews","verb":"create","user":{"username":"system:kube-proxy","groups":[]},"sourceIPs":["10.1.2.5"],"objectRef":{"resource":"tokenreviews","apiGroup":"authentication.k8s.io","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"TokenReview","spec":{"token":"opaque-token-value-123"}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#,
     );
-    let red = redactor("k").redact(&review).unwrap();
+    let red = redactor("k").redacted(&review).unwrap();
     assert!(!output_bytes(&red)
         .windows(22)
         .any(|w| w == b"opaque-token-value-123"));
@@ -394,7 +476,7 @@ fn token_reviews_lose_their_token_and_configmap_data_goes_when_asked() {
         .any(|r| r == "k8s:serviceaccount_token"));
 
     let cm = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"a-5","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/configmaps","verb":"create","user":{"username":"system:admin","groups":[]},"sourceIPs":["10.1.2.6"],"objectRef":{"resource":"configmaps","namespace":"prod","name":"app","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"ConfigMap","data":{"greeting":"internal-config-value"}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#;
-    let kept = redactor("k").redact(&audit(cm)).unwrap();
+    let kept = redactor("k").redacted(&audit(cm)).unwrap();
     assert!(
         output_bytes(&kept)
             .windows(21)
@@ -405,7 +487,7 @@ fn token_reviews_lose_their_token_and_configmap_data_goes_when_asked() {
         toml::from_str("inputs = [\"x\"]\nkubernetes.drop_configmap_data = true").unwrap();
     let dropped = Redactor::new(&config, b"k".to_vec())
         .unwrap()
-        .redact(&audit(cm))
+        .redacted(&audit(cm))
         .unwrap();
     assert!(!output_bytes(&dropped)
         .windows(21)

@@ -147,22 +147,26 @@ fn is_marker(s: &str) -> bool {
 
 /// A variable or flag name that says its value is a secret.
 pub fn secretish_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [
-        "password",
-        "passwd",
-        "pwd",
-        "secret",
-        "token",
-        "apikey",
-        "api_key",
-        "access_key",
-        "accesskey",
-        "credential",
-        "private_key",
-    ]
-    .iter()
-    .any(|k| n.contains(k))
+    static WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build([
+                    "password",
+                    "passwd",
+                    "pwd",
+                    "secret",
+                    "token",
+                    "apikey",
+                    "api_key",
+                    "access_key",
+                    "accesskey",
+                    "credential",
+                    "private_key",
+                ])
+                .ok()
+        });
+    WORDS.as_ref().is_some_and(|w| w.is_match(name))
 }
 
 fn luhn(digits: &[u32]) -> bool {
@@ -364,6 +368,22 @@ mod tests {
         ] {
             let (out, found) = scrub(text);
             assert_eq!(out, text, "{text}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn secret_names_are_told_from_others_whatever_their_case() {
+        for name in [
+            "DB_PASSWORD",
+            "apiKey",
+            "GITHUB_TOKEN",
+            "aws_access_key_id",
+            "Credentials",
+        ] {
+            assert!(secretish_name(name), "{name}");
+        }
+        for name in ["MODE", "HOME", "name", "LOG_LEVEL", ""] {
+            assert!(!secretish_name(name), "{name}");
         }
     }
 

@@ -1,12 +1,16 @@
 //! A one-pass rewriter for a JSON document already known to be valid (an
 //! audit event the parser accepted): it walks the text, keeps the path to
 //! every value, and lets a [`Visit`] drop object members or replace string
-//! values, copying everything else through. No `serde_json::Value`, no
-//! allocation beyond the output buffer.
+//! values. The walk only records [`Edit`]s; the output is the input with
+//! them applied, copied in a few large pieces ([`apply`]), whitespace and
+//! all. No `serde_json::Value`, no allocation beyond the edits and the
+//! output.
 //!
 //! Strings are handed over raw, as they appear between their quotes (escape
 //! sequences not decoded); replacements are written as given and must be
 //! valid JSON string content.
+
+use std::ops::Range;
 
 /// One step of the path to a value: an object key (raw) or an array index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,66 +28,79 @@ pub trait Visit {
     fn string(&mut self, path: &[Seg<'_>], raw: &str, out: &mut String) -> bool;
 }
 
-/// Deeper values are copied whole (with their strings offered as one value
-/// at the depth limit), so hostile nesting cannot exhaust the stack.
-const MAX_DEPTH: usize = 64;
+/// Deeper values are kept whole (with their text offered as one string
+/// value at the depth limit), so hostile nesting cannot exhaust the stack.
+pub const MAX_DEPTH: usize = 64;
 
-/// Where a string (a value or a key) of the input went in the output.
+/// A change to the input: `old` (a range of the input) becomes `new` (a
+/// range of the replacement buffer; empty for a removal).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Span {
-    /// Its content (between the quotes) in the input…
-    pub old: std::ops::Range<usize>,
-    /// …and in the output.
-    pub new: std::ops::Range<usize>,
-    /// The visitor replaced it.
-    pub changed: bool,
+pub struct Edit {
+    pub old: Range<usize>,
+    pub new: Range<usize>,
+    /// A string's content replaced (not a member removed).
+    pub string: bool,
 }
 
 /// Rewrites `input` into `out` (cleared first); `true` if anything changed.
 /// On malformed input the output is the input and the result `false`.
 pub fn rewrite(input: &str, visit: &mut impl Visit, out: &mut String) -> bool {
-    rewrite_with_spans(input, visit, out, &mut Vec::new())
+    let (mut buf, mut edits) = (String::new(), Vec::new());
+    let changed = edits_of(input, visit, &mut buf, &mut edits);
+    out.clear();
+    if changed {
+        out.push_str(&apply(input, &edits, &buf));
+    } else {
+        out.push_str(input);
+    }
+    changed
 }
 
-/// As [`rewrite`], also recording in `spans` (cleared first), in input
-/// order, where every string kept in the output is.
-pub fn rewrite_with_spans(
+/// Walks `input`, recording in `edits` (cleared first; in input order) what
+/// `visit` changes, their new text in `buf` (cleared first). `true` if
+/// anything changed; malformed input changes nothing.
+pub fn edits_of(
     input: &str,
     visit: &mut impl Visit,
-    out: &mut String,
-    spans: &mut Vec<Span>,
+    buf: &mut String,
+    edits: &mut Vec<Edit>,
 ) -> bool {
-    out.clear();
-    spans.clear();
+    buf.clear();
+    edits.clear();
     let mut w = Walker {
         s: input,
         b: input.as_bytes(),
         at: 0,
-        changed: false,
         path: Vec::with_capacity(16),
-        spans,
+        edits,
     };
-    match w.value(visit, out, 0) {
-        Some(()) => {
-            out.push_str(&input[w.at..]);
-            w.changed
-        }
-        None => {
-            out.clear();
-            out.push_str(input);
-            w.spans.clear();
-            false
-        }
+    if w.value(visit, buf, 0).is_none() {
+        w.edits.clear();
     }
+    !w.edits.is_empty()
 }
 
-struct Walker<'a, 'v> {
+/// `input` with `edits` (in input order, not overlapping) applied, their
+/// text taken from `buf`.
+pub fn apply(input: &str, edits: &[Edit], buf: &str) -> String {
+    let grown: usize = edits.iter().map(|e| e.new.len()).sum();
+    let mut out = String::with_capacity(input.len() + grown);
+    let mut last = 0;
+    for e in edits {
+        out.push_str(&input[last..e.old.start]);
+        out.push_str(&buf[e.new.clone()]);
+        last = e.old.end;
+    }
+    out.push_str(&input[last..]);
+    out
+}
+
+struct Walker<'a, 'e> {
     s: &'a str,
     b: &'a [u8],
     at: usize,
-    changed: bool,
     path: Vec<Seg<'a>>,
-    spans: &'v mut Vec<Span>,
+    edits: &'e mut Vec<Edit>,
 }
 
 impl<'a> Walker<'a, '_> {
@@ -153,59 +170,77 @@ impl<'a> Walker<'a, '_> {
         }
     }
 
-    fn value(&mut self, v: &mut impl Visit, out: &mut String, depth: usize) -> Option<()> {
+    /// Offers `raw` (at `start` in the input) to the visitor as a string
+    /// value; records an edit if it changes.
+    fn offer(&mut self, v: &mut impl Visit, buf: &mut String, start: usize, raw: &str) {
+        let mark = buf.len();
+        if v.string(&self.path, raw, buf) && buf[mark..] != *raw {
+            self.edits.push(Edit {
+                old: start..start + raw.len(),
+                new: mark..buf.len(),
+                string: true,
+            });
+        } else {
+            buf.truncate(mark);
+        }
+    }
+
+    fn removal(&mut self, old: Range<usize>) {
+        let at = self.edits.len();
+        self.edits.push(Edit {
+            new: 0..0,
+            old,
+            string: false,
+        });
+        // A removal ends after edits made inside the member it removes
+        // (none: a removed member is not walked), so order holds.
+        debug_assert!(at == 0 || self.edits[at - 1].old.end <= self.edits[at].old.start);
+    }
+
+    fn value(&mut self, v: &mut impl Visit, buf: &mut String, depth: usize) -> Option<()> {
         self.ws();
         match *self.b.get(self.at)? {
             b'"' => {
                 let raw = self.string_raw()?;
-                out.push('"');
-                let mark = out.len();
-                let mut changed = false;
-                if v.string(&self.path, raw, out) {
-                    changed = &out[mark..] != raw;
-                    self.changed |= changed;
-                } else {
-                    out.push_str(raw);
-                }
                 let start = self.offset_of(raw);
-                self.spans.push(Span {
-                    old: start..start + raw.len(),
-                    new: mark..out.len(),
-                    changed,
-                });
-                out.push('"');
+                self.offer(v, buf, start, raw);
                 Some(())
             }
             b'{' | b'[' if depth >= MAX_DEPTH => {
                 let start = self.at;
                 self.skip_value()?;
                 let raw = &self.s[start..self.at];
-                let mark = out.len();
-                if v.string(&self.path, raw, out) {
-                    self.changed |= &out[mark..] != raw;
-                } else {
-                    out.push_str(raw);
-                }
+                self.offer(v, buf, start, raw);
                 Some(())
             }
             b'{' => {
                 self.at += 1;
-                out.push('{');
-                let mut first = true;
+                // Commas around removed members: a removal after a kept
+                // member takes the comma before it; one before any kept
+                // member takes the comma after it.
+                let mut kept_any = false;
+                let mut comma_before: Option<usize> = None;
+                let mut drop_next_comma = false;
                 loop {
                     self.ws();
                     match *self.b.get(self.at)? {
                         b'}' => {
                             self.at += 1;
-                            out.push('}');
                             return Some(());
                         }
                         b',' => {
+                            if drop_next_comma {
+                                self.removal(self.at..self.at + 1);
+                                drop_next_comma = false;
+                            } else {
+                                comma_before = Some(self.at);
+                            }
                             self.at += 1;
                             continue;
                         }
                         _ => {}
                     }
+                    let key_at = self.at;
                     let key = self.string_raw()?;
                     self.ws();
                     if self.b.get(self.at) != Some(&b':') {
@@ -214,37 +249,29 @@ impl<'a> Walker<'a, '_> {
                     self.at += 1;
                     self.path.push(Seg::Key(key));
                     if v.drop_member(&self.path) {
-                        self.changed = true;
                         self.skip_value()?;
-                    } else {
-                        if !first {
-                            out.push(',');
+                        match comma_before.take() {
+                            Some(comma) if kept_any => self.removal(comma..self.at),
+                            _ => {
+                                self.removal(key_at..self.at);
+                                drop_next_comma = true;
+                            }
                         }
-                        first = false;
-                        out.push('"');
-                        let start = self.offset_of(key);
-                        self.spans.push(Span {
-                            old: start..start + key.len(),
-                            new: out.len()..out.len() + key.len(),
-                            changed: false,
-                        });
-                        out.push_str(key);
-                        out.push_str("\":");
-                        self.value(v, out, depth + 1)?;
+                    } else {
+                        kept_any = true;
+                        comma_before = None;
+                        self.value(v, buf, depth + 1)?;
                     }
                     self.path.pop();
                 }
             }
             b'[' => {
                 self.at += 1;
-                out.push('[');
-                let mut first = true;
                 loop {
                     self.ws();
                     match *self.b.get(self.at)? {
                         b']' => {
                             self.at += 1;
-                            out.push(']');
                             return Some(());
                         }
                         b',' => {
@@ -253,24 +280,18 @@ impl<'a> Walker<'a, '_> {
                         }
                         _ => {}
                     }
-                    if !first {
-                        out.push(',');
-                    }
-                    first = false;
                     self.path.push(Seg::Index);
-                    self.value(v, out, depth + 1)?;
+                    self.value(v, buf, depth + 1)?;
                     self.path.pop();
                 }
             }
             _ => {
-                let start = self.at;
                 while self.at < self.b.len()
                     && !matches!(self.b[self.at], b',' | b'}' | b']')
                     && !self.b[self.at].is_ascii_whitespace()
                 {
                     self.at += 1;
                 }
-                out.push_str(&self.s[start..self.at]);
                 Some(())
             }
         }
@@ -362,6 +383,51 @@ mod tests {
         let mut out = String::new();
         let changed = rewrite(input, &mut r, &mut out);
         (out, changed)
+    }
+
+    #[test]
+    fn edits_say_what_changed_where_and_apply_in_pieces() {
+        let input = r#"{"a":"one", "b":["two","three"],"c":{"d":"four","e":1}}"#;
+        let mut r = Rules {
+            drop: vec![Pattern::parse("c.e").unwrap()],
+            upper: vec![Pattern::parse("b[*]").unwrap()],
+        };
+        let (mut buf, mut edits) = (String::new(), Vec::new());
+        assert!(edits_of(input, &mut r, &mut buf, &mut edits));
+        let olds: Vec<&str> = edits.iter().map(|e| &input[e.old.clone()]).collect();
+        assert_eq!(olds, ["two", "three", r#","e":1"#]);
+        assert!(edits[0].string && !edits[2].string);
+        assert_eq!(
+            apply(input, &edits, &buf),
+            r#"{"a":"one", "b":["TWO","THREE"],"c":{"d":"four"}}"#
+        );
+        // Nothing to change: no edits.
+        let mut none = Rules {
+            drop: vec![],
+            upper: vec![],
+        };
+        assert!(!edits_of(input, &mut none, &mut buf, &mut edits));
+        assert!(edits.is_empty());
+    }
+
+    #[test]
+    fn commas_stay_right_whichever_members_go() {
+        let input = r#"{"a":1, "b":2 ,"c":3}"#;
+        for (drop, want) in [
+            (&["a"][..], r#"{ "b":2 ,"c":3}"#),
+            (&["b"], r#"{"a":1,"c":3}"#),
+            (&["c"], r#"{"a":1, "b":2 }"#),
+            (&["a", "b"], r#"{"c":3}"#),
+            (&["a", "c"], r#"{ "b":2 }"#),
+            (&["b", "c"], r#"{"a":1}"#),
+            (&["a", "b", "c"], r#"{}"#),
+        ] {
+            let (out, changed) = run(input, drop, &[]);
+            assert!(changed);
+            let _: serde_json::Value =
+                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{drop:?}: {out}: {e}"));
+            assert_eq!(out.replace(' ', ""), want.replace(' ', ""), "{drop:?}");
+        }
     }
 
     #[test]

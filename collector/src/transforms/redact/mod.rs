@@ -242,14 +242,20 @@ impl RedactMetrics {
 /// Buffers reused from event to event.
 #[derive(Default)]
 struct Scratch {
-    spans: Vec<json::Span>,
+    /// What the walk changed, and the new text of what it changed.
+    edits: Vec<json::Edit>,
+    buf: String,
     tmp: String,
     fired: Vec<Detector>,
     /// The pseudonyms of an event's known values, one after the other.
     pseudonyms: String,
-    /// Where the known values that appear more than once are in the
-    /// original: (offset, index into the known values), by offset.
-    occurrences: Vec<(usize, usize)>,
+    /// The free-text strings of an audit event (where they are in the
+    /// original, their field), checked together after the walk, joined by
+    /// NULs.
+    candidates: Vec<(std::ops::Range<usize>, Cow<'static, str>)>,
+    batch: String,
+    /// For moving fields: how far the edits before each one shift the text.
+    shifts: Vec<usize>,
     strs: Vec<Str>,
     fixes: Vec<(String, String)>,
 }
@@ -503,15 +509,17 @@ impl Redactor {
         // Values the rules pseudonymize, to replace wherever else they appear
         // (an authorization reason naming the user, a URI with their name).
         let Scratch {
-            spans,
+            edits,
+            buf,
             tmp,
             fired,
             pseudonyms,
-            occurrences,
+            candidates,
+            batch,
             ..
         } = scratch;
         pseudonyms.clear();
-        occurrences.clear();
+        candidates.clear();
         let mut known: [Known<'_>; 4] = Default::default();
         let mut n = 0;
         for rule in &self.rules {
@@ -540,16 +548,6 @@ impl Redactor {
                 }
             }
         }
-        // Only values that appear beyond their own field need looking for
-        // elsewhere: where they are is found once, for the whole original.
-        for (i, (v, _)) in known[..n].iter().enumerate() {
-            let mut at = memchr::memmem::find_iter(original.as_bytes(), v.as_bytes()).peekable();
-            if let (Some(first), true) = (at.next(), at.peek().is_some()) {
-                occurrences.push((first, i));
-                occurrences.extend(at.map(|o| (o, i)));
-            }
-        }
-        occurrences.sort_unstable();
         let mut visitor = AuditVisitor {
             r: self,
             resource,
@@ -557,7 +555,7 @@ impl Redactor {
             base: original.as_ptr() as usize,
             known: &known[..n],
             pseudonyms,
-            occurrences,
+            candidates,
             marker: Redaction::default(),
             tmp,
             fired,
@@ -570,10 +568,41 @@ impl Redactor {
                 || (resource == "configmaps" && self.drop_configmap_data)
                 || self.rules.iter().any(|r| r.action == Action::Drop),
         };
-        let mut out = String::with_capacity(a.text.len() + 256);
-        if !json::rewrite_with_spans(original, &mut visitor, &mut out, spans) {
+        json::edits_of(original, &mut visitor, buf, edits);
+        // The free text, all at once: one detector pass over every string
+        // (NUL-separated: a NUL is a boundary to every pattern, so a string
+        // that has a match keeps it in the batch) says whether any needs a
+        // closer look — most audit events have none.
+        let candidates = std::mem::take(visitor.candidates);
+        batch.clear();
+        for (range, _) in &candidates {
+            batch.push_str(&original[range.clone()]);
+            batch.push('\0');
+        }
+        let suspect = !batch.is_empty()
+            && (self.detectors.may_match(batch)
+                || visitor.known.iter().any(|(k, _)| batch.contains(k)));
+        if suspect {
+            let walked = edits.len();
+            for (range, field) in &candidates {
+                let mark = buf.len();
+                if visitor.scrub(&original[range.clone()], field.clone(), buf) {
+                    edits.push(json::Edit {
+                        old: range.clone(),
+                        new: mark..buf.len(),
+                        string: true,
+                    });
+                }
+            }
+            if edits.len() > walked {
+                edits.sort_unstable_by_key(|e| e.old.start);
+            }
+        }
+        *visitor.candidates = candidates;
+        if edits.is_empty() {
             return None;
         }
+        let out = json::apply(original, edits, buf);
         Some((out, visitor.marker, visitor.must_parse))
     }
 
@@ -686,34 +715,49 @@ impl Redactor {
     }
 }
 
-/// Makes `raw` (the rewrite's output, its strings where `scratch.spans`
-/// says) the original of `a` and moves every field to where its string went
-/// — the same result as parsing `raw` again, without the parse. `Err` (with
-/// `raw` back, `a` unchanged) when a field cannot be moved.
+/// Makes `raw` (the original with `scratch.edits` applied) the original of
+/// `a` and moves every field to where its string went — the same result as
+/// parsing `raw` again, without the parse. `Err` (with `raw` back, `a`
+/// unchanged) when a field cannot be moved: part of a changed string.
 fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<(), String> {
     let old_len = a.original_len as usize;
     let Ok(raw_len) = u32::try_from(raw.len()) else {
         return Err(raw);
     };
     let Scratch {
-        spans, strs, fixes, ..
+        edits,
+        buf,
+        shifts,
+        strs,
+        fixes,
+        ..
     } = scratch;
     // Strings with escapes were parsed into unescaped copies after the
     // original: a changed one needs its copy redone.
     fixes.clear();
-    for sp in spans.iter().filter(|s| s.changed) {
-        let before = a.text.get(sp.old.clone());
+    for e in edits.iter().filter(|e| e.string) {
+        let before = a.text.get(e.old.clone());
         if before.is_some_and(|b| b.contains('\\')) {
             let fix = before
                 .and_then(unescape)
-                .zip(raw.get(sp.new.clone()).and_then(unescape));
+                .zip(buf.get(e.new.clone()).and_then(unescape));
             match fix {
                 Some(f) => fixes.push(f),
                 None => return Err(raw),
             }
         }
     }
-    // The original is the rewrite's output; only what the fields still
+    // Where the text before each edit moved: the original's length plus
+    // this minus what the edits removed (kept apart to stay unsigned).
+    shifts.clear();
+    let (mut added, mut removed) = (0usize, 0usize);
+    for e in edits.iter() {
+        shifts.push(added.wrapping_sub(removed));
+        added += e.new.len();
+        removed += e.old.len();
+    }
+    shifts.push(added.wrapping_sub(removed));
+    // The original is the rewritten text; only what the fields still
     // reference follows it (an unescaped copy of a redacted value must not
     // stay behind in the buffer). First where every field goes…
     let old_text = std::mem::take(&mut a.text);
@@ -729,22 +773,22 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
         }
         let (start, end) = s.bounds();
         if end <= old_len {
-            let i = spans.partition_point(|sp| sp.old.start < start);
-            strs.push(match spans.get(i) {
-                Some(sp) if sp.old.start == start && sp.old.end == end => {
-                    Str::range(sp.new.start, sp.new.end)
+            let i = edits.partition_point(|e| e.old.end <= start);
+            let moved = |x: usize| x.wrapping_add(shifts[i]);
+            strs.push(match edits.get(i) {
+                Some(e) if e.old.start < end => {
+                    if e.string && e.old == (start..end) {
+                        Str::range(moved(start), moved(start) + e.new.len())
+                    } else if !e.string && e.old.start <= start && end <= e.old.end {
+                        // In a member a rule removed.
+                        Str::EMPTY
+                    } else {
+                        // Part of a changed string: only the parser knows.
+                        ok = false;
+                        return;
+                    }
                 }
-                // Not a whole string of the original: only the parser knows.
-                Some(sp) if sp.old.start == start => {
-                    ok = false;
-                    return;
-                }
-                _ if i > 0 && spans[i - 1].old.end >= end => {
-                    ok = false;
-                    return;
-                }
-                // In a member a rule dropped.
-                _ => Str::EMPTY,
+                _ => Str::range(moved(start), moved(end)),
             });
         } else {
             let value = s.get(&old_text);
@@ -1042,11 +1086,11 @@ struct AuditVisitor<'a> {
     /// Where the original starts in memory: the strings handed over are
     /// slices of it.
     base: usize,
-    /// The values rules change, with their replacements in `pseudonyms`…
+    /// The values rules change, with their replacements in `pseudonyms`.
     known: &'a [Known<'a>],
     pseudonyms: &'a str,
-    /// …and where in the original those that appear more than once are.
-    occurrences: &'a [(usize, usize)],
+    /// Free text left for the detectors, after the walk.
+    candidates: &'a mut Vec<(std::ops::Range<usize>, Cow<'static, str>)>,
     marker: Redaction,
     tmp: &'a mut String,
     fired: &'a mut Vec<Detector>,
@@ -1167,12 +1211,32 @@ impl AuditVisitor<'_> {
         true
     }
 
-    /// Replaces a known value in `text` by its pseudonym.
-    fn replace_known(&mut self, k: usize, text: &mut Cow<'_, str>, path: &[Seg<'_>]) {
-        let (orig, pseudonym) = &self.known[k];
-        if text.contains(orig) {
-            *text = Cow::Owned(text.replace(orig, &self.pseudonyms[pseudonym.clone()]));
-            self.marker.record(audit_field(path), "known_value");
+    /// Free text (of `field`): known values replaced by their pseudonyms,
+    /// then the detectors; the result goes to `out` if anything changed.
+    fn scrub(&mut self, raw: &str, field: Cow<'static, str>, out: &mut String) -> bool {
+        let mut text = Cow::Borrowed(raw);
+        for (orig, pseudonym) in self.known {
+            if text.contains(orig) {
+                text = Cow::Owned(text.replace(orig, &self.pseudonyms[pseudonym.clone()]));
+                self.marker.record(field.clone(), "known_value");
+            }
+        }
+        self.tmp.clear();
+        let before = self.fired.len();
+        if self.r.detect(&text, self.tmp, self.fired) {
+            for d in &self.fired[before..] {
+                self.marker.record(field.clone(), d.rule());
+            }
+            self.fired.truncate(before);
+            out.push_str(self.tmp);
+            return true;
+        }
+        match text {
+            Cow::Owned(t) => {
+                out.push_str(&t);
+                true
+            }
+            Cow::Borrowed(_) => false,
         }
     }
 }
@@ -1259,44 +1323,16 @@ impl Visit for AuditVisitor<'_> {
         if raw.len() < MIN_DETECTABLE || structural(path) {
             return false;
         }
-        let mut text = Cow::Borrowed(raw);
-        if self.nested {
-            // Not a slice of the original: look for every known value.
-            for k in 0..self.known.len() {
-                self.replace_known(k, &mut text, path);
-            }
-        } else {
-            let start = raw.as_ptr() as usize - self.base;
-            let end = start + raw.len();
-            let first = self.occurrences.partition_point(|(at, _)| *at < start);
-            for i in first..self.occurrences.len() {
-                let (at, k) = self.occurrences[i];
-                if at >= end {
-                    break;
-                }
-                if at + self.known[k].0.len() <= end {
-                    self.replace_known(k, &mut text, path);
-                }
-            }
+        let field = audit_field(path);
+        // A whole subtree past the depth limit, or the inside of an escaped
+        // AKS log: not one string of the original, checked right away.
+        let chunk = path.len() >= json::MAX_DEPTH && raw.starts_with(['{', '[']);
+        if self.nested || chunk {
+            return self.scrub(raw, field, out);
         }
-        self.tmp.clear();
-        let before = self.fired.len();
-        if self.r.detect(&text, self.tmp, self.fired) {
-            let field = audit_field(path);
-            for d in &self.fired[before..] {
-                self.marker.record(field.clone(), d.rule());
-            }
-            self.fired.truncate(before);
-            out.push_str(self.tmp);
-            return true;
-        }
-        match text {
-            Cow::Owned(t) => {
-                out.push_str(&t);
-                true
-            }
-            Cow::Borrowed(_) => false,
-        }
+        let start = raw.as_ptr() as usize - self.base;
+        self.candidates.push((start..start + raw.len(), field));
+        false
     }
 }
 

@@ -204,21 +204,6 @@ pub fn suspects(text: &str) -> u16 {
     if memchr::memchr2_iter(b'+', b'(', b).any(|i| b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
         m |= bit(Detector::Phone);
     }
-    // `--password x`: one or two dashes after a space (or at the start),
-    // then the first letter of a flag the pattern names.
-    if memchr::memchr_iter(b'-', b).any(|i| {
-        let after = if b.get(i + 1) == Some(&b'-') {
-            i + 2
-        } else {
-            i + 1
-        };
-        (i == 0 || b[i - 1] == 0 || space(b[i - 1]))
-            && b.get(after).is_some_and(|x| {
-                matches!(x.to_ascii_lowercase(), b'p' | b's' | b't' | b'a') || *x >= 0x80
-            })
-    }) {
-        m |= bit(Detector::PasswordArg);
-    }
     // IPv6: `::`, or seven colons with only hex digits between them.
     let mut chain = 0;
     let mut last: Option<usize> = None;
@@ -258,8 +243,12 @@ fn space(x: u8) -> bool {
 }
 
 /// The keyword detectors: `DB_PASSWORD = x` (a keyword, the rest of a
-/// name, spaces, then `=` or `:`) and `Bearer x` (the word, then a space).
+/// name, spaces, then `=` or `:`), `--password x` (a keyword shortly after
+/// a dash that follows a space) and `Bearer x` (the word, then a space).
 fn keywords(b: &[u8]) -> u16 {
+    const KEYWORDS: u16 = (1 << Detector::SecretAssignment as u16)
+        | (1 << Detector::Authorization as u16)
+        | (1 << Detector::PasswordArg as u16);
     const WORDS: [&str; 7] = ["pass", "pwd", "secret", "token", "key", "bearer", "basic"];
     /// Teddy (SIMD) where the CPU has it, an automaton where not.
     enum Search {
@@ -280,10 +269,22 @@ fn keywords(b: &[u8]) -> u16 {
     if !b.is_ascii() {
         // Unicode case folding (`ſ` for `s`, `K` for `k`) reaches the
         // case-insensitive keywords.
-        m |= Detector::SecretAssignment.bit() | Detector::Authorization.bit();
+        m |= KEYWORDS;
     }
     let mut m_all = false;
-    let mut check = |pattern: usize, end: usize| {
+    let mut check = |pattern: usize, start: usize, end: usize| {
+        // Every flag the pattern names has a keyword at most nine bytes
+        // after its first dash (`--access-key`).
+        if b[start.saturating_sub(9)..start]
+            .iter()
+            .enumerate()
+            .any(|(k, &x)| {
+                let d = start.saturating_sub(9) + k;
+                x == b'-' && (d == 0 || b[d - 1] == 0 || space(b[d - 1]))
+            })
+        {
+            m |= Detector::PasswordArg.bit();
+        }
         let mut j = end;
         if pattern >= 5 {
             if b.get(j).is_some_and(|x| space(*x)) {
@@ -313,12 +314,12 @@ fn keywords(b: &[u8]) -> u16 {
         match &*SEARCH {
             Search::Packed(s) => {
                 for hit in s.find_iter(lower.as_slice()) {
-                    check(hit.pattern().as_usize(), hit.end());
+                    check(hit.pattern().as_usize(), hit.start(), hit.end());
                 }
             }
             Search::Automaton(ac) => {
                 for hit in ac.find_iter(lower.as_slice()) {
-                    check(hit.pattern().as_usize(), hit.end());
+                    check(hit.pattern().as_usize(), hit.start(), hit.end());
                 }
             }
             // No searcher could be built: every keyword detector runs.
@@ -328,7 +329,7 @@ fn keywords(b: &[u8]) -> u16 {
         }
     });
     if m_all {
-        m |= Detector::SecretAssignment.bit() | Detector::Authorization.bit();
+        m |= KEYWORDS;
     }
     m
 }

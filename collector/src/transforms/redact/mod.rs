@@ -277,7 +277,15 @@ pub struct Redactor {
     pub metrics: RedactMetrics,
     k8s: K8sPaths,
     scratch: std::cell::RefCell<Scratch>,
+    /// Pseudonyms of recent values (the same users and service accounts
+    /// come back all the time), cleared when full.
+    pseudonyms: std::cell::RefCell<std::collections::HashMap<Box<str>, Box<str>>>,
 }
+
+/// How many pseudonyms [`Redactor::pseudonym`] remembers, and of values up
+/// to what length.
+const PSEUDONYM_CACHE: usize = 4096;
+const PSEUDONYM_CACHE_VALUE: usize = 256;
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -383,6 +391,7 @@ impl Redactor {
             metrics: RedactMetrics::default(),
             k8s: K8sPaths::new(),
             scratch: Default::default(),
+            pseudonyms: Default::default(),
         })
     }
 
@@ -408,13 +417,25 @@ impl Redactor {
 
     /// HMAC-SHA256 of `value`, the first 16 bytes in hex.
     fn pseudonym(&self, value: &str, out: &mut String) {
+        let mut cache = self.pseudonyms.borrow_mut();
+        if let Some(p) = cache.get(value) {
+            out.push_str(p);
+            return;
+        }
         let mut mac = self.mac.clone();
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        let at = out.len();
         for b in &digest[..16] {
             out.push(HEX[usize::from(b >> 4)] as char);
             out.push(HEX[usize::from(b & 15)] as char);
+        }
+        if value.len() <= PSEUDONYM_CACHE_VALUE {
+            if cache.len() >= PSEUDONYM_CACHE {
+                cache.clear();
+            }
+            cache.insert(value.into(), out[at..].into());
         }
     }
 

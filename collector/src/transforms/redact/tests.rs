@@ -350,6 +350,38 @@ fn an_event_another_component_holds_is_copied_not_changed() {
 }
 
 #[test]
+fn remembered_pseudonyms_are_the_computed_ones() {
+    let r = redactor("key-one");
+    let fresh = |v: &str| {
+        let mut out = String::new();
+        redactor("key-one").pseudonym(v, &mut out);
+        out
+    };
+    let mut first = String::new();
+    r.pseudonym("jdoe-personal", &mut first);
+    assert_eq!(first, fresh("jdoe-personal"));
+    // Past the cache's size (it starts over), and from it.
+    for i in 0..PSEUDONYM_CACHE + 10 {
+        let mut out = String::new();
+        r.pseudonym(&format!("user-{i}"), &mut out);
+        if i % 1000 == 0 {
+            assert_eq!(out, fresh(&format!("user-{i}")));
+        }
+    }
+    for _ in 0..2 {
+        let mut again = String::new();
+        r.pseudonym("jdoe-personal", &mut again);
+        assert_eq!(again, first);
+    }
+    // A long value is not kept, and still right.
+    let long = "x".repeat(PSEUDONYM_CACHE_VALUE + 1);
+    let mut out = String::new();
+    r.pseudonym(&long, &mut out);
+    assert_eq!(out, fresh(&long));
+    assert!(!r.pseudonyms.borrow().contains_key(long.as_str()));
+}
+
+#[test]
 fn rules_by_path_and_actions_do_what_they_say() {
     let config: RedactConfig = toml::from_str(
         r#"inputs = ["x"]

@@ -252,7 +252,8 @@ struct Scratch {
     /// The free-text strings of an audit event (where they are in the
     /// original, their field), checked together after the walk, joined by
     /// NULs.
-    candidates: Vec<(std::ops::Range<usize>, Cow<'static, str>)>,
+    /// (The string, the key of the top-level member it is in.)
+    candidates: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     batch: String,
     /// For moving fields: how far the edits before each one shift the text.
     shifts: Vec<usize>,
@@ -605,9 +606,10 @@ impl Redactor {
                 || visitor.known.iter().any(|(k, _)| batch.contains(k)));
         if suspect {
             let walked = edits.len();
-            for (range, field) in &candidates {
+            for (range, member) in &candidates {
                 let mark = buf.len();
-                if visitor.scrub(&original[range.clone()], field.clone(), buf) {
+                let field = audit_member(&original[member.clone()]);
+                if visitor.scrub(&original[range.clone()], field, buf) {
                     edits.push(json::Edit {
                         old: range.clone(),
                         new: mark..buf.len(),
@@ -1111,7 +1113,7 @@ struct AuditVisitor<'a> {
     known: &'a [Known<'a>],
     pseudonyms: &'a str,
     /// Free text left for the detectors, after the walk.
-    candidates: &'a mut Vec<(std::ops::Range<usize>, Cow<'static, str>)>,
+    candidates: &'a mut Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     marker: Redaction,
     tmp: &'a mut String,
     fired: &'a mut Vec<Detector>,
@@ -1186,11 +1188,17 @@ const AUDIT_FIELDS: &[(&str, &str)] = &[
 
 fn audit_field(path: &[Seg<'_>]) -> Cow<'static, str> {
     match path.first() {
-        Some(Seg::Key(k)) => match AUDIT_FIELDS.iter().find(|(name, _)| name == k) {
-            Some((_, field)) => Cow::Borrowed(field),
-            None => Cow::Owned(format!("kubernetes.audit.{k}")),
-        },
+        Some(Seg::Key(k)) => audit_member(k),
         _ => Cow::Borrowed("kubernetes.audit"),
+    }
+}
+
+/// The field name of a top-level member of an audit event.
+fn audit_member(key: &str) -> Cow<'static, str> {
+    match AUDIT_FIELDS.iter().find(|(name, _)| *name == key) {
+        Some((_, field)) => Cow::Borrowed(field),
+        None if key.is_empty() => Cow::Borrowed("kubernetes.audit"),
+        None => Cow::Owned(format!("kubernetes.audit.{key}")),
     }
 }
 
@@ -1201,10 +1209,10 @@ impl AuditVisitor<'_> {
     /// `path` from the audit event's root (inside an AKS record's
     /// `properties.log`); the record's own members keep theirs.
     fn event_path<'p, 's>(&self, path: &'p [Seg<'s>]) -> &'p [Seg<'s>] {
-        match path.strip_prefix(&AKS_LOG[..]) {
-            Some(rest) if self.wrapped && !self.nested => rest,
-            _ => path,
+        if !self.wrapped || self.nested {
+            return path;
         }
+        path.strip_prefix(&AKS_LOG[..]).unwrap_or(path)
     }
 
     /// An AKS record's `properties.log` as an escaped string: the event is
@@ -1344,15 +1352,20 @@ impl Visit for AuditVisitor<'_> {
         if raw.len() < MIN_DETECTABLE || structural(path) {
             return false;
         }
-        let field = audit_field(path);
         // A whole subtree past the depth limit, or the inside of an escaped
         // AKS log: not one string of the original, checked right away.
         let chunk = path.len() >= json::MAX_DEPTH && raw.starts_with(['{', '[']);
         if self.nested || chunk {
-            return self.scrub(raw, field, out);
+            return self.scrub(raw, audit_field(path), out);
         }
-        let start = raw.as_ptr() as usize - self.base;
-        self.candidates.push((start..start + raw.len(), field));
+        // Its field is named only if something is found.
+        let at = |s: &str| s.as_ptr() as usize - self.base;
+        let member = match path.first() {
+            Some(Seg::Key(k)) => at(k)..at(k) + k.len(),
+            _ => 0..0,
+        };
+        let start = at(raw);
+        self.candidates.push((start..start + raw.len(), member));
         false
     }
 }

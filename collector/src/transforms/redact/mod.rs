@@ -217,25 +217,52 @@ struct Rule {
     value: String,
 }
 
-/// Counters per rule name (`lumen_redact_redactions_total{rule}`).
+/// Counters per rule name (`lumen_redact_redactions_total{rule}`): one
+/// atomic per name the profile can record, found by where the name lives
+/// (no lock, no string comparison on the way).
 #[derive(Debug, Default)]
 pub struct RedactMetrics {
-    pub by_rule: std::sync::Mutex<BTreeMap<String, u64>>,
+    by_rule: Vec<(&'static str, AtomicU64)>,
     pub events_changed: AtomicU64,
 }
 
 impl RedactMetrics {
-    fn count(&self, r: &Redaction) {
-        self.events_changed.fetch_add(1, Ordering::Relaxed);
-        let mut m = self.by_rule.lock().unwrap_or_else(|p| p.into_inner());
-        for rule in &r.rules {
-            match m.get_mut(rule.as_ref()) {
-                Some(n) => *n += 1,
-                None => {
-                    m.insert(rule.to_string(), 1);
-                }
+    fn new(names: impl IntoIterator<Item = &'static str>) -> RedactMetrics {
+        let mut by_rule: Vec<(&'static str, AtomicU64)> = Vec::new();
+        for n in names {
+            if !by_rule.iter().any(|(m, _)| *m == n) {
+                by_rule.push((n, AtomicU64::new(0)));
             }
         }
+        RedactMetrics {
+            by_rule,
+            events_changed: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts what one event's redaction by this transform did.
+    fn count(&self, r: &Redaction) {
+        self.events_changed.fetch_add(1, Ordering::Relaxed);
+        for rule in &r.rules {
+            let rule: &str = rule;
+            let slot = self
+                .by_rule
+                .iter()
+                .find(|(n, _)| std::ptr::eq(*n, rule))
+                .or_else(|| self.by_rule.iter().find(|(n, _)| *n == rule));
+            if let Some((_, c)) = slot {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Every rule that changed something, and how many events it changed.
+    pub fn by_rule(&self) -> BTreeMap<String, u64> {
+        self.by_rule
+            .iter()
+            .map(|(n, c)| ((*n).to_owned(), c.load(Ordering::Relaxed)))
+            .filter(|(_, c)| *c > 0)
+            .collect()
     }
 }
 
@@ -381,6 +408,21 @@ impl Redactor {
             .flat_map(|r: &Rule| r.audit.iter().map(|p| p.0.len()))
             .max()
             .unwrap_or(0);
+        let metrics = RedactMetrics::new(
+            rules
+                .iter()
+                .filter_map(|r| match r.name {
+                    Cow::Borrowed(n) => Some(n),
+                    Cow::Owned(_) => None,
+                })
+                .chain(Detector::ALL.iter().map(|d| d.rule()))
+                .chain([
+                    "k8s:secret_data",
+                    "k8s:configmap_data",
+                    "k8s:serviceaccount_token",
+                    "known_value",
+                ]),
+        );
         Ok(Redactor {
             max_rule_depth,
             rules,
@@ -389,7 +431,7 @@ impl Redactor {
             mac: Hmac::<sha2::Sha256>::new_from_slice(&key)
                 .map_err(|e| format!("hmac_key: {e}"))?,
             drop_configmap_data: config.kubernetes.drop_configmap_data,
-            metrics: RedactMetrics::default(),
+            metrics,
             k8s: K8sPaths::new(),
             scratch: Default::default(),
             pseudonyms: Default::default(),
@@ -399,15 +441,11 @@ impl Redactor {
     /// Redacts `event`, in place when this is its only reference (copied
     /// first otherwise); `true` if anything changed.
     pub fn redact(&self, event: &mut Arc<Event>) -> bool {
-        let changed = match &event.kind {
+        match &event.kind {
             EventKind::ApiActivity(_) => self.audit(event),
             EventKind::Loss(_) => false,
             _ => self.kernel(event),
-        };
-        if changed {
-            self.metrics.count(&event.redaction);
         }
-        changed
     }
 
     /// The redacted copy of `event`, or `None` when nothing needs to change.
@@ -505,6 +543,7 @@ impl Redactor {
                         reparse(a, &text);
                     }
                 }
+                self.metrics.count(&marker);
                 merge(&mut e.redaction, marker);
                 true
             }
@@ -733,6 +772,7 @@ impl Redactor {
         if marker.is_empty() {
             return false;
         }
+        self.metrics.count(&marker);
         merge(&mut e.redaction, marker);
         true
     }
@@ -1420,12 +1460,7 @@ pub async fn run(
         }
         metrics.add_sent(1);
     }
-    let by_rule = redactor
-        .metrics
-        .by_rule
-        .lock()
-        .map(|m| m.clone())
-        .unwrap_or_default();
+    let by_rule = redactor.metrics.by_rule();
     tracing::info!(component = %id, events_changed = redactor.metrics.events_changed.load(Ordering::Relaxed), by_rule = ?by_rule, "redact totals");
 }
 

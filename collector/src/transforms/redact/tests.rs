@@ -236,8 +236,15 @@ fn what_was_redacted_is_recorded_by_name_never_by_value() {
         "{labels:?}"
     );
     // The metrics count per rule.
-    let by_rule = r.metrics.by_rule.lock().unwrap();
+    let by_rule = r.metrics.by_rule();
     assert_eq!(by_rule.get("k8s:secret_data"), Some(&1));
+    // A second redact transform counts what it did, not what the first did.
+    let again = redactor("other");
+    let twice = again.redacted(&red).unwrap();
+    assert!(twice.redaction.rules.iter().any(|r| r == "detector:email"));
+    let by_rule = again.metrics.by_rule();
+    assert_eq!(by_rule.get("hash:user.name"), Some(&1), "{by_rule:?}");
+    assert_eq!(by_rule.get("detector:email"), None, "{by_rule:?}");
 }
 
 #[test]

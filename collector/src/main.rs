@@ -100,28 +100,35 @@ fn init_logging() {
         .init();
 }
 
-async fn stop_signal() {
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled: a signal that arrives while the
+/// topology starts (a fast supervisor, a test that saw output) is not lost.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
 
 async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %origin, version = env!("CARGO_PKG_VERSION"), "lumen starting");
+    let stop = stop_signal();
     let running = topology::start(&config)
         .await
         .context("starting the topology")?;
     let metrics = running.metrics.clone();
-    let stopped = running.run_until(stop_signal()).await;
+    let stopped = running.run_until(stop).await;
     topology::Running::report(&metrics);
     match stopped {
         Stopped::Drained => {

@@ -1,6 +1,7 @@
 //! Lumen's collector: configuration, topology, sources and transforms.
 //! The binary (`src/main.rs`) is the command line around it.
 
+pub mod api;
 pub mod attribution;
 pub mod config;
 pub mod host;

@@ -19,6 +19,7 @@ use lumen::config::{Config, ConfigError};
 use lumen::topology::{self, Stopped};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -124,11 +125,37 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %origin, version = env!("CARGO_PKG_VERSION"), "lumen starting");
     let stop = stop_signal();
+    // The API answers /health from the start; /ready once the topology runs.
+    let telemetry = Arc::new(lumen::api::Telemetry::default());
+    let api = match &config.api {
+        Some(c) => {
+            let api = lumen::api::Api::bind(c, telemetry.clone())
+                .await
+                .with_context(|| format!("[api]: cannot listen on {}", c.address))?;
+            tracing::info!(address = %api.local_addr().unwrap_or(c.address), "api: serving /health, /ready, /metrics");
+            Some(tokio::spawn(api.run()))
+        }
+        None => None,
+    };
     let running = topology::start(&config)
         .await
         .context("starting the topology")?;
+    telemetry.set_topology(
+        components(&config, &running.metrics),
+        running
+            .buffers
+            .iter()
+            .map(|(id, b)| (id.clone(), b.clone()))
+            .collect(),
+    );
+    telemetry
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let metrics = running.metrics.clone();
-    let stopped = running.run_until(stop).await;
+    let stopped = running.run_until(stop, &telemetry.ready).await;
+    if let Some(api) = api {
+        api.abort();
+    }
     topology::Running::report(&metrics);
     match stopped {
         Stopped::Drained => {
@@ -140,6 +167,39 @@ async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Every component with its counters, as the API names them.
+fn components(
+    config: &Config,
+    metrics: &std::collections::BTreeMap<String, Arc<lumen_sinks::ComponentMetrics>>,
+) -> Vec<lumen::api::Component> {
+    let kinds = config
+        .sources
+        .iter()
+        .map(|(id, c)| (id, "source", c.type_name()))
+        .chain(
+            config
+                .transforms
+                .iter()
+                .map(|(id, c)| (id, "transform", c.type_name())),
+        )
+        .chain(
+            config
+                .sinks
+                .iter()
+                .map(|(id, c)| (id, "sink", c.type_name())),
+        );
+    kinds
+        .filter_map(|(id, kind, type_name)| {
+            Some(lumen::api::Component {
+                id: id.clone(),
+                kind,
+                type_name: type_name.to_owned(),
+                metrics: metrics.get(id)?.clone(),
+            })
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {

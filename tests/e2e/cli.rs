@@ -105,9 +105,12 @@ fn every_shipped_config_validates() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
+            // The secrets a deployment gives by environment, as placeholders.
             let out = Command::new(LUMEN)
                 .args(["validate", "--config"])
                 .arg(&path)
+                .env("ELASTIC_PASSWORD", "placeholder")
+                .env("SPLUNK_HEC_TOKEN", "placeholder")
                 .output()
                 .unwrap();
             assert!(
@@ -119,5 +122,5 @@ fn every_shipped_config_validates() {
             n += 1;
         }
     }
-    assert!(n >= 1);
+    assert!(n >= 5, "lumen.toml and the four ready configs");
 }

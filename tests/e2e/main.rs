@@ -4,6 +4,7 @@
 
 mod support;
 
+mod api;
 mod audit_file;
 mod cli;
 mod console;

@@ -203,6 +203,15 @@ pub fn wait_for_process_event(path: &Path, pid: u64, action: &str) -> serde_json
     events.into_iter().find(matches).unwrap()
 }
 
+/// A loopback port nothing listens on (right now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -5,7 +5,7 @@
 
 use crate::network_sinks::peers::elasticsearch_peer::{EsPeer, Fault};
 use crate::network_sinks::peers::test_ca;
-use crate::support::{audit_line, wait_for_events, Lumen};
+use crate::support::{audit_line, free_port, wait_for_events, Lumen};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -50,14 +50,6 @@ fn client(certs: &Certs, with_client_cert: bool) -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An `audit.k8s.io/v1` EventList as the API server's webhook backend posts it.

@@ -47,6 +47,10 @@ pub struct Config {
     pub transforms: BTreeMap<String, TransformConfig>,
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// Lumen's own HTTP API (`/health`, `/ready`, `/metrics`); off unless
+    /// the table is there.
+    #[serde(default)]
+    pub api: Option<crate::api::ApiConfig>,
 }
 
 fn default_data_dir() -> PathBuf {

@@ -39,6 +39,8 @@ pub struct Running {
     trigger: shutdown::ShutdownTrigger,
     /// Per component id, its counters.
     pub metrics: BTreeMap<String, Arc<ComponentMetrics>>,
+    /// Per sink id, its buffer's counters.
+    pub buffers: BTreeMap<String, Arc<lumen_sinks::buffer::BufferMetrics>>,
     shutdown_timeout: Duration,
 }
 
@@ -87,6 +89,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut fanout_of = |id: &str| fanouts.remove(id).unwrap_or_default();
     let metrics_of = |id: &str| metrics.get(id).cloned().unwrap_or_default();
     let mut tasks = JoinSet::new();
+    let mut buffers = BTreeMap::new();
 
     for (id, sink) in &config.sinks {
         let input = receivers
@@ -95,6 +98,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let buffer = lumen_sinks::buffer::start(id, sink.buffer(), &config.data_dir, input)
             .with_context(|| format!("starting the buffer of sink `{id}`"))?;
         let rx = buffer.output;
+        buffers.insert(id.clone(), buffer.metrics.clone());
         for task in buffer.tasks {
             let name = format!("{id} (buffer)");
             tasks.spawn(async move {
@@ -216,25 +220,36 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tasks,
         trigger,
         metrics,
+        buffers,
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
     })
 }
 
 impl Running {
     /// Runs until `stop` resolves (a signal) or every component has ended,
-    /// then drains.
-    pub async fn run_until(mut self, stop: impl std::future::Future<Output = ()>) -> Stopped {
+    /// then drains. `ready` goes false when a component ends on its own and
+    /// when the drain begins.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+        ready: &std::sync::atomic::AtomicBool,
+    ) -> Stopped {
+        use std::sync::atomic::Ordering;
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                done = self.tasks.join_next() => match done {
-                    None => return Stopped::Drained,
-                    Some(Ok(id)) => tracing::info!(component = %id, "component finished"),
-                    Some(Err(e)) => tracing::error!(error = %e, "component task failed"),
-                },
+                done = self.tasks.join_next() => {
+                    ready.store(false, Ordering::Relaxed);
+                    match done {
+                        None => return Stopped::Drained,
+                        Some(Ok(id)) => tracing::warn!(component = %id, "component finished on its own; /ready now answers 503"),
+                        Some(Err(e)) => tracing::error!(error = %e, "component task failed; /ready now answers 503"),
+                    }
+                }
             }
         }
+        ready.store(false, Ordering::Relaxed);
         tracing::info!(
             timeout_secs = self.shutdown_timeout.as_secs(),
             "shutting down: stopping sources, draining in-flight events"

@@ -1,0 +1,331 @@
+//! Lumen's own HTTP API, on the address of the top-level `[api]` table
+//! (127.0.0.1:9598 unless set; another address is the operator's choice to
+//! expose it): `GET /health` (the process answers: liveness), `GET /ready`
+//! (the pipeline is up: 200, or 503 while it starts, after a component
+//! stopped on its own, and while it shuts down) and `GET /metrics` (every
+//! component's counters in the OpenMetrics text format, which Prometheus
+//! scrapes). Read-only, no request body is read.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use lumen_sinks::buffer::BufferMetrics;
+use lumen_sinks::ComponentMetrics;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// `[api]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_address")]
+    pub address: SocketAddr,
+}
+
+fn default_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9598))
+}
+
+/// One component as the metrics name it.
+#[derive(Debug)]
+pub struct Component {
+    pub id: String,
+    /// `source`, `transform` or `sink`.
+    pub kind: &'static str,
+    /// Its `type` in the config (`k8s_audit_file`, `redact`, …).
+    pub type_name: String,
+    pub metrics: Arc<ComponentMetrics>,
+}
+
+/// What the API reports: the running topology's counters (set once it has
+/// started) and readiness.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    topology: std::sync::OnceLock<Topology>,
+    pub ready: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Topology {
+    components: Vec<Component>,
+    /// Per sink id, its buffer's counters.
+    buffers: Vec<(String, Arc<BufferMetrics>)>,
+}
+
+impl Telemetry {
+    /// The started topology's components and buffers (the first call wins).
+    pub fn set_topology(
+        &self,
+        components: Vec<Component>,
+        buffers: Vec<(String, Arc<BufferMetrics>)>,
+    ) {
+        let _ = self.topology.set(Topology {
+            components,
+            buffers,
+        });
+    }
+}
+
+/// Reads the counters at each scrape (they live in the components).
+#[derive(Debug)]
+struct Exporter(Arc<Telemetry>);
+
+/// A metric family: name (without `_total`), help, type, and its value per
+/// component.
+type Family<'a> = (
+    &'static str,
+    &'static str,
+    MetricType,
+    Vec<([(&'static str, &'a str); 3], u64)>,
+);
+
+impl Collector for Exporter {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let empty = Topology::default();
+        let t = self.0.topology.get().unwrap_or(&empty);
+        let info = encoder.encode_descriptor(
+            "lumen_build_info",
+            "The running Lumen's version.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mut info = info;
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        ConstGauge::new(1i64).encode(info.encode_family(&version)?)?;
+        let per_component = |f: &dyn Fn(&ComponentMetrics) -> u64| {
+            t.components
+                .iter()
+                .map(|c| {
+                    (
+                        [
+                            ("component_id", c.id.as_str()),
+                            ("component_kind", c.kind),
+                            ("component_type", c.type_name.as_str()),
+                        ],
+                        f(&c.metrics),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let families: [Family<'_>; 4] = [
+            (
+                "lumen_component_received_events",
+                "Events that entered the component.",
+                MetricType::Counter,
+                per_component(&|m| load(&m.received)),
+            ),
+            (
+                "lumen_component_sent_events",
+                "Events the component passed on (downstream, or to the receiver for sinks).",
+                MetricType::Counter,
+                per_component(&|m| load(&m.sent)),
+            ),
+            (
+                "lumen_component_errors",
+                "Inputs or deliveries that failed (malformed input, refused requests, write errors).",
+                MetricType::Counter,
+                per_component(&|m| load(&m.errors)),
+            ),
+            (
+                "lumen_component_discarded_events",
+                "Events the component discarded (filtered, rate-limited, rejected by a receiver).",
+                MetricType::Counter,
+                per_component(&|m| load(&m.dropped)),
+            ),
+        ];
+        for (name, help, kind, values) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (labels, v) in values {
+                let m = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Gauge => ConstGauge::new(v as i64).encode(m)?,
+                    _ => ConstCounter::new(v).encode(m)?,
+                }
+            }
+        }
+        type BufferValue = fn(&BufferMetrics) -> u64;
+        let buffer_families: [(&str, &str, MetricType, BufferValue); 6] = [
+            (
+                "lumen_buffer_events",
+                "Events in the sink's buffer now (written, not yet acknowledged by the sink).",
+                MetricType::Gauge,
+                |b| load(&b.events_in).saturating_sub(load(&b.events_out)),
+            ),
+            (
+                "lumen_buffer_byte_size",
+                "Bytes the disk buffer's segments take now.",
+                MetricType::Gauge,
+                |b| load(&b.bytes_on_disk),
+            ),
+            (
+                "lumen_buffer_discarded_events",
+                "Events refused by a full buffer (when_full = \"drop_newest\").",
+                MetricType::Counter,
+                |b| load(&b.dropped_full),
+            ),
+            (
+                "lumen_buffer_write_errors",
+                "Failed buffer writes or syncs (disk full, I/O errors); each was retried.",
+                MetricType::Counter,
+                |b| load(&b.write_errors),
+            ),
+            (
+                "lumen_buffer_corrupted_records",
+                "Records a disk buffer could not read back and skipped.",
+                MetricType::Counter,
+                |b| load(&b.corrupted_records),
+            ),
+            (
+                "lumen_buffer_torn_bytes",
+                "Bytes of torn writes truncated at start-up.",
+                MetricType::Counter,
+                |b| load(&b.torn_bytes),
+            ),
+        ];
+        for (name, help, kind, value) in buffer_families {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (id, b) in &t.buffers {
+                let labels = [("component_id", id.as_str())];
+                let m = family.encode_family(&labels)?;
+                let v = value(b);
+                match kind {
+                    MetricType::Gauge => ConstGauge::new(v as i64).encode(m)?,
+                    _ => ConstCounter::new(v).encode(m)?,
+                }
+            }
+        }
+        let mut ready = encoder.encode_descriptor(
+            "lumen_ready",
+            "1 when every component is running (what /ready answers), else 0.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let instance = [("instance", "lumen")];
+        ConstGauge::new(i64::from(self.0.ready.load(Ordering::Relaxed)))
+            .encode(ready.encode_family(&instance)?)?;
+        Ok(())
+    }
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// The API, bound: [`Api::run`] serves it.
+#[derive(Debug)]
+pub struct Api {
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Api {
+    /// Binds `config.address`; an address in use or not allowed is an
+    /// error naming it.
+    pub async fn bind(config: &ApiConfig, telemetry: Arc<Telemetry>) -> std::io::Result<Api> {
+        let listener = tokio::net::TcpListener::bind(config.address).await?;
+        if !config.address.ip().is_loopback() {
+            tracing::warn!(address = %config.address, "api: served beyond this host (metrics name components and counts events; put it behind a network policy)");
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Exporter(telemetry.clone())));
+        Ok(Api {
+            listener,
+            registry: Arc::new(registry),
+            telemetry,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn run(self) {
+        loop {
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "api: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (registry, telemetry) = (self.registry.clone(), self.telemetry.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let answer = handle(&req, &registry, &telemetry);
+                    async move { Ok::<_, Infallible>(answer) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "api: connection ended");
+                }
+            });
+        }
+    }
+}
+
+fn handle(req: &Request<Incoming>, registry: &Registry, t: &Telemetry) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if !matches!(path, "/health" | "/ready" | "/metrics") {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: /health, /ready, /metrics\n",
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return r;
+    }
+    match path {
+        "/health" => text(StatusCode::OK, "ok\n"),
+        "/ready" if t.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => {
+            let mut body = String::new();
+            if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
+                tracing::error!(error = %e, "api: cannot encode the metrics");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot encode the metrics\n",
+                );
+            }
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,237 @@
+//! `[api]` through the binary: `/health`, `/ready` and `/metrics` (parsed
+//! as the OpenMetrics text format, its counters following the events).
+
+use crate::support::{audit_line, free_port, wait_for_events, Lumen};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+/// A scrape: each sample (name and sorted labels) to its value; panics on
+/// any line the OpenMetrics text format does not allow.
+fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
+    let mut families: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "ends with # EOF:\n{text}");
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in &lines[..lines.len() - 1] {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+            assert!(name_ok(name), "bad family name in {line:?}");
+            match kind {
+                "TYPE" => {
+                    let t = parts.next().unwrap_or("");
+                    assert!(
+                        [
+                            "counter",
+                            "gauge",
+                            "info",
+                            "histogram",
+                            "summary",
+                            "unknown",
+                            "stateset",
+                            "gaugehistogram"
+                        ]
+                        .contains(&t),
+                        "bad type in {line:?}"
+                    );
+                    families.insert(name.to_owned(), t.to_owned());
+                }
+                "HELP" | "UNIT" => {}
+                _ => panic!("bad comment line {line:?}"),
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (
+                n,
+                l.strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}")),
+            ),
+            None => (series, ""),
+        };
+        assert!(name_ok(name), "bad sample name in {line:?}");
+        let family = families
+            .iter()
+            .find(|(f, t)| {
+                name == f.as_str() || (t.as_str() == "counter" && name == format!("{f}_total"))
+            })
+            .unwrap_or_else(|| panic!("sample {name} of no declared family"));
+        let _ = family;
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        if !labels.is_empty() {
+            for pair in labels.split("\",") {
+                let (k, v) = pair
+                    .split_once("=\"")
+                    .unwrap_or_else(|| panic!("bad label in {line:?}"));
+                assert!(name_ok(k), "bad label name in {line:?}");
+                pairs.push((k.to_owned(), v.trim_end_matches('"').to_owned()));
+            }
+        }
+        pairs.sort();
+        let key = format!(
+            "{name}{{{}}}",
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(
+            samples.insert(key, value).is_none(),
+            "duplicate sample {line:?}"
+        );
+    }
+    samples
+}
+
+#[test]
+fn health_ready_and_metrics_that_follow_the_events() {
+    let port = free_port();
+    let mut lumen = Lumen::start(&format!(
+        "data_dir = \"{{dir}}/data\"\n[api]\naddress = \"127.0.0.1:{port}\"\n\
+         [sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{{dir}}/audit.log\"\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"audit\"]\npath = \"{{dir}}/out.ndjson\"\nschema = \"ecs\"\n"
+    ));
+    let log = lumen.path("audit.log");
+    let append = |ids: std::ops::Range<usize>| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        for i in ids {
+            writeln!(f, "{}", audit_line(&format!("api-{i}"), "get")).unwrap();
+        }
+    };
+    append(0..5);
+    // Plain HTTP; reqwest still wants a TLS configuration (rustls without a default provider).
+    let tls = lumen_sinks::tls::TlsConfig::default()
+        .client_config()
+        .unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let get = |p: &str| -> Option<(u16, String)> {
+        let r = http.get(url(p)).send().ok()?;
+        Some((r.status().as_u16(), r.text().unwrap_or_default()))
+    };
+    // Ready once the pipeline runs.
+    let start = Instant::now();
+    while get("/ready").map(|r| r.0) != Some(200) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never ready: {:?}",
+            lumen.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get("/health").unwrap().0, 200);
+    wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 5
+    });
+    let scrape = |want: f64| -> BTreeMap<String, f64> {
+        let start = Instant::now();
+        loop {
+            let r = http.get(url("/metrics")).send().unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+            assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+            let m = parse_openmetrics(&r.text().unwrap());
+            let sent = m.get("lumen_component_sent_events_total{component_id=out,component_kind=sink,component_type=file}");
+            if sent == Some(&want) || start.elapsed() > Duration::from_secs(20) {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let m = scrape(5.0);
+    let source = "component_id=audit,component_kind=source,component_type=k8s_audit_file";
+    let sink = "component_id=out,component_kind=sink,component_type=file";
+    assert_eq!(
+        m.get(&format!("lumen_component_sent_events_total{{{source}}}")),
+        Some(&5.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get(&format!("lumen_component_received_events_total{{{sink}}}")),
+        Some(&5.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get(&format!("lumen_component_sent_events_total{{{sink}}}")),
+        Some(&5.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get(&format!("lumen_component_errors_total{{{sink}}}")),
+        Some(&0.0)
+    );
+    assert_eq!(
+        m.get("lumen_buffer_events{component_id=out}"),
+        Some(&0.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get(&format!(
+            "lumen_build_info{{version={}}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        Some(&1.0)
+    );
+    assert_eq!(m.get("lumen_ready{instance=lumen}"), Some(&1.0));
+    // The counters move with the events.
+    append(5..8);
+    let m = scrape(8.0);
+    assert_eq!(
+        m.get(&format!("lumen_component_sent_events_total{{{source}}}")),
+        Some(&8.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get(&format!("lumen_component_sent_events_total{{{sink}}}")),
+        Some(&8.0),
+        "{m:#?}"
+    );
+    // Only GET, only the three paths.
+    assert_eq!(
+        http.post(url("/metrics")).send().unwrap().status().as_u16(),
+        405
+    );
+    assert_eq!(get("/nope").unwrap().0, 404);
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn an_api_address_in_use_stops_lumen_with_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut lumen = Lumen::start(&format!(
+        "data_dir = \"{{dir}}/data\"\n[api]\naddress = \"127.0.0.1:{port}\"\n\
+         [sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{{dir}}/audit.log\"\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"audit\"]\npath = \"{{dir}}/out.ndjson\"\n"
+    ));
+    let (status, log) = lumen.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    let text = log.join("\n");
+    assert!(
+        text.contains(&format!("[api]: cannot listen on 127.0.0.1:{port}")),
+        "{text}"
+    );
+}

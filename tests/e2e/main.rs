@@ -9,6 +9,7 @@ mod audit_file;
 mod cli;
 mod console;
 mod containers;
+mod deploy;
 mod durability;
 mod ebpf;
 mod files;

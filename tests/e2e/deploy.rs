@@ -1,0 +1,239 @@
+//! The deployment files: `docker-compose.yml` against the Compose Specification's JSON Schema
+//! (`../shared/reference/compose/compose-spec.json`; there is no Docker engine here), and the
+//! Kubernetes manifests parsed and cross-checked — what one names, another defines.
+
+use crate::support::LUMEN;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn errors(v: &jsonschema::Validator, doc: &Value) -> Vec<String> {
+    v.iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn docker_compose_follows_the_compose_specification_with_the_measured_privileges() {
+    let spec: Value = serde_json::from_str(&read(&repo(
+        "../shared/reference/compose/compose-spec.json",
+    )))
+    .unwrap();
+    let v = jsonschema::draft7::new(&spec).unwrap();
+    let compose: Value = serde_saphyr::from_str(&read(&repo("docker-compose.yml"))).unwrap();
+    let found = errors(&v, &compose);
+    assert!(found.is_empty(), "{found:#?}");
+    // The schema is not vacuous: a malformed service is refused.
+    let mut broken = compose.clone();
+    broken["services"]["lumen"]["cap_add"] = Value::from(7);
+    broken["services"]["lumen"]["unknown_key"] = Value::from(true);
+    assert!(errors(&v, &broken).len() >= 2);
+    // What it promises: exactly the eBPF source's capabilities, not privileged, the host's
+    // pid namespace, BTF and the cgroup tree read-only, Elasticsearch + Kibana with security
+    // on, passwords from the environment, the optional profiles.
+    let s = &compose["services"];
+    let lumen = &s["lumen"];
+    assert_eq!(lumen["cap_drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        lumen["cap_add"],
+        serde_json::json!(["BPF", "PERFMON", "SYS_PTRACE"])
+    );
+    assert_eq!(lumen["pid"], "host");
+    assert!(lumen.get("privileged").is_none_or(|p| p == false));
+    let volumes: Vec<&str> = lumen["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for mount in [
+        "/sys/kernel/btf:/sys/kernel/btf:ro",
+        "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+    ] {
+        assert!(volumes.contains(&mount), "{mount} in {volumes:?}");
+    }
+    let es_env: Vec<&str> = s["elasticsearch"]["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(es_env.contains(&"xpack.security.enabled=true"));
+    assert!(es_env.contains(&"ELASTIC_PASSWORD=${ELASTIC_PASSWORD}"));
+    assert!(s["kibana"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("docker.elastic.co/kibana/"));
+    assert_eq!(s["kafka"]["profiles"], serde_json::json!(["kafka"]));
+    assert_eq!(s["otel-collector"]["profiles"], serde_json::json!(["otel"]));
+    // The config it runs ships in the image, and the files it mounts exist.
+    let command = lumen["command"].as_array().unwrap();
+    assert!(command
+        .iter()
+        .any(|c| c.as_str().is_some_and(|c| c.contains("elk-sidecar.toml"))));
+    assert!(repo("config/elk-sidecar.toml").exists());
+    assert!(repo("deploy/otel-collector.yaml").exists());
+    assert!(repo("Dockerfile").exists() && repo(".env.example").exists());
+}
+
+#[test]
+fn kubernetes_manifests_parse_and_reference_what_exists() {
+    let mut objects: Vec<Value> = Vec::new();
+    let dir = repo("deploy/kubernetes");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&read(&path))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for d in docs {
+            assert!(
+                d["apiVersion"].is_string() && d["kind"].is_string(),
+                "{}: {d}",
+                path.display()
+            );
+            objects.push(d);
+        }
+    }
+    let find = |kind: &str| -> &Value {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let ds = find("DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let sa = find("ServiceAccount");
+    assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
+    assert_eq!(pod["hostPID"], true);
+    // RBAC: the binding gives the service account the role that reads pods.
+    let role = find("ClusterRole");
+    let binding = find("ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"][0]["namespace"],
+        sa["metadata"]["namespace"]
+    );
+    assert_eq!(role["rules"][0]["resources"], serde_json::json!(["pods"]));
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["get", "list", "watch"])
+    );
+    // The container: measured capabilities only, probes on the API.
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        sc["capabilities"]["add"],
+        serde_json::json!(["BPF", "PERFMON", "SYS_PTRACE"])
+    );
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    let port_names: Vec<&str> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    // Volumes named by mounts exist; the ConfigMap has the key the mount reads.
+    let volumes = pod["volumes"].as_array().unwrap();
+    for m in c["volumeMounts"].as_array().unwrap() {
+        assert!(volumes.iter().any(|v| v["name"] == m["name"]), "volume {m}");
+    }
+    let cm = find("ConfigMap");
+    let cm_volume = volumes
+        .iter()
+        .find(|v| v.get("configMap").is_some())
+        .unwrap();
+    assert_eq!(cm_volume["configMap"]["name"], cm["metadata"]["name"]);
+    let key = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == cm_volume["name"])
+        .and_then(|m| m["subPath"].as_str())
+        .unwrap();
+    let config = cm["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("ConfigMap key {key}"));
+    // The Service selects the DaemonSet's pods and targets its named ports.
+    let svc = find("Service");
+    let labels = &ds["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "selector {k}");
+    }
+    for p in svc["spec"]["ports"].as_array().unwrap() {
+        let target = p["targetPort"].as_str().unwrap();
+        assert!(port_names.contains(&target), "targetPort {target}");
+    }
+    // The env the config interpolates is set by the DaemonSet.
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for var in [
+        "NODE_NAME",
+        "ES_URL",
+        "ES_API_KEY",
+        "LUMEN_REDACT_KEY",
+        "AUDIT_WEBHOOK_TOKEN",
+    ] {
+        assert!(config.contains(&format!("${{{var}}}")), "{var} used");
+        assert!(env.contains(&var), "{var} set");
+    }
+    // The config validates (the TLS files and secrets as placeholders).
+    let tmp = tempfile::tempdir().unwrap();
+    let tls = tmp.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["lumen.lumen.svc".into()]).unwrap();
+    std::fs::write(tls.join("tls.crt"), ca.cert.pem()).unwrap();
+    std::fs::write(tls.join("tls.key"), ca.signing_key.serialize_pem()).unwrap();
+    let path = tmp.path().join("lumen.toml");
+    std::fs::write(
+        &path,
+        config.replace("/etc/lumen/tls", &tls.display().to_string()),
+    )
+    .unwrap();
+    let mut cmd = Command::new(LUMEN);
+    cmd.args(["validate", "--config"]).arg(&path);
+    for var in [
+        "NODE_NAME",
+        "ES_API_KEY",
+        "LUMEN_REDACT_KEY",
+        "AUDIT_WEBHOOK_TOKEN",
+    ] {
+        cmd.env(var, "placeholder");
+    }
+    cmd.env("ES_URL", "https://elasticsearch:9200");
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The API server side: the audit policy, and the webhook kubeconfig pointing at the
+    // Service, on the port and path the webhook source listens on.
+    let policy = find("Policy");
+    assert_eq!(policy["apiVersion"], "audit.k8s.io/v1");
+    let kubeconfig = find("Config");
+    let server = kubeconfig["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap();
+    let want = format!(
+        "https://{}.{}.svc:8443/audit",
+        svc["metadata"]["name"].as_str().unwrap(),
+        svc["metadata"]["namespace"].as_str().unwrap()
+    );
+    assert_eq!(server, want);
+    assert!(config.contains("address = \"0.0.0.0:8443\"") && config.contains("path = \"/audit\""));
+}

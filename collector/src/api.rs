@@ -64,6 +64,15 @@ struct Topology {
 }
 
 impl Telemetry {
+    /// Started, no component stopped on its own, and no sink failing.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+            && self
+                .topology
+                .get()
+                .is_some_and(|t| !t.components.iter().any(|c| c.metrics.is_failing()))
+    }
+
     /// The started topology's components and buffers (the first call wins).
     pub fn set_topology(
         &self,
@@ -144,6 +153,15 @@ impl Collector for Exporter {
                 per_component(&|m| load(&m.dropped)),
             ),
         ];
+        let mut healthy = encoder.encode_descriptor(
+            "lumen_component_healthy",
+            "0 while a sink's receiver is failing (its last attempt delivered nothing), else 1.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, failing) in per_component(&|m| u64::from(m.is_failing())) {
+            ConstGauge::new(1 - failing as i64).encode(healthy.encode_family(&labels)?)?;
+        }
         for (name, help, kind, values) in families {
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for (labels, v) in values {
@@ -207,13 +225,12 @@ impl Collector for Exporter {
         }
         let mut ready = encoder.encode_descriptor(
             "lumen_ready",
-            "1 when every component is running (what /ready answers), else 0.",
+            "1 when /ready answers 200 (every component running, no sink failing), else 0.",
             None,
             MetricType::Gauge,
         )?;
         let instance = [("instance", "lumen")];
-        ConstGauge::new(i64::from(self.0.ready.load(Ordering::Relaxed)))
-            .encode(ready.encode_family(&instance)?)?;
+        ConstGauge::new(i64::from(self.0.is_ready())).encode(ready.encode_family(&instance)?)?;
         Ok(())
     }
 }
@@ -297,7 +314,7 @@ fn handle(req: &Request<Incoming>, registry: &Registry, t: &Telemetry) -> Respon
     }
     match path {
         "/health" => text(StatusCode::OK, "ok\n"),
-        "/ready" if t.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+        "/ready" if t.is_ready() => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => {
             let mut body = String::new();

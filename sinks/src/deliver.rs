@@ -220,7 +220,11 @@ impl<S: Service> Delivery<S> {
                     }
                 }
             }
+            // The receiver answered for some event (delivered or refused
+            // it), or for none: only the latter is a failing sink.
+            let progressed = still.len() < pending.len();
             pending = still;
+            self.metrics.set_failing(!pending.is_empty() && !progressed);
             if pending.is_empty() {
                 break;
             }

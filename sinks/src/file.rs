@@ -132,6 +132,7 @@ impl FileSink {
                 Ok(()) if written == buf.len() => file.0.flush().await,
                 other => other,
             };
+            self.metrics.set_failing(result.is_err());
             if let Err(e) = result {
                 self.metrics.add_errors(1);
                 tracing::error!(

@@ -1,7 +1,7 @@
 //! Per-component counters. Components bump them; the topology reports them
-//! (and, later, serves them in Prometheus format).
+//! at stop and the `[api]` serves them (`/metrics`, `/ready`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters of one component, named like Prometheus series
 /// (`lumen_component_received_events_total{component="…"}`).
@@ -15,6 +15,9 @@ pub struct ComponentMetrics {
     pub errors: AtomicU64,
     /// Events the component discarded.
     pub dropped: AtomicU64,
+    /// A sink whose receiver is failing right now: its last attempt
+    /// delivered nothing and is being retried (`/ready` answers 503).
+    pub failing: AtomicBool,
 }
 
 impl ComponentMetrics {
@@ -29,6 +32,13 @@ impl ComponentMetrics {
     }
     pub fn add_dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
+    }
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// (received, sent, errors, dropped) right now.

@@ -235,3 +235,90 @@ fn an_api_address_in_use_stops_lumen_with_the_address() {
         "{text}"
     );
 }
+
+/// `/ready` follows the sinks: 503 while Elasticsearch answers nothing but
+/// 503s, 200 again once it delivers; `lumen_component_healthy` says which.
+#[test]
+fn ready_flips_while_a_sink_is_down_and_back_when_it_recovers() {
+    use crate::network_sinks::peers::elasticsearch_peer::{EsPeer, Fault};
+    let rt = crate::network_sinks::runtime();
+    let es = rt.block_on(EsPeer::start(None));
+    let port = free_port();
+    let mut lumen = Lumen::start(&format!(
+        "data_dir = \"{{dir}}/data\"\n[api]\naddress = \"127.0.0.1:{port}\"\n\
+         [sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{{dir}}/audit.log\"\npoll_interval_ms = 50\n\
+         [sinks.es]\ntype = \"elasticsearch\"\ninputs = [\"audit\"]\nendpoints = [\"{}\"]\n\
+         healthcheck = false\ninstall_templates = false\nbatch.timeout_secs = 0.05\n\
+         request.retry_initial_backoff_secs = 0.05\nrequest.retry_max_duration_secs = 0.2\n",
+        es.url()
+    ));
+    let log = lumen.path("audit.log");
+    let append = |id: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        writeln!(f, "{}", audit_line(id, "get")).unwrap();
+    };
+    let tls = lumen_sinks::tls::TlsConfig::default()
+        .client_config()
+        .unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let ready = || {
+        http.get(format!("http://127.0.0.1:{port}/ready"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let wait_ready = |want: u16| {
+        let start = Instant::now();
+        while ready() != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "/ready never answered {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let healthy = || -> Option<f64> {
+        let text = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        parse_openmetrics(&text)
+            .get("lumen_component_healthy{component_id=es,component_kind=sink,component_type=elasticsearch}")
+            .copied()
+    };
+    append("up-1");
+    wait_ready(200);
+    // Elasticsearch down: every bulk request answered 503.
+    es.with(|s| {
+        s.faults.clear();
+        s.faults
+            .extend(std::iter::repeat_n(Fault::Status(503, None), 1_000_000));
+    });
+    append("down-1");
+    wait_ready(503);
+    assert_eq!(healthy(), Some(0.0));
+    // Back: the held event goes through and the pipeline is ready again.
+    es.with(|s| s.faults.clear());
+    wait_ready(200);
+    assert_eq!(healthy(), Some(1.0));
+    let start = Instant::now();
+    while !es.arrivals().contains_key("down-1") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the held event never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}

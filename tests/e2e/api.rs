@@ -6,6 +6,19 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+/// Plain HTTP; reqwest still wants a TLS configuration (rustls without a
+/// default provider).
+fn client() -> reqwest::blocking::Client {
+    let tls = lumen_sinks::tls::TlsConfig::default()
+        .client_config()
+        .unwrap();
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
 /// A scrape: each sample (name and sorted labels) to its value; panics on
 /// any line the OpenMetrics text format does not allow.
 fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
@@ -117,15 +130,7 @@ fn health_ready_and_metrics_that_follow_the_events() {
         }
     };
     append(0..5);
-    // Plain HTTP; reqwest still wants a TLS configuration (rustls without a default provider).
-    let tls = lumen_sinks::tls::TlsConfig::default()
-        .client_config()
-        .unwrap();
-    let http = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = client();
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let get = |p: &str| -> Option<(u16, String)> {
         let r = http.get(url(p)).send().ok()?;
@@ -261,14 +266,7 @@ fn ready_flips_while_a_sink_is_down_and_back_when_it_recovers() {
             .unwrap();
         writeln!(f, "{}", audit_line(id, "get")).unwrap();
     };
-    let tls = lumen_sinks::tls::TlsConfig::default()
-        .client_config()
-        .unwrap();
-    let http = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = client();
     let ready = || {
         http.get(format!("http://127.0.0.1:{port}/ready"))
             .send()

@@ -6,6 +6,7 @@
 //! component's counters in the OpenMetrics text format, which Prometheus
 //! scrapes). Read-only, no request body is read.
 
+use crate::transforms::redact::RedactMetrics;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -61,6 +62,8 @@ struct Topology {
     components: Vec<Component>,
     /// Per sink id, its buffer's counters.
     buffers: Vec<(String, Arc<BufferMetrics>)>,
+    /// Per redact transform id, its counters per rule.
+    redactions: Vec<(String, Arc<RedactMetrics>)>,
 }
 
 impl Telemetry {
@@ -78,10 +81,12 @@ impl Telemetry {
         &self,
         components: Vec<Component>,
         buffers: Vec<(String, Arc<BufferMetrics>)>,
+        redactions: Vec<(String, Arc<RedactMetrics>)>,
     ) {
         let _ = self.topology.set(Topology {
             components,
             buffers,
+            redactions,
         });
     }
 }
@@ -221,6 +226,28 @@ impl Collector for Exporter {
                     MetricType::Gauge => ConstGauge::new(v as i64).encode(m)?,
                     _ => ConstCounter::new(v).encode(m)?,
                 }
+            }
+        }
+        let mut changed = encoder.encode_descriptor(
+            "lumen_redacted_events",
+            "Events a redact transform changed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (id, r) in &t.redactions {
+            let labels = [("component_id", id.as_str())];
+            ConstCounter::new(load(&r.events_changed)).encode(changed.encode_family(&labels)?)?;
+        }
+        let mut by_rule = encoder.encode_descriptor(
+            "lumen_redactions",
+            "Events a redact transform's rule (or detector, or built-in Kubernetes removal) changed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (id, r) in &t.redactions {
+            for (rule, n) in r.by_rule() {
+                let labels = [("component_id", id.as_str()), ("rule", rule.as_str())];
+                ConstCounter::new(n).encode(by_rule.encode_family(&labels)?)?;
             }
         }
         let mut ready = encoder.encode_descriptor(

@@ -147,6 +147,11 @@ async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(id, b)| (id.clone(), b.clone()))
             .collect(),
+        running
+            .redactions
+            .iter()
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect(),
     );
     telemetry
         .ready

@@ -116,7 +116,8 @@ fn health_ready_and_metrics_that_follow_the_events() {
     let mut lumen = Lumen::start(&format!(
         "data_dir = \"{{dir}}/data\"\n[api]\naddress = \"127.0.0.1:{port}\"\n\
          [sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{{dir}}/audit.log\"\n\
-         [sinks.out]\ntype = \"file\"\ninputs = [\"audit\"]\npath = \"{{dir}}/out.ndjson\"\nschema = \"ecs\"\n"
+         [transforms.gdpr]\ntype = \"redact\"\ninputs = [\"audit\"]\nhmac_key = \"k\"\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"gdpr\"]\npath = \"{{dir}}/out.ndjson\"\nschema = \"ecs\"\n"
     ));
     let log = lumen.path("audit.log");
     let append = |ids: std::ops::Range<usize>| {
@@ -200,6 +201,17 @@ fn health_ready_and_metrics_that_follow_the_events() {
         Some(&1.0)
     );
     assert_eq!(m.get("lumen_ready{instance=lumen}"), Some(&1.0));
+    // The redact transform's counters: every event had its user name hashed.
+    assert_eq!(
+        m.get("lumen_redacted_events_total{component_id=gdpr}"),
+        Some(&5.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get("lumen_redactions_total{component_id=gdpr,rule=hash:user.name}"),
+        Some(&5.0),
+        "{m:#?}"
+    );
     // The counters move with the events.
     append(5..8);
     let m = scrape(8.0);

@@ -41,6 +41,8 @@ pub struct Running {
     pub metrics: BTreeMap<String, Arc<ComponentMetrics>>,
     /// Per sink id, its buffer's counters.
     pub buffers: BTreeMap<String, Arc<lumen_sinks::buffer::BufferMetrics>>,
+    /// Per redact transform id, its counters per rule.
+    pub redactions: BTreeMap<String, Arc<crate::transforms::redact::RedactMetrics>>,
     shutdown_timeout: Duration,
 }
 
@@ -90,6 +92,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let metrics_of = |id: &str| metrics.get(id).cloned().unwrap_or_default();
     let mut tasks = JoinSet::new();
     let mut buffers = BTreeMap::new();
+    let mut redactions = BTreeMap::new();
 
     for (id, sink) in &config.sinks {
         let input = receivers
@@ -170,6 +173,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 let redactor = crate::transforms::redact::Redactor::new(&c, key)
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("starting transform `{id}` (redact)"))?;
+                redactions.insert((*id).to_owned(), redactor.metrics.clone());
                 tasks.spawn(async move {
                     crate::transforms::redact::run(name.clone(), redactor, rx, out, m).await;
                     name
@@ -221,6 +225,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         trigger,
         metrics,
         buffers,
+        redactions,
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
     })
 }

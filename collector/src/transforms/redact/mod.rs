@@ -302,7 +302,8 @@ pub struct Redactor {
     drop_configmap_data: bool,
     /// The deepest audit path a rule names: deeper values skip the rules.
     max_rule_depth: usize,
-    pub metrics: RedactMetrics,
+    /// Shared with the `[api]`'s `/metrics`.
+    pub metrics: Arc<RedactMetrics>,
     k8s: K8sPaths,
     scratch: std::cell::RefCell<Scratch>,
     /// Pseudonyms of recent values (the same users and service accounts
@@ -431,7 +432,7 @@ impl Redactor {
             mac: Hmac::<sha2::Sha256>::new_from_slice(&key)
                 .map_err(|e| format!("hmac_key: {e}"))?,
             drop_configmap_data: config.kubernetes.drop_configmap_data,
-            metrics,
+            metrics: Arc::new(metrics),
             k8s: K8sPaths::new(),
             scratch: Default::default(),
             pseudonyms: Default::default(),

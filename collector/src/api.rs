@@ -13,9 +13,10 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use lumen_sinks::buffer::BufferMetrics;
+use lumen_sinks::deliver::{DeliveryMetrics, Latency};
 use lumen_sinks::ComponentMetrics;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -64,6 +65,8 @@ struct Topology {
     buffers: Vec<(String, Arc<BufferMetrics>)>,
     /// Per redact transform id, its counters per rule.
     redactions: Vec<(String, Arc<RedactMetrics>)>,
+    /// Per network sink id, its delivery counters and request latencies.
+    deliveries: Vec<(String, Arc<DeliveryMetrics>)>,
 }
 
 impl Telemetry {
@@ -82,11 +85,13 @@ impl Telemetry {
         components: Vec<Component>,
         buffers: Vec<(String, Arc<BufferMetrics>)>,
         redactions: Vec<(String, Arc<RedactMetrics>)>,
+        deliveries: Vec<(String, Arc<DeliveryMetrics>)>,
     ) {
         let _ = self.topology.set(Topology {
             components,
             buffers,
             redactions,
+            deliveries,
         });
     }
 }
@@ -250,6 +255,46 @@ impl Collector for Exporter {
                 ConstCounter::new(n).encode(by_rule.encode_family(&labels)?)?;
             }
         }
+        type DeliveryValue = fn(&DeliveryMetrics) -> u64;
+        let delivery_families: [(&str, &str, DeliveryValue); 4] = [
+            (
+                "lumen_sink_requests",
+                "Requests a network sink sent (retries included).",
+                |d| load(&d.requests),
+            ),
+            (
+                "lumen_sink_retried_events",
+                "Event sends a network sink retried.",
+                |d| load(&d.retried),
+            ),
+            (
+                "lumen_sink_dead_lettered_events",
+                "Events the receiver refused, written to the sink's dead-letter file.",
+                |d| load(&d.dead_lettered),
+            ),
+            (
+                "lumen_sink_possible_duplicate_events",
+                "Events delivered after an ambiguous failure (they may have arrived twice).",
+                |d| load(&d.possible_duplicates),
+            ),
+        ];
+        for (name, help, value) in delivery_families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (id, d) in &t.deliveries {
+                let labels = [("component_id", id.as_str())];
+                ConstCounter::new(value(d)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut latency = encoder.encode_descriptor(
+            "lumen_sink_request_duration_seconds",
+            "How long a network sink's requests took, answered or not.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (id, d) in &t.deliveries {
+            let labels = [("component_id", id.as_str())];
+            Histogram(&d.latency).encode(latency.encode_family(&labels)?)?;
+        }
         let mut ready = encoder.encode_descriptor(
             "lumen_ready",
             "1 when /ready answers 200 (every component running, no sink failing), else 0.",
@@ -259,6 +304,20 @@ impl Collector for Exporter {
         let instance = [("instance", "lumen")];
         ConstGauge::new(i64::from(self.0.is_ready())).encode(ready.encode_family(&instance)?)?;
         Ok(())
+    }
+}
+
+/// A [`Latency`] as an OpenMetrics histogram.
+struct Histogram<'a>(&'a Latency);
+
+impl EncodeMetric for Histogram<'_> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.0.snapshot();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 

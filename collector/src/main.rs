@@ -152,6 +152,11 @@ async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(id, r)| (id.clone(), r.clone()))
             .collect(),
+        running
+            .deliveries
+            .iter()
+            .map(|(id, d)| (id.clone(), d.clone()))
+            .collect(),
     );
     telemetry
         .ready

@@ -76,6 +76,54 @@ pub struct DeliveryMetrics {
     pub possible_duplicates: AtomicU64,
     /// Requests that failed fatally (credentials).
     pub fatal: AtomicU64,
+    /// How long each request took, answered or not.
+    pub latency: Latency,
+}
+
+/// Upper bounds (seconds) of the request-latency histogram's buckets.
+pub const LATENCY_BOUNDS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A request-latency histogram: a count per bucket (the last past every
+/// bound), the sum in microseconds.
+#[derive(Debug, Default)]
+pub struct Latency {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Latency {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// (sum in seconds, count, per bucket its upper bound and count — not
+    /// cumulative; the last bound is `f64::MAX`, i.e. +Inf).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let buckets = LATENCY_BOUNDS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(counts.iter().copied())
+            .collect();
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (sum, counts.iter().sum(), buckets)
+    }
 }
 
 impl DeliveryMetrics {
@@ -189,7 +237,9 @@ impl<S: Service> Delivery<S> {
         while !pending.is_empty() {
             attempt += 1;
             DeliveryMetrics::add(&self.delivery.requests, 1);
+            let started = std::time::Instant::now();
             let outcomes = self.service.send(&batch, &pending).await;
+            self.delivery.latency.observe(started.elapsed());
             let mut retry_after: Option<Duration> = None;
             let mut fatal = false;
             let mut last_reason = String::new();

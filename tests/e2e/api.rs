@@ -79,7 +79,12 @@ fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
         let family = families
             .iter()
             .find(|(f, t)| {
-                name == f.as_str() || (t.as_str() == "counter" && name == format!("{f}_total"))
+                name == f.as_str()
+                    || (t.as_str() == "counter" && name == format!("{f}_total"))
+                    || (t.as_str() == "histogram"
+                        && ["_sum", "_count", "_bucket"]
+                            .iter()
+                            .any(|x| name == format!("{f}{x}")))
             })
             .unwrap_or_else(|| panic!("sample {name} of no declared family"));
         let _ = family;
@@ -329,6 +334,28 @@ fn ready_flips_while_a_sink_is_down_and_back_when_it_recovers() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The delivery counters and the request-latency histogram saw the outage.
+    let text = client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let m = parse_openmetrics(&text);
+    let requests = m["lumen_sink_requests_total{component_id=es}"];
+    assert!(requests >= 3.0, "{m:#?}");
+    assert!(m["lumen_sink_retried_events_total{component_id=es}"] >= 1.0);
+    // Every request is timed once it is answered (one may be in flight).
+    let timed = m["lumen_sink_request_duration_seconds_count{component_id=es}"];
+    assert!(
+        timed <= requests && timed >= requests - 1.0,
+        "{timed} of {requests}"
+    );
+    assert_eq!(
+        m["lumen_sink_request_duration_seconds_bucket{component_id=es,le=+Inf}"],
+        timed
+    );
+    assert!(m["lumen_sink_request_duration_seconds_sum{component_id=es}"] > 0.0);
     let (status, _) = lumen.stop();
     assert!(status.success());
 }

@@ -43,6 +43,8 @@ pub struct Running {
     pub buffers: BTreeMap<String, Arc<lumen_sinks::buffer::BufferMetrics>>,
     /// Per redact transform id, its counters per rule.
     pub redactions: BTreeMap<String, Arc<crate::transforms::redact::RedactMetrics>>,
+    /// Per network sink id, its delivery counters and request latencies.
+    pub deliveries: BTreeMap<String, Arc<lumen_sinks::deliver::DeliveryMetrics>>,
     shutdown_timeout: Duration,
 }
 
@@ -93,6 +95,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut buffers = BTreeMap::new();
     let mut redactions = BTreeMap::new();
+    let mut deliveries = BTreeMap::new();
 
     for (id, sink) in &config.sinks {
         let input = receivers
@@ -119,6 +122,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 let s = <$sink>::new(id, (**$config).clone(), &config.data_dir, m)
                     .with_context(context)?;
                 s.start().await.with_context(context)?;
+                deliveries.insert(id.clone(), s.delivery_metrics());
                 tasks.spawn(async move {
                     s.run(rx).await;
                     name
@@ -226,6 +230,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         metrics,
         buffers,
         redactions,
+        deliveries,
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
     })
 }

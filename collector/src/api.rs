@@ -137,7 +137,7 @@ impl Collector for Exporter {
                 })
                 .collect::<Vec<_>>()
         };
-        let families: [Family<'_>; 4] = [
+        let families: [Family<'_>; 6] = [
             (
                 "lumen_component_received_events",
                 "Events that entered the component.",
@@ -149,6 +149,18 @@ impl Collector for Exporter {
                 "Events the component passed on (downstream, or to the receiver for sinks).",
                 MetricType::Counter,
                 per_component(&|m| load(&m.sent)),
+            ),
+            (
+                "lumen_component_received_bytes",
+                "Bytes of input that entered the component (an audit line without its newline, a webhook body).",
+                MetricType::Counter,
+                per_component(&|m| load(&m.received_bytes)),
+            ),
+            (
+                "lumen_component_sent_bytes",
+                "Bytes a sink wrote out (its encoded documents).",
+                MetricType::Counter,
+                per_component(&|m| load(&m.sent_bytes)),
             ),
             (
                 "lumen_component_errors",

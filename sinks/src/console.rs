@@ -73,6 +73,7 @@ impl ConsoleSink {
                 Ok(()) => {
                     let _ = out.flush().await;
                     self.metrics.add_sent(batch.len() as u64);
+                    self.metrics.add_sent_bytes(buf.len());
                     Status::Delivered
                 }
                 Err(e) => {

@@ -331,6 +331,7 @@ impl<S: Service> Delivery<S> {
             DeliveryMetrics::add(&self.delivery.possible_duplicates, 1);
         }
         self.metrics.add_sent(1);
+        self.metrics.add_sent_bytes(batch.doc(i).len());
         take_ack(batch, i).complete(Status::Delivered);
     }
 

@@ -103,6 +103,7 @@ impl FileSink {
             }
             self.write_retrying(&mut file, &buf).await;
             self.metrics.add_sent(batch.len() as u64);
+            self.metrics.add_sent_bytes(buf.len());
             for env in batch.drain(..) {
                 env.ack.complete(Status::Delivered);
             }

@@ -15,6 +15,11 @@ pub struct ComponentMetrics {
     pub errors: AtomicU64,
     /// Events the component discarded.
     pub dropped: AtomicU64,
+    /// Bytes of input that entered (an audit line without its newline, a
+    /// webhook request body).
+    pub received_bytes: AtomicU64,
+    /// Bytes the component wrote out (a sink's encoded documents).
+    pub sent_bytes: AtomicU64,
     /// A sink whose receiver is failing right now: its last attempt
     /// delivered nothing and is being retried (`/ready` answers 503).
     pub failing: AtomicBool,
@@ -34,6 +39,12 @@ impl ComponentMetrics {
         self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn add_received_bytes(&self, n: usize) {
+        self.received_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    pub fn add_sent_bytes(&self, n: usize) {
+        self.sent_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::Relaxed);
     }

@@ -193,6 +193,21 @@ fn health_ready_and_metrics_that_follow_the_events() {
         m.get(&format!("lumen_component_errors_total{{{sink}}}")),
         Some(&0.0)
     );
+    // Bytes: the lines read (without their newlines), the documents written.
+    let read: usize = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::len)
+        .sum();
+    let written = std::fs::metadata(lumen.path("out.ndjson")).unwrap().len();
+    assert_eq!(
+        m.get(&format!("lumen_component_received_bytes_total{{{source}}}")),
+        Some(&(read as f64))
+    );
+    assert_eq!(
+        m.get(&format!("lumen_component_sent_bytes_total{{{sink}}}")),
+        Some(&(written as f64))
+    );
     assert_eq!(
         m.get("lumen_buffer_events{component_id=out}"),
         Some(&0.0),

@@ -461,6 +461,7 @@ impl K8sAuditFileSource {
             }
         };
         self.metrics.add_received(1);
+        self.metrics.add_received_bytes(raw.len());
         let event = Event::api_activity(activity, self.host.clone(), Timestamp::now());
         let cookie = self.next_cookie;
         self.next_cookie += 1;

@@ -375,7 +375,10 @@ impl Handler {
             return too_large();
         }
         let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(req.into_body(), max)).await {
-            Ok(Ok(Some(b))) => b,
+            Ok(Ok(Some(b))) => {
+                self.metrics.add_received_bytes(b.len());
+                b
+            }
             Ok(Ok(None)) => {
                 self.metrics.add_errors(1);
                 return too_large();

@@ -1,11 +1,14 @@
 //! Lumen's own HTTP API, on the address of the top-level `[api]` table
 //! (127.0.0.1:9598 unless set; another address is the operator's choice to
 //! expose it): `GET /health` (the process answers: liveness), `GET /ready`
-//! (the pipeline is up: 200, or 503 while it starts, after a component
-//! stopped on its own, and while it shuts down) and `GET /metrics` (every
+//! (the pipeline is up: 200, or 503 while it starts, while a sink's
+//! receiver fails, after a component stopped on its own, and while it shuts
+//! down) and `GET /metrics` (every
 //! component's counters in the OpenMetrics text format, which Prometheus
 //! scrapes). Read-only, no request body is read.
 
+use crate::config::Config;
+use crate::topology::Running;
 use crate::transforms::redact::RedactMetrics;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,12 +19,15 @@ use lumen_sinks::buffer::BufferMetrics;
 use lumen_sinks::deliver::{DeliveryMetrics, Latency};
 use lumen_sinks::ComponentMetrics;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,13 +47,13 @@ fn default_address() -> SocketAddr {
 
 /// One component as the metrics name it.
 #[derive(Debug)]
-pub struct Component {
-    pub id: String,
+struct Component {
+    id: String,
     /// `source`, `transform` or `sink`.
-    pub kind: &'static str,
+    kind: &'static str,
     /// Its `type` in the config (`k8s_audit_file`, `redact`, …).
-    pub type_name: String,
-    pub metrics: Arc<ComponentMetrics>,
+    type_name: &'static str,
+    metrics: Arc<ComponentMetrics>,
 }
 
 /// What the API reports: the running topology's counters (set once it has
@@ -55,6 +61,8 @@ pub struct Component {
 #[derive(Debug, Default)]
 pub struct Telemetry {
     topology: std::sync::OnceLock<Topology>,
+    /// Cleared by [`Running::run_until`] when a component ends on its own
+    /// and when the drain begins.
     pub ready: AtomicBool,
 }
 
@@ -62,11 +70,11 @@ pub struct Telemetry {
 struct Topology {
     components: Vec<Component>,
     /// Per sink id, its buffer's counters.
-    buffers: Vec<(String, Arc<BufferMetrics>)>,
+    buffers: BTreeMap<String, Arc<BufferMetrics>>,
     /// Per redact transform id, its counters per rule.
-    redactions: Vec<(String, Arc<RedactMetrics>)>,
+    redactions: BTreeMap<String, Arc<RedactMetrics>>,
     /// Per network sink id, its delivery counters and request latencies.
-    deliveries: Vec<(String, Arc<DeliveryMetrics>)>,
+    deliveries: BTreeMap<String, Arc<DeliveryMetrics>>,
 }
 
 impl Telemetry {
@@ -79,20 +87,42 @@ impl Telemetry {
                 .is_some_and(|t| !t.components.iter().any(|c| c.metrics.is_failing()))
     }
 
-    /// The started topology's components and buffers (the first call wins).
-    pub fn set_topology(
-        &self,
-        components: Vec<Component>,
-        buffers: Vec<(String, Arc<BufferMetrics>)>,
-        redactions: Vec<(String, Arc<RedactMetrics>)>,
-        deliveries: Vec<(String, Arc<DeliveryMetrics>)>,
-    ) {
+    /// The topology of `config` has started as `running`: its counters are
+    /// served from now on, and the pipeline is ready.
+    pub fn started(&self, config: &Config, running: &Running) {
+        let kinds = config
+            .sources
+            .iter()
+            .map(|(id, c)| (id, "source", c.type_name()))
+            .chain(
+                config
+                    .transforms
+                    .iter()
+                    .map(|(id, c)| (id, "transform", c.type_name())),
+            )
+            .chain(
+                config
+                    .sinks
+                    .iter()
+                    .map(|(id, c)| (id, "sink", c.type_name())),
+            );
+        let components = kinds
+            .filter_map(|(id, kind, type_name)| {
+                Some(Component {
+                    id: id.clone(),
+                    kind,
+                    type_name,
+                    metrics: running.metrics.get(id)?.clone(),
+                })
+            })
+            .collect();
         let _ = self.topology.set(Topology {
             components,
-            buffers,
-            redactions,
-            deliveries,
+            buffers: running.buffers.clone(),
+            redactions: running.redactions.clone(),
+            deliveries: running.deliveries.clone(),
         });
+        self.ready.store(true, Ordering::Relaxed);
     }
 }
 
@@ -100,175 +130,148 @@ impl Telemetry {
 #[derive(Debug)]
 struct Exporter(Arc<Telemetry>);
 
-/// A metric family: name (without `_total`), help, type, and its value per
-/// component.
-type Family<'a> = (
-    &'static str,
-    &'static str,
-    MetricType,
-    Vec<([(&'static str, &'a str); 3], u64)>,
-);
+/// Writes one metric family: `name` (without `_total`), `help`, `kind`
+/// (counter or gauge), one sample per label set.
+fn family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    (name, help, kind): (&str, &str, MetricType),
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in samples {
+        let m = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Gauge => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m)?,
+            _ => ConstCounter::new(v).encode(m)?,
+        }
+    }
+    Ok(())
+}
 
 impl Collector for Exporter {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
         let empty = Topology::default();
         let t = self.0.topology.get().unwrap_or(&empty);
-        let info = encoder.encode_descriptor(
-            "lumen_build_info",
-            "The running Lumen's version.",
-            None,
-            MetricType::Gauge,
+        let e = &mut encoder;
+        family(
+            e,
+            ("lumen_build_info", "The running Lumen's version.", Gauge),
+            [([("version", env!("CARGO_PKG_VERSION"))], 1)],
         )?;
-        let mut info = info;
-        let version = [("version", env!("CARGO_PKG_VERSION"))];
-        ConstGauge::new(1i64).encode(info.encode_family(&version)?)?;
-        let per_component = |f: &dyn Fn(&ComponentMetrics) -> u64| {
-            t.components
-                .iter()
-                .map(|c| {
-                    (
-                        [
-                            ("component_id", c.id.as_str()),
-                            ("component_kind", c.kind),
-                            ("component_type", c.type_name.as_str()),
-                        ],
-                        f(&c.metrics),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        let families: [Family<'_>; 6] = [
+        family(
+            e,
+            (
+                "lumen_ready",
+                "1 when /ready answers 200 (every component running, no sink failing), else 0.",
+                Gauge,
+            ),
+            [([("instance", "lumen")], u64::from(self.0.is_ready()))],
+        )?;
+        type ComponentValue = fn(&ComponentMetrics) -> u64;
+        let components: [(&str, &str, MetricType, ComponentValue); 7] = [
             (
                 "lumen_component_received_events",
                 "Events that entered the component.",
-                MetricType::Counter,
-                per_component(&|m| load(&m.received)),
+                Counter,
+                |m| load(&m.received),
             ),
             (
                 "lumen_component_sent_events",
                 "Events the component passed on (downstream, or to the receiver for sinks).",
-                MetricType::Counter,
-                per_component(&|m| load(&m.sent)),
+                Counter,
+                |m| load(&m.sent),
             ),
             (
                 "lumen_component_received_bytes",
                 "Bytes of input that entered the component (an audit line without its newline, a webhook body).",
-                MetricType::Counter,
-                per_component(&|m| load(&m.received_bytes)),
+                Counter,
+                |m| load(&m.received_bytes),
             ),
             (
                 "lumen_component_sent_bytes",
                 "Bytes a sink wrote out (its encoded documents).",
-                MetricType::Counter,
-                per_component(&|m| load(&m.sent_bytes)),
+                Counter,
+                |m| load(&m.sent_bytes),
             ),
             (
                 "lumen_component_errors",
                 "Inputs or deliveries that failed (malformed input, refused requests, write errors).",
-                MetricType::Counter,
-                per_component(&|m| load(&m.errors)),
+                Counter,
+                |m| load(&m.errors),
             ),
             (
                 "lumen_component_discarded_events",
                 "Events the component discarded (filtered, rate-limited, rejected by a receiver).",
-                MetricType::Counter,
-                per_component(&|m| load(&m.dropped)),
+                Counter,
+                |m| load(&m.dropped),
+            ),
+            (
+                "lumen_component_healthy",
+                "0 while a sink's receiver is failing (its last attempt delivered nothing), else 1.",
+                Gauge,
+                |m| u64::from(!m.is_failing()),
             ),
         ];
-        let mut healthy = encoder.encode_descriptor(
-            "lumen_component_healthy",
-            "0 while a sink's receiver is failing (its last attempt delivered nothing), else 1.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (labels, failing) in per_component(&|m| u64::from(m.is_failing())) {
-            ConstGauge::new(1 - failing as i64).encode(healthy.encode_family(&labels)?)?;
-        }
-        for (name, help, kind, values) in families {
-            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-            for (labels, v) in values {
-                let m = family.encode_family(&labels)?;
-                match kind {
-                    MetricType::Gauge => ConstGauge::new(v as i64).encode(m)?,
-                    _ => ConstCounter::new(v).encode(m)?,
-                }
-            }
+        for (name, help, kind, value) in components {
+            let samples = t.components.iter().map(|c| {
+                let labels = [
+                    ("component_id", c.id.as_str()),
+                    ("component_kind", c.kind),
+                    ("component_type", c.type_name),
+                ];
+                (labels, value(&c.metrics))
+            });
+            family(e, (name, help, kind), samples)?;
         }
         type BufferValue = fn(&BufferMetrics) -> u64;
-        let buffer_families: [(&str, &str, MetricType, BufferValue); 6] = [
+        let buffers: [(&str, &str, MetricType, BufferValue); 6] = [
             (
                 "lumen_buffer_events",
                 "Events in the sink's buffer now (written, not yet acknowledged by the sink).",
-                MetricType::Gauge,
+                Gauge,
                 |b| load(&b.events_in).saturating_sub(load(&b.events_out)),
             ),
             (
                 "lumen_buffer_byte_size",
                 "Bytes the disk buffer's segments take now.",
-                MetricType::Gauge,
+                Gauge,
                 |b| load(&b.bytes_on_disk),
             ),
             (
                 "lumen_buffer_discarded_events",
                 "Events refused by a full buffer (when_full = \"drop_newest\").",
-                MetricType::Counter,
+                Counter,
                 |b| load(&b.dropped_full),
             ),
             (
                 "lumen_buffer_write_errors",
                 "Failed buffer writes or syncs (disk full, I/O errors); each was retried.",
-                MetricType::Counter,
+                Counter,
                 |b| load(&b.write_errors),
             ),
             (
                 "lumen_buffer_corrupted_records",
                 "Records a disk buffer could not read back and skipped.",
-                MetricType::Counter,
+                Counter,
                 |b| load(&b.corrupted_records),
             ),
             (
                 "lumen_buffer_torn_bytes",
                 "Bytes of torn writes truncated at start-up.",
-                MetricType::Counter,
+                Counter,
                 |b| load(&b.torn_bytes),
             ),
         ];
-        for (name, help, kind, value) in buffer_families {
-            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-            for (id, b) in &t.buffers {
-                let labels = [("component_id", id.as_str())];
-                let m = family.encode_family(&labels)?;
-                let v = value(b);
-                match kind {
-                    MetricType::Gauge => ConstGauge::new(v as i64).encode(m)?,
-                    _ => ConstCounter::new(v).encode(m)?,
-                }
-            }
-        }
-        let mut changed = encoder.encode_descriptor(
-            "lumen_redacted_events",
-            "Events a redact transform changed.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (id, r) in &t.redactions {
-            let labels = [("component_id", id.as_str())];
-            ConstCounter::new(load(&r.events_changed)).encode(changed.encode_family(&labels)?)?;
-        }
-        let mut by_rule = encoder.encode_descriptor(
-            "lumen_redactions",
-            "Events a redact transform's rule (or detector, or built-in Kubernetes removal) changed.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (id, r) in &t.redactions {
-            for (rule, n) in r.by_rule() {
-                let labels = [("component_id", id.as_str()), ("rule", rule.as_str())];
-                ConstCounter::new(n).encode(by_rule.encode_family(&labels)?)?;
-            }
+        for (name, help, kind, value) in buffers {
+            let samples = t
+                .buffers
+                .iter()
+                .map(|(id, b)| ([("component_id", id.as_str())], value(b)));
+            family(e, (name, help, kind), samples)?;
         }
         type DeliveryValue = fn(&DeliveryMetrics) -> u64;
-        let delivery_families: [(&str, &str, DeliveryValue); 4] = [
+        let deliveries: [(&str, &str, DeliveryValue); 4] = [
             (
                 "lumen_sink_requests",
                 "Requests a network sink sent (retries included).",
@@ -290,14 +293,14 @@ impl Collector for Exporter {
                 |d| load(&d.possible_duplicates),
             ),
         ];
-        for (name, help, value) in delivery_families {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (id, d) in &t.deliveries {
-                let labels = [("component_id", id.as_str())];
-                ConstCounter::new(value(d)).encode(family.encode_family(&labels)?)?;
-            }
+        for (name, help, value) in deliveries {
+            let samples = t
+                .deliveries
+                .iter()
+                .map(|(id, d)| ([("component_id", id.as_str())], value(d)));
+            family(e, (name, help, Counter), samples)?;
         }
-        let mut latency = encoder.encode_descriptor(
+        let mut latency = e.encode_descriptor(
             "lumen_sink_request_duration_seconds",
             "How long a network sink's requests took, answered or not.",
             None,
@@ -307,14 +310,31 @@ impl Collector for Exporter {
             let labels = [("component_id", id.as_str())];
             Histogram(&d.latency).encode(latency.encode_family(&labels)?)?;
         }
-        let mut ready = encoder.encode_descriptor(
-            "lumen_ready",
-            "1 when /ready answers 200 (every component running, no sink failing), else 0.",
-            None,
-            MetricType::Gauge,
+        family(
+            e,
+            (
+                "lumen_redacted_events",
+                "Events a redact transform changed.",
+                Counter,
+            ),
+            t.redactions
+                .iter()
+                .map(|(id, r)| ([("component_id", id.as_str())], load(&r.events_changed))),
         )?;
-        let instance = [("instance", "lumen")];
-        ConstGauge::new(i64::from(self.0.is_ready())).encode(ready.encode_family(&instance)?)?;
+        let by_rule = t.redactions.iter().flat_map(|(id, r)| {
+            r.by_rule()
+                .into_iter()
+                .map(move |(rule, n)| ([("component_id", id.clone()), ("rule", rule)], n))
+        });
+        family(
+            e,
+            (
+                "lumen_redactions",
+                "Events a redact transform's rule (or detector, or built-in Kubernetes removal) changed.",
+                Counter,
+            ),
+            by_rule,
+        )?;
         Ok(())
     }
 }

@@ -140,27 +140,7 @@ async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
     let running = topology::start(&config)
         .await
         .context("starting the topology")?;
-    telemetry.set_topology(
-        components(&config, &running.metrics),
-        running
-            .buffers
-            .iter()
-            .map(|(id, b)| (id.clone(), b.clone()))
-            .collect(),
-        running
-            .redactions
-            .iter()
-            .map(|(id, r)| (id.clone(), r.clone()))
-            .collect(),
-        running
-            .deliveries
-            .iter()
-            .map(|(id, d)| (id.clone(), d.clone()))
-            .collect(),
-    );
-    telemetry
-        .ready
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    telemetry.started(&config, &running);
     let metrics = running.metrics.clone();
     let stopped = running.run_until(stop, &telemetry.ready).await;
     if let Some(api) = api {
@@ -177,39 +157,6 @@ async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
-}
-
-/// Every component with its counters, as the API names them.
-fn components(
-    config: &Config,
-    metrics: &std::collections::BTreeMap<String, Arc<lumen_sinks::ComponentMetrics>>,
-) -> Vec<lumen::api::Component> {
-    let kinds = config
-        .sources
-        .iter()
-        .map(|(id, c)| (id, "source", c.type_name()))
-        .chain(
-            config
-                .transforms
-                .iter()
-                .map(|(id, c)| (id, "transform", c.type_name())),
-        )
-        .chain(
-            config
-                .sinks
-                .iter()
-                .map(|(id, c)| (id, "sink", c.type_name())),
-        );
-    kinds
-        .filter_map(|(id, kind, type_name)| {
-            Some(lumen::api::Component {
-                id: id.clone(),
-                kind,
-                type_name: type_name.to_owned(),
-                metrics: metrics.get(id)?.clone(),
-            })
-        })
-        .collect()
 }
 
 fn main() -> ExitCode {

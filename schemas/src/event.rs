@@ -39,20 +39,34 @@ impl Redaction {
         field: impl Into<Cow<'static, str>>,
         rule: impl Into<Cow<'static, str>>,
     ) {
-        let (field, rule) = (field.into(), rule.into());
-        if !self.fields.iter().any(|f| same(f, &field)) {
-            self.fields.push(field);
+        push_new(&mut self.fields, field.into());
+        push_new(&mut self.rules, rule.into());
+    }
+
+    /// Adds what another transform redacted to this.
+    pub fn merge(&mut self, other: Redaction) {
+        if self.is_empty() {
+            *self = other;
+            return;
         }
-        if !self.rules.iter().any(|r| same(r, &rule)) {
-            self.rules.push(rule);
+        for f in other.fields {
+            push_new(&mut self.fields, f);
+        }
+        for r in other.rules {
+            push_new(&mut self.rules, r);
         }
     }
 }
 
-/// Names are mostly the same `&'static str`s: compare where they point
-/// before comparing bytes.
-fn same(a: &str, b: &str) -> bool {
-    std::ptr::eq(a, b) || a == b
+/// Appends `name` unless it is there. Names are mostly the same
+/// `&'static str`s: where they point is compared before their bytes.
+fn push_new(names: &mut Vec<Cow<'static, str>>, name: Cow<'static, str>) {
+    if !names
+        .iter()
+        .any(|n| std::ptr::eq(n.as_ref(), name.as_ref()) || *n == name)
+    {
+        names.push(name);
+    }
 }
 
 impl Event {
@@ -927,5 +941,29 @@ impl Wrapper {
         ] {
             f(s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Redaction;
+
+    #[test]
+    fn redaction_markers_keep_each_name_once_in_first_seen_order() {
+        let mut first = Redaction::default();
+        first.record("user.name", "hash:user.name");
+        first.record("user.name", "detector:email");
+        let mut second = Redaction::default();
+        second.record(String::from("user.name"), "hash:user.name");
+        second.record("source.ip", "truncate_ip:source.ip");
+        let mut merged = Redaction::default();
+        merged.merge(first.clone());
+        assert_eq!(merged, first, "into an empty marker: taken whole");
+        merged.merge(second);
+        assert_eq!(merged.fields, ["user.name", "source.ip"]);
+        assert_eq!(
+            merged.rules,
+            ["hash:user.name", "detector:email", "truncate_ip:source.ip"]
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters of one component, named like Prometheus series
-/// (`lumen_component_received_events_total{component="…"}`).
+/// (`lumen_component_received_events_total{component_id="…"}`).
 #[derive(Debug, Default)]
 pub struct ComponentMetrics {
     /// Events that entered the component.

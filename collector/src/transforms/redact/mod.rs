@@ -545,7 +545,7 @@ impl Redactor {
                     }
                 }
                 self.metrics.count(&marker);
-                merge(&mut e.redaction, marker);
+                e.redaction.merge(marker);
                 true
             }
             None => false,
@@ -557,7 +557,7 @@ impl Redactor {
     /// The redacted original of `a`, what was redacted and whether the
     /// fields must be parsed again (they are not all strings of the
     /// original), or `None` when nothing needs to change;
-    /// `scratch.spans` says where the original's strings went.
+    /// `scratch.edits` (their new text in `scratch.buf`) say what changed.
     fn rewrite_audit(
         &self,
         a: &ApiActivity,
@@ -631,10 +631,11 @@ impl Redactor {
                 || self.rules.iter().any(|r| r.action == Action::Drop),
         };
         json::edits_of(original, &mut visitor, buf, edits);
-        // The free text, all at once: one detector pass over every string
+        // The free text, all at once: one screen over every string
         // (NUL-separated: a NUL is a boundary to every pattern, so a string
-        // that has a match keeps it in the batch) says whether any needs a
-        // closer look — most audit events have none.
+        // that has a match keeps it in the batch) and a search for the known
+        // values say whether any needs a closer look — most audit events
+        // have none.
         let candidates = std::mem::take(visitor.candidates);
         batch.clear();
         for (range, _) in &candidates {
@@ -774,7 +775,7 @@ impl Redactor {
             return false;
         }
         self.metrics.count(&marker);
-        merge(&mut e.redaction, marker);
+        e.redaction.merge(marker);
         true
     }
 }
@@ -907,24 +908,6 @@ fn unescape(raw: &str) -> Option<String> {
     quoted.push_str(raw);
     quoted.push('"');
     serde_json::from_str(&quoted).ok()
-}
-
-/// Adds what one transform redacted to what earlier ones did.
-fn merge(into: &mut Redaction, now: Redaction) {
-    if into.is_empty() {
-        *into = now;
-        return;
-    }
-    for f in now.fields {
-        if !into.fields.contains(&f) {
-            into.fields.push(f);
-        }
-    }
-    for r in now.rules {
-        if !into.rules.contains(&r) {
-            into.rules.push(r);
-        }
-    }
 }
 
 /// IPv4 to its /24, IPv6 to its /48.

@@ -115,6 +115,17 @@ fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
+/// A series as [`parse_openmetrics`] keys it (labels sorted by name).
+fn series(name: &str, labels: &str) -> String {
+    format!("{name}{{{labels}}}")
+}
+
+fn assert_samples(m: &BTreeMap<String, f64>, want: &[(String, f64)]) {
+    for (series, value) in want {
+        assert_eq!(m.get(series), Some(value), "{series} in {m:#?}");
+    }
+}
+
 #[test]
 fn health_ready_and_metrics_that_follow_the_events() {
     let port = free_port();
@@ -174,25 +185,6 @@ fn health_ready_and_metrics_that_follow_the_events() {
     let m = scrape(5.0);
     let source = "component_id=audit,component_kind=source,component_type=k8s_audit_file";
     let sink = "component_id=out,component_kind=sink,component_type=file";
-    assert_eq!(
-        m.get(&format!("lumen_component_sent_events_total{{{source}}}")),
-        Some(&5.0),
-        "{m:#?}"
-    );
-    assert_eq!(
-        m.get(&format!("lumen_component_received_events_total{{{sink}}}")),
-        Some(&5.0),
-        "{m:#?}"
-    );
-    assert_eq!(
-        m.get(&format!("lumen_component_sent_events_total{{{sink}}}")),
-        Some(&5.0),
-        "{m:#?}"
-    );
-    assert_eq!(
-        m.get(&format!("lumen_component_errors_total{{{sink}}}")),
-        Some(&0.0)
-    );
     // Bytes: the lines read (without their newlines), the documents written.
     let read: usize = std::fs::read_to_string(&log)
         .unwrap()
@@ -200,50 +192,53 @@ fn health_ready_and_metrics_that_follow_the_events() {
         .map(str::len)
         .sum();
     let written = std::fs::metadata(lumen.path("out.ndjson")).unwrap().len();
-    assert_eq!(
-        m.get(&format!("lumen_component_received_bytes_total{{{source}}}")),
-        Some(&(read as f64))
-    );
-    assert_eq!(
-        m.get(&format!("lumen_component_sent_bytes_total{{{sink}}}")),
-        Some(&(written as f64))
-    );
-    assert_eq!(
-        m.get("lumen_buffer_events{component_id=out}"),
-        Some(&0.0),
-        "{m:#?}"
-    );
-    assert_eq!(
-        m.get(&format!(
-            "lumen_build_info{{version={}}}",
-            env!("CARGO_PKG_VERSION")
-        )),
-        Some(&1.0)
-    );
-    assert_eq!(m.get("lumen_ready{instance=lumen}"), Some(&1.0));
-    // The redact transform's counters: every event had its user name hashed.
-    assert_eq!(
-        m.get("lumen_redacted_events_total{component_id=gdpr}"),
-        Some(&5.0),
-        "{m:#?}"
-    );
-    assert_eq!(
-        m.get("lumen_redactions_total{component_id=gdpr,rule=hash:user.name}"),
-        Some(&5.0),
-        "{m:#?}"
+    assert_samples(
+        &m,
+        &[
+            (series("lumen_component_sent_events_total", source), 5.0),
+            (series("lumen_component_received_events_total", sink), 5.0),
+            (series("lumen_component_sent_events_total", sink), 5.0),
+            (series("lumen_component_errors_total", sink), 0.0),
+            (
+                series("lumen_component_received_bytes_total", source),
+                read as f64,
+            ),
+            (
+                series("lumen_component_sent_bytes_total", sink),
+                written as f64,
+            ),
+            (series("lumen_buffer_events", "component_id=out"), 0.0),
+            (
+                series(
+                    "lumen_build_info",
+                    &format!("version={}", env!("CARGO_PKG_VERSION")),
+                ),
+                1.0,
+            ),
+            (series("lumen_ready", "instance=lumen"), 1.0),
+            // Every event had its user name hashed.
+            (
+                series("lumen_redacted_events_total", "component_id=gdpr"),
+                5.0,
+            ),
+            (
+                series(
+                    "lumen_redactions_total",
+                    "component_id=gdpr,rule=hash:user.name",
+                ),
+                5.0,
+            ),
+        ],
     );
     // The counters move with the events.
     append(5..8);
     let m = scrape(8.0);
-    assert_eq!(
-        m.get(&format!("lumen_component_sent_events_total{{{source}}}")),
-        Some(&8.0),
-        "{m:#?}"
-    );
-    assert_eq!(
-        m.get(&format!("lumen_component_sent_events_total{{{sink}}}")),
-        Some(&8.0),
-        "{m:#?}"
+    assert_samples(
+        &m,
+        &[
+            (series("lumen_component_sent_events_total", source), 8.0),
+            (series("lumen_component_sent_events_total", sink), 8.0),
+        ],
     );
     // Only GET, only the three paths.
     assert_eq!(

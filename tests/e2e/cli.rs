@@ -66,6 +66,14 @@ fn each_config_error_exits_2_with_file_line_column_and_reason() {
             "bad.toml:3:9: environment variable `LUMEN_E2E_UNSET_VAR` is not set",
         ),
         ("[sources.audit\n".to_owned(), "bad.toml:1:"),
+        (
+            format!("[api]\naddress = \"localhost\"\n{GOOD}"),
+            "bad.toml:2:11: invalid socket address syntax",
+        ),
+        (
+            format!("[api]\nport = 9598\n{GOOD}"),
+            "bad.toml:2:1: unknown field `port`, expected `address`",
+        ),
     ];
     for (config, want) in cases {
         let (code, _, stderr) = validate(&config);

@@ -15,6 +15,16 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The strings of a list (`["a", "b"]`), or the `name` of each element
+/// (`[{name: a}, …]`) with `key = Some("name")`.
+fn strings<'a>(list: &'a Value, key: Option<&str>) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .filter_map(|v| key.map_or(v, |k| &v[k]).as_str())
+        .collect()
+}
+
 fn errors(v: &jsonschema::Validator, doc: &Value) -> Vec<String> {
     v.iter_errors(doc)
         .map(|e| format!("{e} at {}", e.instance_path()))
@@ -48,24 +58,14 @@ fn docker_compose_follows_the_compose_specification_with_the_measured_privileges
     );
     assert_eq!(lumen["pid"], "host");
     assert!(lumen.get("privileged").is_none_or(|p| p == false));
-    let volumes: Vec<&str> = lumen["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let volumes = strings(&lumen["volumes"], None);
     for mount in [
         "/sys/kernel/btf:/sys/kernel/btf:ro",
         "/sys/fs/cgroup:/sys/fs/cgroup:ro",
     ] {
         assert!(volumes.contains(&mount), "{mount} in {volumes:?}");
     }
-    let es_env: Vec<&str> = s["elasticsearch"]["environment"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let es_env = strings(&s["elasticsearch"]["environment"], None);
     assert!(es_env.contains(&"xpack.security.enabled=true"));
     assert!(es_env.contains(&"ELASTIC_PASSWORD=${ELASTIC_PASSWORD}"));
     assert!(s["kibana"]["image"]
@@ -137,12 +137,7 @@ fn kubernetes_manifests_parse_and_reference_what_exists() {
     assert_eq!(sc["privileged"], false);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
-    let port_names: Vec<&str> = c["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["name"].as_str())
-        .collect();
+    let port_names = strings(&c["ports"], Some("name"));
     // Volumes named by mounts exist; the ConfigMap has the key the mount reads.
     let volumes = pod["volumes"].as_array().unwrap();
     for m in c["volumeMounts"].as_array().unwrap() {
@@ -175,12 +170,7 @@ fn kubernetes_manifests_parse_and_reference_what_exists() {
         assert!(port_names.contains(&target), "targetPort {target}");
     }
     // The env the config interpolates is set by the DaemonSet.
-    let env: Vec<&str> = c["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["name"].as_str())
-        .collect();
+    let env = strings(&c["env"], Some("name"));
     for var in [
         "NODE_NAME",
         "ES_URL",

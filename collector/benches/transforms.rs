@@ -26,6 +26,18 @@ fn audit_lines() -> Vec<String> {
         .collect()
 }
 
+fn strings(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.push_str(s);
+            out.push('\0');
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
 fn exec(args: &[&str]) -> Event {
     Event {
         time: Timestamp(1),
@@ -94,6 +106,25 @@ fn bench(c: &mut Criterion) {
             |e| black_box(redactor.redact(e)),
             BatchSize::SmallInput,
         )
+    });
+    // The screen alone, over what it gets per audit event: the event's
+    // strings NUL-joined (every string value of the line, an upper bound on
+    // the free text the walk gathers).
+    let batches: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let mut out = String::new();
+            strings(&serde_json::from_str(l).unwrap_or_default(), &mut out);
+            out
+        })
+        .collect();
+    g.throughput(Throughput::Elements(batches.len() as u64));
+    g.bench_function("screen the free text of an audit event", |b| {
+        b.iter(|| {
+            for t in &batches {
+                black_box(lumen::transforms::redact::detect::suspects(t));
+            }
+        })
     });
     let rl: RateLimitConfig =
         toml::from_str("inputs = [\"x\"]\nkey = \"{{ user.name }}\"\nrate = 1000000000\n")

@@ -47,10 +47,10 @@ pub struct Edit {
 pub fn rewrite(input: &str, visit: &mut impl Visit, out: &mut String) -> bool {
     let (mut buf, mut edits) = (String::new(), Vec::new());
     let changed = edits_of(input, visit, &mut buf, &mut edits);
-    out.clear();
     if changed {
-        out.push_str(&apply(input, &edits, &buf));
+        apply(input, &edits, &buf, out);
     } else {
+        out.clear();
         out.push_str(input);
     }
     changed
@@ -81,10 +81,11 @@ pub fn edits_of(
 }
 
 /// `input` with `edits` (in input order, not overlapping) applied, their
-/// text taken from `buf`.
-pub fn apply(input: &str, edits: &[Edit], buf: &str) -> String {
+/// text taken from `buf`, into `out` (cleared first).
+pub fn apply(input: &str, edits: &[Edit], buf: &str, out: &mut String) {
     let grown: usize = edits.iter().map(|e| e.new.len()).sum();
-    let mut out = String::with_capacity(input.len() + grown);
+    out.clear();
+    out.reserve(input.len() + grown);
     let mut last = 0;
     for e in edits {
         out.push_str(&input[last..e.old.start]);
@@ -92,7 +93,6 @@ pub fn apply(input: &str, edits: &[Edit], buf: &str) -> String {
         last = e.old.end;
     }
     out.push_str(&input[last..]);
-    out
 }
 
 /// The first `"` or `\\` in `b`. Most strings in an audit event are short:
@@ -428,10 +428,9 @@ mod tests {
         let olds: Vec<&str> = edits.iter().map(|e| &input[e.old.clone()]).collect();
         assert_eq!(olds, ["two", "three", r#","e":1"#]);
         assert!(edits[0].string && !edits[2].string);
-        assert_eq!(
-            apply(input, &edits, &buf),
-            r#"{"a":"one", "b":["TWO","THREE"],"c":{"d":"four"}}"#
-        );
+        let mut out = String::from("left over");
+        apply(input, &edits, &buf, &mut out);
+        assert_eq!(out, r#"{"a":"one", "b":["TWO","THREE"],"c":{"d":"four"}}"#);
         // Nothing to change: no edits.
         let mut none = Rules {
             drop: vec![],

@@ -286,6 +286,21 @@ struct Scratch {
     shifts: Vec<usize>,
     strs: Vec<Str>,
     fixes: Vec<(String, String)>,
+    /// The next rewritten original goes here: the text an event had before
+    /// its rewrite, kept for the next one (no allocation per event).
+    spare: String,
+}
+
+impl Scratch {
+    /// Keeps `text` as the next event's buffer, unless it is outsized (one
+    /// huge event must not pass its capacity on to every later one).
+    fn recycle(&mut self, mut text: String) {
+        const KEEP: usize = 64 * 1024;
+        if text.capacity() <= KEEP {
+            text.clear();
+            self.spare = text;
+        }
+    }
 }
 
 /// A value a rule changes (a user name, a uid), and its replacement in
@@ -538,11 +553,19 @@ impl Redactor {
             Some((text, marker, must_parse)) => {
                 let e = Arc::make_mut(event);
                 if let EventKind::ApiActivity(a) = &mut e.kind {
-                    if must_parse {
+                    let spare = if must_parse {
                         reparse(a, &text);
-                    } else if let Err(text) = remap(a, text, &mut scratch) {
-                        reparse(a, &text);
-                    }
+                        text
+                    } else {
+                        match remap(a, text, &mut scratch) {
+                            Ok(old) => old,
+                            Err(text) => {
+                                reparse(a, &text);
+                                text
+                            }
+                        }
+                    };
+                    scratch.recycle(spare);
                 }
                 self.metrics.count(&marker);
                 e.redaction.merge(marker);
@@ -616,6 +639,8 @@ impl Redactor {
             subresource,
             base: original.as_ptr() as usize,
             known: &known[..n],
+            known_in_text: &known[..n],
+            screen: true,
             pseudonyms,
             candidates,
             marker: Redaction::default(),
@@ -642,10 +667,16 @@ impl Redactor {
             batch.push_str(&original[range.clone()]);
             batch.push('\0');
         }
-        let suspect = !batch.is_empty()
-            && (self.detectors.may_match(batch)
-                || visitor.known.iter().any(|(k, _)| batch.contains(k)));
-        if suspect {
+        visitor.screen = !batch.is_empty() && self.detectors.may_match(batch);
+        let known_in_batch = !batch.is_empty()
+            && visitor
+                .known
+                .iter()
+                .any(|(k, _)| memchr::memmem::find(batch.as_bytes(), k.as_bytes()).is_some());
+        if !known_in_batch {
+            visitor.known_in_text = &[];
+        }
+        if visitor.screen || known_in_batch {
             let walked = edits.len();
             for (range, member) in &candidates {
                 let mark = buf.len();
@@ -666,7 +697,8 @@ impl Redactor {
         if edits.is_empty() {
             return None;
         }
-        let out = json::apply(original, edits, buf);
+        let mut out = std::mem::take(&mut scratch.spare);
+        json::apply(original, edits, buf, &mut out);
         Some((out, visitor.marker, visitor.must_parse))
     }
 
@@ -782,9 +814,10 @@ impl Redactor {
 
 /// Makes `raw` (the original with `scratch.edits` applied) the original of
 /// `a` and moves every field to where its string went — the same result as
-/// parsing `raw` again, without the parse. `Err` (with `raw` back, `a`
-/// unchanged) when a field cannot be moved: part of a changed string.
-fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<(), String> {
+/// parsing `raw` again, without the parse; `Ok` with the text `a` had
+/// before. `Err` (with `raw` back, `a` unchanged) when a field cannot be
+/// moved: part of a changed string.
+fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<String, String> {
     let old_len = a.original_len as usize;
     let Ok(raw_len) = u32::try_from(raw.len()) else {
         return Err(raw);
@@ -797,21 +830,6 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
         fixes,
         ..
     } = scratch;
-    // Strings with escapes were parsed into unescaped copies after the
-    // original: a changed one needs its copy redone.
-    fixes.clear();
-    for e in edits.iter().filter(|e| e.string) {
-        let before = a.text.get(e.old.clone());
-        if before.is_some_and(|b| b.contains('\\')) {
-            let fix = before
-                .and_then(unescape)
-                .zip(buf.get(e.new.clone()).and_then(unescape));
-            match fix {
-                Some(f) => fixes.push(f),
-                None => return Err(raw),
-            }
-        }
-    }
     // Where the text before each edit moved: the original's length plus
     // this minus what the edits removed (kept apart to stay unsigned).
     shifts.clear();
@@ -828,6 +846,7 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
     let old_text = std::mem::take(&mut a.text);
     strs.clear();
     let mut ok = true;
+    let mut fixed = false;
     a.visit_strs_mut(&mut |s| {
         if !ok {
             return;
@@ -856,6 +875,28 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
                 _ => Str::range(moved(start), moved(end)),
             });
         } else {
+            // Strings with escapes were parsed into unescaped copies after
+            // the original: a changed one needs its copy redone (worked out
+            // at the first such field).
+            if !fixed {
+                fixed = true;
+                fixes.clear();
+                for e in edits.iter().filter(|e| e.string) {
+                    let before = old_text.get(e.old.clone());
+                    if before.is_some_and(|b| b.contains('\\')) {
+                        let fix = before
+                            .and_then(unescape)
+                            .zip(buf.get(e.new.clone()).and_then(unescape));
+                        match fix {
+                            Some(f) => fixes.push(f),
+                            None => {
+                                ok = false;
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
             let value = s.get(&old_text);
             let value = fixes
                 .iter()
@@ -881,7 +922,7 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
     a.text = raw;
     a.original_len = raw_len;
     a.original_literal = std::sync::OnceLock::new();
-    Ok(())
+    Ok(old_text)
 }
 
 /// What [`remap`] cannot do: parses the rewritten original `raw` into `a`
@@ -1135,6 +1176,12 @@ struct AuditVisitor<'a> {
     base: usize,
     /// The values rules change, with their replacements in `pseudonyms`.
     known: &'a [Known<'a>],
+    /// Those of them free text may contain (none when the screen of the
+    /// free text found none).
+    known_in_text: &'a [Known<'a>],
+    /// Whether free text may hold something a detector finds (`false` when
+    /// the screen of all of it found nothing).
+    screen: bool,
     pseudonyms: &'a str,
     /// Free text left for the detectors, after the walk.
     candidates: &'a mut Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
@@ -1268,15 +1315,15 @@ impl AuditVisitor<'_> {
     /// then the detectors; the result goes to `out` if anything changed.
     fn scrub(&mut self, raw: &str, field: Cow<'static, str>, out: &mut String) -> bool {
         let mut text = Cow::Borrowed(raw);
-        for (orig, pseudonym) in self.known {
-            if text.contains(orig) {
+        for (orig, pseudonym) in self.known_in_text {
+            if memchr::memmem::find(text.as_bytes(), orig.as_bytes()).is_some() {
                 text = Cow::Owned(text.replace(orig, &self.pseudonyms[pseudonym.clone()]));
                 self.marker.record(field.clone(), "known_value");
             }
         }
         self.tmp.clear();
         let before = self.fired.len();
-        if self.r.detect(&text, self.tmp, self.fired) {
+        if self.screen && self.r.detect(&text, self.tmp, self.fired) {
             for d in &self.fired[before..] {
                 self.marker.record(field.clone(), d.rule());
             }

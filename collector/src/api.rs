@@ -7,7 +7,6 @@
 //! component's counters in the OpenMetrics text format, which Prometheus
 //! scrapes). Read-only, no request body is read.
 
-use crate::config::Config;
 use crate::topology::Running;
 use crate::transforms::redact::RedactMetrics;
 use bytes::Bytes;
@@ -45,6 +44,8 @@ fn default_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9598))
 }
 
+const RELOAD_OUTCOMES: [&str; 4] = ["applied", "unchanged", "rejected", "failed"];
+
 /// One component as the metrics name it.
 #[derive(Debug)]
 struct Component {
@@ -60,7 +61,12 @@ struct Component {
 /// started) and readiness.
 #[derive(Debug, Default)]
 pub struct Telemetry {
-    topology: std::sync::OnceLock<Topology>,
+    /// The running topology's counters, replaced at each reload.
+    topology: std::sync::RwLock<Arc<Topology>>,
+    /// Reload requests by outcome: `applied`, `unchanged`, `rejected`
+    /// (invalid config, or one that needs a restart), `failed` (a component
+    /// did not start with its new config).
+    reloads: [std::sync::atomic::AtomicU64; 4],
     /// Cleared by [`Running::run_until`] when a component ends on its own
     /// and when the drain begins.
     pub ready: AtomicBool,
@@ -81,15 +87,38 @@ impl Telemetry {
     /// Started, no component stopped on its own, and no sink failing.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
-            && self
-                .topology
-                .get()
-                .is_some_and(|t| !t.components.iter().any(|c| c.metrics.is_failing()))
+            && !self
+                .snapshot()
+                .components
+                .iter()
+                .any(|c| c.metrics.is_failing())
+    }
+
+    fn snapshot(&self) -> Arc<Topology> {
+        self.topology
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A reload request ended with `outcome`; the counters now follow the
+    /// topology as it runs.
+    pub fn reloaded(&self, running: &Running, outcome: &str) {
+        if let Some(i) = RELOAD_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.reloads[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.publish(running);
     }
 
     /// The topology of `config` has started as `running`: its counters are
     /// served from now on, and the pipeline is ready.
-    pub fn started(&self, config: &Config, running: &Running) {
+    pub fn started(&self, running: &Running) {
+        self.publish(running);
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    fn publish(&self, running: &Running) {
+        let config = running.config();
         let kinds = config
             .sources
             .iter()
@@ -116,13 +145,13 @@ impl Telemetry {
                 })
             })
             .collect();
-        let _ = self.topology.set(Topology {
+        let topology = Arc::new(Topology {
             components,
             buffers: running.buffers.clone(),
             redactions: running.redactions.clone(),
             deliveries: running.deliveries.clone(),
         });
-        self.ready.store(true, Ordering::Relaxed);
+        *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
     }
 }
 
@@ -151,8 +180,7 @@ fn family<L: EncodeLabelSet>(
 impl Collector for Exporter {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
-        let empty = Topology::default();
-        let t = self.0.topology.get().unwrap_or(&empty);
+        let t = self.0.snapshot();
         let e = &mut encoder;
         family(
             e,
@@ -167,6 +195,18 @@ impl Collector for Exporter {
                 Gauge,
             ),
             [([("instance", "lumen")], u64::from(self.0.is_ready()))],
+        )?;
+        family(
+            e,
+            (
+                "lumen_config_reloads",
+                "Config reload requests (SIGHUP) by outcome: applied, unchanged, rejected (invalid, or a change that needs a restart; the running config kept), failed (a component did not start with its new config and runs its old one).",
+                Counter,
+            ),
+            RELOAD_OUTCOMES
+                .iter()
+                .zip(&self.0.reloads)
+                .map(|(o, n)| ([("outcome", *o)], load(n))),
         )?;
         type ComponentValue = fn(&ComponentMetrics) -> u64;
         let components: [(&str, &str, MetricType, ComponentValue); 7] = [

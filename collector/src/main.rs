@@ -122,9 +122,46 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
+/// SIGHUP: the config is read again from where it came from (the file, or
+/// the embedded default with the environment as it is).
+struct SighupReloads {
+    hangup: Option<tokio::signal::unix::Signal>,
+    path: Option<PathBuf>,
+}
+
+impl SighupReloads {
+    /// Installed before the topology starts: from here on a SIGHUP reloads
+    /// instead of ending the process.
+    fn install(path: Option<PathBuf>) -> SighupReloads {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGHUP handler; reload by restarting");
+                None
+            }
+        };
+        SighupReloads { hangup, path }
+    }
+}
+
+impl topology::Reloads for SighupReloads {
+    async fn next(&mut self) -> Result<Config, ConfigError> {
+        match self.hangup.as_mut() {
+            Some(h) => {
+                h.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+        tracing::info!("SIGHUP received: reloading the config");
+        load(self.path.as_ref()).map(|(c, _)| c)
+    }
+}
+
+async fn run(config: Config, origin: &str, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %origin, version = env!("CARGO_PKG_VERSION"), "lumen starting");
     let stop = stop_signal();
+    let reloads = SighupReloads::install(path);
     // The API answers /health from the start; /ready once the topology runs.
     let telemetry = Arc::new(lumen::api::Telemetry::default());
     let api = match &config.api {
@@ -140,13 +177,11 @@ async fn run(config: Config, origin: &str) -> anyhow::Result<ExitCode> {
     let running = topology::start(&config)
         .await
         .context("starting the topology")?;
-    telemetry.started(&config, &running);
-    let metrics = running.metrics.clone();
-    let stopped = running.run_until(stop, &telemetry.ready).await;
+    telemetry.started(&running);
+    let stopped = running.run_until(stop, reloads, &telemetry).await;
     if let Some(api) = api {
         api.abort();
     }
-    topology::Running::report(&metrics);
     match stopped {
         Stopped::Drained => {
             tracing::info!("lumen stopped; every in-flight event was drained");
@@ -174,7 +209,8 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => {
             init_logging();
-            let (config, origin) = match load(config.as_ref()) {
+            let path = config;
+            let (config, origin) = match load(path.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -191,7 +227,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(run(config, &origin)) {
+            match runtime.block_on(run(config, &origin, path)) {
                 Ok(code) => code,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -20,5 +20,6 @@ mod network_sinks;
 mod privilege;
 mod rate_limit;
 mod redact;
+mod reload;
 mod shutdown;
 mod webhook;

@@ -125,6 +125,11 @@ impl SinkConfig {
             SinkConfig::Otlp(_) => "otlp",
         }
     }
+    /// It delivers over the network (its own retries and dead letters).
+    pub fn is_network(&self) -> bool {
+        !matches!(self, SinkConfig::File(_) | SinkConfig::Console(_))
+    }
+
     /// The buffer in front of the sink.
     pub fn buffer(&self) -> &lumen_sinks::buffer::BufferConfig {
         match self {

@@ -3,9 +3,13 @@
 //!
 //! Start order is sinks, transforms, sources, so a sink that cannot start
 //! (a file it cannot open) fails before any event is read. Shutdown goes the
-//! other way: sources stop and drop their outputs, each downstream drains its
-//! channel and stops when every upstream has gone, sinks flush and
+//! other way: sources stop, then each transform (in order) and each sink
+//! drains its channel and stops once its upstreams have; sinks flush and
 //! acknowledge. The whole drain is bounded by `shutdown_timeout_secs`.
+//!
+//! The topology holds the only strong sender of every channel (fan-outs hold
+//! weak ones, see [`fanout`]), which is what lets [`Running::reload`] swap
+//! components while the rest runs: see its documentation.
 
 pub mod fanout;
 pub mod shutdown;
@@ -15,7 +19,7 @@ use crate::sources::ebpf::EbpfSource;
 use crate::sources::k8s_audit_file::K8sAuditFileSource;
 use crate::sources::k8s_audit_webhook::K8sAuditWebhookSource;
 use anyhow::Context as _;
-use fanout::Fanout;
+use fanout::{Fanout, Wiring};
 use lumen_sinks::console::ConsoleSink;
 use lumen_sinks::elasticsearch::ElasticsearchSink;
 use lumen_sinks::file::FileSink;
@@ -23,11 +27,11 @@ use lumen_sinks::kafka::KafkaSink;
 use lumen_sinks::otlp::OtlpSink;
 use lumen_sinks::splunk_hec::SplunkHecSink;
 use lumen_sinks::{ComponentMetrics, Envelope};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 /// Events a channel between two components holds before the sender waits.
 pub const CHANNEL_CAPACITY: usize = 1024;
@@ -35,9 +39,24 @@ pub const CHANNEL_CAPACITY: usize = 1024;
 /// A started topology.
 #[derive(Debug)]
 pub struct Running {
-    tasks: JoinSet<String>,
-    trigger: shutdown::ShutdownTrigger,
-    /// Per component id, its counters.
+    /// The config it runs.
+    config: Config,
+    host: Arc<lumen_schemas::event::Host>,
+    /// Per transform and sink: the strong sender of its input channel (the
+    /// channel closes when this goes).
+    inputs: HashMap<String, mpsc::Sender<Envelope>>,
+    /// Per source and transform: its downstreams.
+    wirings: HashMap<String, Arc<Wiring>>,
+    /// Per component: its running instance.
+    instances: HashMap<String, Instance>,
+    /// Old instances of network sinks with a memory buffer, still
+    /// delivering what they held when a reload replaced them.
+    retiring: Vec<(String, Instance)>,
+    /// Component tasks report here when they end: `(id, generation)`.
+    done_tx: mpsc::UnboundedSender<(String, u64)>,
+    done_rx: mpsc::UnboundedReceiver<(String, u64)>,
+    generation: u64,
+    /// Per component id, its counters (kept across reloads).
     pub metrics: BTreeMap<String, Arc<ComponentMetrics>>,
     /// Per sink id, its buffer's counters.
     pub buffers: BTreeMap<String, Arc<lumen_sinks::buffer::BufferMetrics>>,
@@ -45,7 +64,15 @@ pub struct Running {
     pub redactions: BTreeMap<String, Arc<crate::transforms::redact::RedactMetrics>>,
     /// Per network sink id, its delivery counters and request latencies.
     pub deliveries: BTreeMap<String, Arc<lumen_sinks::deliver::DeliveryMetrics>>,
-    shutdown_timeout: Duration,
+}
+
+/// One component's tasks.
+#[derive(Debug)]
+struct Instance {
+    generation: u64,
+    tasks: Vec<JoinHandle<()>>,
+    /// A source's own stop signal.
+    stop: Option<shutdown::ShutdownTrigger>,
 }
 
 /// How a run ended.
@@ -57,236 +84,650 @@ pub enum Stopped {
     TimedOut(Vec<String>),
 }
 
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Why a reload was refused or did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Nothing was changed: the running topology is as it was.
+    #[error(
+        "{0} cannot change while Lumen runs (restart to apply it); the running config is kept"
+    )]
+    NeedsRestart(&'static str),
+    /// Some components could not start with their new config; each was
+    /// started again with its old one where it had one.
+    #[error("reload incomplete: {0}")]
+    Failed(String),
+}
+
 /// Builds and starts every component of `config`.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    let host = Arc::new(crate::host::detect());
-    let graph = config.graph();
-    let (trigger, signal) = shutdown::channel();
-    let mut metrics = BTreeMap::new();
-    let mut senders: HashMap<&str, mpsc::Sender<Envelope>> = HashMap::new();
-    let mut receivers: HashMap<&str, mpsc::Receiver<Envelope>> = HashMap::new();
-    for id in config.transforms.keys().chain(config.sinks.keys()) {
-        let capacity = config
-            .sinks
-            .get(id)
-            .map_or(CHANNEL_CAPACITY, |s| s.buffer().input_capacity());
-        let (tx, rx) = mpsc::channel(capacity);
-        senders.insert(id, tx);
-        receivers.insert(id, rx);
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let mut running = Running {
+        config: Config {
+            sources: BTreeMap::new(),
+            transforms: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            ..config.clone()
+        },
+        host: Arc::new(crate::host::detect()),
+        inputs: HashMap::new(),
+        wirings: HashMap::new(),
+        instances: HashMap::new(),
+        retiring: Vec::new(),
+        done_tx,
+        done_rx,
+        generation: 0,
+        metrics: BTreeMap::new(),
+        buffers: BTreeMap::new(),
+        redactions: BTreeMap::new(),
+        deliveries: BTreeMap::new(),
+    };
+    let all: BTreeSet<String> = config
+        .graph()
+        .inputs
+        .keys()
+        .map(|k| (*k).to_owned())
+        .collect();
+    let plan = Changes {
+        added: all.into_iter().collect(),
+        ..Changes::default()
+    };
+    let mut failed = Vec::new();
+    running.apply(config.clone(), &plan, &mut failed).await;
+    if let Some(e) = failed.into_iter().next() {
+        // Nothing half-started stays behind.
+        let _ = running.shutdown().await;
+        return Err(e);
     }
-    for id in graph.inputs.keys() {
-        metrics.insert((*id).to_owned(), Arc::new(ComponentMetrics::default()));
+    Ok(running)
+}
+
+impl Running {
+    /// The config the topology runs.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
-    let mut fanouts: HashMap<&str, Fanout> = HashMap::new();
-    for id in config.sources.keys().chain(config.transforms.keys()) {
-        let mut f = Fanout::default();
-        for downstream in graph.outputs_of(id) {
-            if let Some(tx) = senders.get(downstream) {
-                f.add(downstream.to_owned(), tx.clone());
+
+    /// What changes from the running config to `new`.
+    pub fn diff(&self, new: &Config) -> Changes {
+        let old = &self.config;
+        let mut c = Changes::default();
+        let ids = |k: &Config| -> BTreeSet<String> {
+            k.sources
+                .keys()
+                .chain(k.transforms.keys())
+                .chain(k.sinks.keys())
+                .cloned()
+                .collect()
+        };
+        let (before, after) = (ids(old), ids(new));
+        for id in after.iter() {
+            if !before.contains(id) {
+                c.added.push(id.clone());
+            } else if old.sources.get(id) != new.sources.get(id)
+                || old.transforms.get(id) != new.transforms.get(id)
+                || old.sinks.get(id) != new.sinks.get(id)
+            {
+                c.changed.push(id.clone());
             }
         }
-        fanouts.insert(id, f);
+        c.removed = before.difference(&after).cloned().collect();
+        c
     }
-    // Only upstream components hold senders from here on, so channels close
-    // when their upstreams stop.
-    drop(senders);
-    let mut fanout_of = |id: &str| fanouts.remove(id).unwrap_or_default();
-    let metrics_of = |id: &str| metrics.get(id).cloned().unwrap_or_default();
-    let mut tasks = JoinSet::new();
-    let mut buffers = BTreeMap::new();
-    let mut redactions = BTreeMap::new();
-    let mut deliveries = BTreeMap::new();
 
-    for (id, sink) in &config.sinks {
-        let input = receivers
-            .remove(id.as_str())
-            .context("internal: sink without channel")?;
-        let buffer = lumen_sinks::buffer::start(id, sink.buffer(), &config.data_dir, input)
+    /// Applies `new` (already validated) to the running topology:
+    /// components whose config changed are rebuilt, new ones started,
+    /// removed ones stopped; the others keep running untouched. No accepted
+    /// event is lost:
+    ///
+    /// 1. channels are made for the new and rebuilt transforms and sinks,
+    ///    and every fan-out is rewired to them (events wait there, bounded:
+    ///    backpressure, until the new instance reads);
+    /// 2. the old instances' channels are let go: each drains what it holds
+    ///    downstream (a sink delivers its memory buffer; a disk buffer stays
+    ///    on disk for the new instance) and stops;
+    /// 3. new sinks start once their old instance has stopped (it held the
+    ///    disk buffer, the file), then new transforms; changed sources stop
+    ///    (saving their checkpoints) and their new instances start.
+    ///
+    /// `data_dir` and `[api]` need a restart: a config that changes them is
+    /// refused whole. A component whose new config fails to start is started
+    /// again with its old config (the error is returned).
+    pub async fn reload(&mut self, new: Config) -> Result<Changes, ReloadError> {
+        if new.data_dir != self.config.data_dir {
+            return Err(ReloadError::NeedsRestart("data_dir"));
+        }
+        if new.api != self.config.api {
+            return Err(ReloadError::NeedsRestart("[api]"));
+        }
+        let plan = self.diff(&new);
+        if plan.is_empty() {
+            self.config.shutdown_timeout_secs = new.shutdown_timeout_secs;
+            return Ok(plan);
+        }
+        let mut failed = Vec::new();
+        self.apply(new, &plan, &mut failed).await;
+        if failed.is_empty() {
+            Ok(plan)
+        } else {
+            Err(ReloadError::Failed(
+                failed
+                    .iter()
+                    .map(|e| format!("{e:#}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ))
+        }
+    }
+
+    async fn apply(&mut self, new: Config, plan: &Changes, failed: &mut Vec<anyhow::Error>) {
+        let old = std::mem::replace(&mut self.config, new.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(new.shutdown_timeout_secs);
+        let rebuilt: BTreeSet<&str> = plan
+            .changed
+            .iter()
+            .chain(&plan.added)
+            .map(String::as_str)
+            .collect();
+        let retired: BTreeSet<&str> = plan
+            .changed
+            .iter()
+            .chain(&plan.removed)
+            .map(String::as_str)
+            .collect();
+        // 1. New channels; the old strong senders of what is rebuilt or
+        // removed are set aside (dropped in step 2).
+        let mut old_inputs = Vec::new();
+        let mut receivers: HashMap<String, mpsc::Receiver<Envelope>> = HashMap::new();
+        for id in new.transforms.keys().chain(new.sinks.keys()) {
+            if !rebuilt.contains(id.as_str()) {
+                continue;
+            }
+            let capacity = new
+                .sinks
+                .get(id)
+                .map_or(CHANNEL_CAPACITY, |s| s.buffer().input_capacity());
+            let (tx, rx) = mpsc::channel(capacity);
+            if let Some(prev) = self.inputs.insert(id.clone(), tx) {
+                old_inputs.push(prev);
+            }
+            receivers.insert(id.clone(), rx);
+        }
+        for id in &plan.removed {
+            if let Some(prev) = self.inputs.remove(id) {
+                old_inputs.push(prev);
+            }
+        }
+        for id in new.graph().inputs.keys() {
+            self.metrics
+                .entry((*id).to_owned())
+                .or_insert_with(|| Arc::new(ComponentMetrics::default()));
+        }
+        // Every fan-out (old instances too: a retiring transform drains
+        // into the new downstreams) gets the new wiring.
+        let graph = new.graph();
+        let old_graph = old.graph();
+        for id in new.sources.keys().chain(new.transforms.keys()) {
+            let outputs = self.outputs(graph.outputs_of(id));
+            match self.wirings.get(id.as_str()) {
+                Some(w) => w.set(outputs),
+                None => {
+                    self.wirings.insert(id.clone(), Wiring::new(outputs));
+                }
+            }
+        }
+        for id in &plan.removed {
+            if let Some(w) = self.wirings.remove(id.as_str()) {
+                // What it still holds goes where it went before, to what
+                // is still there.
+                w.set(self.outputs(old_graph.outputs_of(id)));
+            }
+        }
+        // 2. Old instances go: sources first (their own stop), then every
+        // retired channel is let go.
+        let mut old_sources = Vec::new();
+        let mut old_others = Vec::new();
+        for id in &retired {
+            if let Some(inst) = self.instances.remove(*id) {
+                if old.sources.contains_key(*id) {
+                    old_sources.push(((*id).to_owned(), inst));
+                } else if old.sinks.contains_key(*id) {
+                    old_others.insert(0, ((*id).to_owned(), inst));
+                } else {
+                    old_others.push(((*id).to_owned(), inst));
+                }
+            }
+        }
+        drop(old_inputs);
+        // 3. Old sinks drain and stop; new sinks and transforms start (a
+        // sink's replacement only once its old instance has stopped).
+        self.retiring
+            .retain(|(_, i)| i.tasks.iter().any(|t| !t.is_finished()));
+        let mut old_transforms = Vec::new();
+        for (id, mut inst) in old_others {
+            match old.sinks.get(&id) {
+                // What a network sink holds in memory goes out from the old
+                // instance, beside the new one (its retries, its dead
+                // letters): waiting for it would stall the reload for as
+                // long as its receiver is down.
+                Some(c) if c.is_network() && !c.buffer().is_disk() => {
+                    self.retiring.push((id, inst));
+                }
+                // A disk buffer stays on disk for the new instance; a file
+                // or the console is written by one instance at a time.
+                Some(_) => Self::finish(&id, &mut inst, deadline).await,
+                None => old_transforms.push((id, inst)),
+            }
+        }
+        for (id, sink) in &new.sinks {
+            if let Some(rx) = receivers.remove(id) {
+                if let Err(e) = self.start_sink(id, sink, rx).await {
+                    self.fall_back(id, &old, failed, e).await;
+                }
+            }
+        }
+        for id in &graph.transform_order {
+            if let (Some(t), Some(rx)) = (new.transforms.get(*id), receivers.remove(*id)) {
+                if let Err(e) = self.start_transform(id, t, rx) {
+                    self.fall_back(id, &old, failed, e).await;
+                }
+            }
+        }
+        for (id, inst) in old_sources.iter_mut() {
+            if let Some(stop) = inst.stop.take() {
+                stop.trigger();
+            }
+            Self::finish(id, inst, deadline).await;
+        }
+        for (id, source) in &new.sources {
+            if rebuilt.contains(id.as_str()) {
+                if let Err(e) = self.start_source(id, source) {
+                    self.fall_back(id, &old, failed, e).await;
+                }
+            }
+        }
+        for (id, inst) in old_transforms.iter_mut() {
+            Self::finish(id, inst, deadline).await;
+        }
+        for id in &plan.removed {
+            self.metrics.remove(id);
+            self.buffers.remove(id);
+            self.redactions.remove(id);
+            self.deliveries.remove(id);
+        }
+    }
+
+    /// Weak senders into the channels of `ids`.
+    fn outputs(&self, ids: Vec<&str>) -> Vec<fanout::Output> {
+        ids.into_iter()
+            .filter_map(|d| self.inputs.get(d).map(|tx| (Arc::from(d), tx.downgrade())))
+            .collect()
+    }
+
+    /// Waits (until `deadline`) for a retired instance's tasks to end.
+    async fn finish(id: &str, inst: &mut Instance, deadline: tokio::time::Instant) {
+        for t in inst.tasks.iter_mut() {
+            if tokio::time::timeout_at(deadline, &mut *t).await.is_err() {
+                tracing::error!(component = %id, "the old instance did not drain in time; stopped");
+                t.abort();
+            }
+        }
+    }
+
+    /// `id` could not start with its new config: started again with its old
+    /// one, if it had one (on a fresh channel, rewired).
+    async fn fall_back(
+        &mut self,
+        id: &str,
+        old: &Config,
+        failed: &mut Vec<anyhow::Error>,
+        e: anyhow::Error,
+    ) {
+        tracing::error!(component = %id, error = %format!("{e:#}"), "reload: the new config of this component does not start");
+        failed.push(e);
+        let restored = if let Some(c) = old.sources.get(id) {
+            self.config.sources.insert(id.to_owned(), c.clone());
+            self.start_source(id, c)
+        } else if old.transforms.contains_key(id) || old.sinks.contains_key(id) {
+            let capacity = old
+                .sinks
+                .get(id)
+                .map_or(CHANNEL_CAPACITY, |s| s.buffer().input_capacity());
+            let (tx, rx) = mpsc::channel(capacity);
+            self.inputs.insert(id.to_owned(), tx);
+            let graph = self.config.graph();
+            let upstream: Vec<String> = graph
+                .inputs
+                .get(id)
+                .map(|v| v.iter().map(|s| (*s).to_owned()).collect())
+                .unwrap_or_default();
+            drop(graph);
+            for u in upstream {
+                let outputs = self.outputs(self.config.graph().outputs_of(&u));
+                if let Some(w) = self.wirings.get(&u) {
+                    w.set(outputs);
+                }
+            }
+            if let Some(c) = old.sinks.get(id) {
+                self.config.sinks.insert(id.to_owned(), c.clone());
+                self.start_sink(id, c, rx).await
+            } else if let Some(c) = old.transforms.get(id) {
+                self.config.transforms.insert(id.to_owned(), c.clone());
+                self.start_transform(id, c, rx)
+            } else {
+                Ok(())
+            }
+        } else {
+            self.config.sources.remove(id);
+            self.config.transforms.remove(id);
+            self.config.sinks.remove(id);
+            return;
+        };
+        match restored {
+            Ok(()) => tracing::warn!(component = %id, "reload: running with its old config"),
+            Err(e) => {
+                tracing::error!(component = %id, error = %format!("{e:#}"), "reload: its old config does not start either; the component is down")
+            }
+        }
+    }
+
+    /// Spawns one task of component `id`, which reports its end.
+    fn spawn(
+        &self,
+        id: &str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let (done, name, generation) = (self.done_tx.clone(), id.to_owned(), self.generation);
+        tokio::spawn(async move {
+            task.await;
+            let _ = done.send((name, generation));
+        })
+    }
+
+    fn install(
+        &mut self,
+        id: &str,
+        tasks: Vec<JoinHandle<()>>,
+        stop: Option<shutdown::ShutdownTrigger>,
+    ) {
+        self.instances.insert(
+            id.to_owned(),
+            Instance {
+                generation: self.generation,
+                tasks,
+                stop,
+            },
+        );
+    }
+
+    fn metrics_of(&self, id: &str) -> Arc<ComponentMetrics> {
+        self.metrics.get(id).cloned().unwrap_or_default()
+    }
+
+    async fn start_sink(
+        &mut self,
+        id: &str,
+        sink: &SinkConfig,
+        input: mpsc::Receiver<Envelope>,
+    ) -> anyhow::Result<()> {
+        self.generation += 1;
+        let data_dir = self.config.data_dir.clone();
+        let buffer = lumen_sinks::buffer::start(id, sink.buffer(), &data_dir, input)
             .with_context(|| format!("starting the buffer of sink `{id}`"))?;
         let rx = buffer.output;
-        buffers.insert(id.clone(), buffer.metrics.clone());
-        for task in buffer.tasks {
-            let name = format!("{id} (buffer)");
-            tasks.spawn(async move {
-                task.await;
-                name
-            });
-        }
-        let m = metrics_of(id);
-        let name = id.clone();
+        self.buffers.insert(id.to_owned(), buffer.metrics.clone());
+        let mut tasks: Vec<JoinHandle<()>> = buffer
+            .tasks
+            .into_iter()
+            .map(|t| self.spawn(id, t))
+            .collect();
+        let m = self.metrics_of(id);
+        let name = id.to_owned();
         // A network sink: built (config checked), started (healthcheck,
         // templates), then run in its own task.
         macro_rules! network_sink {
             ($sink:ty, $config:expr, $kind:literal) => {{
                 let context = || format!("starting sink `{id}` ({})", $kind);
-                let s = <$sink>::new(id, (**$config).clone(), &config.data_dir, m)
-                    .with_context(context)?;
+                let s =
+                    <$sink>::new(id, (**$config).clone(), &data_dir, m).with_context(context)?;
                 s.start().await.with_context(context)?;
-                deliveries.insert(id.clone(), s.delivery_metrics());
-                tasks.spawn(async move {
-                    s.run(rx).await;
-                    name
-                });
+                self.deliveries.insert(id.to_owned(), s.delivery_metrics());
+                self.spawn(id, async move { s.run(rx).await })
             }};
         }
-        match sink {
+        let task = match sink {
             SinkConfig::File(c) => {
                 let s = FileSink::new(c.clone(), m);
                 let file = s
                     .open()
                     .await
                     .with_context(|| format!("starting sink `{id}` (file)"))?;
-                tasks.spawn(async move {
+                self.spawn(id, async move {
                     if let Err(e) = s.run(file, rx).await {
                         tracing::error!(component = %name, error = %e, "sink stopped");
                     }
-                    name
-                });
+                })
             }
             SinkConfig::Console(c) => {
                 let s = ConsoleSink::new(c.clone(), m);
-                tasks.spawn(async move {
-                    s.run(rx).await;
-                    name
-                });
+                self.spawn(id, async move { s.run(rx).await })
             }
             SinkConfig::Elasticsearch(c) => network_sink!(ElasticsearchSink, c, "elasticsearch"),
             SinkConfig::SplunkHec(c) => network_sink!(SplunkHecSink, c, "splunk_hec"),
             SinkConfig::Kafka(c) => network_sink!(KafkaSink, c, "kafka"),
             SinkConfig::Otlp(c) => network_sink!(OtlpSink, c, "otlp"),
-        }
+        };
+        tasks.push(task);
+        self.install(id, tasks, None);
+        Ok(())
     }
 
-    for id in &graph.transform_order {
-        let Some(transform) = config.transforms.get(*id) else {
-            continue;
-        };
-        let rx = receivers
-            .remove(id)
-            .context("internal: transform without channel")?;
-        let (out, m, name) = (fanout_of(id), metrics_of(id), (*id).to_owned());
-        match transform.clone() {
-            TransformConfig::Filter(c) => tasks.spawn(async move {
+    fn fanout(&self, id: &str) -> Fanout {
+        Fanout::new(self.wirings.get(id).cloned().unwrap_or_default())
+    }
+
+    fn start_transform(
+        &mut self,
+        id: &str,
+        transform: &TransformConfig,
+        rx: mpsc::Receiver<Envelope>,
+    ) -> anyhow::Result<()> {
+        self.generation += 1;
+        let (out, m, name) = (self.fanout(id), self.metrics_of(id), id.to_owned());
+        let task = match transform.clone() {
+            TransformConfig::Filter(c) => self.spawn(id, async move {
                 crate::transforms::filter::run(c, rx, out, m).await;
-                name
             }),
             TransformConfig::Redact(c) => {
-                let key = crate::transforms::redact::load_key(&c, &config.data_dir, id)
+                let key = crate::transforms::redact::load_key(&c, &self.config.data_dir, id)
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("starting transform `{id}` (redact)"))?;
                 let redactor = crate::transforms::redact::Redactor::new(&c, key)
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("starting transform `{id}` (redact)"))?;
-                redactions.insert((*id).to_owned(), redactor.metrics.clone());
-                tasks.spawn(async move {
-                    crate::transforms::redact::run(name.clone(), redactor, rx, out, m).await;
-                    name
+                self.redactions
+                    .insert(id.to_owned(), redactor.metrics.clone());
+                self.spawn(id, async move {
+                    crate::transforms::redact::run(name, redactor, rx, out, m).await;
                 })
             }
-            TransformConfig::RateLimit(c) => tasks.spawn(async move {
-                crate::transforms::rate_limit::run(name.clone(), c, rx, out, m).await;
-                name
+            TransformConfig::RateLimit(c) => self.spawn(id, async move {
+                crate::transforms::rate_limit::run(name, c, rx, out, m).await;
             }),
         };
+        self.install(id, vec![task], None);
+        Ok(())
     }
 
-    for (id, source) in &config.sources {
-        let out = fanout_of(id);
+    fn start_source(&mut self, id: &str, source: &SourceConfig) -> anyhow::Result<()> {
+        self.generation += 1;
+        let out = self.fanout(id);
         if out.is_empty() {
             tracing::warn!(component = %id, "source has no downstream component; not started");
-            continue;
+            return Ok(());
         }
-        let (m, name, sig) = (metrics_of(id), id.clone(), signal.clone());
-        match source {
+        let (trigger, sig) = shutdown::channel();
+        let (m, host) = (self.metrics_of(id), self.host.clone());
+        let task = match source {
             SourceConfig::Ebpf(c) => {
-                let src = EbpfSource::start(c.clone(), host.clone(), m)
+                let src = EbpfSource::start(c.clone(), host, m)
                     .with_context(|| format!("starting source `{id}` (ebpf)"))?;
-                tasks.spawn(async move {
-                    src.run(out, sig).await;
-                    name
-                });
+                self.spawn(id, async move { src.run(out, sig).await })
             }
             SourceConfig::K8sAuditWebhook(c) => {
-                let src = K8sAuditWebhookSource::new(c.clone(), host.clone(), m)
+                let src = K8sAuditWebhookSource::new(c.clone(), host, m)
                     .with_context(|| format!("starting source `{id}` (k8s_audit_webhook)"))?;
-                tasks.spawn(async move {
-                    src.run(out, sig).await;
-                    name
-                });
+                self.spawn(id, async move { src.run(out, sig).await })
             }
             SourceConfig::K8sAuditFile(c) => {
-                let src = K8sAuditFileSource::new(c.clone(), host.clone(), m, &config.data_dir, id)
+                let src = K8sAuditFileSource::new(c.clone(), host, m, &self.config.data_dir, id)
                     .with_context(|| format!("starting source `{id}` (k8s_audit_file)"))?;
-                tasks.spawn(async move {
-                    src.run(out, sig).await;
-                    name
-                });
+                self.spawn(id, async move { src.run(out, sig).await })
             }
-        }
+        };
+        self.install(id, vec![task], Some(trigger));
+        Ok(())
     }
-    Ok(Running {
-        tasks,
-        trigger,
-        metrics,
-        buffers,
-        redactions,
-        deliveries,
-        shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
-    })
-}
 
-impl Running {
     /// Runs until `stop` resolves (a signal) or every component has ended,
-    /// then drains. `ready` goes false when a component ends on its own and
-    /// when the drain begins.
-    pub async fn run_until(
+    /// then drains. Each `reload` resolving (SIGHUP) reloads the config it
+    /// returns (an invalid one is refused, the running topology kept).
+    /// `telemetry` learns of every change; it goes unready when a component
+    /// ends on its own and when the drain begins.
+    pub async fn run_until<R>(
         mut self,
         stop: impl std::future::Future<Output = ()>,
-        ready: &std::sync::atomic::AtomicBool,
-    ) -> Stopped {
+        mut reload: R,
+        telemetry: &crate::api::Telemetry,
+    ) -> Stopped
+    where
+        R: Reloads,
+    {
         use std::sync::atomic::Ordering;
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                done = self.tasks.join_next() => {
-                    ready.store(false, Ordering::Relaxed);
-                    match done {
-                        None => return Stopped::Drained,
-                        Some(Ok(id)) => tracing::warn!(component = %id, "component finished on its own; /ready now answers 503"),
-                        Some(Err(e)) => tracing::error!(error = %e, "component task failed; /ready now answers 503"),
+                next = reload.next() => {
+                    let outcome = match next {
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload refused: the config is invalid; the running config is kept");
+                            "rejected"
+                        }
+                        Ok(config) => match self.reload(config).await {
+                            Ok(c) if c.is_empty() => {
+                                tracing::info!("reload: the config did not change");
+                                "unchanged"
+                            }
+                            Ok(c) => {
+                                tracing::info!(added = ?c.added, changed = ?c.changed, removed = ?c.removed, "reload applied");
+                                "applied"
+                            }
+                            Err(e @ ReloadError::NeedsRestart(_)) => {
+                                tracing::error!(error = %e, "reload refused");
+                                "rejected"
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "reload failed");
+                                "failed"
+                            }
+                        },
+                    };
+                    telemetry.reloaded(&self, outcome);
+                }
+                Some((id, generation)) = self.done_rx.recv() => {
+                    if self.instances.get(&id).is_some_and(|i| i.generation == generation) {
+                        telemetry.ready.store(false, Ordering::Relaxed);
+                        tracing::warn!(component = %id, "component finished on its own; /ready now answers 503");
                     }
                 }
             }
         }
-        ready.store(false, Ordering::Relaxed);
+        telemetry.ready.store(false, Ordering::Relaxed);
+        self.shutdown().await
+    }
+
+    /// Stops the sources and drains the rest, in order, within the
+    /// shutdown timeout.
+    async fn shutdown(&mut self) -> Stopped {
+        let timeout = Duration::from_secs(self.config.shutdown_timeout_secs);
         tracing::info!(
-            timeout_secs = self.shutdown_timeout.as_secs(),
+            timeout_secs = timeout.as_secs(),
             "shutting down: stopping sources, draining in-flight events"
         );
-        self.trigger.trigger();
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                Ok(None) => return Stopped::Drained,
-                Ok(Some(Ok(id))) => tracing::debug!(component = %id, "component drained"),
-                Ok(Some(Err(e))) => {
-                    tracing::error!(error = %e, "component task failed while draining")
-                }
-                Err(_) => {
-                    let left = self.tasks.len();
-                    self.tasks.abort_all();
-                    return Stopped::TimedOut(vec![format!("{left} component(s)")]);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut order: Vec<String> = self.config.sources.keys().cloned().collect();
+        for inst in self.instances.values_mut() {
+            if let Some(t) = inst.stop.take() {
+                t.trigger();
+            }
+        }
+        order.extend(
+            self.config
+                .graph()
+                .transform_order
+                .iter()
+                .map(|s| (*s).to_owned()),
+        );
+        order.extend(self.config.sinks.keys().cloned());
+        let mut cut = Vec::new();
+        let retiring = std::mem::take(&mut self.retiring);
+        let ids = order.into_iter().map(|id| (id, None));
+        let retiring = retiring.into_iter().map(|(id, inst)| (id, Some(inst)));
+        for (id, retired) in ids.chain(retiring) {
+            // Its upstreams have stopped: its channel can close.
+            self.inputs.remove(&id);
+            let Some(mut inst) = retired.or_else(|| self.instances.remove(&id)) else {
+                continue;
+            };
+            for t in inst.tasks.iter_mut() {
+                match tokio::time::timeout_at(deadline, &mut *t).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(component = %id, error = %e, "component task failed while draining")
+                    }
+                    Err(_) => {
+                        t.abort();
+                        cut.push(id.clone());
+                    }
                 }
             }
+        }
+        Self::report(&self.metrics);
+        if cut.is_empty() {
+            Stopped::Drained
+        } else {
+            cut.dedup();
+            Stopped::TimedOut(cut)
         }
     }
 
     /// Logs every component's counters.
-    pub fn report(metrics: &BTreeMap<String, Arc<ComponentMetrics>>) {
+    fn report(metrics: &BTreeMap<String, Arc<ComponentMetrics>>) {
         for (id, m) in metrics {
             let (received, sent, errors, dropped) = m.snapshot();
             tracing::info!(component = %id, received, sent, errors, dropped, "component totals");
         }
     }
+}
+
+/// Where reloaded configs come from: each `next` waits for a request (a
+/// SIGHUP) and reads the config again.
+pub trait Reloads {
+    fn next(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Config, crate::config::ConfigError>> + Send;
 }

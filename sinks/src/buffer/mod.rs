@@ -88,6 +88,10 @@ impl BufferConfig {
         }
     }
 
+    pub fn is_disk(&self) -> bool {
+        matches!(self, BufferConfig::Disk(_))
+    }
+
     /// Capacity of the channel the sink's inputs write into.
     pub fn input_capacity(&self) -> usize {
         match self {

@@ -1,0 +1,290 @@
+//! SIGHUP through the binary: a good config is applied (what changed is
+//! rebuilt, what did not keeps running, no event is lost on the way), a bad
+//! one is refused and the running topology kept.
+
+use crate::support::{audit_line, free_port, read_ndjson, wait_for_events, Lumen};
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+const SOURCE: &str = "data_dir = \"{dir}/data\"\n[api]\naddress = \"127.0.0.1:PORT\"\n\
+     [sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{dir}/audit.log\"\npoll_interval_ms = 20\n";
+
+fn config(port: u16, sinks: &str) -> String {
+    format!("{}{sinks}", SOURCE.replace("PORT", &port.to_string()))
+}
+
+fn file_sink(id: &str, schema: &str) -> String {
+    format!(
+        "[sinks.{id}]\ntype = \"file\"\ninputs = [\"audit\"]\npath = \"{{dir}}/{id}.ndjson\"\nschema = \"{schema}\"\n"
+    )
+}
+
+fn append(lumen: &Lumen, ids: std::ops::Range<usize>) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lumen.path("audit.log"))
+        .unwrap();
+    let mut text = String::new();
+    for i in ids {
+        text.push_str(&audit_line(&format!("id-{i:05}"), "get"));
+        text.push('\n');
+    }
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The audit ids in a file sink's output, ECS or OCSF.
+fn ids(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            e["event"]["id"]
+                .as_str()
+                .or(e["metadata"]["uid"].as_str())
+                .unwrap_or_else(|| panic!("no audit id in {e}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+fn rewrite(lumen: &Lumen, config: &str) {
+    let text = config.replace("{dir}", &lumen.dir.path().display().to_string());
+    std::fs::write(lumen.path("lumen.toml"), text).unwrap();
+}
+
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let tls = lumen_sinks::tls::TlsConfig::default()
+        .client_config()
+        .unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .ok()?
+        .text()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn wait_metric(port: u16, series: &str, want: f64) {
+    let start = Instant::now();
+    while metric(port, series) != Some(want) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{series} never became {want}: {:?}",
+            metric(port, series)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_applies_a_good_config_rebuilding_only_what_changed_without_losing_events() {
+    let port = free_port();
+    let before = config(port, &(file_sink("out", "ecs") + &file_sink("keep", "ecs")));
+    let mut lumen = Lumen::start(&before);
+    append(&lumen, 0..5);
+    wait_for_events(&lumen.path("keep.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 5
+    });
+    wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 5
+    });
+    // `out` changes schema, `extra` is new, `keep` is untouched; events are
+    // in flight while the reload runs.
+    let after = config(
+        port,
+        &(file_sink("out", "ocsf") + &file_sink("keep", "ecs") + &file_sink("extra", "ocsf")),
+    );
+    rewrite(&lumen, &after);
+    append(&lumen, 5..3005);
+    lumen.signal(libc::SIGHUP);
+    lumen.wait_for_log("reload applied", Duration::from_secs(20));
+    append(&lumen, 3005..3010);
+    let want: BTreeSet<String> = (0..3010).map(|i| format!("id-{i:05}")).collect();
+    for sink in ["out", "keep"] {
+        let events = wait_for_events(
+            &lumen.path(&format!("{sink}.ndjson")),
+            Duration::from_secs(30),
+            |e| e.len() >= 3010,
+        );
+        let got = ids(&events);
+        assert_eq!(got.len(), 3010, "{sink}: every event once");
+        assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want, "{sink}");
+    }
+    // `out` wrote ECS before and OCSF after; the last events are OCSF.
+    let out = read_ndjson(&lumen.path("out.ndjson"));
+    assert!(out[0].get("ecs").is_some(), "{}", out[0]);
+    assert!(out[3009].get("class_uid").is_some(), "{}", out[3009]);
+    // `keep` was not rebuilt: ECS throughout, its counters not reset.
+    let keep = read_ndjson(&lumen.path("keep.ndjson"));
+    assert!(keep.iter().all(|e| e.get("ecs").is_some()));
+    wait_metric(
+        port,
+        "lumen_component_sent_events_total{component_id=\"keep\",component_kind=\"sink\",component_type=\"file\"}",
+        3010.0,
+    );
+    // The new sink reads from the reload on: the source was not rebuilt, so
+    // nothing is read twice.
+    let extra = wait_for_events(&lumen.path("extra.ndjson"), Duration::from_secs(20), |e| {
+        ids(e).contains(&"id-03009".to_owned())
+    });
+    let extra_ids = ids(&extra);
+    assert_eq!(
+        extra_ids.iter().collect::<BTreeSet<_>>().len(),
+        extra_ids.len(),
+        "no duplicates"
+    );
+    assert!(
+        !extra_ids.contains(&"id-00000".to_owned()),
+        "not re-read from the start"
+    );
+    wait_metric(port, "lumen_config_reloads_total{outcome=\"applied\"}", 1.0);
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    let applied = log
+        .iter()
+        .find(|l| l.contains("reload applied"))
+        .unwrap_or_else(|| panic!("{}", log.join("\n")));
+    assert!(
+        applied.contains(r#"added=["extra"] changed=["out"] removed=[]"#),
+        "only what changed is rebuilt: {applied}"
+    );
+}
+
+#[test]
+fn sighup_with_a_bad_config_keeps_the_running_topology() {
+    let port = free_port();
+    let good = config(port, &file_sink("out", "ecs"));
+    let mut lumen = Lumen::start(&good);
+    append(&lumen, 0..3);
+    wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 3
+    });
+    // Invalid: an unknown key, named with its place.
+    rewrite(
+        &lumen,
+        &good.replace("schema = \"ecs\"", "schema = \"ecs\"\ncolour = \"red\""),
+    );
+    lumen.signal(libc::SIGHUP);
+    lumen.wait_for_log("reload refused", Duration::from_secs(20));
+    let refused = lumen
+        .log()
+        .into_iter()
+        .find(|l| l.contains("reload refused"))
+        .unwrap();
+    assert!(
+        refused.contains("lumen.toml:") && refused.contains("unknown field `colour`"),
+        "{refused}"
+    );
+    // Valid, but data_dir cannot move while Lumen runs.
+    rewrite(&lumen, &good.replace("{dir}/data", "{dir}/elsewhere"));
+    lumen.signal(libc::SIGHUP);
+    wait_metric(
+        port,
+        "lumen_config_reloads_total{outcome=\"rejected\"}",
+        2.0,
+    );
+    assert!(
+        lumen
+            .log()
+            .iter()
+            .any(|l| l.contains("data_dir cannot change while Lumen runs")),
+        "{}",
+        lumen.log().join("\n")
+    );
+    // The old topology still runs, ECS as before; nothing was rebuilt.
+    append(&lumen, 3..6);
+    let events = wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 6
+    });
+    assert!(events.iter().all(|e| e.get("ecs").is_some()));
+    assert_eq!(ids(&events).len(), 6);
+    assert_eq!(
+        metric(port, "lumen_config_reloads_total{outcome=\"applied\"}"),
+        Some(0.0)
+    );
+    assert!(!lumen.log().iter().any(|l| l.contains("reload applied")));
+    // The same file, unchanged: nothing to do.
+    rewrite(&lumen, &good);
+    lumen.signal(libc::SIGHUP);
+    wait_metric(
+        port,
+        "lumen_config_reloads_total{outcome=\"unchanged\"}",
+        1.0,
+    );
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+}
+
+/// A network sink rebuilt while its receiver is down: the old instance
+/// keeps what it held and delivers it when the receiver is back, beside the
+/// new instance; every event arrives, once.
+#[test]
+fn a_rebuilt_sink_still_delivers_what_it_held_when_its_receiver_was_down() {
+    use crate::network_sinks::peers::elasticsearch_peer::{EsPeer, Fault};
+    let rt = crate::network_sinks::runtime();
+    let es = rt.block_on(EsPeer::start(None));
+    let port = free_port();
+    let sink = |max_events: usize| {
+        format!(
+            "[sinks.es]\ntype = \"elasticsearch\"\ninputs = [\"audit\"]\nendpoints = [\"{}\"]\n\
+             healthcheck = false\ninstall_templates = false\nbatch.timeout_secs = 0.05\n\
+             batch.max_events = {max_events}\nrequest.retry_initial_backoff_secs = 0.05\n\
+             request.retry_max_duration_secs = 0.1\n",
+            es.url()
+        )
+    };
+    let mut lumen = Lumen::start(&config(port, &sink(100)));
+    append(&lumen, 0..3);
+    let arrived = |n: usize, lumen: &Lumen| {
+        let start = Instant::now();
+        while es.arrivals().len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} of {n} arrived: {:?}",
+                es.arrivals().len(),
+                lumen.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    arrived(3, &lumen);
+    // Down: the sink holds what comes now.
+    es.with(|s| {
+        s.faults.clear();
+        s.faults
+            .extend(std::iter::repeat_n(Fault::Status(503, None), 1_000_000));
+    });
+    append(&lumen, 3..8);
+    let held = Instant::now();
+    while metric(port, "lumen_component_healthy{component_id=\"es\",component_kind=\"sink\",component_type=\"elasticsearch\"}") != Some(0.0) {
+        assert!(held.elapsed() < Duration::from_secs(20), "the sink never failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Rebuilt (another batch size) while it holds them; the reload does not
+    // wait for the receiver.
+    rewrite(&lumen, &config(port, &sink(7)));
+    lumen.signal(libc::SIGHUP);
+    lumen.wait_for_log("reload applied", Duration::from_secs(10));
+    append(&lumen, 8..12);
+    es.with(|s| s.faults.clear());
+    arrived(12, &lumen);
+    std::thread::sleep(Duration::from_millis(300));
+    let arrivals = es.arrivals();
+    for i in 0..12 {
+        assert_eq!(
+            arrivals.get(&format!("id-{i:05}")),
+            Some(&1),
+            "{arrivals:?}"
+        );
+    }
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+}

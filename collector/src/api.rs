@@ -7,10 +7,11 @@
 //! component's counters in the OpenMetrics text format, which Prometheus
 //! scrapes). Read-only, no request body is read.
 
+use crate::topology::tap::{TapReader, Taps};
 use crate::topology::Running;
 use crate::transforms::redact::RedactMetrics;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -38,6 +39,10 @@ use std::sync::Arc;
 pub struct ApiConfig {
     #[serde(default = "default_address")]
     pub address: SocketAddr,
+    /// Serve `GET /tap/<component>` to other hosts too (it shows events as
+    /// they pass, before redaction where the component is upstream of it).
+    #[serde(default)]
+    pub allow_remote_tap: bool,
 }
 
 fn default_address() -> SocketAddr {
@@ -81,6 +86,7 @@ struct Topology {
     redactions: BTreeMap<String, Arc<RedactMetrics>>,
     /// Per network sink id, its delivery counters and request latencies.
     deliveries: BTreeMap<String, Arc<DeliveryMetrics>>,
+    taps: Arc<Taps>,
 }
 
 impl Telemetry {
@@ -150,6 +156,7 @@ impl Telemetry {
             buffers: running.buffers.clone(),
             redactions: running.redactions.clone(),
             deliveries: running.deliveries.clone(),
+            taps: running.taps.clone(),
         });
         *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
     }
@@ -401,6 +408,7 @@ fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
 #[derive(Debug)]
 pub struct Api {
     listener: tokio::net::TcpListener,
+    allow_remote_tap: bool,
     registry: Arc<Registry>,
     telemetry: Arc<Telemetry>,
 }
@@ -417,6 +425,7 @@ impl Api {
         registry.register_collector(Box::new(Exporter(telemetry.clone())));
         Ok(Api {
             listener,
+            allow_remote_tap: config.allow_remote_tap,
             registry: Arc::new(registry),
             telemetry,
         })
@@ -438,9 +447,13 @@ impl Api {
                 }
             };
             let (registry, telemetry) = (self.registry.clone(), self.telemetry.clone());
+            let local_only = !self.allow_remote_tap;
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let answer = handle(&req, &registry, &telemetry);
+                    let answer = match req.uri().path().strip_prefix("/tap/") {
+                        Some(id) => tap(&req, id, peer, local_only, &telemetry),
+                        None => handle(&req, &registry, &telemetry).map(Either::Left),
+                    };
                     async move { Ok::<_, Infallible>(answer) }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -459,7 +472,7 @@ fn handle(req: &Request<Incoming>, registry: &Registry, t: &Telemetry) -> Respon
     if !matches!(path, "/health" | "/ready" | "/metrics") {
         return text(
             StatusCode::NOT_FOUND,
-            "not found: /health, /ready, /metrics\n",
+            "not found: /health, /ready, /metrics, /tap/<component>\n",
         );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -493,6 +506,135 @@ fn handle(req: &Request<Incoming>, registry: &Registry, t: &Telemetry) -> Respon
             r
         }
     }
+}
+
+/// `GET /tap/<component>[?schema=ecs|ocsf][&limit=N]`: the events passing
+/// the component from now on, one JSON document per line (chunked), until
+/// `limit` or until Lumen stops. Lines starting with `#` are notices (events
+/// not shown because the reader fell behind). Loopback peers only, unless
+/// `allow_remote_tap`.
+fn tap(
+    req: &Request<Incoming>,
+    id: &str,
+    peer: SocketAddr,
+    local_only: bool,
+    t: &Telemetry,
+) -> Response<Either<Full<Bytes>, TapBody>> {
+    let left = |r: Response<Full<Bytes>>| r.map(Either::Left);
+    if req.method() != Method::GET {
+        return left(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"));
+    }
+    if local_only && !peer.ip().to_canonical().is_loopback() {
+        return left(text(
+            StatusCode::FORBIDDEN,
+            "tap is served to this host only ([api] allow_remote_tap = true to change that)\n",
+        ));
+    }
+    let (mut schema, mut limit) = (lumen_schemas::Schema::Ecs, None);
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("schema", "ecs")) => schema = lumen_schemas::Schema::Ecs,
+            Some(("schema", "ocsf")) => schema = lumen_schemas::Schema::Ocsf,
+            Some(("limit", n)) if n.parse::<u64>().is_ok_and(|n| n > 0) => {
+                limit = n.parse().ok();
+            }
+            _ => {
+                return left(owned_text(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad query parameter `{pair}`: schema=ecs|ocsf, limit=N (N > 0)\n"),
+                ))
+            }
+        }
+    }
+    let taps = t.snapshot().taps.clone();
+    let Some(reader) = taps.subscribe(id) else {
+        return left(owned_text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no running component `{id}` (running: {})\n",
+                taps.running().join(", ")
+            ),
+        ));
+    };
+    tracing::info!(component = %id, %peer, "api: tap opened");
+    let mut r = Response::new(Either::Right(TapBody {
+        reader,
+        schema,
+        limit,
+        shown: 0,
+        reported: 0,
+    }));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
+/// The body of a tap: events as they come, a chunk per batch of them.
+#[derive(Debug)]
+pub struct TapBody {
+    reader: TapReader,
+    schema: lumen_schemas::Schema,
+    limit: Option<u64>,
+    shown: u64,
+    /// Events not shown, as already reported.
+    reported: u64,
+}
+
+impl hyper::body::Body for TapBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.limit.is_some_and(|l| this.shown >= l) {
+            return Poll::Ready(None);
+        }
+        let mut out = Vec::new();
+        let missed = this.reader.not_shown.load(Ordering::Relaxed);
+        if missed > this.reported {
+            out.extend_from_slice(
+                format!(
+                    "# lumen tap: {} events not shown (this reader fell behind the pipeline)\n",
+                    missed - this.reported
+                )
+                .as_bytes(),
+            );
+            this.reported = missed;
+        }
+        while this.limit.is_none_or(|l| this.shown < l) && out.len() < 256 * 1024 {
+            match this.reader.events.poll_recv(cx) {
+                Poll::Ready(Some(event)) => {
+                    this.schema.encode(&event, &mut out);
+                    out.push(b'\n');
+                    this.shown += 1;
+                }
+                Poll::Ready(None) if out.is_empty() => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        if out.is_empty() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(out)))))
+    }
+}
+
+fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = text(status, "");
+    *r.body_mut() = Full::new(Bytes::from(body));
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

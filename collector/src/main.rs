@@ -4,6 +4,8 @@
 //!   drains every in-flight event to the sinks and exits 0.
 //! - `lumen validate [--config FILE]`: prints the topology the config builds;
 //!   exits 2 with `file:line:column: what is wrong` when it is invalid.
+//! - `lumen tap <component> [--address A] [--schema ecs|ocsf] [--limit N]`:
+//!   prints the events passing a component of a running Lumen.
 //!
 //! Without `--config`, the embedded default (`config/lumen.toml`) is used.
 
@@ -45,6 +47,92 @@ enum Command {
         #[arg(short, long, env = "LUMEN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print the events passing a component of a running Lumen (its `[api]`),
+    /// one JSON document per line, until Ctrl-C, `--limit` or Lumen stops.
+    Tap {
+        /// The component's id (a source's or transform's output, a sink's input).
+        component: String,
+        /// The running Lumen's `[api] address`.
+        #[arg(long, default_value = "127.0.0.1:9598", env = "LUMEN_API_ADDRESS")]
+        address: std::net::SocketAddr,
+        /// `ecs` or `ocsf`.
+        #[arg(long, default_value = "ecs", value_parser = ["ecs", "ocsf"])]
+        schema: String,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<std::num::NonZeroU64>,
+    },
+}
+
+/// `lumen tap`: streams `/tap/<component>` to standard output; notices
+/// (lines starting with `#`) go to standard error.
+async fn tap(
+    component: &str,
+    address: std::net::SocketAddr,
+    schema: &str,
+    limit: Option<std::num::NonZeroU64>,
+) -> anyhow::Result<ExitCode> {
+    use http_body_util::BodyExt as _;
+    use std::io::Write as _;
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| {
+            format!("cannot reach Lumen's API at {address} (is [api] on, at this address?)")
+        })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .with_context(|| format!("HTTP with {address}"))?;
+    tokio::spawn(conn);
+    let mut uri = format!("/tap/{component}?schema={schema}");
+    if let Some(n) = limit {
+        uri.push_str(&format!("&limit={n}"));
+    }
+    let req = hyper::Request::get(uri)
+        .header(hyper::header::HOST, address.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .context("building the request")?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("GET /tap/{component} at {address}"))?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let text = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        eprintln!(
+            "error: {status}: {}",
+            String::from_utf8_lossy(&text).trim_end()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    eprintln!("tapping `{component}` at {address} (Ctrl-C to stop)");
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.context("reading the tap")?.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let to: &mut dyn std::io::Write = if line.starts_with(b"#") {
+                &mut err
+            } else {
+                &mut out
+            };
+            if to.write_all(&line).is_err() {
+                // The reader went away (`| head`): done.
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        let _ = out.flush();
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: Option<&PathBuf>) -> Result<(Config, String), ConfigError> {
@@ -207,6 +295,36 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Tap {
+            component,
+            address,
+            schema,
+            limit,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let run = async {
+                tokio::select! {
+                    r = tap(&component, address, &schema, limit) => r,
+                    _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+                }
+            };
+            match runtime.block_on(run) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run { config } => {
             init_logging();
             let path = config;

@@ -22,4 +22,5 @@ mod rate_limit;
 mod redact;
 mod reload;
 mod shutdown;
+mod tap;
 mod webhook;

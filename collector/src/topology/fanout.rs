@@ -8,6 +8,7 @@
 //! holds its strong sender, so dropping that one lets a retired component
 //! drain and stop even when its upstreams are idle.
 
+use super::tap::TapPoint;
 use lumen_sinks::Envelope;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,16 +19,20 @@ use tokio::sync::mpsc;
 /// when their version moves).
 #[derive(Debug, Default)]
 pub struct Wiring {
+    /// The component's own tap: what it sends on.
+    tap: Arc<TapPoint>,
     version: AtomicU64,
     outputs: Mutex<Vec<Output>>,
 }
 
-/// A downstream: its id and a weak sender into its input channel.
-pub type Output = (Arc<str>, mpsc::WeakSender<Envelope>);
+/// A downstream: its id, a weak sender into its input channel, and its tap
+/// when it is a sink (a sink's tap shows what it receives).
+pub type Output = (Arc<str>, mpsc::WeakSender<Envelope>, Option<Arc<TapPoint>>);
 
 impl Wiring {
-    pub fn new(outputs: Vec<Output>) -> Arc<Wiring> {
+    pub fn new(tap: Arc<TapPoint>, outputs: Vec<Output>) -> Arc<Wiring> {
         Arc::new(Wiring {
+            tap,
             version: AtomicU64::new(1),
             outputs: Mutex::new(outputs),
         })
@@ -94,8 +99,8 @@ impl Fanout {
         if let Some(tx) = self
             .outputs
             .iter()
-            .find(|(o, _)| **o == *id)
-            .and_then(|(_, w)| w.upgrade())
+            .find(|(o, _, _)| **o == *id)
+            .and_then(|(_, w, _)| w.upgrade())
         {
             return Some(tx);
         }
@@ -103,8 +108,8 @@ impl Fanout {
             return self
                 .outputs
                 .iter()
-                .find(|(o, _)| **o == *id)
-                .and_then(|(_, w)| w.upgrade());
+                .find(|(o, _, _)| **o == *id)
+                .and_then(|(_, w, _)| w.upgrade());
         }
         None
     }
@@ -114,9 +119,10 @@ impl Fanout {
     /// so the source learns the event did not get everywhere.
     pub async fn send(&mut self, env: Envelope) -> Result<(), Closed> {
         self.refresh();
+        self.wiring.tap.offer(&env.event);
         let mut ids = std::mem::take(&mut self.ids);
         ids.clear();
-        ids.extend(self.outputs.iter().map(|(id, _)| id.clone()));
+        ids.extend(self.outputs.iter().map(|(id, _, _)| id.clone()));
         let mut env = Some(env);
         for (i, id) in ids.iter().enumerate() {
             let copy = if i + 1 == ids.len() {
@@ -125,6 +131,9 @@ impl Fanout {
                 env.clone()
             };
             let Some(mut copy) = copy else { break };
+            if let Some((_, _, Some(tap))) = self.outputs.iter().find(|(o, _, _)| o == id) {
+                tap.offer(&copy.event);
+            }
             loop {
                 let sent = match self.sender(id) {
                     Some(tx) => match tx.send(copy).await {
@@ -139,7 +148,7 @@ impl Fanout {
                     Some(back) if self.refresh() => copy = back,
                     _ => {
                         tracing::error!(output = %id, "downstream component stopped; no longer sending to it");
-                        self.outputs.retain(|(o, _)| o != id);
+                        self.outputs.retain(|(o, _, _)| o != id);
                         break;
                     }
                 }
@@ -181,13 +190,13 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_downstream_gets_the_next_events_and_the_old_one_drains() {
         let (old_tx, mut old_rx) = mpsc::channel(4);
-        let wiring = Wiring::new(vec![("s".into(), old_tx.downgrade())]);
+        let wiring = Wiring::new(Arc::default(), vec![("s".into(), old_tx.downgrade(), None)]);
         let mut out = Fanout::new(wiring.clone());
         out.send(env()).await.unwrap();
         // The topology replaces `s`: new channel in the wiring, old strong
         // sender dropped.
         let (new_tx, mut new_rx) = mpsc::channel(4);
-        wiring.set(vec![("s".into(), new_tx.downgrade())]);
+        wiring.set(vec![("s".into(), new_tx.downgrade(), None)]);
         drop(old_tx);
         out.send(env()).await.unwrap();
         assert!(
@@ -204,7 +213,10 @@ mod tests {
     #[tokio::test]
     async fn an_idle_fanout_does_not_keep_a_retired_channel_open() {
         let (tx, mut rx) = mpsc::channel(4);
-        let _out = Fanout::new(Wiring::new(vec![("s".into(), tx.downgrade())]));
+        let _out = Fanout::new(Wiring::new(
+            Arc::default(),
+            vec![("s".into(), tx.downgrade(), None)],
+        ));
         drop(tx);
         assert!(rx.recv().await.is_none());
     }
@@ -213,10 +225,13 @@ mod tests {
     async fn every_output_gets_a_copy_and_a_stopped_one_is_dropped() {
         let (a_tx, mut a_rx) = mpsc::channel(4);
         let (b_tx, b_rx) = mpsc::channel(4);
-        let wiring = Wiring::new(vec![
-            ("a".into(), a_tx.downgrade()),
-            ("b".into(), b_tx.downgrade()),
-        ]);
+        let wiring = Wiring::new(
+            Arc::default(),
+            vec![
+                ("a".into(), a_tx.downgrade(), None),
+                ("b".into(), b_tx.downgrade(), None),
+            ],
+        );
         let mut out = Fanout::new(wiring);
         out.send(env()).await.unwrap();
         assert!(a_rx.try_recv().is_ok());

@@ -13,6 +13,7 @@
 
 pub mod fanout;
 pub mod shutdown;
+pub mod tap;
 
 use crate::config::{Config, SinkConfig, SourceConfig, TransformConfig};
 use crate::sources::ebpf::EbpfSource;
@@ -56,6 +57,8 @@ pub struct Running {
     done_tx: mpsc::UnboundedSender<(String, u64)>,
     done_rx: mpsc::UnboundedReceiver<(String, u64)>,
     generation: u64,
+    /// Every component's tap (`lumen tap`).
+    pub taps: Arc<tap::Taps>,
     /// Per component id, its counters (kept across reloads).
     pub metrics: BTreeMap<String, Arc<ComponentMetrics>>,
     /// Per sink id, its buffer's counters.
@@ -130,6 +133,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         done_tx,
         done_rx,
         generation: 0,
+        taps: Arc::default(),
         metrics: BTreeMap::new(),
         buffers: BTreeMap::new(),
         redactions: BTreeMap::new(),
@@ -285,7 +289,8 @@ impl Running {
             match self.wirings.get(id.as_str()) {
                 Some(w) => w.set(outputs),
                 None => {
-                    self.wirings.insert(id.clone(), Wiring::new(outputs));
+                    let wiring = Wiring::new(self.taps.point(id), outputs);
+                    self.wirings.insert(id.clone(), wiring);
                 }
             }
         }
@@ -362,6 +367,8 @@ impl Running {
         for (id, inst) in old_transforms.iter_mut() {
             Self::finish(id, inst, deadline).await;
         }
+        self.taps
+            .set_running(self.instances.keys().cloned().collect());
         for id in &plan.removed {
             self.metrics.remove(id);
             self.buffers.remove(id);
@@ -370,10 +377,19 @@ impl Running {
         }
     }
 
-    /// Weak senders into the channels of `ids`.
+    /// Weak senders into the channels of `ids` (with a sink's tap).
     fn outputs(&self, ids: Vec<&str>) -> Vec<fanout::Output> {
         ids.into_iter()
-            .filter_map(|d| self.inputs.get(d).map(|tx| (Arc::from(d), tx.downgrade())))
+            .filter_map(|d| {
+                let tap = self
+                    .config
+                    .sinks
+                    .contains_key(d)
+                    .then(|| self.taps.point(d));
+                self.inputs
+                    .get(d)
+                    .map(|tx| (Arc::from(d), tx.downgrade(), tap))
+            })
             .collect()
     }
 

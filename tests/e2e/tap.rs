@@ -1,0 +1,119 @@
+//! `lumen tap` against a running Lumen: live events of a component, as
+//! they pass it, in the schema asked for.
+
+use crate::support::{audit_line, free_port, Lumen, LUMEN};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tap(port: u16, args: &[&str]) -> std::process::Child {
+    Command::new(LUMEN)
+        .arg("tap")
+        .args(args)
+        .args(["--address", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn output(child: std::process::Child) -> (i32, Vec<serde_json::Value>, String) {
+    let out = child.wait_with_output().unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tap_shows_live_events_of_a_component_before_and_after_redaction() {
+    let port = free_port();
+    let mut lumen = Lumen::start(&format!(
+        "data_dir = \"{{dir}}/data\"\n[api]\naddress = \"127.0.0.1:{port}\"\n\
+         [sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{{dir}}/audit.log\"\npoll_interval_ms = 20\n\
+         [transforms.gdpr]\ntype = \"redact\"\ninputs = [\"audit\"]\nhmac_key = \"k\"\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"gdpr\"]\npath = \"{{dir}}/out.ndjson\"\n"
+    ));
+    lumen.wait_for_log("api: serving", Duration::from_secs(20));
+    // An unknown component: the running ones are named, exit 2 (they are
+    // known once the topology has started).
+    let start = Instant::now();
+    loop {
+        let (code, lines, err) = output(tap(port, &["nope"]));
+        assert_eq!(code, 2, "{err}");
+        assert!(lines.is_empty());
+        assert!(err.contains("no running component `nope`"), "{err}");
+        if err.contains("audit, gdpr, out") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The redact transform's output (ECS) and the source's (OCSF), at once.
+    let after = tap(port, &["gdpr", "--limit", "3"]);
+    let before = tap(port, &["audit", "--limit", "3", "--schema", "ocsf"]);
+    let sink = tap(port, &["out", "--limit", "3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lumen.path("audit.log"))
+        .unwrap();
+    for i in 0..3 {
+        writeln!(f, "{}", audit_line(&format!("tap-{i}"), "get")).unwrap();
+    }
+    drop(f);
+    let (code, redacted, err) = output(after);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(redacted.len(), 3, "{err}");
+    for (i, e) in redacted.iter().enumerate() {
+        assert_eq!(e["event"]["id"], format!("tap-{i}"));
+        let user = e["user"]["name"].as_str().unwrap();
+        assert!(user != "alice" && user.len() == 32, "pseudonymized: {user}");
+    }
+    let (code, raw, err) = output(before);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(raw.len(), 3);
+    assert!(raw
+        .iter()
+        .all(|e| e["class_uid"] == 6003 && e["actor"]["user"]["name"] == "alice"));
+    let (code, at_sink, err) = output(sink);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(at_sink.len(), 3);
+    assert_eq!(at_sink[0]["user"]["name"], redacted[0]["user"]["name"]);
+    // Bad query: refused with the reason.
+    let r = Command::new(LUMEN)
+        .args([
+            "tap",
+            "gdpr",
+            "--schema",
+            "xml",
+            "--address",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    assert!(log
+        .iter()
+        .any(|l| l.contains("tap opened") && l.contains("gdpr")));
+}
+
+#[test]
+fn tap_without_a_running_lumen_says_where_it_looked() {
+    let port = free_port();
+    let (code, _, err) = output(tap(port, &["audit"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("cannot reach Lumen's API at 127.0.0.1:{port}")),
+        "{err}"
+    );
+}

@@ -275,9 +275,9 @@ impl Collector for Exporter {
         let buffers: [(&str, &str, MetricType, BufferValue); 6] = [
             (
                 "lumen_buffer_events",
-                "Events in the sink's buffer now (written, not yet acknowledged by the sink).",
+                "Events in the sink's buffer now (memory: queued for the sink; disk: written, not yet acknowledged by the sink).",
                 Gauge,
-                |b| load(&b.events_in).saturating_sub(load(&b.events_out)),
+                BufferMetrics::queued,
             ),
             (
                 "lumen_buffer_byte_size",
@@ -316,6 +316,28 @@ impl Collector for Exporter {
                 .iter()
                 .map(|(id, b)| ([("component_id", id.as_str())], value(b)));
             family(e, (name, help, kind), samples)?;
+        }
+        // How long the event at a buffer's head has waited: from when Lumen
+        // observed the event its sink last took, while events wait behind it.
+        let now = lumen_schemas::time::Timestamp::now().0;
+        let mut ages = e.encode_descriptor(
+            "lumen_buffer_oldest_event_age",
+            "While the sink's buffer holds events: how long ago Lumen observed the event its sink took last (the head of the buffer); 0 when empty.",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            Gauge,
+        )?;
+        for (id, b) in &t.buffers {
+            let taken = t
+                .components
+                .iter()
+                .find(|c| c.id == *id)
+                .map_or(0, |c| c.metrics.taken_observed_ns.load(Ordering::Relaxed));
+            let age = if b.queued() > 0 && taken > 0 {
+                now.saturating_sub(taken).max(0) as f64 / 1e9
+            } else {
+                0.0
+            };
+            ConstGauge::new(age).encode(ages.encode_family(&[("component_id", id.as_str())])?)?;
         }
         type DeliveryValue = fn(&DeliveryMetrics) -> u64;
         let deliveries: [(&str, &str, DeliveryValue); 4] = [

@@ -59,6 +59,9 @@ impl ConsoleSink {
         let mut buf = Vec::with_capacity(64 * 1024);
         while rx.recv_many(&mut batch, 256).await > 0 {
             self.metrics.add_received(batch.len() as u64);
+            if let Some(last) = batch.last() {
+                self.metrics.took(last.event.observed);
+            }
             buf.clear();
             for env in &batch {
                 match self.config.encoding {

@@ -204,6 +204,9 @@ impl<S: Service> Delivery<S> {
                 break;
             }
             this.metrics.add_received(batch.items.len() as u64);
+            if let Some(last) = batch.items.last() {
+                this.metrics.took(last.env.event.observed);
+            }
             while in_flight.len() >= this.request.concurrency.max(1) {
                 tokio::select! {
                     _ = in_flight.join_next() => {}

@@ -90,6 +90,9 @@ impl FileSink {
                 break;
             }
             self.metrics.add_received(batch.len() as u64);
+            if let Some(last) = batch.last() {
+                self.metrics.took(last.event.observed);
+            }
             buf.clear();
             for env in &batch {
                 self.config.schema.encode(&env.event, &mut buf);

@@ -1,7 +1,7 @@
 //! Per-component counters. Components bump them; the topology reports them
 //! at stop and the `[api]` serves them (`/metrics`, `/ready`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// Counters of one component, named like Prometheus series
 /// (`lumen_component_received_events_total{component_id="…"}`).
@@ -23,9 +23,17 @@ pub struct ComponentMetrics {
     /// A sink whose receiver is failing right now: its last attempt
     /// delivered nothing and is being retried (`/ready` answers 503).
     pub failing: AtomicBool,
+    /// When Lumen observed the event a sink last took from its buffer
+    /// (nanoseconds since the epoch; 0 before the first): while events wait
+    /// behind it, how long the buffer's head has waited.
+    pub taken_observed_ns: AtomicI64,
 }
 
 impl ComponentMetrics {
+    /// A sink took events from its buffer, the last one observed at `observed`.
+    pub fn took(&self, observed: lumen_schemas::time::Timestamp) {
+        self.taken_observed_ns.store(observed.0, Ordering::Relaxed);
+    }
     pub fn add_received(&self, n: u64) {
         self.received.fetch_add(n, Ordering::Relaxed);
     }

@@ -369,3 +369,70 @@ fn ready_flips_while_a_sink_is_down_and_back_when_it_recovers() {
     let (status, _) = lumen.stop();
     assert!(status.success());
 }
+
+/// A buffer's fill and the age of its head while the sink's receiver is
+/// down: events wait, the age grows; both go back to 0 once it recovers.
+#[test]
+fn buffer_events_and_head_age_follow_a_stalled_sink() {
+    use crate::network_sinks::peers::elasticsearch_peer::{EsPeer, Fault};
+    let rt = crate::network_sinks::runtime();
+    let es = rt.block_on(EsPeer::start(None));
+    es.with(|s| {
+        s.faults
+            .extend(std::iter::repeat_n(Fault::Status(503, None), 1_000_000));
+    });
+    let port = free_port();
+    let lumen = Lumen::start(&format!(
+        "data_dir = \"{{dir}}/data\"\n[api]\naddress = \"127.0.0.1:{port}\"\n\
+         [sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{{dir}}/audit.log\"\npoll_interval_ms = 20\n\
+         [sinks.es]\ntype = \"elasticsearch\"\ninputs = [\"audit\"]\nendpoints = [\"{}\"]\n\
+         healthcheck = false\ninstall_templates = false\nbatch.max_events = 1\nbatch.timeout_secs = 0.05\n\
+         request.concurrency = 1\nrequest.retry_initial_backoff_secs = 0.05\nrequest.retry_max_duration_secs = 0.1\n",
+        es.url()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lumen.path("audit.log"))
+        .unwrap();
+    for i in 0..5 {
+        writeln!(f, "{}", audit_line(&format!("held-{i}"), "get")).unwrap();
+    }
+    drop(f);
+    let scrape = || -> BTreeMap<String, f64> {
+        let text = client()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        parse_openmetrics(&text)
+    };
+    let events = "lumen_buffer_events{component_id=es}";
+    let age = "lumen_buffer_oldest_event_age_seconds{component_id=es}";
+    // One event in flight (retried), the next batch taken by the sink and
+    // waiting for a free request slot, three waiting in the buffer.
+    let start = Instant::now();
+    let mut m = scrape();
+    while m.get(events) != Some(&3.0) {
+        assert!(start.elapsed() < Duration::from_secs(20), "{m:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+        m = scrape();
+    }
+    let first = m[age];
+    std::thread::sleep(Duration::from_millis(600));
+    let later = scrape()[age];
+    assert!(first > 0.0 && later >= first + 0.5, "{first} then {later}");
+    // Back: everything delivered, the buffer empty, its age 0.
+    es.with(|s| s.faults.clear());
+    let start = Instant::now();
+    while es.arrivals().len() < 5 || scrape().get(events) != Some(&0.0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            es.arrivals()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(scrape()[age], 0.0);
+}

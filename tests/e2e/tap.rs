@@ -117,3 +117,61 @@ fn tap_without_a_running_lumen_says_where_it_looked() {
         "{err}"
     );
 }
+
+/// This host's address on its default route (not loopback).
+fn outward_ip() -> std::net::IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect("192.0.2.1:9").unwrap();
+    let ip = s.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+    ip
+}
+
+/// Beyond loopback a tap is refused unless `allow_remote_tap`; the rest of
+/// the API answers as before.
+#[test]
+fn tap_is_refused_to_other_hosts_unless_allowed() {
+    let ip = outward_ip();
+    let tls = lumen_sinks::tls::TlsConfig::default()
+        .client_config()
+        .unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for allow in [false, true] {
+        let port = free_port();
+        let mut lumen = Lumen::start(&format!(
+            "data_dir = \"{{dir}}/data\"\n[api]\naddress = \"0.0.0.0:{port}\"\nallow_remote_tap = {allow}\n\
+             [sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{{dir}}/audit.log\"\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"audit\"]\npath = \"{{dir}}/out.ndjson\"\n"
+        ));
+        lumen.wait_for_log("api: serving", Duration::from_secs(20));
+        let url = |p: &str| format!("http://{ip}:{port}{p}");
+        let start = Instant::now();
+        while http
+            .get(url("/ready"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            assert!(start.elapsed() < Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            http.get(url("/metrics")).send().unwrap().status().as_u16(),
+            200
+        );
+        let r = http.get(url("/tap/audit")).send().unwrap();
+        if allow {
+            assert_eq!(r.status().as_u16(), 200);
+        } else {
+            assert_eq!(r.status().as_u16(), 403);
+            assert!(r.text().unwrap().contains("allow_remote_tap"));
+        }
+        let (status, _) = lumen.stop();
+        assert!(status.success());
+    }
+}

@@ -504,6 +504,12 @@ impl Running {
         let buffer = lumen_sinks::buffer::start(id, sink.buffer(), &data_dir, input)
             .with_context(|| format!("starting the buffer of sink `{id}`"))?;
         let rx = buffer.output;
+        if !sink.buffer().is_disk() {
+            // With `block`, the channel is the buffer (drop_newest set its own).
+            if let Some(tx) = self.inputs.get(id) {
+                let _ = buffer.metrics.queue.set(tx.downgrade());
+            }
+        }
         self.buffers.insert(id.to_owned(), buffer.metrics.clone());
         let mut tasks: Vec<JoinHandle<()>> = buffer
             .tasks

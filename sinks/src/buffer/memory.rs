@@ -21,6 +21,7 @@ pub(super) fn start(
         };
     }
     let (tx, output) = mpsc::channel(config.max_events.max(1));
+    let _ = metrics.queue.set(tx.downgrade());
     let m = metrics.clone();
     let task = async move {
         while let Some(env) = input.recv().await {

@@ -120,9 +120,21 @@ pub struct BufferMetrics {
     pub torn_bytes: AtomicU64,
     /// Failed writes or syncs (disk full, I/O errors); each was retried.
     pub write_errors: AtomicU64,
+    /// A memory buffer: the channel the sink reads, whose fill is the
+    /// buffer's (set by the topology, or by a `drop_newest` buffer).
+    pub queue: std::sync::OnceLock<mpsc::WeakSender<Envelope>>,
 }
 
 impl BufferMetrics {
+    /// Events in the buffer now: a memory buffer's channel fill, a disk
+    /// buffer's written and not yet acknowledged events.
+    pub fn queued(&self) -> u64 {
+        match self.queue.get().and_then(mpsc::WeakSender::upgrade) {
+            Some(tx) => (tx.max_capacity() - tx.capacity()) as u64,
+            None => Self::get(&self.events_in).saturating_sub(Self::get(&self.events_out)),
+        }
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }

@@ -1,23 +1,10 @@
 //! `[api]` through the binary: `/health`, `/ready` and `/metrics` (parsed
 //! as the OpenMetrics text format, its counters following the events).
 
-use crate::support::{audit_line, free_port, wait_for_events, Lumen};
+use crate::support::{audit_line, free_port, http_client, scrape_text, wait_for_events, Lumen};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
-
-/// Plain HTTP; reqwest still wants a TLS configuration (rustls without a
-/// default provider).
-fn client() -> reqwest::blocking::Client {
-    let tls = lumen_sinks::tls::TlsConfig::default()
-        .client_config()
-        .unwrap();
-    reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
 
 /// A scrape: each sample (name and sorted labels) to its value; panics on
 /// any line the OpenMetrics text format does not allow.
@@ -147,7 +134,7 @@ fn health_ready_and_metrics_that_follow_the_events() {
         }
     };
     append(0..5);
-    let http = client();
+    let http = http_client();
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let get = |p: &str| -> Option<(u16, String)> {
         let r = http.get(url(p)).send().ok()?;
@@ -293,7 +280,7 @@ fn ready_flips_while_a_sink_is_down_and_back_when_it_recovers() {
             .unwrap();
         writeln!(f, "{}", audit_line(id, "get")).unwrap();
     };
-    let http = client();
+    let http = http_client();
     let ready = || {
         http.get(format!("http://127.0.0.1:{port}/ready"))
             .send()
@@ -345,13 +332,7 @@ fn ready_flips_while_a_sink_is_down_and_back_when_it_recovers() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // The delivery counters and the request-latency histogram saw the outage.
-    let text = client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let m = parse_openmetrics(&text);
+    let m = parse_openmetrics(&scrape_text(port));
     let requests = m["lumen_sink_requests_total{component_id=es}"];
     assert!(requests >= 3.0, "{m:#?}");
     assert!(m["lumen_sink_retried_events_total{component_id=es}"] >= 1.0);
@@ -399,15 +380,7 @@ fn buffer_events_and_head_age_follow_a_stalled_sink() {
         writeln!(f, "{}", audit_line(&format!("held-{i}"), "get")).unwrap();
     }
     drop(f);
-    let scrape = || -> BTreeMap<String, f64> {
-        let text = client()
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        parse_openmetrics(&text)
-    };
+    let scrape = || parse_openmetrics(&scrape_text(port));
     let events = "lumen_buffer_events{component_id=es}";
     let age = "lumen_buffer_oldest_event_age_seconds{component_id=es}";
     // One event in flight (retried), the next batch taken by the sink and

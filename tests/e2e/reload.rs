@@ -2,7 +2,7 @@
 //! rebuilt, what did not keeps running, no event is lost on the way), a bad
 //! one is refused and the running topology kept.
 
-use crate::support::{audit_line, free_port, read_ndjson, wait_for_events, Lumen};
+use crate::support::{audit_line, free_port, http_client, read_ndjson, wait_for_events, Lumen};
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -54,15 +54,7 @@ fn rewrite(lumen: &Lumen, config: &str) {
 }
 
 fn metric(port: u16, series: &str) -> Option<f64> {
-    let tls = lumen_sinks::tls::TlsConfig::default()
-        .client_config()
-        .unwrap();
-    let http = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let text = http
+    let text = http_client()
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .send()
         .ok()?

@@ -303,3 +303,26 @@ pub fn random_container_id() -> String {
         })
         .collect()
 }
+
+/// A client for Lumen's plain-HTTP API; reqwest still wants a TLS
+/// configuration (rustls without a default provider).
+pub fn http_client() -> reqwest::blocking::Client {
+    let tls = lumen_sinks::tls::TlsConfig::default()
+        .client_config()
+        .unwrap();
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// `/metrics` of the Lumen whose API listens on `port`, as text.
+pub fn scrape_text(port: u16) -> String {
+    http_client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}

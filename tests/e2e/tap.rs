@@ -1,7 +1,7 @@
 //! `lumen tap` against a running Lumen: live events of a component, as
 //! they pass it, in the schema asked for.
 
-use crate::support::{audit_line, free_port, Lumen, LUMEN};
+use crate::support::{audit_line, free_port, http_client, Lumen, LUMEN};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -132,14 +132,7 @@ fn outward_ip() -> std::net::IpAddr {
 #[test]
 fn tap_is_refused_to_other_hosts_unless_allowed() {
     let ip = outward_ip();
-    let tls = lumen_sinks::tls::TlsConfig::default()
-        .client_config()
-        .unwrap();
-    let http = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = http_client();
     for allow in [false, true] {
         let port = free_port();
         let mut lumen = Lumen::start(&format!(

@@ -398,6 +398,18 @@ fn digits(b: &[u8]) -> u16 {
     m
 }
 
+/// Whether `needle` (not empty) occurs in `hay`: each place its first byte
+/// occurs (memchr), compared there. For the short texts and values of an
+/// event this beats building a searcher (`str::contains`, `memmem::find`)
+/// per call, which costs more than the search.
+pub fn contains(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let Some((&first, _)) = n.split_first() else {
+        return true;
+    };
+    memchr::memchr_iter(first, h).any(|i| h[i..].starts_with(n))
+}
+
 /// Where the first ASCII digit at or after `from` is: eight bytes at a
 /// time (a byte is a digit when it XOR `'0'` is below 10; the lowest byte
 /// the subtraction flags is exact, borrows only reach the bytes above it).
@@ -636,6 +648,24 @@ mod tests {
         }
         for name in ["MODE", "HOME", "name", "LOG_LEVEL", ""] {
             assert!(!secretish_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn contains_agrees_with_str_contains() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..20_000 {
+            let hay: String = (0..rng.usize(0..30))
+                .map(|_| rng.choice(['a', 'b', ':', 'é']).unwrap())
+                .collect();
+            let needle: String = (0..rng.usize(0..5))
+                .map(|_| rng.choice(['a', 'b', ':', 'é']).unwrap())
+                .collect();
+            assert_eq!(
+                contains(&hay, &needle),
+                hay.contains(&needle),
+                "{hay:?} {needle:?}"
+            );
         }
     }
 

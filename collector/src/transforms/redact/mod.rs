@@ -672,7 +672,7 @@ impl Redactor {
             && visitor
                 .known
                 .iter()
-                .any(|(k, _)| memchr::memmem::find(batch.as_bytes(), k.as_bytes()).is_some());
+                .any(|(k, _)| detect::contains(batch, k));
         if !known_in_batch {
             visitor.known_in_text = &[];
         }
@@ -1316,7 +1316,7 @@ impl AuditVisitor<'_> {
     fn scrub(&mut self, raw: &str, field: Cow<'static, str>, out: &mut String) -> bool {
         let mut text = Cow::Borrowed(raw);
         for (orig, pseudonym) in self.known_in_text {
-            if memchr::memmem::find(text.as_bytes(), orig.as_bytes()).is_some() {
+            if detect::contains(&text, orig) {
                 text = Cow::Owned(text.replace(orig, &self.pseudonyms[pseudonym.clone()]));
                 self.marker.record(field.clone(), "known_value");
             }

@@ -11,6 +11,7 @@
 //! weak ones, see [`fanout`]), which is what lets [`Running::reload`] swap
 //! components while the rest runs: see its documentation.
 
+pub mod burst;
 pub mod fanout;
 pub mod shutdown;
 pub mod tap;

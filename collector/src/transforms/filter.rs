@@ -83,16 +83,19 @@ pub async fn run(
     mut out: Fanout,
     metrics: Arc<ComponentMetrics>,
 ) {
-    while let Some(env) = rx.recv().await {
-        metrics.add_received(1);
-        if config.passes(env.event.kind.name()) {
-            if out.send(env).await.is_err() {
-                return;
+    let mut burst = Vec::new();
+    while crate::topology::burst::next(&mut rx, &mut burst).await > 0 {
+        metrics.add_received(burst.len() as u64);
+        for env in burst.drain(..) {
+            if config.passes(env.event.kind.name()) {
+                if out.send(env).await.is_err() {
+                    return;
+                }
+                metrics.add_sent(1);
+            } else {
+                metrics.add_dropped(1);
+                env.ack.complete(Status::Delivered);
             }
-            metrics.add_sent(1);
-        } else {
-            metrics.add_dropped(1);
-            env.ack.complete(Status::Delivered);
         }
     }
 }

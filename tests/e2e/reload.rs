@@ -330,3 +330,36 @@ fn a_source_a_transform_and_a_disk_buffered_sink_rebuilt_together_lose_and_repea
         "{applied}"
     );
 }
+
+/// A changed sink whose new config cannot start (its file would be inside
+/// a file) runs its old config again; the reload is reported
+/// as failed and the events keep coming, to the old file.
+#[test]
+fn a_component_whose_new_config_does_not_start_runs_its_old_one() {
+    let port = free_port();
+    let good = config(port, &file_sink("out", "ecs"));
+    let mut lumen = Lumen::start(&good);
+    append(&lumen, 0..3);
+    wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 3
+    });
+    rewrite(
+        &lumen,
+        &good.replace("{dir}/out.ndjson", "{dir}/audit.log/out.ndjson"),
+    );
+    lumen.signal(libc::SIGHUP);
+    wait_metric(port, "lumen_config_reloads_total{outcome=\"failed\"}", 1.0);
+    let log = lumen.log().join("\n");
+    assert!(
+        log.contains("reload failed") && log.contains("starting sink `out` (file)"),
+        "{log}"
+    );
+    assert!(log.contains("running with its old config"), "{log}");
+    append(&lumen, 3..6);
+    let events = wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 6
+    });
+    assert_eq!(ids(&events).len(), 6, "each once, in the old file");
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+}

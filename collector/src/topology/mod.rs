@@ -415,43 +415,51 @@ impl Running {
     ) {
         tracing::error!(component = %id, error = %format!("{e:#}"), "reload: the new config of this component does not start");
         failed.push(e);
-        let restored = if let Some(c) = old.sources.get(id) {
+        // The old table back (none, for a component the reload added), its
+        // channel made again and the fan-outs fed as that config says.
+        self.config.sources.remove(id);
+        self.config.transforms.remove(id);
+        self.config.sinks.remove(id);
+        if let Some(c) = old.sources.get(id) {
             self.config.sources.insert(id.to_owned(), c.clone());
-            self.start_source(id, c)
-        } else if old.transforms.contains_key(id) || old.sinks.contains_key(id) {
+        } else if let Some(c) = old.transforms.get(id) {
+            self.config.transforms.insert(id.to_owned(), c.clone());
+        } else if let Some(c) = old.sinks.get(id) {
+            self.config.sinks.insert(id.to_owned(), c.clone());
+        }
+        self.inputs.remove(id);
+        let rx = if old.transforms.contains_key(id) || old.sinks.contains_key(id) {
             let capacity = old
                 .sinks
                 .get(id)
                 .map_or(CHANNEL_CAPACITY, |s| s.buffer().input_capacity());
             let (tx, rx) = mpsc::channel(capacity);
             self.inputs.insert(id.to_owned(), tx);
-            let graph = self.config.graph();
-            let upstream: Vec<String> = graph
-                .inputs
-                .get(id)
-                .map(|v| v.iter().map(|s| (*s).to_owned()).collect())
-                .unwrap_or_default();
-            drop(graph);
-            for u in upstream {
-                let outputs = self.outputs(self.config.graph().outputs_of(&u));
-                if let Some(w) = self.wirings.get(&u) {
-                    w.set(outputs);
-                }
-            }
-            if let Some(c) = old.sinks.get(id) {
-                self.config.sinks.insert(id.to_owned(), c.clone());
-                self.start_sink(id, c, rx).await
-            } else if let Some(c) = old.transforms.get(id) {
-                self.config.transforms.insert(id.to_owned(), c.clone());
-                self.start_transform(id, c, rx)
-            } else {
-                Ok(())
-            }
+            Some(rx)
         } else {
-            self.config.sources.remove(id);
-            self.config.transforms.remove(id);
-            self.config.sinks.remove(id);
-            return;
+            None
+        };
+        let graph = self.config.graph();
+        for u in self
+            .config
+            .sources
+            .keys()
+            .chain(self.config.transforms.keys())
+        {
+            if let Some(w) = self.wirings.get(u) {
+                w.set(self.outputs(graph.outputs_of(u)));
+            }
+        }
+        let restored = match (
+            old.sources.get(id),
+            old.transforms.get(id),
+            old.sinks.get(id),
+            rx,
+        ) {
+            (Some(c), _, _, _) => self.start_source(id, c),
+            (_, Some(c), _, Some(rx)) => self.start_transform(id, c, rx),
+            (_, _, Some(c), Some(rx)) => self.start_sink(id, c, rx).await,
+            _ => return,
         };
         match restored {
             Ok(()) => tracing::warn!(component = %id, "reload: running with its old config"),

@@ -1,0 +1,576 @@
+//! Audit events: the raw event walked once ([`json`]), its free text
+//! gathered and screened together, the rewritten original made the
+//! event's, and its fields moved to where their strings went (or parsed
+//! again when they cannot be moved).
+
+use super::*;
+
+impl Redactor {
+    pub(super) fn audit(&self, event: &mut Arc<Event>) -> bool {
+        let mut scratch = self.scratch.take();
+        let rewritten = match &event.kind {
+            EventKind::ApiActivity(a) => self.rewrite_audit(a, &mut scratch),
+            _ => None,
+        };
+        let changed = match rewritten {
+            Some((text, marker, must_parse)) => {
+                let e = Arc::make_mut(event);
+                if let EventKind::ApiActivity(a) = &mut e.kind {
+                    let spare = if must_parse {
+                        reparse(a, &text);
+                        text
+                    } else {
+                        match remap(a, text, &mut scratch) {
+                            Ok(old) => old,
+                            Err(text) => {
+                                reparse(a, &text);
+                                text
+                            }
+                        }
+                    };
+                    scratch.recycle(spare);
+                }
+                self.metrics.count(&marker);
+                e.redaction.merge(marker);
+                true
+            }
+            None => false,
+        };
+        self.scratch.replace(scratch);
+        changed
+    }
+
+    /// The redacted original of `a`, what was redacted and whether the
+    /// fields must be parsed again (they are not all strings of the
+    /// original), or `None` when nothing needs to change;
+    /// `scratch.edits` (their new text in `scratch.buf`) say what changed.
+    fn rewrite_audit(
+        &self,
+        a: &ApiActivity,
+        scratch: &mut Scratch,
+    ) -> Option<(String, Redaction, bool)> {
+        let (resource, subresource) = a
+            .object_ref
+            .as_ref()
+            .map_or(("", ""), |o| (a.s(o.resource), a.s(o.subresource)));
+        let original = a.original();
+        // Values the rules pseudonymize, to replace wherever else they appear
+        // (an authorization reason naming the user, a URI with their name).
+        let Scratch {
+            edits,
+            buf,
+            tmp,
+            fired,
+            pseudonyms,
+            candidates,
+            batch,
+            ..
+        } = scratch;
+        pseudonyms.clear();
+        candidates.clear();
+        let mut known: [Known<'_>; 4] = Default::default();
+        let mut n = 0;
+        for rule in &self.rules {
+            if !matches!(rule.action, Action::Hash | Action::Replace | Action::Mask) {
+                continue;
+            }
+            for field in ["user.name", "user.id"] {
+                if rule.ecs.as_deref() != Some(field) {
+                    continue;
+                }
+                for u in [Some(&a.user), a.impersonated_user.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let v = a.s(if field == "user.name" {
+                        u.username
+                    } else {
+                        u.uid
+                    });
+                    if n < known.len() && v.len() >= 3 && !known[..n].iter().any(|(k, _)| *k == v) {
+                        let at = pseudonyms.len();
+                        self.apply(rule, v, pseudonyms);
+                        known[n] = (v, at..pseudonyms.len());
+                        n += 1;
+                    }
+                }
+            }
+        }
+        let mut visitor = AuditVisitor {
+            r: self,
+            resource,
+            subresource,
+            base: original.as_ptr() as usize,
+            known: &known[..n],
+            known_in_text: &known[..n],
+            screen: true,
+            pseudonyms,
+            candidates,
+            marker: Redaction::default(),
+            tmp,
+            fired,
+            wrapped: a.wrapper.is_some(),
+            nested: false,
+            must_parse: false,
+            secret_name_at: None,
+            may_drop: matches!(resource, "secrets" | "tokenreviews")
+                || (resource == "serviceaccounts" && subresource == "token")
+                || (resource == "configmaps" && self.drop_configmap_data)
+                || self.rules.iter().any(|r| r.action == Action::Drop),
+        };
+        json::edits_of(original, &mut visitor, buf, edits);
+        // The free text, all at once: one screen over every string
+        // (NUL-separated: a NUL is a boundary to every pattern, so a string
+        // that has a match keeps it in the batch) and a search for the known
+        // values say whether any needs a closer look — most audit events
+        // have none.
+        let candidates = std::mem::take(visitor.candidates);
+        batch.clear();
+        for (range, _) in &candidates {
+            batch.push_str(&original[range.clone()]);
+            batch.push('\0');
+        }
+        visitor.screen = !batch.is_empty() && self.detectors.may_match(batch);
+        let known_in_batch = !batch.is_empty()
+            && visitor
+                .known
+                .iter()
+                .any(|(k, _)| detect::contains(batch, k));
+        if !known_in_batch {
+            visitor.known_in_text = &[];
+        }
+        if visitor.screen || known_in_batch {
+            let walked = edits.len();
+            for (range, member) in &candidates {
+                let mark = buf.len();
+                let field = audit_member(&original[member.clone()]);
+                if visitor.scrub(&original[range.clone()], field, buf) {
+                    edits.push(json::Edit {
+                        old: range.clone(),
+                        new: mark..buf.len(),
+                        string: true,
+                    });
+                }
+            }
+            if edits.len() > walked {
+                edits.sort_unstable_by_key(|e| e.old.start);
+            }
+        }
+        *visitor.candidates = candidates;
+        if edits.is_empty() {
+            return None;
+        }
+        let mut out = std::mem::take(&mut scratch.spare);
+        json::apply(original, edits, buf, &mut out);
+        Some((out, visitor.marker, visitor.must_parse))
+    }
+}
+
+/// Makes `raw` (the original with `scratch.edits` applied) the original of
+/// `a` and moves every field to where its string went — the same result as
+/// parsing `raw` again, without the parse; `Ok` with the text `a` had
+/// before. `Err` (with `raw` back, `a` unchanged) when a field cannot be
+/// moved: part of a changed string.
+fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<String, String> {
+    let old_len = a.original_len as usize;
+    let Ok(raw_len) = u32::try_from(raw.len()) else {
+        return Err(raw);
+    };
+    let Scratch {
+        edits,
+        buf,
+        shifts,
+        strs,
+        fixes,
+        ..
+    } = scratch;
+    // Where the text before each edit moved: the original's length plus
+    // this minus what the edits removed (kept apart to stay unsigned).
+    shifts.clear();
+    let (mut added, mut removed) = (0usize, 0usize);
+    for e in edits.iter() {
+        shifts.push(added.wrapping_sub(removed));
+        added += e.new.len();
+        removed += e.old.len();
+    }
+    shifts.push(added.wrapping_sub(removed));
+    // The original is the rewritten text; only what the fields still
+    // reference follows it (an unescaped copy of a redacted value must not
+    // stay behind in the buffer). First where every field goes…
+    let old_text = std::mem::take(&mut a.text);
+    strs.clear();
+    let mut ok = true;
+    let mut fixed = false;
+    a.visit_strs_mut(&mut |s| {
+        if !ok {
+            return;
+        }
+        if s.is_empty() {
+            strs.push(*s);
+            return;
+        }
+        let (start, end) = s.bounds();
+        if end <= old_len {
+            let i = edits.partition_point(|e| e.old.end <= start);
+            let moved = |x: usize| x.wrapping_add(shifts[i]);
+            strs.push(match edits.get(i) {
+                Some(e) if e.old.start < end => {
+                    if e.string && e.old == (start..end) {
+                        Str::range(moved(start), moved(start) + e.new.len())
+                    } else if !e.string && e.old.start <= start && end <= e.old.end {
+                        // In a member a rule removed.
+                        Str::EMPTY
+                    } else {
+                        // Part of a changed string: only the parser knows.
+                        ok = false;
+                        return;
+                    }
+                }
+                _ => Str::range(moved(start), moved(end)),
+            });
+        } else {
+            // Strings with escapes were parsed into unescaped copies after
+            // the original: a changed one needs its copy redone (worked out
+            // at the first such field).
+            if !fixed {
+                fixed = true;
+                fixes.clear();
+                for e in edits.iter().filter(|e| e.string) {
+                    let before = old_text.get(e.old.clone());
+                    if before.is_some_and(|b| b.contains('\\')) {
+                        let fix = before
+                            .and_then(unescape)
+                            .zip(buf.get(e.new.clone()).and_then(unescape));
+                        match fix {
+                            Some(f) => fixes.push(f),
+                            None => {
+                                ok = false;
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            let value = s.get(&old_text);
+            let value = fixes
+                .iter()
+                .find(|(o, _)| o == value)
+                .map_or(value, |(_, new)| new.as_str());
+            let at = raw.len();
+            raw.push_str(value);
+            strs.push(Str::range(at, raw.len()));
+        }
+    });
+    if !ok {
+        a.text = old_text;
+        raw.truncate(raw_len as usize);
+        return Err(raw);
+    }
+    // …then every field moved.
+    let mut next = strs.iter();
+    a.visit_strs_mut(&mut |s| {
+        if let Some(n) = next.next() {
+            *s = *n;
+        }
+    });
+    a.text = raw;
+    a.original_len = raw_len;
+    a.original_literal = std::sync::OnceLock::new();
+    Ok(old_text)
+}
+
+/// What [`remap`] cannot do: parses the rewritten original `raw` into `a`
+/// (an AKS record's wrapper included).
+fn reparse(a: &mut ApiActivity, raw: &str) {
+    *a = match k8s_audit::parse_line(raw) {
+        Ok(p) => p,
+        Err(e) => {
+            // A rule removed something the parser needs: keep nothing
+            // rather than the unredacted original.
+            tracing::error!(error = %e, "redact: the redacted audit event no longer parses; its original is withheld");
+            ApiActivity {
+                text: "{}".into(),
+                original_len: 2,
+                ..Default::default()
+            }
+        }
+    };
+}
+
+fn unescape(raw: &str) -> Option<String> {
+    let mut quoted = String::with_capacity(raw.len() + 2);
+    quoted.push('"');
+    quoted.push_str(raw);
+    quoted.push('"');
+    serde_json::from_str(&quoted).ok()
+}
+
+/// Decides for each value of a raw audit event.
+struct AuditVisitor<'a> {
+    r: &'a Redactor,
+    resource: &'a str,
+    subresource: &'a str,
+    /// Where the original starts in memory: the strings handed over are
+    /// slices of it.
+    base: usize,
+    /// The values rules change, with their replacements in `pseudonyms`.
+    known: &'a [Known<'a>],
+    /// Those of them free text may contain (none when the screen of the
+    /// free text found none).
+    known_in_text: &'a [Known<'a>],
+    /// Whether free text may hold something a detector finds (`false` when
+    /// the screen of all of it found nothing).
+    screen: bool,
+    pseudonyms: &'a str,
+    /// Free text left for the detectors, after the walk.
+    candidates: &'a mut Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    marker: Redaction,
+    tmp: &'a mut String,
+    fired: &'a mut Vec<Detector>,
+    /// An AKS record: the event is its `properties.log`, an object (whose
+    /// paths are taken from there) or an escaped string (rewritten as a
+    /// document of its own, `nested` while that runs; the fields then
+    /// `must_parse` again).
+    wrapped: bool,
+    nested: bool,
+    must_parse: bool,
+    /// Whether anything can be dropped from this event (a built-in
+    /// Kubernetes removal for its resource, or a `drop` rule).
+    may_drop: bool,
+    /// The depth of the last `"name": "<secret-ish>"` seen: its sibling
+    /// `value` (a container's env var) is a secret.
+    secret_name_at: Option<usize>,
+}
+
+/// No detector matches fewer characters than this (the shortest: an
+/// e-mail address `a@b.cd`).
+const MIN_DETECTABLE: usize = 6;
+
+/// Values whose format leaves no room for personal data (ids, versions,
+/// timestamps, enumerations): detectors skip them.
+fn structural(path: &[Seg<'_>]) -> bool {
+    match path.last() {
+        Some(Seg::Key(k)) => matches!(
+            *k,
+            "kind"
+                | "apiVersion"
+                | "level"
+                | "auditID"
+                | "stage"
+                | "verb"
+                | "uid"
+                | "resourceVersion"
+                | "generation"
+                | "creationTimestamp"
+                | "requestReceivedTimestamp"
+                | "stageTimestamp"
+                | "lastTransitionTime"
+                | "startedAt"
+                | "finishedAt"
+                | "apiGroup"
+                | "resource"
+                | "subresource"
+                | "authorization.k8s.io/decision"
+        ),
+        _ => false,
+    }
+}
+
+/// The top-level members of an audit event, as the redaction marker names
+/// them.
+const AUDIT_FIELDS: &[(&str, &str)] = &[
+    ("requestObject", "kubernetes.audit.requestObject"),
+    ("responseObject", "kubernetes.audit.responseObject"),
+    ("annotations", "kubernetes.audit.annotations"),
+    ("requestURI", "kubernetes.audit.requestURI"),
+    ("userAgent", "kubernetes.audit.userAgent"),
+    ("objectRef", "kubernetes.audit.objectRef"),
+    ("responseStatus", "kubernetes.audit.responseStatus"),
+    ("user", "kubernetes.audit.user"),
+    ("impersonatedUser", "kubernetes.audit.impersonatedUser"),
+    ("sourceIPs", "kubernetes.audit.sourceIPs"),
+];
+
+fn audit_field(path: &[Seg<'_>]) -> Cow<'static, str> {
+    match path.first() {
+        Some(Seg::Key(k)) => audit_member(k),
+        _ => Cow::Borrowed("kubernetes.audit"),
+    }
+}
+
+/// The field name of a top-level member of an audit event.
+fn audit_member(key: &str) -> Cow<'static, str> {
+    match AUDIT_FIELDS.iter().find(|(name, _)| *name == key) {
+        Some((_, field)) => Cow::Borrowed(field),
+        None if key.is_empty() => Cow::Borrowed("kubernetes.audit"),
+        None => Cow::Owned(format!("kubernetes.audit.{key}")),
+    }
+}
+
+/// Where an AKS record carries the audit event.
+const AKS_LOG: [Seg<'static>; 2] = [Seg::Key("properties"), Seg::Key("log")];
+
+impl AuditVisitor<'_> {
+    /// `path` from the audit event's root (inside an AKS record's
+    /// `properties.log`); the record's own members keep theirs.
+    fn event_path<'p, 's>(&self, path: &'p [Seg<'s>]) -> &'p [Seg<'s>] {
+        if !self.wrapped || self.nested {
+            return path;
+        }
+        path.strip_prefix(&AKS_LOG[..]).unwrap_or(path)
+    }
+
+    /// An AKS record's `properties.log` as an escaped string: the event is
+    /// unescaped, rewritten on its own, and escaped again into `out`.
+    fn nested_log(&mut self, raw: &str, out: &mut String) -> bool {
+        let Some(inner) = unescape(raw) else {
+            return false;
+        };
+        let mut rewritten = String::with_capacity(inner.len() + 256);
+        self.nested = true;
+        self.secret_name_at = None;
+        let changed = json::rewrite(&inner, self, &mut rewritten);
+        self.nested = false;
+        self.secret_name_at = None;
+        if !changed {
+            return false;
+        }
+        let mut literal = Vec::with_capacity(rewritten.len() + 64);
+        lumen_schemas::json::write_escaped(&mut literal, &rewritten);
+        match std::str::from_utf8(&literal) {
+            Ok(l) => out.push_str(&l[1..l.len() - 1]),
+            Err(_) => return false,
+        }
+        self.must_parse = true;
+        true
+    }
+
+    /// Free text (of `field`): known values replaced by their pseudonyms,
+    /// then the detectors; the result goes to `out` if anything changed.
+    fn scrub(&mut self, raw: &str, field: Cow<'static, str>, out: &mut String) -> bool {
+        let mut text = Cow::Borrowed(raw);
+        for (orig, pseudonym) in self.known_in_text {
+            if detect::contains(&text, orig) {
+                text = Cow::Owned(text.replace(orig, &self.pseudonyms[pseudonym.clone()]));
+                self.marker.record(field.clone(), "known_value");
+            }
+        }
+        self.tmp.clear();
+        let before = self.fired.len();
+        if self.screen && self.r.detect(&text, self.tmp, self.fired) {
+            for d in &self.fired[before..] {
+                self.marker.record(field.clone(), d.rule());
+            }
+            self.fired.truncate(before);
+            out.push_str(self.tmp);
+            return true;
+        }
+        match text {
+            Cow::Owned(t) => {
+                out.push_str(&t);
+                true
+            }
+            Cow::Borrowed(_) => false,
+        }
+    }
+}
+
+impl Visit for AuditVisitor<'_> {
+    fn drop_member(&mut self, path: &[Seg<'_>]) -> bool {
+        if !self.may_drop {
+            return false;
+        }
+        let path = self.event_path(path);
+        let k8s = &self.r.k8s;
+        let in_body = matches!(
+            path.first(),
+            Some(Seg::Key("requestObject" | "responseObject"))
+        );
+        let secret_data = self.resource == "secrets"
+            && ((in_body && path.last() == Some(&Seg::Key(LAST_APPLIED)))
+                || k8s.secret_data.iter().any(|p| p.matches(path)));
+        let configmap_data = self.r.drop_configmap_data
+            && self.resource == "configmaps"
+            && k8s.configmap_data.iter().any(|p| p.matches(path));
+        let token = (self.resource == "serviceaccounts"
+            && self.subresource == "token"
+            && k8s.sa_token.matches(path))
+            || (self.resource == "tokenreviews" && k8s.token_review.matches(path));
+        let hit = if secret_data {
+            Some("k8s:secret_data")
+        } else if configmap_data {
+            Some("k8s:configmap_data")
+        } else if token {
+            Some("k8s:serviceaccount_token")
+        } else {
+            None
+        };
+        if let Some(rule) = hit {
+            self.marker.record(audit_field(path), rule);
+            return true;
+        }
+        for rule in &self.r.rules {
+            if rule.action == Action::Drop && rule.audit.iter().any(|p| p.matches(path)) {
+                self.marker.record(rule.field.clone(), rule.name.clone());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn string(&mut self, path: &[Seg<'_>], raw: &str, out: &mut String) -> bool {
+        if self.wrapped && !self.nested && path == AKS_LOG {
+            return self.nested_log(raw, out);
+        }
+        let path = self.event_path(path);
+        let rules = if path.len() <= self.r.max_rule_depth {
+            &self.r.rules[..]
+        } else {
+            &[]
+        };
+        for rule in rules {
+            if rule.audit.iter().any(|p| p.matches(path)) {
+                if raw.is_empty() {
+                    return false;
+                }
+                self.marker.record(rule.field.clone(), rule.name.clone());
+                match self.known.iter().find(|(k, _)| *k == raw) {
+                    Some((_, done)) => out.push_str(&self.pseudonyms[done.clone()]),
+                    None => self.r.apply(rule, raw, out),
+                }
+                return true;
+            }
+        }
+        match path.last() {
+            Some(Seg::Key("name")) => {
+                self.secret_name_at = detect::secretish_name(raw).then_some(path.len());
+            }
+            Some(Seg::Key("value")) if self.secret_name_at == Some(path.len()) => {
+                self.secret_name_at = None;
+                self.marker
+                    .record(audit_field(path), Detector::SecretAssignment.rule());
+                out.push_str("[secret_assignment]");
+                return true;
+            }
+            _ => {}
+        }
+        if raw.len() < MIN_DETECTABLE || structural(path) {
+            return false;
+        }
+        // A whole subtree past the depth limit, or the inside of an escaped
+        // AKS log: not one string of the original, checked right away.
+        let chunk = path.len() >= json::MAX_DEPTH && raw.starts_with(['{', '[']);
+        if self.nested || chunk {
+            return self.scrub(raw, audit_field(path), out);
+        }
+        // Its field is named only if something is found.
+        let at = |s: &str| s.as_ptr() as usize - self.base;
+        let member = match path.first() {
+            Some(Seg::Key(k)) => at(k)..at(k) + k.len(),
+            _ => 0..0,
+        };
+        let start = at(raw);
+        self.candidates.push((start..start + raw.len(), member));
+        false
+    }
+}

@@ -169,8 +169,8 @@ impl Redactor {
 /// Makes `raw` (the original with `scratch.edits` applied) the original of
 /// `a` and moves every field to where its string went — the same result as
 /// parsing `raw` again, without the parse; `Ok` with the text `a` had
-/// before. `Err` (with `raw` back, `a` unchanged) when a field cannot be
-/// moved: part of a changed string.
+/// before. `Err` (with `raw` back) when a field cannot be moved — part of
+/// a changed string: `a`'s fields are then half moved, parse `raw` again.
 fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<String, String> {
     let old_len = a.original_len as usize;
     let Ok(raw_len) = u32::try_from(raw.len()) else {
@@ -180,7 +180,6 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
         edits,
         buf,
         shifts,
-        strs,
         fixes,
         ..
     } = scratch;
@@ -196,24 +195,21 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
     shifts.push(added.wrapping_sub(removed));
     // The original is the rewritten text; only what the fields still
     // reference follows it (an unescaped copy of a redacted value must not
-    // stay behind in the buffer). First where every field goes…
+    // stay behind in the buffer). Every field is moved in one pass; if one
+    // cannot be, the caller parses `raw` into a fresh `a`, so the fields
+    // already moved do not matter.
     let old_text = std::mem::take(&mut a.text);
-    strs.clear();
     let mut ok = true;
     let mut fixed = false;
     a.visit_strs_mut(&mut |s| {
-        if !ok {
-            return;
-        }
-        if s.is_empty() {
-            strs.push(*s);
+        if !ok || s.is_empty() {
             return;
         }
         let (start, end) = s.bounds();
         if end <= old_len {
             let i = edits.partition_point(|e| e.old.end <= start);
             let moved = |x: usize| x.wrapping_add(shifts[i]);
-            strs.push(match edits.get(i) {
+            *s = match edits.get(i) {
                 Some(e) if e.old.start < end => {
                     if e.string && e.old == (start..end) {
                         Str::range(moved(start), moved(start) + e.new.len())
@@ -227,7 +223,7 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
                     }
                 }
                 _ => Str::range(moved(start), moved(end)),
-            });
+            };
         } else {
             // Strings with escapes were parsed into unescaped copies after
             // the original: a changed one needs its copy redone (worked out
@@ -258,7 +254,7 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
                 .map_or(value, |(_, new)| new.as_str());
             let at = raw.len();
             raw.push_str(value);
-            strs.push(Str::range(at, raw.len()));
+            *s = Str::range(at, raw.len());
         }
     });
     if !ok {
@@ -266,13 +262,6 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
         raw.truncate(raw_len as usize);
         return Err(raw);
     }
-    // …then every field moved.
-    let mut next = strs.iter();
-    a.visit_strs_mut(&mut |s| {
-        if let Some(n) = next.next() {
-            *s = *n;
-        }
-    });
     a.text = raw;
     a.original_len = raw_len;
     a.original_literal = std::sync::OnceLock::new();

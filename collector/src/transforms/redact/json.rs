@@ -377,7 +377,11 @@ impl Pattern {
     pub fn matches(&self, path: &[Seg<'_>]) -> bool {
         self.0.len() == path.len()
             && self.0.iter().zip(path).all(|(p, s)| match (p, s) {
-                (PatSeg::Key(k), Seg::Key(x)) => k == x,
+                // Length and first byte first: most keys differ there,
+                // without a call to memcmp.
+                (PatSeg::Key(k), Seg::Key(x)) => {
+                    k.len() == x.len() && k.as_bytes().first() == x.as_bytes().first() && k == x
+                }
                 (PatSeg::AnyIndex, Seg::Index) => true,
                 _ => false,
             })

@@ -138,7 +138,6 @@ struct Scratch {
     batch: String,
     /// For moving fields: how far the edits before each one shift the text.
     shifts: Vec<usize>,
-    strs: Vec<Str>,
     fixes: Vec<(String, String)>,
     /// The next rewritten original goes here: the text an event had before
     /// its rewrite, kept for the next one (no allocation per event).

@@ -404,10 +404,15 @@ fn digits(b: &[u8]) -> u16 {
 /// per call, which costs more than the search.
 pub fn contains(hay: &str, needle: &str) -> bool {
     let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    let Some((&first, _)) = n.split_first() else {
+    let Some((&first, rest)) = n.split_first() else {
         return true;
     };
-    memchr::memchr_iter(first, h).any(|i| h[i..].starts_with(n))
+    // The second byte before the rest: most places a first byte occurs
+    // (`s` of `system:…`) go no further, without a call to memcmp.
+    memchr::memchr_iter(first, h).any(|i| match rest.first() {
+        Some(second) => h.get(i + 1) == Some(second) && h[i..].starts_with(n),
+        None => true,
+    })
 }
 
 /// Where the first ASCII digit at or after `from` is: eight bytes at a

@@ -56,6 +56,16 @@ fn down(es: &EsPeer) {
 }
 
 fn wait_arrivals(es: &EsPeer, ids: impl Iterator<Item = String> + Clone, timeout: Duration) {
+    wait_arrivals_or_say(es, ids, timeout, &String::new);
+}
+
+/// As [`wait_arrivals`], with `context()` (Lumen's log) in the failure.
+fn wait_arrivals_or_say(
+    es: &EsPeer,
+    ids: impl Iterator<Item = String> + Clone,
+    timeout: Duration,
+    context: &dyn Fn() -> String,
+) {
     let start = Instant::now();
     loop {
         let arrivals = es.arrivals();
@@ -68,9 +78,10 @@ fn wait_arrivals(es: &EsPeer, ids: impl Iterator<Item = String> + Clone, timeout
         }
         assert!(
             start.elapsed() < timeout,
-            "{} events never arrived, first {}",
+            "{} events never arrived, first {}\n{}",
             missing.len(),
-            missing[0]
+            missing[0],
+            context()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -349,7 +360,11 @@ fn a_full_disk_holds_the_input_back_and_recovers_when_space_returns() {
     );
     // Elasticsearch comes back: the buffer drains, segments go, space returns.
     es.with(|s| s.faults.clear());
-    wait_arrivals(&es, ids("full", 0..N), Duration::from_secs(90));
+    let tail = || {
+        let log = lumen.log();
+        log[log.len().saturating_sub(60)..].join("\n")
+    };
+    wait_arrivals_or_say(&es, ids("full", 0..N), Duration::from_secs(90), &tail);
     let (status, log) = lumen.stop();
     assert!(status.success(), "{}", log.join("\n"));
     let log = log.join("\n");

@@ -302,8 +302,9 @@ impl Running {
                 w.set(self.outputs(old_graph.outputs_of(id)));
             }
         }
-        // 2. Old instances go: sources first (their own stop), then every
-        // retired channel is let go.
+        // 2. The old instances are set apart (sources, sinks, transforms)
+        // and the retired channels let go: each old transform or sink
+        // drains what it holds and ends.
         let mut old_sources = Vec::new();
         let mut old_others = Vec::new();
         for id in &retired {
@@ -318,8 +319,9 @@ impl Running {
             }
         }
         drop(old_inputs);
-        // 3. Old sinks drain and stop; new sinks and transforms start (a
-        // sink's replacement only once its old instance has stopped).
+        // 3. Old sinks end (or deliver on beside their replacement); new
+        // sinks, then transforms start; old sources stop (checkpoints
+        // saved) and new ones start; the old transforms' drains end.
         self.retiring
             .retain(|(_, i)| i.tasks.iter().any(|t| !t.is_finished()));
         let mut old_transforms = Vec::new();

@@ -363,3 +363,53 @@ fn a_component_whose_new_config_does_not_start_runs_its_old_one() {
     let (status, log) = lumen.stop();
     assert!(status.success(), "{}", log.join("\n"));
 }
+
+/// A sink and a source removed, a source added: the removed sink stops
+/// receiving (its metrics go), the new source's events flow, the rest runs on.
+#[test]
+fn components_removed_and_added_by_a_reload() {
+    let port = free_port();
+    let second = "[sources.more]\ntype = \"k8s_audit_file\"\npath = \"{dir}/more.log\"\npoll_interval_ms = 20\n";
+    let before = config(port, &(file_sink("out", "ecs") + &file_sink("gone", "ecs")));
+    let mut lumen = Lumen::start(&before);
+    append(&lumen, 0..3);
+    wait_for_events(&lumen.path("gone.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 3
+    });
+    wait_metric(
+        port,
+        "lumen_component_sent_events_total{component_id=\"gone\",component_kind=\"sink\",component_type=\"file\"}",
+        3.0,
+    );
+    // `gone` removed; `more` added, read by `out` too.
+    let after = config(port, &(second.to_owned() + &file_sink("out", "ecs")))
+        .replace("inputs = [\"audit\"]", "inputs = [\"audit\", \"more\"]");
+    rewrite(&lumen, &after);
+    lumen.signal(libc::SIGHUP);
+    lumen.wait_for_log("reload applied", Duration::from_secs(20));
+    append(&lumen, 3..6);
+    let mut f = std::fs::File::create(lumen.path("more.log")).unwrap();
+    writeln!(f, "{}", audit_line("more-0", "get")).unwrap();
+    drop(f);
+    let events = wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        ids(e).contains(&"more-0".to_owned()) && e.len() >= 7
+    });
+    assert_eq!(ids(&events).len(), 7, "each once");
+    assert_eq!(
+        read_ndjson(&lumen.path("gone.ndjson")).len(),
+        3,
+        "gone gets nothing more"
+    );
+    assert_eq!(
+        metric(port, "lumen_component_sent_events_total{component_id=\"gone\",component_kind=\"sink\",component_type=\"file\"}"),
+        None,
+        "a removed component's counters go"
+    );
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    let applied = log.iter().find(|l| l.contains("reload applied")).unwrap();
+    assert!(
+        applied.contains(r#"added=["more"] changed=["out"] removed=["gone"]"#),
+        "{applied}"
+    );
+}

@@ -79,15 +79,25 @@ mod tests {
                 .await
                 .unwrap();
         }
+        let tasks: Vec<_> = buffer.tasks.drain(..).map(tokio::spawn).collect();
+        while BufferMetrics::get(&buffer.metrics.events_in) < 5 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            buffer.metrics.queued(),
+            2,
+            "the fill is what waits for the sink, not every event that came in"
+        );
         drop(tx);
-        for t in buffer.tasks.drain(..) {
-            t.await;
+        for t in tasks {
+            t.await.unwrap();
         }
         let mut kept = Vec::new();
         while let Some(env) = buffer.output.recv().await {
             kept.push(env);
         }
         assert_eq!(kept.len(), 2, "the buffer holds max_events");
+        assert_eq!(buffer.metrics.queued(), 0, "taken out: empty again");
         assert_eq!(BufferMetrics::get(&buffer.metrics.dropped_full), 3);
         let mut rejected = Vec::new();
         while let Ok(a) = acked.try_recv() {

@@ -126,11 +126,15 @@ pub struct BufferMetrics {
 }
 
 impl BufferMetrics {
-    /// Events in the buffer now: a memory buffer's channel fill, a disk
-    /// buffer's written and not yet acknowledged events.
+    /// Events in the buffer now: a memory buffer's channel fill (0 once
+    /// its channel is closing: nothing is added any more, the sink drains
+    /// what is left), a disk buffer's written and not yet acknowledged
+    /// events.
     pub fn queued(&self) -> u64 {
-        match self.queue.get().and_then(mpsc::WeakSender::upgrade) {
-            Some(tx) => (tx.max_capacity() - tx.capacity()) as u64,
+        match self.queue.get() {
+            Some(queue) => queue
+                .upgrade()
+                .map_or(0, |tx| (tx.max_capacity() - tx.capacity()) as u64),
             None => Self::get(&self.events_in).saturating_sub(Self::get(&self.events_out)),
         }
     }

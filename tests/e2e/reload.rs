@@ -2,7 +2,7 @@
 //! rebuilt, what did not keeps running, no event is lost on the way), a bad
 //! one is refused and the running topology kept.
 
-use crate::support::{audit_line, free_port, http_client, read_ndjson, wait_for_events, Lumen};
+use crate::support::{audit_line, free_port, read_ndjson, try_scrape_text, wait_for_events, Lumen};
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -48,19 +48,26 @@ fn ids(events: &[serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
+/// Lumen on `config`, once sink `sink` has written events `0..n`.
+fn running_with(config: &str, sink: &str, n: usize) -> Lumen {
+    let lumen = Lumen::start(config);
+    append(&lumen, 0..n);
+    wait_for_events(
+        &lumen.path(&format!("{sink}.ndjson")),
+        Duration::from_secs(20),
+        |e| e.len() >= n,
+    );
+    lumen
+}
+
 fn rewrite(lumen: &Lumen, config: &str) {
     let text = config.replace("{dir}", &lumen.dir.path().display().to_string());
     std::fs::write(lumen.path("lumen.toml"), text).unwrap();
 }
 
 fn metric(port: u16, series: &str) -> Option<f64> {
-    let text = http_client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .ok()?
-        .text()
-        .ok()?;
-    text.lines()
+    try_scrape_text(port)?
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
@@ -154,11 +161,7 @@ fn sighup_applies_a_good_config_rebuilding_only_what_changed_without_losing_even
 fn sighup_with_a_bad_config_keeps_the_running_topology() {
     let port = free_port();
     let good = config(port, &file_sink("out", "ecs"));
-    let mut lumen = Lumen::start(&good);
-    append(&lumen, 0..3);
-    wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
-        e.len() >= 3
-    });
+    let mut lumen = running_with(&good, "out", 3);
     // Invalid: an unknown key, named with its place.
     rewrite(
         &lumen,
@@ -338,11 +341,7 @@ fn a_source_a_transform_and_a_disk_buffered_sink_rebuilt_together_lose_and_repea
 fn a_component_whose_new_config_does_not_start_runs_its_old_one() {
     let port = free_port();
     let good = config(port, &file_sink("out", "ecs"));
-    let mut lumen = Lumen::start(&good);
-    append(&lumen, 0..3);
-    wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
-        e.len() >= 3
-    });
+    let mut lumen = running_with(&good, "out", 3);
     rewrite(
         &lumen,
         &good.replace("{dir}/out.ndjson", "{dir}/audit.log/out.ndjson"),
@@ -371,11 +370,7 @@ fn components_removed_and_added_by_a_reload() {
     let port = free_port();
     let second = "[sources.more]\ntype = \"k8s_audit_file\"\npath = \"{dir}/more.log\"\npoll_interval_ms = 20\n";
     let before = config(port, &(file_sink("out", "ecs") + &file_sink("gone", "ecs")));
-    let mut lumen = Lumen::start(&before);
-    append(&lumen, 0..3);
-    wait_for_events(&lumen.path("gone.ndjson"), Duration::from_secs(20), |e| {
-        e.len() >= 3
-    });
+    let mut lumen = running_with(&before, "gone", 3);
     wait_metric(
         port,
         "lumen_component_sent_events_total{component_id=\"gone\",component_kind=\"sink\",component_type=\"file\"}",

@@ -319,10 +319,15 @@ pub fn http_client() -> reqwest::blocking::Client {
 
 /// `/metrics` of the Lumen whose API listens on `port`, as text.
 pub fn scrape_text(port: u16) -> String {
+    try_scrape_text(port).expect("a scrape")
+}
+
+/// As [`scrape_text`], `None` while nothing answers.
+pub fn try_scrape_text(port: u16) -> Option<String> {
     http_client()
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .send()
-        .unwrap()
+        .ok()?
         .text()
-        .unwrap()
+        .ok()
 }

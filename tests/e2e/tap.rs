@@ -87,6 +87,19 @@ fn tap_shows_live_events_of_a_component_before_and_after_redaction() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(at_sink.len(), 3);
     assert_eq!(at_sink[0]["user"]["name"], redacted[0]["user"]["name"]);
+    // The API itself: a bad query and a wrong method, refused with the reason.
+    let http = http_client();
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/tap/gdpr?limit=0"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().unwrap().contains("bad query parameter `limit=0`"));
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/tap/gdpr"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
     // Bad query: refused with the reason.
     let r = Command::new(LUMEN)
         .args([

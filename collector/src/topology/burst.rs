@@ -1,10 +1,11 @@
-//! How transforms read their input: in bursts, and without parking on an
-//! empty channel while events come at a high rate. A receiver parked on
-//! the channel is woken by every send — a cross-thread wakeup per event at
-//! full rate, which costs more than most transforms' work on the event.
-//! Instead, a transform that finds its channel empty lets events gather
-//! for [`GATHER`] (a timer, which sends do not touch), then takes all that
-//! waits at once (one release of the channel's permits for the senders).
+//! How the `filter` and `redact` transforms read their input: in bursts,
+//! and without parking on an empty channel while events come at a high
+//! rate. A receiver parked on the channel is woken by every send — a
+//! cross-thread wakeup per event at full rate, which costs more than most
+//! transforms' work on the event. Instead, a transform that finds its
+//! channel empty lets events gather for [`GATHER`] (a timer, which sends do
+//! not touch), then takes all that waits at once (one release of the
+//! channel's permits for the senders).
 
 use lumen_sinks::Envelope;
 use std::time::Duration;
@@ -29,27 +30,7 @@ pub async fn next(rx: &mut mpsc::Receiver<Envelope>, burst: &mut Vec<Envelope>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lumen_schemas::event::LossReport;
-    use lumen_schemas::{Event, EventKind};
-    use lumen_sinks::ack::Ack;
-
-    fn env() -> Envelope {
-        Envelope::new(
-            Event {
-                time: Default::default(),
-                observed: Default::default(),
-                host: Default::default(),
-                kind: EventKind::Loss(LossReport {
-                    since: Default::default(),
-                    until: Default::default(),
-                    by_kind: vec![],
-                    cause: Default::default(),
-                }),
-                redaction: Default::default(),
-            },
-            Ack::none(),
-        )
-    }
+    use crate::topology::testing::env;
 
     #[tokio::test]
     async fn takes_what_waits_at_once_then_what_comes_then_ends() {

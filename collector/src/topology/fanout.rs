@@ -93,23 +93,22 @@ impl Fanout {
         true
     }
 
+    /// Output `id`: the same `Arc` as the one held (the common case, no
+    /// string comparison), or one with the same name after a refresh.
+    fn output(&self, id: &Arc<str>) -> Option<&Output> {
+        self.outputs
+            .iter()
+            .find(|(o, _, _)| Arc::ptr_eq(o, id) || o == id)
+    }
+
     /// The live sender of output `id`, looking at the wiring again if the
     /// one held is gone (the topology replaced that downstream meanwhile).
-    fn sender(&mut self, id: &str) -> Option<mpsc::Sender<Envelope>> {
-        if let Some(tx) = self
-            .outputs
-            .iter()
-            .find(|(o, _, _)| **o == *id)
-            .and_then(|(_, w, _)| w.upgrade())
-        {
+    fn sender(&mut self, id: &Arc<str>) -> Option<mpsc::Sender<Envelope>> {
+        if let Some(tx) = self.output(id).and_then(|(_, w, _)| w.upgrade()) {
             return Some(tx);
         }
         if self.refresh() {
-            return self
-                .outputs
-                .iter()
-                .find(|(o, _, _)| **o == *id)
-                .and_then(|(_, w, _)| w.upgrade());
+            return self.output(id).and_then(|(_, w, _)| w.upgrade());
         }
         None
     }
@@ -131,7 +130,7 @@ impl Fanout {
                 env.clone()
             };
             let Some(mut copy) = copy else { break };
-            if let Some((_, _, Some(tap))) = self.outputs.iter().find(|(o, _, _)| o == id) {
+            if let Some((_, _, Some(tap))) = self.output(id) {
                 tap.offer(&copy.event);
             }
             loop {
@@ -165,27 +164,7 @@ impl Fanout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lumen_schemas::event::LossReport;
-    use lumen_schemas::{Event, EventKind};
-    use lumen_sinks::ack::Ack;
-
-    fn env() -> Envelope {
-        Envelope::new(
-            Event {
-                time: Default::default(),
-                observed: Default::default(),
-                host: Default::default(),
-                kind: EventKind::Loss(LossReport {
-                    since: Default::default(),
-                    until: Default::default(),
-                    by_kind: vec![],
-                    cause: Default::default(),
-                }),
-                redaction: Default::default(),
-            },
-            Ack::none(),
-        )
-    }
+    use crate::topology::testing::env;
 
     #[tokio::test]
     async fn a_replaced_downstream_gets_the_next_events_and_the_old_one_drains() {

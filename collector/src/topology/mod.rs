@@ -311,8 +311,6 @@ impl Running {
             if let Some(inst) = self.instances.remove(*id) {
                 if old.sources.contains_key(*id) {
                     old_sources.push(((*id).to_owned(), inst));
-                } else if old.sinks.contains_key(*id) {
-                    old_others.insert(0, ((*id).to_owned(), inst));
                 } else {
                     old_others.push(((*id).to_owned(), inst));
                 }
@@ -763,4 +761,34 @@ pub trait Reloads {
     fn next(
         &mut self,
     ) -> impl std::future::Future<Output = Result<Config, crate::config::ConfigError>> + Send;
+}
+
+/// What the topology's unit tests send around.
+#[cfg(test)]
+pub(crate) mod testing {
+    use lumen_schemas::event::LossReport;
+    use lumen_schemas::{Event, EventKind};
+    use lumen_sinks::ack::Ack;
+    use lumen_sinks::Envelope;
+
+    /// An event of no interest (an empty loss report).
+    pub fn event() -> Event {
+        Event {
+            time: Default::default(),
+            observed: Default::default(),
+            host: Default::default(),
+            kind: EventKind::Loss(LossReport {
+                since: Default::default(),
+                until: Default::default(),
+                by_kind: vec![],
+                cause: Default::default(),
+            }),
+            redaction: Default::default(),
+        }
+    }
+
+    /// [`event`] with nobody waiting for its acknowledgement.
+    pub fn env() -> Envelope {
+        Envelope::new(event(), Ack::none())
+    }
 }

@@ -103,22 +103,9 @@ impl TapPoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lumen_schemas::event::LossReport;
-    use lumen_schemas::EventKind;
 
     fn event() -> Arc<Event> {
-        Arc::new(Event {
-            time: Default::default(),
-            observed: Default::default(),
-            host: Default::default(),
-            kind: EventKind::Loss(LossReport {
-                since: Default::default(),
-                until: Default::default(),
-                by_kind: vec![],
-                cause: Default::default(),
-            }),
-            redaction: Default::default(),
-        })
+        Arc::new(crate::topology::testing::event())
     }
 
     #[test]

@@ -113,6 +113,8 @@ impl Redactor {
             nested: false,
             must_parse: false,
             secret_name_at: None,
+            member_at: (0, 0),
+            member_rules: &[],
             may_drop: matches!(resource, "secrets" | "tokenreviews")
                 || (resource == "serviceaccounts" && subresource == "token")
                 || (resource == "configmaps" && self.drop_configmap_data)
@@ -161,7 +163,9 @@ impl Redactor {
             return None;
         }
         let mut out = std::mem::take(&mut scratch.spare);
-        json::apply(original, edits, buf, &mut out);
+        // Room for the unescaped copies `remap` puts after the original.
+        let copies = a.text.len().saturating_sub(original.len());
+        json::apply(original, edits, buf, copies, &mut out);
         Some((out, visitor.marker, visitor.must_parse))
     }
 }
@@ -181,6 +185,7 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
         buf,
         shifts,
         fixes,
+        fix_text,
         ..
     } = scratch;
     // Where the text before each edit moved: the original's length plus
@@ -231,27 +236,33 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
             if !fixed {
                 fixed = true;
                 fixes.clear();
+                fix_text.clear();
                 for e in edits.iter().filter(|e| e.string) {
-                    let before = old_text.get(e.old.clone());
-                    if before.is_some_and(|b| b.contains('\\')) {
-                        let fix = before
-                            .and_then(unescape)
-                            .zip(buf.get(e.new.clone()).and_then(unescape));
-                        match fix {
-                            Some(f) => fixes.push(f),
-                            None => {
-                                ok = false;
-                                return;
-                            }
-                        }
+                    let Some(before) = old_text.get(e.old.clone()) else {
+                        continue;
+                    };
+                    if memchr::memchr(b'\\', before.as_bytes()).is_none() {
+                        continue;
                     }
+                    let from = fix_text.len();
+                    let good = json::unescape_into(before, fix_text);
+                    let mid = fix_text.len();
+                    if !(good
+                        && buf
+                            .get(e.new.clone())
+                            .is_some_and(|n| json::unescape_into(n, fix_text)))
+                    {
+                        ok = false;
+                        return;
+                    }
+                    fixes.push((from..mid, mid..fix_text.len()));
                 }
             }
             let value = s.get(&old_text);
             let value = fixes
                 .iter()
-                .find(|(o, _)| o == value)
-                .map_or(value, |(_, new)| new.as_str());
+                .find(|(o, _)| fix_text[o.clone()] == *value)
+                .map_or(value, |(_, new)| &fix_text[new.clone()]);
             let at = raw.len();
             raw.push_str(value);
             *s = Str::range(at, raw.len());
@@ -287,11 +298,8 @@ fn reparse(a: &mut ApiActivity, raw: &str) {
 }
 
 fn unescape(raw: &str) -> Option<String> {
-    let mut quoted = String::with_capacity(raw.len() + 2);
-    quoted.push('"');
-    quoted.push_str(raw);
-    quoted.push('"');
-    serde_json::from_str(&quoted).ok()
+    let mut out = String::with_capacity(raw.len());
+    json::unescape_into(raw, &mut out).then_some(out)
 }
 
 /// Decides for each value of a raw audit event.
@@ -323,6 +331,10 @@ struct AuditVisitor<'a> {
     wrapped: bool,
     nested: bool,
     must_parse: bool,
+    /// Where the key of the top-level member the last string was in is,
+    /// and the rules' paths into that member.
+    member_at: (usize, usize),
+    member_rules: &'a [(usize, usize)],
     /// Whether anything can be dropped from this event (a built-in
     /// Kubernetes removal for its resource, or a `drop` rule).
     may_drop: bool,
@@ -418,9 +430,12 @@ impl AuditVisitor<'_> {
         let mut rewritten = String::with_capacity(inner.len() + 256);
         self.nested = true;
         self.secret_name_at = None;
+        self.member_at = (0, 0);
         let changed = json::rewrite(&inner, self, &mut rewritten);
         self.nested = false;
         self.secret_name_at = None;
+        // `inner` goes: its keys' addresses may be reused.
+        self.member_at = (0, 0);
         if !changed {
             return false;
         }
@@ -512,13 +527,20 @@ impl Visit for AuditVisitor<'_> {
             return self.nested_log(raw, out);
         }
         let path = self.event_path(path);
-        let rules = if path.len() <= self.r.max_rule_depth {
-            &self.r.rules[..]
-        } else {
-            &[]
+        let member = match path.first() {
+            Some(Seg::Key(k)) => *k,
+            _ => "",
         };
-        for rule in rules {
-            if rule.audit.iter().any(|p| p.matches(path)) {
+        // The same member as the last string's (compared by where its key
+        // is): its rules are known.
+        let here = (member.as_ptr() as usize, member.len());
+        if self.member_at != here {
+            self.member_at = here;
+            self.member_rules = self.r.by_member.of(member);
+        }
+        for &(r, p) in self.member_rules {
+            let rule = &self.r.rules[r];
+            if rule.audit[p].matches(path) {
                 if raw.is_empty() {
                     return false;
                 }

@@ -48,7 +48,7 @@ pub fn rewrite(input: &str, visit: &mut impl Visit, out: &mut String) -> bool {
     let (mut buf, mut edits) = (String::new(), Vec::new());
     let changed = edits_of(input, visit, &mut buf, &mut edits);
     if changed {
-        apply(input, &edits, &buf, out);
+        apply(input, &edits, &buf, 0, out);
     } else {
         out.clear();
         out.push_str(input);
@@ -81,11 +81,16 @@ pub fn edits_of(
 }
 
 /// `input` with `edits` (in input order, not overlapping) applied, their
-/// text taken from `buf`, into `out` (cleared first).
-pub fn apply(input: &str, edits: &[Edit], buf: &str, out: &mut String) {
+/// text taken from `buf`, into `out` (cleared first), with room for `after`
+/// more bytes. An `out` too small is replaced, not grown: growing copies
+/// its old bytes, which are about to be overwritten.
+pub fn apply(input: &str, edits: &[Edit], buf: &str, after: usize, out: &mut String) {
     let grown: usize = edits.iter().map(|e| e.new.len()).sum();
+    let need = input.len() + grown + after;
+    if out.capacity() < need {
+        *out = String::with_capacity(need);
+    }
     out.clear();
-    out.reserve(input.len() + grown);
     let mut last = 0;
     for e in edits {
         out.push_str(&input[last..e.old.start]);
@@ -124,6 +129,66 @@ fn quote_or_backslash(b: &[u8]) -> Option<usize> {
         i += 8;
     }
     memchr::memchr2(b'"', b'\\', &b[i..]).map(|p| i + p)
+}
+
+/// Appends the content of a JSON string (`raw`, as between its quotes) to
+/// `out`, its escape sequences decoded; `false` (with `out` partly
+/// written) when an escape is malformed or a `\u` names half a surrogate
+/// pair.
+pub fn unescape_into(raw: &str, out: &mut String) -> bool {
+    let mut rest = raw;
+    while let Some(i) = memchr::memchr(b'\\', rest.as_bytes()) {
+        out.push_str(&rest[..i]);
+        let Some(&c) = rest.as_bytes().get(i + 1) else {
+            return false;
+        };
+        let mut used = 2;
+        let decoded = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hex = |at: usize| {
+                    rest.get(at..at + 4)
+                        .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                };
+                let Some(unit) = hex(i + 2) else {
+                    return false;
+                };
+                used = 6;
+                let code = if (0xD800..0xDC00).contains(&unit) {
+                    // A high surrogate: its low half must follow.
+                    let low = rest
+                        .get(i + 6..i + 8)
+                        .filter(|u| *u == "\\u")
+                        .and_then(|_| hex(i + 8))
+                        .filter(|l| (0xDC00..0xE000).contains(l));
+                    let Some(low) = low else {
+                        return false;
+                    };
+                    used = 12;
+                    0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                } else {
+                    unit
+                };
+                match char::from_u32(code) {
+                    Some(ch) => ch,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+        out.push(decoded);
+        rest = &rest[i + used..];
+    }
+    out.push_str(rest);
+    true
 }
 
 struct Walker<'a, 'e> {
@@ -433,7 +498,7 @@ mod tests {
         assert_eq!(olds, ["two", "three", r#","e":1"#]);
         assert!(edits[0].string && !edits[2].string);
         let mut out = String::from("left over");
-        apply(input, &edits, &buf, &mut out);
+        apply(input, &edits, &buf, 0, &mut out);
         assert_eq!(out, r#"{"a":"one", "b":["TWO","THREE"],"c":{"d":"four"}}"#);
         // Nothing to change: no edits.
         let mut none = Rules {
@@ -464,6 +529,40 @@ mod tests {
         }
         // Bytes one below and above each target, before it.
         assert_eq!(quote_or_backslash(b"!#[]\"\\"), Some(4));
+    }
+
+    #[test]
+    fn unescaping_agrees_with_serde_json() {
+        for raw in [
+            "",
+            "plain",
+            r#"RBAC: allowed by ClusterRoleBinding \"admin\" to User \"alice\""#,
+            r#"\\ \/ \b \f \n \r \t"#,
+            r#"\u0041\u00e9\u20ac x \ud83d\ude00 y"#,
+            r#"tail\n"#,
+            r"caf\u00e9 é €",
+        ] {
+            let want: String = serde_json::from_str(&format!("\"{raw}\"")).unwrap();
+            let mut got = String::from("kept:");
+            assert!(unescape_into(raw, &mut got), "{raw}");
+            assert_eq!(got, format!("kept:{want}"), "{raw}");
+        }
+        for bad in [
+            r"\",
+            r"\x",
+            r"\u12",
+            r"\u12g4",
+            r"\u+041",
+            r"\ud83d",
+            r"\ud83d\u0041",
+            r"\ude00",
+        ] {
+            assert!(
+                serde_json::from_str::<String>(&format!("\"{bad}\"")).is_err(),
+                "{bad} is malformed"
+            );
+            assert!(!unescape_into(bad, &mut String::new()), "{bad}");
+        }
     }
 
     #[test]

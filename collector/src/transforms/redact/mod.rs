@@ -138,7 +138,10 @@ struct Scratch {
     batch: String,
     /// For moving fields: how far the edits before each one shift the text.
     shifts: Vec<usize>,
-    fixes: Vec<(String, String)>,
+    /// For an escaped string a rule changed: its old and new unescaped
+    /// text in `fix_text`.
+    fixes: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    fix_text: String,
     /// The next rewritten original goes here: the text an event had before
     /// its rewrite, kept for the next one (no allocation per event).
     spare: String,
@@ -160,6 +163,43 @@ impl Scratch {
 /// [`Scratch::pseudonyms`].
 type Known<'a> = (&'a str, std::ops::Range<usize>);
 
+/// The rules' audit paths grouped by the top-level member of the event they
+/// start with, each group in rule order (the first rule that matches
+/// wins): a string is compared with the paths of its member only, and most
+/// members have none. (A path that starts with `[*]` never matches: an
+/// audit event is an object.)
+#[derive(Debug, Default)]
+struct RulesByMember(Vec<(Box<str>, RulePaths)>);
+
+/// (rule, path) indexes into [`Redactor::rules`] and their `audit` paths.
+type RulePaths = Vec<(usize, usize)>;
+
+impl RulesByMember {
+    fn new(rules: &[Rule]) -> RulesByMember {
+        let mut groups: Vec<(Box<str>, RulePaths)> = Vec::new();
+        for (r, rule) in rules.iter().enumerate() {
+            for (p, pattern) in rule.audit.iter().enumerate() {
+                let Some(PatSeg::Key(first)) = pattern.0.first() else {
+                    continue;
+                };
+                match groups.iter_mut().find(|(k, _)| **k == **first) {
+                    Some((_, g)) => g.push((r, p)),
+                    None => groups.push((first.as_str().into(), vec![(r, p)])),
+                }
+            }
+        }
+        RulesByMember(groups)
+    }
+
+    /// (rule, path) indexes of the paths that start with `member`.
+    fn of(&self, member: &str) -> &[(usize, usize)] {
+        self.0
+            .iter()
+            .find(|(k, _)| k.len() == member.len() && **k == *member)
+            .map_or(&[], |(_, g)| g)
+    }
+}
+
 /// A compiled profile.
 pub struct Redactor {
     rules: Vec<Rule>,
@@ -168,8 +208,8 @@ pub struct Redactor {
     /// The keyed HMAC state, cloned per pseudonym (the key is hashed once).
     mac: Hmac<sha2::Sha256>,
     drop_configmap_data: bool,
-    /// The deepest audit path a rule names: deeper values skip the rules.
-    max_rule_depth: usize,
+    /// The rules' audit paths by the top-level member they start with.
+    by_member: RulesByMember,
     /// Shared with the `[api]`'s `/metrics`.
     pub metrics: Arc<RedactMetrics>,
     k8s: K8sPaths,
@@ -272,11 +312,7 @@ impl Redactor {
                 }
             })
             .collect();
-        let max_rule_depth = rules
-            .iter()
-            .flat_map(|r: &Rule| r.audit.iter().map(|p| p.0.len()))
-            .max()
-            .unwrap_or(0);
+        let by_member = RulesByMember::new(&rules);
         let metrics = RedactMetrics::new(
             rules
                 .iter()
@@ -293,7 +329,7 @@ impl Redactor {
                 ]),
         );
         Ok(Redactor {
-            max_rule_depth,
+            by_member,
             rules,
             detectors: Detectors::new(&config.detectors)?,
             detector_action: config.detector_action,

@@ -480,10 +480,22 @@ impl AuditVisitor<'_> {
 }
 
 impl Visit for AuditVisitor<'_> {
+    #[inline]
     fn drop_member(&mut self, path: &[Seg<'_>]) -> bool {
-        if !self.may_drop {
-            return false;
-        }
+        // Asked for every key: most events can lose nothing.
+        self.may_drop && self.dropped(path)
+    }
+
+    fn string(&mut self, path: &[Seg<'_>], raw: &str, out: &mut String) -> bool {
+        self.value(path, raw, out)
+    }
+}
+
+impl AuditVisitor<'_> {
+    /// Whether a built-in removal or a `drop` rule removes the member at
+    /// `path`.
+    #[inline(never)]
+    fn dropped(&mut self, path: &[Seg<'_>]) -> bool {
         let path = self.event_path(path);
         let k8s = &self.r.k8s;
         let in_body = matches!(
@@ -522,7 +534,8 @@ impl Visit for AuditVisitor<'_> {
         false
     }
 
-    fn string(&mut self, path: &[Seg<'_>], raw: &str, out: &mut String) -> bool {
+    /// What [`Visit::string`] decides for this visitor.
+    fn value(&mut self, path: &[Seg<'_>], raw: &str, out: &mut String) -> bool {
         if self.wrapped && !self.nested && path == AKS_LOG {
             return self.nested_log(raw, out);
         }

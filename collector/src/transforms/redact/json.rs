@@ -100,35 +100,51 @@ pub fn apply(input: &str, edits: &[Edit], buf: &str, after: usize, out: &mut Str
     out.push_str(&input[last..]);
 }
 
-/// The first `"` or `\\` in `b`. Most strings in an audit event are short:
-/// the first 32 bytes are looked at eight at a time in a register, the rest
-/// (if it comes to that) with memchr's SIMD search.
-fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+/// Where the string whose content starts at `from` in `b` ends: the index
+/// of its closing quote (escapes passed over), `None` if it does not end.
+/// Most strings in an audit event are short: the first 64 bytes are looked
+/// at eight at a time in a register (which byte was found is read from the
+/// flags, not from memory again), the rest (if it comes to that) with
+/// memchr's SIMD search.
+fn string_end(b: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Flags the bytes of `w` equal to `c`; the lowest flag is exact.
+    // Flags the bytes of `w` equal to `c`; the lowest flag is exact (a
+    // borrow can only flag bytes above a real match).
     fn equal(w: u64, c: u8) -> u64 {
         let x = w ^ (ONES * u64::from(c));
         x.wrapping_sub(ONES) & !x & HIGHS
     }
-    let mut i = 0;
-    while i < 32 {
+    let mut i = from;
+    let swar_until = from.saturating_add(64);
+    while i < swar_until {
         let Some(chunk) = b.get(i..i + 8) else {
-            return b[i..]
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\')
-                .map(|p| i + p);
+            break;
         };
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
-        let hits = equal(w, b'"') | equal(w, b'\\');
-        if hits != 0 {
-            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        let (quote, backslash) = (equal(w, b'"'), equal(w, b'\\'));
+        let hits = quote | backslash;
+        if hits == 0 {
+            i += 8;
+            continue;
         }
-        i += 8;
+        // The lowest of both is exact, and a byte is not both.
+        let lowest = hits & hits.wrapping_neg();
+        let at = i + (lowest.trailing_zeros() / 8) as usize;
+        if quote & lowest != 0 {
+            return Some(at);
+        }
+        i = at + 2;
     }
-    memchr::memchr2(b'"', b'\\', &b[i..]).map(|p| i + p)
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[at] == b'"' {
+            return Some(at);
+        }
+        i = at + 2;
+    }
 }
 
 /// Appends the content of a JSON string (`raw`, as between its quotes) to
@@ -217,17 +233,9 @@ impl<'a> Walker<'a, '_> {
             return None;
         }
         let start = self.at + 1;
-        let mut i = start;
-        while let Some(k) = quote_or_backslash(self.b.get(i..)?) {
-            i += k;
-            if self.b[i] == b'\\' {
-                i += 2;
-                continue;
-            }
-            self.at = i + 1;
-            return self.s.get(start..i);
-        }
-        None
+        let end = string_end(self.b, start)?;
+        self.at = end + 1;
+        self.s.get(start..end)
     }
 
     /// The end of the value starting at `self.at`, without interpreting it.
@@ -510,25 +518,52 @@ mod tests {
     }
 
     #[test]
-    fn quotes_and_backslashes_are_found_wherever_they_are() {
-        for len in 0..80 {
+    fn strings_end_at_their_closing_quote_wherever_it_is() {
+        // The plain way: byte by byte.
+        fn reference(b: &[u8], from: usize) -> Option<usize> {
+            let mut i = from;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => return Some(i),
+                    b'\\' => i += 2,
+                    _ => i += 1,
+                }
+            }
+            None
+        }
+        for len in 0..150 {
             for at in 0..=len {
-                for c in [b'"', b'\\'] {
+                for (c, next) in [
+                    (b'"', b'a'),
+                    (b'\\', b'"'),
+                    (b'\\', b'\\'),
+                    (b'"' ^ 0x80, b'"'),
+                ] {
                     let mut b = vec![b'a'; len];
                     if at < len {
                         b[at] = c;
-                        // A look-alike byte after it must not be taken.
                         if at + 1 < len {
-                            b[at + 1] = b'"' ^ 0x80;
+                            b[at + 1] = next;
                         }
                     }
-                    let want = (at < len).then_some(at);
-                    assert_eq!(quote_or_backslash(&b), want, "len {len} at {at}");
+                    // A quote further on, for the escapes to be passed over to.
+                    if len > at + 5 {
+                        b[len - 2] = b'"';
+                    }
+                    for from in [0, 1, 3] {
+                        if from <= len {
+                            assert_eq!(
+                                string_end(&b, from),
+                                reference(&b, from),
+                                "len {len} at {at} byte {c} then {next} from {from}"
+                            );
+                        }
+                    }
                 }
             }
         }
-        // Bytes one below and above each target, before it.
-        assert_eq!(quote_or_backslash(b"!#[]\"\\"), Some(4));
+        assert_eq!(string_end(br#"ab\"cd"#, 0), None);
+        assert_eq!(string_end(br#"ab\\"cd"#, 0), Some(4));
     }
 
     #[test]

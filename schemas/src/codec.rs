@@ -68,6 +68,62 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_shared_marker_is_written_like_an_own_one_made_once_and_follows_a_merge() {
+        use crate::event::{Marker, MarkerForm, Redaction};
+        let mut names = Redaction::default();
+        names.record("user.name", "hash:user.name");
+        names.record("source.ip", "truncate_ip:source.ip");
+        let mut own = audit_event();
+        own.redaction = Marker::shared(names.clone());
+        let shared = Marker::shared(names.clone());
+        let (mut first, mut second) = (audit_event(), audit_event());
+        first.redaction = shared.clone();
+        second.redaction = shared.clone();
+        let out = |e: &Event, schema: Schema| {
+            let mut b = Vec::new();
+            schema.encode(e, &mut b);
+            String::from_utf8(b).expect("utf-8")
+        };
+        for schema in [Schema::Ecs, Schema::Ocsf] {
+            let want = out(&own, schema);
+            assert_eq!(out(&first, schema), want, "{schema:?}");
+            assert_eq!(out(&second, schema), want, "{schema:?}, from what was kept");
+        }
+        assert!(out(&own, Schema::Ecs).contains(
+            r#""labels":{"lumen_redacted_fields":"user.name,source.ip","lumen_redaction_rules":"hash:user.name,truncate_ip:source.ip"}"#
+        ));
+        assert!(out(&own, Schema::Ocsf).contains(
+            r#""labels":["redacted:user.name","redacted:source.ip","redaction_rule:hash:user.name","redaction_rule:truncate_ip:source.ip"]"#
+        ));
+        // Made once: a second ask does not encode again.
+        let kept = shared.encoded(MarkerForm::EcsLabels, |_| {
+            unreachable!("kept from the first")
+        });
+        assert!(kept.is_some_and(|k| k.starts_with(b"{\"lumen_redacted_fields\"")));
+        // An event's own marker is not kept (it is written directly).
+        assert!(own
+            .redaction
+            .encoded(MarkerForm::EcsLabels, |_| Vec::new())
+            .is_none());
+        // Another transform's names merged into one event: that event's
+        // labels have them, the others' do not.
+        let mut more = Redaction::default();
+        more.record("user_agent.original", "detector:email");
+        first.redaction.merge(&Marker::shared(more.clone()));
+        let mut all = names.clone();
+        all.merge(more);
+        own.redaction = Marker::shared(all);
+        for schema in [Schema::Ecs, Schema::Ocsf] {
+            assert_eq!(out(&first, schema), out(&own, schema), "{schema:?}");
+            assert!(out(&first, schema).contains("detector:email"));
+            assert!(!out(&second, schema).contains("detector:email"));
+        }
+        // Carried through a disk buffer as the names.
+        round_trip(first);
+        round_trip(second);
+    }
+
     fn round_trip(event: Event) {
         let mut bytes = Vec::new();
         encode(&event, &mut bytes);

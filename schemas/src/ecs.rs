@@ -8,8 +8,8 @@
 //! for the audit event, as Elastic does).
 
 use crate::event::{
-    ApiActivity, Credentials, Event, EventKind, FileEvent, FileOperation, NetworkEvent, NetworkOp,
-    PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
+    ApiActivity, Credentials, Event, EventKind, FileEvent, FileOperation, MarkerForm, NetworkEvent,
+    NetworkOp, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Redaction, Str,
 };
 use crate::json::JsonWriter;
 use crate::time::Timestamp;
@@ -33,15 +33,32 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
 
 /// What a redact transform changed, as ECS custom `labels` (keyword
 /// values): the field names and rule names, comma-separated.
+/// Events a profile changed alike share what is written (made once).
 fn redaction(w: &mut JsonWriter<'_>, event: &Event) {
     let r = &event.redaction;
     if r.is_empty() {
         return;
     }
-    w.object("labels");
+    match r.encoded(MarkerForm::EcsLabels, |r| {
+        let mut out = Vec::new();
+        let mut labels = JsonWriter::new(&mut out);
+        labels.begin_object();
+        redaction_labels(&mut labels, r);
+        labels.end_object();
+        out
+    }) {
+        Some(labels) => w.raw("labels", labels),
+        None => {
+            w.object("labels");
+            redaction_labels(w, r);
+            w.end_object();
+        }
+    }
+}
+
+fn redaction_labels(w: &mut JsonWriter<'_>, r: &Redaction) {
     w.str_joined("lumen_redacted_fields", &r.fields, ',');
     w.str_joined("lumen_redaction_rules", &r.rules, ',');
-    w.end_object();
 }
 
 fn ts(w: &mut JsonWriter<'_>, key: &str, t: Timestamp) {

@@ -17,7 +17,7 @@ pub struct Event {
     pub host: Arc<Host>,
     pub kind: EventKind,
     /// What a `redact` transform changed (names, never values).
-    pub redaction: Redaction,
+    pub redaction: Marker,
 }
 
 /// The fields and the rules a `redact` transform applied to an event, each
@@ -31,6 +31,12 @@ pub struct Redaction {
 impl Redaction {
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty() && self.rules.is_empty()
+    }
+
+    /// Empties it, keeping its room.
+    pub fn clear(&mut self) {
+        self.fields.clear();
+        self.rules.clear();
     }
 
     /// Records that `rule` changed `field`.
@@ -55,6 +61,120 @@ impl Redaction {
         for r in other.rules {
             push_new(&mut self.rules, r);
         }
+    }
+}
+
+/// What redact transforms changed in an event, as the event carries it:
+/// shared, because the events a profile changes alike carry the same names
+/// (one `Arc` for all of them: no allocation per event, and what an
+/// encoder makes of the names is made once, see [`Marker::encoded`]).
+/// Reads as a [`Redaction`] (empty when nothing was redacted) and is
+/// serialized as one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Marker(Option<Arc<Marked>>);
+
+/// A [`Marker`]'s names and their encoded forms, made when first asked for.
+#[derive(Debug, Default)]
+pub struct Marked {
+    names: Redaction,
+    encoded: [std::sync::OnceLock<Box<[u8]>>; 2],
+}
+
+impl Clone for Marked {
+    /// The names: encoded forms are of names that are about to change.
+    fn clone(&self) -> Marked {
+        Marked {
+            names: self.names.clone(),
+            encoded: Default::default(),
+        }
+    }
+}
+
+impl PartialEq for Marked {
+    fn eq(&self, other: &Marked) -> bool {
+        self.names == other.names
+    }
+}
+
+impl Eq for Marked {}
+
+static NOTHING: Redaction = Redaction {
+    fields: Vec::new(),
+    rules: Vec::new(),
+};
+
+/// Which encoded form of a [`Marker`] is asked for.
+#[derive(Clone, Copy, Debug)]
+pub enum MarkerForm {
+    EcsLabels = 0,
+    OcsfLabels = 1,
+}
+
+impl std::ops::Deref for Marker {
+    type Target = Redaction;
+
+    fn deref(&self) -> &Redaction {
+        self.0.as_ref().map_or(&NOTHING, |m| &m.names)
+    }
+}
+
+impl Marker {
+    /// A marker for `names`, to be shared by every event they apply to.
+    pub fn shared(names: Redaction) -> Marker {
+        Marker((!names.is_empty()).then(|| {
+            Arc::new(Marked {
+                names,
+                encoded: Default::default(),
+            })
+        }))
+    }
+
+    /// Adds what another transform redacted: `other` itself when nothing
+    /// was before (the common case: no copy).
+    pub fn merge(&mut self, other: &Marker) {
+        match (&mut self.0, &other.0) {
+            (_, None) => {}
+            (None, Some(_)) => *self = other.clone(),
+            (Some(mine), Some(theirs)) => {
+                if mine.names != theirs.names {
+                    Arc::make_mut(mine).names.merge(theirs.names.clone());
+                }
+            }
+        }
+    }
+
+    /// The `form` of the names, made by `encode` the first time a marker
+    /// that events share is asked for it; `None` when the marker is empty
+    /// or this event's own (nothing to gain from keeping it: `encode` is
+    /// for the caller to run).
+    pub fn encoded(
+        &self,
+        form: MarkerForm,
+        encode: impl FnOnce(&Redaction) -> Vec<u8>,
+    ) -> Option<&[u8]> {
+        let m = self.0.as_ref()?;
+        if Arc::strong_count(m) < 2 {
+            return None;
+        }
+        Some(m.encoded[form as usize].get_or_init(|| encode(&m.names).into_boxed_slice()))
+    }
+}
+
+impl From<Redaction> for Marker {
+    fn from(names: Redaction) -> Marker {
+        Marker::shared(names)
+    }
+}
+
+impl Serialize for Marker {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Marker {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Marker, D::Error> {
+        Redaction::deserialize(d).map(Marker::shared)
     }
 }
 

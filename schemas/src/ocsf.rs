@@ -10,8 +10,8 @@
 //! attribute for go under `unmapped`.
 
 use crate::event::{
-    ApiActivity, Event, EventKind, FileEvent, FileOperation, LossCause, NetworkEvent, NetworkOp,
-    PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
+    ApiActivity, Event, EventKind, FileEvent, FileOperation, LossCause, MarkerForm, NetworkEvent,
+    NetworkOp, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Redaction, Str,
 };
 use crate::json::JsonWriter;
 use crate::{OCSF_VERSION, PRODUCT_NAME, PRODUCT_VERSION};
@@ -115,24 +115,43 @@ fn metadata(
     w.opt_str("uid", uid);
     w.str("log_name", log_name);
     w.i64("logged_time", event.observed.as_millis());
-    if !event.redaction.is_empty() {
-        // What a redact transform changed: `redacted:<field>`, `redaction_rule:<rule>`.
-        w.array("labels");
-        let mut label = String::new();
-        for (prefix, names) in [
-            ("redacted:", &event.redaction.fields),
-            ("redaction_rule:", &event.redaction.rules),
-        ] {
-            for n in names {
-                label.clear();
-                label.push_str(prefix);
-                label.push_str(n);
-                w.elem_str(&label);
+    let r = &event.redaction;
+    if !r.is_empty() {
+        // What a redact transform changed: `redacted:<field>`,
+        // `redaction_rule:<rule>`; written once for the events that share it.
+        match r.encoded(MarkerForm::OcsfLabels, |r| {
+            let mut out = Vec::new();
+            redaction_labels(&mut JsonWriter::new(&mut out), r);
+            out
+        }) {
+            Some(labels) => w.raw("labels", labels),
+            None => {
+                w.array("labels");
+                redaction_label_elems(w, r);
+                w.end_array();
             }
         }
-        w.end_array();
     }
     w.end_object();
+}
+
+/// `["redacted:<field>", …, "redaction_rule:<rule>", …]` on its own.
+fn redaction_labels(w: &mut JsonWriter<'_>, r: &Redaction) {
+    w.begin_array();
+    redaction_label_elems(w, r);
+    w.end_array();
+}
+
+fn redaction_label_elems(w: &mut JsonWriter<'_>, r: &Redaction) {
+    let mut label = String::new();
+    for (prefix, names) in [("redacted:", &r.fields), ("redaction_rule:", &r.rules)] {
+        for n in names {
+            label.clear();
+            label.push_str(prefix);
+            label.push_str(n);
+            w.elem_str(&label);
+        }
+    }
 }
 
 fn device(w: &mut JsonWriter<'_>, event: &Event) {

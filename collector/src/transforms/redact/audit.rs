@@ -13,7 +13,7 @@ impl Redactor {
             _ => None,
         };
         let changed = match rewritten {
-            Some((text, marker, must_parse)) => {
+            Some((text, must_parse)) => {
                 let e = Arc::make_mut(event);
                 if let EventKind::ApiActivity(a) = &mut e.kind {
                     let spare = if must_parse {
@@ -30,8 +30,8 @@ impl Redactor {
                     };
                     scratch.recycle(spare);
                 }
-                self.metrics.count(&marker);
-                e.redaction.merge(marker);
+                self.metrics.count(&scratch.marker);
+                e.redaction.merge(&self.marker(&scratch.marker));
                 true
             }
             None => false,
@@ -40,15 +40,11 @@ impl Redactor {
         changed
     }
 
-    /// The redacted original of `a`, what was redacted and whether the
-    /// fields must be parsed again (they are not all strings of the
-    /// original), or `None` when nothing needs to change;
-    /// `scratch.edits` (their new text in `scratch.buf`) say what changed.
-    fn rewrite_audit(
-        &self,
-        a: &ApiActivity,
-        scratch: &mut Scratch,
-    ) -> Option<(String, Redaction, bool)> {
+    /// The redacted original of `a` and whether the fields must be parsed
+    /// again (they are not all strings of the original), or `None` when
+    /// nothing needs to change; `scratch.edits` (their new text in
+    /// `scratch.buf`) say what changed, `scratch.marker` what was redacted.
+    fn rewrite_audit(&self, a: &ApiActivity, scratch: &mut Scratch) -> Option<(String, bool)> {
         let (resource, subresource) = a
             .object_ref
             .as_ref()
@@ -64,8 +60,10 @@ impl Redactor {
             pseudonyms,
             candidates,
             batch,
+            marker,
             ..
         } = scratch;
+        marker.clear();
         pseudonyms.clear();
         candidates.clear();
         let mut known: [Known<'_>; 4] = Default::default();
@@ -106,7 +104,7 @@ impl Redactor {
             screen: true,
             pseudonyms,
             candidates,
-            marker: Redaction::default(),
+            marker,
             tmp,
             fired,
             wrapped: a.wrapper.is_some(),
@@ -166,7 +164,7 @@ impl Redactor {
         // Room for the unescaped copies `remap` puts after the original.
         let copies = a.text.len().saturating_sub(original.len());
         json::apply(original, edits, buf, copies, &mut out);
-        Some((out, visitor.marker, visitor.must_parse))
+        Some((out, visitor.must_parse))
     }
 }
 
@@ -321,7 +319,7 @@ struct AuditVisitor<'a> {
     pseudonyms: &'a str,
     /// Free text left for the detectors, after the walk.
     candidates: &'a mut Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
-    marker: Redaction,
+    marker: &'a mut Redaction,
     tmp: &'a mut String,
     fired: &'a mut Vec<Detector>,
     /// An AKS record: the event is its `properties.log`, an object (whose

@@ -111,7 +111,7 @@ impl Redactor {
             return false;
         }
         self.metrics.count(&marker);
-        e.redaction.merge(marker);
+        e.redaction.merge(&self.marker(&marker));
         true
     }
 }

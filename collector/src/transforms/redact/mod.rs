@@ -44,7 +44,7 @@ use crate::topology::fanout::Fanout;
 use detect::{Detector, Detectors};
 use hmac::{Hmac, Mac};
 use json::{PatSeg, Pattern, Seg, Visit};
-use lumen_schemas::event::{ApiActivity, Process, Redaction, Str};
+use lumen_schemas::event::{ApiActivity, Marker, Process, Redaction, Str};
 use lumen_schemas::{k8s_audit, Event, EventKind};
 use lumen_sinks::{ComponentMetrics, Envelope};
 use std::borrow::Cow;
@@ -142,6 +142,8 @@ struct Scratch {
     /// text in `fix_text`.
     fixes: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     fix_text: String,
+    /// What the event in hand had redacted.
+    marker: Redaction,
     /// The next rewritten original goes here: the text an event had before
     /// its rewrite, kept for the next one (no allocation per event).
     spare: String,
@@ -217,7 +219,13 @@ pub struct Redactor {
     /// Pseudonyms of recent values (the same users and service accounts
     /// come back all the time), cleared when full.
     pseudonyms: std::cell::RefCell<std::collections::HashMap<Box<str>, Box<str>>>,
+    /// The markers handed out, one per set of names (most events of a
+    /// kind get the same), cleared when full.
+    markers: std::cell::RefCell<Vec<Marker>>,
 }
+
+/// How many distinct markers [`Redactor::marker`] keeps.
+const MARKERS: usize = 64;
 
 /// How many pseudonyms [`Redactor::pseudonym`] remembers, and of values up
 /// to what length.
@@ -340,6 +348,7 @@ impl Redactor {
             k8s: K8sPaths::new(),
             scratch: Default::default(),
             pseudonyms: Default::default(),
+            markers: Default::default(),
         })
     }
 
@@ -357,6 +366,21 @@ impl Redactor {
     pub fn redacted(&self, event: &Event) -> Option<Event> {
         let mut e = Arc::new(event.clone());
         self.redact(&mut e).then(|| Arc::unwrap_or_clone(e))
+    }
+
+    /// The marker for `names`: the one handed out before for the same
+    /// names (no allocation, and encoders write it once).
+    fn marker(&self, names: &Redaction) -> Marker {
+        let mut known = self.markers.borrow_mut();
+        if let Some(m) = known.iter().find(|m| ***m == *names) {
+            return m.clone();
+        }
+        if known.len() >= MARKERS {
+            known.clear();
+        }
+        let m = Marker::shared(names.clone());
+        known.push(m.clone());
+        m
     }
 
     /// HMAC-SHA256 of `value`, the first 16 bytes in hex.

@@ -67,9 +67,12 @@ pub fn edits_of(
 ) -> bool {
     buf.clear();
     edits.clear();
+    let mut quotes = QUOTE_WORDS.take();
+    quote_bits(input.as_bytes(), &mut quotes);
     let mut w = Walker {
         s: input,
         b: input.as_bytes(),
+        quotes: &quotes,
         at: 0,
         path: Vec::with_capacity(16),
         edits,
@@ -77,7 +80,9 @@ pub fn edits_of(
     if w.value(visit, buf, 0).is_none() {
         w.edits.clear();
     }
-    !w.edits.is_empty()
+    let changed = !w.edits.is_empty();
+    QUOTE_WORDS.set(quotes);
+    changed
 }
 
 /// `input` with `edits` (in input order, not overlapping) applied, their
@@ -100,51 +105,107 @@ pub fn apply(input: &str, edits: &[Edit], buf: &str, after: usize, out: &mut Str
     out.push_str(&input[last..]);
 }
 
-/// Where the string whose content starts at `from` in `b` ends: the index
-/// of its closing quote (escapes passed over), `None` if it does not end.
-/// Most strings in an audit event are short: the first 64 bytes are looked
-/// at eight at a time in a register (which byte was found is read from the
-/// flags, not from memory again), the rest (if it comes to that) with
-/// memchr's SIMD search.
-fn string_end(b: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Flags the bytes of `w` equal to `c`; the lowest flag is exact (a
-    // borrow can only flag bytes above a real match).
-    fn equal(w: u64, c: u8) -> u64 {
-        let x = w ^ (ONES * u64::from(c));
-        x.wrapping_sub(ONES) & !x & HIGHS
-    }
-    let mut i = from;
-    let swar_until = from.saturating_add(64);
-    while i < swar_until {
-        let Some(chunk) = b.get(i..i + 8) else {
-            break;
-        };
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let (quote, backslash) = (equal(w, b'"'), equal(w, b'\\'));
-        let hits = quote | backslash;
-        if hits == 0 {
-            i += 8;
-            continue;
+/// The unescaped quotes of a document, one bit per byte (bit `i % 64` of
+/// word `i / 64`): where every string ends is then a bit scan away, with
+/// none of the per-string searches whose exits, at every string's own
+/// length, the branch predictor cannot learn. Built 64 bytes at a time.
+fn quote_bits(b: &[u8], words: &mut Vec<u64>) {
+    words.clear();
+    words.reserve(b.len() / 64 + 1);
+    // Whether the next block starts with an escaped byte.
+    let mut carry = false;
+    let mut chunks = b.chunks_exact(64);
+    for chunk in chunks.by_ref() {
+        if let Ok(block) = <&[u8; 64]>::try_from(chunk) {
+            words.push(unescaped_quotes(block, &mut carry));
         }
-        // The lowest of both is exact, and a byte is not both.
-        let lowest = hits & hits.wrapping_neg();
-        let at = i + (lowest.trailing_zeros() / 8) as usize;
-        if quote & lowest != 0 {
-            return Some(at);
-        }
-        i = at + 2;
     }
-    loop {
-        let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
-        if b[at] == b'"' {
-            return Some(at);
-        }
-        i = at + 2;
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut block = [0u8; 64];
+        block[..rest.len()].copy_from_slice(rest);
+        words.push(unescaped_quotes(&block, &mut carry));
     }
+}
+
+/// The quotes of `block` that no backslash escapes; `carry` says whether
+/// its first byte is escaped, and is set to whether the next block's is.
+#[inline(always)]
+fn unescaped_quotes(block: &[u8; 64], carry: &mut bool) -> u64 {
+    let (quotes, backslashes) = quotes_and_backslashes(block);
+    let mut escaped = u64::from(*carry);
+    *carry = false;
+    if backslashes == 0 {
+        return quotes & !escaped;
+    }
+    // Backslashes in order: one not escaped itself escapes the next byte.
+    let mut open = backslashes & !escaped;
+    while open != 0 {
+        let i = open.trailing_zeros();
+        open &= open - 1;
+        if i == 63 {
+            *carry = true;
+        } else {
+            let next = 1u64 << (i + 1);
+            escaped |= next;
+            open &= !next;
+        }
+    }
+    quotes & !escaped
+}
+
+/// One bit per byte of `block`: its quotes, its backslashes. SSE2 (part of
+/// every x86-64): 16 bytes per compare.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn quotes_and_backslashes(block: &[u8; 64]) -> (u64, u64) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    let (mut quotes, mut backslashes) = (0u64, 0u64);
+    // SAFETY: SSE2 is part of the x86-64 baseline, enabled for every
+    // build of this target; each load reads the 16 bytes of `lane` (the
+    // size of an `__m128i`, at any alignment with `loadu`).
+    unsafe {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        for (k, lane) in block.chunks_exact(16).enumerate() {
+            let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
+            let q = _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16;
+            let b = _mm_movemask_epi8(_mm_cmpeq_epi8(v, backslash)) as u16;
+            quotes |= u64::from(q) << (16 * k);
+            backslashes |= u64::from(b) << (16 * k);
+        }
+    }
+    (quotes, backslashes)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn quotes_and_backslashes(block: &[u8; 64]) -> (u64, u64) {
+    let (mut quotes, mut backslashes) = (0u64, 0u64);
+    for (i, &c) in block.iter().enumerate() {
+        quotes |= u64::from(c == b'"') << i;
+        backslashes |= u64::from(c == b'\\') << i;
+    }
+    (quotes, backslashes)
+}
+
+/// The first set bit of `words` at or after `from`.
+#[inline]
+fn next_quote(words: &[u64], from: usize) -> Option<usize> {
+    let mut w = from / 64;
+    let mut bits = words.get(w)? & (u64::MAX << (from % 64));
+    while bits == 0 {
+        w += 1;
+        bits = *words.get(w)?;
+    }
+    Some(w * 64 + bits.trailing_zeros() as usize)
+}
+
+thread_local! {
+    /// The quote bitmap's words, kept from document to document (taken
+    /// while a walk runs: a walk inside a walk gets its own).
+    static QUOTE_WORDS: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Appends the content of a JSON string (`raw`, as between its quotes) to
@@ -210,6 +271,8 @@ pub fn unescape_into(raw: &str, out: &mut String) -> bool {
 struct Walker<'a, 'e> {
     s: &'a str,
     b: &'a [u8],
+    /// [`quote_bits`] of `b`.
+    quotes: &'e [u64],
     at: usize,
     path: Vec<Seg<'a>>,
     edits: &'e mut Vec<Edit>,
@@ -233,7 +296,7 @@ impl<'a> Walker<'a, '_> {
             return None;
         }
         let start = self.at + 1;
-        let end = string_end(self.b, start)?;
+        let end = next_quote(self.quotes, start)?;
         self.at = end + 1;
         self.s.get(start..end)
     }
@@ -519,7 +582,7 @@ mod tests {
 
     #[test]
     fn strings_end_at_their_closing_quote_wherever_it_is() {
-        // The plain way: byte by byte.
+        // The plain way: byte by byte from the string's first byte.
         fn reference(b: &[u8], from: usize) -> Option<usize> {
             let mut i = from;
             while i < b.len() {
@@ -531,39 +594,54 @@ mod tests {
             }
             None
         }
-        for len in 0..150 {
-            for at in 0..=len {
-                for (c, next) in [
-                    (b'"', b'a'),
-                    (b'\\', b'"'),
-                    (b'\\', b'\\'),
-                    (b'"' ^ 0x80, b'"'),
+        let mut words = Vec::new();
+        // Strings of every length up to three blocks, with a quote, an
+        // escaped quote, an escaped backslash or a run of backslashes at
+        // every place (across the blocks' edges too), after a prefix that
+        // moves them against the 64-byte blocks.
+        for len in 0..200 {
+            for at in (0..=len).step_by(if len > 70 { 3 } else { 1 }) {
+                for insert in [
+                    &b"\"x"[..],
+                    b"\\\\",
+                    b"\\\\\\\"",
+                    b"\\\\\\\\",
+                    b"\"",
+                    b"\\n",
                 ] {
-                    let mut b = vec![b'a'; len];
-                    if at < len {
-                        b[at] = c;
-                        if at + 1 < len {
-                            b[at + 1] = next;
-                        }
-                    }
-                    // A quote further on, for the escapes to be passed over to.
-                    if len > at + 5 {
-                        b[len - 2] = b'"';
-                    }
-                    for from in [0, 1, 3] {
-                        if from <= len {
-                            assert_eq!(
-                                string_end(&b, from),
-                                reference(&b, from),
-                                "len {len} at {at} byte {c} then {next} from {from}"
-                            );
+                    for prefix in [0, 1, 62, 63] {
+                        let mut doc = vec![b' '; prefix];
+                        doc.push(b'"');
+                        let from = doc.len();
+                        let mut content = vec![b'a'; len];
+                        content.splice(at..at, insert.iter().copied());
+                        doc.extend_from_slice(&content);
+                        doc.extend_from_slice(b"\" : \"tail\"");
+                        quote_bits(&doc, &mut words);
+                        let want = reference(&doc, from);
+                        assert_eq!(
+                            next_quote(&words, from),
+                            want,
+                            "len {len} at {at} insert {insert:?} prefix {prefix}"
+                        );
+                        // And the string after it, from its own start.
+                        if let Some(end) = want {
+                            let next = reference(&doc, end + 1).map(|q| q + 1);
+                            if let Some(n) = next {
+                                assert_eq!(next_quote(&words, n), reference(&doc, n));
+                            }
                         }
                     }
                 }
             }
         }
-        assert_eq!(string_end(br#"ab\"cd"#, 0), None);
-        assert_eq!(string_end(br#"ab\\"cd"#, 0), Some(4));
+        // A backslash as the last byte of a block escapes the next block's first.
+        let mut doc = vec![b'"'];
+        doc.extend(std::iter::repeat_n(b'a', 62));
+        doc.extend_from_slice(b"\\\"x\"");
+        quote_bits(&doc, &mut words);
+        assert_eq!(next_quote(&words, 1), Some(66));
+        assert_eq!(next_quote(&words, 67), None);
     }
 
     #[test]

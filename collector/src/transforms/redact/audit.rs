@@ -94,10 +94,15 @@ impl Redactor {
                 }
             }
         }
+        let k8s_drops = match (resource, subresource) {
+            ("secrets", _) => Some(K8sDrops::Secret),
+            ("configmaps", _) if self.drop_configmap_data => Some(K8sDrops::ConfigMap),
+            ("serviceaccounts", "token") => Some(K8sDrops::TokenRequest),
+            ("tokenreviews", _) => Some(K8sDrops::TokenReview),
+            _ => None,
+        };
         let mut visitor = AuditVisitor {
             r: self,
-            resource,
-            subresource,
             base: original.as_ptr() as usize,
             known: &known[..n],
             known_in_text: &known[..n],
@@ -113,10 +118,8 @@ impl Redactor {
             secret_name_at: None,
             member_at: (0, 0),
             member_rules: &[],
-            may_drop: matches!(resource, "secrets" | "tokenreviews")
-                || (resource == "serviceaccounts" && subresource == "token")
-                || (resource == "configmaps" && self.drop_configmap_data)
-                || self.rules.iter().any(|r| r.action == Action::Drop),
+            k8s_drops,
+            may_drop: k8s_drops.is_some() || self.rules.iter().any(|r| r.action == Action::Drop),
         };
         json::edits_of(original, &mut visitor, buf, edits);
         // The free text, all at once: one screen over every string
@@ -303,8 +306,6 @@ fn unescape(raw: &str) -> Option<String> {
 /// Decides for each value of a raw audit event.
 struct AuditVisitor<'a> {
     r: &'a Redactor,
-    resource: &'a str,
-    subresource: &'a str,
     /// Where the original starts in memory: the strings handed over are
     /// slices of it.
     base: usize,
@@ -333,12 +334,28 @@ struct AuditVisitor<'a> {
     /// and the rules' paths into that member.
     member_at: (usize, usize),
     member_rules: &'a [(usize, usize)],
+    /// The built-in removal this event's resource has, if any.
+    k8s_drops: Option<K8sDrops>,
     /// Whether anything can be dropped from this event (a built-in
     /// Kubernetes removal for its resource, or a `drop` rule).
     may_drop: bool,
     /// The depth of the last `"name": "<secret-ish>"` seen: its sibling
     /// `value` (a container's env var) is a secret.
     secret_name_at: Option<usize>,
+}
+
+/// What the built-in Kubernetes removals take from an event's bodies, by
+/// its resource.
+#[derive(Clone, Copy)]
+enum K8sDrops {
+    /// A Secret's `data`, `stringData` and last-applied annotation.
+    Secret,
+    /// A ConfigMap's `data` and `binaryData` (with `drop_configmap_data`).
+    ConfigMap,
+    /// The token a TokenRequest (`serviceaccounts/token`) answers with.
+    TokenRequest,
+    /// The token a TokenReview is asked about.
+    TokenReview,
 }
 
 /// No detector matches fewer characters than this (the shortest: an
@@ -496,28 +513,30 @@ impl AuditVisitor<'_> {
     fn dropped(&mut self, path: &[Seg<'_>]) -> bool {
         let path = self.event_path(path);
         let k8s = &self.r.k8s;
+        // Every built-in removal is in a request or response body.
         let in_body = matches!(
             path.first(),
             Some(Seg::Key("requestObject" | "responseObject"))
         );
-        let secret_data = self.resource == "secrets"
-            && ((in_body && path.last() == Some(&Seg::Key(LAST_APPLIED)))
-                || k8s.secret_data.iter().any(|p| p.matches(path)));
-        let configmap_data = self.r.drop_configmap_data
-            && self.resource == "configmaps"
-            && k8s.configmap_data.iter().any(|p| p.matches(path));
-        let token = (self.resource == "serviceaccounts"
-            && self.subresource == "token"
-            && k8s.sa_token.matches(path))
-            || (self.resource == "tokenreviews" && k8s.token_review.matches(path));
-        let hit = if secret_data {
-            Some("k8s:secret_data")
-        } else if configmap_data {
-            Some("k8s:configmap_data")
-        } else if token {
-            Some("k8s:serviceaccount_token")
-        } else {
-            None
+        let hit = match self.k8s_drops {
+            _ if !in_body => None,
+            Some(K8sDrops::Secret) => (path.last() == Some(&Seg::Key(LAST_APPLIED))
+                || k8s.secret_data.iter().any(|p| p.matches(path)))
+            .then_some("k8s:secret_data"),
+            Some(K8sDrops::ConfigMap) => k8s
+                .configmap_data
+                .iter()
+                .any(|p| p.matches(path))
+                .then_some("k8s:configmap_data"),
+            Some(K8sDrops::TokenRequest) => k8s
+                .sa_token
+                .matches(path)
+                .then_some("k8s:serviceaccount_token"),
+            Some(K8sDrops::TokenReview) => k8s
+                .token_review
+                .matches(path)
+                .then_some("k8s:serviceaccount_token"),
+            None => None,
         };
         if let Some(rule) = hit {
             self.marker.record(audit_field(path), rule);

@@ -334,6 +334,47 @@ fn a_source_a_transform_and_a_disk_buffered_sink_rebuilt_together_lose_and_repea
     );
 }
 
+/// Key rotation through a secret file: the config's text stays the same,
+/// the key file gets a new key, SIGHUP: the redact transform (and only it)
+/// is rebuilt, and pseudonyms change from then on.
+#[test]
+fn a_secret_file_with_new_content_rebuilds_its_component_on_sighup() {
+    let port = free_port();
+    let config = format!(
+        "{}[transforms.gdpr]\ntype = \"redact\"\ninputs = [\"audit\"]\nhmac_key = {{ file = \"{{dir}}/hmac.key\" }}\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"gdpr\"]\npath = \"{{dir}}/out.ndjson\"\nschema = \"ecs\"\n",
+        SOURCE.replace("PORT", &port.to_string())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hmac.key"), "the-first-key\n").unwrap();
+    let mut lumen = Lumen::start_in(dir, &config);
+    append(&lumen, 0..3);
+    let before = wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 3
+    });
+    let first = before[0]["user"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(first.len(), 32, "a pseudonym: {}", before[0]);
+    std::fs::write(lumen.path("hmac.key"), "the-second-key\n").unwrap();
+    lumen.signal(libc::SIGHUP);
+    lumen.wait_for_log("reload applied", Duration::from_secs(20));
+    append(&lumen, 3..6);
+    let events = wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 6
+    });
+    assert_eq!(ids(&events).len(), 6, "every event once");
+    let after = events[5]["user"]["name"].as_str().unwrap();
+    assert!(after.len() == 32 && after != first, "{}", events[5]);
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    let applied = log.iter().find(|l| l.contains("reload applied")).unwrap();
+    assert!(applied.contains(r#"changed=["gdpr"]"#), "{applied}");
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("the-first-key") || l.contains("the-second-key")),
+        "a key never appears in the log"
+    );
+}
+
 /// A changed sink whose new config cannot start (its file would be inside
 /// a file) runs its old config again; the reload is reported
 /// as failed and the events keep coming, to the old file.

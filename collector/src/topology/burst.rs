@@ -1,4 +1,4 @@
-//! How the `filter` and `redact` transforms read their input: in bursts,
+//! How the transforms (`filter`, `redact`, `rate_limit`) read their input: in bursts,
 //! and without parking on an empty channel while events come at a high
 //! rate. A receiver parked on the channel is woken by every send — a
 //! cross-thread wakeup per event at full rate, which costs more than most

@@ -18,6 +18,7 @@
 //!   a flood cannot blind the SIEM without the SIEM seeing the flood.
 //!   Dropped events count as `dropped` and are acknowledged `Rejected`.
 
+use crate::topology::burst;
 use crate::topology::fanout::Fanout;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
@@ -343,20 +344,25 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut suppressed = 0u64;
+    let mut burst = Vec::with_capacity(burst::MAX_BURST);
     loop {
         tokio::select! {
-            env = rx.recv() => {
-                let Some(env) = env else { break };
-                metrics.add_received(1);
-                if limiter.admit(&env.event) {
-                    if out.send(env).await.is_err() {
-                        return;
+            n = burst::next(&mut rx, &mut burst) => {
+                if n == 0 {
+                    break;
+                }
+                metrics.add_received(n as u64);
+                for env in burst.drain(..) {
+                    if limiter.admit(&env.event) {
+                        if out.send(env).await.is_err() {
+                            return;
+                        }
+                        metrics.add_sent(1);
+                    } else {
+                        metrics.add_dropped(1);
+                        suppressed += 1;
+                        env.ack.complete(Status::Rejected);
                     }
-                    metrics.add_sent(1);
-                } else {
-                    metrics.add_dropped(1);
-                    suppressed += 1;
-                    env.ack.complete(Status::Rejected);
                 }
             }
             _ = tick.tick() => {

@@ -197,7 +197,13 @@ impl RulesByMember {
     fn of(&self, member: &str) -> &[(usize, usize)] {
         self.0
             .iter()
-            .find(|(k, _)| k.len() == member.len() && **k == *member)
+            // Length and first byte first: a top-level scalar is a member
+            // of its own, so this runs for most of them.
+            .find(|(k, _)| {
+                k.len() == member.len()
+                    && k.as_bytes().first() == member.as_bytes().first()
+                    && **k == *member
+            })
             .map_or(&[], |(_, g)| g)
     }
 }

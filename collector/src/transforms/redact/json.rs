@@ -4,11 +4,13 @@
 //! values. The walk only records [`Edit`]s; the output is the input with
 //! them applied, copied in a few large pieces ([`apply`]), whitespace and
 //! all. No `serde_json::Value`, no allocation beyond the edits and the
-//! output.
+//! output. Where each string ends comes from a bitmap of the document's
+//! unescaped quotes made first ([`quote_bits`], SIMD on x86-64; its words
+//! kept from document to document).
 //!
 //! Strings are handed over raw, as they appear between their quotes (escape
-//! sequences not decoded); replacements are written as given and must be
-//! valid JSON string content.
+//! sequences not decoded; [`unescape_into`] decodes one); replacements are
+//! written as given and must be valid JSON string content.
 
 use std::ops::Range;
 

@@ -5,7 +5,7 @@
 //! them applied, copied in a few large pieces ([`apply`]), whitespace and
 //! all. No `serde_json::Value`, no allocation beyond the edits and the
 //! output. Where each string ends comes from a bitmap of the document's
-//! unescaped quotes made first ([`quote_bits`], SIMD on x86-64; its words
+//! unescaped quotes made first (`quote_bits`, SIMD on x86-64; its words
 //! kept from document to document).
 //!
 //! Strings are handed over raw, as they appear between their quotes (escape

@@ -404,6 +404,81 @@ fn a_component_whose_new_config_does_not_start_runs_its_old_one() {
     assert!(status.success(), "{}", log.join("\n"));
 }
 
+/// An id that was a transform becomes a sink while the transform holds
+/// events (its downstream, an Elasticsearch sink whose receiver answers
+/// 503, holds the pipeline back): the old transform drains what it held
+/// into its downstream's new instance; every event arrives once.
+#[test]
+fn a_transform_that_becomes_a_sink_drains_what_it_held_downstream() {
+    use crate::network_sinks::peers::elasticsearch_peer::{EsPeer, Fault};
+    let rt = crate::network_sinks::runtime();
+    let es = rt.block_on(EsPeer::start(None));
+    let port = free_port();
+    let es_sink = |input: &str| {
+        format!(
+            "[sinks.es]\ntype = \"elasticsearch\"\ninputs = [\"{input}\"]\nendpoints = [\"{}\"]\n\
+             healthcheck = false\ninstall_templates = false\nbatch.timeout_secs = 0.05\n\
+             batch.max_events = 10\nbuffer.type = \"memory\"\nbuffer.max_events = 10\n\
+             request.retry_initial_backoff_secs = 0.05\nrequest.retry_max_duration_secs = 0.1\n",
+            es.url()
+        )
+    };
+    let transform = "[transforms.x]\ntype = \"redact\"\ninputs = [\"audit\"]\nhmac_key = \"k\"\n";
+    let mut lumen = Lumen::start(&config(port, &(transform.to_owned() + &es_sink("x"))));
+    es.with(|s| {
+        s.faults
+            .extend(std::iter::repeat_n(Fault::Status(503, None), 1_000_000));
+    });
+    append(&lumen, 0..1500);
+    // Held back: the sink's buffer and the transform's channel fill up.
+    let start = Instant::now();
+    let series = "lumen_component_received_events_total{component_id=\"x\",component_kind=\"transform\",component_type=\"redact\"}";
+    while metric(port, series).unwrap_or(0.0) < 50.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?} {}",
+            metric(port, series),
+            lumen.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A burst in hand, blocked; more in its channel.
+    std::thread::sleep(Duration::from_millis(200));
+    // `x` is a file sink now; `es` reads the source itself.
+    rewrite(
+        &lumen,
+        &config(port, &(es_sink("audit") + &file_sink("x", "ecs"))),
+    );
+    lumen.signal(libc::SIGHUP);
+    lumen.wait_for_log("reload applied", Duration::from_secs(20));
+    append(&lumen, 1500..1510);
+    es.with(|s| s.faults.clear());
+    let start = Instant::now();
+    while es.arrivals().len() < 1510 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} of 1510 arrived: {}",
+            es.arrivals().len(),
+            lumen.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let arrivals = es.arrivals();
+    for i in 0..1510 {
+        assert_eq!(arrivals.get(&format!("id-{i:05}")), Some(&1), "id-{i:05}");
+    }
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    assert!(
+        !log.iter().any(|l| l.contains("no longer sending")),
+        "{}",
+        log.join("\n")
+    );
+    let applied = log.iter().find(|l| l.contains("reload applied")).unwrap();
+    assert!(applied.contains(r#"changed=["es", "x"]"#), "{applied}");
+}
+
 /// A sink and a source removed, a source added: the removed sink stops
 /// receiving (its metrics go), the new source's events flow, the rest runs on.
 #[test]

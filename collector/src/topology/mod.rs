@@ -54,6 +54,10 @@ pub struct Running {
     /// Old instances of network sinks with a memory buffer, still
     /// delivering what they held when a reload replaced them.
     retiring: Vec<(String, Instance)>,
+    /// Old instances of transforms, still passing on what they held when
+    /// a reload replaced or removed them (a downstream whose receiver is
+    /// down can hold them back for long: a reload does not wait).
+    retiring_transforms: Vec<(String, Instance)>,
     /// Component tasks report here when they end: `(id, generation)`.
     done_tx: mpsc::UnboundedSender<(String, u64)>,
     done_rx: mpsc::UnboundedReceiver<(String, u64)>,
@@ -131,6 +135,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         wirings: HashMap::new(),
         instances: HashMap::new(),
         retiring: Vec::new(),
+        retiring_transforms: Vec::new(),
         done_tx,
         done_rx,
         generation: 0,
@@ -206,7 +211,11 @@ impl Running {
     ///    on disk for the new instance) and stops;
     /// 3. new sinks start once their old instance has stopped (it held the
     ///    disk buffer, the file), then new transforms; changed sources stop
-    ///    (saving their checkpoints) and their new instances start.
+    ///    (saving their checkpoints) and their new instances start. Old
+    ///    transforms and old network sinks with a memory buffer are not
+    ///    waited for: a downstream whose receiver is down could hold them
+    ///    for as long as it is down. They finish beside the new instances
+    ///    (a shutdown drains them too).
     ///
     /// `data_dir` and `[api]` need a restart: a config that changes them is
     /// refused whole. A component whose new config fails to start is started
@@ -295,11 +304,18 @@ impl Running {
                 }
             }
         }
-        for id in &plan.removed {
-            if let Some(w) = self.wirings.remove(id.as_str()) {
-                // What it still holds goes where it went before, to what
-                // is still there.
-                w.set(self.outputs(old_graph.outputs_of(id)));
+        // A sender removed, or now a sink: what its old instance still
+        // holds goes where it went before, to what is still there.
+        let senders: BTreeSet<&String> = new.sources.keys().chain(new.transforms.keys()).collect();
+        let gone: Vec<String> = self
+            .wirings
+            .keys()
+            .filter(|id| !senders.contains(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(w) = self.wirings.remove(&id) {
+                w.set(self.outputs(old_graph.outputs_of(&id)));
             }
         }
         // 2. The old instances are set apart (sources, sinks, transforms)
@@ -319,9 +335,10 @@ impl Running {
         drop(old_inputs);
         // 3. Old sinks end (or deliver on beside their replacement); new
         // sinks, then transforms start; old sources stop (checkpoints
-        // saved) and new ones start; the old transforms' drains end.
-        self.retiring
-            .retain(|(_, i)| i.tasks.iter().any(|t| !t.is_finished()));
+        // saved) and new ones start; the old transforms drain beside.
+        for retiring in [&mut self.retiring, &mut self.retiring_transforms] {
+            retiring.retain(|(_, i)| i.tasks.iter().any(|t| !t.is_finished()));
+        }
         let mut old_transforms = Vec::new();
         for (id, mut inst) in old_others {
             match old.sinks.get(&id) {
@@ -365,9 +382,9 @@ impl Running {
                 }
             }
         }
-        for (id, inst) in old_transforms.iter_mut() {
-            Self::finish(id, inst, deadline).await;
-        }
+        // The old transforms pass on what they hold beside the new ones
+        // (their channels are closed: they end once drained).
+        self.retiring_transforms.extend(old_transforms);
         self.taps
             .set_running(self.instances.keys().cloned().collect());
         for id in &plan.removed {
@@ -715,12 +732,26 @@ impl Running {
         );
         order.extend(self.config.sinks.keys().cloned());
         let mut cut = Vec::new();
+        // Old transforms right after the sources: what they still hold
+        // goes downstream while every downstream still reads.
+        let sources = self.config.sources.len();
+        let retiring_transforms = std::mem::take(&mut self.retiring_transforms);
         let retiring = std::mem::take(&mut self.retiring);
-        let ids = order.into_iter().map(|id| (id, None));
-        let retiring = retiring.into_iter().map(|(id, inst)| (id, Some(inst)));
-        for (id, retired) in ids.chain(retiring) {
-            // Its upstreams have stopped: its channel can close.
-            self.inputs.remove(&id);
+        let mut ids = order.into_iter().map(|id| (id, None));
+        let sources: Vec<_> = ids.by_ref().take(sources).collect();
+        let some = |v: Vec<(String, Instance)>| v.into_iter().map(|(id, inst)| (id, Some(inst)));
+        let all = sources
+            .into_iter()
+            .chain(some(retiring_transforms))
+            .chain(ids)
+            .chain(some(retiring));
+        for (id, retired) in all {
+            // Its upstreams have stopped: its channel can close. (An old
+            // instance's channel is closed already; its id may name a
+            // running component whose turn comes.)
+            if retired.is_none() {
+                self.inputs.remove(&id);
+            }
             let Some(mut inst) = retired.or_else(|| self.instances.remove(&id)) else {
                 continue;
             };

@@ -180,6 +180,15 @@ fn print_topology(config: &Config, origin: &str) {
     }
 }
 
+/// The async runtime `builder` makes (timers and I/O on), or the exit code
+/// after saying why there is none.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(1)
+    })
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LUMEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -301,15 +310,9 @@ fn main() -> ExitCode {
             schema,
             limit,
         } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
+                Err(code) => return code,
             };
             let run = async {
                 tokio::select! {
@@ -335,15 +338,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(run(config, &origin, path)) {
                 Ok(code) => code,

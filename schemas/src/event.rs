@@ -160,12 +160,6 @@ impl Marker {
     }
 }
 
-impl From<Redaction> for Marker {
-    fn from(names: Redaction) -> Marker {
-        Marker::shared(names)
-    }
-}
-
 impl Serialize for Marker {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         (**self).serialize(s)
@@ -289,7 +283,7 @@ impl FileOperation {
 
 /// Events Lumen did not pass on during an interval: kernel records it could
 /// not read (the ring buffer was full), or events a rate limit suppressed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LossReport {
     /// The interval the counts cover (for a rate limit: the first and the
     /// last suppressed event's time).

@@ -1,9 +1,8 @@
 //! `[api]` through the binary: `/health`, `/ready` and `/metrics` (parsed
 //! as the OpenMetrics text format, its counters following the events).
 
-use crate::support::{audit_line, free_port, http_client, scrape_text, wait_for_events, Lumen};
+use crate::support::{append_audit, free_port, http_client, scrape_text, wait_for_events, Lumen};
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 /// A scrape: each sample (name and sorted labels) to its value; panics on
@@ -123,16 +122,7 @@ fn health_ready_and_metrics_that_follow_the_events() {
          [sinks.out]\ntype = \"file\"\ninputs = [\"gdpr\"]\npath = \"{{dir}}/out.ndjson\"\nschema = \"ecs\"\n"
     ));
     let log = lumen.path("audit.log");
-    let append = |ids: std::ops::Range<usize>| {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        for i in ids {
-            writeln!(f, "{}", audit_line(&format!("api-{i}"), "get")).unwrap();
-        }
-    };
+    let append = |ids: std::ops::Range<usize>| append_audit(&log, ids.map(|i| format!("api-{i}")));
     append(0..5);
     let http = http_client();
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
@@ -272,14 +262,7 @@ fn ready_flips_while_a_sink_is_down_and_back_when_it_recovers() {
         es.url()
     ));
     let log = lumen.path("audit.log");
-    let append = |id: &str| {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        writeln!(f, "{}", audit_line(id, "get")).unwrap();
-    };
+    let append = |id: &str| append_audit(&log, [id]);
     let http = http_client();
     let ready = || {
         http.get(format!("http://127.0.0.1:{port}/ready"))
@@ -371,15 +354,10 @@ fn buffer_events_and_head_age_follow_a_stalled_sink() {
          request.concurrency = 1\nrequest.retry_initial_backoff_secs = 0.05\nrequest.retry_max_duration_secs = 0.1\n",
         es.url()
     ));
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(lumen.path("audit.log"))
-        .unwrap();
-    for i in 0..5 {
-        writeln!(f, "{}", audit_line(&format!("held-{i}"), "get")).unwrap();
-    }
-    drop(f);
+    append_audit(
+        &lumen.path("audit.log"),
+        (0..5).map(|i| format!("held-{i}")),
+    );
     let scrape = || parse_openmetrics(&scrape_text(port));
     let events = "lumen_buffer_events{component_id=es}";
     let age = "lumen_buffer_oldest_event_age_seconds{component_id=es}";

@@ -2,7 +2,9 @@
 //! rebuilt, what did not keeps running, no event is lost on the way), a bad
 //! one is refused and the running topology kept.
 
-use crate::support::{audit_line, free_port, read_ndjson, try_scrape_text, wait_for_events, Lumen};
+use crate::support::{
+    append_audit, audit_line, free_port, read_ndjson, try_scrape_text, wait_for_events, Lumen,
+};
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -21,17 +23,7 @@ fn file_sink(id: &str, schema: &str) -> String {
 }
 
 fn append(lumen: &Lumen, ids: std::ops::Range<usize>) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(lumen.path("audit.log"))
-        .unwrap();
-    let mut text = String::new();
-    for i in ids {
-        text.push_str(&audit_line(&format!("id-{i:05}"), "get"));
-        text.push('\n');
-    }
-    f.write_all(text.as_bytes()).unwrap();
+    append_audit(&lumen.path("audit.log"), ids.map(|i| format!("id-{i:05}")));
 }
 
 /// The audit ids in a file sink's output, ECS or OCSF.

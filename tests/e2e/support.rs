@@ -224,6 +224,21 @@ pub fn audit_line(id: &str, verb: &str) -> String {
     )
 }
 
+/// Appends an [`audit_line`] (verb `get`) per id to the log at `path`, in
+/// one write.
+pub fn append_audit<S: AsRef<str>>(path: &Path, ids: impl IntoIterator<Item = S>) {
+    let text: String = ids
+        .into_iter()
+        .map(|id| audit_line(id.as_ref(), "get") + "\n")
+        .collect();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A real OCI container: runc with a busybox-static rootfs, in its own
 /// namespaces and a cgroup at `cgroups_path` (kubelet layout in the tests).
 pub struct Container {

@@ -1,8 +1,7 @@
 //! `lumen tap` against a running Lumen: live events of a component, as
 //! they pass it, in the schema asked for.
 
-use crate::support::{audit_line, free_port, http_client, Lumen, LUMEN};
-use std::io::Write as _;
+use crate::support::{append_audit, free_port, http_client, Lumen, LUMEN};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,15 +59,7 @@ fn tap_shows_live_events_of_a_component_before_and_after_redaction() {
     let before = tap(port, &["audit", "--limit", "3", "--schema", "ocsf"]);
     let sink = tap(port, &["out", "--limit", "3"]);
     std::thread::sleep(Duration::from_millis(500));
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(lumen.path("audit.log"))
-        .unwrap();
-    for i in 0..3 {
-        writeln!(f, "{}", audit_line(&format!("tap-{i}"), "get")).unwrap();
-    }
-    drop(f);
+    append_audit(&lumen.path("audit.log"), (0..3).map(|i| format!("tap-{i}")));
     let (code, redacted, err) = output(after);
     assert_eq!(code, 0, "{err}");
     assert_eq!(redacted.len(), 3, "{err}");

@@ -717,34 +717,24 @@ impl Running {
             "shutting down: stopping sources, draining in-flight events"
         );
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut order: Vec<String> = self.config.sources.keys().cloned().collect();
         for inst in self.instances.values_mut() {
             if let Some(t) = inst.stop.take() {
                 t.trigger();
             }
         }
-        order.extend(
-            self.config
-                .graph()
-                .transform_order
-                .iter()
-                .map(|s| (*s).to_owned()),
-        );
-        order.extend(self.config.sinks.keys().cloned());
+        // Sources; the old transforms (what they still hold goes
+        // downstream while every downstream still reads); transforms in
+        // order; sinks; old sinks. `None`: the running instance of the id.
+        let running = |id: &str| (id.to_owned(), None);
+        let retired = |v: Vec<(String, Instance)>| v.into_iter().map(|(id, i)| (id, Some(i)));
+        let graph = self.config.graph();
+        let mut all: Vec<(String, Option<Instance>)> =
+            self.config.sources.keys().map(|id| running(id)).collect();
+        all.extend(retired(std::mem::take(&mut self.retiring_transforms)));
+        all.extend(graph.transform_order.iter().map(|id| running(id)));
+        all.extend(self.config.sinks.keys().map(|id| running(id)));
+        all.extend(retired(std::mem::take(&mut self.retiring)));
         let mut cut = Vec::new();
-        // Old transforms right after the sources: what they still hold
-        // goes downstream while every downstream still reads.
-        let sources = self.config.sources.len();
-        let retiring_transforms = std::mem::take(&mut self.retiring_transforms);
-        let retiring = std::mem::take(&mut self.retiring);
-        let mut ids = order.into_iter().map(|id| (id, None));
-        let sources: Vec<_> = ids.by_ref().take(sources).collect();
-        let some = |v: Vec<(String, Instance)>| v.into_iter().map(|(id, inst)| (id, Some(inst)));
-        let all = sources
-            .into_iter()
-            .chain(some(retiring_transforms))
-            .chain(ids)
-            .chain(some(retiring));
         for (id, retired) in all {
             // Its upstreams have stopped: its channel can close. (An old
             // instance's channel is closed already; its id may name a
@@ -808,12 +798,7 @@ pub(crate) mod testing {
             time: Default::default(),
             observed: Default::default(),
             host: Default::default(),
-            kind: EventKind::Loss(LossReport {
-                since: Default::default(),
-                until: Default::default(),
-                by_kind: vec![],
-                cause: Default::default(),
-            }),
+            kind: EventKind::Loss(LossReport::default()),
             redaction: Default::default(),
         }
     }

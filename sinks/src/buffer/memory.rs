@@ -55,12 +55,7 @@ mod tests {
             time: Default::default(),
             observed: Default::default(),
             host: Default::default(),
-            kind: EventKind::Loss(LossReport {
-                since: Default::default(),
-                until: Default::default(),
-                by_kind: vec![],
-                cause: Default::default(),
-            }),
+            kind: EventKind::Loss(LossReport::default()),
             redaction: Default::default(),
         }
     }

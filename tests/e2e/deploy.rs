@@ -1,5 +1,5 @@
 //! The deployment files: `docker-compose.yml` against the Compose Specification's JSON Schema
-//! (`../shared/reference/compose/compose-spec.json`; there is no Docker engine here), and the
+//! (`tests/reference/compose/compose-spec.json`; there is no Docker engine here), and the
 //! Kubernetes manifests parsed and cross-checked — what one names, another defines.
 
 use crate::support::LUMEN;
@@ -33,10 +33,8 @@ fn errors(v: &jsonschema::Validator, doc: &Value) -> Vec<String> {
 
 #[test]
 fn docker_compose_follows_the_compose_specification_with_the_measured_privileges() {
-    let spec: Value = serde_json::from_str(&read(&repo(
-        "../shared/reference/compose/compose-spec.json",
-    )))
-    .unwrap();
+    let spec: Value =
+        serde_json::from_str(&read(&repo("tests/reference/compose/compose-spec.json"))).unwrap();
     let v = jsonschema::draft7::new(&spec).unwrap();
     let compose: Value = serde_saphyr::from_str(&read(&repo("docker-compose.yml"))).unwrap();
     let found = errors(&v, &compose);

@@ -1,8 +1,9 @@
 //! Lumen's own HTTP API, on the address of the top-level `[api]` table
 //! (127.0.0.1:9598 unless set; another address is the operator's choice to
 //! expose it): `GET /health` (the process answers: liveness), `GET /ready`
-//! (the pipeline is up: 200, or 503 while it starts, while a sink's
-//! receiver fails, after a component stopped on its own, and while it shuts
+//! (the pipeline is up: 200, or 503 — with a line per unhealthy component —
+//! while it starts, while a sink waits for its receiver or fails to deliver,
+//! after a component stopped on its own or panicked, and while it shuts
 //! down) and `GET /metrics` (every
 //! component's counters in the OpenMetrics text format, which Prometheus
 //! scrapes). Read-only, no request body is read.
@@ -17,6 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use lumen_sinks::buffer::BufferMetrics;
 use lumen_sinks::deliver::{DeliveryMetrics, Latency};
+use lumen_sinks::metrics::Health;
 use lumen_sinks::ComponentMetrics;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -90,14 +92,34 @@ struct Topology {
 }
 
 impl Telemetry {
-    /// Started, no component stopped on its own, and no sink failing.
+    /// Started, no component stopped on its own, and every component
+    /// healthy (no sink waiting for its receiver or failing to deliver).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
-            && !self
+            && self
                 .snapshot()
                 .components
                 .iter()
-                .any(|c| c.metrics.is_failing())
+                .all(|c| c.metrics.is_healthy())
+    }
+
+    /// Why not ready, a line per unhealthy component (`sink `es`:
+    /// unavailable: …`), empty when every component is healthy.
+    pub fn problems(&self) -> String {
+        let mut out = String::new();
+        for c in &self.snapshot().components {
+            let (health, why) = c.metrics.health();
+            let why = match (health, why) {
+                (Health::Healthy, _) if c.metrics.is_failing() => {
+                    "failing: its last delivery attempt delivered nothing; retrying".to_owned()
+                }
+                (Health::Healthy, _) => continue,
+                (_, Some(why)) => why,
+                (h, None) => h.as_str().to_owned(),
+            };
+            out.push_str(&format!("{} `{}`: {why}\n", c.kind, c.id));
+        }
+        out
     }
 
     fn snapshot(&self) -> Arc<Topology> {
@@ -255,9 +277,9 @@ impl Collector for Exporter {
             ),
             (
                 "lumen_component_healthy",
-                "0 while a sink's receiver is failing (its last attempt delivered nothing), else 1.",
+                "0 while the component is not healthy: a sink whose receiver failed its start-up check (unavailable or misconfigured) or whose last delivery attempt delivered nothing, a component whose task panicked; else 1.",
                 Gauge,
-                |m| u64::from(!m.is_failing()),
+                |m| u64::from(m.is_healthy()),
             ),
         ];
         for (name, help, kind, value) in components {
@@ -508,7 +530,12 @@ fn handle(req: &Request<Incoming>, registry: &Registry, t: &Telemetry) -> Respon
     match path {
         "/health" => text(StatusCode::OK, "ok\n"),
         "/ready" if t.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/ready" => {
+            let body = format!("not ready\n{}", t.problems());
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "");
+            *r.body_mut() = Full::new(Bytes::from(body));
+            r
+        }
         _ => {
             let mut body = String::new();
             if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {

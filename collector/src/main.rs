@@ -1,7 +1,10 @@
 //! `lumen`: the command line.
 //!
-//! - `lumen run [--config FILE]`: runs the pipeline until SIGINT/SIGTERM, then
-//!   drains every in-flight event to the sinks and exits 0.
+//! - `lumen run [--config FILE] [--require-healthy] [--log-format text|json]`:
+//!   runs the pipeline until SIGINT/SIGTERM, then drains every in-flight
+//!   event to the sinks and exits 0. Exit 1: a runtime error or a drain that
+//!   timed out; 2: an invalid config, or a required healthcheck that failed;
+//!   3: a component failed (panicked) — what the rest held was drained.
 //! - `lumen validate [--config FILE]`: prints the topology the config builds;
 //!   exits 2 with `file:line:column: what is wrong` when it is invalid.
 //! - `lumen tap <component> [--address A] [--schema ecs|ocsf] [--limit N]`:
@@ -41,6 +44,16 @@ enum Command {
         /// Configuration file (TOML). Default: the embedded config/lumen.toml.
         #[arg(short, long, env = "LUMEN_CONFIG")]
         config: Option<PathBuf>,
+        /// Exit (code 2) when a network sink's receiver fails its start-up
+        /// check, instead of holding its events until it answers (as if
+        /// every sink had `healthcheck.require = true`).
+        #[arg(long, env = "LUMEN_REQUIRE_HEALTHY")]
+        require_healthy: bool,
+        /// `text` (coloured only on a terminal, never under NO_COLOR) or
+        /// `json` (one object a line: timestamp, level, target, message,
+        /// fields).
+        #[arg(long, env = "LUMEN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
     },
     /// Check a configuration and print the topology it builds.
     Validate {
@@ -189,13 +202,44 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
     })
 }
 
-fn init_logging() {
+/// Logs to standard error, filtered by `LUMEN_LOG` (default `info`):
+/// text, with colour only when standard error is a terminal and `NO_COLOR`
+/// is unset or empty (no-color.org); or JSON, one object a line.
+fn init_logging(format: &str) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LUMEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .init();
+    } else {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        builder
+            .with_ansi(std::io::stderr().is_terminal() && !no_color)
+            .init();
+    }
+    // A panic is logged like everything else (a JSON line under
+    // `--log-format json`); the topology names the component it ended.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(panic = %message, location = %location, "panic");
+    }));
 }
 
 /// SIGTERM or SIGINT. The handlers are installed when this is called, not
@@ -255,7 +299,12 @@ impl topology::Reloads for SighupReloads {
     }
 }
 
-async fn run(config: Config, origin: &str, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+async fn run(
+    config: Config,
+    origin: &str,
+    path: Option<PathBuf>,
+    options: topology::Options,
+) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %origin, version = env!("CARGO_PKG_VERSION"), "lumen starting");
     let stop = stop_signal();
     let reloads = SighupReloads::install(path);
@@ -271,7 +320,7 @@ async fn run(config: Config, origin: &str, path: Option<PathBuf>) -> anyhow::Res
         }
         None => None,
     };
-    let running = topology::start(&config)
+    let running = topology::start(&config, options)
         .await
         .context("starting the topology")?;
     telemetry.started(&running);
@@ -287,6 +336,13 @@ async fn run(config: Config, origin: &str, path: Option<PathBuf>) -> anyhow::Res
         Stopped::TimedOut(left) => {
             tracing::error!(left = ?left, timeout_secs = config.shutdown_timeout_secs, "drain timed out; some in-flight events were not delivered");
             Ok(ExitCode::from(1))
+        }
+        Stopped::Failed {
+            components,
+            drained,
+        } => {
+            tracing::error!(failed = ?components, drained, "lumen stopped because a component failed; exit 3 (a supervisor restarts it)");
+            Ok(ExitCode::from(3))
         }
     }
 }
@@ -328,8 +384,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
-            init_logging();
+        Command::Run {
+            config,
+            require_healthy,
+            log_format,
+        } => {
+            init_logging(&log_format);
             let path = config;
             let (config, origin) = match load(path.as_ref()) {
                 Ok(c) => c,
@@ -342,12 +402,15 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(code) => return code,
             };
-            match runtime.block_on(run(config, &origin, path)) {
+            let options = topology::Options { require_healthy };
+            match runtime.block_on(run(config, &origin, path, options)) {
                 Ok(code) => code,
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
+                    let required = e
+                        .chain()
+                        .any(|c| c.is::<topology::RequiredHealthcheckFailed>());
+                    ExitCode::from(if required { 2 } else { 1 })
                 }
             }
         }

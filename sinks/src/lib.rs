@@ -11,7 +11,8 @@
 //! - The network sinks' shared machinery: [`batch`] (batches and encoders),
 //!   [`request`] (concurrency, timeouts, retries), [`deliver`] (the delivery
 //!   loop: send, classify, retry, acknowledge), [`dead_letter`], [`http`]
-//!   (client, endpoints, compression), [`tls`], [`secret`].
+//!   (client, endpoints, compression), [`tls`], [`secret`], [`health`] (start-up
+//!   checks: what a failed one means and how the sink waits it out).
 //! - [`elasticsearch`]: the Elasticsearch bulk API sink.
 //! - [`splunk_hec`]: the Splunk HTTP Event Collector sink.
 
@@ -24,6 +25,7 @@ pub mod deliver;
 pub mod elasticsearch;
 pub mod envelope;
 pub mod file;
+pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

@@ -1,7 +1,40 @@
 //! Per-component counters. Components bump them; the topology reports them
 //! at stop and the `[api]` serves them (`/metrics`, `/ready`).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+/// Whether a component can do its work now (`/ready`,
+/// `lumen_component_healthy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    /// A sink's receiver failed its check and is transiently unavailable.
+    Unavailable,
+    /// A sink's receiver refuses it as configured.
+    Misconfigured,
+    /// The component's task ended abnormally (a panic).
+    Failed,
+}
+
+impl Health {
+    const ALL: [Health; 4] = [
+        Health::Healthy,
+        Health::Unavailable,
+        Health::Misconfigured,
+        Health::Failed,
+    ];
+
+    /// The word `/ready` and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Unavailable => "unavailable",
+            Health::Misconfigured => "misconfigured",
+            Health::Failed => "failed",
+        }
+    }
+}
 
 /// Counters of one component, named like Prometheus series
 /// (`lumen_component_received_events_total{component_id="…"}`).
@@ -27,6 +60,9 @@ pub struct ComponentMetrics {
     /// (nanoseconds since the epoch; 0 before the first): while events wait
     /// behind it, how long the buffer's head has waited.
     pub taken_observed_ns: AtomicI64,
+    /// [`Health`] as its index, and why it is not healthy.
+    health: AtomicU8,
+    problem: Mutex<Option<String>>,
 }
 
 impl ComponentMetrics {
@@ -58,6 +94,32 @@ impl ComponentMetrics {
     }
     pub fn is_failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Sets the component's health and why it is not healthy.
+    pub fn set_health(&self, health: Health, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+        let i = Health::ALL.iter().position(|h| *h == health).unwrap_or(0);
+        self.health.store(i as u8, Ordering::Relaxed);
+    }
+
+    /// The component's health and why it is not healthy.
+    pub fn health(&self) -> (Health, Option<String>) {
+        let h = Health::ALL
+            .get(usize::from(self.health.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(Health::Healthy);
+        let problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (h, problem)
+    }
+
+    /// Healthy and not failing right now.
+    pub fn is_healthy(&self) -> bool {
+        self.health.load(Ordering::Relaxed) == 0 && !self.is_failing()
     }
 
     /// (received, sent, errors, dropped) right now.

@@ -11,6 +11,7 @@ mod support;
 use lumen_sinks::ack::Status;
 use lumen_sinks::deliver::DeliveryMetrics;
 use lumen_sinks::elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
+use lumen_sinks::health::{self, Unhealthy};
 use lumen_sinks::ComponentMetrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,9 +270,14 @@ async fn wrong_credentials_fail_the_healthcheck_clearly_without_the_secret() {
         Arc::new(ComponentMetrics::default()),
     )
     .unwrap();
-    let e = sink.start().await.unwrap_err().to_string();
+    let e = sink.start().await.unwrap_err();
     assert!(
-        e.contains("healthcheck failed") && e.contains("401 security_exception"),
+        matches!(&e, Unhealthy::Misconfigured { fix, .. } if *fix == health::FIX_CREDENTIALS),
+        "{e:?}"
+    );
+    let e = e.to_string();
+    assert!(
+        e.contains("misconfigured") && e.contains("401 security_exception"),
         "{e}"
     );
     assert!(!e.contains("s3cr3t-value"), "{e}");
@@ -307,10 +313,10 @@ async fn tls_with_a_custom_ca_works_and_an_unknown_ca_is_refused() {
         Arc::new(ComponentMetrics::default()),
     )
     .unwrap();
-    let e = sink.start().await.unwrap_err().to_string();
+    let e = sink.start().await.unwrap_err();
     assert!(
-        e.contains("healthcheck failed") && e.to_lowercase().contains("certificate"),
-        "{e}"
+        matches!(&e, Unhealthy::Misconfigured { fix, reason } if *fix == health::FIX_TLS && reason.to_lowercase().contains("certificate")),
+        "{e:?}"
     );
 }
 
@@ -342,8 +348,11 @@ async fn client_certificates_are_presented_when_the_server_requires_them() {
         Arc::new(ComponentMetrics::default()),
     )
     .unwrap();
-    let e = sink.start().await.unwrap_err().to_string();
-    assert!(e.contains("healthcheck failed"), "{e}");
+    let e = sink.start().await.unwrap_err();
+    assert!(
+        matches!(&e, Unhealthy::Misconfigured { fix, .. } if *fix == health::FIX_TLS),
+        "{e:?}"
+    );
     // With it, events flow.
     let r = run(
         config(&format!(

@@ -10,6 +10,7 @@ mod support;
 
 use lumen_sinks::ack::Status;
 use lumen_sinks::deliver::DeliveryMetrics;
+use lumen_sinks::health::{self, Unhealthy};
 use lumen_sinks::otlp::{OtlpConfig, OtlpSink};
 use lumen_sinks::ComponentMetrics;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -227,8 +228,12 @@ async fn refused_credentials_fail_start_up_over_both_protocols() {
             ),
             &dir,
         );
-        let e = sink.start().await.unwrap_err().to_string();
-        assert!(e.contains("healthcheck failed"), "{e}");
+        let e = sink.start().await.unwrap_err();
+        assert!(
+            matches!(&e, Unhealthy::Misconfigured { fix, .. } if *fix == health::FIX_CREDENTIALS),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains("Unauthenticated") || e.contains("401"), "{e}");
         assert!(!e.contains("wr0ng") && !format!("{sink:?}").contains("wr0ng"));
     }

@@ -10,6 +10,7 @@ mod support;
 
 use lumen_sinks::ack::Status;
 use lumen_sinks::deliver::DeliveryMetrics;
+use lumen_sinks::health::Unhealthy;
 use lumen_sinks::splunk_hec::{SplunkHecConfig, SplunkHecSink};
 use lumen_sinks::ComponentMetrics;
 use std::sync::Arc;
@@ -165,7 +166,9 @@ async fn a_wrong_or_disabled_token_fails_start_up_clearly_without_the_token() {
         peer.with(|s| s.token_disabled = disabled);
         let dir = tempfile::tempdir().unwrap();
         let sink = sink(config(&peer, ""), &dir);
-        let e = sink.start().await.unwrap_err().to_string();
+        let e = sink.start().await.unwrap_err();
+        assert!(matches!(e, Unhealthy::Misconfigured { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("invalid or disabled token") && e.contains(expect),
             "{e}"
@@ -177,8 +180,9 @@ async fn a_wrong_or_disabled_token_fails_start_up_clearly_without_the_token() {
     peer.with(|s| s.unhealthy = true);
     let dir = tempfile::tempdir().unwrap();
     let sink = sink(config(&peer, ""), &dir);
-    let e = sink.start().await.unwrap_err().to_string();
-    assert!(e.contains("HEC code 18"), "{e}");
+    let e = sink.start().await.unwrap_err();
+    assert!(matches!(e, Unhealthy::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().contains("HEC code 18"), "{e}");
 }
 
 #[tokio::test]

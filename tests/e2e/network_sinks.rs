@@ -1,7 +1,8 @@
 //! The network sinks through the binary: audit events fan out to an
 //! Elasticsearch peer and a Splunk HEC peer (the protocol peers of the
 //! sinks' own tests), and the source learns every event was delivered;
-//! a sink whose receiver fails its healthcheck stops Lumen with the reason.
+//! with `--require-healthy`, a sink whose receiver is down stops Lumen with
+//! the reason (`health.rs` has the default: Lumen runs on and waits).
 
 #[path = "../../sinks/tests/support/mod.rs"]
 pub(crate) mod peers;
@@ -105,7 +106,7 @@ acknowledgements.query_interval = 0.05
 }
 
 #[test]
-fn a_failed_healthcheck_stops_lumen_with_the_reason() {
+fn a_required_healthcheck_of_a_receiver_that_is_down_stops_lumen_with_the_reason() {
     // A port nobody listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", dead.local_addr().unwrap());
@@ -123,14 +124,20 @@ inputs = ["audit"]
 endpoints = ["{url}"]
 "#
     );
-    let mut lumen = Lumen::start(&config);
+    let mut lumen = Lumen::start_with_args(
+        tempfile::tempdir().unwrap(),
+        &config,
+        std::process::Stdio::null(),
+        &["--require-healthy"],
+        &[],
+    );
     let (status, log) = lumen.wait_exit(Duration::from_secs(30));
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(2));
     let log = log.join("\n");
     assert!(
-        log.contains("starting sink `es` (elasticsearch)")
-            && log.contains("healthcheck failed")
-            && log.contains("Connection refused"),
+        log.contains(
+            "sink `es` (elasticsearch) failed its required healthcheck: receiver unavailable"
+        ) && log.contains("Connection refused"),
         "{log}"
     );
 }

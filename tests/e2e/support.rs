@@ -30,6 +30,18 @@ impl Lumen {
 
     /// As [`Lumen::start_in`], with lumen's standard output going to `stdout`.
     pub fn start_with_stdout(dir: tempfile::TempDir, config: &str, stdout: Stdio) -> Lumen {
+        Self::start_with_args(dir, config, stdout, &[], &[])
+    }
+
+    /// As [`Lumen::start_with_stdout`], with more `lumen run` arguments and
+    /// environment variables.
+    pub fn start_with_args(
+        dir: tempfile::TempDir,
+        config: &str,
+        stdout: Stdio,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Lumen {
         let path = dir.path().join("lumen.toml");
         std::fs::write(
             &path,
@@ -39,8 +51,10 @@ impl Lumen {
         let mut child = Command::new(LUMEN)
             .args(["run", "--config"])
             .arg(&path)
+            .args(args)
             .env("LUMEN_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(envs.iter().copied())
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()

@@ -26,6 +26,7 @@ use lumen_sinks::console::ConsoleSink;
 use lumen_sinks::elasticsearch::ElasticsearchSink;
 use lumen_sinks::file::FileSink;
 use lumen_sinks::kafka::KafkaSink;
+use lumen_sinks::metrics::Health;
 use lumen_sinks::otlp::OtlpSink;
 use lumen_sinks::splunk_hec::SplunkHecSink;
 use lumen_sinks::{ComponentMetrics, Envelope};
@@ -58,10 +59,13 @@ pub struct Running {
     /// a reload replaced or removed them (a downstream whose receiver is
     /// down can hold them back for long: a reload does not wait).
     retiring_transforms: Vec<(String, Instance)>,
-    /// Component tasks report here when they end: `(id, generation)`.
-    done_tx: mpsc::UnboundedSender<(String, u64)>,
-    done_rx: mpsc::UnboundedReceiver<(String, u64)>,
+    /// Component tasks report here when they end.
+    done_tx: mpsc::UnboundedSender<Ended>,
+    done_rx: mpsc::UnboundedReceiver<Ended>,
     generation: u64,
+    options: Options,
+    /// Set once the first start is done: later starts are reloads.
+    started: bool,
     /// Every component's tap (`lumen tap`).
     pub taps: Arc<tap::Taps>,
     /// Per component id, its counters (kept across reloads).
@@ -90,6 +94,40 @@ pub enum Stopped {
     Drained,
     /// The drain took longer than the timeout; the named components were cut off.
     TimedOut(Vec<String>),
+    /// The named components failed (their task panicked): Lumen stopped
+    /// after draining what the rest could deliver (`drained` false when
+    /// that drain timed out).
+    Failed {
+        components: Vec<String>,
+        drained: bool,
+    },
+}
+
+/// How the topology starts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Every network sink's start-up check must pass (`lumen run
+    /// --require-healthy`), as if each had `healthcheck.require = true`.
+    pub require_healthy: bool,
+}
+
+/// A sink that must pass its start-up check did not: Lumen does not start
+/// (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("sink `{sink}` ({kind}) failed its required healthcheck: {why}")]
+pub struct RequiredHealthcheckFailed {
+    pub sink: String,
+    pub kind: &'static str,
+    pub why: lumen_sinks::health::Unhealthy,
+}
+
+/// A component task's end, reported to [`Running::run_until`].
+#[derive(Debug)]
+struct Ended {
+    id: String,
+    generation: u64,
+    /// The panic's message, when the task panicked.
+    panic: Option<String>,
 }
 
 /// What a reload changed.
@@ -121,7 +159,7 @@ pub enum ReloadError {
 }
 
 /// Builds and starts every component of `config`.
-pub async fn start(config: &Config) -> anyhow::Result<Running> {
+pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running> {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut running = Running {
         config: Config {
@@ -139,6 +177,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         done_tx,
         done_rx,
         generation: 0,
+        options,
+        started: false,
         taps: Arc::default(),
         metrics: BTreeMap::new(),
         buffers: BTreeMap::new(),
@@ -162,6 +202,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let _ = running.shutdown().await;
         return Err(e);
     }
+    running.started = true;
     Ok(running)
 }
 
@@ -369,6 +410,10 @@ impl Running {
                 }
             }
         }
+        if !self.started && !failed.is_empty() {
+            // A first start that failed reads nothing: no source starts.
+            return;
+        }
         for (id, inst) in old_sources.iter_mut() {
             if let Some(stop) = inst.stop.take() {
                 stop.trigger();
@@ -430,6 +475,11 @@ impl Running {
         failed: &mut Vec<anyhow::Error>,
         e: anyhow::Error,
     ) {
+        if !self.started {
+            tracing::error!(component = %id, error = %format!("{e:#}"), "this component does not start");
+            failed.push(e);
+            return;
+        }
         tracing::error!(component = %id, error = %format!("{e:#}"), "reload: the new config of this component does not start");
         failed.push(e);
         // The old table back (none, for a component the reload added), its
@@ -486,16 +536,27 @@ impl Running {
         }
     }
 
-    /// Spawns one task of component `id`, which reports its end.
+    /// Spawns one task of component `id`, which reports its end, and
+    /// whether it panicked (the panic is caught: the task ends normally
+    /// for whoever waits on it).
     fn spawn(
         &self,
         id: &str,
         task: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
+        use futures::FutureExt as _;
         let (done, name, generation) = (self.done_tx.clone(), id.to_owned(), self.generation);
         tokio::spawn(async move {
-            task.await;
-            let _ = done.send((name, generation));
+            let panic = std::panic::AssertUnwindSafe(task)
+                .catch_unwind()
+                .await
+                .err()
+                .map(|payload| panic_message(payload.as_ref()));
+            let _ = done.send(Ended {
+                id: name,
+                generation,
+                panic,
+            });
         })
     }
 
@@ -544,16 +605,47 @@ impl Running {
             .collect();
         let m = self.metrics_of(id);
         let name = id.to_owned();
-        // A network sink: built (config checked), started (healthcheck,
-        // templates), then run in its own task.
+        // A network sink: built (config checked), checked (healthcheck,
+        // templates), then run in its own task. A failed check holds the
+        // sink's events in its buffer until its receiver answers (see
+        // `lumen_sinks::health`), unless the check is required.
+        let disk = sink.buffer().is_disk();
+        let require = self.options.require_healthy;
         macro_rules! network_sink {
             ($sink:ty, $config:expr, $kind:literal) => {{
                 let context = || format!("starting sink `{id}` ({})", $kind);
-                let s =
-                    <$sink>::new(id, (**$config).clone(), &data_dir, m).with_context(context)?;
-                s.start().await.with_context(context)?;
+                let s = <$sink>::new(id, (**$config).clone(), &data_dir, m.clone())
+                    .with_context(context)?;
+                let first = s.start().await.err();
+                match &first {
+                    Some(why) if require || s.healthcheck_config().require => {
+                        return Err(anyhow::Error::new(RequiredHealthcheckFailed {
+                            sink: id.to_owned(),
+                            kind: $kind,
+                            why: why.clone(),
+                        }));
+                    }
+                    Some(why) => lumen_sinks::health::report(id, &m, why),
+                    None => m.set_health(Health::Healthy, None),
+                }
                 self.deliveries.insert(id.to_owned(), s.delivery_metrics());
-                self.spawn(id, async move { s.run(rx).await })
+                self.spawn(id, async move {
+                    if let Some(first) = first {
+                        let healthy = lumen_sinks::health::until_healthy(
+                            &name,
+                            &m,
+                            first,
+                            || s.start(),
+                            &rx,
+                            disk,
+                        )
+                        .await;
+                        if !healthy {
+                            return;
+                        }
+                    }
+                    s.run(rx).await
+                })
             }};
         }
         let task = match sink {
@@ -594,6 +686,18 @@ impl Running {
         rx: mpsc::Receiver<Envelope>,
     ) -> anyhow::Result<()> {
         self.generation += 1;
+        #[cfg(debug_assertions)]
+        if std::env::var("LUMEN_TEST_PANIC_IN").is_ok_and(|v| v == id) {
+            // Fault injection for the tests of a failing component (debug
+            // builds only): this transform panics on its first event.
+            let mut rx = rx;
+            let task = self.spawn(id, async move {
+                let _first = rx.recv().await;
+                panic!("injected by LUMEN_TEST_PANIC_IN on the first event");
+            });
+            self.install(id, vec![task], None);
+            return Ok(());
+        }
         let (out, m, name) = (self.fanout(id), self.metrics_of(id), id.to_owned());
         let task = match transform.clone() {
             TransformConfig::Filter(c) => self.spawn(id, async move {
@@ -666,6 +770,7 @@ impl Running {
     {
         use std::sync::atomic::Ordering;
         tokio::pin!(stop);
+        let mut failed = Vec::new();
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -696,16 +801,43 @@ impl Running {
                     };
                     telemetry.reloaded(&self, outcome);
                 }
-                Some((id, generation)) = self.done_rx.recv() => {
-                    if self.instances.get(&id).is_some_and(|i| i.generation == generation) {
+                Some(ended) = self.done_rx.recv() => {
+                    if let Some(panic) = ended.panic {
+                        // Crash-only: a dead component is not left to
+                        // look alive. The rest drains, Lumen exits non-zero
+                        // and its supervisor restarts it.
                         telemetry.ready.store(false, Ordering::Relaxed);
-                        tracing::warn!(component = %id, "component finished on its own; /ready now answers 503");
+                        let m = self.metrics_of(&ended.id);
+                        m.add_errors(1);
+                        m.set_health(Health::Failed, Some(format!("panicked: {panic}")));
+                        tracing::error!(component = %ended.id, panic = %panic, "component failed (panicked): draining the rest and stopping Lumen");
+                        failed.push(ended.id);
+                        break;
+                    }
+                    if self.instances.get(&ended.id).is_some_and(|i| i.generation == ended.generation) {
+                        telemetry.ready.store(false, Ordering::Relaxed);
+                        tracing::warn!(component = %ended.id, "component finished on its own; /ready now answers 503");
                     }
                 }
             }
         }
         telemetry.ready.store(false, Ordering::Relaxed);
-        self.shutdown().await
+        let stopped = self.shutdown().await;
+        // Components that panicked while draining fail the run too.
+        while let Ok(ended) = self.done_rx.try_recv() {
+            if let Some(panic) = ended.panic {
+                tracing::error!(component = %ended.id, panic = %panic, "component failed (panicked) while draining");
+                failed.push(ended.id);
+            }
+        }
+        if failed.is_empty() {
+            return stopped;
+        }
+        failed.dedup();
+        Stopped::Failed {
+            components: failed,
+            drained: stopped == Stopped::Drained,
+        }
     }
 
     /// Stops the sources and drains the rest, in order, within the
@@ -774,6 +906,15 @@ impl Running {
             tracing::info!(component = %id, received, sent, errors, dropped, "component totals");
         }
     }
+}
+
+/// The text of a panic's payload (`panic!("…")` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Where reloaded configs come from: each `next` waits for a request (a

@@ -2,6 +2,7 @@
 //! has the option.
 
 use crate::batch::BatchConfig;
+use crate::health::HealthcheckConfig;
 use crate::http::Compression;
 use crate::request::RequestConfig;
 use crate::secret::Secret;
@@ -39,8 +40,8 @@ pub struct ElasticsearchConfig {
     #[serde(default)]
     pub compression: Compression,
     /// Check the cluster at start-up (`GET /_cluster/health`).
-    #[serde(default = "yes")]
-    pub healthcheck: bool,
+    #[serde(default)]
+    pub healthcheck: HealthcheckConfig,
     /// Install Lumen's index and component templates at start-up.
     #[serde(default = "yes")]
     pub install_templates: bool,

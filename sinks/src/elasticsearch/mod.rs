@@ -16,7 +16,8 @@ pub mod templates;
 pub use config::ElasticsearchConfig;
 
 use crate::deliver::{Delivery, DeliveryMetrics};
-use crate::http::{self, error_chain, Endpoints};
+use crate::health::{self, HealthcheckConfig, Unhealthy};
+use crate::http::{self, Endpoints};
 use crate::{ComponentMetrics, Envelope};
 use encoder::BulkEncoder;
 use lumen_schemas::Schema;
@@ -27,21 +28,13 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Why the sink could not start.
+/// Why the sink could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ElasticsearchError {
     #[error("elasticsearch: {0}")]
     Config(String),
     #[error("elasticsearch: {0}")]
     Client(#[from] http::ClientError),
-    #[error("elasticsearch healthcheck failed for {endpoint}: {reason} (set healthcheck = false to start anyway)")]
-    Healthcheck { endpoint: String, reason: String },
-    #[error("elasticsearch: installing {what} on {endpoint} failed: {reason} (set install_templates = false to skip)")]
-    Template {
-        what: String,
-        endpoint: String,
-        reason: String,
-    },
 }
 
 /// A configured sink, checked and ready to run.
@@ -85,9 +78,15 @@ impl ElasticsearchSink {
         self.delivery.delivery.clone()
     }
 
+    /// What to do when the start-up check fails.
+    pub fn healthcheck_config(&self) -> HealthcheckConfig {
+        self.config.healthcheck
+    }
+
     /// Start-up: the healthcheck, then the templates, each as configured.
-    pub async fn start(&self) -> Result<(), ElasticsearchError> {
-        if self.config.healthcheck {
+    /// Also the probe of a sink waiting for its receiver (see [`crate::health`]).
+    pub async fn start(&self) -> Result<(), Unhealthy> {
+        if self.config.healthcheck.enabled {
             self.healthcheck().await?;
         }
         if self.config.install_templates {
@@ -98,27 +97,29 @@ impl ElasticsearchSink {
 
     /// `GET /_cluster/health` on every endpoint: reachable, credentials
     /// accepted, and not red.
-    async fn healthcheck(&self) -> Result<(), ElasticsearchError> {
+    async fn healthcheck(&self) -> Result<(), Unhealthy> {
         for base in self.delivery.service.endpoints.all() {
-            let fail = |reason: String| ElasticsearchError::Healthcheck {
-                endpoint: base.clone(),
-                reason,
-            };
             let body = call(
                 self.delivery
                     .service
                     .request(Method::GET, format!("{base}/_cluster/health")),
             )
             .await
-            .map_err(fail)?;
+            .map_err(|u| u.context(base))?;
             #[derive(serde::Deserialize)]
             struct Health {
                 status: String,
             }
-            let health: Health = serde_json::from_slice(&body)
-                .map_err(|e| fail(format!("unreadable cluster health: {e}")))?;
+            let health: Health = serde_json::from_slice(&body).map_err(|e| {
+                Unhealthy::misconfigured(
+                    format!("{base}: unreadable cluster health: {e}"),
+                    health::FIX_ENDPOINT,
+                )
+            })?;
             if health.status == "red" {
-                return Err(fail("cluster health is red".into()));
+                return Err(Unhealthy::unavailable(format!(
+                    "{base}: cluster health is red"
+                )));
             }
             tracing::info!(component = %self.delivery.name, endpoint = %base, health = %health.status, "elasticsearch healthcheck passed");
         }
@@ -127,7 +128,7 @@ impl ElasticsearchSink {
 
     /// The ECS component template and the index template using it (ECS
     /// documents only: OCSF documents are mapped by the cluster).
-    async fn install_templates(&self) -> Result<(), ElasticsearchError> {
+    async fn install_templates(&self) -> Result<(), Unhealthy> {
         if self.config.schema != Schema::Ecs {
             tracing::info!(component = %self.delivery.name, "schema = ocsf: no templates installed; the cluster maps OCSF documents dynamically");
             return Ok(());
@@ -153,19 +154,17 @@ impl ElasticsearchSink {
                         .body(body.clone()),
                 )
                 .await;
-                if let Err(reason) = result {
-                    last = Some(ElasticsearchError::Template {
-                        what: path.clone(),
-                        endpoint: base.clone(),
-                        reason,
-                    });
+                if let Err(u) = result {
+                    last = Some(u.context(&format!(
+                        "installing {path} on {base} (install_templates = false skips it)"
+                    )));
                     continue 'endpoints;
                 }
                 tracing::info!(component = %self.delivery.name, endpoint = %base, template = %path, "elasticsearch template installed");
             }
             return Ok(());
         }
-        Err(last.unwrap_or_else(|| ElasticsearchError::Config("no endpoints".into())))
+        Err(last.unwrap_or_else(|| Unhealthy::misconfigured("no endpoints", health::FIX_ENDPOINT)))
     }
 
     /// Delivers every event received until the channel closes.
@@ -175,15 +174,8 @@ impl ElasticsearchSink {
     }
 }
 
-/// Sends a start-up request; its body when the answer is a success, the
-/// reason otherwise.
-async fn call(req: reqwest::RequestBuilder) -> Result<bytes::Bytes, String> {
-    let resp = req.send().await.map_err(|e| error_chain(&e))?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| error_chain(&e))?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(describe_failure(status, &body))
-    }
+/// Sends a start-up request; its body when the answer is a success, why
+/// not otherwise.
+async fn call(req: reqwest::RequestBuilder) -> Result<bytes::Bytes, Unhealthy> {
+    health::answer(req.send().await, describe_failure).await
 }

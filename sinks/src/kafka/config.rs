@@ -2,6 +2,7 @@
 //! option.
 
 use crate::batch::BatchConfig;
+use crate::health::HealthcheckConfig;
 use crate::request::RequestConfig;
 use crate::secret::Secret;
 use crate::template::Template;
@@ -53,8 +54,8 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub request: RequestConfig,
     /// Fetch the cluster's metadata at start-up.
-    #[serde(default = "yes")]
-    pub healthcheck: bool,
+    #[serde(default)]
+    pub healthcheck: HealthcheckConfig,
     /// Where rejected events go; default `<data_dir>/dead-letter/<id>.ndjson`.
     pub dead_letter_path: Option<PathBuf>,
 }

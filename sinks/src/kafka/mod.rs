@@ -16,6 +16,7 @@ pub mod service;
 pub use config::KafkaConfig;
 
 use crate::deliver::{Delivery, DeliveryMetrics};
+use crate::health::{self, HealthcheckConfig, Unhealthy};
 use crate::{ComponentMetrics, Envelope};
 use encoder::RecordEncoder;
 use lumen_schemas::{Schema, ECS_VERSION, OCSF_VERSION};
@@ -27,15 +28,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Why the sink could not start.
+/// Why the sink could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("kafka: {0}")]
     Config(String),
     #[error("kafka: creating the producer failed: {0}")]
     Producer(String),
-    #[error("kafka healthcheck failed for {servers}: {reason} (set healthcheck = false to start anyway)")]
-    Healthcheck { servers: String, reason: String },
 }
 
 /// A configured sink, checked and ready to run.
@@ -97,9 +96,16 @@ impl KafkaSink {
         self.delivery.delivery.clone()
     }
 
-    /// Start-up: the cluster's metadata, within the request timeout.
-    pub async fn start(&self) -> Result<(), KafkaError> {
-        if !self.config.healthcheck {
+    /// What to do when the start-up check fails.
+    pub fn healthcheck_config(&self) -> HealthcheckConfig {
+        self.config.healthcheck
+    }
+
+    /// Start-up: the cluster's metadata, within the request timeout (at
+    /// most 30 s). Also the probe of a sink waiting for its brokers (see
+    /// [`crate::health`]).
+    pub async fn start(&self) -> Result<(), Unhealthy> {
+        if !self.config.healthcheck.enabled {
             return Ok(());
         }
         let service = self.delivery.service.clone();
@@ -112,17 +118,17 @@ impl KafkaSink {
                 .map(|m| m.brokers().len())
         })
         .await;
-        let fail = |reason: String| KafkaError::Healthcheck {
-            servers: self.config.bootstrap_servers.clone(),
-            reason,
-        };
+        let servers = &self.config.bootstrap_servers;
         match metadata {
             Ok(Ok(brokers)) => {
                 tracing::info!(component = %self.delivery.name, brokers, "kafka healthcheck passed");
                 Ok(())
             }
-            Ok(Err(e)) => Err(fail(e.to_string())),
-            Err(e) => Err(fail(e.to_string())),
+            Ok(Err(e)) => Err(metadata_failure(&e).context(servers)),
+            Err(e) => Err(Unhealthy::unavailable(format!(
+                "the metadata request did not finish: {e}"
+            ))
+            .context(servers)),
         }
     }
 
@@ -141,6 +147,24 @@ impl KafkaSink {
         let _ =
             tokio::task::spawn_blocking(move || service.producer.flush(Duration::from_secs(10)))
                 .await;
+    }
+}
+
+/// What a failed metadata request says of the cluster: authentication and
+/// TLS failures need a fix; the rest (brokers down, unreachable, timed out)
+/// passes by itself.
+fn metadata_failure(e: &rdkafka::error::KafkaError) -> Unhealthy {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    let reason = e.to_string();
+    match e.rdkafka_error_code() {
+        Some(C::Authentication | C::SaslAuthenticationFailed) => {
+            Unhealthy::misconfigured(reason, health::FIX_CREDENTIALS)
+        }
+        Some(C::SSL) => Unhealthy::misconfigured(reason, health::FIX_TLS),
+        Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => {
+            Unhealthy::misconfigured(reason, health::FIX_CREDENTIALS)
+        }
+        _ => Unhealthy::unavailable(reason),
     }
 }
 

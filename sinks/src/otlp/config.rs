@@ -1,6 +1,7 @@
 //! `[sinks.<id>] type = "otlp"`: OTLP logs over gRPC or HTTP/protobuf.
 
 use crate::batch::BatchConfig;
+use crate::health::HealthcheckConfig;
 use crate::http::Compression;
 use crate::request::RequestConfig;
 use crate::secret::Secret;
@@ -44,8 +45,8 @@ pub struct OtlpConfig {
     pub tls: TlsConfig,
     /// At start-up, send an empty export request (the spec's way to check
     /// a receiver accepts the sink's requests).
-    #[serde(default = "yes")]
-    pub healthcheck: bool,
+    #[serde(default)]
+    pub healthcheck: HealthcheckConfig,
     /// Where rejected events go; default `<data_dir>/dead-letter/<id>.ndjson`.
     pub dead_letter_path: Option<PathBuf>,
 }
@@ -53,10 +54,6 @@ pub struct OtlpConfig {
 fn default_schema() -> Schema {
     Schema::Ocsf
 }
-fn yes() -> bool {
-    true
-}
-
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {

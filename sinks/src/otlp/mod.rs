@@ -17,7 +17,8 @@ pub mod wire;
 pub use config::OtlpConfig;
 
 use crate::batch::Encoder;
-use crate::deliver::{Delivery, DeliveryMetrics, Outcome};
+use crate::deliver::{Delivery, DeliveryMetrics};
+use crate::health::{HealthcheckConfig, Unhealthy};
 use crate::http::{self, Compression};
 use crate::{ComponentMetrics, Envelope};
 use config::Protocol;
@@ -30,15 +31,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Why the sink could not start.
+/// Why the sink could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
     #[error("otlp: {0}")]
     Config(String),
     #[error("otlp: {0}")]
     Client(#[from] http::ClientError),
-    #[error("otlp healthcheck failed for {endpoint}: {reason} (set healthcheck = false to start anyway)")]
-    Healthcheck { endpoint: String, reason: String },
 }
 
 /// The body source: the event's document in the schema (also what a dead
@@ -116,24 +115,25 @@ impl OtlpSink {
         self.delivery.service.partially_rejected.clone()
     }
 
+    /// What to do when the start-up check fails.
+    pub fn healthcheck_config(&self) -> HealthcheckConfig {
+        self.config.healthcheck
+    }
+
     /// Start-up: an empty export request, which a receiver answers with
-    /// success when it accepts the sink's requests.
-    pub async fn start(&self) -> Result<(), OtlpError> {
-        if !self.config.healthcheck {
+    /// success when it accepts the sink's requests. Also the probe of a
+    /// sink waiting for its receiver (see [`crate::health`]).
+    pub async fn start(&self) -> Result<(), Unhealthy> {
+        if !self.config.healthcheck.enabled {
             return Ok(());
         }
-        match self.delivery.service.export(Vec::new()).await {
-            Outcome::Delivered => {
-                tracing::info!(component = %self.delivery.name, endpoint = %self.config.endpoint, protocol = ?self.config.protocol, "otlp healthcheck passed");
-                Ok(())
-            }
-            Outcome::Retry { reason, .. }
-            | Outcome::Reject { reason }
-            | Outcome::Fatal { reason } => Err(OtlpError::Healthcheck {
-                endpoint: self.config.endpoint.clone(),
-                reason,
-            }),
-        }
+        self.delivery
+            .service
+            .probe()
+            .await
+            .map_err(|u| u.context(&self.config.endpoint))?;
+        tracing::info!(component = %self.delivery.name, endpoint = %self.config.endpoint, protocol = ?self.config.protocol, "otlp healthcheck passed");
+        Ok(())
     }
 
     /// Delivers every event received until the channel closes.

@@ -12,6 +12,7 @@ use super::config::{BodyEncoding, Protocol};
 use super::request_builder::export_request;
 use crate::batch::Batch;
 use crate::deliver::{Outcome, Service};
+use crate::health::{self, Unhealthy};
 use crate::http::{read_response, transport_outcome, Compression};
 use crate::secret::Secret;
 use lumen_schemas::Schema;
@@ -188,16 +189,46 @@ impl OtlpService {
     /// Sends one encoded export request; the outcome for all its records.
     pub async fn export(&self, request: Vec<u8>) -> Outcome {
         match self.protocol {
-            Protocol::Grpc => self.export_grpc(request).await,
+            Protocol::Grpc => match self.call_grpc(request).await {
+                Ok(resp) => {
+                    self.partial(resp.partial_success);
+                    Outcome::Delivered
+                }
+                Err(GrpcFailure::Setup(reason)) => Outcome::Fatal { reason },
+                Err(GrpcFailure::NotReady(e)) => Outcome::Retry {
+                    reason: format!("gRPC channel not ready: {e}"),
+                    after: None,
+                    ambiguous: false,
+                },
+                Err(GrpcFailure::Status(status)) => classify_grpc(&status),
+            },
             Protocol::Http => self.export_http(request).await,
         }
     }
 
-    async fn export_grpc(&self, request: Vec<u8>) -> Outcome {
+    /// The start-up check: an empty export request, which a receiver
+    /// answers with success when it accepts the sink's requests.
+    pub async fn probe(&self) -> Result<(), Unhealthy> {
+        match self.protocol {
+            Protocol::Grpc => match self.call_grpc(Vec::new()).await {
+                Ok(_) => Ok(()),
+                Err(GrpcFailure::Setup(reason)) => {
+                    Err(Unhealthy::misconfigured(reason, health::FIX_CREDENTIALS))
+                }
+                Err(GrpcFailure::NotReady(e)) => Err(Unhealthy::from_transport(&e)),
+                Err(GrpcFailure::Status(status)) => Err(grpc_health(&status)),
+            },
+            Protocol::Http => health::answer(self.call_http(Vec::new()).await, |status, body| {
+                format!("HTTP {status}: {}", http_detail(body))
+            })
+            .await
+            .map(drop),
+        }
+    }
+
+    async fn call_grpc(&self, request: Vec<u8>) -> Result<ExportLogsServiceResponse, GrpcFailure> {
         let Some(client) = &self.grpc else {
-            return Outcome::Fatal {
-                reason: "internal: no gRPC client".into(),
-            };
+            return Err(GrpcFailure::Setup("internal: no gRPC client".into()));
         };
         let mut client = client.clone();
         let mut req = tonic::Request::new(bytes::Bytes::from(request));
@@ -206,30 +237,22 @@ impl OtlpService {
                 tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()),
                 tonic::metadata::MetadataValue::try_from(value.expose()),
             ) else {
-                return Outcome::Fatal {
-                    reason: format!("header `{name}` cannot be sent as gRPC metadata"),
-                };
+                return Err(GrpcFailure::Setup(format!(
+                    "header `{name}` cannot be sent as gRPC metadata"
+                )));
             };
             req.metadata_mut().insert(key, val);
         }
-        if let Err(e) = client.ready().await {
-            return Outcome::Retry {
-                reason: format!("gRPC channel not ready: {e}"),
-                after: None,
-                ambiguous: false,
-            };
-        }
+        client.ready().await.map_err(GrpcFailure::NotReady)?;
         let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
-        match client.unary(req, path, RawCodec).await {
-            Ok(resp) => {
-                self.partial(resp.into_inner().partial_success);
-                Outcome::Delivered
-            }
-            Err(status) => classify_grpc(&status),
-        }
+        client
+            .unary(req, path, RawCodec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(GrpcFailure::Status)
     }
 
-    async fn export_http(&self, request: Vec<u8>) -> Outcome {
+    async fn call_http(&self, request: Vec<u8>) -> Result<reqwest::Response, reqwest::Error> {
         let (body, encoding) = self.compression.apply(bytes::Bytes::from(request));
         let mut req = self
             .http
@@ -242,7 +265,11 @@ impl OtlpService {
         for (name, value) in &self.headers {
             req = req.header(name.as_str(), value.expose());
         }
-        let resp = match req.send().await {
+        req.send().await
+    }
+
+    async fn export_http(&self, request: Vec<u8>) -> Outcome {
+        let resp = match self.call_http(request).await {
             Ok(r) => r,
             Err(e) => return transport_outcome(&e),
         };
@@ -259,10 +286,7 @@ impl OtlpService {
             }
             return Outcome::Delivered;
         }
-        let detail = RpcStatus::decode(body.as_ref())
-            .map(|s| s.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
-        let reason = format!("HTTP {status}: {detail}");
+        let reason = format!("HTTP {status}: {}", http_detail(&body));
         match status.as_u16() {
             429 | 502 | 503 | 504 => Outcome::Retry {
                 reason,
@@ -272,6 +296,47 @@ impl OtlpService {
             401 | 403 => Outcome::Fatal { reason },
             _ => Outcome::Reject { reason },
         }
+    }
+}
+
+/// Why a gRPC export got no answer to classify, or which error it got.
+enum GrpcFailure {
+    /// The request could not be made (metadata).
+    Setup(String),
+    /// The channel could not connect (refused, TLS, …).
+    NotReady(tonic::transport::Error),
+    Status(tonic::Status),
+}
+
+/// An HTTP error answer's message: a `google.rpc.Status` or the body's start.
+fn http_detail(body: &[u8]) -> String {
+    RpcStatus::decode(body)
+        .map(|s| s.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+}
+
+/// What a gRPC error status says of the receiver at start-up: the codes
+/// OTLP retries are transient (so is RESOURCE_EXHAUSTED, which a receiver
+/// answers while it sheds load); credentials and TLS need a fix; anything
+/// else (UNIMPLEMENTED: not an OTLP logs receiver) is the endpoint.
+fn grpc_health(status: &tonic::Status) -> Unhealthy {
+    use tonic::Code;
+    let reason = format!("gRPC {:?}: {}", status.code(), status.message());
+    match status.code() {
+        _ if health::is_tls_failure(status) => {
+            Unhealthy::misconfigured(crate::http::error_chain(status), health::FIX_TLS)
+        }
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Unavailable
+        | Code::DataLoss
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::ResourceExhausted => Unhealthy::unavailable(reason),
+        Code::Unauthenticated | Code::PermissionDenied => {
+            Unhealthy::misconfigured(reason, health::FIX_CREDENTIALS)
+        }
+        _ => Unhealthy::misconfigured(reason, health::FIX_ENDPOINT),
     }
 }
 

@@ -2,6 +2,7 @@
 //! the option.
 
 use crate::batch::BatchConfig;
+use crate::health::HealthcheckConfig;
 use crate::http::Compression;
 use crate::request::RequestConfig;
 use crate::secret::Secret;
@@ -52,8 +53,8 @@ pub struct SplunkHecConfig {
     #[serde(default)]
     pub compression: Compression,
     /// Check HEC's health and the token at start-up.
-    #[serde(default = "yes")]
-    pub healthcheck: bool,
+    #[serde(default)]
+    pub healthcheck: HealthcheckConfig,
     /// Where rejected events go; default `<data_dir>/dead-letter/<id>.ndjson`.
     pub dead_letter_path: Option<PathBuf>,
 }

@@ -16,7 +16,8 @@ pub mod service;
 pub use config::SplunkHecConfig;
 
 use crate::deliver::{Delivery, DeliveryMetrics};
-use crate::http::{self, error_chain};
+use crate::health::{HealthcheckConfig, Unhealthy};
+use crate::http;
 use crate::{ComponentMetrics, Envelope};
 use config::EndpointTarget;
 use encoder::HecEncoder;
@@ -26,15 +27,13 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Why the sink could not start.
+/// Why the sink could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SplunkHecError {
     #[error("splunk_hec: {0}")]
     Config(String),
     #[error("splunk_hec: {0}")]
     Client(#[from] http::ClientError),
-    #[error("splunk_hec healthcheck failed for {endpoint}: {reason} (set healthcheck = false to start anyway)")]
-    Healthcheck { endpoint: String, reason: String },
 }
 
 /// A configured sink, checked and ready to run.
@@ -92,35 +91,36 @@ impl SplunkHecSink {
         self.delivery.delivery.clone()
     }
 
+    /// What to do when the start-up check fails.
+    pub fn healthcheck_config(&self) -> HealthcheckConfig {
+        self.config.healthcheck
+    }
+
     /// Start-up: HEC's health (`GET /services/collector/health`), then the
     /// token: an empty event request is answered "No data" (code 5) when
-    /// the token is good, 401/403 when it is not.
-    pub async fn start(&self) -> Result<(), SplunkHecError> {
-        if !self.config.healthcheck {
+    /// the token is good, 401/403 when it is not. Also the probe of a sink
+    /// waiting for its receiver (see [`crate::health`]).
+    pub async fn start(&self) -> Result<(), Unhealthy> {
+        if !self.config.healthcheck.enabled {
             return Ok(());
         }
-        let fail = |reason: String| SplunkHecError::Healthcheck {
-            endpoint: self.delivery.service.endpoint.clone(),
-            reason,
-        };
+        let endpoint = &self.delivery.service.endpoint;
         let resp = self
             .delivery
             .service
             .client
-            .get(format!(
-                "{}/services/collector/health",
-                self.delivery.service.endpoint
-            ))
+            .get(format!("{endpoint}/services/collector/health"))
             .send()
             .await
-            .map_err(|e| fail(error_chain(&e)))?;
+            .map_err(|e| Unhealthy::from_transport(&e).context(endpoint))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| fail(error_chain(&e)))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Unhealthy::from_transport(&e).context(endpoint))?;
         if !status.is_success() {
-            return Err(fail(format!(
-                "HEC is unhealthy: {}",
-                HecReply::parse(&body).describe(status)
-            )));
+            return Err(classify(status, &HecReply::parse(&body))
+                .context(&format!("{endpoint}: HEC is unhealthy")));
         }
         let resp = self
             .delivery
@@ -128,19 +128,16 @@ impl SplunkHecSink {
             .request(Method::POST, "/services/collector/event", &[])
             .send()
             .await
-            .map_err(|e| fail(error_chain(&e)))?;
+            .map_err(|e| Unhealthy::from_transport(&e).context(endpoint))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| fail(error_chain(&e)))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Unhealthy::from_transport(&e).context(endpoint))?;
         let reply = HecReply::parse(&body);
         match (status.as_u16(), reply.code) {
             (400, Some(5)) | (200, _) => {}
-            (401 | 403, _) => {
-                return Err(fail(format!(
-                    "invalid or disabled token: {}",
-                    reply.describe(status)
-                )))
-            }
-            _ => return Err(fail(reply.describe(status))),
+            _ => return Err(classify(status, &reply).context(endpoint)),
         }
         tracing::info!(component = %self.delivery.name, endpoint = %self.delivery.service.endpoint, channel = %self.delivery.service.channel, raw = self.config.endpoint_target == EndpointTarget::Raw, "splunk_hec healthcheck passed");
         Ok(())
@@ -150,5 +147,54 @@ impl SplunkHecSink {
     pub async fn run(self, rx: mpsc::Receiver<Envelope>) {
         let encoder = HecEncoder::new(&self.config);
         self.delivery.run(self.config.batch, encoder, rx).await;
+    }
+}
+
+/// What an answer to a start-up request says of the receiver: the token
+/// codes (1-4) need a fix; internal error (8) and busy (9) pass by
+/// themselves; otherwise the status says (the health endpoint's "unhealthy"
+/// answers are 503s: transient).
+fn classify(status: reqwest::StatusCode, reply: &HecReply) -> Unhealthy {
+    let reason = reply.describe(status);
+    match reply.code {
+        Some(1..=4) => Unhealthy::misconfigured(
+            format!("invalid or disabled token: {reason}"),
+            "check default_token against the HEC token in Splunk (Settings > Data inputs > HTTP Event Collector) and that it is enabled",
+        ),
+        Some(8 | 9) => Unhealthy::unavailable(reason),
+        _ => Unhealthy::from_status(status.as_u16(), reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: u32, text: &str) -> HecReply {
+        HecReply::parse(format!(r#"{{"text":"{text}","code":{code}}}"#).as_bytes())
+    }
+
+    #[test]
+    fn start_up_answers_are_transient_or_need_a_fix_as_hec_codes_say() {
+        use reqwest::StatusCode as S;
+        for (status, code) in [(503, 9), (500, 8), (503, 18), (503, 19), (503, 20)] {
+            let u = classify(S::from_u16(status).unwrap(), &reply(code, "x"));
+            assert!(
+                matches!(u, Unhealthy::Unavailable { .. }),
+                "{status} {code}: {u:?}"
+            );
+        }
+        for (status, code) in [(403, 1), (401, 2), (401, 3), (403, 4)] {
+            let u = classify(S::from_u16(status).unwrap(), &reply(code, "x"));
+            assert!(
+                matches!(&u, Unhealthy::Misconfigured { reason, .. } if reason.contains("token")),
+                "{status} {code}: {u:?}"
+            );
+        }
+        // No HEC body: the status decides.
+        let u = classify(S::BAD_GATEWAY, &HecReply::parse(b"<html>"));
+        assert!(matches!(u, Unhealthy::Unavailable { .. }));
+        let u = classify(S::NOT_FOUND, &HecReply::parse(b""));
+        assert!(matches!(u, Unhealthy::Misconfigured { .. }));
     }
 }

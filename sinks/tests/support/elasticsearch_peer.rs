@@ -48,6 +48,9 @@ pub struct State {
     pub reject_containing: Option<String>,
     /// The `Authorization` header required, if any.
     pub authorization: Option<String>,
+    /// Every request is answered 503 `master_not_discovered_exception`, as
+    /// a cluster that is starting or has lost its master answers.
+    pub unavailable: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +72,19 @@ impl EsPeer {
     /// Listens on 127.0.0.1 (TLS when `tls` = (certificate PEM, key PEM)).
     pub async fn start(tls: Option<(&str, &str)>) -> EsPeer {
         Self::start_with(tls, None).await
+    }
+
+    /// Plain HTTP on `addr` (a port chosen earlier: a receiver that was
+    /// down and comes up).
+    pub async fn start_at(addr: SocketAddr) -> EsPeer {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let state = Arc::new(Mutex::new(State::default()));
+        let peer = EsPeer {
+            addr,
+            state: state.clone(),
+        };
+        super::serve(listener, None, move |req| handle(state.clone(), req));
+        peer
     }
 
     /// As [`EsPeer::start`] with TLS, also requiring a client certificate
@@ -160,6 +176,13 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if state.lock().unwrap().unavailable {
+        return Ok(error(
+            503,
+            "master_not_discovered_exception",
+            "no master node discovered yet",
+        ));
+    }
     let required = state.lock().unwrap().authorization.clone();
     if let Some(required) = required {
         let given = parts

@@ -45,6 +45,9 @@ pub struct State {
     /// A header (lowercase name) every request must carry.
     pub required: Option<(String, String)>,
     pub gzip_requests: u64,
+    /// Every export is answered gRPC UNAVAILABLE / HTTP 503 ("warming
+    /// up"), as a collector that is starting answers.
+    pub unavailable: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +85,9 @@ impl LogsService for Grpc {
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         let mut s = self.0.lock().unwrap();
+        if s.unavailable {
+            return Err(tonic::Status::unavailable("warming up"));
+        }
         if let Some((name, value)) = &s.required {
             let given = request
                 .metadata()
@@ -141,6 +147,14 @@ async fn http(
         return Ok(reply(404, Vec::new()));
     }
     let mut s = state.lock().unwrap();
+    if s.unavailable {
+        let st = RpcStatus {
+            code: 14,
+            message: "warming up".into(),
+            details: vec![],
+        };
+        return Ok(reply(503, st.encode_to_vec()));
+    }
     if let Some((name, value)) = &s.required {
         let given = parts
             .headers

@@ -45,6 +45,8 @@ pub struct State {
     pub token_disabled: bool,
     pub ack_enabled: bool,
     pub unhealthy: bool,
+    /// Every request is answered 503 code 9 "Server is busy".
+    pub busy: bool,
     /// Requests taken but not yet indexed, by ack id.
     pub pending: BTreeMap<u64, Pending>,
     pub next_ack: u64,
@@ -176,6 +178,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         body.to_vec()
     };
     let path = parts.uri.path().to_owned();
+    if state.lock().unwrap().busy {
+        return Ok(hec(503, 9, "Server is busy"));
+    }
     if parts.method == "GET" && path == "/services/collector/health" {
         let unhealthy = state.lock().unwrap().unhealthy;
         return Ok(if unhealthy {

@@ -503,6 +503,9 @@ path = "{{dir}}/after.ndjson"
     );
     let (status, log) = lumen.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(3), "{}", log.join("\n"));
-    // The drain delivered what the source had read to Elasticsearch.
-    assert_eq!(es.arrivals().len(), 5, "{}", log.join("\n"));
+    // The drain delivered what the source had read to Elasticsearch
+    // (through its 503s), each event once.
+    let arrivals = es.arrivals();
+    assert!(!arrivals.is_empty(), "{}", log.join("\n"));
+    assert!(arrivals.values().all(|n| *n == 1), "{arrivals:?}");
 }

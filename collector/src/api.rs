@@ -106,6 +106,7 @@ impl Telemetry {
     /// Why not ready, a line per unhealthy component (`sink `es`:
     /// unavailable: …`), empty when every component is healthy.
     pub fn problems(&self) -> String {
+        use std::fmt::Write as _;
         let mut out = String::new();
         for c in &self.snapshot().components {
             let (health, why) = c.metrics.health();
@@ -117,7 +118,7 @@ impl Telemetry {
                 (_, Some(why)) => why,
                 (h, None) => h.as_str().to_owned(),
             };
-            out.push_str(&format!("{} `{}`: {why}\n", c.kind, c.id));
+            let _ = writeln!(out, "{} `{}`: {why}", c.kind, c.id);
         }
         out
     }
@@ -530,12 +531,10 @@ fn handle(req: &Request<Incoming>, registry: &Registry, t: &Telemetry) -> Respon
     match path {
         "/health" => text(StatusCode::OK, "ok\n"),
         "/ready" if t.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/ready" => {
-            let body = format!("not ready\n{}", t.problems());
-            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "");
-            *r.body_mut() = Full::new(Bytes::from(body));
-            r
-        }
+        "/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{}", t.problems()),
+        ),
         _ => {
             let mut body = String::new();
             if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
@@ -594,7 +593,7 @@ fn tap(
                 limit = n.parse().ok();
             }
             _ => {
-                return left(owned_text(
+                return left(text(
                     StatusCode::BAD_REQUEST,
                     format!("bad query parameter `{pair}`: schema=ecs|ocsf, limit=N (N > 0)\n"),
                 ))
@@ -603,7 +602,7 @@ fn tap(
     }
     let taps = t.snapshot().taps.clone();
     let Some(reader) = taps.subscribe(id) else {
-        return left(owned_text(
+        return left(text(
             StatusCode::NOT_FOUND,
             format!(
                 "no running component `{id}` (running: {})\n",
@@ -680,14 +679,9 @@ impl hyper::body::Body for TapBody {
     }
 }
 
-fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = text(status, "");
-    *r.body_mut() = Full::new(Bytes::from(body));
-    r
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// A plain-text answer (a static text or one made for the request).
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

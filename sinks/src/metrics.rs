@@ -7,6 +7,7 @@ use std::sync::Mutex;
 /// Whether a component can do its work now (`/ready`,
 /// `lumen_component_healthy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Health {
     Healthy,
     /// A sink's receiver failed its check and is transiently unavailable.
@@ -18,12 +19,14 @@ pub enum Health {
 }
 
 impl Health {
-    const ALL: [Health; 4] = [
-        Health::Healthy,
-        Health::Unavailable,
-        Health::Misconfigured,
-        Health::Failed,
-    ];
+    fn from_u8(v: u8) -> Health {
+        match v {
+            1 => Health::Unavailable,
+            2 => Health::Misconfigured,
+            3 => Health::Failed,
+            _ => Health::Healthy,
+        }
+    }
 
     /// The word `/ready` and the metrics use.
     pub fn as_str(self) -> &'static str {
@@ -60,7 +63,7 @@ pub struct ComponentMetrics {
     /// (nanoseconds since the epoch; 0 before the first): while events wait
     /// behind it, how long the buffer's head has waited.
     pub taken_observed_ns: AtomicI64,
-    /// [`Health`] as its index, and why it is not healthy.
+    /// [`Health`] as its `u8`, and why it is not healthy.
     health: AtomicU8,
     problem: Mutex<Option<String>>,
 }
@@ -99,16 +102,12 @@ impl ComponentMetrics {
     /// Sets the component's health and why it is not healthy.
     pub fn set_health(&self, health: Health, problem: Option<String>) {
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
-        let i = Health::ALL.iter().position(|h| *h == health).unwrap_or(0);
-        self.health.store(i as u8, Ordering::Relaxed);
+        self.health.store(health as u8, Ordering::Relaxed);
     }
 
     /// The component's health and why it is not healthy.
     pub fn health(&self) -> (Health, Option<String>) {
-        let h = Health::ALL
-            .get(usize::from(self.health.load(Ordering::Relaxed)))
-            .copied()
-            .unwrap_or(Health::Healthy);
+        let h = Health::from_u8(self.health.load(Ordering::Relaxed));
         let problem = self
             .problem
             .lock()
@@ -119,7 +118,7 @@ impl ComponentMetrics {
 
     /// Healthy and not failing right now.
     pub fn is_healthy(&self) -> bool {
-        self.health.load(Ordering::Relaxed) == 0 && !self.is_failing()
+        self.health.load(Ordering::Relaxed) == Health::Healthy as u8 && !self.is_failing()
     }
 
     /// (received, sent, errors, dropped) right now.

@@ -147,7 +147,8 @@ fn audit_id(doc: &serde_json::Value) -> String {
         .to_owned()
 }
 
-fn config(r: &Receiver, api_port: u16) -> String {
+/// `[api]` on `api_port` and the audit source over `{dir}/logs/*.log`.
+fn audit_source(api_port: u16) -> String {
     format!(
         r#"
 data_dir = "{{dir}}/data"
@@ -158,18 +159,36 @@ address = "127.0.0.1:{api_port}"
 type = "k8s_audit_file"
 path = "{{dir}}/logs/*.log"
 poll_interval_ms = 50
+"#
+    )
+}
 
+/// The file sink beside the network sink.
+const LOCAL: &str = r#"
 [sinks.local]
 type = "file"
 inputs = ["audit"]
-path = "{{dir}}/local.ndjson"
+path = "{dir}/local.ndjson"
+"#;
 
-[sinks.net]
-type = "{kind}"
+/// The transform made to panic (`LUMEN_TEST_PANIC_IN=boom`) and its sink.
+const BOOM: &str = r#"
+[transforms.boom]
+type = "filter"
 inputs = ["audit"]
-{sink}"#,
-        kind = r.kind,
-        sink = r.sink
+
+[sinks.after_boom]
+type = "file"
+inputs = ["boom"]
+path = "{dir}/after.ndjson"
+"#;
+
+fn config(r: &Receiver, api_port: u16) -> String {
+    format!(
+        "{}{LOCAL}\n[sinks.net]\ntype = \"{}\"\ninputs = [\"audit\"]\n{}",
+        audit_source(api_port),
+        r.kind,
+        r.sink
     )
 }
 
@@ -382,32 +401,7 @@ fn a_component_that_panics_is_reported_and_lumen_stops_after_draining() {
     let dir = tempfile::tempdir().unwrap();
     write_audit_log(dir.path(), "boom", N);
     let port = free_port();
-    let config = format!(
-        r#"
-data_dir = "{{dir}}/data"
-[api]
-address = "127.0.0.1:{port}"
-
-[sources.audit]
-type = "k8s_audit_file"
-path = "{{dir}}/logs/*.log"
-poll_interval_ms = 50
-
-[sinks.local]
-type = "file"
-inputs = ["audit"]
-path = "{{dir}}/local.ndjson"
-
-[transforms.boom]
-type = "filter"
-inputs = ["audit"]
-
-[sinks.after_boom]
-type = "file"
-inputs = ["boom"]
-path = "{{dir}}/after.ndjson"
-"#
-    );
+    let config = format!("{}{LOCAL}{BOOM}", audit_source(port));
     let mut lumen = Lumen::start_with_args(
         dir,
         &config,
@@ -458,34 +452,10 @@ fn ready_names_the_failed_component_while_the_rest_drains() {
     write_audit_log(dir.path(), "drain", 5);
     let port = free_port();
     let config = format!(
-        r#"
-data_dir = "{{dir}}/data"
-[api]
-address = "127.0.0.1:{port}"
-
-[sources.audit]
-type = "k8s_audit_file"
-path = "{{dir}}/logs/*.log"
-poll_interval_ms = 50
-
-[sinks.es]
-type = "elasticsearch"
-inputs = ["audit"]
-endpoints = ["{es}"]
-batch.timeout_secs = 0.05
-request.retry_initial_backoff_secs = 0.1
-request.retry_max_duration_secs = 0.1
-
-[transforms.boom]
-type = "filter"
-inputs = ["audit"]
-
-[sinks.after_boom]
-type = "file"
-inputs = ["boom"]
-path = "{{dir}}/after.ndjson"
-"#,
-        es = es.url()
+        "{}{BOOM}\n[sinks.es]\ntype = \"elasticsearch\"\ninputs = [\"audit\"]\nendpoints = [\"{}\"]\n\
+         batch.timeout_secs = 0.05\nrequest.retry_initial_backoff_secs = 0.1\nrequest.retry_max_duration_secs = 0.1\n",
+        audit_source(port),
+        es.url()
     );
     let mut lumen = Lumen::start_with_args(
         dir,

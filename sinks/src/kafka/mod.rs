@@ -157,13 +157,13 @@ fn metadata_failure(e: &rdkafka::error::KafkaError) -> Unhealthy {
     use rdkafka::error::RDKafkaErrorCode as C;
     let reason = e.to_string();
     match e.rdkafka_error_code() {
-        Some(C::Authentication | C::SaslAuthenticationFailed) => {
-            Unhealthy::misconfigured(reason, health::FIX_CREDENTIALS)
-        }
+        Some(
+            C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed,
+        ) => Unhealthy::misconfigured(reason, health::FIX_CREDENTIALS),
         Some(C::SSL) => Unhealthy::misconfigured(reason, health::FIX_TLS),
-        Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => {
-            Unhealthy::misconfigured(reason, health::FIX_CREDENTIALS)
-        }
         _ => Unhealthy::unavailable(reason),
     }
 }

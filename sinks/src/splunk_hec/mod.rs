@@ -105,36 +105,21 @@ impl SplunkHecSink {
             return Ok(());
         }
         let endpoint = &self.delivery.service.endpoint;
-        let resp = self
-            .delivery
-            .service
+        let service = &self.delivery.service;
+        let health = service
             .client
             .get(format!("{endpoint}/services/collector/health"))
             .send()
-            .await
-            .map_err(|e| Unhealthy::from_transport(&e).context(endpoint))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Unhealthy::from_transport(&e).context(endpoint))?;
+            .await;
+        let (status, reply) = read_reply(health).await.map_err(|u| u.context(endpoint))?;
         if !status.is_success() {
-            return Err(classify(status, &HecReply::parse(&body))
-                .context(&format!("{endpoint}: HEC is unhealthy")));
+            return Err(classify(status, &reply).context(&format!("{endpoint}: HEC is unhealthy")));
         }
-        let resp = self
-            .delivery
-            .service
+        let token = service
             .request(Method::POST, "/services/collector/event", &[])
             .send()
-            .await
-            .map_err(|e| Unhealthy::from_transport(&e).context(endpoint))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Unhealthy::from_transport(&e).context(endpoint))?;
-        let reply = HecReply::parse(&body);
+            .await;
+        let (status, reply) = read_reply(token).await.map_err(|u| u.context(endpoint))?;
         match (status.as_u16(), reply.code) {
             (400, Some(5)) | (200, _) => {}
             _ => return Err(classify(status, &reply).context(endpoint)),
@@ -148,6 +133,20 @@ impl SplunkHecSink {
         let encoder = HecEncoder::new(&self.config);
         self.delivery.run(self.config.batch, encoder, rx).await;
     }
+}
+
+/// The status and HEC reply of a start-up request; a request that got no
+/// answer is classified by its transport error.
+async fn read_reply(
+    sent: Result<reqwest::Response, reqwest::Error>,
+) -> Result<(reqwest::StatusCode, HecReply), Unhealthy> {
+    let resp = sent.map_err(|e| Unhealthy::from_transport(&e))?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| Unhealthy::from_transport(&e))?;
+    Ok((status, HecReply::parse(&body)))
 }
 
 /// What an answer to a start-up request says of the receiver: the token

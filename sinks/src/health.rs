@@ -210,6 +210,12 @@ pub const PROBE_MAX: Duration = Duration::from_secs(10);
 /// A failure that lasts is logged again after this long.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// Whether a failed probe is logged: when the kind of failure changed, or
+/// once [`LOG_EVERY`] has passed since the last time it was.
+fn log_again(last: Health, now: Health, since_logged: Duration) -> bool {
+    now != last || since_logged >= LOG_EVERY
+}
+
 /// Logs a failed check of sink `name` as its kind deserves and marks the
 /// sink unhealthy.
 pub fn report(name: &str, metrics: &ComponentMetrics, why: &Unhealthy) {
@@ -268,7 +274,7 @@ where
                 return true;
             }
             Err(why) => {
-                if why.health() != last.health() || logged.elapsed() >= LOG_EVERY {
+                if log_again(last.health(), why.health(), logged.elapsed()) {
                     report(name, metrics, &why);
                     logged = Instant::now();
                 } else {
@@ -373,6 +379,15 @@ mod tests {
             Unhealthy::from_transport(&Outer(refused)),
             Unhealthy::Unavailable { .. }
         ));
+    }
+
+    #[test]
+    fn a_lasting_failure_is_logged_once_a_minute_and_at_each_change_of_kind() {
+        let (u, m) = (Health::Unavailable, Health::Misconfigured);
+        assert!(!log_again(u, u, Duration::from_secs(59)));
+        assert!(log_again(u, u, Duration::from_secs(60)));
+        assert!(log_again(u, m, Duration::from_secs(1)));
+        assert!(log_again(m, u, Duration::ZERO));
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use crate::network_sinks::peers::elasticsearch_peer::EsPeer;
 use crate::network_sinks::peers::otlp_peer::OtlpPeer;
 use crate::network_sinks::peers::splunk_peer::HecPeer;
 use crate::network_sinks::{runtime, write_audit_log};
-use crate::support::{free_port, http_client, read_ndjson, Lumen};
+use crate::support::{free_port, http_client, read_ndjson, scrape_text, Lumen};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
@@ -228,6 +228,12 @@ fn receiver_down_at_start(r: Receiver, log_needle: &str) {
         body.contains("sink `net`: receiver unavailable"),
         "/ready: {body}"
     );
+    let healthy = format!(
+        "lumen_component_healthy{{component_id=\"net\",component_kind=\"sink\",component_type=\"{}\"}} 0",
+        r.kind
+    );
+    let metrics = scrape_text(port);
+    assert!(metrics.contains(&healthy), "{metrics}");
     assert!((r.arrivals)().is_empty());
     (r.come_up)();
     let start = Instant::now();
@@ -478,4 +484,69 @@ fn ready_names_the_failed_component_while_the_rest_drains() {
     let arrivals = es.arrivals();
     assert!(!arrivals.is_empty(), "{}", log.join("\n"));
     assert!(arrivals.values().all(|n| *n == 1), "{arrivals:?}");
+}
+
+/// What a waiting sink does to its siblings. Behind a memory buffer of 10
+/// events, once that buffer is full the source is held back and the file
+/// sink beside it stops receiving too (nothing is lost: all arrive once the
+/// receiver is back); behind a disk buffer the file sink gets everything
+/// while the receiver is down.
+#[test]
+fn a_waiting_sink_holds_its_siblings_back_only_as_far_as_its_buffer_is_full() {
+    const MANY: usize = 300;
+    for disk in [false, true] {
+        let r = elasticsearch_busy();
+        let dir = tempfile::tempdir().unwrap();
+        write_audit_log(dir.path(), "sib", MANY);
+        let port = free_port();
+        let buffer = if disk {
+            "[sinks.net.buffer]\ntype = \"disk\"\n"
+        } else {
+            "[sinks.net.buffer]\ntype = \"memory\"\nmax_events = 10\n"
+        };
+        let mut lumen = Lumen::start_in(dir, &format!("{}{buffer}", config(&r, port)));
+        lumen.wait_for_log(UNAVAILABLE, Duration::from_secs(30));
+        let local = lumen.path("local.ndjson");
+        let settled = |want: usize| {
+            let start = Instant::now();
+            let mut last = (usize::MAX, Instant::now());
+            loop {
+                let n = read_ndjson(&local).len();
+                if n != last.0 {
+                    last = (n, Instant::now());
+                }
+                // Unchanged for a second, or everything there.
+                if n == want || last.1.elapsed() > Duration::from_secs(1) {
+                    return n;
+                }
+                assert!(start.elapsed() < Duration::from_secs(30));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let held = settled(MANY);
+        if disk {
+            assert_eq!(held, MANY, "the disk buffer did not keep the sinks apart");
+        } else {
+            assert!(
+                held < MANY / 2,
+                "the file sink got {held} of {MANY} while `net` waited behind a memory buffer of 10"
+            );
+        }
+        (r.come_up)();
+        let start = Instant::now();
+        while (r.arrivals)().len() < MANY || read_ndjson(&local).len() < MANY {
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "disk={disk}: {} and {} of {MANY}\n{}",
+                (r.arrivals)().len(),
+                read_ndjson(&local).len(),
+                lumen.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (status, log) = lumen.stop();
+        assert!(status.success(), "{}", log.join("\n"));
+        assert!((r.arrivals)().values().all(|n| *n == 1));
+        assert_eq!(read_ndjson(&local).len(), MANY);
+    }
 }

@@ -99,9 +99,9 @@ impl Detector {
             Detector::PasswordArg => {
                 r"(?i)((?:^|[\s\x00])-{1,2}(?:password|passwd|pass|pwd|secret|token|api[-_]?key|access[-_]?key)(?:=|[\s\x00]+))[^\s\x00]+"
             }
-            Detector::UrlCredentials => r"(?i)([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@",
+            Detector::UrlCredentials => r"(?i)([a-z][a-z0-9+.-]*://)[^/\s\x00:@]+:[^/\s\x00@]+@",
             Detector::SecretAssignment => {
-                r"(?i)((?-u:\b)[a-z0-9_]*(?:password|passwd|pwd|token|secret|api_?key|access_?key)[a-z0-9_]*\s*[=:]\s*)[^\s&;,]+"
+                r"(?i)((?-u:\b)[a-z0-9_]*(?:password|passwd|pwd|token|secret|api_?key|access_?key)[a-z0-9_]*\s*[=:]\s*)[^\s\x00&;,]+"
             }
         }
     }
@@ -623,6 +623,24 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(scrub(input).0, want, "{input}");
         }
+    }
+
+    #[test]
+    fn a_nul_ends_every_secret_so_arguments_stay_apart() {
+        // argv is NUL-separated: the next argument is not part of a value.
+        assert_eq!(
+            scrub("env\0API_TOKEN=abc123\0--verbose").0,
+            "env\0API_TOKEN=[secret_assignment]\0--verbose"
+        );
+        assert_eq!(
+            scrub("psql\0postgres://u:pw@db\0-c\0select 1").0,
+            "psql\0postgres://[url_credentials]db\0-c\0select 1"
+        );
+        assert_eq!(
+            scrub("curl\0https://a\0b:c@d").0,
+            "curl\0https://a\0b:c@d",
+            "credentials are not made of two arguments"
+        );
     }
 
     #[test]

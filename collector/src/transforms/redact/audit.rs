@@ -60,6 +60,9 @@ impl Redactor {
             pseudonyms,
             candidates,
             batch,
+            uri,
+            uri_decoded,
+            uri_argv,
             marker,
             ..
         } = scratch;
@@ -120,6 +123,8 @@ impl Redactor {
             member_rules: &[],
             k8s_drops,
             may_drop: k8s_drops.is_some() || self.rules.iter().any(|r| r.action == Action::Drop),
+            argv: ArgvState::default(),
+            uri_at: None,
         };
         json::edits_of(original, &mut visitor, buf, edits);
         // The free text, all at once: one screen over every string
@@ -127,8 +132,29 @@ impl Redactor {
         // that has a match keeps it in the batch) and a search for the known
         // values say whether any needs a closer look — most audit events
         // have none.
-        let candidates = std::mem::take(visitor.candidates);
+        let mut candidates = std::mem::take(visitor.candidates);
         batch.clear();
+        // A request URI whose query hides text behind encoding: decoded
+        // into the batch, screened with the rest (as it is, if it does not
+        // decode).
+        let mut uri_at = visitor.uri_at.take();
+        let mut mysql_p = false;
+        if let Some((range, key)) = uri_at.clone() {
+            if decode_uri(&original[range.clone()], uri, uri_decoded, uri_argv) {
+                batch.push_str(uri_decoded);
+                batch.push('\0');
+                batch.push_str(uri_argv);
+                batch.push('\0');
+                mysql_p = argv::is_mysql(
+                    lumen_schemas::event::split_argv(uri_argv)
+                        .next()
+                        .unwrap_or(""),
+                ) && argv::has_p_arg(uri_argv);
+            } else {
+                candidates.push((range, key));
+                uri_at = None;
+            }
+        }
         for (range, _) in &candidates {
             batch.push_str(&original[range.clone()]);
             batch.push('\0');
@@ -142,8 +168,18 @@ impl Redactor {
         if !known_in_batch {
             visitor.known_in_text = &[];
         }
+        let walked = edits.len();
+        if let Some((range, _)) = uri_at.filter(|_| visitor.screen || known_in_batch || mysql_p) {
+            let mark = buf.len();
+            if visitor.rewrite_uri(uri, uri_decoded, uri_argv, buf) {
+                edits.push(json::Edit {
+                    old: range,
+                    new: mark..buf.len(),
+                    string: true,
+                });
+            }
+        }
         if visitor.screen || known_in_batch {
-            let walked = edits.len();
             for (range, member) in &candidates {
                 let mark = buf.len();
                 let field = audit_member(&original[member.clone()]);
@@ -155,9 +191,9 @@ impl Redactor {
                     });
                 }
             }
-            if edits.len() > walked {
-                edits.sort_unstable_by_key(|e| e.old.start);
-            }
+        }
+        if edits.len() > walked {
+            edits.sort_unstable_by_key(|e| e.old.start);
         }
         *visitor.candidates = candidates;
         if edits.is_empty() {
@@ -298,6 +334,37 @@ fn reparse(a: &mut ApiActivity, raw: &str) {
     };
 }
 
+/// A `requestURI` as in the JSON text (`raw`), unescaped into `text`, and
+/// its path and query decoded into `decoded` and `argv` ([`uri::decode`]).
+/// False when it does not unescape or has no query.
+fn decode_uri(raw: &str, text: &mut String, decoded: &mut String, argv: &mut String) -> bool {
+    text.clear();
+    decoded.clear();
+    argv.clear();
+    if !json::unescape_into(raw, text) {
+        return false;
+    }
+    let Some((path, query)) = text.split_once('?') else {
+        return false;
+    };
+    decoded.push_str(path);
+    uri::decode(query, decoded, argv);
+    true
+}
+
+/// `text` as the inside of a JSON string literal, appended to `out`.
+fn push_escaped(out: &mut String, text: &str) -> bool {
+    let mut literal = Vec::with_capacity(text.len() + 64);
+    lumen_schemas::json::write_escaped(&mut literal, text);
+    match std::str::from_utf8(&literal) {
+        Ok(l) => {
+            out.push_str(&l[1..l.len() - 1]);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 fn unescape(raw: &str) -> Option<String> {
     let mut out = String::with_capacity(raw.len());
     json::unescape_into(raw, &mut out).then_some(out)
@@ -342,6 +409,28 @@ struct AuditVisitor<'a> {
     /// The depth of the last `"name": "<secret-ish>"` seen: its sibling
     /// `value` (a container's env var) is a secret.
     secret_name_at: Option<usize>,
+    /// Where the body's `command`/`args` array being walked is.
+    argv: ArgvState,
+    /// Where `requestURI` is in the original when its query needs decoding
+    /// (see [`uri`]): decoded into the free-text batch after the walk.
+    /// (The string, its key), as in `candidates`.
+    uri_at: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+/// A `command` or `args` array of an audit body, as an argv: one element
+/// after another.
+#[derive(Default)]
+struct ArgvState {
+    /// Its key, by where it is in the text (as `member_at`).
+    array: (usize, usize),
+    /// The elements seen so far.
+    seen: usize,
+    /// The last element was a secret flag: this one is its value.
+    value_next: bool,
+    /// The depth of the elements of the object's arrays whose `command[0]`
+    /// is of the mysql family (its `args` follow; a sibling scalar of
+    /// the arrays, the next container's `name`, ends it).
+    mysql_depth: Option<usize>,
 }
 
 /// What the built-in Kubernetes removals take from an event's bodies, by
@@ -454,14 +543,159 @@ impl AuditVisitor<'_> {
         if !changed {
             return false;
         }
-        let mut literal = Vec::with_capacity(rewritten.len() + 64);
-        lumen_schemas::json::write_escaped(&mut literal, &rewritten);
-        match std::str::from_utf8(&literal) {
-            Ok(l) => out.push_str(&l[1..l.len() - 1]),
-            Err(_) => return false,
+        if !push_escaped(out, &rewritten) {
+            return false;
         }
         self.must_parse = true;
         true
+    }
+
+    /// `requestURI` (`raw`, as in the JSON text) whose query may hide
+    /// something, decoded and rewritten right away (see [`rewrite_uri`]).
+    fn request_uri(&mut self, raw: &str, out: &mut String) -> bool {
+        let (mut text, mut decoded, mut argv) = (String::new(), String::new(), String::new());
+        decode_uri(raw, &mut text, &mut decoded, &mut argv)
+            && self.rewrite_uri(&text, &decoded, &argv, out)
+    }
+
+    /// A request URI (`text`, unescaped) decoded by [`decode_uri`] into
+    /// `decoded` (its path and other parameters, as one text) and `argv`
+    /// (its `command` values, a `kubectl exec`'s argv): both scrubbed, what
+    /// changed encoded again and the URI written as JSON string content
+    /// into `out`. Returns whether anything changed.
+    #[inline(never)]
+    fn rewrite_uri(&mut self, text: &str, decoded: &str, argv: &str, out: &mut String) -> bool {
+        let Some((_, query)) = text.split_once('?') else {
+            return false;
+        };
+        let field = audit_member("requestURI");
+        let mut new_text = String::new();
+        let new_text = self
+            .scrub(decoded, field.clone(), &mut new_text)
+            .then_some(new_text);
+        let new_argv = if argv.is_empty() {
+            None
+        } else {
+            self.scrub_argv(argv, field)
+        };
+        if new_text.is_none() && new_argv.is_none() {
+            return false;
+        }
+        // The scrubbed pieces go back where they were, encoded; the new
+        // arguments one for one into the `command` parameters. Where a
+        // detector joined pieces, all go where the first one was.
+        fn pieces(t: &str) -> std::str::Split<'_, char> {
+            t.split('\0')
+        }
+        let same = |new: Option<&str>, old: &str| {
+            new.is_none_or(|n| pieces(n).count() == pieces(old).count())
+        };
+        let (same_text, same_argv) = (
+            same(new_text.as_deref(), decoded),
+            same(new_argv.as_deref(), argv),
+        );
+        let mut text_pieces = pieces(new_text.as_deref().unwrap_or(decoded));
+        let mut args = pieces(new_argv.as_deref().unwrap_or(argv));
+        let mut rebuilt = String::with_capacity(text.len() + 32);
+        rebuilt.push_str(text_pieces.next().unwrap_or(""));
+        let mut sep = '?';
+        let mut push = |rebuilt: &mut String, f: &dyn Fn(&mut String)| {
+            rebuilt.push(sep);
+            sep = '&';
+            f(rebuilt);
+        };
+        for p in uri::params(query) {
+            let (same, new, changed) = if p.key == "command" {
+                (same_argv, &mut args, new_argv.is_some())
+            } else {
+                (same_text, &mut text_pieces, new_text.is_some())
+            };
+            if !changed {
+                push(&mut rebuilt, &|r| r.push_str(p.raw));
+            } else if same {
+                let piece = new.next().unwrap_or("");
+                if p.key == "command" {
+                    push(&mut rebuilt, &|r| uri::push_param(r, p.raw_key, piece));
+                } else {
+                    push(&mut rebuilt, &|r| uri::push_pair(r, piece));
+                }
+            } else {
+                for piece in new.by_ref() {
+                    push(&mut rebuilt, &|r| uri::push_pair(r, piece));
+                }
+            }
+        }
+        push_escaped(out, &rebuilt)
+    }
+
+    /// A NUL-separated argv scrubbed as the kernel's is (mysql's
+    /// `-pSECRET`, then known values and detectors); `None` when nothing
+    /// changed.
+    fn scrub_argv(&mut self, argv: &str, field: Cow<'static, str>) -> Option<String> {
+        let mut text = Cow::Borrowed(argv);
+        if argv::is_mysql(lumen_schemas::event::split_argv(argv).next().unwrap_or(""))
+            && argv::has_p_arg(argv)
+        {
+            text = Cow::Owned(argv::mask_p_args(argv));
+            self.marker
+                .record(field.clone(), Detector::PasswordArg.rule());
+        }
+        let mut out = String::new();
+        if self.scrub(&text, field, &mut out) {
+            return Some(out);
+        }
+        match text {
+            Cow::Owned(t) => Some(t),
+            Cow::Borrowed(_) => None,
+        }
+    }
+
+    /// An element of a `command`/`args` array of a request or response
+    /// body (a container's, an ephemeral container's, an exec probe's),
+    /// seen as the argv it is: the value after a secret flag, and mysql's
+    /// `-pSECRET`, which no detector finds in one element alone. `None`:
+    /// not such an element, or nothing to do here.
+    #[inline(never)]
+    fn argv_element(&mut self, path: &[Seg<'_>], raw: &str, out: &mut String) -> Option<bool> {
+        let n = path.len();
+        if self.argv.mysql_depth == Some(n + 1) {
+            // A sibling of the arrays: the next object.
+            self.argv.mysql_depth = None;
+        }
+        let (Some(Seg::Key(key @ ("command" | "args"))), Some(Seg::Index)) =
+            (path.get(n.wrapping_sub(2)), path.last())
+        else {
+            return None;
+        };
+        let array = (key.as_ptr() as usize, key.len());
+        if self.argv.array != array {
+            self.argv = ArgvState {
+                array,
+                mysql_depth: self.argv.mysql_depth,
+                ..ArgvState::default()
+            };
+        }
+        let first = self.argv.seen == 0 && *key == "command";
+        self.argv.seen += 1;
+        if first {
+            self.argv.mysql_depth = argv::is_mysql(raw).then_some(n);
+        }
+        let field = audit_field(path);
+        if std::mem::take(&mut self.argv.value_next) && !raw.is_empty() {
+            self.marker.record(field, Detector::PasswordArg.rule());
+            out.push_str("[password_arg]");
+            return Some(true);
+        }
+        if argv::takes_secret_next(raw) {
+            self.argv.value_next = true;
+            return None;
+        }
+        if !first && self.argv.mysql_depth == Some(n) && argv::is_p_arg(raw) {
+            self.marker.record(field, Detector::PasswordArg.rule());
+            out.push_str(argv::P_ARG_MASKED);
+            return Some(true);
+        }
+        None
     }
 
     /// Free text (of `field`): known values replaced by their pseudonyms,
@@ -581,6 +815,36 @@ impl AuditVisitor<'_> {
                 }
                 return true;
             }
+        }
+        // Array elements of bodies (and what follows a mysql `command`)
+        // only: most strings are neither.
+        if (self.argv.mysql_depth.is_some() || path.last() == Some(&Seg::Index))
+            && matches!(
+                path.first(),
+                Some(Seg::Key("requestObject" | "responseObject"))
+            )
+        {
+            if let Some(changed) = self.argv_element(path, raw, out) {
+                return changed;
+            }
+        }
+        if path == [Seg::Key("requestURI")]
+            && raw
+                .split_once('?')
+                .is_some_and(|(_, q)| uri::needs_decoding(q))
+        {
+            if self.nested {
+                // Not a string of the original: done right away.
+                return self.request_uri(raw, out);
+            }
+            let at = |s: &str| s.as_ptr() as usize - self.base;
+            let key = path.first().map_or(0..0, |s| match s {
+                Seg::Key(k) => at(k)..at(k) + k.len(),
+                Seg::Index => 0..0,
+            });
+            let start = at(raw);
+            self.uri_at = Some((start..start + raw.len(), key));
+            return false;
         }
         match path.last() {
             Some(Seg::Key("name")) => {

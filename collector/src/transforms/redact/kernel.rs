@@ -17,7 +17,7 @@ impl Redactor {
                 .any(|r| slot.is(r.ecs.as_deref()) && !value.is_empty())
                 || (slot.free_text()
                     && (self.detectors.may_match(value)
-                        || (slot == Slot::Argv && mysql && has_p_arg(value))))
+                        || (slot == Slot::Argv && mysql && argv::has_p_arg(value))))
         };
         let mut needed = false;
         visit_slots_ref(&event.kind, &mut |slot, s| needed |= wants(slot, s));
@@ -61,8 +61,8 @@ impl Redactor {
                 return false;
             }
             let mut text = Cow::Borrowed(value);
-            if slot == Slot::Argv && mysql && has_p_arg(value) {
-                text = Cow::Owned(mask_p_args(value));
+            if slot == Slot::Argv && mysql && argv::has_p_arg(value) {
+                text = Cow::Owned(argv::mask_p_args(value));
                 marker.record(slot.field(), Detector::PasswordArg.rule());
             }
             let mut scrubbed = String::new();
@@ -118,38 +118,7 @@ impl Redactor {
 
 /// The mysql family takes `-pSECRET` glued to the flag.
 fn is_mysql(p: &Process) -> bool {
-    let name = p.args().next().unwrap_or("");
-    let base = name.rsplit('/').next().unwrap_or(name);
-    matches!(
-        base,
-        "mysql"
-            | "mysqldump"
-            | "mysqladmin"
-            | "mysqlimport"
-            | "mysqlshow"
-            | "mariadb"
-            | "mariadb-dump"
-    )
-}
-
-fn has_p_arg(argv: &str) -> bool {
-    lumen_schemas::event::split_argv(argv)
-        .any(|a| a.len() > 2 && a.starts_with("-p") && !a.starts_with("--"))
-}
-
-fn mask_p_args(argv: &str) -> String {
-    let mut out = String::with_capacity(argv.len());
-    for (i, a) in lumen_schemas::event::split_argv(argv).enumerate() {
-        if i > 0 {
-            out.push('\0');
-        }
-        if i > 0 && a.len() > 2 && a.starts_with("-p") && !a.starts_with("--") {
-            out.push_str("-p[password_arg]");
-        } else {
-            out.push_str(a);
-        }
-    }
-    out
+    argv::is_mysql(p.args().next().unwrap_or(""))
 }
 
 /// The string fields of a kernel event.

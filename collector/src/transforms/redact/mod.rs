@@ -31,11 +31,13 @@
 //! (never values): ECS `labels.lumen_redacted_fields`/`…_rules`, OCSF
 //! `metadata.labels`.
 
+mod argv;
 mod audit;
 mod config;
 pub mod detect;
 pub mod json;
 mod kernel;
+mod uri;
 
 use config::audit_paths;
 pub use config::{Action, DetectorAction, KubernetesConfig, RedactConfig, RuleConfig, FIELDS};
@@ -136,6 +138,12 @@ struct Scratch {
     /// (The string, the key of the top-level member it is in.)
     candidates: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     batch: String,
+    /// A `requestURI` whose query is decoded (see [`uri`]): its text
+    /// unescaped, its path and other parameters decoded, its `command`
+    /// values.
+    uri: String,
+    uri_decoded: String,
+    uri_argv: String,
     /// For moving fields: how far the edits before each one shift the text.
     shifts: Vec<usize>,
     /// For an escaped string a rule changed: its old and new unescaped

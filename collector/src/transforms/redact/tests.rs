@@ -37,6 +37,17 @@ const SEEDED: &[&str] = &[
     "10.0.0.5",
     "mailme@example.net",
     "DE89 3704 0044 0532 0130 00",
+    // kubectl exec argv in request URIs, and argv arrays in bodies.
+    "ExecPw0rd1",
+    "Pg1Secret9",
+    "DashTok3n99",
+    "UrlPw77",
+    "tokEnc0ded99",
+    "EscPw0rd42",
+    "EphemPw55",
+    "EphemKey777",
+    "EphemInline8",
+    "ProbeTok3n66",
 ];
 
 fn redactor(key: &str) -> Redactor {
@@ -66,6 +77,19 @@ fn token_request() -> Event {
         r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-3","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/serviceaccounts/app/token","verb":"create","user":{"username":"system:node:n1","groups":[]},"sourceIPs":["10.1.2.4"],"objectRef":{"resource":"serviceaccounts","subresource":"token","namespace":"prod","name":"app","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"responseObject":{"kind":"TokenRequest","status":{"token":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJlX3Rlc3Q","expirationTimestamp":"2026-11-29T11:00:00Z"}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#,
     )
 }
+
+/// `kubectl exec` requests: the command's argv as URL-encoded `command`
+/// parameters (`%2D` for `-`, `%3D` for `=`, `+` for a space, `%40` …).
+const EXEC_MYSQL: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"x-1","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/db/pods/mysql-0/exec?command=mysql\u0026command=-uroot\u0026command=%2DpExecPw0rd1\u0026container=mysql\u0026stdin=true\u0026stdout=true\u0026tty=true","verb":"create","user":{"username":"ops","groups":[]},"sourceIPs":["10.1.2.5"],"objectRef":{"resource":"pods","subresource":"exec","namespace":"db","name":"mysql-0","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":101},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#;
+
+const EXEC_FLAGS: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"x-2","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/db/pods/pg-0/exec?command=psql\u0026command=--password\u0026command=Pg1Secret9\u0026command=--token%3DDashTok3n99\u0026command=postgres%3A%2F%2Fadmin%3AUrlPw77%40db%3A5432%2Fx\u0026command=env\u0026command=API_TOKEN%3DtokEnc0ded99\u0026command=sh+-c\u0026stdout=true","verb":"create","user":{"username":"ops","groups":[]},"sourceIPs":["10.1.2.5"],"objectRef":{"resource":"pods","subresource":"exec","namespace":"db","name":"pg-0","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":101},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#;
+
+/// `&` unescaped (as some audit backends write it) and an attach.
+const ATTACH_PLAIN: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"x-3","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/db/pods/app-0/attach?command=app&command=--secret&command=EscPw0rd42&stdin=true","verb":"create","user":{"username":"ops","groups":[]},"sourceIPs":["10.1.2.5"],"objectRef":{"resource":"pods","subresource":"attach","namespace":"db","name":"app-0","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":101},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#;
+
+/// Ephemeral containers and an exec probe: argv as `command`/`args`
+/// arrays. The second container is not mysql: its `-pKeepMe` stays.
+const EPHEMERAL: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"x-4","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/db/pods/mysql-0/ephemeralcontainers","verb":"patch","user":{"username":"ops","groups":[]},"sourceIPs":["10.1.2.5"],"objectRef":{"resource":"pods","subresource":"ephemeralcontainers","namespace":"db","name":"mysql-0","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"requestObject":{"kind":"Pod","spec":{"ephemeralContainers":[{"name":"debugger","image":"mysql:8","command":["mysql","-h","db"],"args":["-uroot","-pEphemPw55"]},{"name":"tool","image":"busybox","command":["app","--api-key","EphemKey777","--password=EphemInline8","-pKeepMe","-p","8080"],"livenessProbe":{"exec":{"command":["check","--token","ProbeTok3n66"]}}}]}},"stageTimestamp":"2026-11-29T10:00:00.000002Z"}"#;
 
 fn process(exe: &str, args: &[&str], parent: &str) -> Process {
     let mut p = Process::default().with_text(exe, exe.rsplit('/').next().unwrap(), args);
@@ -147,6 +171,11 @@ fn corpus() -> Vec<Event> {
         mysql_exec(),
         file_write(),
         connect(),
+        audit(EXEC_MYSQL),
+        audit(EXEC_FLAGS),
+        audit(ATTACH_PLAIN),
+        audit(EPHEMERAL),
+        aks(EXEC_FLAGS, true),
     ]
 }
 
@@ -473,6 +502,7 @@ fn moved_fields_agree_with_a_parse_of_the_redacted_original() {
         .map(|a| Event::api_activity(a, Arc::default(), Timestamp(1)))
         .collect();
     events.extend([pod_create(), secret_create(), token_request()]);
+    events.extend([EXEC_MYSQL, EXEC_FLAGS, ATTACH_PLAIN, EPHEMERAL].map(audit));
     let r = redactor("k");
     let mut checked = 0;
     for e in &events {
@@ -536,4 +566,132 @@ fn token_reviews_lose_their_token_and_configmap_data_goes_when_asked() {
         .rules
         .iter()
         .any(|r| r == "k8s:configmap_data"));
+}
+
+/// The argv of `kubectl exec` URIs and of body arrays: each secret is gone
+/// in every form it could take (as written, URL-encoded, with `+`), what is
+/// not a secret is kept, and the URI still says what was run.
+#[test]
+fn exec_command_lines_lose_their_secrets_in_every_encoding() {
+    let r = redactor("k");
+    let encoded = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    for (line, secrets, kept) in [
+        (
+            EXEC_MYSQL,
+            &["ExecPw0rd1"][..],
+            &[
+                "command=mysql",
+                "command=-uroot",
+                "command=-p%5Bpassword_arg%5D",
+                "container=mysql",
+                "tty=true",
+            ][..],
+        ),
+        (
+            EXEC_FLAGS,
+            &["Pg1Secret9", "DashTok3n99", "UrlPw77", "tokEnc0ded99"],
+            &[
+                "command=psql",
+                "command=--password",
+                "command=env",
+                "command=sh+-c",
+                "stdout=true",
+            ],
+        ),
+        (
+            ATTACH_PLAIN,
+            &["EscPw0rd42"],
+            &["command=app&command=--secret&command=%5Bpassword_arg%5D&stdin=true"],
+        ),
+        (
+            EPHEMERAL,
+            &["EphemPw55", "EphemKey777", "EphemInline8", "ProbeTok3n66"],
+            &[
+                r#""-p[password_arg]""#,
+                r#""--api-key","[password_arg]""#,
+                r#""-pKeepMe","-p","8080""#,
+                r#""--token","[password_arg]""#,
+            ],
+        ),
+    ] {
+        let event = audit(line);
+        let before = output_bytes(&event);
+        for secret in secrets {
+            assert!(
+                memchr::memmem::find(&before, secret.as_bytes()).is_some(),
+                "{secret} is not in the unredacted event"
+            );
+        }
+        let red = r
+            .redacted(&event)
+            .unwrap_or_else(|| panic!("unchanged: {line}"));
+        let after = output_bytes(&red);
+        for secret in secrets {
+            for form in [secret.to_string(), encoded(secret)] {
+                assert!(
+                    memchr::memmem::find(&after, form.as_bytes()).is_none(),
+                    "{form} survived: {}",
+                    String::from_utf8_lossy(&after)
+                );
+            }
+        }
+        let EventKind::ApiActivity(a) = &red.kind else {
+            unreachable!()
+        };
+        let original = a.original();
+        for k in kept {
+            assert!(original.contains(k), "{k} not kept in {original}");
+        }
+        // url.original (ECS) follows the redacted URI.
+        let mut ecs = Vec::new();
+        Schema::Ecs.encode(&red, &mut ecs);
+        let v: serde_json::Value = serde_json::from_slice(&ecs).unwrap();
+        let url = v["url"]["original"].as_str().unwrap_or("");
+        if line != EPHEMERAL {
+            assert!(
+                url.contains("[password_arg]") || url.contains("%5Bpassword_arg%5D"),
+                "{url}"
+            );
+        }
+        assert!(
+            red.redaction
+                .rules
+                .iter()
+                .any(|r| r == "detector:password_arg"),
+            "{:?}",
+            red.redaction
+        );
+    }
+}
+
+/// What looks like argv but is not a secret stays: a URI without
+/// `command`, a non-mysql `-p`, `-p` alone, a flag's ordinary value.
+#[test]
+fn exec_uris_and_argv_arrays_without_secrets_pass_untouched() {
+    let r = redactor("k");
+    for line in [
+        EXEC_MYSQL.replace("%2DpExecPw0rd1", "-p"),
+        EXEC_MYSQL
+            .replace("command=mysql", "command=iperf")
+            .replace("%2DpExecPw0rd1", "-p5201"),
+        EXEC_FLAGS
+            .replace("command=--password\\u0026command=Pg1Secret9\\u0026command=--token%3DDashTok3n99\\u0026command=postgres%3A%2F%2Fadmin%3AUrlPw77%40db%3A5432%2Fx\\u0026command=env\\u0026command=API_TOKEN%3DtokEnc0ded99\\u0026", "command=--port\\u0026command=5432\\u0026"),
+        POD_CREATE
+            .replace("?labelSelector=owner%3Djdoe-personal&token=tok3nVALUE123", "?limit=500&labelSelector=app%3Dweb")
+            .replace("jdoe-personal", "x")
+            .replace(r#""requestObject""#, r#""requestObjectX""#),
+    ] {
+        let event = audit(&line);
+        let EventKind::ApiActivity(before) = &event.kind else { unreachable!() };
+        let uri = before.s(before.request_uri).to_owned();
+        let red = r.redacted(&event);
+        let after = red
+            .as_ref()
+            .map(|e| match &e.kind {
+                EventKind::ApiActivity(a) => a.s(a.request_uri).to_owned(),
+                _ => unreachable!(),
+            })
+            .unwrap_or_else(|| uri.clone());
+        assert_eq!(after, uri, "{line}");
+    }
 }

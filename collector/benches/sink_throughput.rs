@@ -6,7 +6,11 @@
 //! official protobuf types.
 //! Reports events/s (first event to last accepted), Lumen's CPU per event
 //! (utime + stime: events/s per core), and its peak RSS (VmHWM).
-//! Run: `cargo bench -p lumen --bench sink_throughput [-- word]`.
+//! The HEC receiver hands out an ackId per request and reports it indexed
+//! once `index delay` has passed since it took the request, as an indexer
+//! does; its rows also report when the last event was confirmed indexed.
+//! Run: `cargo bench -p lumen --bench sink_throughput [-- word]`;
+//! `LUMEN_BENCH_EVENTS=n` sets the number of events (default 200,000).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -26,12 +30,64 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const EVENTS: usize = 200_000;
+static EVENTS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("LUMEN_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000)
+});
+
+/// HEC's indexer, as the receiver plays it: request `ackId` was taken at
+/// `taken[ackId]` with so many events; indexed `delay` later.
+struct Indexer {
+    delay: Duration,
+    taken: std::sync::Mutex<Vec<(Instant, u64, bool)>>,
+    /// Events reported indexed to an ack query.
+    confirmed: AtomicU64,
+}
+
+impl Indexer {
+    fn take(&self, events: u64) -> usize {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        taken.push((Instant::now(), events, false));
+        taken.len() - 1
+    }
+
+    /// `{"acks":{"id":bool,...}}` for the ids of an ack query's body.
+    fn query(&self, body: &[u8]) -> String {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let ids = body
+            .split(|b| !b.is_ascii_digit())
+            .filter(|d| !d.is_empty())
+            .filter_map(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok());
+        let mut out = String::from("{\"acks\":{");
+        for (i, id) in ids.enumerate() {
+            let done = match taken.get_mut(id) {
+                Some((at, events, reported)) if now >= *at + self.delay => {
+                    if !*reported {
+                        *reported = true;
+                        self.confirmed.fetch_add(*events, Ordering::Relaxed);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("\"{id}\":{done}"));
+        }
+        out.push_str("}}");
+        out
+    }
+}
 
 /// A receiver that accepts everything: for `/_bulk`, one `create` item per
-/// action line; for HEC, `Success` with an ackId, and every ack true.
+/// action line; for HEC, `Success` with an ackId, indexed as `indexer` says.
 async fn receiver(
     count: Arc<AtomicU64>,
+    indexer: Arc<Indexer>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
@@ -57,10 +113,12 @@ async fn receiver(
             out
         }
         "/services/collector/event" => {
-            count.fetch_add(memchr_count(&body) as u64, Ordering::Relaxed);
-            "{\"text\":\"Success\",\"code\":0,\"ackId\":1}".to_owned()
+            let events = memchr_count(&body) as u64;
+            let id = indexer.take(events);
+            count.fetch_add(events, Ordering::Relaxed);
+            format!("{{\"text\":\"Success\",\"code\":0,\"ackId\":{id}}}")
         }
-        "/services/collector/ack" => "{\"acks\":{\"1\":true}}".to_owned(),
+        "/services/collector/ack" => indexer.query(&body),
         _ => "{\"status\":\"green\"}".to_owned(),
     };
     Ok(Response::new(Full::new(Bytes::from(text))))
@@ -125,7 +183,7 @@ fn kafka_counter(servers: String, topic: &'static str, count: Arc<AtomicU64>) {
                 }
             }
             count.store(total, Ordering::Relaxed);
-            if total as usize >= EVENTS {
+            if total as usize >= *EVENTS {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -133,7 +191,11 @@ fn kafka_counter(servers: String, topic: &'static str, count: Arc<AtomicU64>) {
     });
 }
 
-fn start_receiver(rt: &tokio::runtime::Runtime, count: Arc<AtomicU64>) -> String {
+fn start_receiver(
+    rt: &tokio::runtime::Runtime,
+    count: Arc<AtomicU64>,
+    indexer: Arc<Indexer>,
+) -> String {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -144,8 +206,11 @@ fn start_receiver(rt: &tokio::runtime::Runtime, count: Arc<AtomicU64>) -> String
                 return;
             };
             let count = count.clone();
+            let indexer = indexer.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| receiver(count.clone(), req));
+                let service = hyper::service::service_fn(move |req| {
+                    receiver(count.clone(), indexer.clone(), req)
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -181,7 +246,7 @@ fn write_log(path: &std::path::Path) -> f64 {
     let mut out =
         std::io::BufWriter::new(std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}")));
     let mut bytes = 0usize;
-    for i in 0..EVENTS {
+    for i in 0..*EVENTS {
         let line = lines[i % lines.len()];
         // A unique auditID per event: replace the first 8 hex digits.
         let at = line.find("\"auditID\":\"").unwrap_or(0) + 11;
@@ -190,7 +255,7 @@ fn write_log(path: &std::path::Path) -> f64 {
         writeln!(out, "{unique}").unwrap_or_else(|e| panic!("{e}"));
     }
     out.flush().unwrap_or_else(|e| panic!("{e}"));
-    bytes as f64 / EVENTS as f64
+    bytes as f64 / *EVENTS as f64
 }
 
 fn main() {
@@ -206,7 +271,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     std::fs::create_dir(dir.path().join("logs")).unwrap_or_else(|e| panic!("{e}"));
     let mean = write_log(&dir.path().join("logs/audit.log"));
-    println!("input: {EVENTS} Kubernetes audit events, mean {mean:.0} bytes per line; receiver in-process on the same 2 cores");
+    println!("input: {} Kubernetes audit events, mean {mean:.0} bytes per line; receiver in-process on the same 2 cores", *EVENTS);
     println!();
     println!("| path | events/s | Lumen CPU | events/s per core of Lumen CPU | peak RSS |");
     println!("| --- | --- | --- | --- | --- |");
@@ -232,8 +297,12 @@ fn main() {
             "type = \"elasticsearch\"\nendpoints = [\"{url}\"]\nhealthcheck = false\ninstall_templates = false\n",
         ),
         (
-            "audit file → OCSF → splunk_hec (indexer acks)",
-            "type = \"splunk_hec\"\nendpoint = \"{url}\"\ndefault_token = \"bench\"\nhealthcheck = false\nacknowledgements.query_interval = 0.01\n",
+            "audit file → OCSF → splunk_hec (indexer acks, indexed at once)",
+            "type = \"splunk_hec\"\nendpoint = \"{url}\"\ndefault_token = \"bench\"\nhealthcheck = false\n",
+        ),
+        (
+            "audit file → OCSF → splunk_hec (indexer acks, indexed 2 s after receipt)",
+            "type = \"splunk_hec\"\nendpoint = \"{url}\"\ndefault_token = \"bench\"\nhealthcheck = false\n",
         ),
         (
             "audit file → OCSF → kafka (mock cluster, 3 brokers, zstd, acks=all)",
@@ -244,6 +313,7 @@ fn main() {
             "type = \"otlp\"\nendpoint = \"{url}\"\n",
         ),
     ];
+    let mut notes = Vec::new();
     let mock = MockCluster::new(3).unwrap_or_else(|e| panic!("{e}"));
     mock.create_topic("lumen.api_activity", 3, 1)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -252,6 +322,11 @@ fn main() {
         .filter(|(n, _)| only.is_empty() || only.iter().any(|w| n.contains(w.as_str())))
     {
         let count = Arc::new(AtomicU64::new(0));
+        let indexer = Arc::new(Indexer {
+            delay: Duration::from_secs(if name.contains("2 s") { 2 } else { 0 }),
+            taken: std::sync::Mutex::new(Vec::new()),
+            confirmed: AtomicU64::new(0),
+        });
         let url = if name.contains("kafka") {
             kafka_counter(
                 mock.bootstrap_servers(),
@@ -262,7 +337,7 @@ fn main() {
         } else if name.contains("otlp") {
             start_otlp(&rt, count.clone())
         } else {
-            start_receiver(&rt, count.clone())
+            start_receiver(&rt, count.clone(), indexer.clone())
         };
         // A transform between the source and the sink, when the path has one.
         let (transform, input) = if name.contains("redact") {
@@ -295,26 +370,43 @@ fn main() {
         let (cpu0, _) = usage(pid);
         let t = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(300);
-        while (count.load(Ordering::Relaxed) as usize) < EVENTS && Instant::now() < deadline {
+        while (count.load(Ordering::Relaxed) as usize) < *EVENTS && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         let elapsed = t.elapsed().as_secs_f64();
         let (cpu1, rss) = usage(pid);
+        if name.contains("splunk_hec") {
+            while (indexer.confirmed.load(Ordering::Relaxed) as usize) < *EVENTS
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let confirmed = indexer.confirmed.load(Ordering::Relaxed);
+            let secs = t.elapsed().as_secs_f64();
+            notes.push(format!(
+                "{name}: {confirmed} events confirmed indexed {secs:.2} s after the first arrived ({:.0} events/s to the last confirmation)",
+                confirmed as f64 / secs
+            ));
+        }
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let _ = child.wait();
         let got = count.load(Ordering::Relaxed) as usize;
         assert!(
-            got >= EVENTS,
-            "{name}: only {got} of {EVENTS} events arrived"
+            got >= *EVENTS,
+            "{name}: only {got} of {} events arrived",
+            *EVENTS
         );
         let cpu = cpu1 - cpu0;
         println!(
             "| {name} | {:.0} | {:.2} cores | {:.0} | {:.0} MiB |",
-            EVENTS as f64 / elapsed,
+            *EVENTS as f64 / elapsed,
             cpu / elapsed,
-            EVENTS as f64 / cpu,
+            *EVENTS as f64 / cpu,
             rss
         );
+    }
+    for note in notes {
+        println!("\n{note}");
     }
 }

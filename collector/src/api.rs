@@ -392,6 +392,17 @@ impl Collector for Exporter {
                 .map(|(id, d)| ([("component_id", id.as_str())], value(d)));
             family(e, (name, help, Counter), samples)?;
         }
+        family(
+            e,
+            (
+                "lumen_sink_pending_acks",
+                "Requests a network sink sent and waits to have confirmed (Splunk HEC indexer acknowledgement); at acknowledgements.max_pending_acks the sink waits.",
+                Gauge,
+            ),
+            t.deliveries
+                .iter()
+                .map(|(id, d)| ([("component_id", id.as_str())], load(&d.pending_acks))),
+        )?;
         let mut latency = e.encode_descriptor(
             "lumen_sink_request_duration_seconds",
             "How long a network sink's requests took, answered or not.",

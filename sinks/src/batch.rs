@@ -2,11 +2,14 @@
 //! buffer, each item a range of it, so a retry of some items rebuilds its
 //! request from the same bytes.
 
+use crate::ack::Ack;
 use crate::Envelope;
 use bytes::Bytes;
+use lumen_schemas::time::Timestamp;
 use lumen_schemas::Event;
 use serde::Deserialize;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -67,12 +70,23 @@ pub trait Encoder: Send + Sync + 'static {
     /// document) to `buf`, and returns where in `buf` the event's own
     /// document is (what a dead letter keeps).
     fn encode(&self, event: &Event, buf: &mut Vec<u8>) -> Range<usize>;
+
+    /// Whether requests are built from the events themselves, not only
+    /// from their encoded bytes (OTLP): otherwise a batch lets go of each
+    /// event once it is encoded, so a request waiting for its answer or its
+    /// ack holds the bytes only.
+    const KEEPS_EVENTS: bool = false;
 }
 
 /// One event of a batch.
 #[derive(Debug)]
 pub struct Item {
-    pub env: Envelope,
+    /// Completed once the event is delivered or rejected.
+    pub ack: Ack,
+    /// The event, when the encoder keeps it ([`Encoder::KEEPS_EVENTS`]).
+    pub event: Option<Arc<Event>>,
+    /// When the event was observed (for the sink's lag).
+    pub observed: Timestamp,
     /// What the event sends as, in [`Batch::buf`].
     pub bytes: Range<usize>,
     /// The event's document, in [`Batch::buf`].
@@ -80,6 +94,19 @@ pub struct Item {
     /// A request that carried it failed ambiguously (the receiver may have
     /// it): a later success may be a duplicate.
     pub maybe_delivered: bool,
+}
+
+impl Item {
+    fn new<E: Encoder>(env: Envelope, bytes: Range<usize>, doc: Range<usize>) -> Self {
+        Item {
+            observed: env.event.observed,
+            event: E::KEEPS_EVENTS.then_some(env.event),
+            ack: env.ack,
+            bytes,
+            doc,
+            maybe_delivered: false,
+        }
+    }
 }
 
 /// Events encoded for one request. The buffer is shared, not copied, by
@@ -151,12 +178,7 @@ impl<E: Encoder> Batcher<E> {
         if let Some((env, bytes, doc)) = self.carry.take() {
             let len = bytes.len();
             buf.extend_from_slice(&bytes);
-            items.push(Item {
-                env,
-                bytes: 0..len,
-                doc,
-                maybe_delivered: false,
-            });
+            items.push(Item::new::<E>(env, 0..len, doc));
         } else {
             let env = rx.recv().await?;
             self.push(&mut buf, &mut items, env);
@@ -211,11 +233,6 @@ impl<E: Encoder> Batcher<E> {
             self.carry = Some((env, bytes, doc));
             return;
         }
-        items.push(Item {
-            env,
-            bytes: start..end,
-            doc,
-            maybe_delivered: false,
-        });
+        items.push(Item::new::<E>(env, start..end, doc));
     }
 }

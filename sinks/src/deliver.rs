@@ -2,8 +2,12 @@
 //! batch → send through the sink's service → classify each event's outcome
 //! → acknowledge, retry, or dead-letter.
 //!
-//! - Up to `request.concurrency` batches are in flight; a full house holds
+//! - Up to `request.concurrency` requests are in flight; a full house holds
 //!   the next batch back, which holds the input channel back (backpressure).
+//!   A request whose receiver took the events and confirms them later
+//!   ([`Outcome::Accepted`], HEC's indexer acknowledgement) frees its slot
+//!   while it waits for the confirmation; its events are acknowledged
+//!   upstream only when the confirmation says delivered.
 //! - Retriable outcomes (429, 5xx, timeouts, resets) are retried with
 //!   backoff, only the events that need it: what the receiver accepted is
 //!   never sent again.
@@ -26,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// What the receiver made of one event.
@@ -40,6 +44,9 @@ pub enum Outcome {
         after: Option<Duration>,
         ambiguous: bool,
     },
+    /// Taken; the receiver says later whether it was delivered (HEC's
+    /// `ackId`): the request's slot is free while waiting.
+    Accepted(Confirmation),
     /// Never: dead-letter it.
     Reject { reason: String },
     /// The sink cannot deliver anything as configured (credentials).
@@ -52,6 +59,65 @@ impl Outcome {
             reason: reason.into(),
             after: None,
             ambiguous: false,
+        }
+    }
+}
+
+/// A receiver's later word on events it took: the outcome is sent once,
+/// through [`Confirmation::pending`]'s sender. Every event of a request
+/// shares one (clones compare equal).
+#[derive(Clone, Debug)]
+pub struct Confirmation(Arc<std::sync::Mutex<Option<oneshot::Receiver<Outcome>>>>);
+
+impl PartialEq for Confirmation {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Confirmation {
+    /// A confirmation and where its outcome is to be sent.
+    pub fn pending() -> (oneshot::Sender<Outcome>, Confirmation) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Confirmation(Arc::new(std::sync::Mutex::new(Some(rx)))))
+    }
+
+    /// Waits for the outcome (once: a second wait answers at once). A
+    /// sender dropped unanswered is an ambiguous failure.
+    async fn outcome(&self) -> Outcome {
+        let rx = self.0.lock().map(|mut rx| rx.take()).unwrap_or(None);
+        let lost = || Outcome::Retry {
+            reason: "the receiver's confirmation was lost (its task ended)".into(),
+            after: None,
+            ambiguous: true,
+        };
+        match rx {
+            Some(rx) => rx.await.unwrap_or_else(|_| lost()),
+            None => lost(),
+        }
+    }
+}
+
+/// Replaces every [`Outcome::Accepted`] with what its confirmation says,
+/// waiting for each distinct confirmation once.
+async fn confirmed(outcomes: &mut [Outcome]) {
+    let mut k = 0;
+    while let Some(first) = outcomes[k..]
+        .iter()
+        .position(|o| matches!(o, Outcome::Accepted(_)))
+    {
+        k += first;
+        let Outcome::Accepted(c) = outcomes[k].clone() else {
+            break;
+        };
+        let outcome = match c.outcome().await {
+            Outcome::Accepted(_) => Outcome::retry("internal: a confirmation confirmed nothing"),
+            other => other,
+        };
+        for o in outcomes[k..].iter_mut() {
+            if *o == Outcome::Accepted(c.clone()) {
+                *o = outcome.clone();
+            }
         }
     }
 }
@@ -76,6 +142,9 @@ pub struct DeliveryMetrics {
     pub possible_duplicates: AtomicU64,
     /// Requests that failed fatally (credentials).
     pub fatal: AtomicU64,
+    /// Requests the receiver took and has not yet confirmed (HEC's
+    /// indexer acknowledgement): a gauge.
+    pub pending_acks: AtomicU64,
     /// How long each request took, answered or not.
     pub latency: Latency,
 }
@@ -150,6 +219,8 @@ pub struct Delivery<S> {
     /// at the next start, instead of holding the shutdown up.
     pub keep_unsent_on_close: bool,
     closing: tokio::sync::watch::Sender<bool>,
+    /// `request.concurrency` request slots.
+    slots: Arc<Semaphore>,
 }
 
 impl<S: Service> Delivery<S> {
@@ -168,12 +239,13 @@ impl<S: Service> Delivery<S> {
         Delivery {
             name: name.to_owned(),
             service: Arc::new(service),
-            request,
             dead_letters: Arc::new(DeadLetters::new(path, name)),
             metrics,
             delivery: Arc::new(DeliveryMetrics::default()),
             keep_unsent_on_close: false,
             closing: tokio::sync::watch::Sender::new(false),
+            slots: Arc::new(Semaphore::new(request.concurrency.max(1))),
+            request,
         }
     }
 
@@ -205,20 +277,21 @@ impl<S: Service> Delivery<S> {
             }
             this.metrics.add_received(batch.items.len() as u64);
             if let Some(last) = batch.items.last() {
-                this.metrics.took(last.env.event.observed);
+                this.metrics.took(last.observed);
             }
-            while in_flight.len() >= this.request.concurrency.max(1) {
+            while in_flight.try_join_next().is_some() {}
+            let slot = loop {
                 tokio::select! {
-                    _ = in_flight.join_next() => {}
+                    slot = this.slots.clone().acquire_owned() => break slot.ok(),
                     () = tokio::time::sleep(Duration::from_millis(100)), if keep => {
                         if rx.is_closed() {
                             this.closing.send_replace(true);
                         }
                     }
                 }
-            }
+            };
             let me = this.clone();
-            in_flight.spawn(async move { me.deliver(batch).await });
+            in_flight.spawn(async move { me.deliver(batch, slot).await });
         }
         this.closing.send_replace(true);
         while in_flight.join_next().await.is_some() {}
@@ -233,16 +306,26 @@ impl<S: Service> Delivery<S> {
         );
     }
 
-    /// Sends one batch until every event in it is delivered or rejected.
-    async fn deliver(&self, mut batch: Batch) {
+    /// Sends one batch until every event in it is delivered or rejected,
+    /// holding a request slot while sending or waiting to resend.
+    async fn deliver(&self, mut batch: Batch, mut slot: Option<OwnedSemaphorePermit>) {
         let mut pending: Vec<usize> = (0..batch.items.len()).collect();
         let mut attempt: u64 = 0;
         while !pending.is_empty() {
             attempt += 1;
+            if slot.is_none() {
+                slot = self.slots.clone().acquire_owned().await.ok();
+            }
             DeliveryMetrics::add(&self.delivery.requests, 1);
             let started = std::time::Instant::now();
-            let outcomes = self.service.send(&batch, &pending).await;
+            let mut outcomes = self.service.send(&batch, &pending).await;
             self.delivery.latency.observe(started.elapsed());
+            if outcomes.iter().any(|o| matches!(o, Outcome::Accepted(_))) {
+                drop(slot.take());
+                self.delivery.pending_acks.fetch_add(1, Ordering::Relaxed);
+                confirmed(&mut outcomes).await;
+                self.delivery.pending_acks.fetch_sub(1, Ordering::Relaxed);
+            }
             let mut retry_after: Option<Duration> = None;
             let mut fatal = false;
             let mut last_reason = String::new();
@@ -253,6 +336,7 @@ impl<S: Service> Delivery<S> {
                 });
                 match outcome {
                     Outcome::Delivered => self.delivered(&mut batch, i),
+                    Outcome::Accepted(_) => still.push(i),
                     Outcome::Reject { reason } => self.reject(&mut batch, i, &reason),
                     Outcome::Retry {
                         reason,
@@ -368,5 +452,5 @@ impl<S: Service> Delivery<S> {
 
 /// Item `i`'s acknowledgement, taken out to be completed exactly once.
 fn take_ack(batch: &mut Batch, i: usize) -> Ack {
-    std::mem::replace(&mut batch.items[i].env.ack, Ack::none())
+    std::mem::replace(&mut batch.items[i].ack, Ack::none())
 }

@@ -51,6 +51,9 @@ impl Encoder for DocEncoder {
         self.0.encode(event, buf);
         start..buf.len()
     }
+
+    /// Log records are built from the events (resource, attributes).
+    const KEEPS_EVENTS: bool = true;
 }
 
 /// A configured sink, checked and ready to run.

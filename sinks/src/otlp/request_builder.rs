@@ -121,7 +121,12 @@ pub fn export_request(
     let mut groups: Vec<(ResourceKey<'_>, Vec<u8>)> = Vec::new();
     let mut decided = Vec::with_capacity(pending.len());
     for &i in pending {
-        let event = &batch.items[i].env.event;
+        let Some(event) = batch.items[i].event.as_deref() else {
+            decided.push(Some(Outcome::Reject {
+                reason: "internal: the batch let go of the event".into(),
+            }));
+            continue;
+        };
         let key = resource_key(event);
         let at = match groups.iter().position(|(k, _)| *k == key) {
             Some(at) => at,

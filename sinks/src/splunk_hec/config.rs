@@ -90,12 +90,17 @@ pub struct AckConfig {
     /// taken as delivered.
     #[serde(default = "yes")]
     pub indexer_acknowledgements_enabled: bool,
-    /// Seconds between queries of a request's ack.
+    /// Seconds between the ack task's queries (each asks about every
+    /// pending ackId of the channel).
     #[serde(default = "default_query_interval")]
     pub query_interval: f64,
-    /// Queries before the request counts as not indexed and is resent.
+    /// Queries before a request counts as not indexed and is resent.
     #[serde(default = "default_retry_limit")]
     pub retry_limit: u32,
+    /// Requests waiting for their ack, at most; past it, the sink waits.
+    /// Each holds its batch in memory until HEC reports it indexed.
+    #[serde(default = "default_max_pending_acks")]
+    pub max_pending_acks: usize,
 }
 
 impl Default for AckConfig {
@@ -104,6 +109,7 @@ impl Default for AckConfig {
             indexer_acknowledgements_enabled: true,
             query_interval: default_query_interval(),
             retry_limit: default_retry_limit(),
+            max_pending_acks: default_max_pending_acks(),
         }
     }
 }
@@ -113,6 +119,9 @@ fn default_query_interval() -> f64 {
 }
 fn default_retry_limit() -> u32 {
     30
+}
+fn default_max_pending_acks() -> usize {
+    100
 }
 
 impl SplunkHecConfig {
@@ -135,6 +144,9 @@ impl SplunkHecConfig {
         if self.acknowledgements.retry_limit == 0 {
             return Err("acknowledgements.retry_limit must be at least 1".into());
         }
+        if self.acknowledgements.max_pending_acks == 0 {
+            return Err("acknowledgements.max_pending_acks must be at least 1".into());
+        }
         if !self.host_key.is_empty() && self.host_key != "host.name" {
             return Err(format!(
                 "host_key = `{}`: only \"host.name\" (the event's host) or \"\" (none) are supported",
@@ -142,5 +154,48 @@ impl SplunkHecConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(acks: &str) -> SplunkHecConfig {
+        toml::from_str(&format!(
+            "inputs = [\"x\"]\nendpoint = \"https://splunk:8088\"\ndefault_token = \"t\"\n{acks}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn acknowledgements_default_to_a_bounded_set_of_pending_requests() {
+        let c = parse("");
+        assert!(c.acknowledgements.indexer_acknowledgements_enabled);
+        assert_eq!(c.acknowledgements.max_pending_acks, 100);
+        assert_eq!(c.acknowledgements.query_interval, 1.0);
+        assert_eq!(
+            parse("acknowledgements.max_pending_acks = 7")
+                .acknowledgements
+                .max_pending_acks,
+            7
+        );
+        for (bad, says) in [
+            (
+                "acknowledgements.max_pending_acks = 0",
+                "max_pending_acks must be at least 1",
+            ),
+            (
+                "acknowledgements.retry_limit = 0",
+                "retry_limit must be at least 1",
+            ),
+            (
+                "acknowledgements.query_interval = 0",
+                "query_interval must be a positive",
+            ),
+        ] {
+            let err = parse(bad).validate().unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -5,9 +5,12 @@
 //!
 //! Split like Vector's sinks: [`config`], [`encoder`] (envelope per event),
 //! [`request_builder`] (the request for some events of a batch),
-//! [`service`] (sends it; HEC status codes, ack polling), and this module,
-//! the sink: start-up checks, then the shared delivery loop.
+//! [`service`] (sends it; HEC status codes), [`acks`] (the task that polls
+//! HEC for the ackIds of every request waiting to be indexed), and this
+//! module, the sink: start-up checks, then the shared delivery loop beside
+//! the ack task.
 
+pub mod acks;
 pub mod config;
 pub mod encoder;
 pub mod request_builder;
@@ -21,6 +24,7 @@ use crate::http;
 use crate::{ComponentMetrics, Envelope};
 use config::EndpointTarget;
 use encoder::HecEncoder;
+use request_builder::HecClient;
 use reqwest::Method;
 use service::{HecReply, HecService};
 use std::path::Path;
@@ -41,6 +45,8 @@ pub enum SplunkHecError {
 pub struct SplunkHecSink {
     config: SplunkHecConfig,
     delivery: Delivery<HecService>,
+    /// With indexer acknowledgement on: the ack task, run beside delivery.
+    acks: Option<acks::AckPoller>,
 }
 
 impl SplunkHecSink {
@@ -64,14 +70,23 @@ impl SplunkHecSink {
         if let Some(index) = &config.index {
             raw_query.push(("index".to_owned(), index.clone()));
         }
-        let service = HecService {
+        let hec = HecClient {
             client,
             endpoint,
             token: config.default_token.clone(),
             channel: service::new_channel(),
+        };
+        let (ack_client, ack_poller) = if config.acknowledgements.indexer_acknowledgements_enabled {
+            let (c, p) = acks::new(hec.clone(), config.acknowledgements.clone());
+            (Some(c), Some(p))
+        } else {
+            (None, None)
+        };
+        let service = HecService {
+            hec,
             target: config.endpoint_target,
             raw_query,
-            acks: config.acknowledgements.clone(),
+            acks: ack_client,
             compression: config.compression,
         };
         let delivery = Delivery::new(
@@ -83,7 +98,11 @@ impl SplunkHecSink {
             metrics,
         )
         .behind(&config.buffer);
-        Ok(SplunkHecSink { config, delivery })
+        Ok(SplunkHecSink {
+            config,
+            delivery,
+            acks: ack_poller,
+        })
     }
 
     /// The sink's delivery counters (retries, dead letters, duplicates).
@@ -104,9 +123,9 @@ impl SplunkHecSink {
         if !self.config.healthcheck.enabled {
             return Ok(());
         }
-        let endpoint = &self.delivery.service.endpoint;
-        let service = &self.delivery.service;
-        let health = service
+        let hec = &self.delivery.service.hec;
+        let endpoint = &hec.endpoint;
+        let health = hec
             .client
             .get(format!("{endpoint}/services/collector/health"))
             .send()
@@ -115,7 +134,7 @@ impl SplunkHecSink {
         if !status.is_success() {
             return Err(classify(status, &reply).context(&format!("{endpoint}: HEC is unhealthy")));
         }
-        let token = service
+        let token = hec
             .request(Method::POST, "/services/collector/event", &[])
             .send()
             .await;
@@ -124,14 +143,22 @@ impl SplunkHecSink {
             (400, Some(5)) | (200, _) => {}
             _ => return Err(classify(status, &reply).context(endpoint)),
         }
-        tracing::info!(component = %self.delivery.name, endpoint = %self.delivery.service.endpoint, channel = %self.delivery.service.channel, raw = self.config.endpoint_target == EndpointTarget::Raw, "splunk_hec healthcheck passed");
+        tracing::info!(component = %self.delivery.name, endpoint = %hec.endpoint, channel = %hec.channel, raw = self.config.endpoint_target == EndpointTarget::Raw, "splunk_hec healthcheck passed");
         Ok(())
     }
 
     /// Delivers every event received until the channel closes.
     pub async fn run(self, rx: mpsc::Receiver<Envelope>) {
         let encoder = HecEncoder::new(&self.config);
-        self.delivery.run(self.config.batch, encoder, rx).await;
+        let delivery = self.delivery.run(self.config.batch, encoder, rx);
+        match self.acks {
+            // The ack task ends once delivery has ended (its client with it)
+            // and no ack is pending.
+            Some(acks) => {
+                tokio::join!(delivery, acks.run());
+            }
+            None => delivery.await,
+        }
     }
 }
 

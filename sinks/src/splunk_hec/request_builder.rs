@@ -5,9 +5,22 @@
 use super::config::EndpointTarget;
 use super::service::{HecService, CHANNEL_HEADER};
 use crate::batch::Batch;
+use crate::secret::Secret;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 
-impl HecService {
+/// Where and as whom one sink talks to HEC: shared by the service and the
+/// ack task.
+#[derive(Clone, Debug)]
+pub struct HecClient {
+    pub client: reqwest::Client,
+    /// Base URL without trailing slash.
+    pub endpoint: String,
+    pub token: Secret,
+    /// This sink's data channel (a GUID).
+    pub channel: String,
+}
+
+impl HecClient {
     /// A request to `path` with `query`, the token and the channel.
     pub fn request(
         &self,
@@ -32,18 +45,22 @@ impl HecService {
             .header(AUTHORIZATION, format!("Splunk {}", self.token.expose()))
             .header(CHANNEL_HEADER, &self.channel)
     }
+}
 
+impl HecService {
     /// The events `pending` of `batch`, to the configured endpoint.
     pub fn events_request(&self, batch: &Batch, pending: &[usize]) -> reqwest::RequestBuilder {
         let (body, encoding) = self.compression.apply(batch.body(pending));
         let req = match self.target {
             EndpointTarget::Event => self
+                .hec
                 .request(reqwest::Method::POST, "/services/collector/event", &[])
                 .header(CONTENT_TYPE, "application/json"),
             EndpointTarget::Raw => {
-                let mut query: Vec<(&str, &str)> = vec![("channel", &self.channel)];
+                let mut query: Vec<(&str, &str)> = vec![("channel", &self.hec.channel)];
                 query.extend(self.raw_query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                self.request(reqwest::Method::POST, "/services/collector/raw", &query)
+                self.hec
+                    .request(reqwest::Method::POST, "/services/collector/raw", &query)
                     .header(CONTENT_TYPE, "text/plain")
             }
         };

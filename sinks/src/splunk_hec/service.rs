@@ -1,7 +1,9 @@
 //! Sends HEC requests and classifies the answers by HEC's documented
-//! status codes; with indexer acknowledgement, a request's events count as
-//! delivered only when `/services/collector/ack` reports its `ackId`
-//! indexed, and are resent (as possible duplicates) when it never does.
+//! status codes; with indexer acknowledgement, a request's events are
+//! [`Outcome::Accepted`] with a confirmation from the ack task
+//! ([`super::acks`]): delivered only when `/services/collector/ack` reports
+//! the request's `ackId` indexed, resent (as possible duplicates) when it
+//! never does.
 //!
 //! HEC codes: 0 success; 1 token disabled (403), 2 token required (401),
 //! 3 invalid authorization (401), 4 invalid token (403) — fatal; 5 no data,
@@ -9,31 +11,26 @@
 //! 10/11 data channel missing/invalid, 12/13 event field required/blank —
 //! rejected (400); 8 internal error (500) and 9 server busy (503) — retried.
 
-use super::config::{AckConfig, EndpointTarget};
+use super::acks::AckClient;
+use super::config::EndpointTarget;
+use super::request_builder::HecClient;
 use crate::batch::Batch;
 use crate::deliver::{Outcome, Service};
-use crate::http::{error_chain, read_response, transport_outcome, Compression};
-use crate::secret::Secret;
-use reqwest::header::CONTENT_TYPE;
+use crate::http::{read_response, transport_outcome, Compression};
 use reqwest::StatusCode;
 use serde::Deserialize;
-use std::time::Duration;
 
 /// The header naming the data channel (needed for acks and raw input).
 pub const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
 
 #[derive(Debug)]
 pub struct HecService {
-    pub client: reqwest::Client,
-    /// Base URL without trailing slash.
-    pub endpoint: String,
-    pub token: Secret,
-    /// This sink's data channel (a GUID).
-    pub channel: String,
+    pub hec: HecClient,
     pub target: EndpointTarget,
     /// Query string of raw requests (`sourcetype`, `source`, `index`).
     pub raw_query: Vec<(String, String)>,
-    pub acks: AckConfig,
+    /// With indexer acknowledgement on.
+    pub acks: Option<AckClient>,
     pub compression: Compression,
 }
 
@@ -77,93 +74,30 @@ pub fn new_channel() -> String {
     format!("{}-{}-4{}-{}-{}", hex(8), hex(4), hex(3), hex(4), hex(12))
 }
 
-impl HecService {
-    /// Waits until HEC reports `ack_id` indexed: true; false when it has
-    /// not after `retry_limit` queries.
-    async fn indexed(&self, ack_id: u64) -> Result<bool, String> {
-        #[derive(Deserialize)]
-        struct AckReply {
-            acks: std::collections::HashMap<String, bool>,
-        }
-        let key = ack_id.to_string();
-        let body = format!("{{\"acks\":[{ack_id}]}}");
-        for _ in 0..self.acks.retry_limit {
-            tokio::time::sleep(Duration::from_secs_f64(self.acks.query_interval)).await;
-            let resp = self
-                .request(
-                    reqwest::Method::POST,
-                    "/services/collector/ack",
-                    &[("channel", &self.channel)],
-                )
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "splunk_hec: ack query failed; asking again");
-                    continue;
-                }
-            };
-            let status = resp.status();
-            let bytes = resp.bytes().await.map_err(|e| error_chain(&e))?;
-            if !status.is_success() {
-                return Err(format!(
-                    "ack query: {}",
-                    HecReply::parse(&bytes).describe(status)
-                ));
-            }
-            match serde_json::from_slice::<AckReply>(&bytes) {
-                Ok(r) if r.acks.get(&key) == Some(&true) => return Ok(true),
-                Ok(_) => {}
-                Err(e) => return Err(format!("unreadable ack reply: {e}")),
-            }
-        }
-        Ok(false)
-    }
-}
-
 impl Service for HecService {
     async fn send(&self, batch: &Batch, pending: &[usize]) -> Vec<Outcome> {
         let n = pending.len();
+        // Waits while `max_pending_acks` requests wait for their ack.
+        let ack_slot = match &self.acks {
+            Some(acks) => acks.slot().await,
+            None => None,
+        };
         let resp = match self.events_request(batch, pending).send().await {
             Ok(r) => r,
             Err(e) => return vec![transport_outcome(&e); n],
         };
-        let (status, after, bytes) = match read_response(resp, &self.endpoint).await {
+        let (status, after, bytes) = match read_response(resp, &self.hec.endpoint).await {
             Ok(r) => r,
             Err(outcome) => return vec![outcome; n],
         };
         let reply = HecReply::parse(&bytes);
         if status.is_success() {
-            let Some(ack_id) = reply
-                .ack_id
-                .filter(|_| self.acks.indexer_acknowledgements_enabled)
-            else {
-                return vec![Outcome::Delivered; n];
-            };
-            return match self.indexed(ack_id).await {
-                Ok(true) => vec![Outcome::Delivered; n],
-                Ok(false) => vec![
-                    Outcome::Retry {
-                        reason: format!(
-                            "ackId {ack_id} not reported indexed after {} queries",
-                            self.acks.retry_limit
-                        ),
-                        after: None,
-                        ambiguous: true,
-                    };
-                    n
-                ],
-                Err(reason) => vec![
-                    Outcome::Retry {
-                        reason,
-                        after: None,
-                        ambiguous: true,
-                    };
-                    n
-                ],
+            return match (&self.acks, reply.ack_id, ack_slot) {
+                (Some(acks), Some(ack_id), Some(slot)) => {
+                    vec![Outcome::Accepted(acks.wait(ack_id, slot)); n]
+                }
+                // A token without indexer acknowledgement: 200 is indexed.
+                _ => vec![Outcome::Delivered; n],
             };
         }
         let reason = reply.describe(status);

@@ -49,8 +49,17 @@ pub struct State {
     pub busy: bool,
     /// Requests taken but not yet indexed, by ack id.
     pub pending: BTreeMap<u64, Pending>,
+    /// The most requests ever pending at once.
+    pub max_pending: usize,
     pub next_ack: u64,
     pub ack_queries: u64,
+    /// How many ackIds each ack query asked about.
+    pub ack_query_sizes: Vec<usize>,
+    /// Answers to the next ack queries (HTTP status, HEC code).
+    pub ack_faults: VecDeque<(u16, u32)>,
+    /// When set, a request is indexed this long after it was taken (as a
+    /// real indexer does); otherwise after `ack_delay` queries.
+    pub index_after: Option<std::time::Duration>,
     pub requests: u64,
     pub faults: VecDeque<Fault>,
     /// Inject code 6 at this event index of the next request.
@@ -60,8 +69,24 @@ pub struct State {
     pub channels: Vec<String>,
 }
 
-/// (events, their envelopes, queries before the ack is true; None = never).
-pub type Pending = (Vec<Value>, Vec<Value>, Option<u32>);
+/// A request taken and not yet reported indexed.
+#[derive(Debug)]
+pub struct Pending {
+    pub events: Vec<Value>,
+    pub envelopes: Vec<Value>,
+    pub ready: Ready,
+}
+
+/// When a pending request's ack turns true.
+#[derive(Debug)]
+pub enum Ready {
+    /// After this many more queries that ask about it.
+    AfterQueries(u32),
+    /// From this moment on.
+    At(std::time::Instant),
+    /// Never (lost by the indexer).
+    Never,
+}
 
 #[derive(Clone, Debug)]
 pub struct HecPeer {
@@ -208,25 +233,31 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
             if channel.is_none() {
                 return Ok(hec(400, 10, "Data channel is missing"));
             }
+            if let Some((status, code)) = s.ack_faults.pop_front() {
+                return Ok(hec(status, code, "fault injected on the ack endpoint"));
+            }
             let Ok(q) = serde_json::from_slice::<Value>(&body) else {
                 return Ok(hec(400, 6, "Invalid data format"));
             };
+            let ids = q["acks"].as_array().cloned().unwrap_or_default();
+            s.ack_query_sizes.push(ids.len());
+            let now = std::time::Instant::now();
             let mut acks = serde_json::Map::new();
-            for id in q["acks"].as_array().cloned().unwrap_or_default() {
+            for id in ids {
                 let id = id.as_u64().unwrap_or(u64::MAX);
-                let done = match s.pending.get_mut(&id) {
-                    Some((_, _, Some(0))) => true,
-                    Some((_, _, Some(n))) => {
+                let done = match s.pending.get_mut(&id).map(|p| &mut p.ready) {
+                    Some(Ready::AfterQueries(0)) => true,
+                    Some(Ready::AfterQueries(n)) => {
                         *n -= 1;
                         false
                     }
-                    Some((_, _, None)) => false,
-                    None => false,
+                    Some(Ready::At(at)) => now >= *at,
+                    Some(Ready::Never) | None => false,
                 };
                 if done {
-                    let (events, envelopes, _) = s.pending.remove(&id).unwrap();
-                    s.indexed.extend(events);
-                    s.envelopes.extend(envelopes);
+                    let p = s.pending.remove(&id).unwrap();
+                    s.indexed.extend(p.events);
+                    s.envelopes.extend(p.envelopes);
                 }
                 acks.insert(id.to_string(), Value::Bool(done));
             }
@@ -322,11 +353,20 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
             }
             let id = s.next_ack;
             s.next_ack += 1;
-            let delay = match fault {
-                Some(Fault::NeverIndexed) => None,
-                _ => Some(s.ack_delay),
+            let ready = match (fault, s.index_after) {
+                (Some(Fault::NeverIndexed), _) => Ready::Never,
+                (_, Some(after)) => Ready::At(std::time::Instant::now() + after),
+                (_, None) => Ready::AfterQueries(s.ack_delay),
             };
-            s.pending.insert(id, (events, envelopes, delay));
+            s.pending.insert(
+                id,
+                Pending {
+                    events,
+                    envelopes,
+                    ready,
+                },
+            );
+            s.max_pending = s.max_pending.max(s.pending.len());
             Ok(reply(
                 200,
                 json!({"text": "Success", "code": 0, "ackId": id}),

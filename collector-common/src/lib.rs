@@ -81,9 +81,17 @@ pub struct RecordHeader {
     pub cgroup_id: u64,
     /// Task name, NUL-padded.
     pub comm: [u8; COMM_LEN],
-    /// `task_struct.start_time` (ns since boot, monotonic): with `pid`, the
-    /// identity of a process across pid reuse.
+    /// The process's start: its group leader's `task_struct.start_boottime`
+    /// (ns since boot, suspend included, the clock `/proc/<pid>/stat` counts
+    /// in ticks). With `pid`, the identity of a process across pid reuse;
+    /// the same for every thread of the process.
     pub start_time_ns: u64,
+    /// The parent process's start, likewise: with `ppid`, its identity.
+    pub parent_start_time_ns: u64,
+    /// The address of the task's `mm_struct`: a new one at every exec, so
+    /// an image the cache holds for (pid, start) is known stale when this
+    /// differs. 0 for kernel threads and at exit. Never leaves Lumen.
+    pub image_id: u64,
     /// Namespace inode numbers (`pid` is the namespace of new children).
     pub pid_ns: u32,
     pub mnt_ns: u32,
@@ -114,7 +122,8 @@ pub struct ExecRecord {
     pub argv: [u8; ARGV_MAX],
 }
 
-/// A process (thread-group leader) that exited (sched:sched_process_exit).
+/// A process that exited: its last thread ended (sched:sched_process_exit
+/// with the group dead). The header's `tid` is that last thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExitRecord {
@@ -133,8 +142,10 @@ pub struct ForkRecord {
     /// The child's pid (its thread-group id).
     pub child_pid: u32,
     pub _pad: u32,
-    /// The child's `task_struct.start_time`.
+    /// The child's `task_struct.start_boottime`.
     pub child_start_time_ns: u64,
+    /// The child's `mm_struct` address (its own copy of the parent's).
+    pub child_image_id: u64,
 }
 
 /// Privilege-relevant syscalls the kernel programs report.
@@ -423,7 +434,7 @@ pub struct KernelOffsets {
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end`.
     pub mm_arg_end: u32,
-    /// `task_struct.start_time`.
+    /// `task_struct.start_boottime` (`real_start_time` before Linux 5.5).
     pub task_start_time: u32,
     /// `task_struct.cgroups` (pointer to `css_set`).
     pub task_cgroups: u32,
@@ -496,6 +507,15 @@ pub struct KernelOffsets {
     pub skc_v6_rcv_saddr: u32,
     pub sk_protocol: u32,
     pub sk_type: u32,
+    /// `task_struct.group_leader` (pointer), `task_struct.signal`,
+    /// `signal_struct.live` (threads of the group still running).
+    pub task_group_leader: u32,
+    pub task_signal: u32,
+    pub signal_live: u32,
+    /// Offset of `group_dead` in the `sched_process_exit` tracepoint's
+    /// record (Linux 6.16+); 0 where the tracepoint has no such field, and
+    /// the exit program reads `signal->live` instead.
+    pub exit_group_dead: u32,
     /// Non-zero once user space has filled the offsets.
     pub ready: u32,
     pub _pad: u32,

@@ -143,6 +143,21 @@ unsafe fn read_kernel<T: Default>(base: *const u8, offset: u32) -> T {
     out
 }
 
+/// When the process of `task` started: its group leader's start, the same
+/// for every thread.
+#[inline(always)]
+unsafe fn process_start(task: *const u8, o: &KernelOffsets) -> u64 {
+    // SAFETY: probe reads; a null leader reads as 0.
+    unsafe {
+        let leader: u64 = read_kernel(task, o.task_group_leader);
+        if leader == 0 {
+            0
+        } else {
+            read_kernel(leader as *const u8, o.task_start_time)
+        }
+    }
+}
+
 /// Fills the header from the current task.
 #[inline(always)]
 unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &KernelOffsets) {
@@ -157,6 +172,13 @@ unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &KernelOffsets)
         } else {
             read_kernel(parent as *const u8, o.task_tgid)
         };
+        (*h).start_time_ns = process_start(task, o);
+        (*h).parent_start_time_ns = if parent == 0 {
+            0
+        } else {
+            process_start(parent as *const u8, o)
+        };
+        (*h).image_id = read_kernel(task, o.task_mm);
         (*h).kind = kind as u32;
         (*h).cpu = gen::bpf_get_smp_processor_id();
         (*h).ktime_ns = gen::bpf_ktime_get_boot_ns();
@@ -168,7 +190,6 @@ unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &KernelOffsets)
         (*h)._pad = 0;
         (*h).cgroup_id = gen::bpf_get_current_cgroup_id();
         (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        (*h).start_time_ns = read_kernel(task, o.task_start_time);
 
         let nsproxy: u64 = read_kernel(task, o.task_nsproxy);
         let ns_inum = |field: u32, inum: u32| -> u32 {
@@ -287,15 +308,13 @@ pub fn lumen_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A process has exited when its last thread does — not its group leader,
+/// which may end first (`pthread_exit` in main, as Go and Java runtimes
+/// do).
 #[tracepoint]
-pub fn lumen_exit(_ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // Threads exit too; a process has exited when its group leader does.
-    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
-        return 0;
-    }
+pub fn lumen_exit(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
-    if filtered_out(o, true) {
+    if !group_dead(&ctx, o) || filtered_out(o, true) {
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
@@ -312,6 +331,24 @@ pub fn lumen_exit(_ctx: TracePointContext) -> u32 {
     }
     entry.submit(submit_flags());
     0
+}
+
+/// Whether the exiting task is the last of its thread group: the
+/// tracepoint's own `group_dead` (Linux 6.16+), else `signal->live`, which
+/// `do_exit` has decremented by now. Two threads ending at once may both
+/// read 0 there; user space reports one exit per process.
+#[inline(always)]
+fn group_dead(ctx: &TracePointContext, o: &KernelOffsets) -> bool {
+    if o.exit_group_dead != 0 {
+        // SAFETY: an offset inside this tracepoint's record, from its format.
+        return unsafe { ctx.read_at::<u8>(o.exit_group_dead as usize) }.unwrap_or(1) != 0;
+    }
+    // SAFETY: probe reads of the current task and its signal_struct.
+    unsafe {
+        let task = gen::bpf_get_current_task() as *const u8;
+        let signal: u64 = read_kernel(task, o.task_signal);
+        signal == 0 || read_kernel::<i32>(signal as *const u8, o.signal_live) == 0
+    }
 }
 
 /// A new process: fork/clone without CLONE_THREAD. `current` is the parent.
@@ -341,7 +378,8 @@ pub fn lumen_fork(ctx: RawTracePointContext) -> i32 {
         fill_header(&mut (*rec).header, RecordKind::Fork, o);
         (*rec).child_pid = child_pid;
         (*rec)._pad = 0;
-        (*rec).child_start_time_ns = read_kernel(child, o.task_start_time);
+        (*rec).child_start_time_ns = process_start(child, o);
+        (*rec).child_image_id = read_kernel(child, o.task_mm);
     }
     entry.submit(submit_flags());
     0

@@ -2,7 +2,8 @@
 //! without Lumen and with Lumen attached, alternately, in one run; the
 //! slowdown is the ratio of the median times. Also: how many events Lumen
 //! delivered and its user-space CPU (utime + stime of the lumen process
-//! over the storm). Needs root. Run: `cargo bench -p lumen --bench kernel_overhead`.
+//! over the storm). Needs root. Run: `cargo bench -p lumen --bench kernel_overhead`;
+//! `LUMEN_BENCH_BIN=<path>` measures another lumen binary.
 
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -10,6 +11,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 3;
+
+/// The lumen under test: this build's, or `LUMEN_BENCH_BIN` (to compare
+/// two builds on the same storms).
+fn lumen_binary() -> std::path::PathBuf {
+    std::env::var_os("LUMEN_BENCH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_lumen").into())
+}
 
 struct Storm {
     name: &'static str,
@@ -116,7 +125,7 @@ impl Lumen {
     /// Starts lumen and waits until events flow (the programs are attached).
     fn start(config: &std::path::Path, out: &std::path::Path) -> Lumen {
         let _ = std::fs::remove_file(out);
-        let child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        let child = Command::new(lumen_binary())
             .args(["run", "--config"])
             .arg(config)
             .env("LUMEN_LOG", "warn")

@@ -674,6 +674,11 @@ pub struct Process {
     pub cgroup_id: u64,
     /// Kernel start time (ns since boot): with `pid`, the process's identity.
     pub start_time_ns: u64,
+    /// Which image the process runs: the kernel's `mm_struct` address,
+    /// new at every exec (0: unknown). Only the process cache reads it; it
+    /// is neither serialized nor buffered.
+    #[serde(skip)]
+    pub image_id: u64,
     /// Cgroup, container, pod and namespaces.
     pub attribution: Attribution,
     /// The parent, from the process cache (empty when unknown).

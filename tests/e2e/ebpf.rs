@@ -373,3 +373,128 @@ fn runs_with_only_cap_bpf_and_cap_perfmon() {
     assert!(seen, "no exec event with only CAP_BPF + CAP_PERFMON");
     assert!(status.success());
 }
+
+/// Builds the test helper `tests/e2e/helpers/<name>.rs` (std only) with
+/// rustc into `dir`.
+fn build_helper(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/e2e/helpers")
+        .join(format!("{name}.rs"));
+    let out = dir.join(name);
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let status = Command::new(rustc)
+        .args(["--edition", "2021", "-O", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {}", source.display());
+    out
+}
+
+#[test]
+fn a_process_whose_main_thread_ends_first_keeps_its_identity_and_exits_once() {
+    main_thread_ends_first(&[]);
+}
+
+/// The same on a kernel without the tracepoint's `group_dead` (before
+/// 6.16): the exit program reads the group's live count.
+#[test]
+fn without_the_tracepoints_group_dead_the_live_count_says_when_a_process_ends() {
+    main_thread_ends_first(&[("LUMEN_TEST_EXIT_BY_LIVE_COUNT", "1")]);
+}
+
+fn main_thread_ends_first(envs: &[(&str, &str)]) {
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut lumen = Lumen::start_with_args(dir, CONFIG, std::process::Stdio::null(), &[], envs);
+    let helper = build_helper("thread_outlives_main", lumen.dir.path());
+    lumen.wait_for_log(
+        "every privilege, network and file tracepoint this kernel has attached",
+        Duration::from_secs(60),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let written = lumen.path("written-by-a-thread.txt");
+    let out = Command::new(&helper)
+        .arg(&written)
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "main thread gone\n");
+    let helper_exe = helper.to_string_lossy().into_owned();
+    let me = u64::from(std::process::id());
+    let my_exe = std::env::current_exe().unwrap();
+
+    let ecs = lumen.path("ecs.ndjson");
+    let of_helper = |e: &serde_json::Value| e["process"]["executable"] == helper_exe.as_str();
+    let action = |e: &serde_json::Value, a: &str| e["event"]["action"] == a;
+    let written_str = written.to_string_lossy().into_owned();
+    let is_write =
+        |e: &serde_json::Value| action(e, "open") && e["file"]["path"] == written_str.as_str();
+    let is_connect = |e: &serde_json::Value| {
+        action(e, "connect") && e["destination"]["port"].as_u64() == Some(u64::from(port))
+    };
+    let exec_pid = |evs: &[serde_json::Value]| {
+        evs.iter()
+            .find(|e| action(e, "exec") && of_helper(e))
+            .and_then(|e| e["process"]["pid"].as_u64())
+    };
+    wait_for_events(&ecs, Duration::from_secs(20), |evs| {
+        exec_pid(evs).is_some_and(|pid| {
+            evs.iter()
+                .any(|e| action(e, "exit") && e["process"]["pid"].as_u64() == Some(pid))
+        }) && evs.iter().any(is_write)
+            && evs.iter().any(is_connect)
+    });
+    // Anything late (a second exit) would be in by now.
+    std::thread::sleep(Duration::from_millis(500));
+    let events = crate::support::read_ndjson(&ecs)
+        .into_iter()
+        .collect::<Vec<_>>();
+    assert!(!events.is_empty());
+    let pid = exec_pid(&events).unwrap();
+    let position = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        events
+            .iter()
+            .position(|e| e["process"]["pid"].as_u64() == Some(pid) && pred(e))
+    };
+
+    // The second thread's events: the process's executable and parent,
+    // though the thread has a name of its own and the main thread is gone.
+    for (what, at) in [
+        ("write", position(&is_write)),
+        ("connect", position(&is_connect)),
+    ] {
+        let e = &events[at.unwrap_or_else(|| panic!("no {what} by pid {pid}"))];
+        assert_eq!(e["process"]["executable"], helper_exe.as_str(), "{what}");
+        assert_ne!(e["process"]["thread"]["id"].as_u64(), Some(pid), "{what}");
+        assert_eq!(e["process"]["parent"]["pid"].as_u64(), Some(me), "{what}");
+        assert_eq!(
+            e["process"]["parent"]["executable"],
+            my_exe.to_string_lossy().as_ref(),
+            "{what}"
+        );
+    }
+    // One exit, when the last thread ended: after its events, by that thread.
+    let exits: Vec<usize> = (0..events.len())
+        .filter(|&i| {
+            events[i]["process"]["pid"].as_u64() == Some(pid) && action(&events[i], "exit")
+        })
+        .collect();
+    assert_eq!(exits.len(), 1, "exits of pid {pid}: {exits:?}");
+    let exit = &events[exits[0]];
+    assert!(exits[0] > position(&is_connect).unwrap());
+    assert_eq!(exit["process"]["exit_code"], 3);
+    assert_ne!(exit["process"]["thread"]["id"].as_u64(), Some(pid));
+    assert_eq!(exit["process"]["executable"], helper_exe.as_str());
+    drop(listener);
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}

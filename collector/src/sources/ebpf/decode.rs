@@ -9,7 +9,8 @@ use lumen_common::{
 use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
 use lumen_schemas::event::{
     push, Attribution, Credentials, ExitStatus, FileEvent, FileOperation, MountInfo, NetworkEvent,
-    NetworkOp, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
+    NetworkOp, ParentInfo, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent,
+    Str,
 };
 use lumen_schemas::EventKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -146,8 +147,12 @@ fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
         args_truncated: false,
         cgroup_id: h.cgroup_id,
         start_time_ns: h.start_time_ns,
+        image_id: h.image_id,
         attribution,
-        parent: Default::default(),
+        parent: ParentInfo {
+            start_time_ns: h.parent_start_time_ns,
+            ..ParentInfo::default()
+        },
         ancestry: Vec::new(),
     }
 }
@@ -239,9 +244,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             // comm, cgroup and namespaces; its image comes from the cache.
             let mut process = process_from(&r.header, &[], &[]);
             process.ppid = r.header.pid;
+            process.parent.start_time_ns = r.header.start_time_ns;
             process.pid = r.child_pid;
             process.tid = r.child_pid;
             process.start_time_ns = r.child_start_time_ns;
+            process.image_id = r.child_image_id;
             Ok(Decoded {
                 ktime_ns: r.header.ktime_ns,
                 kind: EventKind::Process(Box::new(ProcessEvent {
@@ -438,6 +445,8 @@ mod tests {
             cgroup_id: 77,
             comm,
             start_time_ns: 9,
+            parent_start_time_ns: 3,
+            image_id: 0xffff_8880_1234_5000,
             pid_ns: 4026531836,
             mnt_ns: 4026531841,
             net_ns: 4026531840,
@@ -485,6 +494,8 @@ mod tests {
             (4026531836, 4026531841, 4026531840)
         );
         assert_eq!(pr.start_time_ns, 9);
+        assert_eq!(pr.parent.start_time_ns, 3, "the parent's identity");
+        assert_eq!(pr.image_id, 0xffff_8880_1234_5000);
     }
 
     #[test]
@@ -520,6 +531,7 @@ mod tests {
             child_pid: 77,
             _pad: 0,
             child_start_time_ns: 123,
+            child_image_id: 456,
         };
         let EventKind::Process(p) = decode(as_bytes(&r)).unwrap().kind else {
             panic!()
@@ -527,6 +539,11 @@ mod tests {
         assert_eq!(p.activity, ProcessActivity::Fork);
         assert_eq!((p.process.pid, p.process.tid, p.process.ppid), (77, 77, 10));
         assert_eq!(p.process.start_time_ns, 123);
+        assert_eq!(p.process.image_id, 456, "the child's own mm");
+        assert_eq!(
+            p.process.parent.start_time_ns, 9,
+            "the caller is the parent: its start identifies it"
+        );
         assert_eq!(p.process.name(), "true");
     }
 

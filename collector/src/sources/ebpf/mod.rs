@@ -391,7 +391,7 @@ impl EbpfSource {
         host: Arc<Host>,
         metrics: Arc<ComponentMetrics>,
     ) -> Result<Self, EbpfError> {
-        let offsets = offsets::resolve(&config.btf_path)?;
+        let mut offsets = offsets::resolve(&config.btf_path)?;
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let prefixes = expand_prefixes(&config.sensitive_paths, &config.exclude_paths, &passwd)?;
         let host_mnt_ns = match namespace_inode(Path::new("/proc/1/ns/mnt")) {
@@ -421,6 +421,18 @@ impl EbpfSource {
             .load(PROGRAMS)
             .map_err(EbpfError::Load)?;
         ensure_tracefs()?;
+        offsets.exit_group_dead =
+            offsets::tracepoint_field("sched", "sched_process_exit", "group_dead").unwrap_or(0);
+        // Test hook (debug builds only): the exit program as on kernels
+        // before 6.16, which read the group's live count instead.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("LUMEN_TEST_EXIT_BY_LIVE_COUNT").is_some() {
+            offsets.exit_group_dead = 0;
+        }
+        tracing::debug!(
+            group_dead_offset = offsets.exit_group_dead,
+            "ebpf source: a process exits with its last thread (0: by signal->live)"
+        );
         let map_err = |name| move |source| EbpfError::Map { name, source };
         {
             let map = ebpf
@@ -736,7 +748,11 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
         match decode::decode(&item) {
             Ok(mut d) => {
                 match &mut d.kind {
-                    EventKind::Process(p) => r.cache.enrich(p),
+                    EventKind::Process(p) => {
+                        if !r.cache.enrich(p) {
+                            continue; // the process's exit, reported already
+                        }
+                    }
                     EventKind::Privilege(p) => r.cache.annotate(&mut p.process),
                     EventKind::Network(n) => r.cache.annotate(&mut n.process),
                     EventKind::File(f) => r.cache.annotate(&mut f.process),

@@ -76,7 +76,7 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         task_exit_code: byte_offset("task_struct", "exit_code")?,
         mm_arg_start: byte_offset("mm_struct", "arg_start")?,
         mm_arg_end: byte_offset("mm_struct", "arg_end")?,
-        task_start_time: byte_offset("task_struct", "start_time")?,
+        task_start_time: byte_offset("task_struct", "real_start_time|start_boottime")?,
         task_cgroups: byte_offset("task_struct", "cgroups")?,
         css_set_dfl_cgrp: byte_offset("css_set", "dfl_cgrp")?,
         cgroup_kn: byte_offset("cgroup", "kn")?,
@@ -130,8 +130,46 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         skc_v6_rcv_saddr: byte_offset("sock", "__sk_common.skc_v6_rcv_saddr")?,
         sk_protocol: byte_offset("sock", "sk_protocol")?,
         sk_type: byte_offset("sock", "sk_type")?,
+        task_group_leader: byte_offset("task_struct", "group_leader")?,
+        task_signal: byte_offset("task_struct", "signal")?,
+        signal_live: byte_offset("signal_struct", "live")?,
+        // Read from tracefs once it is mounted: see `tracepoint_field`.
+        exit_group_dead: 0,
         ready: 1,
         _pad: 0,
+    })
+}
+
+/// Where field `field` sits in the records of tracepoint `category/name`,
+/// from its `format` file under the mounted tracefs; `None` when the
+/// tracepoint has no such field (older kernels) or tracefs cannot be read.
+pub fn tracepoint_field(category: &str, name: &str, field: &str) -> Option<u32> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok()
+        })
+        .and_then(|format| field_offset(&format, field))
+}
+
+/// `field:bool group_dead;\toffset:32;\tsize:1;…` → 32.
+fn field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let named = decl
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()
+            .is_some_and(|n| n == field);
+        if !named {
+            return None;
+        }
+        rest.trim()
+            .strip_prefix("offset:")?
+            .split(';')
+            .next()?
+            .parse()
+            .ok()
     })
 }
 
@@ -153,6 +191,21 @@ mod tests {
         // kernfs_node: `name` follows the parent pointer on every layout.
         assert!(o.kernfs_name > o.kernfs_parent);
         assert!(o.task_cgroups > 0 && o.cgroup_kn > 0 && o.net_ns_inum > 0);
+    }
+
+    #[test]
+    fn tracepoint_fields_are_found_by_name_in_a_format_file() {
+        let format = "name: sched_process_exit\nID: 369\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\n\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+        assert_eq!(field_offset(format, "group_dead"), Some(32));
+        assert_eq!(field_offset(format, "pid"), Some(24));
+        assert_eq!(field_offset(format, "dead"), None);
+        let older = format.replace(
+            "\tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n",
+            "",
+        );
+        assert_eq!(field_offset(&older, "group_dead"), None);
+        // This kernel's own tracepoint parses (the field is there on 6.16+).
+        assert!(tracepoint_field("sched", "sched_process_exit", "pid").is_some());
     }
 
     #[test]

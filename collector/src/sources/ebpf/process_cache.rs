@@ -3,13 +3,23 @@
 //! parent's details and ancestry — also for processes that started before
 //! Lumen, because the cache is seeded from `/proc` at start-up.
 //!
+//! A process is known by its identity, (pid, start time), which every
+//! kernel record carries for the process and its parent — the same for all
+//! threads, so a thread with a name of its own (Go, Java) is attributed
+//! like the main thread, and a reused pid never inherits a dead process's
+//! image. Start times compare in clock ticks: `/proc/<pid>/stat` has no
+//! finer ones. An image is also checked against the record's `image_id`
+//! (the kernel's `mm_struct`, new at every exec), so an exec the cache
+//! missed (a lost record) does not lend the old image to the new one.
+//!
 //! Kept current by the kernel's own events: exec replaces a process's image,
-//! fork copies the parent's entry for the child, exit removes the entry.
-//! Bounded: past `capacity` entries new processes are not cached (and
-//! counted), so a fork bomb cannot exhaust memory.
+//! fork copies the parent's entry for the child, exit — sent when the last
+//! thread ends — removes the entry. Bounded: past `capacity` entries new
+//! processes are not cached (and counted), so a fork bomb cannot exhaust
+//! memory.
 
 use lumen_schemas::event::{push, ParentInfo, ProcessActivity, ProcessEvent};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 /// One process.
@@ -17,6 +27,10 @@ use std::path::Path;
 pub struct Entry {
     pub ppid: u32,
     pub start_time_ns: u64,
+    /// The parent's start (0: unknown).
+    pub parent_start_time_ns: u64,
+    /// The image's `mm_struct` address (0: unknown, e.g. seeded from /proc).
+    pub image_id: u64,
     pub executable: String,
     pub name: String,
     /// argv, NUL-separated.
@@ -29,6 +43,8 @@ impl Entry {
         Entry {
             ppid: p.ppid,
             start_time_ns: p.start_time_ns,
+            parent_start_time_ns: p.parent.start_time_ns,
+            image_id: p.image_id,
             executable: p.executable().to_owned(),
             name: p.name().to_owned(),
             argv: p.argv.get(&p.text).to_owned(),
@@ -36,11 +52,17 @@ impl Entry {
     }
 }
 
-/// Live processes by pid.
+/// Live processes by pid, each checked against the identity asked for.
 #[derive(Debug)]
 pub struct ProcessCache {
     entries: HashMap<u32, Entry>,
     capacity: usize,
+    /// Nanoseconds per clock tick (`/proc`'s start-time unit).
+    tick_ns: u64,
+    /// Identities whose exit was reported lately: a second exit record for
+    /// one (two last threads ending at once, on kernels without the
+    /// tracepoint's `group_dead`) is dropped.
+    exited: VecDeque<(u32, u64)>,
     /// Processes not cached because the cache was full.
     pub overflow: u64,
 }
@@ -48,11 +70,16 @@ pub struct ProcessCache {
 /// How deep ancestry goes.
 pub const ANCESTRY_DEPTH: usize = 8;
 
+/// How many exits are remembered to drop a repeated one.
+const EXITS_REMEMBERED: usize = 1024;
+
 impl ProcessCache {
     pub fn new(capacity: usize) -> Self {
         ProcessCache {
             entries: HashMap::new(),
             capacity,
+            tick_ns: 1_000_000_000 / clock_ticks().max(1),
+            exited: VecDeque::new(),
             overflow: 0,
         }
     }
@@ -65,10 +92,20 @@ impl ProcessCache {
         self.entries.is_empty()
     }
 
-    pub fn get(&self, pid: u32) -> Option<&Entry> {
-        self.entries.get(&pid)
+    /// Whether two start times are the same process's (0: unknown, agrees
+    /// with anything).
+    fn same_start(&self, a: u64, b: u64) -> bool {
+        a == 0 || b == 0 || a / self.tick_ns == b / self.tick_ns
     }
 
+    /// The process `pid` that started at `start_time_ns`.
+    pub fn get(&self, pid: u32, start_time_ns: u64) -> Option<&Entry> {
+        self.entries
+            .get(&pid)
+            .filter(|e| self.same_start(e.start_time_ns, start_time_ns))
+    }
+
+    /// Caches a process; one that had its pid before is gone.
     pub fn insert(&mut self, pid: u32, entry: Entry) {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&pid) {
             self.overflow += 1;
@@ -77,19 +114,21 @@ impl ProcessCache {
         self.entries.insert(pid, entry);
     }
 
-    pub fn remove(&mut self, pid: u32) -> Option<Entry> {
+    /// Forgets the process `pid` that started at `start_time_ns`.
+    pub fn remove(&mut self, pid: u32, start_time_ns: u64) -> Option<Entry> {
+        self.get(pid, start_time_ns)?;
         self.entries.remove(&pid)
     }
 
     /// Ancestors' pids, parent first, stopping at pid 0/1, at an unknown
     /// process, at a loop, or at [`ANCESTRY_DEPTH`].
-    pub fn ancestry(&self, ppid: u32) -> Vec<u32> {
+    pub fn ancestry(&self, ppid: u32, parent_start_time_ns: u64) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut pid = ppid;
+        let (mut pid, mut start) = (ppid, parent_start_time_ns);
         while pid > 0 && out.len() < ANCESTRY_DEPTH && !out.contains(&pid) {
             out.push(pid);
-            match self.entries.get(&pid) {
-                Some(e) if pid != 1 => pid = e.ppid,
+            match self.get(pid, start) {
+                Some(e) if pid != 1 => (pid, start) = (e.ppid, e.parent_start_time_ns),
                 _ => break,
             }
         }
@@ -98,13 +137,14 @@ impl ProcessCache {
 
     /// Updates the cache with a kernel event and fills the event's missing
     /// image (fork and exit records carry none), parent and ancestry.
-    pub fn enrich(&mut self, ev: &mut ProcessEvent) {
+    /// False for an exit already reported: drop it.
+    pub fn enrich(&mut self, ev: &mut ProcessEvent) -> bool {
         let p = &mut ev.process;
         match ev.activity {
             ProcessActivity::Exec => self.insert(p.pid, Entry::of(p)),
             ProcessActivity::Fork => {
                 let image = self
-                    .get(p.ppid)
+                    .get(p.ppid, p.parent.start_time_ns)
                     .map(|e| (e.executable.clone(), e.argv.clone()));
                 if let Some((exe, argv)) = image {
                     p.executable = push(&mut p.text, &exe);
@@ -113,7 +153,15 @@ impl ProcessCache {
                 self.insert(p.pid, Entry::of(p));
             }
             ProcessActivity::Exit => {
-                if let Some(e) = self.remove(p.pid) {
+                let identity = (p.pid, p.start_time_ns / self.tick_ns);
+                if self.exited.contains(&identity) {
+                    return false;
+                }
+                if self.exited.len() >= EXITS_REMEMBERED {
+                    self.exited.pop_front();
+                }
+                self.exited.push_back(identity);
+                if let Some(e) = self.remove(p.pid, p.start_time_ns) {
                     p.executable = push(&mut p.text, &e.executable);
                     p.argv = push(&mut p.text, &e.argv);
                     if p.start_time_ns == 0 {
@@ -123,32 +171,35 @@ impl ProcessCache {
             }
         }
         self.fill_parent(p);
+        true
     }
 
     /// The parent's image and the ancestry, from the cache.
     fn fill_parent(&self, p: &mut lumen_schemas::event::Process) {
-        if let Some(parent) = self.entries.get(&p.ppid) {
+        let start = p.parent.start_time_ns;
+        if let Some(parent) = self.get(p.ppid, start) {
             p.parent = ParentInfo {
                 executable: push(&mut p.text, &parent.executable),
                 name: push(&mut p.text, &parent.name),
                 argv: push(&mut p.text, &parent.argv),
-                start_time_ns: parent.start_time_ns,
+                start_time_ns: if start == 0 {
+                    parent.start_time_ns
+                } else {
+                    start
+                },
             };
         }
-        p.ancestry = self.ancestry(p.ppid);
+        p.ancestry = self.ancestry(p.ppid, start);
     }
 
     /// Gives a process seen in another kind of event (privilege, file,
-    /// network) its image, parent and ancestry from the cache.
+    /// network) — from any of its threads — its image, parent and
+    /// ancestry from the cache.
     pub fn annotate(&self, p: &mut lumen_schemas::event::Process) {
         if p.executable.is_empty() {
-            // The cached image is this process's only if its name matches
-            // the kernel's comm (an exec the cache missed changes the comm).
-            let comm = p.name();
             let cached = self
-                .entries
-                .get(&p.pid)
-                .filter(|e| comm.is_empty() || e.name.as_bytes().starts_with(comm.as_bytes()));
+                .get(p.pid, p.start_time_ns)
+                .filter(|e| e.image_id == 0 || p.image_id == 0 || e.image_id == p.image_id);
             if let Some(e) = cached {
                 p.executable = push(&mut p.text, &e.executable);
                 p.argv = push(&mut p.text, &e.argv);
@@ -171,6 +222,15 @@ impl ProcessCache {
                 self.insert(pid, entry);
                 n += 1;
             }
+        }
+        // Parents' identities, now that every process is read.
+        let starts: HashMap<u32, u64> = self
+            .entries
+            .iter()
+            .map(|(pid, e)| (*pid, e.start_time_ns))
+            .collect();
+        for e in self.entries.values_mut() {
+            e.parent_start_time_ns = starts.get(&e.ppid).copied().unwrap_or(0);
         }
         Ok(n)
     }
@@ -208,6 +268,8 @@ fn read_proc_entry(dir: &Path, ticks_per_sec: u64) -> Option<Entry> {
     Some(Entry {
         ppid,
         start_time_ns: start_ticks.saturating_mul(1_000_000_000 / ticks_per_sec.max(1)),
+        parent_start_time_ns: 0,
+        image_id: 0,
         executable,
         name,
         argv: String::from_utf8_lossy(&argv).into_owned(),
@@ -232,15 +294,15 @@ mod tests {
         c.insert(1, entry(0, "/sbin/init"));
         c.insert(10, entry(1, "/bin/bash"));
         c.insert(20, entry(10, "/usr/bin/make"));
-        assert_eq!(c.ancestry(20), [20, 10, 1]);
-        assert_eq!(c.ancestry(99), [99], "unknown parent: itself only");
+        assert_eq!(c.ancestry(20, 0), [20, 10, 1]);
+        assert_eq!(c.ancestry(99, 0), [99], "unknown parent: itself only");
         c.insert(30, entry(31, "a"));
         c.insert(31, entry(30, "b"));
-        assert_eq!(c.ancestry(30), [30, 31]);
+        assert_eq!(c.ancestry(30, 0), [30, 31]);
         for pid in 100..120 {
             c.insert(pid, entry(pid + 1, "x"));
         }
-        assert_eq!(c.ancestry(100).len(), ANCESTRY_DEPTH);
+        assert_eq!(c.ancestry(100, 0).len(), ANCESTRY_DEPTH);
     }
 
     fn event(
@@ -278,7 +340,7 @@ mod tests {
         );
 
         let mut fork = event(ProcessActivity::Fork, 20, 10, "", &[]);
-        c.enrich(&mut fork);
+        assert!(c.enrich(&mut fork));
         assert_eq!(
             fork.process.executable(),
             "/bin/bash",
@@ -288,8 +350,8 @@ mod tests {
         assert_eq!(fork.process.s(fork.process.parent.executable), "/bin/bash");
 
         let mut exec = event(ProcessActivity::Exec, 20, 10, "/usr/bin/ls", &["ls", "-la"]);
-        c.enrich(&mut exec);
-        assert_eq!(c.get(20).unwrap().executable, "/usr/bin/ls");
+        assert!(c.enrich(&mut exec));
+        assert_eq!(c.get(20, 0).unwrap().executable, "/usr/bin/ls");
         assert_eq!(
             exec.process.parent_args().collect::<Vec<_>>(),
             ["bash", "-l"]
@@ -297,44 +359,129 @@ mod tests {
         assert_eq!(exec.process.ancestry, [10, 1]);
 
         let mut exit = event(ProcessActivity::Exit, 20, 10, "", &[]);
-        c.enrich(&mut exit);
+        assert!(c.enrich(&mut exit));
         assert_eq!(
             exit.process.executable(),
             "/usr/bin/ls",
             "exit records carry no image; the cache does"
         );
-        assert!(c.get(20).is_none());
+        assert!(c.get(20, 0).is_none());
+    }
+
+    /// A second of start time: distinct at tick precision.
+    const S: u64 = 1_000_000_000;
+
+    fn process(pid: u32, start: u64, image: u64, comm: &str) -> lumen_schemas::event::Process {
+        let mut p = lumen_schemas::event::Process {
+            pid,
+            ppid: 1,
+            start_time_ns: start,
+            image_id: image,
+            ..Default::default()
+        }
+        .with_text("", comm, &[]);
+        p.parent.start_time_ns = 0;
+        p
     }
 
     #[test]
-    fn annotate_fills_the_image_only_when_the_comm_matches() {
+    fn annotate_goes_by_identity_not_by_the_threads_name() {
         let mut c = ProcessCache::new(100);
         c.insert(
             30,
             Entry {
                 ppid: 1,
-                executable: "/usr/bin/python3".into(),
-                name: "python3".into(),
+                start_time_ns: 5 * S + 123,
+                image_id: 7,
+                executable: "/usr/bin/java".into(),
+                name: "java".into(),
                 ..Entry::default()
             },
         );
-        let mut same = lumen_schemas::event::Process {
-            pid: 30,
-            ppid: 1,
-            ..Default::default()
-        }
-        .with_text("", "python3", &[]);
-        c.annotate(&mut same);
-        assert_eq!(same.executable(), "/usr/bin/python3");
-        // An exec the cache did not see (filtered) changed the comm.
-        let mut other = lumen_schemas::event::Process {
-            pid: 30,
-            ppid: 1,
-            ..Default::default()
-        }
-        .with_text("", "setpriv", &[]);
-        c.annotate(&mut other);
-        assert_eq!(other.executable(), "", "a stale image is not attributed");
+        // A thread named as it pleases (a JVM's "C2 CompilerThre").
+        let mut thread = process(30, 5 * S + 123, 7, "C2 CompilerThre");
+        c.annotate(&mut thread);
+        assert_eq!(thread.executable(), "/usr/bin/java");
+        // The same pid started later: a reused pid, not this process.
+        let mut reused = process(30, 9 * S, 7, "java");
+        c.annotate(&mut reused);
+        assert_eq!(reused.executable(), "", "a reused pid gets no stale image");
+        // Same process, another image: an exec the cache did not see.
+        let mut execd = process(30, 5 * S + 123, 8, "java");
+        c.annotate(&mut execd);
+        assert_eq!(execd.executable(), "", "a missed exec lends no old image");
+        // /proc has ticks only: a seeded start agrees with the kernel's ns.
+        let tick = c.tick_ns;
+        c.insert(
+            40,
+            Entry {
+                start_time_ns: (5 * S + 7 * tick + 5) / tick * tick,
+                executable: "/usr/sbin/sshd".into(),
+                ..Entry::default()
+            },
+        );
+        let mut seeded = process(40, 5 * S + 7 * tick + 5, 3, "sshd");
+        c.annotate(&mut seeded);
+        assert_eq!(seeded.executable(), "/usr/sbin/sshd");
+    }
+
+    #[test]
+    fn one_exit_per_process_and_only_its_own_entry_goes() {
+        let mut c = ProcessCache::new(100);
+        c.insert(
+            50,
+            Entry {
+                start_time_ns: 2 * S,
+                executable: "/usr/bin/new".into(),
+                ..Entry::default()
+            },
+        );
+        // A late exit of the pid's previous process leaves the new one.
+        let mut old = ProcessEvent {
+            activity: ProcessActivity::Exit,
+            process: process(50, S, 0, "old"),
+            exit: None,
+        };
+        assert!(c.enrich(&mut old));
+        assert_eq!(old.process.executable(), "");
+        assert_eq!(c.get(50, 2 * S).unwrap().executable, "/usr/bin/new");
+        // Two last threads ending at once: one exit is reported.
+        let exit = || ProcessEvent {
+            activity: ProcessActivity::Exit,
+            process: process(50, 2 * S, 0, "new"),
+            exit: None,
+        };
+        let mut first = exit();
+        assert!(c.enrich(&mut first));
+        assert_eq!(first.process.executable(), "/usr/bin/new");
+        assert!(!c.enrich(&mut exit()), "the second exit is dropped");
+        assert!(c.get(50, 2 * S).is_none());
+    }
+
+    #[test]
+    fn ancestry_stops_at_a_parent_whose_pid_was_reused() {
+        let mut c = ProcessCache::new(100);
+        c.insert(
+            10,
+            Entry {
+                ppid: 1,
+                start_time_ns: 3 * S,
+                executable: "/bin/bash".into(),
+                ..Entry::default()
+            },
+        );
+        c.insert(1, entry(0, "/sbin/init"));
+        assert_eq!(c.ancestry(10, 3 * S), [10, 1]);
+        assert_eq!(c.ancestry(10, 4 * S), [10], "pid 10 is another process now");
+        let mut p = process(20, 6 * S, 0, "x");
+        p.ppid = 10;
+        p.parent.start_time_ns = 4 * S;
+        c.annotate(&mut p);
+        assert_eq!(
+            p.s(p.parent.executable),
+            "",
+            "no parent image from a reused pid"
+        );
     }
 
     #[test]
@@ -345,7 +492,7 @@ mod tests {
         c.insert(3, entry(1, "c"));
         assert_eq!((c.len(), c.overflow), (2, 1));
         c.insert(2, entry(1, "b2"));
-        assert_eq!(c.get(2).unwrap().executable, "b2", "updates always fit");
+        assert_eq!(c.get(2, 0).unwrap().executable, "b2", "updates always fit");
     }
 
     #[test]
@@ -353,7 +500,7 @@ mod tests {
         let mut c = ProcessCache::new(1 << 20);
         let n = c.seed_from_proc(Path::new("/proc")).unwrap();
         assert!(n > 1);
-        let me = c.get(std::process::id()).unwrap();
+        let me = c.get(std::process::id(), 0).unwrap();
         assert_eq!(
             me.executable,
             std::env::current_exe().unwrap().to_string_lossy()
@@ -362,5 +509,9 @@ mod tests {
         // SAFETY: getppid has no preconditions.
         assert_eq!(me.ppid, unsafe { libc::getppid() } as u32);
         assert!(me.start_time_ns > 0);
+        // The parent's identity, from its own entry.
+        let parent = c.get(me.ppid, me.parent_start_time_ns).unwrap();
+        assert!(parent.start_time_ns > 0);
+        assert_eq!(me.parent_start_time_ns, parent.start_time_ns);
     }
 }

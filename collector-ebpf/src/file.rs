@@ -1,0 +1,231 @@
+//! File syscalls: opens with write intent or of sensitive paths, unlink,
+//! rename, chmod, chown. Excluded prefixes stop a call at entry; the path
+//! is resolved at exit.
+
+use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS, PENDING, SCRATCH};
+use crate::path::{prefix_kinds, resolve_path, walk_path};
+use crate::syscalls::{entry_program, take_pending, tp_ret};
+use crate::task::{fd_file, fill_header, read_kernel};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, gen},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use core::ffi::c_void;
+use lumen_common::{
+    drop_index, Creds, FileOp, FileRecord, KernelOffsets, Pending, RecordKind, PREFIX_MAX,
+};
+
+#[tracepoint]
+pub fn lumen_exit_open(ctx: TracePointContext) -> u32 {
+    let Some(o) = offsets() else { return 0 };
+    if let Some(p) = take_pending(FileOp::Open as u32..FileOp::Open as u32 + 1) {
+        finish_file(tp_ret(&ctx), o, &p);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn lumen_exit_file(ctx: TracePointContext) -> u32 {
+    let Some(o) = offsets() else { return 0 };
+    if let Some(p) = take_pending(FileOp::Open as u32 + 1..300) {
+        finish_file(tp_ret(&ctx), o, &p);
+    }
+    0
+}
+
+pub(crate) const AT_FDCWD: u64 = -100i64 as u64;
+pub(crate) const O_WRONLY: u64 = 0o1;
+pub(crate) const O_RDWR: u64 = 0o2;
+pub(crate) const O_CREAT: u64 = 0o100;
+pub(crate) const O_TRUNC: u64 = 0o1000;
+
+/// Syscall argument layouts, normalized at entry into `Pending.args`:
+/// [dfd, path, flags|mode|uid, mode|gid, newdfd, newpath]; `Pending._pad`
+/// carries the sensitive flag.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileCall {
+    Open,
+    Openat,
+    Openat2,
+    Creat,
+    Unlink,
+    Unlinkat,
+    Rename,
+    Renameat,
+    Chmod,
+    Fchmod,
+    Fchmodat,
+    Chown,
+    Fchown,
+    Fchownat,
+}
+
+/// The file call `a` (its raw arguments), normalized, if it is to be
+/// reported: not under an excluded prefix, and for an open, with write
+/// intent or on a sensitive path. The caller checks `filtered_out`.
+#[inline(always)]
+pub(crate) fn file_wanted(a: [u64; 6], call: FileCall) -> Option<Pending> {
+    let cwd = AT_FDCWD;
+    let (op, args) = match call {
+        FileCall::Open => (FileOp::Open, [cwd, a[0], a[1], a[2], 0, 0]),
+        FileCall::Openat => (FileOp::Open, [a[0], a[1], a[2], a[3], 0, 0]),
+        FileCall::Openat2 => {
+            // openat2(dfd, path, struct open_how *how, size): how->flags, how->mode.
+            let mut how = [0u64; 2];
+            // SAFETY: the helper validates the user address.
+            unsafe {
+                gen::bpf_probe_read_user(how.as_mut_ptr() as *mut c_void, 16, a[2] as *const c_void)
+            };
+            (FileOp::Open, [a[0], a[1], how[0], how[1], 0, 0])
+        }
+        FileCall::Creat => (
+            FileOp::Open,
+            [cwd, a[0], O_CREAT | O_WRONLY | O_TRUNC, a[1], 0, 0],
+        ),
+        FileCall::Unlink => (FileOp::Unlink, [cwd, a[0], 0, 0, 0, 0]),
+        FileCall::Unlinkat => (FileOp::Unlink, [a[0], a[1], a[2], 0, 0, 0]),
+        FileCall::Rename => (FileOp::Rename, [cwd, a[0], 0, 0, cwd, a[1]]),
+        // renameat(olddfd, old, newdfd, new) and renameat2(…, flags).
+        FileCall::Renameat => (FileOp::Rename, [a[0], a[1], a[4], 0, a[2], a[3]]),
+        FileCall::Chmod => (FileOp::Chmod, [cwd, a[0], a[1], 0, 0, 0]),
+        FileCall::Fchmod => (FileOp::Chmod, [a[0], 0, a[1], 0, 0, 0]),
+        FileCall::Fchmodat => (FileOp::Chmod, [a[0], a[1], a[2], 0, 0, 0]),
+        FileCall::Chown => (FileOp::Chown, [cwd, a[0], a[1], a[2], 0, 0]),
+        FileCall::Fchown => (FileOp::Chown, [a[0], 0, a[1], a[2], 0, 0]),
+        FileCall::Fchownat => (FileOp::Chown, [a[0], a[1], a[2], a[3], 0, 0]),
+    };
+    // Prefix checks on the path the caller passed, when absolute: excluded
+    // paths stop here; a read-only open goes on only if sensitive.
+    let mut sensitive = 0u32;
+    if args[1] != 0 {
+        let buf = SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: per-CPU scratch; the helper validates the user address.
+        // Only the first PREFIX_MAX bytes matter for the prefixes; bytes after
+        // the NUL may be stale, which cannot make a match (a prefix holds no
+        // NUL, so it fails at the terminator).
+        let (read, path) = unsafe {
+            let b = &mut *buf;
+            let n = gen::bpf_probe_read_user_str(
+                b.as_mut_ptr() as *mut c_void,
+                PREFIX_MAX as u32,
+                args[1] as *const c_void,
+            );
+            (n, &*b)
+        };
+        if read > 1 && path[0] == b'/' {
+            let (excluded, is_sensitive) = prefix_kinds(path);
+            if excluded {
+                return None;
+            }
+            sensitive = u32::from(is_sensitive);
+        }
+    }
+    let write_intent = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) != 0;
+    if op == FileOp::Open && !write_intent && sensitive == 0 {
+        return None;
+    }
+    Some(Pending {
+        op: op as u32,
+        _pad: sensitive,
+        args,
+        old: Creds::default(),
+    })
+}
+
+/// At a file syscall's entry (tracepoint hooks): keep what `file_wanted`
+/// keeps for the exit.
+#[inline(always)]
+pub(crate) fn stash_file(args: [u64; 6], call: FileCall) {
+    let Some(o) = offsets() else { return };
+    if filtered_out(o, true) {
+        return;
+    }
+    let Some(pending) = file_wanted(args, call) else {
+        return;
+    };
+    if PENDING
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .is_err()
+    {
+        count_drop(drop_index::PENDING_FULL);
+    }
+}
+
+/// At a file syscall's exit: successful calls only (entry filtered the rest).
+#[inline(always)]
+pub(crate) fn finish_file(ret: i64, o: &KernelOffsets, pending: &Pending) {
+    if ret < 0 {
+        return;
+    }
+    let a = pending.args;
+    let Some(mut entry) = EVENTS.reserve::<FileRecord>(0) else {
+        count_drop(drop_index::FILE);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of FileRecord's size.
+    unsafe {
+        let path = core::ptr::addr_of_mut!((*rec).path);
+        let path2 = core::ptr::addr_of_mut!((*rec).path2);
+        (*path2).depth = 0;
+        (*path2).truncated = 0;
+        (*path2).tail[0] = 0;
+        if pending.op == FileOp::Open as u32 {
+            // The file that was opened: the new fd, resolved exactly.
+            (*path).tail[0] = 0;
+            (*path).depth = 0;
+            (*path).truncated = 0;
+            let file = fd_file(o, ret as u64);
+            if file != 0 {
+                walk_path(
+                    path,
+                    o,
+                    read_kernel(file as *const u8, o.file_f_path + o.path_dentry),
+                    read_kernel(file as *const u8, o.file_f_path + o.path_mnt),
+                );
+            }
+        } else {
+            resolve_path(path, o, a[0], a[1]);
+            if pending.op == FileOp::Rename as u32 {
+                resolve_path(path2, o, a[4], a[5]);
+            }
+        }
+        fill_header(&mut (*rec).header, RecordKind::File, o);
+        (*rec).op = pending.op;
+        (*rec).flags = a[2] as u32;
+        (*rec).mode = 0;
+        (*rec).uid = u32::MAX;
+        (*rec).gid = u32::MAX;
+        if pending.op == FileOp::Open as u32 {
+            (*rec).mode = a[3] as u32;
+        } else if pending.op == FileOp::Chmod as u32 {
+            (*rec).mode = a[2] as u32;
+            (*rec).flags = 0;
+        } else if pending.op == FileOp::Chown as u32 {
+            (*rec).uid = a[2] as u32;
+            (*rec).gid = a[3] as u32;
+            (*rec).flags = 0;
+        }
+        (*rec).sensitive = pending._pad;
+        (*rec).ret = ret;
+    }
+    entry.submit(submit_flags());
+}
+
+entry_program!(stash_file, lumen_enter_open, FileCall::Open, 3);
+entry_program!(stash_file, lumen_enter_openat, FileCall::Openat, 4);
+entry_program!(stash_file, lumen_enter_openat2, FileCall::Openat2, 4);
+entry_program!(stash_file, lumen_enter_creat, FileCall::Creat, 2);
+entry_program!(stash_file, lumen_enter_unlink, FileCall::Unlink, 1);
+entry_program!(stash_file, lumen_enter_unlinkat, FileCall::Unlinkat, 3);
+entry_program!(stash_file, lumen_enter_rename, FileCall::Rename, 2);
+entry_program!(stash_file, lumen_enter_renameat, FileCall::Renameat, 4);
+entry_program!(stash_file, lumen_enter_renameat2, FileCall::Renameat, 5);
+entry_program!(stash_file, lumen_enter_chmod, FileCall::Chmod, 2);
+entry_program!(stash_file, lumen_enter_fchmod, FileCall::Fchmod, 2);
+entry_program!(stash_file, lumen_enter_fchmodat, FileCall::Fchmodat, 3);
+entry_program!(stash_file, lumen_enter_chown, FileCall::Chown, 3);
+entry_program!(stash_file, lumen_enter_lchown, FileCall::Chown, 3);
+entry_program!(stash_file, lumen_enter_fchown, FileCall::Fchown, 3);
+entry_program!(stash_file, lumen_enter_fchownat, FileCall::Fchownat, 5);

@@ -1,0 +1,120 @@
+//! The maps the programs share with user space and with each other, and
+//! the small helpers over them: whether a task is in scope, how a record is
+//! submitted, how a loss is counted, where the offsets are.
+
+use crate::task::read_kernel;
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, gen},
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+};
+use lumen_common::{
+    drop_index, KernelOffsets, PathPrefix, Pending, ProcFilter, RingConfig, EXCLUDED_COMMS,
+    PATH_TAIL_MAX, PREFIX_SLOTS,
+};
+
+/// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Kernel structure offsets, index 0, written by user space before attach.
+#[map]
+pub(crate) static CONFIG: Array<KernelOffsets> = Array::with_max_entries(1, 0);
+
+/// Records lost because the ring buffer was full, per CPU, per kind.
+#[map]
+pub(crate) static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_index::COUNT, 0);
+
+/// Which tasks are reported at all, index 0, written by user space.
+#[map]
+pub(crate) static FILTER: Array<ProcFilter> = Array::with_max_entries(1, 0);
+
+/// True when the current task is out of scope: on the host while only
+/// containers are watched, or (when `by_comm`) named like an excluded comm.
+#[inline(always)]
+pub(crate) fn filtered_out(o: &KernelOffsets, by_comm: bool) -> bool {
+    let Some(f) = FILTER.get(0) else { return false };
+    if f.containers_only != 0 {
+        // SAFETY: probe reads only.
+        let mnt_ns: u32 = unsafe {
+            let task = gen::bpf_get_current_task() as *const u8;
+            let nsproxy: u64 = read_kernel(task, o.task_nsproxy);
+            if nsproxy == 0 {
+                0
+            } else {
+                let ns: u64 = read_kernel(nsproxy as *const u8, o.nsproxy_mnt_ns);
+                if ns == 0 {
+                    0
+                } else {
+                    read_kernel(ns as *const u8, o.mnt_ns_inum)
+                }
+            }
+        };
+        if mnt_ns == f.host_mnt_ns {
+            return true;
+        }
+    }
+    if by_comm && f.comm_count > 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        for i in 0..EXCLUDED_COMMS {
+            if i as u32 >= f.comm_count {
+                break;
+            }
+            if f.comms[i] == comm {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// How records wake the reader, index 0, written by user space.
+#[map]
+pub(crate) static RING: Array<RingConfig> = Array::with_max_entries(1, 0);
+
+pub(crate) const BPF_RB_NO_WAKEUP: u64 = 1;
+pub(crate) const BPF_RB_FORCE_WAKEUP: u64 = 2;
+pub(crate) const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Flags for submitting a record: see [`RingConfig`]. Waking the reader
+/// per record costs user space far more than reading a batch.
+#[inline(always)]
+pub(crate) fn submit_flags() -> u64 {
+    let threshold = match RING.get(0) {
+        Some(r) if r.wakeup_bytes != 0 => u64::from(r.wakeup_bytes),
+        _ => return 0,
+    };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+#[inline(always)]
+pub(crate) fn count_drop(index: u32) {
+    if let Some(counter) = DROPS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+pub(crate) fn offsets() -> Option<&'static KernelOffsets> {
+    match CONFIG.get(0) {
+        Some(o) if o.ready != 0 => Some(o),
+        _ => None,
+    }
+}
+
+/// Syscalls between entry and exit: arguments and credentials at entry.
+#[map]
+pub(crate) static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// Path prefixes: sensitive (reads reported) and excluded (nothing reported).
+#[map]
+pub(crate) static PREFIXES: Array<PathPrefix> = Array::with_max_entries(PREFIX_SLOTS, 0);
+
+/// Per-CPU scratch for the caller's path string at syscall entry.
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<[u8; PATH_TAIL_MAX]> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,176 @@
+//! Paths in the kernel: a (dentry, vfsmount) walked up to the task's root
+//! like `d_path`, a caller's path resolved against its cwd or a directory
+//! descriptor, and the configured prefixes a path starts with.
+
+use crate::file::AT_FDCWD;
+use crate::maps::PREFIXES;
+use crate::task::{fd_file, read_kernel};
+use aya_ebpf::helpers::gen;
+use core::ffi::c_void;
+use lumen_common::{
+    KernelOffsets, WalkedPath, COMPONENT_MAX, PATH_COMPONENTS, PATH_TAIL_MAX, PREFIX_EXCLUDED,
+    PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
+};
+
+/// Walks (`dentry`, `vfsmnt`) up to the task's root like the kernel's
+/// d_path, writing component names leaf first into `out`'s fixed slots.
+/// The loop index is the slot: mount crossings happen in a small inner loop,
+/// so the verifier sees one shape per iteration.
+#[inline(never)]
+pub(crate) unsafe fn walk_path(
+    out: *mut WalkedPath,
+    o: &KernelOffsets,
+    mut dentry: u64,
+    mut vfsmnt: u64,
+) {
+    // SAFETY: probe reads; writes go to fixed slots of `out`.
+    unsafe {
+        let task = gen::bpf_get_current_task() as *const u8;
+        let fs: u64 = read_kernel(task, o.task_fs);
+        let root_mnt: u64 = if fs == 0 {
+            0
+        } else {
+            read_kernel(fs as *const u8, o.fs_root + o.path_mnt)
+        };
+        let root_dentry: u64 = if fs == 0 {
+            0
+        } else {
+            read_kernel(fs as *const u8, o.fs_root + o.path_dentry)
+        };
+        (*out).depth = 0;
+        (*out).truncated = 0;
+        for i in 0..PATH_COMPONENTS {
+            // Up the mount tree while at a mount's root (at most 2 levels).
+            for _ in 0..2 {
+                let mnt_root: u64 = read_kernel(vfsmnt as *const u8, o.vfsmount_root);
+                if dentry != mnt_root || (dentry == root_dentry && vfsmnt == root_mnt) {
+                    break;
+                }
+                let mnt = vfsmnt - o.mount_mnt as u64;
+                let parent: u64 = read_kernel(mnt as *const u8, o.mount_parent);
+                if parent == mnt || parent == 0 {
+                    break;
+                }
+                dentry = read_kernel(mnt as *const u8, o.mount_mountpoint);
+                vfsmnt = parent + o.mount_mnt as u64;
+            }
+            if dentry == 0 || (dentry == root_dentry && vfsmnt == root_mnt) {
+                return;
+            }
+            let parent: u64 = read_kernel(dentry as *const u8, o.dentry_parent);
+            if parent == dentry {
+                return;
+            }
+            let name: u64 = read_kernel(dentry as *const u8, o.dentry_name);
+            let slot = core::ptr::addr_of_mut!((*out).components[i]) as *mut u8;
+            gen::bpf_probe_read_kernel_str(
+                slot as *mut c_void,
+                COMPONENT_MAX as u32,
+                name as *const c_void,
+            );
+            (*out).depth = i as u32 + 1;
+            dentry = parent;
+        }
+        (*out).truncated = 1;
+    }
+}
+
+/// Fills `out` for `user_path` relative to `dfd` (the cwd for AT_FDCWD);
+/// `user_path` 0 means the file behind `dfd` itself (fchmod, fchown). An
+/// absolute `user_path` needs no walk.
+#[inline(always)]
+pub(crate) unsafe fn resolve_path(
+    out: *mut WalkedPath,
+    o: &KernelOffsets,
+    dfd: u64,
+    user_path: u64,
+) {
+    // SAFETY: see walk_path; user reads go through the helper.
+    unsafe {
+        (*out).depth = 0;
+        (*out).truncated = 0;
+        let tail = core::ptr::addr_of_mut!((*out).tail) as *mut u8;
+        *tail = 0;
+        if user_path != 0 {
+            gen::bpf_probe_read_user_str(
+                tail as *mut c_void,
+                PATH_TAIL_MAX as u32,
+                user_path as *const c_void,
+            );
+            if *tail == b'/' {
+                return;
+            }
+        }
+        let (dentry, vfsmnt): (u64, u64) = if dfd as u32 == AT_FDCWD as u32 {
+            let task = gen::bpf_get_current_task() as *const u8;
+            let fs: u64 = read_kernel(task, o.task_fs);
+            if fs == 0 {
+                return;
+            }
+            (
+                read_kernel(fs as *const u8, o.fs_pwd + o.path_dentry),
+                read_kernel(fs as *const u8, o.fs_pwd + o.path_mnt),
+            )
+        } else {
+            let file = fd_file(o, dfd);
+            if file == 0 {
+                return;
+            }
+            (
+                read_kernel(file as *const u8, o.file_f_path + o.path_dentry),
+                read_kernel(file as *const u8, o.file_f_path + o.path_mnt),
+            )
+        };
+        walk_path(out, o, dentry, vfsmnt);
+    }
+}
+
+/// The kinds of prefix `path` (the caller's string, NUL-terminated) starts
+/// with, in one pass over the slots: (excluded, sensitive). Compares 8 bytes
+/// at a time (slots are zero-padded; only the first PREFIX_MAX bytes of the
+/// path are ever read).
+#[inline(always)]
+pub(crate) fn prefix_kinds(path: &[u8; PATH_TAIL_MAX]) -> (bool, bool) {
+    let (mut excluded, mut sensitive) = (false, false);
+    for slot in 0..PREFIX_SLOTS {
+        let Some(p) = PREFIXES.get(slot) else {
+            continue;
+        };
+        let plen = p.len as usize;
+        if plen == 0 {
+            break; // user space fills the slots in order
+        }
+        if plen > PREFIX_MAX {
+            continue;
+        }
+        let mut equal = true;
+        for w in 0..PREFIX_MAX / 8 {
+            let start = w * 8;
+            if start >= plen {
+                break;
+            }
+            let rem = plen - start;
+            let mask = if rem >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (rem * 8)) - 1
+            };
+            let mut have = [0u8; 8];
+            have.copy_from_slice(&path[start..start + 8]);
+            let mut want = [0u8; 8];
+            want.copy_from_slice(&p.bytes[start..start + 8]);
+            if u64::from_ne_bytes(have) & mask != u64::from_ne_bytes(want) & mask {
+                equal = false;
+                break;
+            }
+        }
+        if equal {
+            if p.kind == PREFIX_EXCLUDED {
+                excluded = true;
+            } else if p.kind == PREFIX_SENSITIVE {
+                sensitive = true;
+            }
+        }
+    }
+    (excluded, sensitive)
+}

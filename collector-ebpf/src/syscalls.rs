@@ -1,0 +1,60 @@
+//! What every syscall hook shares: the `syscalls:sys_enter_*` and
+//! `sys_exit_*` record layouts, the pending entry a call leaves between its
+//! entry and its exit, and the macro that writes an entry program.
+
+use crate::maps::PENDING;
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::TracePointContext, EbpfContext};
+use lumen_common::Pending;
+
+/// `syscalls:sys_enter_*` records: args at 16 + 8*i; `sys_exit_*`: ret at 16.
+pub(crate) const SYSCALL_ARGS: usize = 16;
+
+/// The `N` arguments of a `syscalls:sys_enter_*` record (the rest zero).
+/// Direct loads: the record is the program's context (a probe-read helper
+/// per argument cost more than the rest of a filtered-out call). `N` must
+/// be the syscall's argument count: the kernel refuses to attach a program
+/// that reads past the end of the tracepoint's record.
+#[inline(always)]
+pub(crate) fn tp_args<const N: usize>(ctx: &TracePointContext) -> [u64; 6] {
+    let p = ctx.as_ptr() as *const u64;
+    let mut args = [0u64; 6];
+    for (i, a) in args.iter_mut().enumerate().take(N) {
+        // SAFETY: the record holds N u64 arguments after its 16-byte header
+        // (common fields and the syscall number).
+        *a = unsafe { *p.add(SYSCALL_ARGS / 8 + i) };
+    }
+    args
+}
+
+/// The return value in a `syscalls:sys_exit_*` record.
+#[inline(always)]
+pub(crate) fn tp_ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: the exit record's first field after the 16-byte header is `ret`.
+    unsafe { *(ctx.as_ptr() as *const i64).add(SYSCALL_ARGS / 8) }
+}
+
+/// The pending entry of the calling thread, if its op is in `range`.
+#[inline(always)]
+pub(crate) fn take_pending(range: core::ops::Range<u32>) -> Option<Pending> {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let pending = (unsafe { PENDING.get(&key) }).copied()?;
+    if !range.contains(&pending.op) {
+        return None;
+    }
+    let _ = PENDING.remove(&key);
+    Some(pending)
+}
+
+/// The entry program `$name` for one syscall of `$nargs` arguments: hands
+/// them and `$arg` (which syscall, in the family's terms) to `$handler`.
+macro_rules! entry_program {
+    ($handler:ident, $name:ident, $arg:expr, $nargs:literal) => {
+        #[aya_ebpf::macros::tracepoint]
+        pub fn $name(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $handler($crate::syscalls::tp_args::<$nargs>(&ctx), $arg);
+            0
+        }
+    };
+}
+pub(crate) use entry_program;

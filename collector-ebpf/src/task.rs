@@ -1,0 +1,242 @@
+//! Readers of the current task and what hangs off it: kernel and user
+//! memory, the record header (identity, credentials' ids, cgroup names,
+//! namespaces), credentials, and the file behind a descriptor.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, gen,
+};
+use core::ffi::c_void;
+use lumen_common::{
+    Creds, KernelOffsets, RecordHeader, RecordKind, CGROUP_LEVELS, CGROUP_NAME_MAX,
+};
+
+/// Reads a `T` at `base + offset` from kernel memory; zero when unreadable.
+#[inline(always)]
+pub(crate) unsafe fn read_kernel<T: Default>(base: *const u8, offset: u32) -> T {
+    let mut out = T::default();
+    // SAFETY: bpf_probe_read_kernel validates the source address.
+    let rc = unsafe {
+        gen::bpf_probe_read_kernel(
+            &mut out as *mut T as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            base.add(offset as usize) as *const c_void,
+        )
+    };
+    if rc != 0 {
+        return T::default();
+    }
+    out
+}
+
+/// When the process of `task` started: its group leader's start, the same
+/// for every thread.
+#[inline(always)]
+pub(crate) unsafe fn process_start(task: *const u8, o: &KernelOffsets) -> u64 {
+    // SAFETY: probe reads; a null leader reads as 0.
+    unsafe {
+        let leader: u64 = read_kernel(task, o.task_group_leader);
+        if leader == 0 {
+            0
+        } else {
+            read_kernel(leader as *const u8, o.task_start_time)
+        }
+    }
+}
+
+/// Fills the header from the current task.
+#[inline(always)]
+pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &KernelOffsets) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    // SAFETY: `h` points at reserved ring-buffer memory large enough for it.
+    unsafe {
+        let task = gen::bpf_get_current_task() as *const u8;
+        let parent: u64 = read_kernel(task, o.task_real_parent);
+        let ppid: u32 = if parent == 0 {
+            0
+        } else {
+            read_kernel(parent as *const u8, o.task_tgid)
+        };
+        (*h).start_time_ns = process_start(task, o);
+        (*h).parent_start_time_ns = if parent == 0 {
+            0
+        } else {
+            process_start(parent as *const u8, o)
+        };
+        (*h).image_id = read_kernel(task, o.task_mm);
+        (*h).kind = kind as u32;
+        (*h).cpu = gen::bpf_get_smp_processor_id();
+        (*h).ktime_ns = gen::bpf_ktime_get_boot_ns();
+        (*h).pid = (pid_tgid >> 32) as u32;
+        (*h).tid = pid_tgid as u32;
+        (*h).ppid = ppid;
+        (*h).uid = uid_gid as u32;
+        (*h).gid = (uid_gid >> 32) as u32;
+        (*h)._pad = 0;
+        (*h).cgroup_id = gen::bpf_get_current_cgroup_id();
+        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+
+        let nsproxy: u64 = read_kernel(task, o.task_nsproxy);
+        let ns_inum = |field: u32, inum: u32| -> u32 {
+            let ns: u64 = read_kernel(nsproxy as *const u8, field);
+            if ns == 0 {
+                0
+            } else {
+                read_kernel(ns as *const u8, inum)
+            }
+        };
+        (*h).pid_ns = if nsproxy == 0 {
+            0
+        } else {
+            ns_inum(o.nsproxy_pid_ns, o.pid_ns_inum)
+        };
+        (*h).mnt_ns = if nsproxy == 0 {
+            0
+        } else {
+            ns_inum(o.nsproxy_mnt_ns, o.mnt_ns_inum)
+        };
+        (*h).net_ns = if nsproxy == 0 {
+            0
+        } else {
+            ns_inum(o.nsproxy_net_ns, o.net_ns_inum)
+        };
+        (*h)._pad2 = 0;
+
+        // task->cgroups->dfl_cgrp->kn, then up the kernfs parents.
+        let css_set: u64 = read_kernel(task, o.task_cgroups);
+        let cgrp: u64 = if css_set == 0 {
+            0
+        } else {
+            read_kernel(css_set as *const u8, o.css_set_dfl_cgrp)
+        };
+        let mut kn: u64 = if cgrp == 0 {
+            0
+        } else {
+            read_kernel(cgrp as *const u8, o.cgroup_kn)
+        };
+        for level in 0..CGROUP_LEVELS {
+            let slot = &mut (*h).cgroup_names[level];
+            slot[0] = 0;
+            if kn == 0 {
+                continue;
+            }
+            let name: u64 = read_kernel(kn as *const u8, o.kernfs_name);
+            if name != 0 {
+                gen::bpf_probe_read_kernel_str(
+                    slot.as_mut_ptr() as *mut c_void,
+                    CGROUP_NAME_MAX as u32,
+                    name as *const c_void,
+                );
+            }
+            kn = read_kernel(kn as *const u8, o.kernfs_parent);
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) unsafe fn read_creds(o: &KernelOffsets) -> Creds {
+    // SAFETY: probe reads only.
+    unsafe {
+        let task = gen::bpf_get_current_task() as *const u8;
+        let cred: u64 = read_kernel(task, o.task_cred);
+        if cred == 0 {
+            return Creds::default();
+        }
+        let c = cred as *const u8;
+        Creds {
+            uid: read_kernel(c, o.cred_uid),
+            euid: read_kernel(c, o.cred_euid),
+            suid: read_kernel(c, o.cred_suid),
+            fsuid: read_kernel(c, o.cred_fsuid),
+            gid: read_kernel(c, o.cred_gid),
+            egid: read_kernel(c, o.cred_egid),
+            sgid: read_kernel(c, o.cred_sgid),
+            fsgid: read_kernel(c, o.cred_fsgid),
+            cap_inheritable: read_kernel(c, o.cred_cap_inheritable),
+            cap_permitted: read_kernel(c, o.cred_cap_permitted),
+            cap_effective: read_kernel(c, o.cred_cap_effective),
+        }
+    }
+}
+
+/// Reads `N` bytes at `base + offset` from kernel memory; zeros if unreadable.
+#[inline(always)]
+pub(crate) unsafe fn read_kernel_bytes<const N: usize>(base: *const u8, offset: u32) -> [u8; N] {
+    let mut out = [0u8; N];
+    // SAFETY: bpf_probe_read_kernel validates the source address.
+    let rc = unsafe {
+        gen::bpf_probe_read_kernel(
+            out.as_mut_ptr() as *mut c_void,
+            N as u32,
+            base.add(offset as usize) as *const c_void,
+        )
+    };
+    if rc != 0 {
+        return [0; N];
+    }
+    out
+}
+
+/// Reads a user-space C string into `dst` (empty on failure).
+#[inline(always)]
+pub(crate) unsafe fn user_str(dst: &mut [u8], src: u64) {
+    dst[0] = 0;
+    if src != 0 {
+        // SAFETY: the helper validates the user address.
+        unsafe {
+            gen::bpf_probe_read_user_str(
+                dst.as_mut_ptr() as *mut c_void,
+                dst.len() as u32,
+                src as *const c_void,
+            );
+        }
+    }
+}
+
+/// The `struct file` behind the caller's `fd` (0 if none).
+#[inline(always)]
+pub(crate) unsafe fn fd_file(o: &KernelOffsets, fd: u64) -> u64 {
+    // SAFETY: probe reads only; the index is checked against max_fds.
+    unsafe {
+        let task = gen::bpf_get_current_task() as *const u8;
+        let files: u64 = read_kernel(task, o.task_files);
+        if files == 0 {
+            return 0;
+        }
+        let fdt: u64 = read_kernel(files as *const u8, o.files_fdt);
+        if fdt == 0 {
+            return 0;
+        }
+        let max: u32 = read_kernel(fdt as *const u8, o.fdt_max_fds);
+        if fd >= u64::from(max) {
+            return 0;
+        }
+        let fds: u64 = read_kernel(fdt as *const u8, o.fdt_fd);
+        read_kernel((fds + fd * 8) as *const u8, 0)
+    }
+}
+
+/// The name (last path component) of the file behind the caller's `fd`.
+#[inline(always)]
+pub(crate) unsafe fn fd_file_name(dst: &mut [u8], o: &KernelOffsets, fd: u64) {
+    dst[0] = 0;
+    // SAFETY: probe reads only.
+    unsafe {
+        let file = fd_file(o, fd);
+        if file == 0 {
+            return;
+        }
+        let dentry: u64 = read_kernel(file as *const u8, o.file_dentry);
+        if dentry == 0 {
+            return;
+        }
+        let name: u64 = read_kernel(dentry as *const u8, o.dentry_name);
+        if name != 0 {
+            gen::bpf_probe_read_kernel_str(
+                dst.as_mut_ptr() as *mut c_void,
+                dst.len() as u32,
+                name as *const c_void,
+            );
+        }
+    }
+}

@@ -115,12 +115,27 @@ pub struct ExecRecord {
     /// Length of the whole argument area in the process; larger than
     /// `argv_len` when the record had to cut it.
     pub argv_full_len: u32,
-    pub _pad: u32,
+    /// What the executable file is: `EXE_*` bits.
+    pub exe_flags: u32,
     /// The path execve was given, as the kernel resolved it.
     pub filename: [u8; PATH_MAX],
     /// NUL-separated arguments, argv[0] first.
     pub argv: [u8; ARGV_MAX],
+    /// The executable (`mm->exe_file`), walked up to the task's root:
+    /// absolute in the process's view, symlinks resolved.
+    pub exe_path: WalkedPath,
 }
+
+/// The executable is on an overlayfs upper layer: created or copied up
+/// (modified) after the container's root was mounted.
+pub const EXE_UPPER_LAYER: u32 = 1;
+/// The executable is a memfd (`memfd_create`): it never was on a disk.
+pub const EXE_MEMFD: u32 = 2;
+/// The executable has no link left (deleted after it was started, or never
+/// linked).
+pub const EXE_DELETED: u32 = 4;
+/// The executable lives on tmpfs or ramfs (`/dev/shm`, a tmpfs `/tmp`).
+pub const EXE_TMPFS: u32 = 8;
 
 /// A process that exited: its last thread ended (sched:sched_process_exit
 /// with the group dead). The header's `tid` is that last thread.
@@ -317,7 +332,7 @@ pub const PREFIX_MAX: usize = 64;
 pub struct PathPrefix {
     /// Bytes of `bytes` in use; 0 = empty slot.
     pub len: u32,
-    /// [`PREFIX_SENSITIVE`] or [`PREFIX_EXCLUDED`].
+    /// [`PREFIX_SENSITIVE`], [`PREFIX_EXCLUDED`] or [`PREFIX_INCLUDED`].
     pub kind: u32,
     pub bytes: [u8; PREFIX_MAX],
 }
@@ -326,6 +341,8 @@ pub struct PathPrefix {
 pub const PREFIX_SENSITIVE: u32 = 1;
 /// Nothing under this prefix is reported (e.g. `/proc/`, `/dev/`).
 pub const PREFIX_EXCLUDED: u32 = 2;
+/// Reported even under an excluded prefix (`/dev/shm/` under `/dev/`).
+pub const PREFIX_INCLUDED: u32 = 3;
 
 /// Length of a `struct sockaddr_in6` (the largest address Lumen reads).
 pub const SOCKADDR_MAX: usize = 28;
@@ -512,6 +529,17 @@ pub struct KernelOffsets {
     pub task_group_leader: u32,
     pub task_signal: u32,
     pub signal_live: u32,
+    /// The executable's facts: `mm_struct.exe_file`, `file.f_inode`,
+    /// `inode.i_sb`, `inode.i_nlink`, `super_block.s_magic`.
+    pub mm_exe_file: u32,
+    pub file_inode: u32,
+    pub inode_sb: u32,
+    pub inode_nlink: u32,
+    pub sb_magic: u32,
+    /// `ovl_inode.__upperdentry` counted from its `vfs_inode` (an overlay
+    /// inode's pointer); 0 when the kernel's BTF has no `ovl_inode`
+    /// (overlayfs built as a module), and the upper-layer fact is unknown.
+    pub ovl_upper_dentry: u32,
     /// Offset of `group_dead` in the `sched_process_exit` tracepoint's
     /// record (Linux 6.16+); 0 where the tracepoint has no such field, and
     /// the exit program reads `signal->live` instead.

@@ -9,7 +9,7 @@ use aya_ebpf::helpers::gen;
 use core::ffi::c_void;
 use lumen_common::{
     KernelOffsets, WalkedPath, COMPONENT_MAX, PATH_COMPONENTS, PATH_TAIL_MAX, PREFIX_EXCLUDED,
-    PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
+    PREFIX_INCLUDED, PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
 };
 
 /// Walks (`dentry`, `vfsmnt`) up to the task's root like the kernel's
@@ -126,12 +126,13 @@ pub(crate) unsafe fn resolve_path(
 }
 
 /// The kinds of prefix `path` (the caller's string, NUL-terminated) starts
-/// with, in one pass over the slots: (excluded, sensitive). Compares 8 bytes
+/// with, in one pass over the slots: (excluded, sensitive); a path under an
+/// included prefix is not excluded (`/dev/shm/` under `/dev/`). Compares 8 bytes
 /// at a time (slots are zero-padded; only the first PREFIX_MAX bytes of the
 /// path are ever read).
 #[inline(always)]
 pub(crate) fn prefix_kinds(path: &[u8; PATH_TAIL_MAX]) -> (bool, bool) {
-    let (mut excluded, mut sensitive) = (false, false);
+    let (mut excluded, mut sensitive, mut included) = (false, false, false);
     for slot in 0..PREFIX_SLOTS {
         let Some(p) = PREFIXES.get(slot) else {
             continue;
@@ -169,8 +170,10 @@ pub(crate) fn prefix_kinds(path: &[u8; PATH_TAIL_MAX]) -> (bool, bool) {
                 excluded = true;
             } else if p.kind == PREFIX_SENSITIVE {
                 sensitive = true;
+            } else if p.kind == PREFIX_INCLUDED {
+                included = true;
             }
         }
     }
-    (excluded, sensitive)
+    (excluded && !included, sensitive)
 }

@@ -2,7 +2,8 @@
 //! (`sched_process_exit`) and fork (`sched_process_fork`).
 
 use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS};
-use crate::task::{fill_header, process_start, read_kernel};
+use crate::path::walk_path;
+use crate::task::{fill_header, process_start, read_kernel, read_kernel_bytes};
 use aya_ebpf::{
     helpers::gen,
     macros::{raw_tracepoint, tracepoint},
@@ -11,8 +12,65 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use lumen_common::{
-    drop_index, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, RecordKind, ARGV_MAX, PATH_MAX,
+    drop_index, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, RecordKind, ARGV_MAX,
+    EXE_DELETED, EXE_MEMFD, EXE_TMPFS, EXE_UPPER_LAYER, PATH_MAX,
 };
+
+/// `super_block.s_magic` of the file systems an executable's facts depend on.
+const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+const RAMFS_MAGIC: u64 = 0x8584_58f6;
+const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
+
+/// What the executable `file` (a `struct file *`) is: `EXE_*` bits. Drift:
+/// an overlay inode with an upper dentry was written after the container
+/// started. Fileless: a memfd (on shmem or hugetlbfs, named `memfd:…`), a
+/// file with no link, or one on tmpfs/ramfs.
+#[inline(always)]
+unsafe fn exe_facts(o: &KernelOffsets, file: u64) -> u32 {
+    // SAFETY: probe reads only.
+    unsafe {
+        let inode: u64 = read_kernel(file as *const u8, o.file_inode);
+        if inode == 0 {
+            return 0;
+        }
+        let sb: u64 = read_kernel(inode as *const u8, o.inode_sb);
+        let magic: u64 = if sb == 0 {
+            0
+        } else {
+            read_kernel(sb as *const u8, o.sb_magic)
+        };
+        let mut flags = 0;
+        let nlink: u32 = read_kernel(inode as *const u8, o.inode_nlink);
+        if nlink == 0 {
+            flags |= EXE_DELETED;
+        }
+        if magic == OVERLAYFS_SUPER_MAGIC && o.ovl_upper_dentry != 0 {
+            let upper: u64 = read_kernel(inode as *const u8, o.ovl_upper_dentry);
+            if upper != 0 {
+                flags |= EXE_UPPER_LAYER;
+            }
+        } else if magic == TMPFS_MAGIC || magic == RAMFS_MAGIC || magic == HUGETLBFS_MAGIC {
+            let dentry: u64 = read_kernel(file as *const u8, o.file_f_path + o.path_dentry);
+            let name: u64 = if dentry == 0 {
+                0
+            } else {
+                read_kernel(dentry as *const u8, o.dentry_name)
+            };
+            let head: [u8; 6] = if name == 0 {
+                [0; 6]
+            } else {
+                read_kernel_bytes(name as *const u8, 0)
+            };
+            if head == *b"memfd:" {
+                flags |= EXE_MEMFD;
+            } else if magic != HUGETLBFS_MAGIC {
+                flags |= EXE_TMPFS;
+            }
+        }
+        flags
+    }
+}
 
 /// Offset of `__data_loc char[] filename` in sched_process_exec's record
 /// (after the 8-byte common header); stable since the tracepoint exists.
@@ -72,7 +130,26 @@ pub fn lumen_exec(ctx: TracePointContext) -> u32 {
             )
         };
         (*rec).argv_len = if rc == 0 { len as u32 } else { 0 };
-        (*rec)._pad = 0;
+
+        let exe_path = core::ptr::addr_of_mut!((*rec).exe_path);
+        (*exe_path).depth = 0;
+        (*exe_path).truncated = 0;
+        (*exe_path).tail[0] = 0;
+        let exe_file: u64 = if mm == 0 {
+            0
+        } else {
+            read_kernel(mm as *const u8, o.mm_exe_file)
+        };
+        (*rec).exe_flags = 0;
+        if exe_file != 0 {
+            (*rec).exe_flags = exe_facts(o, exe_file);
+            walk_path(
+                exe_path,
+                o,
+                read_kernel(exe_file as *const u8, o.file_f_path + o.path_dentry),
+                read_kernel(exe_file as *const u8, o.file_f_path + o.path_mnt),
+            );
+        }
     }
     entry.submit(submit_flags());
     0

@@ -47,6 +47,7 @@ fn exec(args: &[&str]) -> Event {
             activity: ProcessActivity::Exec,
             process: Process::default().with_text("/usr/bin/x", "x", args),
             exit: None,
+            exe: Default::default(),
         })),
         redaction: Default::default(),
     }

@@ -133,6 +133,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     attribution(w, pr);
     w.object("lumen");
     lumen_process(w, pr, p.exit.and_then(|e| e.signal));
+    exec_facts(w, &p.exe);
     w.end_object();
 }
 
@@ -217,6 +218,24 @@ fn acting_process(w: &mut JsonWriter<'_>, event: &Event, pr: &Process) {
     w.str("id", itoa::Buffer::new().format(pr.uid));
     w.end_object();
     attribution(w, pr);
+}
+
+/// `exe.*` (inside the open `lumen` object of ECS, OCSF's `unmapped`):
+/// what an exec's executable is, when it is drift or fileless.
+pub(crate) fn exec_facts(w: &mut JsonWriter<'_>, exe: &crate::event::ExecFacts) {
+    if !exe.drift() && !exe.fileless() {
+        return;
+    }
+    w.object("exe");
+    if exe.drift() {
+        w.bool("drift", true);
+        w.str_array("drift_reasons", exe.drift_reasons());
+    }
+    if exe.fileless() {
+        w.bool("fileless", true);
+        w.str_array("fileless_reasons", exe.fileless_reasons());
+    }
+    w.end_object();
 }
 
 /// `lumen.process.*` (inside an open `lumen` object).

@@ -412,6 +412,63 @@ pub struct ProcessEvent {
     pub process: Process,
     /// For exits: how it ended.
     pub exit: Option<ExitStatus>,
+    /// For execs: what the executable is (drift, fileless).
+    pub exe: ExecFacts,
+}
+
+/// What the kernel saw of an exec's executable file, and what Lumen knows
+/// of how it got there: the facts behind drift and fileless execution.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecFacts {
+    /// On an overlayfs upper layer: created or modified after the
+    /// container's root was mounted, not part of its image.
+    pub upper_layer: bool,
+    /// Written, or made executable, by a process of the same container
+    /// since Lumen watched it (any root file system, overlay or not).
+    pub written_in_container: bool,
+    /// A memfd (`memfd_create`): the program was never on a disk.
+    pub memfd: bool,
+    /// A file with no link left (deleted once started, or never linked).
+    pub deleted: bool,
+    /// On tmpfs or ramfs (`/dev/shm`, a tmpfs `/tmp`).
+    pub tmpfs: bool,
+    /// The executable as the kernel resolved it (absolute in the process's
+    /// root, symlinks followed); used to match writes, not serialized.
+    #[serde(skip)]
+    pub path: String,
+}
+
+impl ExecFacts {
+    /// Drift: the container runs a program its image did not have.
+    pub fn drift(&self) -> bool {
+        self.upper_layer || self.written_in_container
+    }
+
+    /// Why it is drift, in the names the schemas use.
+    pub fn drift_reasons(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
+            (self.upper_layer, "overlay_upper_layer"),
+            (self.written_in_container, "written_in_container"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+    }
+
+    /// Fileless execution: nothing on a disk holds the program.
+    pub fn fileless(&self) -> bool {
+        self.memfd || self.deleted || self.tmpfs
+    }
+
+    /// Why it is fileless, in the names the schemas use.
+    pub fn fileless_reasons(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
+            (self.memfd, "memfd"),
+            (self.deleted, "deleted"),
+            (self.tmpfs, "tmpfs"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+    }
 }
 
 /// A socket syscall and the socket's addresses after it.

@@ -212,6 +212,8 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     if let Some(sig) = p.exit.and_then(|e| e.signal) {
         w.i64("exit_signal", i64::from(sig));
     }
+    // Drift and fileless execution: OCSF has no attribute for them.
+    crate::ecs::exec_facts(w, &p.exe);
     w.end_object();
 }
 

@@ -130,6 +130,13 @@ fn process_events() -> Vec<Event> {
                 activity: ProcessActivity::Exec,
                 process: in_pod,
                 exit: None,
+                // A binary dropped in a container, run from /dev/shm.
+                exe: lumen_schemas::event::ExecFacts {
+                    upper_layer: true,
+                    written_in_container: true,
+                    tmpfs: true,
+                    ..Default::default()
+                },
             })),
             redaction: Default::default(),
         },
@@ -141,6 +148,7 @@ fn process_events() -> Vec<Event> {
                 activity: ProcessActivity::Exec,
                 process: process.clone(),
                 exit: None,
+                exe: Default::default(),
             })),
             redaction: Default::default(),
         },
@@ -152,6 +160,7 @@ fn process_events() -> Vec<Event> {
                 activity: ProcessActivity::Fork,
                 process: process.clone(),
                 exit: None,
+                exe: Default::default(),
             })),
             redaction: Default::default(),
         },
@@ -163,6 +172,7 @@ fn process_events() -> Vec<Event> {
                 activity: ProcessActivity::Exit,
                 process,
                 exit: Some(ExitStatus::from_wait_status(9)),
+                exe: Default::default(),
             })),
             redaction: Default::default(),
         },
@@ -533,6 +543,24 @@ fn ocsf_process_activity_validates_for_exec_and_exit() {
         assert_valid(&v, &doc, "process");
         assert_profiles_declared(&doc);
     }
+    // The drift and fileless facts of the first exec, in both schemas.
+    let dropped = &process_events()[0];
+    let ocsf = encode(Schema::Ocsf, dropped);
+    assert_eq!(ocsf["unmapped"]["exe"]["drift"], true);
+    assert_eq!(
+        ocsf["unmapped"]["exe"]["drift_reasons"],
+        serde_json::json!(["overlay_upper_layer", "written_in_container"])
+    );
+    assert_eq!(
+        ocsf["unmapped"]["exe"]["fileless_reasons"],
+        serde_json::json!(["tmpfs"])
+    );
+    let ecs = encode(Schema::Ecs, dropped);
+    assert_eq!(ecs["lumen"]["exe"]["drift"], true);
+    assert_eq!(ecs["lumen"]["exe"]["fileless"], true);
+    // An ordinary exec says nothing of either.
+    let plain = encode(Schema::Ecs, &process_events()[1]);
+    assert!(plain["lumen"].get("exe").is_none(), "{plain}");
 }
 
 /// Object-level profile attributes (which a JSON Schema cannot gate) are

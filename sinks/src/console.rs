@@ -309,6 +309,7 @@ mod tests {
             activity: ProcessActivity::Exec,
             process: p.clone(),
             exit: None,
+            exe: Default::default(),
         })));
         assert_eq!(
             text_line(&exec),
@@ -318,6 +319,7 @@ mod tests {
             activity: ProcessActivity::Exit,
             process: p,
             exit: Some(ExitStatus::from_wait_status(9)),
+            exe: Default::default(),
         })));
         assert_eq!(
             text_line(&exit),

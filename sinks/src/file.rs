@@ -230,6 +230,7 @@ mod tests {
                 }
                 .with_text("/bin/x", "x", &[&"x".repeat(100)]),
                 exit: None,
+                exe: Default::default(),
             })),
             redaction: Default::default(),
         }

@@ -3,30 +3,14 @@
 
 use crate::support::{
     is_root, random_container_id, wait_for_events, wait_for_process_event, Container, Lumen,
+    KERNEL_TO_FILES,
 };
 use std::time::Duration;
-
-const CONFIG: &str = r#"
-[sources.kernel]
-type = "ebpf"
-
-[sinks.ecs]
-type = "file"
-inputs = ["kernel"]
-schema = "ecs"
-path = "{dir}/ecs.ndjson"
-
-[sinks.ocsf]
-type = "file"
-inputs = ["kernel"]
-schema = "ocsf"
-path = "{dir}/ocsf.ndjson"
-"#;
 
 #[test]
 fn a_short_lived_runc_container_is_attributed_to_its_container_and_pod() {
     assert!(is_root(), "runc and eBPF need root (CI runs as root)");
-    let mut lumen = Lumen::start(CONFIG);
+    let mut lumen = Lumen::start(KERNEL_TO_FILES);
     lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
 
     let container_id = random_container_id();

@@ -374,24 +374,6 @@ fn runs_with_only_cap_bpf_and_cap_perfmon() {
     assert!(status.success());
 }
 
-/// Builds the test helper `tests/e2e/helpers/<name>.rs` (std only) with
-/// rustc into `dir`.
-fn build_helper(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/e2e/helpers")
-        .join(format!("{name}.rs"));
-    let out = dir.join(name);
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    let status = Command::new(rustc)
-        .args(["--edition", "2021", "-O", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building {}", source.display());
-    out
-}
-
 #[test]
 fn a_process_whose_main_thread_ends_first_keeps_its_identity_and_exits_once() {
     main_thread_ends_first(&[]);
@@ -408,7 +390,7 @@ fn main_thread_ends_first(envs: &[(&str, &str)]) {
     assert!(is_root(), "the eBPF tests need root (CI runs as root)");
     let dir = tempfile::tempdir().unwrap();
     let mut lumen = Lumen::start_with_args(dir, CONFIG, std::process::Stdio::null(), &[], envs);
-    let helper = build_helper("thread_outlives_main", lumen.dir.path());
+    let helper = crate::support::build_helper("thread_outlives_main", lumen.dir.path());
     lumen.wait_for_log(
         "every privilege, network and file tracepoint this kernel has attached",
         Duration::from_secs(60),

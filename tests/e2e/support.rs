@@ -10,6 +10,24 @@ use std::time::{Duration, Instant};
 
 pub const LUMEN: &str = env!("CARGO_BIN_EXE_lumen");
 
+/// The ebpf source into ECS and OCSF files (`ecs.ndjson`, `ocsf.ndjson`).
+pub const KERNEL_TO_FILES: &str = r#"
+[sources.kernel]
+type = "ebpf"
+
+[sinks.ecs]
+type = "file"
+inputs = ["kernel"]
+schema = "ecs"
+path = "{dir}/ecs.ndjson"
+
+[sinks.ocsf]
+type = "file"
+inputs = ["kernel"]
+schema = "ocsf"
+path = "{dir}/ocsf.ndjson"
+"#;
+
 /// A running `lumen run`.
 pub struct Lumen {
     child: Child,
@@ -262,11 +280,25 @@ pub fn append_audit<S: AsRef<str>>(path: &Path, ids: impl IntoIterator<Item = S>
 pub struct Container {
     pub id: String,
     pub bundle: tempfile::TempDir,
+    /// The overlay mounted as the root, when it is one.
+    overlay: Option<PathBuf>,
 }
 
 impl Container {
-    /// Writes a bundle that runs `args` in the container.
+    /// Writes a bundle that runs `args` in the container, its root a plain
+    /// directory.
     pub fn new(id: &str, cgroups_path: &str, args: &[&str]) -> Container {
+        Self::build(id, cgroups_path, args, false)
+    }
+
+    /// As [`Container::new`], its root an overlay as container runtimes
+    /// mount one: the busybox rootfs as the image's (lower) layer, a fresh
+    /// directory as the container's writable (upper) layer.
+    pub fn on_overlay(id: &str, cgroups_path: &str, args: &[&str]) -> Container {
+        Self::build(id, cgroups_path, args, true)
+    }
+
+    fn build(id: &str, cgroups_path: &str, args: &[&str], overlay: bool) -> Container {
         let bundle = tempfile::tempdir().unwrap();
         let rootfs = bundle.path().join("rootfs");
         for d in ["bin", "proc", "dev", "sys", "tmp"] {
@@ -277,9 +309,28 @@ impl Container {
             .find(|p| Path::new(p).exists())
             .expect("busybox-static is installed by `cargo xtask test`");
         std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "true", "sleep", "cat"] {
+        for applet in ["sh", "true", "sleep", "cat", "cp", "chmod"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
+        let mounted = overlay.then(|| {
+            let merged = bundle.path().join("merged");
+            for d in ["upper", "work", "merged"] {
+                std::fs::create_dir(bundle.path().join(d)).unwrap();
+            }
+            let options = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                rootfs.display(),
+                bundle.path().join("upper").display(),
+                bundle.path().join("work").display()
+            );
+            let status = Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", &options])
+                .arg(&merged)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mounting the overlay root");
+            merged
+        });
         let status = Command::new("runc")
             .arg("spec")
             .current_dir(bundle.path())
@@ -292,10 +343,16 @@ impl Container {
         spec["process"]["terminal"] = false.into();
         spec["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
         spec["linux"]["cgroupsPath"] = cgroups_path.into();
+        // Writable, as a deployed container's root is.
+        spec["root"]["readonly"] = false.into();
+        if mounted.is_some() {
+            spec["root"]["path"] = "merged".into();
+        }
         std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
         Container {
             id: id.to_owned(),
             bundle,
+            overlay: mounted,
         }
     }
 
@@ -317,6 +374,9 @@ impl Drop for Container {
         let _ = Command::new("runc")
             .args(["delete", "--force", &self.id])
             .output();
+        if let Some(merged) = &self.overlay {
+            let _ = Command::new("umount").arg(merged).output();
+        }
     }
 }
 
@@ -363,4 +423,22 @@ pub fn try_scrape_text(port: u16) -> Option<String> {
         .ok()?
         .text()
         .ok()
+}
+
+/// Builds the test helper `tests/e2e/helpers/<name>.rs` (std only) with
+/// rustc into `dir`.
+pub fn build_helper(name: &str, dir: &Path) -> PathBuf {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/e2e/helpers")
+        .join(format!("{name}.rs"));
+    let out = dir.join(name);
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let status = Command::new(rustc)
+        .args(["--edition", "2021", "-O", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {}", source.display());
+    out
 }

@@ -2,15 +2,15 @@
 
 use lumen_common::{
     Creds, ExecRecord, ExitRecord, FileOp, FileRecord, ForkRecord, NetOp, NetRecord, PrivOp,
-    PrivRecord, RecordHeader, RecordKind, WalkedPath, ARGV_MAX, PATH_COMPONENTS, PATH_MAX,
-    SOCKADDR_MAX,
+    PrivRecord, RecordHeader, RecordKind, WalkedPath, ARGV_MAX, EXE_DELETED, EXE_MEMFD, EXE_TMPFS,
+    EXE_UPPER_LAYER, PATH_COMPONENTS, PATH_MAX, SOCKADDR_MAX,
 };
 #[cfg(test)]
 use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
 use lumen_schemas::event::{
-    push, Attribution, Credentials, ExitStatus, FileEvent, FileOperation, MountInfo, NetworkEvent,
-    NetworkOp, ParentInfo, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent,
-    Str,
+    push, Attribution, Credentials, ExecFacts, ExitStatus, FileEvent, FileOperation, MountInfo,
+    NetworkEvent, NetworkOp, ParentInfo, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity,
+    ProcessEvent, Str,
 };
 use lumen_schemas::EventKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -199,6 +199,26 @@ fn attribute(h: &RecordHeader, text: &mut String) -> Attribution {
     }
 }
 
+/// The executable's facts from the kernel's bits; a memfd is only that
+/// (it also has no link and lives on shmem).
+fn exec_facts(r: &ExecRecord) -> ExecFacts {
+    let on = |bit: u32| r.exe_flags & bit != 0;
+    let memfd = on(EXE_MEMFD);
+    let path = if r.exe_path.depth == 0 && r.exe_path.tail[0] == 0 {
+        String::new()
+    } else {
+        assemble_path(&r.exe_path)
+    };
+    ExecFacts {
+        upper_layer: on(EXE_UPPER_LAYER),
+        written_in_container: false,
+        memfd,
+        deleted: on(EXE_DELETED) && !memfd,
+        tmpfs: on(EXE_TMPFS) && !memfd,
+        path,
+    }
+}
+
 fn until_nul(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     &bytes[..end]
@@ -212,11 +232,16 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             let r: ExecRecord = read(bytes)?;
             let name_len = (r.filename_len as usize).min(PATH_MAX);
             let argv_len = (r.argv_len as usize).min(ARGV_MAX);
-            let mut process = process_from(
-                &r.header,
-                until_nul(&r.filename[..name_len]),
-                &r.argv[..argv_len],
-            );
+            let exe = exec_facts(&r);
+            let given = until_nul(&r.filename[..name_len]);
+            // ECS wants an absolute executable: a relative execve path
+            // (`./payload`) is replaced by the one the kernel resolved.
+            let executable = if given.starts_with(b"/") || exe.path.is_empty() {
+                given
+            } else {
+                exe.path.as_bytes()
+            };
+            let mut process = process_from(&r.header, executable, &r.argv[..argv_len]);
             process.args_truncated = r.argv_full_len as usize > argv_len;
             Ok(Decoded {
                 ktime_ns: r.header.ktime_ns,
@@ -224,6 +249,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                     activity: ProcessActivity::Exec,
                     process,
                     exit: None,
+                    exe,
                 })),
             })
         }
@@ -235,6 +261,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                     activity: ProcessActivity::Exit,
                     process: process_from(&r.header, &[], &[]),
                     exit: Some(ExitStatus::from_wait_status(r.exit_code)),
+                    exe: Default::default(),
                 })),
             })
         }
@@ -255,6 +282,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                     activity: ProcessActivity::Fork,
                     process,
                     exit: None,
+                    exe: Default::default(),
                 })),
             })
         }
@@ -505,9 +533,10 @@ mod tests {
             filename_len: 9,
             argv_len: 12,
             argv_full_len: 4000,
-            _pad: 0,
+            exe_flags: 0,
             filename: [0; PATH_MAX],
             argv: [0; ARGV_MAX],
+            exe_path: walked(&["usr", "bin", "true"]),
         };
         r.filename[..9].copy_from_slice(b"/bin/true");
         r.argv[..12].copy_from_slice(b"true\0-a\0b c\0");
@@ -522,6 +551,62 @@ mod tests {
             (p.process.pid, p.process.ppid, p.process.name()),
             (10, 1, "true")
         );
+        assert_eq!(p.exe.path, "/usr/bin/true", "resolved by the kernel");
+        assert!(!p.exe.drift() && !p.exe.fileless());
+    }
+
+    /// A walked path of `components`, root first.
+    fn walked(components: &[&str]) -> WalkedPath {
+        let mut p = WalkedPath {
+            depth: components.len() as u32,
+            truncated: 0,
+            components: [[0; lumen_common::COMPONENT_MAX]; PATH_COMPONENTS],
+            tail: [0; lumen_common::PATH_TAIL_MAX],
+        };
+        for (slot, c) in p.components.iter_mut().zip(components.iter().rev()) {
+            slot[..c.len()].copy_from_slice(c.as_bytes());
+        }
+        p
+    }
+
+    #[test]
+    fn exec_facts_say_drift_and_fileless_and_a_relative_path_is_made_absolute() {
+        let record = |flags: u32, given: &[u8], path: &[&str]| {
+            let mut r = ExecRecord {
+                header: header(RecordKind::Exec),
+                filename_len: given.len() as u32,
+                argv_len: 0,
+                argv_full_len: 0,
+                exe_flags: flags,
+                filename: [0; PATH_MAX],
+                argv: [0; ARGV_MAX],
+                exe_path: walked(path),
+            };
+            r.filename[..given.len()].copy_from_slice(given);
+            let EventKind::Process(p) = decode(as_bytes(&r)).unwrap().kind else {
+                panic!()
+            };
+            p
+        };
+        let dropped = record(EXE_UPPER_LAYER, b"./payload", &["tmp", "payload"]);
+        assert_eq!(dropped.process.executable(), "/tmp/payload");
+        assert!(dropped.exe.drift() && !dropped.exe.fileless());
+        assert_eq!(
+            dropped.exe.drift_reasons().collect::<Vec<_>>(),
+            ["overlay_upper_layer"]
+        );
+        // A memfd also has no link and lives on shmem: it is only a memfd.
+        let memfd = record(
+            EXE_MEMFD | EXE_DELETED | EXE_TMPFS,
+            b"/proc/self/fd/3",
+            &["memfd:x (deleted)"],
+        );
+        assert_eq!(memfd.exe.fileless_reasons().collect::<Vec<_>>(), ["memfd"]);
+        assert_eq!(memfd.process.executable(), "/proc/self/fd/3");
+        let shm = record(EXE_TMPFS, b"/dev/shm/x", &["dev", "shm", "x"]);
+        assert_eq!(shm.exe.fileless_reasons().collect::<Vec<_>>(), ["tmpfs"]);
+        let gone = record(EXE_DELETED, b"/tmp/x", &["tmp", "x (deleted)"]);
+        assert_eq!(gone.exe.fileless_reasons().collect::<Vec<_>>(), ["deleted"]);
     }
 
     #[test]

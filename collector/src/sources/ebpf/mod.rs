@@ -11,6 +11,7 @@
 //! here uses tracepoints.
 
 pub mod decode;
+pub mod drift;
 pub mod k8s_pods;
 pub mod offsets;
 pub mod process_cache;
@@ -22,9 +23,9 @@ use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{
     drop_index, KernelOffsets, PathPrefix, ProcFilter, RingConfig, COMM_LEN, EXCLUDED_COMMS,
-    PREFIX_EXCLUDED, PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
+    PREFIX_EXCLUDED, PREFIX_INCLUDED, PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
 };
-use lumen_schemas::event::{Host, LossReport};
+use lumen_schemas::event::{Host, LossReport, ProcessActivity};
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{Event, EventKind};
 use lumen_sinks::ack::Ack;
@@ -67,6 +68,10 @@ pub struct EbpfSourceConfig {
     /// Path prefixes of files never reported (checked in the kernel).
     #[serde(default = "default_exclude_paths")]
     pub exclude_paths: Vec<String>,
+    /// Path prefixes reported even under an excluded one: by default the
+    /// staging places of fileless payloads under `/dev/`.
+    #[serde(default = "default_include_paths")]
+    pub include_paths: Vec<String>,
     /// Report only tasks in containers (outside the host's mount namespace).
     #[serde(default)]
     pub containers_only: bool,
@@ -131,12 +136,17 @@ fn default_exclude_paths() -> Vec<String> {
     ["/proc/", "/sys/", "/dev/"].map(String::from).to_vec()
 }
 
+fn default_include_paths() -> Vec<String> {
+    ["/dev/shm/", "/dev/mqueue/"].map(String::from).to_vec()
+}
+
 /// The prefixes for the kernel's `PREFIXES` map, `~/` expanded with the
 /// home directories of login users (uid 0 and 1000–65533) in `passwd` (the
 /// contents of /etc/passwd).
 pub fn expand_prefixes(
     sensitive: &[String],
     excluded: &[String],
+    included: &[String],
     passwd: &str,
 ) -> Result<Vec<(u32, String)>, EbpfError> {
     // Login users' homes: root and regular users (uid >= 1000), not nobody.
@@ -152,7 +162,11 @@ pub fn expand_prefixes(
         .collect();
     homes.dedup();
     let mut out = Vec::new();
-    for (kind, list) in [(PREFIX_SENSITIVE, sensitive), (PREFIX_EXCLUDED, excluded)] {
+    for (kind, list) in [
+        (PREFIX_SENSITIVE, sensitive),
+        (PREFIX_EXCLUDED, excluded),
+        (PREFIX_INCLUDED, included),
+    ] {
         for p in list {
             let expanded: Vec<String> = match p.strip_prefix("~/") {
                 Some(rest) => homes
@@ -227,7 +241,7 @@ pub enum EbpfError {
     RingBufferSize(u32),
     #[error("path prefix {0:?}: must be absolute (or start with ~/) and shorter than 64 bytes")]
     BadPrefix(String),
-    #[error("{0} path prefixes after expanding ~/ (sensitive_paths + exclude_paths); at most 16")]
+    #[error("{0} path prefixes after expanding ~/ (sensitive_paths + exclude_paths + include_paths); at most 16")]
     TooManyPrefixes(usize),
     #[error("exclude_comms: {0}")]
     BadComm(String),
@@ -393,7 +407,12 @@ impl EbpfSource {
     ) -> Result<Self, EbpfError> {
         let mut offsets = offsets::resolve(&config.btf_path)?;
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let prefixes = expand_prefixes(&config.sensitive_paths, &config.exclude_paths, &passwd)?;
+        let prefixes = expand_prefixes(
+            &config.sensitive_paths,
+            &config.exclude_paths,
+            &config.include_paths,
+            &passwd,
+        )?;
         let host_mnt_ns = match namespace_inode(Path::new("/proc/1/ns/mnt")) {
             Some(ns) => ns,
             None => match namespace_inode(Path::new("/proc/self/ns/mnt")) {
@@ -479,7 +498,7 @@ impl EbpfSource {
                 };
                 slots.set(i as u32, slot, 0).map_err(map_err("PREFIXES"))?;
             }
-            tracing::info!(prefixes = ?prefixes, "ebpf source: file path prefixes (1 = sensitive, 2 = excluded)");
+            tracing::info!(prefixes = ?prefixes, "ebpf source: file path prefixes (1 = sensitive, 2 = excluded, 3 = included)");
         }
         for &(program, category, name) in ATTACHMENTS {
             let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
@@ -620,6 +639,7 @@ impl EbpfSource {
             metrics: metrics.clone(),
             boot_offset_ns,
             cache,
+            writes: drift::ContainerWrites::new(CONTAINER_WRITES),
             pods,
         };
         let mut batch = Vec::with_capacity(256);
@@ -752,10 +772,16 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                         if !r.cache.enrich(p) {
                             continue; // the process's exit, reported already
                         }
+                        if p.activity == ProcessActivity::Exec {
+                            r.writes.mark(p);
+                        }
                     }
                     EventKind::Privilege(p) => r.cache.annotate(&mut p.process),
                     EventKind::Network(n) => r.cache.annotate(&mut n.process),
-                    EventKind::File(f) => r.cache.annotate(&mut f.process),
+                    EventKind::File(f) => {
+                        r.cache.annotate(&mut f.process);
+                        r.writes.observe(f);
+                    }
                     EventKind::ApiActivity(_) | EventKind::Loss(_) => {}
                 }
                 if let Some(pods) = &r.pods {
@@ -794,8 +820,13 @@ struct Reader {
     metrics: Arc<ComponentMetrics>,
     boot_offset_ns: i64,
     cache: ProcessCache,
+    /// Files containers wrote: drift on any root file system.
+    writes: drift::ContainerWrites,
     pods: Option<k8s_pods::PodCache>,
 }
+
+/// Files written in containers remembered for drift (about 100 bytes each).
+const CONTAINER_WRITES: usize = 65_536;
 
 /// Reads the kernel's per-CPU drop counters; logs and counts what is new.
 fn report_drops(
@@ -833,7 +864,8 @@ mod tests {
     fn home_prefixes_expand_to_login_users_and_duplicates_collapse() {
         let p = expand_prefixes(
             &["~/.ssh/".into(), "/root/.ssh/".into()],
-            &["/proc/".into()],
+            &["/dev/".into()],
+            &["/dev/shm/".into()],
             PASSWD,
         )
         .unwrap();
@@ -842,7 +874,8 @@ mod tests {
             [
                 (PREFIX_SENSITIVE, "/root/.ssh/".to_owned()),
                 (PREFIX_SENSITIVE, "/home/alice/.ssh/".to_owned()),
-                (PREFIX_EXCLUDED, "/proc/".to_owned()),
+                (PREFIX_EXCLUDED, "/dev/".to_owned()),
+                (PREFIX_INCLUDED, "/dev/shm/".to_owned()),
             ]
         );
     }
@@ -872,15 +905,21 @@ mod tests {
 
     #[test]
     fn bad_or_too_many_prefixes_are_refused_with_the_reason() {
-        let e = expand_prefixes(&["etc/shadow".into()], &[], PASSWD)
+        let e = expand_prefixes(&["etc/shadow".into()], &[], &[], PASSWD)
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"etc/shadow\": must be absolute"), "{e}");
         let many: Vec<String> = (0..17).map(|i| format!("/p{i}/")).collect();
-        let e = expand_prefixes(&many, &[], PASSWD).unwrap_err().to_string();
+        let e = expand_prefixes(&many, &[], &[], PASSWD)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("17 path prefixes"), "{e}");
-        assert!(
-            expand_prefixes(&default_sensitive_paths(), &default_exclude_paths(), PASSWD).is_ok()
-        );
+        assert!(expand_prefixes(
+            &default_sensitive_paths(),
+            &default_exclude_paths(),
+            &default_include_paths(),
+            PASSWD
+        )
+        .is_ok());
     }
 }

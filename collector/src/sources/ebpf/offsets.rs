@@ -130,6 +130,19 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         skc_v6_rcv_saddr: byte_offset("sock", "__sk_common.skc_v6_rcv_saddr")?,
         sk_protocol: byte_offset("sock", "sk_protocol")?,
         sk_type: byte_offset("sock", "sk_type")?,
+        mm_exe_file: byte_offset("mm_struct", "exe_file")?,
+        file_inode: byte_offset("file", "f_inode")?,
+        inode_sb: byte_offset("inode", "i_sb")?,
+        inode_nlink: byte_offset("inode", "i_nlink|__i_nlink")?,
+        sb_magic: byte_offset("super_block", "s_magic")?,
+        // Absent when overlayfs is a module (its types are in its own BTF).
+        ovl_upper_dentry: match (
+            byte_offset("ovl_inode", "__upperdentry"),
+            byte_offset("ovl_inode", "vfs_inode"),
+        ) {
+            (Ok(upper), Ok(inode)) if upper > inode => upper - inode,
+            _ => 0,
+        },
         task_group_leader: byte_offset("task_struct", "group_leader")?,
         task_signal: byte_offset("task_struct", "signal")?,
         signal_live: byte_offset("signal_struct", "live")?,
@@ -191,6 +204,11 @@ mod tests {
         // kernfs_node: `name` follows the parent pointer on every layout.
         assert!(o.kernfs_name > o.kernfs_parent);
         assert!(o.task_cgroups > 0 && o.cgroup_kn > 0 && o.net_ns_inum > 0);
+        assert!(o.mm_exe_file > 0 && o.file_inode > 0 && o.inode_sb > 0 && o.sb_magic > 0);
+        assert!(o.inode_nlink > 0);
+        // This kernel has overlayfs built in: the upper dentry follows the
+        // embedded inode (struct inode is far larger than 64 bytes).
+        assert!(o.ovl_upper_dentry > 64, "{}", o.ovl_upper_dentry);
     }
 
     #[test]

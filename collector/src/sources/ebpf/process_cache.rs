@@ -322,6 +322,7 @@ mod tests {
             activity,
             process,
             exit: None,
+            exe: Default::default(),
         }
     }
 
@@ -441,6 +442,7 @@ mod tests {
             activity: ProcessActivity::Exit,
             process: process(50, S, 0, "old"),
             exit: None,
+            exe: Default::default(),
         };
         assert!(c.enrich(&mut old));
         assert_eq!(old.process.executable(), "");
@@ -450,6 +452,7 @@ mod tests {
             activity: ProcessActivity::Exit,
             process: process(50, 2 * S, 0, "new"),
             exit: None,
+            exe: Default::default(),
         };
         let mut first = exit();
         assert!(c.enrich(&mut first));

@@ -33,6 +33,7 @@ fn exec(container: &str, t: i64) -> Event {
             activity: ProcessActivity::Exec,
             process: process_in(container),
             exit: None,
+            exe: Default::default(),
         })),
         redaction: Default::default(),
     }

@@ -117,6 +117,7 @@ fn mysql_exec() -> Event {
             "bash\0-c\0curl https://user:pa55word@api.example.com/x -H 'Authorization: Bearer abcdefgh12345678'",
         ),
         exit: None,
+        exe: Default::default(),
     })))
 }
 
@@ -283,6 +284,7 @@ fn events_without_personal_data_pass_through_untouched() {
         activity: ProcessActivity::Exec,
         process: process("/bin/ls", &["ls", "-la", "/tmp"], "bash"),
         exit: None,
+        exe: Default::default(),
     })));
     assert!(r.redacted(&ls).is_none());
     let mut hosts = file_write();

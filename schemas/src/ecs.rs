@@ -26,6 +26,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::Network(n) => network(&mut w, event, n),
         EventKind::Loss(l) => loss(&mut w, event, l),
         EventKind::File(f) => file(&mut w, event, f),
+        EventKind::Finding(f) => finding(&mut w, event, f),
     }
     redaction(&mut w, event);
     w.end_object();
@@ -100,6 +101,7 @@ pub fn dataset(event: &Event) -> &'static str {
         EventKind::Network(_) => "lumen.network",
         EventKind::Loss(_) => "lumen.loss",
         EventKind::File(_) => "lumen.file",
+        EventKind::Finding(_) => "lumen.finding",
     }
 }
 
@@ -480,6 +482,7 @@ pub fn category(event: &Event) -> &'static str {
         EventKind::Network(_) => "network",
         EventKind::Loss(_) => "host",
         EventKind::File(_) => "file",
+        EventKind::Finding(f) => category(&f.evidence),
     }
 }
 
@@ -834,4 +837,92 @@ fn kubernetes_audit(w: &mut JsonWriter<'_>, a: &ApiActivity) {
     }
     w.end_object();
     w.end_object();
+}
+
+/// A finding: the evidence's own document, made an alert (`event.kind:
+/// alert`, `event.severity`, `event.risk_score`, `event.reason`), in the
+/// `lumen.finding` dataset, with `rule.*`, `threat.*` (MITRE ATT&CK) and
+/// `lumen.finding.*` (how many matches it stands for, when). Findings are
+/// rare: the evidence goes through a JSON value to be reshaped.
+fn finding(w: &mut JsonWriter<'_>, event: &Event, f: &crate::event::Finding) {
+    use serde_json::{json, Value};
+    let mut doc = Vec::new();
+    encode(&f.evidence, &mut doc);
+    let mut map = match serde_json::from_slice::<Value>(&doc) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let rule = &f.rule;
+    if let Some(Value::Object(e)) = map.get_mut("event") {
+        e.insert("kind".into(), "alert".into());
+        e.insert("severity".into(), rule.severity.id().into());
+        e.insert("risk_score".into(), risk_score(rule.severity).into());
+        e.insert("reason".into(), rule.title.clone().into());
+        e.insert("dataset".into(), "lumen.finding".into());
+        e.insert("created".into(), (*event.observed.rfc3339()).into());
+    }
+    if let Some(Value::Object(d)) = map.get_mut("data_stream") {
+        d.insert("dataset".into(), "lumen.finding".into());
+    }
+    let mut rule_obj = json!({
+        "id": rule.id,
+        "uuid": rule.id,
+        "name": rule.title,
+        "description": rule.description,
+        "ruleset": rule.ruleset,
+        "category": rule.types.join(", "),
+        "author": ["Lumen"],
+    });
+    if let Some(reference) = rule.references.first() {
+        rule_obj["reference"] = reference.as_str().into();
+    }
+    map.insert("rule".into(), rule_obj);
+    if !rule.attacks.is_empty() {
+        let ids = |f: fn(&crate::event::Attack) -> &str| -> Vec<&str> {
+            let mut out: Vec<&str> = rule.attacks.iter().map(f).collect();
+            out.dedup();
+            out
+        };
+        map.insert(
+            "threat".into(),
+            json!({
+                "framework": "MITRE ATT&CK",
+                "tactic": {"id": ids(|a| &a.tactic_id), "name": ids(|a| &a.tactic)},
+                "technique": {"id": ids(|a| &a.technique_id), "name": ids(|a| &a.technique)},
+            }),
+        );
+    }
+    let lumen = map
+        .entry("lumen")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Value::Object(l) = lumen {
+        l.insert(
+            "finding".into(),
+            json!({
+                "count": f.count,
+                "first_seen": &*f.first_seen.rfc3339(),
+                "last_seen": &*f.last_seen.rfc3339(),
+            }),
+        );
+    }
+    // The finding's own marker is written after the body.
+    if !event.redaction.is_empty() {
+        map.remove("labels");
+    }
+    for (key, value) in &map {
+        w.raw(key, &serde_json::to_vec(value).unwrap_or_default());
+    }
+}
+
+/// Elastic's risk scores per severity (low 21, medium 47, high 73,
+/// critical 99).
+pub fn risk_score(severity: crate::event::Severity) -> u64 {
+    use crate::event::Severity as S;
+    match severity {
+        S::Informational => 0,
+        S::Low => 21,
+        S::Medium => 47,
+        S::High => 73,
+        S::Critical => 99,
+    }
 }

@@ -226,6 +226,82 @@ pub enum EventKind {
     /// A file opened for writing or a sensitive file read; an unlink,
     /// rename, chmod or chown.
     File(Box<FileEvent>),
+    /// A detection rule matched an event: the rule, and the event as
+    /// evidence.
+    Finding(Box<Finding>),
+}
+
+/// What a `detect` transform found: a rule that matched, how often for
+/// its key since the last finding, and the event that matched.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Finding {
+    pub rule: Arc<RuleInfo>,
+    /// Matches this finding stands for: 1, or more when matches for the
+    /// same rule and key were suppressed since the previous finding.
+    pub count: u64,
+    /// When the first and the last of those matches happened.
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// The event that matched (the last one).
+    pub evidence: Box<Event>,
+}
+
+/// A detection rule as findings describe it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleInfo {
+    /// `lumen.container.drift_exec`, a Sigma rule's `id`, a user's id.
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub severity: Severity,
+    /// Finding types (`Container Drift`, `Privilege Escalation`, …).
+    pub types: Vec<String>,
+    pub attacks: Vec<Attack>,
+    /// Where the rule comes from: `builtin`, `lumen` (a rule file) or
+    /// `sigma`.
+    pub ruleset: String,
+    pub references: Vec<String>,
+}
+
+/// A MITRE ATT&CK technique and the tactic it serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attack {
+    /// `TA0002`.
+    pub tactic_id: String,
+    /// `Execution`.
+    pub tactic: String,
+    /// `T1610` or a sub-technique `T1611.001`.
+    pub technique_id: String,
+    pub technique: String,
+}
+
+/// How bad a finding is, as OCSF's `severity_id` counts (ECS
+/// `event.severity` uses the same numbers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Informational = 1,
+    Low = 2,
+    #[default]
+    Medium = 3,
+    High = 4,
+    Critical = 5,
+}
+
+impl Severity {
+    pub fn id(self) -> u64 {
+        self as u64
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Informational => "Informational",
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+        }
+    }
 }
 
 /// A file operation; paths are absolute as the process sees them (from its
@@ -348,6 +424,7 @@ impl EventKind {
             EventKind::Privilege(p) => Some(&p.process),
             EventKind::Network(n) => Some(&n.process),
             EventKind::File(f) => Some(&f.process),
+            EventKind::Finding(f) => f.evidence.kind.process(),
             EventKind::ApiActivity(_) | EventKind::Loss(_) => None,
         }
     }
@@ -373,6 +450,7 @@ impl EventKind {
                 ProcessActivity::Exit => "process_exit",
             },
             EventKind::ApiActivity(_) => "k8s_audit",
+            EventKind::Finding(_) => "finding",
             EventKind::Privilege(p) => p.op.kind_name(),
             EventKind::Loss(l) => match l.cause {
                 LossCause::KernelRingBuffer => "loss",

@@ -495,6 +495,134 @@ fn ocsf_loss_report_validates_as_detection_finding() {
     assert_valid(&v, &doc, "rate_limit_summary");
 }
 
+/// Findings of a rule over `evidence`.
+fn finding_of(evidence: Event) -> Event {
+    use lumen_schemas::event::{Attack, Finding, RuleInfo, Severity};
+    let rule = RuleInfo {
+        id: "lumen.container.drift_exec".into(),
+        title: "Drift: a container ran a program its image does not have".into(),
+        description: "An executable written after the container started was run.".into(),
+        severity: Severity::High,
+        types: vec!["Container Drift".into()],
+        attacks: vec![
+            Attack {
+                tactic_id: "TA0002".into(),
+                tactic: "Execution".into(),
+                technique_id: "T1610".into(),
+                technique: "Deploy Container".into(),
+            },
+            Attack {
+                tactic_id: "TA0005".into(),
+                tactic: "Defense Evasion".into(),
+                technique_id: "T1036".into(),
+                technique: "Masquerading".into(),
+            },
+        ],
+        ruleset: "builtin".into(),
+        references: vec!["https://attack.mitre.org/techniques/T1610/".into()],
+    };
+    Event {
+        time: evidence.time,
+        observed: evidence.observed,
+        host: evidence.host.clone(),
+        kind: EventKind::Finding(Box::new(Finding {
+            rule: Arc::new(rule),
+            count: 3,
+            first_seen: Timestamp(evidence.time.0 - 5_000_000_000),
+            last_seen: evidence.time,
+            evidence: Box::new(evidence),
+        })),
+        redaction: Default::default(),
+    }
+}
+
+fn findings() -> Vec<Event> {
+    let audit = audit_lines()
+        .into_iter()
+        .find(|(_, _, l)| k8s_audit::parse_line(l).is_ok())
+        .map(|(_, _, l)| audit_event(&l))
+        .unwrap();
+    process_events()
+        .into_iter()
+        .take(1)
+        .chain(network_events().into_iter().take(1))
+        .chain(file_events().into_iter().take(1))
+        .chain(privilege_events().into_iter().take(1))
+        .chain([audit])
+        .map(finding_of)
+        .collect()
+}
+
+#[test]
+fn findings_validate_as_ocsf_detection_findings_with_their_evidence() {
+    let v = ocsf_validator("detection_finding.schema.json");
+    for f in findings() {
+        let doc = encode(Schema::Ocsf, &f);
+        let EventKind::Finding(finding) = &f.kind else {
+            unreachable!()
+        };
+        let what = finding.evidence.kind.name();
+        assert_valid(&v, &doc, what);
+        assert_profiles_declared(&doc);
+        assert_eq!(doc["class_uid"], 2004);
+        assert_eq!(doc["severity_id"], 4);
+        assert_eq!(doc["finding_info"]["uid"], "lumen.container.drift_exec");
+        assert_eq!(doc["finding_info"]["analytic"]["type"], "Rule");
+        assert_eq!(doc["attacks"][0]["technique"]["uid"], "T1610");
+        assert_eq!(doc["attacks"][1]["tactic"]["name"], "Defense Evasion");
+        assert_eq!(doc["count"], 3);
+        // The evidence: the matching event's whole document, and its
+        // artifacts (the acting process or the API call) beside it.
+        let evidence = &doc["evidences"][0];
+        let original = encode(Schema::Ocsf, &finding.evidence);
+        assert_eq!(evidence["data"], original, "{what}");
+        assert!(
+            evidence.get("process").is_some()
+                || evidence.get("actor").is_some()
+                || evidence.get("api").is_some(),
+            "{what}: {evidence}"
+        );
+    }
+}
+
+#[test]
+fn findings_are_ecs_alerts_with_rule_and_threat() {
+    let ecs = ecs_fields();
+    for f in findings() {
+        let doc = encode(Schema::Ecs, &f);
+        let EventKind::Finding(finding) = &f.kind else {
+            unreachable!()
+        };
+        let what = finding.evidence.kind.name();
+        check_ecs(&doc, &ecs, what);
+        assert_eq!(doc["event"]["kind"], "alert", "{what}");
+        assert_eq!(doc["event"]["severity"], 4);
+        assert_eq!(doc["event"]["risk_score"], 73);
+        assert_eq!(doc["event"]["dataset"], "lumen.finding");
+        assert_eq!(doc["rule"]["id"], "lumen.container.drift_exec");
+        assert_eq!(doc["threat"]["framework"], "MITRE ATT&CK");
+        assert_eq!(
+            doc["threat"]["technique"]["id"],
+            serde_json::json!(["T1610", "T1036"])
+        );
+        assert_eq!(doc["lumen"]["finding"]["count"], 3);
+        // The evidence's own fields are the alert's.
+        let original = encode(Schema::Ecs, &finding.evidence);
+        for key in [
+            "process",
+            "file",
+            "destination",
+            "kubernetes",
+            "user",
+            "container",
+        ] {
+            if let Some(v) = original.get(key) {
+                assert_eq!(&doc[key], v, "{what}: {key}");
+            }
+        }
+    }
+}
+
 #[test]
 fn ocsf_network_events_validate_as_network_activity() {
     let v = ocsf_validator("network_activity.schema.json");

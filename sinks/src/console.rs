@@ -127,6 +127,22 @@ pub fn text_line(event: &Event) -> String {
             s.push_str(" LOSS ");
             s.push_str(&l.message());
         }
+        EventKind::Finding(f) => {
+            let _ = write!(
+                s,
+                " FINDING {} [{}] {}",
+                f.rule.severity.name().to_uppercase(),
+                f.rule.id,
+                f.rule.title
+            );
+            if f.count > 1 {
+                let _ = write!(s, " (x{})", f.count);
+            }
+            s.push_str(" <-");
+            let evidence = text_line(&f.evidence);
+            // The evidence's line without its timestamp (the finding's).
+            s.push_str(evidence.split_once(' ').map_or("", |(_, rest)| rest));
+        }
     }
     s
 }

@@ -51,8 +51,17 @@ pub fn log_record(
     wire::fixed64_field(out, 1, nanos(event.time));
     // A sensor that lost records is itself a warning; everything else is
     // information, as in OCSF's severity.
-    let (severity, severity_text) = match event.kind {
+    let (severity, severity_text) = match &event.kind {
         EventKind::Loss(_) => (SeverityNumber::Warn, "WARN"),
+        EventKind::Finding(f) => {
+            use lumen_schemas::event::Severity as S;
+            match f.rule.severity {
+                S::Informational | S::Low => (SeverityNumber::Info, "INFO"),
+                S::Medium => (SeverityNumber::Warn, "WARN"),
+                S::High => (SeverityNumber::Error, "ERROR"),
+                S::Critical => (SeverityNumber::Fatal, "FATAL"),
+            }
+        }
         _ => (SeverityNumber::Info, "INFO"),
     };
     wire::varint_field(out, 2, severity as u64);

@@ -782,7 +782,7 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                         r.cache.annotate(&mut f.process);
                         r.writes.observe(f);
                     }
-                    EventKind::ApiActivity(_) | EventKind::Loss(_) => {}
+                    EventKind::ApiActivity(_) | EventKind::Loss(_) | EventKind::Finding(_) => {}
                 }
                 if let Some(pods) = &r.pods {
                     let process = match &mut d.kind {
@@ -790,7 +790,9 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                         EventKind::Privilege(p) => Some(&mut p.process),
                         EventKind::Network(n) => Some(&mut n.process),
                         EventKind::File(f) => Some(&mut f.process),
-                        EventKind::ApiActivity(_) | EventKind::Loss(_) => None,
+                        EventKind::ApiActivity(_) | EventKind::Loss(_) | EventKind::Finding(_) => {
+                            None
+                        }
                     };
                     if let Some(p) = process {
                         k8s_pods::enrich(p, pods);

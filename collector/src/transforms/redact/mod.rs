@@ -372,8 +372,28 @@ impl Redactor {
         match &event.kind {
             EventKind::ApiActivity(_) => self.audit(event),
             EventKind::Loss(_) => false,
+            EventKind::Finding(_) => self.finding(event),
             _ => self.kernel(event),
         }
+    }
+
+    /// A finding carries its evidence: redacted as the event itself would
+    /// be, and the finding marked alike, so nothing redaction removes from
+    /// an event reaches a sink through a finding about it.
+    fn finding(&self, event: &mut Arc<Event>) -> bool {
+        let EventKind::Finding(f) = &event.kind else {
+            return false;
+        };
+        let mut evidence = Arc::new((*f.evidence).clone());
+        if !self.redact(&mut evidence) {
+            return false;
+        }
+        let e = Arc::make_mut(event);
+        e.redaction = evidence.redaction.clone();
+        if let EventKind::Finding(f) = &mut e.kind {
+            *f.evidence = Arc::unwrap_or_clone(evidence);
+        }
+        true
     }
 
     /// The redacted copy of `event`, or `None` when nothing needs to change.

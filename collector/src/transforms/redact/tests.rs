@@ -161,7 +161,35 @@ fn aks(line: &str, as_string: bool) -> Event {
     ))
 }
 
+/// A finding whose evidence is `e`: redaction must reach into it.
+fn finding_about(e: Event) -> Event {
+    use lumen_schemas::event::{Finding, RuleInfo};
+    Event {
+        time: e.time,
+        observed: e.observed,
+        host: e.host.clone(),
+        kind: EventKind::Finding(Box::new(Finding {
+            rule: Arc::new(RuleInfo {
+                id: "test.rule".into(),
+                title: "a test rule".into(),
+                ..RuleInfo::default()
+            }),
+            count: 1,
+            first_seen: e.time,
+            last_seen: e.time,
+            evidence: Box::new(e),
+        })),
+        redaction: Default::default(),
+    }
+}
+
 fn corpus() -> Vec<Event> {
+    let events = events();
+    let findings: Vec<Event> = events.iter().cloned().map(finding_about).collect();
+    events.into_iter().chain(findings).collect()
+}
+
+fn events() -> Vec<Event> {
     vec![
         pod_create(),
         secret_create(),

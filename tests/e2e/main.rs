@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod containers;
 mod deploy;
+mod detect;
 mod drift;
 mod durability;
 mod ebpf;

@@ -81,6 +81,7 @@ impl SourceConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TransformConfig {
+    Detect(crate::transforms::detect::DetectConfig),
     Filter(crate::transforms::filter::FilterConfig),
     RateLimit(crate::transforms::rate_limit::RateLimitConfig),
     Redact(crate::transforms::redact::RedactConfig),
@@ -89,6 +90,7 @@ pub enum TransformConfig {
 impl TransformConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
+            TransformConfig::Detect(_) => "detect",
             TransformConfig::Filter(_) => "filter",
             TransformConfig::RateLimit(_) => "rate_limit",
             TransformConfig::Redact(_) => "redact",
@@ -96,6 +98,7 @@ impl TransformConfig {
     }
     pub fn inputs(&self) -> &[String] {
         match self {
+            TransformConfig::Detect(c) => &c.inputs,
             TransformConfig::Filter(c) => &c.inputs,
             TransformConfig::RateLimit(c) => &c.inputs,
             TransformConfig::Redact(c) => &c.inputs,

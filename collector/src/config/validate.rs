@@ -116,6 +116,7 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
             super::TransformConfig::RateLimit(c) => c.validate(),
             super::TransformConfig::Redact(c) => c.validate(),
             super::TransformConfig::Filter(_) => Ok(()),
+            super::TransformConfig::Detect(c) => c.validate(),
         };
         {
             if let Err(message) = checked {

@@ -719,6 +719,14 @@ impl Running {
             TransformConfig::RateLimit(c) => self.spawn(id, async move {
                 crate::transforms::rate_limit::run(name, c, rx, out, m).await;
             }),
+            TransformConfig::Detect(c) => {
+                let detector = crate::transforms::detect::Detector::new(&c)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("starting transform `{id}` (detect)"))?;
+                self.spawn(id, async move {
+                    crate::transforms::detect::run(name, detector, rx, out, m).await;
+                })
+            }
         };
         self.install(id, vec![task], None);
         Ok(())

@@ -1,0 +1,662 @@
+//! The fields rules test, by their ECS names (the names SIEM users know),
+//! read straight from the typed event: no JSON is built to evaluate a rule.
+//! A name is resolved once, when the rule is compiled, into a [`Field`];
+//! reading one is a match on the event's kind and a field access.
+//!
+//! Audit request and response bodies (`kubernetes.audit.requestObject.*`,
+//! `…responseObject.*`) are the exception: they are parsed, once per event,
+//! only when a rule gets that far (their conditions are tested last).
+
+use lumen_schemas::event::{
+    ApiActivity, EventKind, FileOperation, NetworkOp, PrivilegeOp, Process, ProcessActivity,
+};
+use lumen_schemas::Event;
+use std::net::IpAddr;
+
+/// A field's value in one event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value<'a> {
+    Str(&'a str),
+    /// A string made for this read (numbers as ECS writes ids, joined argv).
+    Owned(String),
+    Int(i64),
+    Bool(bool),
+    Ip(IpAddr),
+    /// Several values: a test matches when one does.
+    List(Vec<Value<'a>>),
+}
+
+impl Value<'_> {
+    /// The value as text, when it is one (numbers and addresses as ECS
+    /// writes them).
+    pub fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            Value::Str(s) => Some((*s).into()),
+            Value::Owned(s) => Some(s.as_str().into()),
+            Value::Int(i) => Some(i.to_string().into()),
+            Value::Bool(b) => Some(if *b { "true" } else { "false" }.into()),
+            Value::Ip(ip) => Some(ip.to_string().into()),
+            Value::List(_) => None,
+        }
+    }
+}
+
+/// A field a rule can test.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    EventAction,
+    EventCategory,
+    EventOutcome,
+    EventDataset,
+    HostName,
+    ProcessPid,
+    ProcessName,
+    ProcessExecutable,
+    ProcessArgs,
+    ProcessArgsCount,
+    ProcessCommandLine,
+    ProcessExitCode,
+    ParentPid,
+    ParentName,
+    ParentExecutable,
+    ParentArgs,
+    ParentCommandLine,
+    UserId,
+    GroupId,
+    UserName,
+    UserRoles,
+    UserEffectiveId,
+    UserEffectiveName,
+    ContainerId,
+    ContainerRuntime,
+    ContainerName,
+    ContainerImageName,
+    PodUid,
+    PodName,
+    Namespace,
+    ExeDrift,
+    ExeFileless,
+    ExeDriftReasons,
+    ExeFilelessReasons,
+    FilePath,
+    FileName,
+    FileExtension,
+    FileWrite,
+    FileSensitive,
+    FileMode,
+    FileOriginalPath,
+    DestinationIp,
+    DestinationPort,
+    SourceIp,
+    SourcePort,
+    NetworkTransport,
+    NetworkDirection,
+    PrivResult,
+    PrivOldUid,
+    PrivOldEuid,
+    PrivNewUid,
+    PrivNewEuid,
+    PrivNewCapEffective,
+    PrivOldCapEffective,
+    PrivTargetPid,
+    PrivObjectName,
+    MountSource,
+    MountFstype,
+    AuditVerb,
+    AuditResource,
+    AuditSubresource,
+    AuditObjectNamespace,
+    AuditObjectName,
+    AuditApiGroup,
+    AuditUsername,
+    AuditGroups,
+    AuditImpersonatedUser,
+    AuditSourceIps,
+    AuditUserAgent,
+    AuditRequestUri,
+    AuditStatusCode,
+    AuditStatusMessage,
+    AuditDecision,
+    /// A service account asking for a token of another service account
+    /// (computed: the requester's `system:serviceaccount:<ns>:<name>`
+    /// against the TokenRequest's object).
+    TokenForOtherServiceAccount,
+    AuditStage,
+    /// `kubernetes.audit.annotations.<key>` (dots or underscores in the key).
+    AuditAnnotation(String),
+    /// `kubernetes.audit.requestObject.<path>`: through arrays.
+    RequestObject(Vec<String>),
+    /// `kubernetes.audit.responseObject.<path>`.
+    ResponseObject(Vec<String>),
+}
+
+/// ECS name → field, for the names with a fixed meaning.
+const NAMES: &[(&str, Field)] = &[
+    ("event.action", Field::EventAction),
+    ("event.category", Field::EventCategory),
+    ("event.outcome", Field::EventOutcome),
+    ("event.dataset", Field::EventDataset),
+    ("host.name", Field::HostName),
+    ("process.pid", Field::ProcessPid),
+    ("process.name", Field::ProcessName),
+    ("process.executable", Field::ProcessExecutable),
+    ("process.args", Field::ProcessArgs),
+    ("process.args_count", Field::ProcessArgsCount),
+    ("process.command_line", Field::ProcessCommandLine),
+    ("process.exit_code", Field::ProcessExitCode),
+    ("process.parent.pid", Field::ParentPid),
+    ("process.parent.name", Field::ParentName),
+    ("process.parent.executable", Field::ParentExecutable),
+    ("process.parent.args", Field::ParentArgs),
+    ("process.parent.command_line", Field::ParentCommandLine),
+    ("user.id", Field::UserId),
+    ("process.user.id", Field::UserId),
+    ("group.id", Field::GroupId),
+    ("process.group.id", Field::GroupId),
+    ("user.name", Field::UserName),
+    ("user.roles", Field::UserRoles),
+    ("user.effective.id", Field::UserEffectiveId),
+    ("user.effective.name", Field::UserEffectiveName),
+    ("container.id", Field::ContainerId),
+    ("container.runtime", Field::ContainerRuntime),
+    ("container.name", Field::ContainerName),
+    ("container.image.name", Field::ContainerImageName),
+    ("kubernetes.pod.uid", Field::PodUid),
+    ("kubernetes.pod.name", Field::PodName),
+    ("kubernetes.namespace", Field::Namespace),
+    ("orchestrator.namespace", Field::Namespace),
+    ("lumen.exe.drift", Field::ExeDrift),
+    ("lumen.exe.fileless", Field::ExeFileless),
+    ("lumen.exe.drift_reasons", Field::ExeDriftReasons),
+    ("lumen.exe.fileless_reasons", Field::ExeFilelessReasons),
+    ("file.path", Field::FilePath),
+    ("file.name", Field::FileName),
+    ("file.extension", Field::FileExtension),
+    ("lumen.file.write", Field::FileWrite),
+    ("lumen.file.sensitive", Field::FileSensitive),
+    ("file.mode", Field::FileMode),
+    ("lumen.file.original_path", Field::FileOriginalPath),
+    ("destination.ip", Field::DestinationIp),
+    ("destination.port", Field::DestinationPort),
+    ("source.ip", Field::SourceIp),
+    ("source.port", Field::SourcePort),
+    ("network.transport", Field::NetworkTransport),
+    ("network.direction", Field::NetworkDirection),
+    ("lumen.privilege.result", Field::PrivResult),
+    ("lumen.privilege.old.uid", Field::PrivOldUid),
+    ("lumen.privilege.old.euid", Field::PrivOldEuid),
+    ("lumen.privilege.new.uid", Field::PrivNewUid),
+    ("lumen.privilege.new.euid", Field::PrivNewEuid),
+    (
+        "lumen.privilege.new.cap_effective",
+        Field::PrivNewCapEffective,
+    ),
+    (
+        "lumen.privilege.old.cap_effective",
+        Field::PrivOldCapEffective,
+    ),
+    ("lumen.privilege.target_pid", Field::PrivTargetPid),
+    ("lumen.privilege.object_name", Field::PrivObjectName),
+    ("lumen.privilege.mount_source", Field::MountSource),
+    ("lumen.privilege.mount_fstype", Field::MountFstype),
+    ("kubernetes.audit.verb", Field::AuditVerb),
+    ("kubernetes.audit.objectRef.resource", Field::AuditResource),
+    (
+        "kubernetes.audit.objectRef.subresource",
+        Field::AuditSubresource,
+    ),
+    (
+        "kubernetes.audit.objectRef.namespace",
+        Field::AuditObjectNamespace,
+    ),
+    ("kubernetes.audit.objectRef.name", Field::AuditObjectName),
+    ("kubernetes.audit.objectRef.apiGroup", Field::AuditApiGroup),
+    ("kubernetes.audit.user.username", Field::AuditUsername),
+    ("kubernetes.audit.user.groups", Field::AuditGroups),
+    (
+        "kubernetes.audit.impersonatedUser.username",
+        Field::AuditImpersonatedUser,
+    ),
+    ("kubernetes.audit.sourceIPs", Field::AuditSourceIps),
+    ("kubernetes.audit.userAgent", Field::AuditUserAgent),
+    ("user_agent.original", Field::AuditUserAgent),
+    ("kubernetes.audit.requestURI", Field::AuditRequestUri),
+    ("url.original", Field::AuditRequestUri),
+    (
+        "kubernetes.audit.responseStatus.code",
+        Field::AuditStatusCode,
+    ),
+    ("http.response.status_code", Field::AuditStatusCode),
+    (
+        "kubernetes.audit.responseStatus.message",
+        Field::AuditStatusMessage,
+    ),
+    (
+        "lumen.k8s.token_for_other_service_account",
+        Field::TokenForOtherServiceAccount,
+    ),
+    ("kubernetes.audit.stage", Field::AuditStage),
+];
+
+const ANNOTATIONS: &str = "kubernetes.audit.annotations.";
+const REQUEST_OBJECT: &str = "kubernetes.audit.requestObject.";
+const RESPONSE_OBJECT: &str = "kubernetes.audit.responseObject.";
+
+impl Field {
+    /// The field an ECS name stands for, or why there is none.
+    pub fn parse(name: &str) -> Result<Field, String> {
+        if let Some((_, f)) = NAMES.iter().find(|(n, _)| *n == name) {
+            return Ok(f.clone());
+        }
+        if let Some(key) = name.strip_prefix(ANNOTATIONS) {
+            if key == "authorization_k8s_io/decision" || key == "authorization.k8s.io/decision" {
+                return Ok(Field::AuditDecision);
+            }
+            return Ok(Field::AuditAnnotation(key.replace('.', "_")));
+        }
+        for (prefix, make) in [
+            (
+                REQUEST_OBJECT,
+                Field::RequestObject as fn(Vec<String>) -> Field,
+            ),
+            (RESPONSE_OBJECT, Field::ResponseObject),
+        ] {
+            if let Some(path) = name.strip_prefix(prefix) {
+                if path.split('.').any(str::is_empty) {
+                    return Err(format!("`{name}`: an empty step in the path"));
+                }
+                return Ok(make(path.split('.').map(str::to_owned).collect()));
+            }
+        }
+        Err(format!(
+            "`{name}` is not a field Lumen rules can test (see DETECTIONS.md for the list)"
+        ))
+    }
+
+    /// Whether reading it may parse an audit body (tested last).
+    pub fn costly(&self) -> bool {
+        matches!(self, Field::RequestObject(_) | Field::ResponseObject(_))
+    }
+
+    /// The ECS names rules can use, for documentation and errors.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        NAMES.iter().map(|(n, _)| *n)
+    }
+}
+
+/// What reading fields of one event may need made once: the joined
+/// command lines, the parsed audit bodies.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    request: Option<Option<serde_json::Value>>,
+    response: Option<Option<serde_json::Value>>,
+}
+
+impl Scratch {
+    /// Forgets the previous event's bodies.
+    pub fn clear(&mut self) {
+        self.request = None;
+        self.response = None;
+    }
+}
+
+/// The audit event's original JSON member `key` (`requestObject`), parsed
+/// once per event.
+fn body<'s>(
+    slot: &'s mut Option<Option<serde_json::Value>>,
+    a: &ApiActivity,
+    key: &str,
+) -> Option<&'s serde_json::Value> {
+    slot.get_or_insert_with(|| {
+        let original = a.text.get(..a.original_len as usize)?;
+        let mut v: serde_json::Value = serde_json::from_str(original).ok()?;
+        Some(v.get_mut(key)?.take())
+    })
+    .as_ref()
+}
+
+/// Every value at `path` under `v`, through arrays (each element).
+fn walk<'v>(v: &'v serde_json::Value, path: &[String], out: &mut Vec<Value<'v>>) {
+    let Some((step, rest)) = path.split_first() else {
+        match v {
+            serde_json::Value::String(s) => out.push(Value::Str(s)),
+            serde_json::Value::Bool(b) => out.push(Value::Bool(*b)),
+            serde_json::Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    out.push(Value::Int(i));
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    walk(item, path, out);
+                }
+            }
+            _ => {}
+        }
+        return;
+    };
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(next) = map.get(step.as_str()) {
+                walk(next, rest, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                walk(item, path, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn id(n: u32) -> Value<'static> {
+    Value::Owned(n.to_string())
+}
+
+fn nonempty(s: &str) -> Option<Value<'_>> {
+    (!s.is_empty()).then_some(Value::Str(s))
+}
+
+fn strs<'a>(it: impl Iterator<Item = &'a str>) -> Option<Value<'a>> {
+    let list: Vec<Value<'a>> = it.map(Value::Str).collect();
+    (!list.is_empty()).then_some(Value::List(list))
+}
+
+fn joined<'a>(it: impl Iterator<Item = &'a str>) -> Option<Value<'static>> {
+    let mut s = String::new();
+    for (i, a) in it.enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(a);
+    }
+    (!s.is_empty()).then_some(Value::Owned(s))
+}
+
+/// The event's ECS `event.action`.
+pub fn action(event: &Event) -> &str {
+    match &event.kind {
+        EventKind::Process(p) => match p.activity {
+            ProcessActivity::Exec => "exec",
+            ProcessActivity::Fork => "fork",
+            ProcessActivity::Exit => "exit",
+        },
+        EventKind::File(f) => f.op.action(),
+        EventKind::Network(n) => n.op.action(),
+        EventKind::Privilege(p) => p.op.action(),
+        EventKind::ApiActivity(a) => a.s(a.verb),
+        EventKind::Loss(_) => "loss",
+        EventKind::Finding(_) => "finding",
+    }
+}
+
+impl Field {
+    /// The field's value in `event`, `None` when it has none.
+    pub fn get<'e>(&self, event: &'e Event, scratch: &'e mut Scratch) -> Option<Value<'e>> {
+        let kind = &event.kind;
+        if let EventKind::ApiActivity(a) = kind {
+            return self.audit(a, scratch);
+        }
+        let process = kind.process();
+        let pr = |f: fn(&'e Process) -> Option<Value<'e>>| process.and_then(f);
+        match self {
+            Field::EventAction => Some(Value::Str(action(event))),
+            Field::EventCategory => Some(Value::Str(lumen_schemas::ecs::category(event))),
+            Field::EventDataset => Some(Value::Str(lumen_schemas::ecs::dataset(event))),
+            Field::EventOutcome => match kind {
+                EventKind::Network(n) => Some(Value::Str(outcome(n.succeeded()))),
+                EventKind::Privilege(p) => Some(Value::Str(outcome(p.succeeded()))),
+                // Only successful file calls are reported.
+                EventKind::File(_) => Some(Value::Str("success")),
+                _ => None,
+            },
+            Field::HostName => nonempty(&event.host.name),
+            Field::ProcessPid => pr(|p| Some(Value::Int(i64::from(p.pid)))),
+            Field::ProcessName => pr(|p| nonempty(p.name())),
+            Field::ProcessExecutable => pr(|p| nonempty(p.executable())),
+            Field::ProcessArgs => pr(|p| strs(p.args())),
+            Field::ProcessArgsCount => pr(|p| Some(Value::Int(p.args().count() as i64))),
+            Field::ProcessCommandLine => pr(|p| joined(p.args())),
+            Field::ProcessExitCode => match kind {
+                EventKind::Process(p) => p.exit.map(|e| Value::Int(i64::from(e.shell_code()))),
+                _ => None,
+            },
+            Field::ParentPid => pr(|p| Some(Value::Int(i64::from(p.ppid)))),
+            Field::ParentName => pr(|p| nonempty(p.s(p.parent.name))),
+            Field::ParentExecutable => pr(|p| nonempty(p.s(p.parent.executable))),
+            Field::ParentArgs => pr(|p| strs(p.parent_args())),
+            Field::ParentCommandLine => pr(|p| joined(p.parent_args())),
+            Field::UserId => match kind {
+                EventKind::Privilege(p) => Some(id(p.old.uid)),
+                _ => pr(|p| Some(id(p.uid))),
+            },
+            Field::GroupId => match kind {
+                EventKind::Privilege(p) => Some(id(p.old.gid)),
+                _ => pr(|p| Some(id(p.gid))),
+            },
+            Field::UserEffectiveId => match kind {
+                EventKind::Privilege(p) => Some(id(p.new.euid)),
+                _ => None,
+            },
+            Field::ContainerId => pr(|p| nonempty(p.s(p.attribution.container_id))),
+            Field::ContainerRuntime => {
+                pr(|p| p.attribution.runtime.map(|r| Value::Str(r.as_str())))
+            }
+            Field::ContainerName => pr(|p| nonempty(p.s(p.attribution.container_name))),
+            Field::ContainerImageName => pr(|p| nonempty(p.s(p.attribution.image))),
+            Field::PodUid => pr(|p| nonempty(p.s(p.attribution.pod_uid))),
+            Field::PodName => pr(|p| nonempty(p.s(p.attribution.pod_name))),
+            Field::Namespace => pr(|p| nonempty(p.s(p.attribution.namespace))),
+            Field::ExeDrift
+            | Field::ExeFileless
+            | Field::ExeDriftReasons
+            | Field::ExeFilelessReasons => {
+                let EventKind::Process(p) = kind else {
+                    return None;
+                };
+                match self {
+                    Field::ExeDrift => Some(Value::Bool(p.exe.drift())),
+                    Field::ExeFileless => Some(Value::Bool(p.exe.fileless())),
+                    Field::ExeDriftReasons => strs(p.exe.drift_reasons()),
+                    _ => strs(p.exe.fileless_reasons()),
+                }
+            }
+            Field::FilePath
+            | Field::FileName
+            | Field::FileExtension
+            | Field::FileWrite
+            | Field::FileSensitive
+            | Field::FileMode
+            | Field::FileOriginalPath => self.file(event),
+            Field::DestinationIp
+            | Field::DestinationPort
+            | Field::SourceIp
+            | Field::SourcePort
+            | Field::NetworkTransport
+            | Field::NetworkDirection => self.network(event),
+            Field::PrivResult
+            | Field::PrivOldUid
+            | Field::PrivOldEuid
+            | Field::PrivNewUid
+            | Field::PrivNewEuid
+            | Field::PrivNewCapEffective
+            | Field::PrivOldCapEffective
+            | Field::PrivTargetPid
+            | Field::PrivObjectName
+            | Field::MountSource
+            | Field::MountFstype => self.privilege(event),
+            _ => None,
+        }
+    }
+
+    fn file<'e>(&self, event: &'e Event) -> Option<Value<'e>> {
+        let f = match &event.kind {
+            EventKind::File(f) => f,
+            // As ECS: a mount's target is `file.path`, a module's `file.name`.
+            EventKind::Privilege(p) => {
+                let pr = &p.process;
+                return match (self, p.op, &p.mount) {
+                    (Field::FilePath, PrivilegeOp::Mount, Some(m)) => nonempty(pr.s(m.target)),
+                    (Field::FileName, PrivilegeOp::FinitModule, _) => nonempty(pr.s(p.object_name)),
+                    _ => None,
+                };
+            }
+            _ => return None,
+        };
+        let p = &f.process;
+        // A rename's `file.path` is where the file went (as in ECS).
+        let path = if f.op == FileOperation::Rename {
+            p.s(f.new_path)
+        } else {
+            p.s(f.path)
+        };
+        let name = path.rsplit('/').next().unwrap_or(path);
+        match self {
+            Field::FilePath => nonempty(path),
+            Field::FileName => nonempty(name),
+            Field::FileExtension => name
+                .rsplit_once('.')
+                .filter(|(stem, _)| !stem.is_empty())
+                .and_then(|(_, ext)| nonempty(ext)),
+            Field::FileWrite => Some(Value::Bool(f.op == FileOperation::Open && f.writes())),
+            Field::FileSensitive => Some(Value::Bool(f.sensitive)),
+            Field::FileMode => f.mode.map(|m| Value::Owned(format!("{:o}", m & 0o7777))),
+            Field::FileOriginalPath => (f.op == FileOperation::Rename)
+                .then(|| nonempty(p.s(f.path)))
+                .flatten(),
+            _ => None,
+        }
+    }
+
+    fn network<'e>(&self, event: &'e Event) -> Option<Value<'e>> {
+        let EventKind::Network(n) = &event.kind else {
+            return None;
+        };
+        // connect: the peer is the destination; accept: the source.
+        let (src, dst) = match (n.op, n.remote) {
+            (NetworkOp::Connect, Some(r)) => (Some(n.local), Some(r)),
+            (NetworkOp::Accept, Some(r)) => (Some(r), Some(n.local)),
+            _ => (None, None),
+        };
+        match self {
+            Field::DestinationIp => dst.map(|a| Value::Ip(a.ip())),
+            Field::DestinationPort => dst.map(|a| Value::Int(i64::from(a.port()))),
+            Field::SourceIp => src.map(|a| Value::Ip(a.ip())),
+            Field::SourcePort => src.map(|a| Value::Int(i64::from(a.port()))),
+            Field::NetworkTransport => n.transport().map(Value::Str),
+            Field::NetworkDirection => match n.op {
+                NetworkOp::Connect => Some(Value::Str("egress")),
+                NetworkOp::Accept => Some(Value::Str("ingress")),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn privilege<'e>(&self, event: &'e Event) -> Option<Value<'e>> {
+        let EventKind::Privilege(p) = &event.kind else {
+            return None;
+        };
+        let pr = &p.process;
+        match self {
+            Field::PrivResult => Some(Value::Int(p.result)),
+            Field::PrivOldUid => Some(Value::Int(i64::from(p.old.uid))),
+            Field::PrivOldEuid => Some(Value::Int(i64::from(p.old.euid))),
+            Field::PrivNewUid => Some(Value::Int(i64::from(p.new.uid))),
+            Field::PrivNewEuid => Some(Value::Int(i64::from(p.new.euid))),
+            Field::PrivNewCapEffective => Some(Value::Int(
+                i64::try_from(p.new.cap_effective).unwrap_or(i64::MAX),
+            )),
+            Field::PrivOldCapEffective => Some(Value::Int(
+                i64::try_from(p.old.cap_effective).unwrap_or(i64::MAX),
+            )),
+            Field::PrivTargetPid => p.target_pid.map(|t| Value::Int(i64::from(t))),
+            Field::PrivObjectName => nonempty(pr.s(p.object_name)),
+            Field::MountSource => p.mount.as_ref().and_then(|m| nonempty(pr.s(m.source))),
+            Field::MountFstype => p.mount.as_ref().and_then(|m| nonempty(pr.s(m.fstype))),
+            _ => None,
+        }
+    }
+
+    fn audit<'e>(&self, a: &'e ApiActivity, scratch: &'e mut Scratch) -> Option<Value<'e>> {
+        let s = |v| nonempty(a.s(v));
+        let object = a.object_ref.as_ref();
+        match self {
+            Field::EventAction | Field::AuditVerb => s(a.verb),
+            Field::EventCategory => Some(Value::Str("api")),
+            Field::EventDataset => Some(Value::Str("lumen.k8s_audit")),
+            Field::EventOutcome => Some(Value::Str(match a.failed() {
+                Some(false) => "success",
+                Some(true) => "failure",
+                None => "unknown",
+            })),
+            Field::UserName | Field::AuditUsername => s(a.user.username),
+            Field::UserId => s(a.user.uid),
+            Field::UserRoles | Field::AuditGroups => strs(a.strs(&a.user.groups)),
+            Field::UserEffectiveName | Field::AuditImpersonatedUser => {
+                a.impersonated_user.as_ref().and_then(|u| s(u.username))
+            }
+            Field::UserEffectiveId => a.impersonated_user.as_ref().and_then(|u| s(u.uid)),
+            Field::SourceIp | Field::AuditSourceIps => strs(a.strs(&a.source_ips)),
+            Field::AuditUserAgent => s(a.user_agent),
+            Field::AuditRequestUri => s(a.request_uri),
+            Field::AuditStage => s(a.stage),
+            Field::AuditDecision => s(a.authz_decision),
+            Field::AuditStatusCode => a
+                .response_status
+                .as_ref()
+                .map(|r| Value::Int(i64::from(r.code))),
+            Field::AuditStatusMessage => a.response_status.as_ref().and_then(|r| s(r.message)),
+            Field::TokenForOtherServiceAccount => {
+                let o = object?;
+                if a.s(o.resource) != "serviceaccounts" || a.s(o.subresource) != "token" {
+                    return None;
+                }
+                let requester = a
+                    .s(a.user.username)
+                    .strip_prefix("system:serviceaccount:")?;
+                let (ns, name) = requester.split_once(':')?;
+                Some(Value::Bool(ns != a.s(o.namespace) || name != a.s(o.name)))
+            }
+            Field::AuditResource => object.and_then(|o| s(o.resource)),
+            Field::AuditSubresource => object.and_then(|o| s(o.subresource)),
+            Field::AuditObjectNamespace | Field::Namespace => object.and_then(|o| s(o.namespace)),
+            Field::AuditObjectName => object.and_then(|o| s(o.name)),
+            Field::AuditApiGroup => object.and_then(|o| s(o.api_group)),
+            Field::ContainerImageName => strs(a.strs(&a.container_images)),
+            Field::AuditAnnotation(key) => a
+                .annotations
+                .iter()
+                .find(|(k, _)| {
+                    let k = a.s(*k);
+                    k.len() == key.len()
+                        && k.bytes()
+                            .zip(key.bytes())
+                            .all(|(x, y)| x == y || (x == b'.' && y == b'_'))
+                })
+                .and_then(|(_, v)| s(*v)),
+            Field::RequestObject(path) => {
+                let v = body(&mut scratch.request, a, "requestObject")?;
+                let mut out = Vec::new();
+                walk(v, path, &mut out);
+                (!out.is_empty()).then_some(Value::List(out))
+            }
+            Field::ResponseObject(path) => {
+                let v = body(&mut scratch.response, a, "responseObject")?;
+                let mut out = Vec::new();
+                walk(v, path, &mut out);
+                (!out.is_empty()).then_some(Value::List(out))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn outcome(ok: bool) -> &'static str {
+    if ok {
+        "success"
+    } else {
+        "failure"
+    }
+}

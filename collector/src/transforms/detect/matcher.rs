@@ -1,0 +1,299 @@
+//! Compiled conditions: a tree of all / any / not over field tests, each
+//! test built once (literal sets hashed, many substrings in one
+//! Aho-Corasick automaton, globs and regexes compiled) and ordered so the
+//! cheap tests of an `all` run first and an audit body is parsed last.
+
+use super::field::{Field, Scratch, Value};
+use aho_corasick::AhoCorasick;
+use lumen_schemas::Event;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+/// A condition over one event.
+#[derive(Debug)]
+pub enum Cond {
+    All(Vec<Cond>),
+    Any(Vec<Cond>),
+    Not(Box<Cond>),
+    Test(Test),
+}
+
+/// One field and what its value must be.
+#[derive(Debug)]
+pub struct Test {
+    pub field: Field,
+    pub op: Op,
+}
+
+/// How a value is matched. String operations compare bytes, or ASCII
+/// letters without case when `nocase` (Sigma's default).
+#[derive(Debug)]
+pub enum Op {
+    /// The field has a value (`true`) or none (`false`).
+    Exists(bool),
+    /// Equal to one of the values (integers compare as numbers).
+    Equals {
+        texts: HashSet<String>,
+        ints: HashSet<i64>,
+        nocase: bool,
+    },
+    Prefix(Vec<String>, bool),
+    Suffix(Vec<String>, bool),
+    Contains(AhoCorasick),
+    /// Every one of the substrings (Sigma's `contains|all`).
+    ContainsAll(Vec<String>, bool),
+    Regex(regex::Regex),
+    Cidr(Vec<ipnet::IpNet>),
+    Compare(Cmp, i64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl Op {
+    /// Equality with `values` (numbers also as numbers).
+    pub fn equals(values: &[String], nocase: bool) -> Op {
+        let texts = values
+            .iter()
+            .map(|v| {
+                if nocase {
+                    v.to_ascii_lowercase()
+                } else {
+                    v.clone()
+                }
+            })
+            .collect();
+        let ints = values.iter().filter_map(|v| v.parse().ok()).collect();
+        Op::Equals {
+            texts,
+            ints,
+            nocase,
+        }
+    }
+
+    /// Substrings, any of them.
+    pub fn contains(values: &[String], nocase: bool) -> Result<Op, String> {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(nocase)
+            .build(values)
+            .map(Op::Contains)
+            .map_err(|e| format!("contains: {e}"))
+    }
+
+    /// A shell-style glob (`*` any run, `?` one character), whole value.
+    pub fn glob(patterns: &[String], nocase: bool) -> Result<Op, String> {
+        let mut re = String::from(if nocase { "(?is)^(?:" } else { "(?s)^(?:" });
+        for (i, p) in patterns.iter().enumerate() {
+            if i > 0 {
+                re.push('|');
+            }
+            for c in p.chars() {
+                match c {
+                    '*' => re.push_str(".*"),
+                    '?' => re.push('.'),
+                    c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+                }
+            }
+        }
+        re.push_str(")$");
+        regex::Regex::new(&re)
+            .map(Op::Regex)
+            .map_err(|e| format!("glob: {e}"))
+    }
+
+    /// Regular expressions (Rust `regex` syntax), any of them, anywhere in
+    /// the value unless anchored.
+    pub fn regex(patterns: &[String], nocase: bool) -> Result<Op, String> {
+        let joined = patterns
+            .iter()
+            .map(|p| format!("(?:{p})"))
+            .collect::<Vec<_>>()
+            .join("|");
+        regex::RegexBuilder::new(&joined)
+            .case_insensitive(nocase)
+            .size_limit(1 << 20)
+            .build()
+            .map(Op::Regex)
+            .map_err(|e| format!("regex: {e}"))
+    }
+
+    pub fn cidr(values: &[String]) -> Result<Op, String> {
+        values
+            .iter()
+            .map(|v| {
+                v.parse::<ipnet::IpNet>()
+                    .or_else(|_| v.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("cidr: `{v}` is not an address or a network"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Op::Cidr)
+    }
+
+    /// How much a test costs, to order an `all`: literal compares first.
+    fn cost(&self) -> u32 {
+        match self {
+            Op::Exists(_) | Op::Compare(..) | Op::Equals { .. } => 0,
+            Op::Prefix(..) | Op::Suffix(..) | Op::Cidr(_) => 1,
+            Op::Contains(_) | Op::ContainsAll(..) => 2,
+            Op::Regex(_) => 3,
+        }
+    }
+
+    fn matches_text(&self, s: &str) -> bool {
+        match self {
+            Op::Exists(want) => *want,
+            Op::Equals {
+                texts,
+                ints,
+                nocase,
+            } => {
+                if !ints.is_empty() {
+                    if let Ok(i) = s.parse::<i64>() {
+                        if ints.contains(&i) {
+                            return true;
+                        }
+                    }
+                }
+                if *nocase && s.bytes().any(|b| b.is_ascii_uppercase()) {
+                    texts.contains(&s.to_ascii_lowercase())
+                } else {
+                    texts.contains(s)
+                }
+            }
+            Op::Prefix(ps, nocase) => ps.iter().any(|p| {
+                s.len() >= p.len() && same(&s.as_bytes()[..p.len()], p.as_bytes(), *nocase)
+            }),
+            Op::Suffix(ps, nocase) => ps.iter().any(|p| {
+                s.len() >= p.len()
+                    && same(&s.as_bytes()[s.len() - p.len()..], p.as_bytes(), *nocase)
+            }),
+            Op::Contains(ac) => ac.is_match(s),
+            Op::ContainsAll(subs, nocase) => subs.iter().all(|sub| {
+                if *nocase {
+                    s.as_bytes()
+                        .windows(sub.len().max(1))
+                        .any(|w| same(w, sub.as_bytes(), true))
+                } else {
+                    s.contains(sub.as_str())
+                }
+            }),
+            Op::Regex(re) => re.is_match(s),
+            Op::Cidr(nets) => s
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| nets.iter().any(|n| n.contains(&ip))),
+            Op::Compare(cmp, n) => s.parse::<i64>().is_ok_and(|v| compare(v, *cmp, *n)),
+        }
+    }
+
+    fn matches(&self, v: &Value<'_>) -> bool {
+        match v {
+            Value::List(items) => items.iter().any(|i| self.matches(i)),
+            Value::Str(s) => self.matches_text(s),
+            Value::Owned(s) => self.matches_text(s),
+            Value::Int(i) => match self {
+                Op::Equals { ints, texts, .. } => {
+                    ints.contains(i) || (ints.is_empty() && texts.contains(&i.to_string()))
+                }
+                Op::Compare(cmp, n) => compare(*i, *cmp, *n),
+                Op::Exists(want) => *want,
+                _ => self.matches_text(itoa::Buffer::new().format(*i)),
+            },
+            Value::Bool(b) => self.matches_text(if *b { "true" } else { "false" }),
+            Value::Ip(ip) => match self {
+                Op::Cidr(nets) => nets.iter().any(|n| n.contains(ip)),
+                _ => self.matches_text(&ip.to_string()),
+            },
+        }
+    }
+}
+
+fn compare(v: i64, cmp: Cmp, n: i64) -> bool {
+    match cmp {
+        Cmp::Gt => v > n,
+        Cmp::Gte => v >= n,
+        Cmp::Lt => v < n,
+        Cmp::Lte => v <= n,
+    }
+}
+
+fn same(a: &[u8], b: &[u8], nocase: bool) -> bool {
+    if nocase {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
+}
+
+impl Cond {
+    /// Whether `event` satisfies the condition.
+    pub fn eval(&self, event: &Event, scratch: &mut Scratch) -> bool {
+        match self {
+            Cond::All(cs) => cs.iter().all(|c| c.eval(event, scratch)),
+            Cond::Any(cs) => cs.iter().any(|c| c.eval(event, scratch)),
+            Cond::Not(c) => !c.eval(event, scratch),
+            Cond::Test(t) => match t.field.get(event, scratch) {
+                Some(v) => !matches!(t.op, Op::Exists(false)) && t.op.matches(&v),
+                None => matches!(t.op, Op::Exists(false)),
+            },
+        }
+    }
+
+    /// How much evaluating costs, roughly: tests of audit bodies dwarf the
+    /// rest.
+    fn cost(&self) -> u32 {
+        match self {
+            Cond::Test(t) => {
+                t.op.cost()
+                    + if t.field.costly() {
+                        100
+                    } else if matches!(
+                        t.field,
+                        Field::ProcessCommandLine | Field::ParentCommandLine
+                    ) {
+                        2
+                    } else {
+                        0
+                    }
+            }
+            Cond::Not(c) => c.cost(),
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().map(Cond::cost).sum(),
+        }
+    }
+
+    /// Orders every `all` and `any` cheapest first (their results do not
+    /// depend on the order), and flattens single-child groups.
+    pub fn optimize(self) -> Cond {
+        match self {
+            Cond::All(cs) | Cond::Any(cs) if cs.len() == 1 => cs
+                .into_iter()
+                .next()
+                .map_or(Cond::All(vec![]), Cond::optimize),
+            Cond::All(cs) => {
+                let mut cs: Vec<Cond> = cs.into_iter().map(Cond::optimize).collect();
+                cs.sort_by_key(Cond::cost);
+                Cond::All(cs)
+            }
+            Cond::Any(cs) => {
+                let mut cs: Vec<Cond> = cs.into_iter().map(Cond::optimize).collect();
+                cs.sort_by_key(Cond::cost);
+                Cond::Any(cs)
+            }
+            Cond::Not(c) => Cond::Not(Box::new(c.optimize())),
+            t => t,
+        }
+    }
+
+    /// Every field the condition reads.
+    pub fn fields<'a>(&'a self, out: &mut Vec<&'a Field>) {
+        match self {
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| c.fields(out)),
+            Cond::Not(c) => c.fields(out),
+            Cond::Test(t) => out.push(&t.field),
+        }
+    }
+}

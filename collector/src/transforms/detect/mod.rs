@@ -1,0 +1,451 @@
+//! The `detect` transform: events pass through unchanged; for every rule an
+//! event matches, a finding (OCSF Detection Finding, ECS alert) goes
+//! downstream beside it, with the rule's ATT&CK mapping and the event as
+//! evidence. Findings then flow through redaction, rate limits and sinks
+//! like any event.
+//!
+//! - Rules: the built-in pack ([`builtin`], on by default, single rules
+//!   turned off by id) and the files of `rule_files` (globs): `.toml` files
+//!   hold Lumen rules ([`rule`]).
+//! - Rules are compiled once into predicates over the typed event and
+//!   indexed by event kind: an event is tested against the rules of its kind
+//!   only ([`field`], [`matcher`]).
+//! - Dedup: one finding per rule and key (by default the container, or the
+//!   host, for kernel events; the user for audit events) per
+//!   `suppress_secs`; matches in between are counted and reported with the
+//!   next finding, or when the window ends, with the last of them as
+//!   evidence.
+
+pub mod attack;
+pub mod builtin;
+pub mod field;
+pub mod matcher;
+pub mod rule;
+
+use crate::topology::burst;
+use crate::topology::fanout::Fanout;
+use field::Scratch;
+use lumen_schemas::event::Finding;
+use lumen_schemas::time::Timestamp;
+use lumen_schemas::{Event, EventKind};
+use lumen_sinks::ack::Ack;
+use lumen_sinks::{ComponentMetrics, Envelope};
+use rule::Rule;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// `[transforms.<id>] type = "detect"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    pub inputs: Vec<String>,
+    /// Lumen's built-in rules (DETECTIONS.md lists them).
+    #[serde(default = "yes")]
+    pub builtin_rules: bool,
+    /// Ids of rules (built-in or from files) not to run.
+    #[serde(default)]
+    pub disable_rules: Vec<String>,
+    /// Rule files, as paths or globs: `.toml` Lumen rules.
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// One finding per rule and key in this many seconds; matches in
+    /// between are counted into it.
+    #[serde(default = "default_suppress_secs")]
+    pub suppress_secs: u64,
+    /// Rule-and-key pairs remembered for suppression at most.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_suppress_secs() -> u64 {
+    60
+}
+fn default_max_keys() -> usize {
+    10_000
+}
+
+impl DetectConfig {
+    /// Loads and compiles every rule; the error names the file, the line
+    /// and the reason.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_keys == 0 {
+            return Err("max_keys must be at least 1".into());
+        }
+        Detector::new(self).map(drop)
+    }
+}
+
+/// The rule files `patterns` name, in order, each once.
+fn rule_paths(patterns: &[String]) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut out: Vec<std::path::PathBuf> = Vec::new();
+    for p in patterns {
+        let has_glob = p.contains(['*', '?', '[']);
+        if !has_glob {
+            if !Path::new(p).is_file() {
+                return Err(format!("rule_files: `{p}` is not a readable file"));
+            }
+            out.push(p.into());
+            continue;
+        }
+        let paths = glob::glob(p).map_err(|e| format!("rule_files: `{p}`: {e}"))?;
+        for path in paths {
+            let path = path.map_err(|e| format!("rule_files: `{p}`: {e}"))?;
+            if !out.contains(&path) {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Loads the rules of one file by its extension.
+fn load_file(path: &Path) -> Result<Vec<Rule>, String> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read it: {e}"))?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => rule::parse_file(&name, &text, "lumen"),
+        _ => Err(format!("{name}: a rule file ends in .toml (Lumen rules)")),
+    }
+}
+
+/// What the suppression window remembers of a rule and key.
+#[derive(Debug)]
+struct Seen {
+    /// When the last finding for it went out.
+    emitted: Timestamp,
+    /// Matches since then, the first and last one's time, the last event.
+    pending: u64,
+    first: Timestamp,
+    last: Timestamp,
+    evidence: Option<Arc<Event>>,
+}
+
+/// The compiled rules and the suppression state of one transform.
+pub struct Detector {
+    rules: Vec<Rule>,
+    /// Rules by event kind (index into `filter::KINDS`).
+    by_kind: Vec<Vec<usize>>,
+    scratch: Scratch,
+    seen: HashMap<(usize, String), Seen>,
+    /// Recent match times of threshold rules, by rule and key.
+    recent: HashMap<(usize, String), std::collections::VecDeque<Timestamp>>,
+    suppress_ns: i64,
+    max_keys: usize,
+    key: String,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("rules", &self.rules.len())
+            .field("keys", &self.seen.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Detector {
+    pub fn new(config: &DetectConfig) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        if config.builtin_rules {
+            rules.extend(builtin::rules()?);
+        }
+        for path in rule_paths(&config.rule_files)? {
+            rules.extend(load_file(&path)?);
+        }
+        let mut ids = std::collections::HashSet::new();
+        for r in &rules {
+            if !ids.insert(r.info.id.as_str()) {
+                return Err(format!("rule `{}` is defined twice", r.info.id));
+            }
+        }
+        for id in &config.disable_rules {
+            if !ids.contains(id.as_str()) {
+                return Err(format!("disable_rules: no rule has the id `{id}`"));
+            }
+        }
+        rules.retain(|r| !config.disable_rules.contains(&r.info.id));
+        Ok(Self::with_rules(
+            rules,
+            config.suppress_secs,
+            config.max_keys,
+        ))
+    }
+
+    pub fn with_rules(rules: Vec<Rule>, suppress_secs: u64, max_keys: usize) -> Self {
+        let mut by_kind = vec![Vec::new(); crate::transforms::filter::KINDS.len()];
+        for (i, r) in rules.iter().enumerate() {
+            for k in &r.kinds {
+                by_kind[*k].push(i);
+            }
+        }
+        Detector {
+            rules,
+            by_kind,
+            scratch: Scratch::default(),
+            seen: HashMap::new(),
+            recent: HashMap::new(),
+            suppress_ns: i64::try_from(suppress_secs)
+                .unwrap_or(i64::MAX / 1_000_000_000)
+                .saturating_mul(1_000_000_000),
+            max_keys: max_keys.max(1),
+            key: String::new(),
+        }
+    }
+
+    /// How many rules run.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Tests `event` against the rules of its kind; findings to send go to
+    /// `out`.
+    pub fn inspect(&mut self, event: &Arc<Event>, out: &mut Vec<Event>) {
+        if matches!(event.kind, EventKind::Finding(_) | EventKind::Loss(_)) {
+            return;
+        }
+        let Some(slot) = rule::kind_slot(event.kind.name()) else {
+            return;
+        };
+        self.scratch.clear();
+        for i in 0..self.by_kind[slot].len() {
+            let r = self.by_kind[slot][i];
+            if self.rules[r].matches(event, &mut self.scratch) {
+                self.key_of(r, event);
+                if self.reached(r, event.time) {
+                    self.found(r, event, out);
+                }
+            }
+        }
+    }
+
+    /// The values of rule `r`'s key fields in `event`, into `self.key`.
+    fn key_of(&mut self, r: usize, event: &Event) {
+        self.key.clear();
+        for f in &self.rules[r].key {
+            if let Some(v) = f
+                .get(event, &mut self.scratch)
+                .as_ref()
+                .and_then(|v| v.text())
+            {
+                self.key.push_str(&v);
+            }
+            self.key.push('\0');
+        }
+    }
+
+    /// Whether rule `r` reached its threshold for the current key with a
+    /// match at `t` (always, for rules without one).
+    fn reached(&mut self, r: usize, t: Timestamp) -> bool {
+        let Some((count, window)) = self.rules[r].threshold else {
+            return true;
+        };
+        if !self.recent.contains_key(&(r, self.key.clone())) && self.recent.len() >= self.max_keys {
+            // Forget the keys whose matches are all older than their window.
+            let rules = &self.rules;
+            self.recent.retain(|(r, _), times| {
+                let w = rules[*r].threshold.map_or(0, |(_, w)| w);
+                times
+                    .back()
+                    .is_some_and(|last| t.0.saturating_sub(last.0) < w)
+            });
+            if self.recent.len() >= self.max_keys {
+                return false;
+            }
+        }
+        let times = self.recent.entry((r, self.key.clone())).or_default();
+        times.push_back(t);
+        while times
+            .front()
+            .is_some_and(|f| t.0.saturating_sub(f.0) >= window)
+        {
+            times.pop_front();
+        }
+        if times.len() >= count {
+            times.clear();
+            return true;
+        }
+        false
+    }
+
+    /// A match of rule `r` (its key in `self.key`): a finding now, or
+    /// counted into the next one.
+    fn found(&mut self, r: usize, event: &Arc<Event>, out: &mut Vec<Event>) {
+        let t = event.time;
+        if let Some(s) = self.seen.get_mut(&(r, self.key.clone())) {
+            if t.0.saturating_sub(s.emitted.0) < self.suppress_ns {
+                if s.pending == 0 {
+                    s.first = t;
+                }
+                s.pending += 1;
+                s.last = t;
+                s.evidence = Some(event.clone());
+                return;
+            }
+            let (count, first) = (s.pending + 1, if s.pending > 0 { s.first } else { t });
+            s.emitted = t;
+            s.pending = 0;
+            s.evidence = None;
+            out.push(self.finding(r, count, first, t, event));
+            return;
+        }
+        if self.seen.len() >= self.max_keys {
+            self.evict(t, out);
+        }
+        self.seen.insert(
+            (r, self.key.clone()),
+            Seen {
+                emitted: t,
+                pending: 0,
+                first: t,
+                last: t,
+                evidence: None,
+            },
+        );
+        out.push(self.finding(r, 1, t, t, event));
+    }
+
+    /// Makes room: windows that ended go (their counts reported), else the
+    /// oldest one.
+    fn evict(&mut self, now: Timestamp, out: &mut Vec<Event>) {
+        self.flush(now, out);
+        if self.seen.len() < self.max_keys {
+            return;
+        }
+        if let Some(oldest) = self
+            .seen
+            .iter()
+            .min_by_key(|(_, s)| s.emitted.0)
+            .map(|(k, _)| k.clone())
+        {
+            if let Some(s) = self.seen.remove(&oldest) {
+                self.report(oldest.0, s, out);
+            }
+        }
+    }
+
+    fn report(&self, r: usize, s: Seen, out: &mut Vec<Event>) {
+        if let (true, Some(evidence)) = (s.pending > 0, s.evidence) {
+            out.push(self.finding(r, s.pending, s.first, s.last, &evidence));
+        }
+    }
+
+    /// Reports the counts of windows that ended by `now` and forgets them.
+    pub fn flush(&mut self, now: Timestamp, out: &mut Vec<Event>) {
+        let ended: Vec<(usize, String)> = self
+            .seen
+            .iter()
+            .filter(|(_, s)| now.0.saturating_sub(s.emitted.0) >= self.suppress_ns)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ended {
+            if let Some(s) = self.seen.remove(&k) {
+                self.report(k.0, s, out);
+            }
+        }
+    }
+
+    /// Reports every pending count (at shutdown).
+    pub fn drain(&mut self, out: &mut Vec<Event>) {
+        for (k, s) in std::mem::take(&mut self.seen) {
+            self.report(k.0, s, out);
+        }
+    }
+
+    fn finding(
+        &self,
+        r: usize,
+        count: u64,
+        first: Timestamp,
+        last: Timestamp,
+        evidence: &Event,
+    ) -> Event {
+        Event {
+            time: last,
+            observed: Timestamp::now(),
+            host: evidence.host.clone(),
+            kind: EventKind::Finding(Box::new(Finding {
+                rule: self.rules[r].info.clone(),
+                count,
+                first_seen: first,
+                last_seen: last,
+                evidence: Box::new(evidence.clone()),
+            })),
+            redaction: evidence.redaction.clone(),
+        }
+    }
+}
+
+/// Passes every event on and sends the findings after the event they are
+/// about.
+pub async fn run(
+    id: String,
+    mut detector: Detector,
+    mut rx: mpsc::Receiver<Envelope>,
+    mut out: Fanout,
+    metrics: Arc<ComponentMetrics>,
+) {
+    tracing::info!(component = %id, rules = detector.len(), "detect: rules compiled");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut burst = Vec::with_capacity(burst::MAX_BURST);
+    let mut findings = Vec::new();
+    loop {
+        tokio::select! {
+            n = burst::next(&mut rx, &mut burst) => {
+                if n == 0 {
+                    break;
+                }
+                metrics.add_received(n as u64);
+                for env in burst.drain(..) {
+                    detector.inspect(&env.event, &mut findings);
+                    if out.send(env).await.is_err() {
+                        return;
+                    }
+                    metrics.add_sent(1);
+                    if send_findings(&mut findings, &mut out, &metrics).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                detector.flush(Timestamp::now(), &mut findings);
+                if send_findings(&mut findings, &mut out, &metrics).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    detector.drain(&mut findings);
+    let _ = send_findings(&mut findings, &mut out, &metrics).await;
+}
+
+async fn send_findings(
+    findings: &mut Vec<Event>,
+    out: &mut Fanout,
+    metrics: &ComponentMetrics,
+) -> Result<(), ()> {
+    for f in findings.drain(..) {
+        if let EventKind::Finding(finding) = &f.kind {
+            tracing::debug!(rule = %finding.rule.id, count = finding.count, "detect: finding");
+        }
+        out.send(Envelope::new(f, Ack::none()))
+            .await
+            .map_err(drop)?;
+        metrics.add_sent(1);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! The detect transform through the binary: a real container that drops a
+//! binary and runs it raises a drift finding (ECS alert, OCSF Detection
+//! Finding) with the exec as evidence, while an ordinary container raises
+//! none; audit events from a file raise the Kubernetes findings; a bad
+//! rule file is refused by `lumen validate` with its file and line.
+
+use crate::support::{
+    is_root, random_container_id, read_ndjson, wait_for_events, Container, Lumen, LUMEN,
+};
+use serde_json::Value;
+use std::time::Duration;
+
+const KERNEL: &str = r#"
+[sources.kernel]
+type = "ebpf"
+
+[transforms.detect]
+type = "detect"
+inputs = ["kernel"]
+
+[sinks.ecs]
+type = "file"
+inputs = ["detect"]
+schema = "ecs"
+path = "{dir}/ecs.ndjson"
+
+[sinks.ocsf]
+type = "file"
+inputs = ["detect"]
+schema = "ocsf"
+path = "{dir}/ocsf.ndjson"
+"#;
+
+fn findings(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["event"]["kind"] == "alert")
+        .collect()
+}
+
+#[test]
+fn a_dropped_binary_in_a_container_is_a_finding_and_an_ordinary_container_is_not() {
+    assert!(is_root(), "runc and eBPF need root (CI runs as root)");
+    let mut lumen = Lumen::start(KERNEL);
+    lumen.wait_for_log(
+        "every privilege, network and file tracepoint this kernel has attached",
+        Duration::from_secs(60),
+    );
+    let run = |overlay: bool, script: &str| -> String {
+        let id = random_container_id();
+        let name = format!("lumen-detect-{}", &id[..12]);
+        let cgroup = format!("/kubepods/besteffort/pod0f5a7c1e-1111-2222-3333-444455556666/{id}");
+        let args = ["/bin/sh", "-c", script];
+        let c = if overlay {
+            Container::on_overlay(&name, &cgroup, &args)
+        } else {
+            Container::new(&name, &cgroup, &args)
+        };
+        assert!(c.run().success());
+        id
+    };
+    let ordinary = run(false, "/bin/cat /dev/null; /bin/true");
+    let attacked = run(true, "cp /bin/busybox /tmp/busybox && /tmp/busybox true");
+    let ecs = lumen.path("ecs.ndjson");
+    wait_for_events(&ecs, Duration::from_secs(20), |evs| {
+        findings(evs)
+            .iter()
+            .any(|f| f["container"]["id"] == attacked.as_str())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let events = read_ndjson(&ecs);
+    let found = findings(&events);
+    let drift = found
+        .iter()
+        .find(|f| f["container"]["id"] == attacked.as_str())
+        .unwrap();
+    assert_eq!(
+        drift["rule"]["id"], "lumen.container.drift_exec",
+        "{drift:#}"
+    );
+    assert_eq!(drift["threat"]["technique"]["id"][0], "T1610");
+    assert_eq!(drift["event"]["severity"], 4);
+    assert_eq!(drift["process"]["executable"], "/tmp/busybox");
+    assert_eq!(drift["lumen"]["exe"]["drift"], true);
+    // The events themselves passed through unchanged.
+    assert!(events.iter().any(|e| e["event"]["kind"] == "event"
+        && e["event"]["action"] == "exec"
+        && e["process"]["executable"] == "/tmp/busybox"));
+    // The ordinary container, and everything else on this machine in the
+    // meantime that is about a container, raised nothing.
+    for f in &found {
+        assert_ne!(f["container"]["id"], ordinary.as_str(), "{f:#}");
+    }
+    let ocsf = read_ndjson(&lumen.path("ocsf.ndjson"));
+    let finding = ocsf
+        .iter()
+        .find(|e| {
+            e["class_uid"] == 2004 && e["finding_info"]["uid"] == "lumen.container.drift_exec"
+        })
+        .expect("the OCSF finding");
+    assert_eq!(
+        finding["evidences"][0]["process"]["file"]["path"],
+        "/tmp/busybox"
+    );
+    assert_eq!(finding["attacks"][0]["tactic"]["uid"], "TA0002");
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}
+
+const AUDIT: &str = r#"
+data_dir = "{dir}/data"
+[sources.audit]
+type = "k8s_audit_file"
+path = "{dir}/logs/*.log"
+
+[transforms.detect]
+type = "detect"
+inputs = ["audit"]
+
+[sinks.ecs]
+type = "file"
+inputs = ["detect"]
+schema = "ecs"
+path = "{dir}/ecs.ndjson"
+"#;
+
+#[test]
+fn audit_events_from_a_file_raise_the_kubernetes_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let fixture = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../schemas/tests/reference/k8s-audit/falco/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let log: String = [
+        "exec_pod.json",
+        "create_nginx_pod_unprivileged.json",
+        "attach_cluster_admin_role.json",
+        "create_configmap.json",
+    ]
+    .iter()
+    .map(|f| fixture(f).trim().to_owned() + "\n")
+    .collect();
+    std::fs::write(dir.path().join("logs/audit.log"), log).unwrap();
+    let mut lumen = Lumen::start_in(dir, AUDIT);
+    let ecs = lumen.path("ecs.ndjson");
+    let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| evs.len() >= 6);
+    let rules: Vec<&str> = findings(&events)
+        .iter()
+        .map(|f| f["rule"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        ["lumen.k8s.exec_into_pod", "lumen.k8s.cluster_admin_binding"],
+        "one finding after each event it is about, none for the others"
+    );
+    assert_eq!(events.len(), 6, "4 events and 2 findings");
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn lumen_validate_names_the_rule_file_and_line_of_a_bad_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("acme.toml");
+    std::fs::write(
+        &rules,
+        "# acme's rules\n[[rule]]\nid = \"acme.a\"\ntitle = \"t\"\nkinds = [\"process_exec\"]\nwhen = { field = \"proces.name\", equals = \"curl\" }\n",
+    )
+    .unwrap();
+    let config = dir.path().join("lumen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.audit]\ntype = \"k8s_audit_file\"\npath = \"/tmp/*.log\"\n[transforms.detect]\ntype = \"detect\"\ninputs = [\"audit\"]\nrule_files = [\"{}\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"detect\"]\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(LUMEN)
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:3: rule `acme.a`: `proces.name` is not a field",
+            rules.display()
+        )),
+        "{stderr}"
+    );
+}

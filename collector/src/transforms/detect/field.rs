@@ -290,27 +290,84 @@ impl Field {
 pub struct Scratch {
     request: Option<Option<serde_json::Value>>,
     response: Option<Option<serde_json::Value>>,
+    /// The joined argv of the process and of its parent, made once.
+    command_line: Option<String>,
+    parent_command_line: Option<String>,
 }
 
 impl Scratch {
-    /// Forgets the previous event's bodies.
+    /// Forgets the previous event's bodies and command lines.
     pub fn clear(&mut self) {
         self.request = None;
         self.response = None;
+        self.command_line = None;
+        self.parent_command_line = None;
     }
 }
 
+/// `args` joined by spaces into `slot` once per event.
+fn command_line<'s, 'a>(
+    slot: &'s mut Option<String>,
+    args: impl Iterator<Item = &'a str>,
+) -> Option<Value<'s>> {
+    let s = slot.get_or_insert_with(|| {
+        let mut s = String::new();
+        for (i, a) in args.enumerate() {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(a);
+        }
+        s
+    });
+    nonempty(s)
+}
+
 /// The audit event's original JSON member `key` (`requestObject`), parsed
-/// once per event.
+/// once per event; the rest of the event is only scanned.
 fn body<'s>(
     slot: &'s mut Option<Option<serde_json::Value>>,
     a: &ApiActivity,
     key: &str,
 ) -> Option<&'s serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct Bodies<'r> {
+        #[serde(rename = "requestObject", borrow)]
+        request: Option<&'r serde_json::value::RawValue>,
+        #[serde(rename = "responseObject", borrow)]
+        response: Option<&'r serde_json::value::RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Wrapper<'r> {
+        #[serde(borrow)]
+        properties: Props<'r>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Props<'r> {
+        #[serde(borrow)]
+        log: &'r serde_json::value::RawValue,
+    }
+    let member = |json: &str| -> Option<serde_json::Value> {
+        let bodies: Bodies<'_> = serde_json::from_str(json).ok()?;
+        let raw = if key == "requestObject" {
+            bodies.request
+        } else {
+            bodies.response
+        }?;
+        serde_json::from_str(raw.get()).ok()
+    };
     slot.get_or_insert_with(|| {
         let original = a.text.get(..a.original_len as usize)?;
-        let mut v: serde_json::Value = serde_json::from_str(original).ok()?;
-        Some(v.get_mut(key)?.take())
+        if a.wrapper.is_none() {
+            return member(original);
+        }
+        // An AKS diagnostic record: the event is `properties.log`, an
+        // object or a string holding one.
+        let w: Wrapper<'_> = serde_json::from_str(original).ok()?;
+        match serde_json::from_str::<String>(w.properties.log.get()) {
+            Ok(inner) => member(&inner),
+            Err(_) => member(w.properties.log.get()),
+        }
     })
     .as_ref()
 }
@@ -363,17 +420,6 @@ fn strs<'a>(it: impl Iterator<Item = &'a str>) -> Option<Value<'a>> {
     (!list.is_empty()).then_some(Value::List(list))
 }
 
-fn joined<'a>(it: impl Iterator<Item = &'a str>) -> Option<Value<'static>> {
-    let mut s = String::new();
-    for (i, a) in it.enumerate() {
-        if i > 0 {
-            s.push(' ');
-        }
-        s.push_str(a);
-    }
-    (!s.is_empty()).then_some(Value::Owned(s))
-}
-
 /// The event's ECS `event.action`.
 pub fn action(event: &Event) -> &str {
     match &event.kind {
@@ -417,7 +463,7 @@ impl Field {
             Field::ProcessExecutable => pr(|p| nonempty(p.executable())),
             Field::ProcessArgs => pr(|p| strs(p.args())),
             Field::ProcessArgsCount => pr(|p| Some(Value::Int(p.args().count() as i64))),
-            Field::ProcessCommandLine => pr(|p| joined(p.args())),
+            Field::ProcessCommandLine => command_line(&mut scratch.command_line, process?.args()),
             Field::ProcessExitCode => match kind {
                 EventKind::Process(p) => p.exit.map(|e| Value::Int(i64::from(e.shell_code()))),
                 _ => None,
@@ -426,7 +472,9 @@ impl Field {
             Field::ParentName => pr(|p| nonempty(p.s(p.parent.name))),
             Field::ParentExecutable => pr(|p| nonempty(p.s(p.parent.executable))),
             Field::ParentArgs => pr(|p| strs(p.parent_args())),
-            Field::ParentCommandLine => pr(|p| joined(p.parent_args())),
+            Field::ParentCommandLine => {
+                command_line(&mut scratch.parent_command_line, process?.parent_args())
+            }
             Field::UserId => match kind {
                 EventKind::Privilege(p) => Some(id(p.old.uid)),
                 _ => pr(|p| Some(id(p.uid))),

@@ -23,6 +23,49 @@ pub enum Cond {
 pub struct Test {
     pub field: Field,
     pub op: Op,
+    /// For a test of an audit body: strings the event's text must hold for
+    /// it to match (the literal, or the key of a flag), looked for before
+    /// the body is parsed. The API server writes bodies with Go's JSON
+    /// encoder, which escapes no letter, digit or `-`; a wrapped event in a
+    /// JSON string (AKS) holds them too.
+    prefilter: Vec<String>,
+}
+
+impl Test {
+    pub fn new(field: Field, op: Op) -> Test {
+        let prefilter = match (&field, &op) {
+            (_, Op::Exists(false)) => vec![],
+            (Field::RequestObject(_) | Field::ResponseObject(_), Op::Equals { texts, .. })
+                if texts.iter().all(|t| t != "true" && t != "false") =>
+            {
+                texts.iter().cloned().collect()
+            }
+            (Field::RequestObject(path) | Field::ResponseObject(path), _) => {
+                path.last().map(|k| vec![k.clone()]).unwrap_or_default()
+            }
+            _ => vec![],
+        };
+        Test {
+            field,
+            op,
+            prefilter,
+        }
+    }
+
+    /// False when the event's text cannot hold a match.
+    fn may_match(&self, event: &Event) -> bool {
+        if self.prefilter.is_empty() {
+            return true;
+        }
+        let lumen_schemas::EventKind::ApiActivity(a) = &event.kind else {
+            return true;
+        };
+        let text = a.text.as_bytes();
+        let original = &text[..(a.original_len as usize).min(text.len())];
+        self.prefilter
+            .iter()
+            .any(|p| memchr::memmem::find(original, p.as_bytes()).is_some())
+    }
 }
 
 /// How a value is matched. String operations compare bytes, or ASCII
@@ -33,7 +76,7 @@ pub enum Op {
     Exists(bool),
     /// Equal to one of the values (integers compare as numbers).
     Equals {
-        texts: HashSet<String>,
+        texts: Literals,
         ints: HashSet<i64>,
         nocase: bool,
     },
@@ -55,19 +98,61 @@ pub enum Cmp {
     Lte,
 }
 
+/// A set of strings: a few are compared one by one (cheaper than hashing),
+/// more are hashed.
+#[derive(Debug)]
+pub enum Literals {
+    Few(Vec<String>),
+    Many(HashSet<String>),
+}
+
+impl Literals {
+    fn new(values: Vec<String>) -> Literals {
+        if values.len() <= 8 {
+            Literals::Few(values)
+        } else {
+            Literals::Many(values.into_iter().collect())
+        }
+    }
+
+    fn contains(&self, s: &str) -> bool {
+        match self {
+            Literals::Few(v) => v.iter().any(|x| x == s),
+            Literals::Many(set) => set.contains(s),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Literals::Few(v) => v.is_empty(),
+            Literals::Many(set) => set.is_empty(),
+        }
+    }
+
+    /// The strings.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = &String> + '_> {
+        match self {
+            Literals::Few(v) => Box::new(v.iter()),
+            Literals::Many(set) => Box::new(set.iter()),
+        }
+    }
+}
+
 impl Op {
     /// Equality with `values` (numbers also as numbers).
     pub fn equals(values: &[String], nocase: bool) -> Op {
-        let texts = values
-            .iter()
-            .map(|v| {
-                if nocase {
-                    v.to_ascii_lowercase()
-                } else {
-                    v.clone()
-                }
-            })
-            .collect();
+        let texts = Literals::new(
+            values
+                .iter()
+                .map(|v| {
+                    if nocase {
+                        v.to_ascii_lowercase()
+                    } else {
+                        v.clone()
+                    }
+                })
+                .collect(),
+        );
         let ints = values.iter().filter_map(|v| v.parse().ok()).collect();
         Op::Equals {
             texts,
@@ -197,7 +282,10 @@ impl Op {
             Value::Owned(s) => self.matches_text(s),
             Value::Int(i) => match self {
                 Op::Equals { ints, texts, .. } => {
-                    ints.contains(i) || (ints.is_empty() && texts.contains(&i.to_string()))
+                    ints.contains(i)
+                        || (ints.is_empty()
+                            && !texts.is_empty()
+                            && texts.contains(itoa::Buffer::new().format(*i)))
                 }
                 Op::Compare(cmp, n) => compare(*i, *cmp, *n),
                 Op::Exists(want) => *want,
@@ -236,6 +324,7 @@ impl Cond {
             Cond::All(cs) => cs.iter().all(|c| c.eval(event, scratch)),
             Cond::Any(cs) => cs.iter().any(|c| c.eval(event, scratch)),
             Cond::Not(c) => !c.eval(event, scratch),
+            Cond::Test(t) if !t.may_match(event) => matches!(t.op, Op::Exists(false)),
             Cond::Test(t) => match t.field.get(event, scratch) {
                 Some(v) => !matches!(t.op, Op::Exists(false)) && t.op.matches(&v),
                 None => matches!(t.op, Op::Exists(false)),
@@ -285,6 +374,41 @@ impl Cond {
             }
             Cond::Not(c) => Cond::Not(Box::new(c.optimize())),
             t => t,
+        }
+    }
+
+    /// A test this condition cannot match without: a top-level equality
+    /// on a field (exact strings only), by which rules can be indexed.
+    pub fn required_literals(&self) -> Option<(&Field, Vec<&str>)> {
+        let tests: Vec<&Test> = match self {
+            Cond::Test(t) => vec![t],
+            Cond::All(cs) => cs
+                .iter()
+                .filter_map(|c| match c {
+                    Cond::Test(t) => Some(t),
+                    _ => None,
+                })
+                .collect(),
+            _ => return None,
+        };
+        tests.into_iter().find_map(|t| match &t.op {
+            Op::Equals {
+                texts,
+                ints,
+                nocase: false,
+            } if ints.is_empty() && !texts.is_empty() && !t.field.costly() => {
+                Some((&t.field, texts.iter().map(String::as_str).collect()))
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether it reads an audit body.
+    pub fn is_costly(&self) -> bool {
+        match self {
+            Cond::Test(t) => t.field.costly(),
+            Cond::Not(c) => c.is_costly(),
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().any(Cond::is_costly),
         }
     }
 

@@ -127,11 +127,64 @@ struct Seen {
     evidence: Option<Arc<Event>>,
 }
 
+/// The rules of one event kind: those that need a field to hold one of a
+/// few strings, found by that value; the others, always tested.
+#[derive(Debug, Default)]
+struct KindRules {
+    always: Vec<usize>,
+    by_value: Vec<(field::Field, HashMap<String, Vec<usize>>)>,
+}
+
+impl KindRules {
+    fn add(&mut self, i: usize, rule: &Rule) {
+        let Some((field, values)) = rule.when.required_literals() else {
+            self.always.push(i);
+            return;
+        };
+        let at = match self.by_value.iter().position(|(f, _)| f == field) {
+            Some(at) => at,
+            None => {
+                self.by_value.push((field.clone(), HashMap::new()));
+                self.by_value.len() - 1
+            }
+        };
+        for v in values {
+            self.by_value[at].1.entry(v.to_owned()).or_default().push(i);
+        }
+    }
+
+    /// The rules `event` may match, in rule order, into `out`.
+    fn candidates(&self, event: &Event, scratch: &mut Scratch, out: &mut Vec<usize>) {
+        out.clear();
+        out.extend_from_slice(&self.always);
+        for (field, map) in &self.by_value {
+            let mut add = |v: &field::Value<'_>| {
+                if let Some(t) = v.text() {
+                    if let Some(rules) = map.get(t.as_ref()) {
+                        out.extend_from_slice(rules);
+                    }
+                }
+            };
+            match field.get(event, scratch) {
+                Some(field::Value::List(items)) => items.iter().for_each(&mut add),
+                Some(v) => add(&v),
+                None => {}
+            }
+        }
+        if !self.by_value.is_empty() {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+}
+
 /// The compiled rules and the suppression state of one transform.
 pub struct Detector {
     rules: Vec<Rule>,
     /// Rules by event kind (index into `filter::KINDS`).
-    by_kind: Vec<Vec<usize>>,
+    by_kind: Vec<KindRules>,
+    /// The candidates of the event being inspected.
+    candidates: Vec<usize>,
     scratch: Scratch,
     seen: HashMap<(usize, String), Seen>,
     /// Recent match times of threshold rules, by rule and key.
@@ -179,15 +232,18 @@ impl Detector {
     }
 
     pub fn with_rules(rules: Vec<Rule>, suppress_secs: u64, max_keys: usize) -> Self {
-        let mut by_kind = vec![Vec::new(); crate::transforms::filter::KINDS.len()];
+        let mut by_kind: Vec<KindRules> = (0..crate::transforms::filter::KINDS.len())
+            .map(|_| KindRules::default())
+            .collect();
         for (i, r) in rules.iter().enumerate() {
             for k in &r.kinds {
-                by_kind[*k].push(i);
+                by_kind[*k].add(i, r);
             }
         }
         Detector {
             rules,
             by_kind,
+            candidates: Vec::new(),
             scratch: Scratch::default(),
             seen: HashMap::new(),
             recent: HashMap::new(),
@@ -218,8 +274,9 @@ impl Detector {
             return;
         };
         self.scratch.clear();
-        for i in 0..self.by_kind[slot].len() {
-            let r = self.by_kind[slot][i];
+        let mut candidates = std::mem::take(&mut self.candidates);
+        self.by_kind[slot].candidates(event, &mut self.scratch, &mut candidates);
+        for &r in &candidates {
             if self.rules[r].matches(event, &mut self.scratch) {
                 self.key_of(r, event);
                 if self.reached(r, event.time) {
@@ -227,6 +284,7 @@ impl Detector {
                 }
             }
         }
+        self.candidates = candidates;
     }
 
     /// The values of rule `r`'s key fields in `event`, into `self.key`.

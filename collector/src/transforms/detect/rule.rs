@@ -34,6 +34,8 @@ pub struct Rule {
     /// Indexes into [`KINDS`] of the event kinds it looks at.
     pub kinds: Vec<usize>,
     pub when: Cond,
+    /// The part of the condition that reads an audit body, tested last.
+    pub costly: Option<Cond>,
     /// A match that also matches one of these is no finding.
     pub exceptions: Vec<Cond>,
     /// The fields whose values key its findings (one per key per window).
@@ -44,9 +46,26 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether `event` (of one of the rule's kinds) is a finding.
+    /// Whether `event` (of one of the rule's kinds) is a finding: the
+    /// cheap part of the condition, then the exceptions, then what reads
+    /// an audit body.
     pub fn matches(&self, event: &Event, scratch: &mut Scratch) -> bool {
-        self.when.eval(event, scratch) && !self.exceptions.iter().any(|e| e.eval(event, scratch))
+        self.when.eval(event, scratch)
+            && !self.exceptions.iter().any(|e| e.eval(event, scratch))
+            && self.costly.as_ref().is_none_or(|c| c.eval(event, scratch))
+    }
+}
+
+/// Splits an `all` into its parts that read no audit body and the ones
+/// that do (so exceptions can be tested in between).
+fn split_costly(when: Cond) -> (Cond, Option<Cond>) {
+    match when {
+        Cond::All(cs) => {
+            let (costly, cheap): (Vec<Cond>, Vec<Cond>) = cs.into_iter().partition(Cond::is_costly);
+            let costly = (!costly.is_empty()).then_some(Cond::All(costly));
+            (Cond::All(cheap), costly)
+        }
+        other => (other, None),
     }
 }
 
@@ -248,18 +267,12 @@ impl CondSpec {
             0 => Err(format!(
                 "`{name}` has no operation (equals, in, prefix, suffix, contains, contains_all, glob, regex, cidr, exists, gt, gte, lt, lte)"
             )),
-            1 => Ok(Cond::Test(Test {
-                field,
-                op: ops.remove(0),
-            })),
+            1 => Ok(Cond::Test(Test::new(field, ops.remove(0)))),
             // Several operations on one field: all must hold.
             _ => Ok(Cond::All(
                 ops.into_iter()
                     .map(|op| {
-                        Cond::Test(Test {
-                            field: field.clone(),
-                            op,
-                        })
+                        Cond::Test(Test::new(field.clone(), op))
                     })
                     .collect(),
             )),
@@ -314,7 +327,7 @@ impl RuleSpec {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(fail)?;
-        let when = self.when.compile().map_err(fail)?.optimize();
+        let (when, costly) = split_costly(self.when.compile().map_err(fail)?.optimize());
         let exceptions = self
             .exceptions
             .iter()
@@ -358,6 +371,7 @@ impl RuleSpec {
             }),
             kinds,
             when,
+            costly,
             exceptions,
             key,
         })

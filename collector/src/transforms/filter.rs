@@ -68,6 +68,7 @@ kinds! {
     Loss => "loss",
     RateLimitSummary => "rate_limit_summary",
     K8sAudit => "k8s_audit",
+    Finding => "finding",
 }
 
 impl FilterConfig {

@@ -860,3 +860,21 @@ fn disabled_and_unknown_rules_and_rule_files_from_globs() {
     let err = listed.validate().unwrap_err();
     assert!(err.contains("notes.txt: a rule file ends in"), "{err}");
 }
+
+#[test]
+fn detections_md_describes_every_builtin_rule() {
+    let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/DETECTIONS.md"));
+    for r in builtin::rules().unwrap() {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", r.info.id)))
+            .unwrap_or_else(|| panic!("DETECTIONS.md has no row for {}", r.info.id));
+        assert!(
+            row.contains(&format!("{:?}", r.info.severity).to_lowercase()),
+            "{row}"
+        );
+        for a in &r.info.attacks {
+            assert!(row.contains(&a.technique_id), "{row} lacks {}", a.technique_id);
+        }
+    }
+}

@@ -863,7 +863,10 @@ fn disabled_and_unknown_rules_and_rule_files_from_globs() {
 
 #[test]
 fn detections_md_describes_every_builtin_rule() {
-    let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/DETECTIONS.md"));
+    let doc = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/DETECTIONS.md"
+    ));
     for r in builtin::rules().unwrap() {
         let row = doc
             .lines()
@@ -874,7 +877,11 @@ fn detections_md_describes_every_builtin_rule() {
             "{row}"
         );
         for a in &r.info.attacks {
-            assert!(row.contains(&a.technique_id), "{row} lacks {}", a.technique_id);
+            assert!(
+                row.contains(&a.technique_id),
+                "{row} lacks {}",
+                a.technique_id
+            );
         }
     }
 }

@@ -516,3 +516,51 @@ fn components_removed_and_added_by_a_reload() {
         "{applied}"
     );
 }
+
+/// Rules reloaded: the config's text stays the same, a rule file gets a new
+/// rule, SIGHUP: the detect transform (and only it) is rebuilt and findings
+/// follow the new rule from then on.
+#[test]
+fn a_changed_rule_file_rebuilds_its_detect_transform_on_sighup() {
+    let port = free_port();
+    let rule = |id: &str, verb: &str| {
+        format!(
+            "[[rule]]\nid = \"{id}\"\ntitle = \"{verb} by alice\"\nkinds = [\"k8s_audit\"]\nattack = [\"T1613\"]\n\
+             when = {{ all = [{{ field = \"user.name\", equals = \"alice\" }}, {{ field = \"kubernetes.audit.verb\", equals = \"{verb}\" }}] }}\n"
+        )
+    };
+    let config = format!(
+        "{}[transforms.detect]\ntype = \"detect\"\ninputs = [\"audit\"]\nbuiltin_rules = false\nsuppress_secs = 0\n\
+         rule_files = [\"{{dir}}/rules/*.toml\"]\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"detect\"]\npath = \"{{dir}}/out.ndjson\"\nschema = \"ecs\"\n",
+        SOURCE.replace("PORT", &port.to_string())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/acme.toml"), rule("acme.first", "get")).unwrap();
+    let mut lumen = Lumen::start_in(dir, &config);
+    append(&lumen, 0..2);
+    wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 4
+    });
+    std::fs::write(lumen.path("rules/acme.toml"), rule("acme.second", "get")).unwrap();
+    lumen.signal(libc::SIGHUP);
+    lumen.wait_for_log("reload applied", Duration::from_secs(20));
+    append(&lumen, 2..4);
+    let events = wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 8
+    });
+    let rules: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["rule"]["id"].as_str())
+        .collect();
+    assert_eq!(
+        rules,
+        ["acme.first", "acme.first", "acme.second", "acme.second"],
+        "each event's finding by the rules of its time"
+    );
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    let applied = log.iter().find(|l| l.contains("reload applied")).unwrap();
+    assert!(applied.contains(r#"changed=["detect"]"#), "{applied}");
+}

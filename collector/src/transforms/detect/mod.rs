@@ -51,7 +51,7 @@ pub struct DetectConfig {
     pub disable_rules: Vec<String>,
     /// Rule files, as paths or globs: `.toml` Lumen rules.
     #[serde(default)]
-    pub rule_files: Vec<String>,
+    pub rule_files: RuleFiles,
     /// One finding per rule and key in this many seconds; matches in
     /// between are counted into it.
     #[serde(default = "default_suppress_secs")]
@@ -59,6 +59,43 @@ pub struct DetectConfig {
     /// Rule-and-key pairs remembered for suppression at most.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+}
+
+/// `rule_files`: the paths or globs, and what the files held when the
+/// config was read. A reload (SIGHUP) compares both, so a rule file whose
+/// content changed rebuilds its transform though the config did not.
+#[derive(Clone, Debug, Default)]
+pub struct RuleFiles {
+    pub patterns: Vec<String>,
+    content: u64,
+}
+
+impl PartialEq for RuleFiles {
+    fn eq(&self, other: &Self) -> bool {
+        self.patterns == other.patterns && self.content == other.content
+    }
+}
+
+impl<'de> Deserialize<'de> for RuleFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let patterns = Vec::<String>::deserialize(d)?;
+        Ok(RuleFiles {
+            content: fingerprint(&patterns),
+            patterns,
+        })
+    }
+}
+
+/// A hash of the rule files' names and contents (unreadable ones count as
+/// such: `validate` reports them).
+fn fingerprint(patterns: &[String]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for path in rule_paths(patterns).unwrap_or_default() {
+        path.hash(&mut h);
+        std::fs::read(&path).ok().hash(&mut h);
+    }
+    h.finish()
 }
 
 fn yes() -> bool {
@@ -209,7 +246,7 @@ impl Detector {
         if config.builtin_rules {
             rules.extend(builtin::rules()?);
         }
-        for path in rule_paths(&config.rule_files)? {
+        for path in rule_paths(&config.rule_files.patterns)? {
             rules.extend(load_file(&path)?);
         }
         let mut ids = std::collections::HashSet::new();

@@ -537,7 +537,11 @@ fn a_changed_rule_file_rebuilds_its_detect_transform_on_sighup() {
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
-    std::fs::write(dir.path().join("rules/acme.toml"), rule("acme.first", "get")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/acme.toml"),
+        rule("acme.first", "get"),
+    )
+    .unwrap();
     let mut lumen = Lumen::start_in(dir, &config);
     append(&lumen, 0..2);
     wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {

@@ -116,6 +116,7 @@ path = "{dir}/logs/*.log"
 [transforms.detect]
 type = "detect"
 inputs = ["audit"]
+rule_files = ["{dir}/rules/*.yml"]
 
 [sinks.ecs]
 type = "file"
@@ -124,6 +125,7 @@ schema = "ecs"
 path = "{dir}/ecs.ndjson"
 "#;
 
+/// The built-in rules and a SigmaHQ rule file.
 #[test]
 fn audit_events_from_a_file_raise_the_kubernetes_findings() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,19 +147,35 @@ fn audit_events_from_a_file_raise_the_kubernetes_findings() {
     .map(|f| fixture(f).trim().to_owned() + "\n")
     .collect();
     std::fs::write(dir.path().join("logs/audit.log"), log).unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/transforms/detect/sigmahq/kubernetes_audit_exec_into_container.yml"
+        ),
+        dir.path().join("rules/exec.yml"),
+    )
+    .unwrap();
     let mut lumen = Lumen::start_in(dir, AUDIT);
     let ecs = lumen.path("ecs.ndjson");
-    let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| evs.len() >= 6);
+    let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| evs.len() >= 7);
     let rules: Vec<&str> = findings(&events)
         .iter()
         .map(|f| f["rule"]["id"].as_str().unwrap())
         .collect();
     assert_eq!(
         rules,
-        ["lumen.k8s.exec_into_pod", "lumen.k8s.cluster_admin_binding"],
-        "one finding after each event it is about, none for the others"
+        [
+            "lumen.k8s.exec_into_pod",
+            "sigma.a1b0ca4e-7835-413e-8471-3ff2b8a66be6",
+            "lumen.k8s.cluster_admin_binding"
+        ],
+        "the findings after each event they are about, none for the others"
     );
-    assert_eq!(events.len(), 6, "4 events and 2 findings");
+    assert_eq!(events.len(), 7, "4 events and 3 findings");
+    let sigma = findings(&events)[1];
+    assert_eq!(sigma["rule"]["ruleset"], "sigma");
+    assert_eq!(sigma["threat"]["technique"]["id"][0], "T1609");
     let (status, _) = lumen.stop();
     assert!(status.success());
 }

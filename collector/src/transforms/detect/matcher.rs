@@ -19,7 +19,7 @@ pub enum Cond {
 }
 
 /// One field and what its value must be.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Test {
     pub field: Field,
     pub op: Op,
@@ -70,7 +70,7 @@ impl Test {
 
 /// How a value is matched. String operations compare bytes, or ASCII
 /// letters without case when `nocase` (Sigma's default).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Op {
     /// The field has a value (`true`) or none (`false`).
     Exists(bool),
@@ -100,7 +100,7 @@ pub enum Cmp {
 
 /// A set of strings: a few are compared one by one (cheaper than hashing),
 /// more are hashed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Literals {
     Few(Vec<String>),
     Many(HashSet<String>),
@@ -170,15 +170,21 @@ impl Op {
             .map_err(|e| format!("contains: {e}"))
     }
 
-    /// A shell-style glob (`*` any run, `?` one character), whole value.
+    /// A shell-style glob (`*` any run, `?` one character; `\*`, `\?` and
+    /// `\\` stand for themselves, as in Sigma), whole value.
     pub fn glob(patterns: &[String], nocase: bool) -> Result<Op, String> {
         let mut re = String::from(if nocase { "(?is)^(?:" } else { "(?s)^(?:" });
         for (i, p) in patterns.iter().enumerate() {
             if i > 0 {
                 re.push('|');
             }
-            for c in p.chars() {
+            let mut chars = p.chars().peekable();
+            while let Some(c) = chars.next() {
                 match c {
+                    '\\' if matches!(chars.peek(), Some('*' | '?' | '\\')) => {
+                        let lit = chars.next().unwrap_or('\\');
+                        re.push_str(&regex::escape(lit.encode_utf8(&mut [0; 4])));
+                    }
                     '*' => re.push_str(".*"),
                     '?' => re.push('.'),
                     c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),

@@ -6,7 +6,8 @@
 //!
 //! - Rules: the built-in pack ([`builtin`], on by default, single rules
 //!   turned off by id) and the files of `rule_files` (globs): `.toml` files
-//!   hold Lumen rules ([`rule`]).
+//!   hold Lumen rules ([`rule`]), `.yml`/`.yaml` files Sigma rules
+//!   ([`sigma`]).
 //! - Rules are compiled once into predicates over the typed event and
 //!   indexed by event kind: an event is tested against the rules of its kind
 //!   only ([`field`], [`matcher`]).
@@ -21,6 +22,7 @@ pub mod builtin;
 pub mod field;
 pub mod matcher;
 pub mod rule;
+pub mod sigma;
 
 use crate::topology::burst;
 use crate::topology::fanout::Fanout;
@@ -49,7 +51,8 @@ pub struct DetectConfig {
     /// Ids of rules (built-in or from files) not to run.
     #[serde(default)]
     pub disable_rules: Vec<String>,
-    /// Rule files, as paths or globs: `.toml` Lumen rules.
+    /// Rule files, as paths or globs: `.toml` Lumen rules, `.yml`/`.yaml`
+    /// Sigma rules.
     #[serde(default)]
     pub rule_files: RuleFiles,
     /// One finding per rule and key in this many seconds; matches in
@@ -148,7 +151,10 @@ fn load_file(path: &Path) -> Result<Vec<Rule>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read it: {e}"))?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("toml") => rule::parse_file(&name, &text, "lumen"),
-        _ => Err(format!("{name}: a rule file ends in .toml (Lumen rules)")),
+        Some("yml" | "yaml") => sigma::parse_file(&name, &text),
+        _ => Err(format!(
+            "{name}: a rule file ends in .toml (Lumen rules) or .yml/.yaml (Sigma rules)"
+        )),
     }
 }
 

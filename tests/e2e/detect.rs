@@ -5,7 +5,8 @@
 //! rule file is refused by `lumen validate` with its file and line.
 
 use crate::support::{
-    is_root, random_container_id, read_ndjson, wait_for_events, Container, Lumen, LUMEN,
+    build_helper, is_root, random_container_id, read_ndjson, wait_for_events, Container, Extra,
+    Lumen, LUMEN,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -212,4 +213,81 @@ fn lumen_validate_names_the_rule_file_and_line_of_a_bad_rule() {
         )),
         "{stderr}"
     );
+}
+
+/// The container behaviours the built-in rules are about, done in a real
+/// container by a user that is not root: a shell run by an application, a
+/// setuid escalation, a memfd exec, a read of the service-account token,
+/// a miner's command line and a connect to a Stratum port. Each raises its
+/// finding, attributed to the container.
+#[test]
+fn container_behaviours_raise_their_findings() {
+    assert!(is_root(), "runc and eBPF need root (CI runs as root)");
+    let mut lumen = Lumen::start(KERNEL);
+    let helpers = tempfile::tempdir().unwrap();
+    let helper = |name: &str| build_helper(name, helpers.path());
+    let token = helpers.path().join("token");
+    std::fs::write(&token, "eyJhbGciOi.test.token").unwrap();
+    lumen.wait_for_log(
+        "every privilege, network and file tracepoint this kernel has attached",
+        Duration::from_secs(60),
+    );
+    let id = random_container_id();
+    let script = "/bin/webapp; /bin/escalate; /bin/memfd_exec /bin/busybox true; \
+                  /bin/cat /var/run/secrets/kubernetes.io/serviceaccount/token > /dev/null; \
+                  /bin/true -o stratum+tcp://pool.example:3333; \
+                  /bin/nc -w 1 127.0.0.1 3333 < /dev/null; /bin/cat /dev/null";
+    let container = Container::with(
+        &format!("lumen-behaviours-{}", &id[..12]),
+        &format!("/kubepods/besteffort/pod0f5a7c1e-1111-2222-3333-444455556666/{id}"),
+        &["/bin/sh", "-c", script],
+        Extra {
+            files: vec![
+                ("/bin/webapp".into(), helper("webapp"), 0o755),
+                ("/bin/escalate".into(), helper("escalate"), 0o4755),
+                ("/bin/memfd_exec".into(), helper("memfd_exec"), 0o755),
+                (
+                    "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+                    token.clone(),
+                    0o644,
+                ),
+            ],
+            uid: Some(1000),
+            allow_privilege_gain: true,
+        },
+    );
+    container.run();
+    let want = [
+        "lumen.container.shell_by_non_shell_parent",
+        "lumen.container.setuid_escalation",
+        "lumen.process.fileless_exec",
+        "lumen.container.credential_read",
+        "lumen.miner.command_line",
+        "lumen.miner.stratum_port_connect",
+    ];
+    let ecs = lumen.path("ecs.ndjson");
+    let of_container = |evs: &[Value]| -> Vec<String> {
+        findings(evs)
+            .iter()
+            .filter(|f| f["container"]["id"] == id.as_str())
+            .filter_map(|f| f["rule"]["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| {
+        let found = of_container(evs);
+        want.iter().all(|w| found.iter().any(|f| f == w))
+    });
+    let found = of_container(&events);
+    for f in &found {
+        assert!(want.contains(&f.as_str()), "unexpected finding {f}");
+    }
+    let escalation = findings(&events)
+        .into_iter()
+        .find(|f| f["rule"]["id"] == "lumen.container.setuid_escalation")
+        .unwrap();
+    eprintln!("{escalation:#}");
+    assert_eq!(escalation["user"]["id"], "1000", "{escalation:#}");
+    assert_eq!(escalation["user"]["effective"]["id"], "0");
+    let (status, _) = lumen.stop();
+    assert!(status.success());
 }

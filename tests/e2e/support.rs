@@ -288,17 +288,28 @@ impl Container {
     /// Writes a bundle that runs `args` in the container, its root a plain
     /// directory.
     pub fn new(id: &str, cgroups_path: &str, args: &[&str]) -> Container {
-        Self::build(id, cgroups_path, args, false)
+        Self::build(id, cgroups_path, args, false, Extra::default())
     }
 
     /// As [`Container::new`], its root an overlay as container runtimes
     /// mount one: the busybox rootfs as the image's (lower) layer, a fresh
     /// directory as the container's writable (upper) layer.
     pub fn on_overlay(id: &str, cgroups_path: &str, args: &[&str]) -> Container {
-        Self::build(id, cgroups_path, args, true)
+        Self::build(id, cgroups_path, args, true, Extra::default())
     }
 
-    fn build(id: &str, cgroups_path: &str, args: &[&str], overlay: bool) -> Container {
+    /// As [`Container::new`], with more in its image and another user.
+    pub fn with(id: &str, cgroups_path: &str, args: &[&str], extra: Extra) -> Container {
+        Self::build(id, cgroups_path, args, false, extra)
+    }
+
+    fn build(
+        id: &str,
+        cgroups_path: &str,
+        args: &[&str],
+        overlay: bool,
+        extra: Extra,
+    ) -> Container {
         let bundle = tempfile::tempdir().unwrap();
         let rootfs = bundle.path().join("rootfs");
         for d in ["bin", "proc", "dev", "sys", "tmp"] {
@@ -309,8 +320,15 @@ impl Container {
             .find(|p| Path::new(p).exists())
             .expect("busybox-static is installed by `cargo xtask test`");
         std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "true", "sleep", "cat", "cp", "chmod"] {
+        for applet in ["sh", "true", "sleep", "cat", "cp", "chmod", "nc"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        for (path, from, mode) in &extra.files {
+            use std::os::unix::fs::PermissionsExt;
+            let to = rootfs.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(*mode)).unwrap();
         }
         let mounted = overlay.then(|| {
             let merged = bundle.path().join("merged");
@@ -345,6 +363,13 @@ impl Container {
         spec["linux"]["cgroupsPath"] = cgroups_path.into();
         // Writable, as a deployed container's root is.
         spec["root"]["readonly"] = false.into();
+        if let Some(uid) = extra.uid {
+            spec["process"]["user"]["uid"] = uid.into();
+            spec["process"]["user"]["gid"] = uid.into();
+        }
+        if extra.allow_privilege_gain {
+            spec["process"]["noNewPrivileges"] = false.into();
+        }
         if mounted.is_some() {
             spec["root"]["path"] = "merged".into();
         }
@@ -378,6 +403,18 @@ impl Drop for Container {
             let _ = Command::new("umount").arg(merged).output();
         }
     }
+}
+
+/// What a [`Container::with`] has beyond the busybox image.
+#[derive(Default)]
+pub struct Extra {
+    /// Files in its root: (path in the root, file to copy, mode).
+    pub files: Vec<(String, PathBuf, u32)>,
+    /// The user its processes run as (root without it).
+    pub uid: Option<u32>,
+    /// Whether a setuid program may raise privileges (`noNewPrivileges`
+    /// off, as Docker and Kubernetes leave it by default).
+    pub allow_privilege_gain: bool,
 }
 
 /// 64 lowercase hex digits, unique enough per test run.
@@ -426,7 +463,8 @@ pub fn try_scrape_text(port: u16) -> Option<String> {
 }
 
 /// Builds the test helper `tests/e2e/helpers/<name>.rs` (std only) with
-/// rustc into `dir`.
+/// rustc into `dir`, statically linked so it also runs in a busybox
+/// container.
 pub fn build_helper(name: &str, dir: &Path) -> PathBuf {
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/e2e/helpers")
@@ -434,7 +472,14 @@ pub fn build_helper(name: &str, dir: &Path) -> PathBuf {
     let out = dir.join(name);
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let status = Command::new(rustc)
-        .args(["--edition", "2021", "-O", "-o"])
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
         .arg(&out)
         .arg(&source)
         .status()

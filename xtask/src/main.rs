@@ -6,7 +6,8 @@
 //!   for `bpfel-unknown-none`);
 //! - `bpf-linker` 0.10.1 (newer releases want an external LLVM);
 //! - Debian packages: `runc` and `busybox-static` for the container tests,
-//!   `libssl-dev` and `pkg-config` for librdkafka's TLS and SASL (kafka sink).
+//!   `libc6-dev` for their statically linked helper programs, `libssl-dev`
+//!   and `pkg-config` for librdkafka's TLS and SASL (kafka sink).
 //!
 //! `run` builds Lumen and runs it on the embedded default config.
 //! `test` runs `cargo fmt --check`, clippy with `-D warnings` (host crates and
@@ -17,7 +18,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BPF_LINKER_VERSION: &str = "0.10.1";
-const DEBIAN_PACKAGES: &[&str] = &["runc", "busybox-static", "libssl-dev", "pkg-config"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "runc",
+    "busybox-static",
+    "libssl-dev",
+    "pkg-config",
+    // glibc's static libraries: the e2e tests' helper programs run in
+    // busybox containers.
+    "libc6-dev",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -479,6 +479,18 @@ fn quiet_kernel_events() -> Vec<Event> {
     if let EventKind::Process(p) = &mut entrypoint.kind {
         p.process.parent.name = push(&mut p.process.text, "containerd-shim-runc-v2");
     }
+    // runc's init gives the container's user (1000) its capabilities.
+    let mut runc_capset = privilege(
+        PrivilegeOp::Capset,
+        "/dev/fd/6",
+        user(1000),
+        Credentials {
+            cap_effective: 536_871_968,
+            ..user(1000)
+        },
+        CONTAINER,
+    );
+    runc_capset.process.name = push(&mut runc_capset.process.text, "runc:[2:INIT]");
     let mut sudo_on_host = privilege(
         PrivilegeOp::Setuid,
         "/usr/bin/sudo",
@@ -538,6 +550,7 @@ fn quiet_kernel_events() -> Vec<Event> {
         connect("/usr/bin/psql", "10.1.0.9:5432"),
         runc_mount,
         event(EventKind::Privilege(Box::new(sudo_on_host))),
+        event(EventKind::Privilege(Box::new(runc_capset))),
         event(EventKind::Privilege(Box::new(privilege(
             PrivilegeOp::Setuid,
             "/usr/sbin/nginx",

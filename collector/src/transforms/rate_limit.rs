@@ -9,9 +9,9 @@
 //!   bucket; further keys share one overflow bucket until idle keys (unseen
 //!   for `idle_key_secs`) are evicted.
 //! - Some events are never dropped: the kinds and predicates in `never_drop`
-//!   (by default privilege changes, module and BPF loads, mounts, and failed
-//!   or forbidden API calls on secrets), and Lumen's own loss reports and
-//!   rate-limit summaries.
+//!   (by default privilege changes, module and BPF loads, mounts, failed
+//!   or forbidden API calls on secrets, and a `detect` transform's
+//!   findings), and Lumen's own loss reports and rate-limit summaries.
 //! - Suppression is reported: every `summary_interval_secs`, for each key
 //!   that had drops, a summary event (how many, which kinds, the first and
 //!   last suppressed event's time) goes downstream like any other event, so
@@ -82,6 +82,7 @@ fn default_never_drop() -> Vec<NeverDrop> {
         "bpf_prog_load",
         "mount",
         "k8s_audit_failed_secrets",
+        "finding",
     ]
     .iter()
     .filter_map(|n| NeverDrop::parse(n).ok())

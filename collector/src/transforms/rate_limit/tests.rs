@@ -139,6 +139,18 @@ fn never_drop_kinds_and_predicates_pass_a_flood() {
     // Lumen's own loss reports always pass.
     let summary = l.summaries();
     assert_eq!(admitted(&mut l, summary), 1);
+    // So do a detect transform's findings (by default).
+    let finding = |t| Event {
+        kind: EventKind::Finding(Box::new(lumen_schemas::event::Finding {
+            rule: Arc::default(),
+            count: 1,
+            first_seen: Timestamp(0),
+            last_seen: Timestamp(0),
+            evidence: Box::new(exec("aaa", t)),
+        })),
+        ..exec("aaa", t)
+    };
+    assert_eq!(admitted(&mut l, (0..50).map(finding)), 50);
 
     let mut c = config(None, 1, 1);
     c.never_drop = vec![

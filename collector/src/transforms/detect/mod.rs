@@ -175,7 +175,10 @@ struct Seen {
 #[derive(Debug, Default)]
 struct KindRules {
     always: Vec<usize>,
-    by_value: Vec<(field::Field, HashMap<String, Vec<usize>>)>,
+    by_value: Vec<(
+        field::Field,
+        HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
+    )>,
 }
 
 impl KindRules {
@@ -187,7 +190,7 @@ impl KindRules {
         let at = match self.by_value.iter().position(|(f, _)| f == field) {
             Some(at) => at,
             None => {
-                self.by_value.push((field.clone(), HashMap::new()));
+                self.by_value.push((field.clone(), HashMap::default()));
                 self.by_value.len() - 1
             }
         };
@@ -200,7 +203,9 @@ impl KindRules {
     fn candidates(&self, event: &Event, scratch: &mut Scratch, out: &mut Vec<usize>) {
         out.clear();
         out.extend_from_slice(&self.always);
+        let mut sources = usize::from(!self.always.is_empty());
         for (field, map) in &self.by_value {
+            let before = out.len();
             let mut add = |v: &field::Value<'_>| {
                 if let Some(t) = v.text() {
                     if let Some(rules) = map.get(t.as_ref()) {
@@ -209,12 +214,17 @@ impl KindRules {
                 }
             };
             match field.get(event, scratch) {
-                Some(field::Value::List(items)) => items.iter().for_each(&mut add),
+                Some(field::Value::List(items)) => {
+                    items.iter().for_each(&mut add);
+                    sources += 1;
+                }
                 Some(v) => add(&v),
                 None => {}
             }
+            sources += usize::from(out.len() > before);
         }
-        if !self.by_value.is_empty() {
+        // In rule order, each once, when more than one list contributed.
+        if sources > 1 {
             out.sort_unstable();
             out.dedup();
         }

@@ -170,15 +170,15 @@ struct Seen {
     evidence: Option<Arc<Event>>,
 }
 
+/// Rules by a string their field must equal.
+type RulesByValue = HashMap<String, Vec<usize>, foldhash::fast::RandomState>;
+
 /// The rules of one event kind: those that need a field to hold one of a
 /// few strings, found by that value; the others, always tested.
 #[derive(Debug, Default)]
 struct KindRules {
     always: Vec<usize>,
-    by_value: Vec<(
-        field::Field,
-        HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
-    )>,
+    by_value: Vec<(field::Field, RulesByValue)>,
 }
 
 impl KindRules {

@@ -218,8 +218,11 @@ fn lumen_validate_names_the_rule_file_and_line_of_a_bad_rule() {
 /// The container behaviours the built-in rules are about, done in a real
 /// container by a user that is not root: a shell run by an application, a
 /// setuid escalation, a memfd exec, a read of the service-account token,
-/// a miner's command line and a connect to a Stratum port. Each raises its
-/// finding, attributed to the container.
+/// a miner's command line, a connect to a Stratum port, a ptrace attach,
+/// and the escape attempts the kernel refuses (a mount of the host's disk,
+/// nsenter into PID 1, a BPF program load; this kernel has no module
+/// support, so module loads are tested with synthetic events only). Each raises its finding, attributed
+/// to the container, and nothing else does.
 #[test]
 fn container_behaviours_raise_their_findings() {
     assert!(is_root(), "runc and eBPF need root (CI runs as root)");
@@ -236,7 +239,10 @@ fn container_behaviours_raise_their_findings() {
     let script = "/bin/webapp; /bin/escalate; /bin/memfd_exec /bin/busybox true; \
                   /bin/cat /var/run/secrets/kubernetes.io/serviceaccount/token > /dev/null; \
                   /bin/true -o stratum+tcp://pool.example:3333; \
-                  /bin/nc -w 1 127.0.0.1 3333 < /dev/null; /bin/cat /dev/null";
+                  /bin/nc -w 1 127.0.0.1 3333 < /dev/null; \
+                  /bin/trace_child; /bin/mount /dev/vda /mnt 2>/dev/null; \
+                  /bin/nsenter -t 1 -m /bin/true 2>/dev/null; /bin/load_bpf; \
+                  /bin/cat /dev/null";
     let container = Container::with(
         &format!("lumen-behaviours-{}", &id[..12]),
         &format!("/kubepods/besteffort/pod0f5a7c1e-1111-2222-3333-444455556666/{id}"),
@@ -246,6 +252,8 @@ fn container_behaviours_raise_their_findings() {
                 ("/bin/webapp".into(), helper("webapp"), 0o755),
                 ("/bin/escalate".into(), helper("escalate"), 0o4755),
                 ("/bin/memfd_exec".into(), helper("memfd_exec"), 0o755),
+                ("/bin/trace_child".into(), helper("trace_child"), 0o755),
+                ("/bin/load_bpf".into(), helper("load_bpf"), 0o755),
                 (
                     "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
                     token.clone(),
@@ -264,6 +272,10 @@ fn container_behaviours_raise_their_findings() {
         "lumen.container.credential_read",
         "lumen.miner.command_line",
         "lumen.miner.stratum_port_connect",
+        "lumen.escape.ptrace",
+        "lumen.escape.mount_host_device_or_cgroup",
+        "lumen.escape.nsenter",
+        "lumen.escape.kernel_code_load",
     ];
     let ecs = lumen.path("ecs.ndjson");
     let of_container = |evs: &[Value]| -> Vec<String> {

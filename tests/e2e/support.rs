@@ -320,7 +320,9 @@ impl Container {
             .find(|p| Path::new(p).exists())
             .expect("busybox-static is installed by `cargo xtask test`");
         std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "true", "sleep", "cat", "cp", "chmod", "nc"] {
+        for applet in [
+            "sh", "true", "sleep", "cat", "cp", "chmod", "nc", "mount", "nsenter",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         for (path, from, mode) in &extra.files {

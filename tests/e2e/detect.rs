@@ -32,6 +32,26 @@ schema = "ocsf"
 path = "{dir}/ocsf.ndjson"
 "#;
 
+/// Checks every OCSF Detection Finding in `docs` against the OCSF 1.8.0
+/// schema kept in the repository; returns how many there were.
+fn assert_valid_ocsf_findings(docs: &[Value]) -> usize {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schemas/tests/reference/ocsf/detection_finding.schema.json"
+    );
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let findings: Vec<&Value> = docs.iter().filter(|d| d["class_uid"] == 2004).collect();
+    for f in &findings {
+        let errors: Vec<String> = validator
+            .iter_errors(f)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{f:#}");
+    }
+    findings.len()
+}
+
 fn findings(events: &[Value]) -> Vec<&Value> {
     events
         .iter()
@@ -104,6 +124,7 @@ fn a_dropped_binary_in_a_container_is_a_finding_and_an_ordinary_container_is_not
         "/tmp/busybox"
     );
     assert_eq!(finding["attacks"][0]["tactic"]["uid"], "TA0002");
+    assert!(assert_valid_ocsf_findings(&ocsf) >= 1);
     let (status, _) = lumen.stop();
     assert!(status.success());
 }
@@ -300,6 +321,10 @@ fn container_behaviours_raise_their_findings() {
     eprintln!("{escalation:#}");
     assert_eq!(escalation["user"]["id"], "1000", "{escalation:#}");
     assert_eq!(escalation["user"]["effective"]["id"], "0");
+    // The same findings in OCSF, each valid against the schema.
+    std::thread::sleep(Duration::from_millis(300));
+    let ocsf = read_ndjson(&lumen.path("ocsf.ndjson"));
+    assert!(assert_valid_ocsf_findings(&ocsf) >= want.len());
     let (status, _) = lumen.stop();
     assert!(status.success());
 }

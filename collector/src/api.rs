@@ -86,6 +86,8 @@ struct Topology {
     buffers: BTreeMap<String, Arc<BufferMetrics>>,
     /// Per redact transform id, its counters per rule.
     redactions: BTreeMap<String, Arc<RedactMetrics>>,
+    /// Per detect transform id, its matches and findings per rule.
+    detections: BTreeMap<String, Arc<crate::transforms::detect::DetectMetrics>>,
     /// Per network sink id, its delivery counters and request latencies.
     deliveries: BTreeMap<String, Arc<DeliveryMetrics>>,
     taps: Arc<Taps>,
@@ -178,6 +180,7 @@ impl Telemetry {
             components,
             buffers: running.buffers.clone(),
             redactions: running.redactions.clone(),
+            detections: running.detections.clone(),
             deliveries: running.deliveries.clone(),
             taps: running.taps.clone(),
         });
@@ -437,6 +440,37 @@ impl Collector for Exporter {
                 Counter,
             ),
             by_rule,
+        )?;
+        let detections: Vec<(String, String, u64, u64)> = t
+            .detections
+            .iter()
+            .flat_map(|(id, d)| {
+                d.by_rule()
+                    .into_iter()
+                    .map(move |(rule, m, f)| (id.clone(), rule, m, f))
+            })
+            .collect();
+        family(
+            e,
+            (
+                "lumen_detect_matches",
+                "Events a detect transform's rule matched (suppressed ones included).",
+                Counter,
+            ),
+            detections.iter().map(|(id, rule, m, _)| {
+                ([("component_id", id.clone()), ("rule", rule.clone())], *m)
+            }),
+        )?;
+        family(
+            e,
+            (
+                "lumen_findings",
+                "Findings a detect transform's rule sent (one per rule and key per suppression window).",
+                Counter,
+            ),
+            detections.iter().map(|(id, rule, _, f)| {
+                ([("component_id", id.clone()), ("rule", rule.clone())], *f)
+            }),
         )?;
         Ok(())
     }

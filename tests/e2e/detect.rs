@@ -131,6 +131,8 @@ fn a_dropped_binary_in_a_container_is_a_finding_and_an_ordinary_container_is_not
 
 const AUDIT: &str = r#"
 data_dir = "{dir}/data"
+[api]
+address = "127.0.0.1:PORT"
 [sources.audit]
 type = "k8s_audit_file"
 path = "{dir}/logs/*.log"
@@ -178,7 +180,8 @@ fn audit_events_from_a_file_raise_the_kubernetes_findings() {
         dir.path().join("rules/exec.yml"),
     )
     .unwrap();
-    let mut lumen = Lumen::start_in(dir, AUDIT);
+    let port = crate::support::free_port();
+    let mut lumen = Lumen::start_in(dir, &AUDIT.replace("PORT", &port.to_string()));
     let ecs = lumen.path("ecs.ndjson");
     let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| evs.len() >= 7);
     let rules: Vec<&str> = findings(&events)
@@ -198,6 +201,14 @@ fn audit_events_from_a_file_raise_the_kubernetes_findings() {
     let sigma = findings(&events)[1];
     assert_eq!(sigma["rule"]["ruleset"], "sigma");
     assert_eq!(sigma["threat"]["technique"]["id"][0], "T1609");
+    // Counted per rule on /metrics.
+    let metrics = crate::support::scrape_text(port);
+    for line in [
+        "lumen_findings_total{component_id=\"detect\",rule=\"lumen.k8s.exec_into_pod\"} 1",
+        "lumen_detect_matches_total{component_id=\"detect\",rule=\"lumen.k8s.cluster_admin_binding\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
+    }
     let (status, _) = lumen.stop();
     assert!(status.success());
 }

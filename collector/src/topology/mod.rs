@@ -74,6 +74,8 @@ pub struct Running {
     pub buffers: BTreeMap<String, Arc<lumen_sinks::buffer::BufferMetrics>>,
     /// Per redact transform id, its counters per rule.
     pub redactions: BTreeMap<String, Arc<crate::transforms::redact::RedactMetrics>>,
+    /// Per detect transform id, its matches and findings per rule.
+    pub detections: BTreeMap<String, Arc<crate::transforms::detect::DetectMetrics>>,
     /// Per network sink id, its delivery counters and request latencies.
     pub deliveries: BTreeMap<String, Arc<lumen_sinks::deliver::DeliveryMetrics>>,
 }
@@ -183,6 +185,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         metrics: BTreeMap::new(),
         buffers: BTreeMap::new(),
         redactions: BTreeMap::new(),
+        detections: BTreeMap::new(),
         deliveries: BTreeMap::new(),
     };
     let all: BTreeSet<String> = config
@@ -436,6 +439,7 @@ impl Running {
             self.metrics.remove(id);
             self.buffers.remove(id);
             self.redactions.remove(id);
+            self.detections.remove(id);
             self.deliveries.remove(id);
         }
     }
@@ -723,6 +727,8 @@ impl Running {
                 let detector = crate::transforms::detect::Detector::new(&c)
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("starting transform `{id}` (detect)"))?;
+                self.detections
+                    .insert(id.to_owned(), detector.metrics.clone());
                 self.spawn(id, async move {
                     crate::transforms::detect::run(name, detector, rx, out, m).await;
                 })

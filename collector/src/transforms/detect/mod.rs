@@ -231,8 +231,37 @@ impl KindRules {
     }
 }
 
+/// Counters of a detect transform, per rule: matches, and findings sent
+/// (fewer when matches were suppressed into counts). Findings are rare:
+/// a lock per finding costs nothing that matters.
+#[derive(Debug, Default)]
+pub struct DetectMetrics {
+    by_rule: std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
+}
+
+impl DetectMetrics {
+    fn count(&self, rule: &str, matches: u64, findings: u64) {
+        let mut m = self.by_rule.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = m.entry(rule.to_owned()).or_default();
+        entry.0 += matches;
+        entry.1 += findings;
+    }
+
+    /// (rule id, matches, findings) of every rule that matched.
+    pub fn by_rule(&self) -> Vec<(String, u64, u64)> {
+        self.by_rule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(r, (m, f))| (r.clone(), *m, *f))
+            .collect()
+    }
+}
+
 /// The compiled rules and the suppression state of one transform.
 pub struct Detector {
+    /// Its counters, read by `/metrics`.
+    pub metrics: Arc<DetectMetrics>,
     rules: Vec<Rule>,
     /// Rules by event kind (index into `filter::KINDS`).
     by_kind: Vec<KindRules>,
@@ -294,6 +323,7 @@ impl Detector {
             }
         }
         Detector {
+            metrics: Arc::default(),
             rules,
             by_kind,
             candidates: Vec::new(),
@@ -392,6 +422,7 @@ impl Detector {
     /// A match of rule `r` (its key in `self.key`): a finding now, or
     /// counted into the next one.
     fn found(&mut self, r: usize, event: &Arc<Event>, out: &mut Vec<Event>) {
+        self.metrics.count(&self.rules[r].info.id, 1, 0);
         let t = event.time;
         if let Some(s) = self.seen.get_mut(&(r, self.key.clone())) {
             if t.0.saturating_sub(s.emitted.0) < self.suppress_ns {
@@ -481,6 +512,7 @@ impl Detector {
         last: Timestamp,
         evidence: &Event,
     ) -> Event {
+        self.metrics.count(&self.rules[r].info.id, 0, 1);
         Event {
             time: last,
             observed: Timestamp::now(),

@@ -7,16 +7,8 @@ use serde_json::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[sources.kernel]
-type = "ebpf"
-
-[sinks.ecs]
-type = "file"
-inputs = ["kernel"]
-schema = "ecs"
-path = "{dir}/ecs.ndjson"
-"#;
+/// The kernel events into ECS (and OCSF, unread here) files.
+const CONFIG: &str = crate::support::KERNEL_TO_FILES;
 
 fn me() -> u64 {
     u64::from(std::process::id())

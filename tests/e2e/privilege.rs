@@ -7,16 +7,8 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[sources.kernel]
-type = "ebpf"
-
-[sinks.ecs]
-type = "file"
-inputs = ["kernel"]
-schema = "ecs"
-path = "{dir}/ecs.ndjson"
-"#;
+/// The kernel events into ECS (and OCSF, unread here) files.
+const CONFIG: &str = crate::support::KERNEL_TO_FILES;
 
 const CAP_NET_RAW: u32 = 13;
 

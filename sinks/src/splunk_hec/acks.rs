@@ -27,7 +27,6 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 pub struct AckClient {
     tx: mpsc::UnboundedSender<Waiting>,
     slots: Arc<Semaphore>,
-    max: usize,
 }
 
 /// The ack task's side: run it beside the delivery loop.
@@ -50,9 +49,8 @@ struct Waiting {
 /// The client and the task of one sink (one channel).
 pub fn new(hec: HecClient, config: AckConfig) -> (AckClient, AckPoller) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let max = config.max_pending_acks.max(1);
-    let slots = Arc::new(Semaphore::new(max));
-    (AckClient { tx, slots, max }, AckPoller { hec, config, rx })
+    let slots = Arc::new(Semaphore::new(config.max_pending_acks.max(1)));
+    (AckClient { tx, slots }, AckPoller { hec, config, rx })
 }
 
 impl AckClient {
@@ -75,11 +73,6 @@ impl AckClient {
             _slot: slot,
         });
         confirmation
-    }
-
-    /// Requests holding a pending-ack slot (sent or being sent).
-    pub fn pending(&self) -> usize {
-        self.max - self.slots.available_permits()
     }
 }
 

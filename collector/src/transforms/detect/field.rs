@@ -277,11 +277,6 @@ impl Field {
     pub fn costly(&self) -> bool {
         matches!(self, Field::RequestObject(_) | Field::ResponseObject(_))
     }
-
-    /// The ECS names rules can use, for documentation and errors.
-    pub fn names() -> impl Iterator<Item = &'static str> {
-        NAMES.iter().map(|(n, _)| *n)
-    }
 }
 
 /// What reading fields of one event may need made once: the joined

@@ -418,13 +418,4 @@ impl Cond {
             Cond::All(cs) | Cond::Any(cs) => cs.iter().any(Cond::is_costly),
         }
     }
-
-    /// Every field the condition reads.
-    pub fn fields<'a>(&'a self, out: &mut Vec<&'a Field>) {
-        match self {
-            Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| c.fields(out)),
-            Cond::Not(c) => c.fields(out),
-            Cond::Test(t) => out.push(&t.field),
-        }
-    }
 }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 /// A condition over one event.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Cond {
     All(Vec<Cond>),
     Any(Vec<Cond>),

@@ -520,7 +520,7 @@ impl<'a> Condition<'a> {
                 .searches
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, c)| copy(c))
+                .map(|(_, c)| c.clone())
                 .ok_or_else(|| format!("no search is named `{name}`")),
         }
     }
@@ -537,22 +537,11 @@ impl<'a> Condition<'a> {
                         None => n == pattern,
                     }
             })
-            .map(|(_, c)| copy(c))
+            .map(|(_, c)| c.clone())
             .collect();
         if chosen.is_empty() {
             return Err(format!("no search matches `{pattern}`"));
         }
         Ok(chosen)
-    }
-}
-
-/// A copy of a compiled search (a search may be named twice in a
-/// condition; conditions are small).
-fn copy(c: &Cond) -> Cond {
-    match c {
-        Cond::All(cs) => Cond::All(cs.iter().map(copy).collect()),
-        Cond::Any(cs) => Cond::Any(cs.iter().map(copy).collect()),
-        Cond::Not(c) => Cond::Not(Box::new(copy(c))),
-        Cond::Test(t) => Cond::Test(t.clone()),
     }
 }

@@ -210,6 +210,11 @@ fn process_object(
     w.object("group");
     w.str("id", id.format(pr.gid));
     w.end_object();
+    if let Some(leader) = pr.entry_leader {
+        w.object("entry_leader");
+        w.u64("pid", u64::from(leader.pid));
+        w.end_object();
+    }
     w.end_object();
 }
 
@@ -255,6 +260,9 @@ fn lumen_process(w: &mut JsonWriter<'_>, pr: &Process, exit_signal: Option<i32>)
     }
     if pr.args_truncated {
         w.bool("args_truncated", true);
+    }
+    if let Some(leader) = pr.entry_leader {
+        w.str("container_entry", leader.entry.as_str());
     }
     if !pr.ancestry.is_empty() {
         w.array("ancestry");

@@ -429,6 +429,18 @@ impl EventKind {
         }
     }
 
+    /// The process that acted, to change it.
+    pub fn process_mut(&mut self) -> Option<&mut Process> {
+        match self {
+            EventKind::Process(p) => Some(&mut p.process),
+            EventKind::Privilege(p) => Some(&mut p.process),
+            EventKind::Network(n) => Some(&mut n.process),
+            EventKind::File(f) => Some(&mut f.process),
+            EventKind::Finding(f) => f.evidence.kind.process_mut(),
+            EventKind::ApiActivity(_) | EventKind::Loss(_) => None,
+        }
+    }
+
     /// The container id of the acting process ("" when none or unknown).
     pub fn container_id(&self) -> &str {
         self.process()
@@ -820,6 +832,38 @@ pub struct Process {
     pub parent: ParentInfo,
     /// Ancestors' pids, parent first, up to the cache's depth.
     pub ancestry: Vec<u32>,
+    /// For a process in a container: the lineage it belongs to, from the
+    /// process cache (none when unknown).
+    pub entry_leader: Option<EntryLeader>,
+}
+
+/// The first process of a container process's lineage inside the
+/// container's cgroup — its entry leader — and how that lineage came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryLeader {
+    pub pid: u32,
+    pub start_time_ns: u64,
+    pub entry: ContainerEntry,
+}
+
+/// How a lineage entered its container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerEntry {
+    /// The container's own: started with it (its entrypoint and every
+    /// descendant).
+    Entrypoint,
+    /// Entered later from outside: `runc exec`, `docker exec`,
+    /// `kubectl exec`, `crictl exec`.
+    Exec,
+}
+
+impl ContainerEntry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerEntry::Entrypoint => "entrypoint",
+            ContainerEntry::Exec => "exec",
+        }
+    }
 }
 
 /// What the process cache knows of a process's parent. Strings are in the

@@ -345,6 +345,10 @@ fn unmapped_process(w: &mut JsonWriter<'_>, pr: &Process) {
         w.end_object();
     }
     w.u64("gid", u64::from(pr.gid));
+    if let Some(leader) = pr.entry_leader {
+        w.str("container_entry", leader.entry.as_str());
+        w.u64("entry_leader_pid", u64::from(leader.pid));
+    }
     if !pr.argv.is_empty() {
         w.str_array("argv", pr.args());
     }

@@ -119,6 +119,11 @@ fn process_events() -> Vec<Event> {
             mnt_ns: 4026532201,
             net_ns: 4026532202,
         };
+        in_pod.entry_leader = Some(lumen_schemas::event::EntryLeader {
+            pid: 4000,
+            start_time_ns: 3,
+            entry: lumen_schemas::event::ContainerEntry::Exec,
+        });
     }
     let t = Timestamp(1_700_000_000_000_000_000);
     vec![

@@ -249,12 +249,14 @@ fn lumen_validate_names_the_rule_file_and_line_of_a_bad_rule() {
 
 /// The container behaviours the built-in rules are about, done in a real
 /// container by a user that is not root: a shell run by an application, a
-/// setuid escalation, a memfd exec, a read of the service-account token,
-/// a miner's command line, a connect to a Stratum port, a ptrace attach,
-/// and the escape attempts the kernel refuses (a mount of the host's disk,
-/// nsenter into PID 1, a BPF program load; this kernel has no module
-/// support, so module loads are tested with synthetic events only). Each raises its finding, attributed
-/// to the container, and nothing else does.
+/// setuid escalation, a memfd exec, a miner's command line, a connect to a
+/// Stratum port, a ptrace attach, the escape attempts the kernel refuses
+/// (a mount of the host's disk, nsenter into PID 1, a BPF program load;
+/// this kernel has no module support, so module loads are tested with
+/// synthetic events only), and a read of the service-account token by a
+/// process that came in by `runc exec` — the entrypoint's own read of it
+/// is not a finding. Each raises its finding, attributed to the container,
+/// and nothing else does.
 #[test]
 fn container_behaviours_raise_their_findings() {
     assert!(is_root(), "runc and eBPF need root (CI runs as root)");
@@ -274,7 +276,7 @@ fn container_behaviours_raise_their_findings() {
                   /bin/nc -w 1 127.0.0.1 3333 < /dev/null; \
                   /bin/trace_child; /bin/mount /dev/vda /mnt 2>/dev/null; \
                   /bin/nsenter -t 1 -m /bin/true 2>/dev/null; /bin/load_bpf; \
-                  /bin/cat /dev/null";
+                  /bin/cat /dev/null; /bin/sleep 60";
     let container = Container::with(
         &format!("lumen-behaviours-{}", &id[..12]),
         &format!("/kubepods/besteffort/pod0f5a7c1e-1111-2222-3333-444455556666/{id}"),
@@ -296,7 +298,7 @@ fn container_behaviours_raise_their_findings() {
             allow_privilege_gain: true,
         },
     );
-    container.run();
+    container.start();
     let want = [
         "lumen.container.shell_by_non_shell_parent",
         "lumen.container.setuid_escalation",
@@ -319,8 +321,44 @@ fn container_behaviours_raise_their_findings() {
     };
     let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| {
         let found = of_container(evs);
-        want.iter().all(|w| found.iter().any(|f| f == w))
+        want.iter()
+            .filter(|w| **w != "lumen.container.credential_read")
+            .all(|w| found.iter().any(|f| f == w))
     });
+    // The entrypoint's own read of its token: no finding so far.
+    assert!(
+        !of_container(&events).contains(&"lumen.container.credential_read".to_owned()),
+        "the entrypoint lineage read its own token"
+    );
+    let status = container.exec(&[
+        "/bin/cat",
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+    ]);
+    assert!(status.success());
+    let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| {
+        of_container(evs).contains(&"lumen.container.credential_read".to_owned())
+    });
+    let read = findings(&events)
+        .into_iter()
+        .find(|f| f["rule"]["id"] == "lumen.container.credential_read")
+        .unwrap();
+    assert_eq!(
+        read["lumen"]["process"]["container_entry"], "exec",
+        "{read:#}"
+    );
+    assert_eq!(read["process"]["name"], "cat");
+    let entrypoint_read = events
+        .iter()
+        .find(|e| {
+            e["container"]["id"] == id.as_str()
+                && e["event"]["kind"] == "event"
+                && e["file"]["path"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        })
+        .expect("the entrypoint's read, reported as an event");
+    assert_eq!(
+        entrypoint_read["lumen"]["process"]["container_entry"], "entrypoint",
+        "{entrypoint_read:#}"
+    );
     let found = of_container(&events);
     for f in &found {
         assert!(want.contains(&f.as_str()), "unexpected finding {f}");

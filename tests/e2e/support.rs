@@ -394,6 +394,32 @@ impl Container {
             .unwrap();
         wait_timeout(&mut child, Duration::from_secs(30))
     }
+
+    /// Starts the container in the background (`runc run --detach`); it
+    /// is killed when dropped.
+    pub fn start(&self) {
+        let status = Command::new("runc")
+            .args(["run", "--detach", "--bundle"])
+            .arg(self.bundle.path())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "runc run --detach {}", self.id);
+    }
+
+    /// Runs `args` in the running container as `docker exec` and
+    /// `kubectl exec` do (`runc exec`), to completion.
+    pub fn exec(&self, args: &[&str]) -> ExitStatus {
+        let mut child = Command::new("runc")
+            .args(["exec", &self.id])
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_timeout(&mut child, Duration::from_secs(30))
+    }
 }
 
 impl Drop for Container {

@@ -154,6 +154,7 @@ fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
             ..ParentInfo::default()
         },
         ancestry: Vec::new(),
+        entry_leader: None,
     }
 }
 

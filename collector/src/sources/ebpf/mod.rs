@@ -583,7 +583,7 @@ impl EbpfSource {
         // Seeded after attaching: a process that starts meanwhile is seen by
         // both, and the kernel's event wins.
         let mut cache = ProcessCache::new(config.process_cache_capacity);
-        match cache.seed_from_proc(Path::new("/proc")) {
+        match cache.seed_from_proc(Path::new("/proc"), Path::new("/sys/fs/cgroup")) {
             Ok(n) => tracing::info!(
                 processes = n,
                 "ebpf source: process cache seeded from /proc"
@@ -784,19 +784,8 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                     }
                     EventKind::ApiActivity(_) | EventKind::Loss(_) | EventKind::Finding(_) => {}
                 }
-                if let Some(pods) = &r.pods {
-                    let process = match &mut d.kind {
-                        EventKind::Process(p) => Some(&mut p.process),
-                        EventKind::Privilege(p) => Some(&mut p.process),
-                        EventKind::Network(n) => Some(&mut n.process),
-                        EventKind::File(f) => Some(&mut f.process),
-                        EventKind::ApiActivity(_) | EventKind::Loss(_) | EventKind::Finding(_) => {
-                            None
-                        }
-                    };
-                    if let Some(p) = process {
-                        k8s_pods::enrich(p, pods);
-                    }
+                if let (Some(pods), Some(p)) = (&r.pods, d.kind.process_mut()) {
+                    k8s_pods::enrich(p, pods);
                 }
                 let event = Event {
                     time: Timestamp(boot_offset_ns + d.ktime_ns as i64),

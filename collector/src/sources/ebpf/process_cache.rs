@@ -17,8 +17,19 @@
 //! thread ends — removes the entry. Bounded: past `capacity` entries new
 //! processes are not cached (and counted), so a fork bomb cannot exhaust
 //! memory.
+//!
+//! The cache also knows each container process's *entry leader*: the first
+//! process of its lineage inside its cgroup (a process whose parent is in
+//! another cgroup). A container has one lineage from its start — the
+//! entrypoint's, whose leader started first — and one more per `runc exec`
+//! (`docker exec`, `kubectl exec`), each led by a process the runtime
+//! started later from outside. Every record carries its process's current
+//! cgroup, so a process the runtime moves into the container (runc's init)
+//! is re-placed when it next acts.
 
-use lumen_schemas::event::{push, ParentInfo, ProcessActivity, ProcessEvent};
+use lumen_schemas::event::{
+    push, ContainerEntry, EntryLeader, ParentInfo, ProcessActivity, ProcessEvent,
+};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
@@ -35,6 +46,11 @@ pub struct Entry {
     pub name: String,
     /// argv, NUL-separated.
     pub argv: String,
+    /// The cgroup the process was last seen in (0: unknown).
+    pub cgroup_id: u64,
+    /// Its lineage's first process in that cgroup, (pid, start); `None`
+    /// while unknown.
+    pub leader: Option<(u32, u64)>,
 }
 
 impl Entry {
@@ -48,6 +64,8 @@ impl Entry {
             executable: p.executable().to_owned(),
             name: p.name().to_owned(),
             argv: p.argv.get(&p.text).to_owned(),
+            cgroup_id: p.cgroup_id,
+            leader: None,
         }
     }
 }
@@ -63,6 +81,10 @@ pub struct ProcessCache {
     /// one (two last threads ending at once, on kernels without the
     /// tracepoint's `group_dead`) is dropped.
     exited: VecDeque<(u32, u64)>,
+    /// Per cgroup, the entry leader that started first: the container's
+    /// entrypoint lineage. Outlives the leader (runc's init exits at once);
+    /// bounded by `capacity`.
+    first_leaders: HashMap<u64, (u32, u64)>,
     /// Processes not cached because the cache was full.
     pub overflow: u64,
 }
@@ -80,6 +102,7 @@ impl ProcessCache {
             capacity,
             tick_ns: 1_000_000_000 / clock_ticks().max(1),
             exited: VecDeque::new(),
+            first_leaders: HashMap::new(),
             overflow: 0,
         }
     }
@@ -141,8 +164,20 @@ impl ProcessCache {
     pub fn enrich(&mut self, ev: &mut ProcessEvent) -> bool {
         let p = &mut ev.process;
         match ev.activity {
-            ProcessActivity::Exec => self.insert(p.pid, Entry::of(p)),
+            ProcessActivity::Exec => {
+                let mut entry = Entry::of(p);
+                // An exec keeps the lineage, unless the process moved.
+                entry.leader = self
+                    .get(p.pid, p.start_time_ns)
+                    .filter(|old| old.cgroup_id == p.cgroup_id)
+                    .and_then(|old| old.leader);
+                self.insert(p.pid, entry);
+                self.place(p.pid, p.start_time_ns, p.cgroup_id);
+            }
             ProcessActivity::Fork => {
+                // A fork record is the parent's doing: its cgroup is the
+                // parent's (and the child's) now.
+                self.place(p.ppid, p.parent.start_time_ns, p.cgroup_id);
                 let image = self
                     .get(p.ppid, p.parent.start_time_ns)
                     .map(|e| (e.executable.clone(), e.argv.clone()));
@@ -151,6 +186,7 @@ impl ProcessCache {
                     p.argv = push(&mut p.text, &argv);
                 }
                 self.insert(p.pid, Entry::of(p));
+                self.place(p.pid, p.start_time_ns, p.cgroup_id);
             }
             ProcessActivity::Exit => {
                 let identity = (p.pid, p.start_time_ns / self.tick_ns);
@@ -171,7 +207,75 @@ impl ProcessCache {
             }
         }
         self.fill_parent(p);
+        self.fill_entry_leader(p);
         true
+    }
+
+    /// Notes that the process (pid, start) is in `cgroup_id` and, when that
+    /// is news, finds its entry leader there: its parent's, when the parent
+    /// is in the same cgroup, else itself.
+    fn place(&mut self, pid: u32, start_time_ns: u64, cgroup_id: u64) {
+        let Some(e) = self.get(pid, start_time_ns) else {
+            return;
+        };
+        if e.cgroup_id == cgroup_id && e.leader.is_some() {
+            return;
+        }
+        let (ppid, parent_start, start) = (e.ppid, e.parent_start_time_ns, e.start_time_ns);
+        let leader = match self.get(ppid, parent_start) {
+            Some(parent) if parent.cgroup_id == cgroup_id && ppid != pid => parent.leader,
+            Some(_) => Some((pid, start)),
+            // Pid 0's children (init, kthreadd) lead their own lineages.
+            None if ppid == 0 => Some((pid, start)),
+            // The parent is unknown: so is where the lineage began.
+            None => None,
+        };
+        if let Some((leader_pid, leader_start)) = leader.filter(|l| *l == (pid, start)) {
+            self.note_leader(cgroup_id, leader_pid, leader_start);
+        }
+        if let Some(e) = self.entries.get_mut(&pid) {
+            e.cgroup_id = cgroup_id;
+            e.leader = leader;
+        }
+    }
+
+    /// Keeps the earliest-started leader per cgroup.
+    fn note_leader(&mut self, cgroup_id: u64, pid: u32, start_time_ns: u64) {
+        let (tick, full) = (self.tick_ns, self.first_leaders.len() >= self.capacity);
+        match self.first_leaders.get_mut(&cgroup_id) {
+            Some(first) if start_time_ns / tick < first.1 / tick => *first = (pid, start_time_ns),
+            Some(_) => {}
+            None if full => self.overflow += 1,
+            None => {
+                self.first_leaders.insert(cgroup_id, (pid, start_time_ns));
+            }
+        }
+    }
+
+    /// A container process's entry leader and how its lineage came in.
+    fn fill_entry_leader(&self, p: &mut lumen_schemas::event::Process) {
+        if p.attribution.container_id.is_empty() {
+            return;
+        }
+        let Some((pid, start)) = self
+            .get(p.pid, p.start_time_ns)
+            .filter(|e| e.cgroup_id == p.cgroup_id)
+            .and_then(|e| e.leader)
+        else {
+            return;
+        };
+        let entry = match self.first_leaders.get(&p.cgroup_id) {
+            Some(&first) if first.0 == pid && self.same_start(first.1, start) => {
+                ContainerEntry::Entrypoint
+            }
+            Some(_) => ContainerEntry::Exec,
+            None => return,
+        };
+        p.entry_leader = Some(EntryLeader {
+            pid,
+            start_time_ns: start,
+            entry,
+        });
     }
 
     /// The parent's image and the ancestry, from the cache.
@@ -195,7 +299,8 @@ impl ProcessCache {
     /// Gives a process seen in another kind of event (privilege, file,
     /// network) — from any of its threads — its image, parent and
     /// ancestry from the cache.
-    pub fn annotate(&self, p: &mut lumen_schemas::event::Process) {
+    pub fn annotate(&mut self, p: &mut lumen_schemas::event::Process) {
+        self.place(p.pid, p.start_time_ns, p.cgroup_id);
         if p.executable.is_empty() {
             let cached = self
                 .get(p.pid, p.start_time_ns)
@@ -206,11 +311,14 @@ impl ProcessCache {
             }
         }
         self.fill_parent(p);
+        self.fill_entry_leader(p);
     }
 
-    /// Seeds the cache from a procfs mount (normally `/proc`). Processes that
-    /// vanish while being read are skipped.
-    pub fn seed_from_proc(&mut self, proc: &Path) -> std::io::Result<usize> {
+    /// Seeds the cache from a procfs mount (normally `/proc`), with each
+    /// process's cgroup id from the cgroup v2 hierarchy mounted at
+    /// `cgroup_root` (normally `/sys/fs/cgroup`). Processes that vanish
+    /// while being read are skipped.
+    pub fn seed_from_proc(&mut self, proc: &Path, cgroup_root: &Path) -> std::io::Result<usize> {
         let ticks_per_sec = clock_ticks();
         let mut n = 0;
         for dir in std::fs::read_dir(proc)? {
@@ -218,7 +326,7 @@ impl ProcessCache {
             let Some(pid) = dir.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Some(entry) = read_proc_entry(&dir.path(), ticks_per_sec) {
+            if let Some(entry) = read_proc_entry(&dir.path(), ticks_per_sec, cgroup_root) {
                 self.insert(pid, entry);
                 n += 1;
             }
@@ -231,6 +339,17 @@ impl ProcessCache {
             .collect();
         for e in self.entries.values_mut() {
             e.parent_start_time_ns = starts.get(&e.ppid).copied().unwrap_or(0);
+        }
+        // Lineages, parents first.
+        let mut by_start: Vec<(u64, u32, u64)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.cgroup_id != 0)
+            .map(|(pid, e)| (e.start_time_ns, *pid, e.cgroup_id))
+            .collect();
+        by_start.sort_unstable();
+        for (start, pid, cgroup_id) in by_start {
+            self.place(pid, start, cgroup_id);
         }
         Ok(n)
     }
@@ -247,7 +366,7 @@ fn clock_ticks() -> u64 {
 }
 
 /// Reads one `/proc/<pid>` directory.
-fn read_proc_entry(dir: &Path, ticks_per_sec: u64) -> Option<Entry> {
+fn read_proc_entry(dir: &Path, ticks_per_sec: u64, cgroup_root: &Path) -> Option<Entry> {
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     // The name is in parentheses and may contain spaces and parentheses:
     // the fields after it start after the last ')'.
@@ -273,7 +392,19 @@ fn read_proc_entry(dir: &Path, ticks_per_sec: u64) -> Option<Entry> {
         executable,
         name,
         argv: String::from_utf8_lossy(&argv).into_owned(),
+        cgroup_id: cgroup_id(dir, cgroup_root).unwrap_or(0),
+        leader: None,
     })
+}
+
+/// The cgroup v2 id of the process at `/proc/<pid>`: the inode number of
+/// its cgroup's directory, which is what the kernel's records carry.
+fn cgroup_id(dir: &Path, cgroup_root: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(dir.join("cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let meta = std::fs::metadata(cgroup_root.join(path.trim_start_matches('/'))).ok()?;
+    Some(meta.ino())
 }
 
 #[cfg(test)]
@@ -383,6 +514,120 @@ mod tests {
         .with_text("", comm, &[]);
         p.parent.start_time_ns = 0;
         p
+    }
+
+    /// The host's cgroup and a container's.
+    const HOST: u64 = 7;
+    const CONTAINER: u64 = 9;
+
+    /// A kernel record of `activity` by (pid, start) in `cgroup`, its
+    /// parent (ppid, parent_start); a container process when in CONTAINER.
+    fn record(
+        activity: ProcessActivity,
+        (pid, start): (u32, u64),
+        (ppid, parent_start): (u32, u64),
+        cgroup: u64,
+    ) -> ProcessEvent {
+        let mut ev = event(activity, pid, ppid, "/x", &["x"]);
+        let p = &mut ev.process;
+        p.start_time_ns = start;
+        p.parent.start_time_ns = parent_start;
+        p.cgroup_id = cgroup;
+        if cgroup == CONTAINER {
+            p.attribution.container_id = push(&mut p.text, &"c".repeat(64));
+        }
+        ev
+    }
+
+    fn leader_of(c: &mut ProcessCache, ev: &mut ProcessEvent) -> Option<(u32, &'static str)> {
+        assert!(c.enrich(ev));
+        ev.process.entry_leader.map(|l| (l.pid, l.entry.as_str()))
+    }
+
+    /// runc as it starts a container and later execs into it: runc's init
+    /// is started in the host's cgroup, moved into the container's, and
+    /// forks the entrypoint there; `runc exec` does the same later. Each
+    /// lineage's leader is the init that was moved; the one that started
+    /// first leads the entrypoint's lineage, the later one an exec's.
+    #[test]
+    fn entry_leaders_tell_the_entrypoints_lineage_from_an_execs() {
+        use ProcessActivity::{Exec, Fork};
+        let mut c = ProcessCache::new(100);
+        c.insert(1, entry(0, "/sbin/init"));
+        c.place(1, 0, HOST);
+        // `runc run`: runc (100) forks its init (101) and execs it.
+        let runc = (100, S);
+        let _ = leader_of(&mut c, &mut record(Exec, runc, (1, 0), HOST));
+        let init = (101, 2 * S);
+        assert_eq!(leader_of(&mut c, &mut record(Fork, init, runc, HOST)), None);
+        assert_eq!(leader_of(&mut c, &mut record(Exec, init, runc, HOST)), None);
+        // Moved into the container, the init forks the entrypoint, which
+        // execs and forks a worker.
+        let entrypoint = (102, 3 * S);
+        let mut fork = record(Fork, entrypoint, init, CONTAINER);
+        assert_eq!(leader_of(&mut c, &mut fork), Some((101, "entrypoint")));
+        let mut exec = record(Exec, entrypoint, runc, CONTAINER);
+        assert_eq!(leader_of(&mut c, &mut exec), Some((101, "entrypoint")));
+        let worker = (103, 4 * S);
+        let mut fork = record(Fork, worker, entrypoint, CONTAINER);
+        assert_eq!(leader_of(&mut c, &mut fork), Some((101, "entrypoint")));
+        // runc's init is gone; its lineage stays the entrypoint's.
+        assert!(c.enrich(&mut record(ProcessActivity::Exit, init, runc, CONTAINER)));
+        // `runc exec`: a second runc (200) and init (201), moved likewise;
+        // the process it runs is moved before it execs (no fork seen in
+        // the container).
+        let runc2 = (200, 10 * S);
+        let _ = leader_of(&mut c, &mut record(Exec, runc2, (1, 0), HOST));
+        let init2 = (201, 11 * S);
+        let _ = leader_of(&mut c, &mut record(Fork, init2, runc2, HOST));
+        let _ = leader_of(&mut c, &mut record(Exec, init2, runc2, HOST));
+        let mut exec = record(Exec, init2, runc2, CONTAINER);
+        assert_eq!(leader_of(&mut c, &mut exec), Some((201, "exec")));
+        let shell_child = (202, 12 * S);
+        let mut fork = record(Fork, shell_child, init2, CONTAINER);
+        assert_eq!(leader_of(&mut c, &mut fork), Some((201, "exec")));
+        // Other kinds of events say the same of each process.
+        let mut cat = record(Exec, shell_child, init2, CONTAINER).process;
+        cat.entry_leader = None;
+        c.annotate(&mut cat);
+        assert_eq!(
+            cat.entry_leader.map(|l| l.entry),
+            Some(ContainerEntry::Exec)
+        );
+        let mut app = record(Exec, worker, entrypoint, CONTAINER).process;
+        c.annotate(&mut app);
+        assert_eq!(
+            app.entry_leader.map(|l| l.entry),
+            Some(ContainerEntry::Entrypoint)
+        );
+        // Host processes are nobody's container lineage.
+        let mut host = record(Exec, runc2, (1, 0), HOST).process;
+        c.annotate(&mut host);
+        assert_eq!(host.entry_leader, None);
+    }
+
+    /// Lumen started after the container: the exec session acted first,
+    /// and looked like the container's own until the entrypoint's lineage,
+    /// which started earlier, showed up. A lineage whose parent the cache
+    /// does not know stays unknown.
+    #[test]
+    fn the_earliest_leader_is_the_entrypoints_whatever_is_seen_first() {
+        use ProcessActivity::{Exec, Fork};
+        let mut c = ProcessCache::new(100);
+        c.insert(1, entry(0, "/sbin/init"));
+        c.place(1, 0, HOST);
+        c.insert(50, entry(1, "/usr/bin/containerd-shim"));
+        c.place(50, 0, HOST);
+        let exec_session = (300, 20 * S);
+        let mut ev = record(Exec, exec_session, (50, 0), CONTAINER);
+        assert_eq!(leader_of(&mut c, &mut ev), Some((300, "entrypoint")));
+        let entrypoint = (60, 5 * S);
+        let mut ev = record(Fork, (61, 6 * S), (60, 5 * S), CONTAINER);
+        assert_eq!(leader_of(&mut c, &mut ev), None, "parent 60 unknown");
+        let mut ev = record(Exec, entrypoint, (50, 0), CONTAINER);
+        assert_eq!(leader_of(&mut c, &mut ev), Some((60, "entrypoint")));
+        let mut ev = record(Fork, (301, 21 * S), exec_session, CONTAINER);
+        assert_eq!(leader_of(&mut c, &mut ev), Some((300, "exec")));
     }
 
     #[test]
@@ -501,9 +746,19 @@ mod tests {
     #[test]
     fn seeds_from_this_machines_proc_including_this_process() {
         let mut c = ProcessCache::new(1 << 20);
-        let n = c.seed_from_proc(Path::new("/proc")).unwrap();
+        let n = c
+            .seed_from_proc(Path::new("/proc"), Path::new("/sys/fs/cgroup"))
+            .unwrap();
         assert!(n > 1);
         let me = c.get(std::process::id(), 0).unwrap();
+        // Its cgroup id is its cgroup directory's inode, and its lineage
+        // in that cgroup is known.
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(me.cgroup_id, std::fs::metadata(dir).unwrap().ino());
+        assert!(me.leader.is_some(), "{me:?}");
         assert_eq!(
             me.executable,
             std::env::current_exe().unwrap().to_string_lossy()

@@ -74,6 +74,9 @@ pub enum Field {
     PodUid,
     PodName,
     Namespace,
+    /// `lumen.process.container_entry`: `entrypoint` or `exec`.
+    ContainerEntry,
+    EntryLeaderPid,
     ExeDrift,
     ExeFileless,
     ExeDriftReasons,
@@ -165,6 +168,8 @@ const NAMES: &[(&str, Field)] = &[
     ("kubernetes.pod.name", Field::PodName),
     ("kubernetes.namespace", Field::Namespace),
     ("orchestrator.namespace", Field::Namespace),
+    ("lumen.process.container_entry", Field::ContainerEntry),
+    ("process.entry_leader.pid", Field::EntryLeaderPid),
     ("lumen.exe.drift", Field::ExeDrift),
     ("lumen.exe.fileless", Field::ExeFileless),
     ("lumen.exe.drift_reasons", Field::ExeDriftReasons),
@@ -491,6 +496,8 @@ impl Field {
             Field::PodUid => pr(|p| nonempty(p.s(p.attribution.pod_uid))),
             Field::PodName => pr(|p| nonempty(p.s(p.attribution.pod_name))),
             Field::Namespace => pr(|p| nonempty(p.s(p.attribution.namespace))),
+            Field::ContainerEntry => pr(|p| p.entry_leader.map(|l| Value::Str(l.entry.as_str()))),
+            Field::EntryLeaderPid => pr(|p| p.entry_leader.map(|l| Value::Int(i64::from(l.pid)))),
             Field::ExeDrift
             | Field::ExeFileless
             | Field::ExeDriftReasons

@@ -7,8 +7,9 @@
 use super::*;
 use field::Field;
 use lumen_schemas::event::{
-    push, Credentials, ExecFacts, FileEvent, FileOperation, MountInfo, NetworkEvent, NetworkOp,
-    PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Str,
+    push, ContainerEntry, Credentials, EntryLeader, ExecFacts, FileEvent, FileOperation, MountInfo,
+    NetworkEvent, NetworkOp, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent,
+    Str,
 };
 use lumen_schemas::k8s_audit;
 
@@ -65,6 +66,23 @@ fn file(op: FileOperation, path: &str, flags: u32, mode: Option<u32>, by: &str) 
         gid: None,
         sensitive: op == FileOperation::Open && flags == 0,
     })))
+}
+
+/// `e`'s process with a known lineage in its container: `Exec` for one
+/// that came in by `kubectl exec` or the like.
+fn lineage(mut e: Event, entry: ContainerEntry) -> Event {
+    if let Some(p) = e.kind.process_mut() {
+        p.entry_leader = Some(EntryLeader {
+            pid: 4000,
+            start_time_ns: 1,
+            entry,
+        });
+    }
+    e
+}
+
+fn entered(e: Event) -> Event {
+    lineage(e, ContainerEntry::Exec)
 }
 
 fn connect(exe: &str, to: &str) -> Event {
@@ -303,6 +321,14 @@ fn firing() -> Vec<(&'static str, Vec<Event>)> {
                     None,
                     "/bin/sh",
                 ),
+                // Any program, when it came in by an exec.
+                entered(file(
+                    FileOperation::Open,
+                    "/var/run/secrets/kubernetes.io/serviceaccount/token",
+                    0,
+                    None,
+                    "/usr/bin/python3",
+                )),
             ],
         ),
         (
@@ -545,6 +571,17 @@ fn quiet_kernel_events() -> Vec<Event> {
             0,
             None,
             "/usr/local/bin/controller",
+        ),
+        // An entrypoint script reading its token with cat.
+        lineage(
+            file(
+                FileOperation::Open,
+                "/var/run/secrets/kubernetes.io/serviceaccount/token",
+                0,
+                None,
+                "/bin/cat",
+            ),
+            ContainerEntry::Entrypoint,
         ),
         connect("/usr/bin/curl", "203.0.113.9:443"),
         connect("/usr/bin/psql", "10.1.0.9:5432"),

@@ -290,9 +290,10 @@ impl Field {
 pub struct Scratch {
     request: Option<Option<serde_json::Value>>,
     response: Option<Option<serde_json::Value>>,
-    /// The joined argv of the process and of its parent, made once.
-    command_line: Option<String>,
-    parent_command_line: Option<String>,
+    /// The joined argv of the process and of its parent, made once per
+    /// event (whether made yet, the buffer).
+    command_line: (bool, String),
+    parent_command_line: (bool, String),
 }
 
 impl Scratch {
@@ -300,26 +301,27 @@ impl Scratch {
     pub fn clear(&mut self) {
         self.request = None;
         self.response = None;
-        self.command_line = None;
-        self.parent_command_line = None;
+        self.command_line.0 = false;
+        self.parent_command_line.0 = false;
     }
 }
 
 /// `args` joined by spaces into `slot` once per event.
 fn command_line<'s, 'a>(
-    slot: &'s mut Option<String>,
+    slot: &'s mut (bool, String),
     args: impl Iterator<Item = &'a str>,
 ) -> Option<Value<'s>> {
-    let s = slot.get_or_insert_with(|| {
-        let mut s = String::new();
+    let (made, s) = slot;
+    if !*made {
+        s.clear();
         for (i, a) in args.enumerate() {
             if i > 0 {
                 s.push(' ');
             }
             s.push_str(a);
         }
-        s
-    });
+        *made = true;
+    }
     nonempty(s)
 }
 
@@ -438,6 +440,33 @@ pub fn action(event: &Event) -> &str {
 }
 
 impl Field {
+    /// Calls `f` with the field's value in `event` as text, once per item
+    /// of a list — the lists of an audit event without building one.
+    pub fn each_text(&self, event: &Event, scratch: &mut Scratch, mut f: impl FnMut(&str)) {
+        if let EventKind::ApiActivity(a) = &event.kind {
+            let list = match self {
+                Field::UserRoles | Field::AuditGroups => Some(&a.user.groups),
+                Field::SourceIp | Field::AuditSourceIps => Some(&a.source_ips),
+                Field::ContainerImageName => Some(&a.container_images),
+                _ => None,
+            };
+            if let Some(list) = list {
+                a.strs(list).for_each(f);
+                return;
+            }
+        }
+        let mut text = |v: &Value<'_>| {
+            if let Some(t) = v.text() {
+                f(&t);
+            }
+        };
+        match self.get(event, scratch) {
+            Some(Value::List(items)) => items.iter().for_each(&mut text),
+            Some(v) => text(&v),
+            None => {}
+        }
+    }
+
     /// The field's value in `event`, `None` when it has none.
     pub fn get<'e>(&self, event: &'e Event, scratch: &'e mut Scratch) -> Option<Value<'e>> {
         let kind = &event.kind;

@@ -9,6 +9,10 @@ use lumen_schemas::Event;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+/// The ways one part of a condition can hold: a field equal to one of
+/// some strings, for any of the fields.
+pub type Alternatives = Vec<(Field, Vec<String>)>;
+
 /// A condition over one event.
 #[derive(Clone, Debug)]
 pub enum Cond {
@@ -56,6 +60,21 @@ impl Test {
     }
 
     /// False when the event's text cannot hold a match.
+    /// (field, strings) when the test is an exact-string equality on a
+    /// field that reads no audit body.
+    fn literals(&self) -> Option<(Field, Vec<String>)> {
+        match &self.op {
+            Op::Equals {
+                texts,
+                ints,
+                nocase: false,
+            } if ints.is_empty() && !texts.is_empty() && !self.field.costly() => {
+                Some((self.field.clone(), texts.iter().cloned().collect()))
+            }
+            _ => None,
+        }
+    }
+
     fn may_match(&self, event: &Event) -> bool {
         if self.prefilter.is_empty() {
             return true;
@@ -384,30 +403,46 @@ impl Cond {
         }
     }
 
-    /// A test this condition cannot match without: a top-level equality
-    /// on a field (exact strings only), by which rules can be indexed.
-    pub fn required_literals(&self) -> Option<(&Field, Vec<&str>)> {
-        let tests: Vec<&Test> = match self {
-            Cond::Test(t) => vec![t],
-            Cond::All(cs) => cs
+    /// The parts of a top-level `all` an index can check — exact-string
+    /// equalities on fields that read no audit body, alone or as an `any`
+    /// of such — each as its alternatives (field, strings), and the
+    /// condition left when they hold. `None` when no part is indexable.
+    pub fn split_indexable(&self) -> Option<(Vec<Alternatives>, Cond)> {
+        let parts: &[Cond] = match self {
+            Cond::All(cs) => cs,
+            other => std::slice::from_ref(other),
+        };
+        let mut slots = Vec::new();
+        let mut rest = Vec::new();
+        for c in parts {
+            match c.literal_alternatives() {
+                Some(alts) if slots.len() < 32 => slots.push(alts),
+                _ => rest.push(c.clone()),
+            }
+        }
+        if slots.is_empty() {
+            return None;
+        }
+        let rest = match rest.len() {
+            1 => rest.pop().unwrap_or(Cond::All(vec![])),
+            _ => Cond::All(rest),
+        };
+        Some((slots, rest))
+    }
+
+    /// A test of exact strings, or an `any` of only such tests.
+    fn literal_alternatives(&self) -> Option<Alternatives> {
+        match self {
+            Cond::Test(t) => t.literals().map(|l| vec![l]),
+            Cond::Any(cs) if !cs.is_empty() => cs
                 .iter()
-                .filter_map(|c| match c {
-                    Cond::Test(t) => Some(t),
+                .map(|c| match c {
+                    Cond::Test(t) => t.literals(),
                     _ => None,
                 })
                 .collect(),
-            _ => return None,
-        };
-        tests.into_iter().find_map(|t| match &t.op {
-            Op::Equals {
-                texts,
-                ints,
-                nocase: false,
-            } if ints.is_empty() && !texts.is_empty() && !t.field.costly() => {
-                Some((&t.field, texts.iter().map(String::as_str).collect()))
-            }
             _ => None,
-        })
+        }
     }
 
     /// Whether it reads an audit body.

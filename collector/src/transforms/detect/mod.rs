@@ -170,63 +170,205 @@ struct Seen {
     evidence: Option<Arc<Event>>,
 }
 
-/// Rules by a string their field must equal.
-type RulesByValue = HashMap<String, Vec<usize>, foldhash::fast::RandomState>;
+/// The parts of a rule's condition an index checks.
+type Slots = [matcher::Alternatives];
 
-/// The rules of one event kind: those that need a field to hold one of a
-/// few strings, found by that value; the others, always tested.
+/// A rule whose condition has parts the index checks (exact-string
+/// equalities, or an `any` of them): what is left of the condition,
+/// evaluated once they all hold.
+#[derive(Debug)]
+struct Indexed {
+    rest: matcher::Cond,
+}
+
+/// The rules of one event kind. A rule with exact-string tests is found
+/// through them: for each field some rule tests, the event's value is
+/// looked up once, setting the bits of the parts it satisfies; a rule
+/// whose bits are all set is a candidate. Fields are looked up most shared
+/// first, and a field is skipped when every rule that tests it has already
+/// failed a part — for most events, only the first few are read. Rules
+/// without such tests are always candidates.
 #[derive(Debug, Default)]
 struct KindRules {
     always: Vec<usize>,
-    by_value: Vec<(field::Field, RulesByValue)>,
+    members: Vec<Member>,
+    fields: Vec<IndexField>,
 }
 
-impl KindRules {
-    fn add(&mut self, i: usize, rule: &Rule) {
-        let Some((field, values)) = rule.when.required_literals() else {
-            self.always.push(i);
-            return;
-        };
-        let at = match self.by_value.iter().position(|(f, _)| f == field) {
-            Some(at) => at,
-            None => {
-                self.by_value.push((field.clone(), HashMap::default()));
-                self.by_value.len() - 1
-            }
-        };
-        for v in values {
-            self.by_value[at].1.entry(v.to_owned()).or_default().push(i);
+/// An indexed rule of a kind.
+#[derive(Debug)]
+struct Member {
+    rule: usize,
+    all_bits: u32,
+    /// Per field, in lookup order: when the rule tests it, the bits of
+    /// the rule's parts that no field from it on can satisfy (those must
+    /// be set already for the lookup to matter to this rule).
+    settled_before: Vec<Option<u32>>,
+}
+
+#[derive(Debug)]
+struct IndexField {
+    field: field::Field,
+    /// (member, bit) by the string the field equals.
+    by_value: ByValue,
+    /// Whether a rule tests it whose earlier parts are all settled by no
+    /// field before it: it must be read whatever was found so far.
+    always_read: bool,
+}
+
+/// (member, bit) by a string: one string is compared, more are hashed.
+#[derive(Debug)]
+enum ByValue {
+    One(String, Vec<(usize, u32)>),
+    Many(HashMap<String, Vec<(usize, u32)>, foldhash::fast::RandomState>),
+}
+
+impl ByValue {
+    fn get(&self, text: &str) -> &[(usize, u32)] {
+        match self {
+            ByValue::One(s, hits) if s == text => hits,
+            ByValue::One(..) => &[],
+            ByValue::Many(map) => map.get(text).map_or(&[], Vec::as_slice),
         }
     }
 
-    /// The rules `event` may match, in rule order, into `out`.
-    fn candidates(&self, event: &Event, scratch: &mut Scratch, out: &mut Vec<usize>) {
-        out.clear();
-        out.extend_from_slice(&self.always);
-        let mut sources = usize::from(!self.always.is_empty());
-        for (field, map) in &self.by_value {
-            let before = out.len();
-            let mut add = |v: &field::Value<'_>| {
-                if let Some(t) = v.text() {
-                    if let Some(rules) = map.get(t.as_ref()) {
-                        out.extend_from_slice(rules);
+    fn add(self, text: &str, hit: (usize, u32)) -> ByValue {
+        let mut map = match self {
+            ByValue::One(s, mut hits) if s == text => {
+                if !hits.contains(&hit) {
+                    hits.push(hit);
+                }
+                return ByValue::One(s, hits);
+            }
+            ByValue::One(s, hits) if s.is_empty() && hits.is_empty() => {
+                return ByValue::One(text.to_owned(), vec![hit]);
+            }
+            ByValue::One(s, hits) => HashMap::from_iter([(s, hits)]),
+            ByValue::Many(map) => map,
+        };
+        let hits = map.entry(text.to_owned()).or_default();
+        if !hits.contains(&hit) {
+            hits.push(hit);
+        }
+        ByValue::Many(map)
+    }
+}
+
+impl KindRules {
+    /// Builds the index of rules `(rule, its indexed parts)`.
+    fn new(rules: Vec<(usize, Option<&Slots>)>) -> KindRules {
+        let mut kind = KindRules::default();
+        let mut indexed = Vec::new();
+        for (rule, slots) in rules {
+            match slots {
+                Some(slots) => indexed.push((rule, slots)),
+                None => kind.always.push(rule),
+            }
+        }
+        // Fields, the most shared first.
+        let mut fields: Vec<(field::Field, usize)> = Vec::new();
+        for (_, slots) in &indexed {
+            let mut seen: Vec<&field::Field> = Vec::new();
+            for (f, _) in slots.iter().flatten() {
+                if seen.contains(&f) {
+                    continue;
+                }
+                seen.push(f);
+                match fields.iter_mut().find(|(g, _)| g == f) {
+                    Some((_, n)) => *n += 1,
+                    None => fields.push((f.clone(), 1)),
+                }
+            }
+        }
+        fields.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        let position = |f: &field::Field| fields.iter().position(|(g, _)| g == f);
+        kind.fields = fields
+            .iter()
+            .map(|(f, _)| IndexField {
+                field: f.clone(),
+                by_value: ByValue::One(String::new(), Vec::new()),
+                always_read: false,
+            })
+            .collect();
+        for (m, (rule, slots)) in indexed.into_iter().enumerate() {
+            // The last field that can satisfy each part.
+            let last: Vec<usize> = slots
+                .iter()
+                .map(|alts| {
+                    alts.iter()
+                        .filter_map(|(f, _)| position(f))
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let mut settled_before = vec![None; kind.fields.len()];
+            for (bit, alts) in slots.iter().enumerate() {
+                for (f, values) in alts {
+                    let Some(k) = position(f) else { continue };
+                    let settled = last
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &l)| l < k)
+                        .fold(0u32, |acc, (b, _)| acc | 1 << b);
+                    settled_before[k] = Some(settled);
+                    kind.fields[k].always_read |= settled == 0;
+                    for v in values {
+                        let f = &mut kind.fields[k];
+                        let by_value =
+                            std::mem::replace(&mut f.by_value, ByValue::Many(HashMap::default()));
+                        f.by_value = by_value.add(v, (m, 1 << bit));
                     }
                 }
-            };
-            match field.get(event, scratch) {
-                Some(field::Value::List(items)) => {
-                    items.iter().for_each(&mut add);
-                    sources += 1;
-                }
-                Some(v) => add(&v),
-                None => {}
             }
-            sources += usize::from(out.len() > before);
+            kind.members.push(Member {
+                rule,
+                all_bits: (1u32 << (slots.len() - 1) << 1).wrapping_sub(1),
+                settled_before,
+            });
         }
-        // In rule order, each once, when more than one list contributed.
-        if sources > 1 {
+        kind
+    }
+
+    /// The rules `event` may match, in rule order, into `out`; `bits` (one
+    /// per member, all zero) is left so.
+    fn candidates(
+        &self,
+        event: &Event,
+        scratch: &mut Scratch,
+        bits: &mut [u32],
+        found: &mut Vec<usize>,
+        out: &mut Vec<usize>,
+    ) {
+        found.clear();
+        for (k, f) in self.fields.iter().enumerate() {
+            let wanted = f.always_read
+                || found.iter().any(|&m| {
+                    self.members[m].settled_before[k]
+                        .is_some_and(|settled| bits[m] & settled == settled)
+                });
+            if !wanted {
+                continue;
+            }
+            f.field.each_text(event, scratch, |text| {
+                for &(m, bit) in f.by_value.get(text) {
+                    if bits[m] == 0 {
+                        found.push(m);
+                    }
+                    bits[m] |= bit;
+                }
+            });
+        }
+        out.clear();
+        for &m in found.iter() {
+            if bits[m] == self.members[m].all_bits {
+                out.push(self.members[m].rule);
+            }
+            bits[m] = 0;
+        }
+        let indexed = out.len();
+        out.extend_from_slice(&self.always);
+        if indexed > 0 && out.len() > 1 {
             out.sort_unstable();
-            out.dedup();
         }
     }
 }
@@ -263,10 +405,16 @@ pub struct Detector {
     /// Its counters, read by `/metrics`.
     pub metrics: Arc<DetectMetrics>,
     rules: Vec<Rule>,
+    /// Per rule, what the index checks of it.
+    indexed: Vec<Option<Indexed>>,
     /// Rules by event kind (index into `filter::KINDS`).
     by_kind: Vec<KindRules>,
     /// The candidates of the event being inspected.
     candidates: Vec<usize>,
+    /// Per indexed rule of a kind, the bits of its parts the event set
+    /// (all zero between events), and the rules with some set.
+    bits: Vec<u32>,
+    found: Vec<usize>,
     scratch: Scratch,
     seen: HashMap<(usize, String), Seen>,
     /// Recent match times of threshold rules, by rule and key.
@@ -314,17 +462,30 @@ impl Detector {
     }
 
     pub fn with_rules(rules: Vec<Rule>, suppress_secs: u64, max_keys: usize) -> Self {
-        let mut by_kind: Vec<KindRules> = (0..crate::transforms::filter::KINDS.len())
-            .map(|_| KindRules::default())
+        let splits: Vec<_> = rules.iter().map(|r| r.when.split_indexable()).collect();
+        let by_kind = (0..crate::transforms::filter::KINDS.len())
+            .map(|k| {
+                KindRules::new(
+                    rules
+                        .iter()
+                        .zip(&splits)
+                        .enumerate()
+                        .filter(|(_, (r, _))| r.kinds.contains(&k))
+                        .map(|(i, (_, split))| (i, split.as_ref().map(|(s, _)| s.as_slice())))
+                        .collect(),
+                )
+            })
             .collect();
-        for (i, r) in rules.iter().enumerate() {
-            for k in &r.kinds {
-                by_kind[*k].add(i, r);
-            }
-        }
+        let indexed = splits
+            .into_iter()
+            .map(|split| split.map(|(_, rest)| Indexed { rest }))
+            .collect();
         Detector {
             metrics: Arc::default(),
+            bits: vec![0; rules.len()],
+            found: Vec::new(),
             rules,
+            indexed,
             by_kind,
             candidates: Vec::new(),
             scratch: Scratch::default(),
@@ -358,9 +519,17 @@ impl Detector {
         };
         self.scratch.clear();
         let mut candidates = std::mem::take(&mut self.candidates);
-        self.by_kind[slot].candidates(event, &mut self.scratch, &mut candidates);
+        self.by_kind[slot].candidates(
+            event,
+            &mut self.scratch,
+            &mut self.bits,
+            &mut self.found,
+            &mut candidates,
+        );
         for &r in &candidates {
-            if self.rules[r].matches(event, &mut self.scratch) {
+            let rule = &self.rules[r];
+            let when = self.indexed[r].as_ref().map_or(&rule.when, |ix| &ix.rest);
+            if rule.matches_given(when, event, &mut self.scratch) {
                 self.key_of(r, event);
                 if self.reached(r, event.time) {
                     self.found(r, event, out);

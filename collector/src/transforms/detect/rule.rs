@@ -50,7 +50,13 @@ impl Rule {
     /// cheap part of the condition, then the exceptions, then what reads
     /// an audit body.
     pub fn matches(&self, event: &Event, scratch: &mut Scratch) -> bool {
-        self.when.eval(event, scratch)
+        self.matches_given(&self.when, event, scratch)
+    }
+
+    /// As [`Rule::matches`], `when` standing for the cheap part of the
+    /// condition (what an index has not checked already).
+    pub fn matches_given(&self, when: &Cond, event: &Event, scratch: &mut Scratch) -> bool {
+        when.eval(event, scratch)
             && !self.exceptions.iter().any(|e| e.eval(event, scratch))
             && self.costly.as_ref().is_none_or(|c| c.eval(event, scratch))
     }

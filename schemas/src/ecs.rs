@@ -263,6 +263,9 @@ fn lumen_process(w: &mut JsonWriter<'_>, pr: &Process, exit_signal: Option<i32>)
     }
     if let Some(leader) = pr.entry_leader {
         w.str("container_entry", leader.entry.as_str());
+        if leader.runtime_setup {
+            w.bool("runtime_setup", true);
+        }
     }
     if !pr.ancestry.is_empty() {
         w.array("ancestry");

@@ -844,6 +844,11 @@ pub struct EntryLeader {
     pub pid: u32,
     pub start_time_ns: u64,
     pub entry: ContainerEntry,
+    /// The process is the container runtime setting the container up
+    /// (runc's or crun's init, moved into the container's cgroup, before it
+    /// runs the entrypoint or the exec'd command): its mounts, capsets and
+    /// memfd re-execution are the runtime's, not the workload's.
+    pub runtime_setup: bool,
 }
 
 /// How a lineage entered its container.

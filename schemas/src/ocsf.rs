@@ -348,6 +348,9 @@ fn unmapped_process(w: &mut JsonWriter<'_>, pr: &Process) {
     if let Some(leader) = pr.entry_leader {
         w.str("container_entry", leader.entry.as_str());
         w.u64("entry_leader_pid", u64::from(leader.pid));
+        if leader.runtime_setup {
+            w.bool("runtime_setup", true);
+        }
     }
     if !pr.argv.is_empty() {
         w.str_array("argv", pr.args());

@@ -123,6 +123,7 @@ fn process_events() -> Vec<Event> {
             pid: 4000,
             start_time_ns: 3,
             entry: lumen_schemas::event::ContainerEntry::Exec,
+            runtime_setup: true,
         });
     }
     let t = Timestamp(1_700_000_000_000_000_000);

@@ -51,6 +51,12 @@ pub struct Entry {
     /// Its lineage's first process in that cgroup, (pid, start); `None`
     /// while unknown.
     pub leader: Option<(u32, u64)>,
+    /// The cgroup it was in when it loaded its image (exec; a fork's is its
+    /// parent's).
+    pub exec_cgroup: u64,
+    /// The container runtime setting a container up: see
+    /// [`EntryLeader::runtime_setup`].
+    pub setup: bool,
 }
 
 impl Entry {
@@ -66,6 +72,8 @@ impl Entry {
             argv: p.argv.get(&p.text).to_owned(),
             cgroup_id: p.cgroup_id,
             leader: None,
+            exec_cgroup: p.cgroup_id,
+            setup: false,
         }
     }
 }
@@ -165,12 +173,16 @@ impl ProcessCache {
         let p = &mut ev.process;
         match ev.activity {
             ProcessActivity::Exec => {
+                // The image being replaced, placed where the process is.
+                self.place(p.pid, p.start_time_ns, p.cgroup_id);
                 let mut entry = Entry::of(p);
-                // An exec keeps the lineage, unless the process moved.
-                entry.leader = self
-                    .get(p.pid, p.start_time_ns)
-                    .filter(|old| old.cgroup_id == p.cgroup_id)
-                    .and_then(|old| old.leader);
+                if let Some(old) = self.get(p.pid, p.start_time_ns) {
+                    // An exec keeps the lineage. The runtime's setup goes on
+                    // only through its own re-execution from a memfd (runc's
+                    // CVE-2019-5736 protection); any other exec ends it.
+                    entry.leader = old.leader;
+                    entry.setup = old.setup && ev.exe.fileless();
+                }
                 self.insert(p.pid, entry);
                 self.place(p.pid, p.start_time_ns, p.cgroup_id);
             }
@@ -180,12 +192,17 @@ impl ProcessCache {
                 self.place(p.ppid, p.parent.start_time_ns, p.cgroup_id);
                 let image = self
                     .get(p.ppid, p.parent.start_time_ns)
-                    .map(|e| (e.executable.clone(), e.argv.clone()));
-                if let Some((exe, argv)) = image {
+                    .map(|e| (e.executable.clone(), e.argv.clone(), e.exec_cgroup));
+                let mut entry = Entry::of(p);
+                if let Some((exe, argv, exec_cgroup)) = image {
                     p.executable = push(&mut p.text, &exe);
                     p.argv = push(&mut p.text, &argv);
+                    entry = Entry {
+                        exec_cgroup,
+                        ..Entry::of(p)
+                    };
                 }
-                self.insert(p.pid, Entry::of(p));
+                self.insert(p.pid, entry);
                 self.place(p.pid, p.start_time_ns, p.cgroup_id);
             }
             ProcessActivity::Exit => {
@@ -213,7 +230,9 @@ impl ProcessCache {
 
     /// Notes that the process (pid, start) is in `cgroup_id` and, when that
     /// is news, finds its entry leader there: its parent's, when the parent
-    /// is in the same cgroup, else itself.
+    /// is in the same cgroup, else itself. A leader that runs an image it
+    /// loaded in another cgroup is the runtime's init, moved in to set the
+    /// container up; its forks are too.
     fn place(&mut self, pid: u32, start_time_ns: u64, cgroup_id: u64) {
         let Some(e) = self.get(pid, start_time_ns) else {
             return;
@@ -222,13 +241,16 @@ impl ProcessCache {
             return;
         }
         let (ppid, parent_start, start) = (e.ppid, e.parent_start_time_ns, e.start_time_ns);
-        let leader = match self.get(ppid, parent_start) {
-            Some(parent) if parent.cgroup_id == cgroup_id && ppid != pid => parent.leader,
-            Some(_) => Some((pid, start)),
+        let loaded_elsewhere = e.exec_cgroup != 0 && e.exec_cgroup != cgroup_id;
+        let (leader, setup) = match self.get(ppid, parent_start) {
+            Some(parent) if parent.cgroup_id == cgroup_id && ppid != pid => {
+                (parent.leader, parent.setup)
+            }
+            Some(_) => (Some((pid, start)), loaded_elsewhere),
             // Pid 0's children (init, kthreadd) lead their own lineages.
-            None if ppid == 0 => Some((pid, start)),
+            None if ppid == 0 => (Some((pid, start)), false),
             // The parent is unknown: so is where the lineage began.
-            None => None,
+            None => (None, false),
         };
         if let Some((leader_pid, leader_start)) = leader.filter(|l| *l == (pid, start)) {
             self.note_leader(cgroup_id, leader_pid, leader_start);
@@ -236,6 +258,7 @@ impl ProcessCache {
         if let Some(e) = self.entries.get_mut(&pid) {
             e.cgroup_id = cgroup_id;
             e.leader = leader;
+            e.setup = setup;
         }
     }
 
@@ -257,10 +280,10 @@ impl ProcessCache {
         if p.attribution.container_id.is_empty() {
             return;
         }
-        let Some((pid, start)) = self
+        let Some(((pid, start), setup)) = self
             .get(p.pid, p.start_time_ns)
             .filter(|e| e.cgroup_id == p.cgroup_id)
-            .and_then(|e| e.leader)
+            .and_then(|e| Some((e.leader?, e.setup)))
         else {
             return;
         };
@@ -275,6 +298,7 @@ impl ProcessCache {
             pid,
             start_time_ns: start,
             entry,
+            runtime_setup: setup,
         });
     }
 
@@ -394,6 +418,8 @@ fn read_proc_entry(dir: &Path, ticks_per_sec: u64, cgroup_root: &Path) -> Option
         argv: String::from_utf8_lossy(&argv).into_owned(),
         cgroup_id: cgroup_id(dir, cgroup_root).unwrap_or(0),
         leader: None,
+        exec_cgroup: 0,
+        setup: false,
     })
 }
 
@@ -544,11 +570,24 @@ mod tests {
         ev.process.entry_leader.map(|l| (l.pid, l.entry.as_str()))
     }
 
+    /// Whether the process of `ev` is the runtime setting its container up.
+    fn setup_of(c: &mut ProcessCache, mut ev: ProcessEvent) -> bool {
+        assert!(c.enrich(&mut ev));
+        ev.process.entry_leader.unwrap().runtime_setup
+    }
+
+    fn memfd_exec(mut ev: ProcessEvent) -> ProcessEvent {
+        ev.exe.memfd = true;
+        ev
+    }
+
     /// runc as it starts a container and later execs into it: runc's init
     /// is started in the host's cgroup, moved into the container's, and
     /// forks the entrypoint there; `runc exec` does the same later. Each
     /// lineage's leader is the init that was moved; the one that started
     /// first leads the entrypoint's lineage, the later one an exec's.
+    /// The init, its forks and its memfd re-execution are the runtime
+    /// setting up, until an exec of another program.
     #[test]
     fn entry_leaders_tell_the_entrypoints_lineage_from_an_execs() {
         use ProcessActivity::{Exec, Fork};
@@ -561,13 +600,24 @@ mod tests {
         let init = (101, 2 * S);
         assert_eq!(leader_of(&mut c, &mut record(Fork, init, runc, HOST)), None);
         assert_eq!(leader_of(&mut c, &mut record(Exec, init, runc, HOST)), None);
-        // Moved into the container, the init forks the entrypoint, which
-        // execs and forks a worker.
+        // Moved into the container, the init re-executes itself from a
+        // memfd and forks the entrypoint, which execs and forks a worker.
+        assert!(setup_of(
+            &mut c,
+            memfd_exec(record(Exec, init, runc, CONTAINER))
+        ));
         let entrypoint = (102, 3 * S);
         let mut fork = record(Fork, entrypoint, init, CONTAINER);
         assert_eq!(leader_of(&mut c, &mut fork), Some((101, "entrypoint")));
+        assert!(fork.process.entry_leader.unwrap().runtime_setup);
         let mut exec = record(Exec, entrypoint, runc, CONTAINER);
         assert_eq!(leader_of(&mut c, &mut exec), Some((101, "entrypoint")));
+        assert!(!exec.process.entry_leader.unwrap().runtime_setup);
+        // The workload's own memfd exec is not the runtime's.
+        assert!(!setup_of(
+            &mut c,
+            memfd_exec(record(Exec, entrypoint, runc, CONTAINER))
+        ));
         let worker = (103, 4 * S);
         let mut fork = record(Fork, worker, entrypoint, CONTAINER);
         assert_eq!(leader_of(&mut c, &mut fork), Some((101, "entrypoint")));
@@ -583,6 +633,7 @@ mod tests {
         let _ = leader_of(&mut c, &mut record(Exec, init2, runc2, HOST));
         let mut exec = record(Exec, init2, runc2, CONTAINER);
         assert_eq!(leader_of(&mut c, &mut exec), Some((201, "exec")));
+        assert!(!exec.process.entry_leader.unwrap().runtime_setup);
         let shell_child = (202, 12 * S);
         let mut fork = record(Fork, shell_child, init2, CONTAINER);
         assert_eq!(leader_of(&mut c, &mut fork), Some((201, "exec")));

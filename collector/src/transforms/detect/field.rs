@@ -77,6 +77,8 @@ pub enum Field {
     /// `lumen.process.container_entry`: `entrypoint` or `exec`.
     ContainerEntry,
     EntryLeaderPid,
+    /// `lumen.process.runtime_setup`: the runtime's init setting up.
+    RuntimeSetup,
     ExeDrift,
     ExeFileless,
     ExeDriftReasons,
@@ -170,6 +172,7 @@ const NAMES: &[(&str, Field)] = &[
     ("orchestrator.namespace", Field::Namespace),
     ("lumen.process.container_entry", Field::ContainerEntry),
     ("process.entry_leader.pid", Field::EntryLeaderPid),
+    ("lumen.process.runtime_setup", Field::RuntimeSetup),
     ("lumen.exe.drift", Field::ExeDrift),
     ("lumen.exe.fileless", Field::ExeFileless),
     ("lumen.exe.drift_reasons", Field::ExeDriftReasons),
@@ -527,6 +530,7 @@ impl Field {
             Field::Namespace => pr(|p| nonempty(p.s(p.attribution.namespace))),
             Field::ContainerEntry => pr(|p| p.entry_leader.map(|l| Value::Str(l.entry.as_str()))),
             Field::EntryLeaderPid => pr(|p| p.entry_leader.map(|l| Value::Int(i64::from(l.pid)))),
+            Field::RuntimeSetup => pr(|p| p.entry_leader.map(|l| Value::Bool(l.runtime_setup))),
             Field::ExeDrift
             | Field::ExeFileless
             | Field::ExeDriftReasons

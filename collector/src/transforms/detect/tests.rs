@@ -76,6 +76,7 @@ fn lineage(mut e: Event, entry: ContainerEntry) -> Event {
             pid: 4000,
             start_time_ns: 1,
             entry,
+            runtime_setup: false,
         });
     }
     e
@@ -83,6 +84,23 @@ fn lineage(mut e: Event, entry: ContainerEntry) -> Event {
 
 fn entered(e: Event) -> Event {
     lineage(e, ContainerEntry::Exec)
+}
+
+/// `e`'s process as the runtime's init setting its container up.
+fn runtime_setup(e: Event) -> Event {
+    let mut e = lineage(e, ContainerEntry::Entrypoint);
+    if let Some(l) = e.kind.process_mut().and_then(|p| p.entry_leader.as_mut()) {
+        l.runtime_setup = true;
+    }
+    e
+}
+
+/// `e`'s process renamed `name` (as a binary called `runc` would be).
+fn named(mut e: Event, name: &str) -> Event {
+    if let Some(p) = e.kind.process_mut() {
+        p.name = push(&mut p.text, name);
+    }
+    e
 }
 
 fn connect(exe: &str, to: &str) -> Event {
@@ -281,6 +299,10 @@ fn firing() -> Vec<(&'static str, Vec<Event>)> {
             "lumen.process.fileless_exec",
             vec![
                 exec("/proc/self/fd/3", &["payload"], "python3", memfd()),
+                lineage(
+                    named(exec("/proc/self/fd/3", &["runc"], "sh", memfd()), "runc"),
+                    ContainerEntry::Exec,
+                ),
                 exec(
                     "/dev/shm/x",
                     &["x"],
@@ -349,7 +371,15 @@ fn firing() -> Vec<(&'static str, Vec<Event>)> {
         ),
         (
             "lumen.escape.mount_host_device_or_cgroup",
-            vec![mount("/dev/vda1", "ext4", "/bin/mount"), mount("cgroup", "cgroup", "/bin/mount")],
+            vec![
+                mount("/dev/vda1", "ext4", "/bin/mount"),
+                mount("cgroup", "cgroup", "/bin/mount"),
+                // A workload's binary named like the runtime is no runtime.
+                lineage(
+                    named(mount("/dev/vda1", "ext4", "/tmp/runc"), "runc"),
+                    ContainerEntry::Entrypoint,
+                ),
+            ],
         ),
         (
             "lumen.escape.nsenter",
@@ -588,6 +618,16 @@ fn quiet_kernel_events() -> Vec<Event> {
         runc_mount,
         event(EventKind::Privilege(Box::new(sudo_on_host))),
         event(EventKind::Privilege(Box::new(runc_capset))),
+        // The same with the lineage known: the runtime setting up, whatever
+        // its name.
+        runtime_setup(mount("proc", "proc", "/proc/self/exe")),
+        runtime_setup(mount("cgroup", "cgroup", "/proc/self/exe")),
+        runtime_setup(exec(
+            "/memfd:runc_cloned:/proc/self/exe (deleted)",
+            &["runc", "init"],
+            "runc",
+            memfd(),
+        )),
         event(EventKind::Privilege(Box::new(privilege(
             PrivilegeOp::Setuid,
             "/usr/sbin/nginx",

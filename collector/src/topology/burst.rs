@@ -1,13 +1,15 @@
-//! How the transforms (`filter`, `redact`, `rate_limit`) read their input: in bursts,
-//! and without parking on an empty channel while events come at a high
-//! rate. A receiver parked on the channel is woken by every send — a
-//! cross-thread wakeup per event at full rate, which costs more than most
-//! transforms' work on the event. Instead, a transform that finds its
-//! channel empty lets events gather for [`GATHER`] (a timer, which sends do
-//! not touch), then takes all that waits at once (one release of the
-//! channel's permits for the senders).
+//! How the transforms (`filter`, `redact`, `rate_limit`, `detect`) read
+//! their input: in bursts, and without parking on an empty channel while
+//! events come at a high rate. A receiver parked on the channel is woken by
+//! every send — a cross-thread wakeup per event at full rate, which costs
+//! more than most transforms' work on the event. Instead, a transform that
+//! finds its channel empty lets events gather for [`GATHER`] (a timer,
+//! which sends do not touch), then takes all that waits at once (one
+//! release of the channel's permits for the senders). [`run_ticking`] is
+//! the loop of the transforms that also work on a timer.
 
-use lumen_sinks::Envelope;
+use crate::topology::fanout::{Closed, Fanout};
+use lumen_sinks::{ComponentMetrics, Envelope};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -25,6 +27,62 @@ pub async fn next(rx: &mut mpsc::Receiver<Envelope>, burst: &mut Vec<Envelope>) 
         tokio::time::sleep(GATHER).await;
     }
     rx.recv_many(burst, MAX_BURST).await
+}
+
+/// A transform with work of its own on a timer besides each event
+/// (`rate_limit`'s summaries, `detect`'s suppressed findings).
+pub(crate) trait Ticking {
+    /// Handles one event (counted received already); counts what it sends.
+    async fn event(
+        &mut self,
+        env: Envelope,
+        out: &mut Fanout,
+        metrics: &ComponentMetrics,
+    ) -> Result<(), Closed>;
+
+    /// The timer's work.
+    async fn tick(&mut self, out: &mut Fanout, metrics: &ComponentMetrics) -> Result<(), Closed>;
+
+    /// The last work once the input has ended: the timer's, unless said
+    /// otherwise.
+    async fn end(&mut self, out: &mut Fanout, metrics: &ComponentMetrics) -> Result<(), Closed> {
+        self.tick(out, metrics).await
+    }
+}
+
+/// Runs `t` over `rx` in bursts, with its timer every `period` (the first
+/// after one period), until the input ends or every output is gone.
+pub(crate) async fn run_ticking(
+    mut t: impl Ticking,
+    period: Duration,
+    mut rx: mpsc::Receiver<Envelope>,
+    mut out: Fanout,
+    metrics: &ComponentMetrics,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut burst = Vec::with_capacity(MAX_BURST);
+    loop {
+        tokio::select! {
+            n = next(&mut rx, &mut burst) => {
+                if n == 0 {
+                    break;
+                }
+                metrics.add_received(n as u64);
+                for env in burst.drain(..) {
+                    if t.event(env, &mut out, metrics).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if t.tick(&mut out, metrics).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = t.end(&mut out, metrics).await;
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //!   Dropped events count as `dropped` and are acknowledged `Rejected`.
 
 use crate::topology::burst;
-use crate::topology::fanout::Fanout;
+use crate::topology::fanout::{Closed, Fanout};
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -336,64 +336,57 @@ impl<C: Clock + Clone> Limiter<C> {
 pub async fn run(
     id: String,
     config: RateLimitConfig,
-    mut rx: mpsc::Receiver<Envelope>,
-    mut out: Fanout,
+    rx: mpsc::Receiver<Envelope>,
+    out: Fanout,
     metrics: Arc<ComponentMetrics>,
 ) {
-    let mut limiter = Limiter::new(&id, &config, DefaultClock::default());
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(config.summary_interval_secs));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut suppressed = 0u64;
-    let mut burst = Vec::with_capacity(burst::MAX_BURST);
-    loop {
-        tokio::select! {
-            n = burst::next(&mut rx, &mut burst) => {
-                if n == 0 {
-                    break;
-                }
-                metrics.add_received(n as u64);
-                for env in burst.drain(..) {
-                    if limiter.admit(&env.event) {
-                        if out.send(env).await.is_err() {
-                            return;
-                        }
-                        metrics.add_sent(1);
-                    } else {
-                        metrics.add_dropped(1);
-                        suppressed += 1;
-                        env.ack.complete(Status::Rejected);
-                    }
-                }
-            }
-            _ = tick.tick() => {
-                if emit(&mut limiter, &mut out, &metrics, &id, &mut suppressed).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = emit(&mut limiter, &mut out, &metrics, &id, &mut suppressed).await;
+    let limit = RateLimit {
+        limiter: Limiter::new(&id, &config, DefaultClock::default()),
+        id,
+        suppressed: 0,
+    };
+    let period = Duration::from_secs_f64(config.summary_interval_secs);
+    burst::run_ticking(limit, period, rx, out, &metrics).await;
 }
 
-/// Sends the summaries of the interval that ended.
-async fn emit<C: Clock + Clone>(
-    limiter: &mut Limiter<C>,
-    out: &mut Fanout,
-    metrics: &ComponentMetrics,
-    id: &str,
-    suppressed: &mut u64,
-) -> Result<(), crate::topology::fanout::Closed> {
-    let summaries = limiter.summaries();
-    if !summaries.is_empty() {
-        tracing::warn!(component = %id, suppressed = *suppressed, keys = summaries.len(), "rate_limit: events suppressed in the last interval; summaries sent downstream");
+/// The transform's state: events suppressed since the last summaries.
+struct RateLimit {
+    id: String,
+    limiter: Limiter<DefaultClock>,
+    suppressed: u64,
+}
+
+impl burst::Ticking for RateLimit {
+    async fn event(
+        &mut self,
+        env: Envelope,
+        out: &mut Fanout,
+        metrics: &ComponentMetrics,
+    ) -> Result<(), Closed> {
+        if self.limiter.admit(&env.event) {
+            out.send(env).await?;
+            metrics.add_sent(1);
+        } else {
+            metrics.add_dropped(1);
+            self.suppressed += 1;
+            env.ack.complete(Status::Rejected);
+        }
+        Ok(())
     }
-    *suppressed = 0;
-    for e in summaries {
-        out.send(Envelope::new(e, Ack::none())).await?;
-        metrics.add_sent(1);
+
+    /// Sends the summaries of the interval that ended.
+    async fn tick(&mut self, out: &mut Fanout, metrics: &ComponentMetrics) -> Result<(), Closed> {
+        let summaries = self.limiter.summaries();
+        if !summaries.is_empty() {
+            tracing::warn!(component = %self.id, suppressed = self.suppressed, keys = summaries.len(), "rate_limit: events suppressed in the last interval; summaries sent downstream");
+        }
+        self.suppressed = 0;
+        for e in summaries {
+            out.send(Envelope::new(e, Ack::none())).await?;
+            metrics.add_sent(1);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -412,8 +412,10 @@ fn walk<'v>(v: &'v serde_json::Value, path: &[String], out: &mut Vec<Value<'v>>)
     }
 }
 
+/// A user or group id: a number (ECS writes it as a string; tests compare
+/// it either way, without making the string).
 fn id(n: u32) -> Value<'static> {
-    Value::Owned(n.to_string())
+    Value::Int(i64::from(n))
 }
 
 fn nonempty(s: &str) -> Option<Value<'_>> {
@@ -458,9 +460,12 @@ impl Field {
                 return;
             }
         }
-        let mut text = |v: &Value<'_>| {
-            if let Some(t) = v.text() {
-                f(&t);
+        let mut text = |v: &Value<'_>| match v {
+            Value::Int(i) => f(itoa::Buffer::new().format(*i)),
+            v => {
+                if let Some(t) = v.text() {
+                    f(&t);
+                }
             }
         };
         match self.get(event, scratch) {

@@ -25,7 +25,7 @@ pub mod rule;
 pub mod sigma;
 
 use crate::topology::burst;
-use crate::topology::fanout::Fanout;
+use crate::topology::fanout::{Closed, Fanout};
 use field::Scratch;
 use lumen_schemas::event::Finding;
 use lumen_schemas::time::Timestamp;
@@ -702,61 +702,67 @@ impl Detector {
 /// about.
 pub async fn run(
     id: String,
-    mut detector: Detector,
-    mut rx: mpsc::Receiver<Envelope>,
-    mut out: Fanout,
+    detector: Detector,
+    rx: mpsc::Receiver<Envelope>,
+    out: Fanout,
     metrics: Arc<ComponentMetrics>,
 ) {
     tracing::info!(component = %id, rules = detector.len(), "detect: rules compiled");
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut burst = Vec::with_capacity(burst::MAX_BURST);
-    let mut findings = Vec::new();
-    loop {
-        tokio::select! {
-            n = burst::next(&mut rx, &mut burst) => {
-                if n == 0 {
-                    break;
-                }
-                metrics.add_received(n as u64);
-                for env in burst.drain(..) {
-                    detector.inspect(&env.event, &mut findings);
-                    if out.send(env).await.is_err() {
-                        return;
-                    }
-                    metrics.add_sent(1);
-                    if send_findings(&mut findings, &mut out, &metrics).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            _ = tick.tick() => {
-                detector.flush(Timestamp::now(), &mut findings);
-                if send_findings(&mut findings, &mut out, &metrics).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    detector.drain(&mut findings);
-    let _ = send_findings(&mut findings, &mut out, &metrics).await;
+    let detect = Detect {
+        detector,
+        findings: Vec::new(),
+    };
+    burst::run_ticking(detect, Duration::from_secs(1), rx, out, &metrics).await;
 }
 
-async fn send_findings(
-    findings: &mut Vec<Event>,
-    out: &mut Fanout,
-    metrics: &ComponentMetrics,
-) -> Result<(), ()> {
-    for f in findings.drain(..) {
-        if let EventKind::Finding(finding) = &f.kind {
-            tracing::debug!(rule = %finding.rule.id, count = finding.count, "detect: finding");
-        }
-        out.send(Envelope::new(f, Ack::none()))
-            .await
-            .map_err(drop)?;
+/// The transform's state: findings to send wait in `findings`.
+struct Detect {
+    detector: Detector,
+    findings: Vec<Event>,
+}
+
+impl burst::Ticking for Detect {
+    /// The event, then the findings it raised.
+    async fn event(
+        &mut self,
+        env: Envelope,
+        out: &mut Fanout,
+        metrics: &ComponentMetrics,
+    ) -> Result<(), Closed> {
+        self.detector.inspect(&env.event, &mut self.findings);
+        out.send(env).await?;
         metrics.add_sent(1);
+        self.send_findings(out, metrics).await
     }
-    Ok(())
+
+    /// The counts of suppression windows that ended.
+    async fn tick(&mut self, out: &mut Fanout, metrics: &ComponentMetrics) -> Result<(), Closed> {
+        self.detector.flush(Timestamp::now(), &mut self.findings);
+        self.send_findings(out, metrics).await
+    }
+
+    /// Every pending count.
+    async fn end(&mut self, out: &mut Fanout, metrics: &ComponentMetrics) -> Result<(), Closed> {
+        self.detector.drain(&mut self.findings);
+        self.send_findings(out, metrics).await
+    }
+}
+
+impl Detect {
+    async fn send_findings(
+        &mut self,
+        out: &mut Fanout,
+        metrics: &ComponentMetrics,
+    ) -> Result<(), Closed> {
+        for f in self.findings.drain(..) {
+            if let EventKind::Finding(finding) = &f.kind {
+                tracing::debug!(rule = %finding.rule.id, count = finding.count, "detect: finding");
+            }
+            out.send(Envelope::new(f, Ack::none())).await?;
+            metrics.add_sent(1);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

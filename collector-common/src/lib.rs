@@ -181,10 +181,12 @@ pub enum PrivOp {
     /// `bpf(BPF_PROG_LOAD, …)`.
     BpfProgLoad = 11,
     Mount = 12,
+    /// `setns(fd, nstype)`.
+    Setns = 13,
 }
 
 impl PrivOp {
-    pub const ALL: [PrivOp; 12] = [
+    pub const ALL: [PrivOp; 13] = [
         PrivOp::Setuid,
         PrivOp::Setreuid,
         PrivOp::Setresuid,
@@ -197,6 +199,7 @@ impl PrivOp {
         PrivOp::FinitModule,
         PrivOp::BpfProgLoad,
         PrivOp::Mount,
+        PrivOp::Setns,
     ];
 
     pub fn from_u32(raw: u32) -> Option<Self> {
@@ -412,7 +415,9 @@ pub struct PrivRecord {
     pub old: Creds,
     pub new: Creds,
     /// mount: target directory; finit_module: module file name;
-    /// bpf: program name.
+    /// bpf: program name. (setns: `args` are the fd, the nstype asked for,
+    /// and the namespace the fd names — its inode number, 0 when the fd is
+    /// no namespace file, e.g. a pidfd.)
     pub str1: [u8; PRIV_STR_MAX],
     /// mount: source device.
     pub str2: [u8; PRIV_STR_MAX],
@@ -546,7 +551,8 @@ pub struct KernelOffsets {
     pub exit_group_dead: u32,
     /// Non-zero once user space has filled the offsets.
     pub ready: u32,
-    pub _pad: u32,
+    /// `inode.i_ino`: a namespace file's inode is the namespace's number.
+    pub inode_ino: u32,
 }
 
 /// Indexes into the per-CPU `DROPS` counter array.

@@ -1,10 +1,10 @@
 //! Privilege-relevant syscalls: set*id, capset, ptrace attach, module and
-//! BPF program loads, mount. Arguments and credentials at entry, the
+//! BPF program loads, mount, setns. Arguments and credentials at entry, the
 //! outcome and the credentials after at exit.
 
 use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS, PENDING};
 use crate::syscalls::{entry_program, tp_ret};
-use crate::task::{fd_file_name, fill_header, read_creds, user_str};
+use crate::task::{fd_file, fd_file_name, fill_header, read_creds, read_kernel, user_str};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, gen},
     macros::tracepoint,
@@ -16,6 +16,8 @@ use lumen_common::{drop_index, Pending, PrivOp, PrivRecord, RecordKind};
 pub(crate) const PTRACE_ATTACH: u64 = 16;
 pub(crate) const PTRACE_SEIZE: u64 = 0x4206;
 pub(crate) const BPF_PROG_LOAD: u64 = 5;
+/// `NSFS_MAGIC`: the file system of `/proc/<pid>/ns/*`.
+const NSFS_MAGIC: u64 = 0x6e73_6673;
 
 /// `bpf_attr.prog_name` for BPF_PROG_LOAD.
 pub(crate) const BPF_ATTR_PROG_NAME: usize = 48;
@@ -126,6 +128,8 @@ pub(crate) fn finish(ret: i64) {
             user_str(&mut (*rec).str3, pending.args[2]);
         } else if pending.op == PrivOp::FinitModule as u32 {
             fd_file_name(&mut (*rec).str1, o, pending.args[0]);
+        } else if pending.op == PrivOp::Setns as u32 {
+            (*rec).args[2] = namespace_of_fd(o, pending.args[0]);
         } else if pending.op == PrivOp::BpfProgLoad as u32 {
             // Read at entry (see `stash`): type in args[3], name in args[4..6].
             (*rec).args[2] = pending.args[3];
@@ -136,6 +140,28 @@ pub(crate) fn finish(ret: i64) {
         }
     }
     entry.submit(submit_flags());
+}
+
+/// The namespace number of the namespace file open as `fd` (0 when it is
+/// none).
+#[inline(always)]
+unsafe fn namespace_of_fd(o: &lumen_common::KernelOffsets, fd: u64) -> u64 {
+    // SAFETY: probe reads only.
+    unsafe {
+        let file = fd_file(o, fd);
+        if file == 0 {
+            return 0;
+        }
+        let inode: u64 = read_kernel(file as *const u8, o.file_inode);
+        if inode == 0 {
+            return 0;
+        }
+        let sb: u64 = read_kernel(inode as *const u8, o.inode_sb);
+        if sb == 0 || read_kernel::<u64>(sb as *const u8, o.sb_magic) != NSFS_MAGIC {
+            return 0;
+        }
+        read_kernel::<u64>(inode as *const u8, o.inode_ino)
+    }
 }
 
 #[tracepoint]
@@ -156,3 +182,4 @@ entry_program!(stash, lumen_enter_init_module, PrivOp::InitModule, 3);
 entry_program!(stash, lumen_enter_finit_module, PrivOp::FinitModule, 3);
 entry_program!(stash, lumen_enter_bpf, PrivOp::BpfProgLoad, 3);
 entry_program!(stash, lumen_enter_mount, PrivOp::Mount, 5);
+entry_program!(stash, lumen_enter_setns, PrivOp::Setns, 2);

@@ -578,7 +578,25 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
         w.nonempty_str("mount_fstype", pr.s(m.fstype));
         w.u64("mount_flags", m.flags);
     }
+    if let Some(ns) = &p.namespace {
+        namespace_join(w, ns);
+    }
     w.end_object();
+    w.end_object();
+}
+
+/// `namespace.*` of a setns (inside ECS's `lumen.privilege`, OCSF's
+/// `unmapped`).
+pub(crate) fn namespace_join(w: &mut JsonWriter<'_>, ns: &crate::event::NamespaceJoin) {
+    w.object("namespace");
+    if let Some(k) = ns.kind {
+        w.str("type", k.as_str());
+    }
+    if ns.inode != 0 {
+        w.u64("inode", ns.inode);
+    }
+    w.u64("nstype", u64::from(ns.nstype));
+    w.bool("host", ns.host);
     w.end_object();
 }
 

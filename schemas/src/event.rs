@@ -645,6 +645,83 @@ pub struct PrivilegeEvent {
     /// bpf: the program type (`enum bpf_prog_type`).
     pub bpf_prog_type: Option<u32>,
     pub mount: Option<MountInfo>,
+    /// setns: the namespace asked for.
+    pub namespace: Option<NamespaceJoin>,
+}
+
+/// setns(2)'s target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceJoin {
+    /// The `nstype` argument (`CLONE_NEW*` bits; 0: whatever the fd is).
+    pub nstype: u32,
+    /// The namespace the fd names, by number (the inode of
+    /// `/proc/<pid>/ns/<type>`); 0 when the fd is no namespace file (a
+    /// pidfd).
+    pub inode: u64,
+    /// Its type, from `nstype` or from the host's namespaces.
+    pub kind: Option<NamespaceKind>,
+    /// It is one of the host's (PID 1's) namespaces — asked for by its
+    /// file, or, after a successful join by pidfd, where the process is now.
+    pub host: bool,
+}
+
+/// A kind of Linux namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespaceKind {
+    Mnt,
+    Net,
+    Pid,
+    Uts,
+    Ipc,
+    Cgroup,
+    User,
+    Time,
+}
+
+impl NamespaceKind {
+    pub const ALL: [NamespaceKind; 8] = [
+        NamespaceKind::Mnt,
+        NamespaceKind::Net,
+        NamespaceKind::Pid,
+        NamespaceKind::Uts,
+        NamespaceKind::Ipc,
+        NamespaceKind::Cgroup,
+        NamespaceKind::User,
+        NamespaceKind::Time,
+    ];
+
+    /// The name of its file in `/proc/<pid>/ns/`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamespaceKind::Mnt => "mnt",
+            NamespaceKind::Net => "net",
+            NamespaceKind::Pid => "pid",
+            NamespaceKind::Uts => "uts",
+            NamespaceKind::Ipc => "ipc",
+            NamespaceKind::Cgroup => "cgroup",
+            NamespaceKind::User => "user",
+            NamespaceKind::Time => "time",
+        }
+    }
+
+    /// Its `CLONE_NEW*` flag.
+    pub fn clone_flag(self) -> u32 {
+        match self {
+            NamespaceKind::Mnt => 0x0002_0000,
+            NamespaceKind::Net => 0x4000_0000,
+            NamespaceKind::Pid => 0x2000_0000,
+            NamespaceKind::Uts => 0x0400_0000,
+            NamespaceKind::Ipc => 0x0800_0000,
+            NamespaceKind::Cgroup => 0x0200_0000,
+            NamespaceKind::User => 0x1000_0000,
+            NamespaceKind::Time => 0x0000_0080,
+        }
+    }
+
+    /// The kind an `nstype` names, when it names exactly one.
+    pub fn of_nstype(nstype: u32) -> Option<NamespaceKind> {
+        Self::ALL.into_iter().find(|k| k.clone_flag() == nstype)
+    }
 }
 
 impl PrivilegeEvent {
@@ -677,6 +754,7 @@ pub enum PrivilegeOp {
     FinitModule,
     BpfProgLoad,
     Mount,
+    Setns,
 }
 
 impl PrivilegeOp {
@@ -695,6 +773,7 @@ impl PrivilegeOp {
             PrivilegeOp::FinitModule => "finit_module",
             PrivilegeOp::BpfProgLoad => "bpf_prog_load",
             PrivilegeOp::Mount => "mount",
+            PrivilegeOp::Setns => "setns",
         }
     }
 
@@ -712,6 +791,7 @@ impl PrivilegeOp {
             PrivilegeOp::InitModule | PrivilegeOp::FinitModule => "module_load",
             PrivilegeOp::BpfProgLoad => "bpf_prog_load",
             PrivilegeOp::Mount => "mount",
+            PrivilegeOp::Setns => "privilege_setns",
         }
     }
 

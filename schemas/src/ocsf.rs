@@ -714,6 +714,7 @@ fn privilege_class(op: PrivilegeOp) -> (&'static Class, u64, &'static str) {
         }
         PrivilegeOp::BpfProgLoad => (&KERNEL_ACTIVITY, 1, "Create"),
         PrivilegeOp::Mount => (&FILE_SYSTEM_ACTIVITY, 12, "Mount"),
+        PrivilegeOp::Setns => (&PROCESS_ACTIVITY, 99, "Join Namespace"),
     }
 }
 
@@ -801,6 +802,9 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
         w.nonempty_str("mount_source", pr.s(m.source));
         w.nonempty_str("mount_fstype", pr.s(m.fstype));
         w.u64("mount_flags", m.flags);
+    }
+    if let Some(ns) = &p.namespace {
+        crate::ecs::namespace_join(w, ns);
     }
     w.end_object();
 }

@@ -295,6 +295,7 @@ fn privilege_events() -> Vec<Event> {
         PrivilegeOp::FinitModule,
         PrivilegeOp::BpfProgLoad,
         PrivilegeOp::Mount,
+        PrivilegeOp::Setns,
     ];
     ops.iter()
         .enumerate()
@@ -332,6 +333,14 @@ fn privilege_events() -> Vec<Event> {
                     object_name,
                     bpf_prog_type: (op == PrivilegeOp::BpfProgLoad).then_some(1),
                     mount,
+                    namespace: (op == PrivilegeOp::Setns).then_some(
+                        lumen_schemas::event::NamespaceJoin {
+                            nstype: 0x0002_0000,
+                            inode: 4026531841,
+                            kind: Some(lumen_schemas::event::NamespaceKind::Mnt),
+                            host: true,
+                        },
+                    ),
                 })),
                 redaction: Default::default(),
             }

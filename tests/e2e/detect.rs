@@ -296,6 +296,7 @@ fn container_behaviours_raise_their_findings() {
             ],
             uid: Some(1000),
             allow_privilege_gain: true,
+            ..Extra::default()
         },
     );
     container.start();
@@ -389,6 +390,76 @@ fn container_behaviours_raise_their_findings() {
     std::thread::sleep(Duration::from_millis(300));
     let ocsf = read_ndjson(&lumen.path("ocsf.ndjson"));
     assert!(assert_valid_ocsf_findings(&ocsf) >= want.len());
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}
+
+/// A privileged container that sees the host's processes (`privileged`,
+/// `hostPID`) runs `nsenter -t <a host process> -m -n`: it joins the
+/// host's mount and network namespaces — a host namespace join, critical,
+/// with the host's namespace as evidence. The host process is this test,
+/// not PID 1 as in `nsenter -t 1`: this machine's sandbox denies
+/// `/proc/1/ns` even to root, and this test runs in the host's namespaces.
+/// (The unprivileged container of the test above runs `nsenter -t 1`: its
+/// own init's namespaces, which is no finding.)
+#[test]
+fn nsenter_into_the_hosts_namespaces_from_a_privileged_container_is_a_finding() {
+    assert!(is_root(), "runc and eBPF need root (CI runs as root)");
+    let mut lumen = Lumen::start(KERNEL);
+    lumen.wait_for_log(
+        "every privilege, network and file tracepoint this kernel has attached",
+        Duration::from_secs(60),
+    );
+    let id = random_container_id();
+    let container = Container::with(
+        &format!("lumen-escape-{}", &id[..12]),
+        &format!("/kubepods/pod0f5a7c1e-1111-2222-3333-444455556666/{id}"),
+        &[
+            "/bin/nsenter",
+            "-t",
+            &std::process::id().to_string(),
+            "-m",
+            "-n",
+            "/bin/true",
+        ],
+        Extra {
+            privileged_host_pid: true,
+            ..Extra::default()
+        },
+    );
+    assert!(
+        container.run().success(),
+        "nsenter into the host's namespaces"
+    );
+    let ecs = lumen.path("ecs.ndjson");
+    let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| {
+        findings(evs).iter().any(|f| {
+            f["rule"]["id"] == "lumen.escape.host_namespace_join"
+                && f["container"]["id"] == id.as_str()
+        })
+    });
+    let finding = findings(&events)
+        .into_iter()
+        .find(|f| f["rule"]["id"] == "lumen.escape.host_namespace_join")
+        .unwrap();
+    let ns = &finding["lumen"]["privilege"]["namespace"];
+    assert_eq!(ns["host"], true, "{finding:#}");
+    assert_eq!(finding["event"]["outcome"], "success");
+    assert!(
+        ["mnt", "net"].contains(&ns["type"].as_str().unwrap_or("")),
+        "{ns}"
+    );
+    let own =
+        std::fs::read_link(format!("/proc/self/ns/{}", ns["type"].as_str().unwrap())).unwrap();
+    assert!(
+        own.to_string_lossy().contains(&ns["inode"].to_string()),
+        "the namespace joined is this host's ({}): {ns}",
+        own.display()
+    );
+    assert_eq!(finding["event"]["severity"], 5, "critical: {finding:#}");
+    std::thread::sleep(Duration::from_millis(300));
+    let ocsf = read_ndjson(&lumen.path("ocsf.ndjson"));
+    assert!(assert_valid_ocsf_findings(&ocsf) >= 1);
     let (status, _) = lumen.stop();
     assert!(status.success());
 }

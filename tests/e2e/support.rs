@@ -372,6 +372,27 @@ impl Container {
         if extra.allow_privilege_gain {
             spec["process"]["noNewPrivileges"] = false.into();
         }
+        if extra.privileged_host_pid {
+            // All this process may hand on (a sandbox may withhold some).
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let bounding = status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .unwrap();
+            let all: Vec<serde_json::Value> = ALL_CAPABILITIES
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| bounding & (1 << bit) != 0)
+                .map(|(_, c)| (*c).into())
+                .collect();
+            for set in ["bounding", "effective", "permitted"] {
+                spec["process"]["capabilities"][set] = all.clone().into();
+            }
+            if let Some(namespaces) = spec["linux"]["namespaces"].as_array_mut() {
+                namespaces.retain(|n| n["type"] != "pid");
+            }
+        }
         if mounted.is_some() {
             spec["root"]["path"] = "merged".into();
         }
@@ -443,7 +464,25 @@ pub struct Extra {
     /// Whether a setuid program may raise privileges (`noNewPrivileges`
     /// off, as Docker and Kubernetes leave it by default).
     pub allow_privilege_gain: bool,
+    /// Every capability and the host's PID namespace: Kubernetes'
+    /// `privileged: true` with `hostPID: true`.
+    pub privileged_host_pid: bool,
 }
+
+/// The capabilities a privileged container gets (Linux 5.9+), in the
+/// kernel's order (`CAP_CHOWN` is bit 0).
+#[rustfmt::skip]
+const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
 
 /// 64 lowercase hex digits, unique enough per test run.
 pub fn random_container_id() -> String {

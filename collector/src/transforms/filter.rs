@@ -52,6 +52,7 @@ kinds! {
     PrivilegeSetgid => "privilege_setgid",
     PrivilegeCapset => "privilege_capset",
     PrivilegePtrace => "privilege_ptrace",
+    PrivilegeSetns => "privilege_setns",
     ModuleLoad => "module_load",
     BpfProgLoad => "bpf_prog_load",
     Mount => "mount",

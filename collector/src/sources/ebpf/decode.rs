@@ -9,8 +9,8 @@ use lumen_common::{
 use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
 use lumen_schemas::event::{
     push, Attribution, Credentials, ExecFacts, ExitStatus, FileEvent, FileOperation, MountInfo,
-    NetworkEvent, NetworkOp, ParentInfo, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity,
-    ProcessEvent, Str,
+    NamespaceJoin, NamespaceKind, NetworkEvent, NetworkOp, ParentInfo, PrivilegeEvent, PrivilegeOp,
+    Process, ProcessActivity, ProcessEvent, Str,
 };
 use lumen_schemas::EventKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -326,6 +326,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 PrivOp::FinitModule => (PrivilegeOp::FinitModule, [u32::MAX; 3]),
                 PrivOp::BpfProgLoad => (PrivilegeOp::BpfProgLoad, [u32::MAX; 3]),
                 PrivOp::Mount => (PrivilegeOp::Mount, [u32::MAX; 3]),
+                PrivOp::Setns => (PrivilegeOp::Setns, [u32::MAX; 3]),
             };
             let object_name = match op {
                 PrivilegeOp::FinitModule | PrivilegeOp::BpfProgLoad => string(&r.str1),
@@ -362,6 +363,12 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                     object_name,
                     bpf_prog_type: (op == PrivilegeOp::BpfProgLoad).then_some(r.args[2] as u32),
                     mount,
+                    namespace: (op == PrivilegeOp::Setns).then(|| NamespaceJoin {
+                        nstype: r.args[1] as u32,
+                        inode: r.args[2],
+                        kind: NamespaceKind::of_nstype(r.args[1] as u32),
+                        host: false,
+                    }),
                     process,
                 })),
             })

@@ -12,6 +12,7 @@
 
 pub mod decode;
 pub mod drift;
+pub mod host_ns;
 pub mod k8s_pods;
 pub mod offsets;
 pub mod process_cache;
@@ -285,6 +286,7 @@ const SYSCALLS: &[(&str, &str, &str)] = &[
     ),
     ("bpf", "lumen_exit_privilege", "BPF program loads"),
     ("mount", "lumen_exit_privilege", "mount events"),
+    ("setns", "lumen_exit_privilege", "namespace joins (setns)"),
     ("connect", "lumen_exit_network", "outbound connections"),
     (
         "accept",
@@ -641,6 +643,7 @@ impl EbpfSource {
             cache,
             writes: drift::ContainerWrites::new(CONTAINER_WRITES),
             pods,
+            host_ns: host_ns::HostNamespaces::read(Path::new("/proc")),
         };
         let mut batch = Vec::with_capacity(256);
         // Records submitted without a wakeup are read on this tick; with
@@ -776,7 +779,10 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                             r.writes.mark(p);
                         }
                     }
-                    EventKind::Privilege(p) => r.cache.annotate(&mut p.process),
+                    EventKind::Privilege(p) => {
+                        r.cache.annotate(&mut p.process);
+                        r.host_ns.mark(p);
+                    }
                     EventKind::Network(n) => r.cache.annotate(&mut n.process),
                     EventKind::File(f) => {
                         r.cache.annotate(&mut f.process);
@@ -814,6 +820,7 @@ struct Reader {
     /// Files containers wrote: drift on any root file system.
     writes: drift::ContainerWrites,
     pods: Option<k8s_pods::PodCache>,
+    host_ns: host_ns::HostNamespaces,
 }
 
 /// Files written in containers remembered for drift (about 100 bytes each).

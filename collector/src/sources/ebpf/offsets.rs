@@ -149,7 +149,7 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         // Read from tracefs once it is mounted: see `tracepoint_field`.
         exit_group_dead: 0,
         ready: 1,
-        _pad: 0,
+        inode_ino: byte_offset("inode", "i_ino")?,
     })
 }
 

@@ -107,6 +107,9 @@ pub enum Field {
     PrivObjectName,
     MountSource,
     MountFstype,
+    NamespaceType,
+    NamespaceInode,
+    NamespaceHost,
     AuditVerb,
     AuditResource,
     AuditSubresource,
@@ -207,6 +210,9 @@ const NAMES: &[(&str, Field)] = &[
     ("lumen.privilege.object_name", Field::PrivObjectName),
     ("lumen.privilege.mount_source", Field::MountSource),
     ("lumen.privilege.mount_fstype", Field::MountFstype),
+    ("lumen.privilege.namespace.type", Field::NamespaceType),
+    ("lumen.privilege.namespace.inode", Field::NamespaceInode),
+    ("lumen.privilege.namespace.host", Field::NamespaceHost),
     ("kubernetes.audit.verb", Field::AuditVerb),
     ("kubernetes.audit.objectRef.resource", Field::AuditResource),
     (
@@ -573,7 +579,10 @@ impl Field {
             | Field::PrivTargetPid
             | Field::PrivObjectName
             | Field::MountSource
-            | Field::MountFstype => self.privilege(event),
+            | Field::MountFstype
+            | Field::NamespaceType
+            | Field::NamespaceInode
+            | Field::NamespaceHost => self.privilege(event),
             _ => None,
         }
     }
@@ -663,6 +672,15 @@ impl Field {
             Field::PrivObjectName => nonempty(pr.s(p.object_name)),
             Field::MountSource => p.mount.as_ref().and_then(|m| nonempty(pr.s(m.source))),
             Field::MountFstype => p.mount.as_ref().and_then(|m| nonempty(pr.s(m.fstype))),
+            Field::NamespaceType => p
+                .namespace
+                .and_then(|n| n.kind)
+                .map(|k| Value::Str(k.as_str())),
+            Field::NamespaceInode => p
+                .namespace
+                .filter(|n| n.inode != 0)
+                .map(|n| Value::Int(i64::try_from(n.inode).unwrap_or(i64::MAX))),
+            Field::NamespaceHost => p.namespace.map(|n| Value::Bool(n.host)),
             _ => None,
         }
     }

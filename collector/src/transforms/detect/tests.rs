@@ -132,7 +132,28 @@ fn privilege(
         object_name: Str::EMPTY,
         bpf_prog_type: None,
         mount: None,
+        namespace: None,
     }
+}
+
+/// A setns by `nsenter` in the test container into a mount namespace,
+/// the host's or not, that succeeded (`result` 0) or not.
+fn setns(host: bool, result: i64) -> Event {
+    let mut p = privilege(
+        PrivilegeOp::Setns,
+        "/usr/bin/nsenter",
+        user(0),
+        user(0),
+        CONTAINER,
+    );
+    p.result = result;
+    p.namespace = Some(lumen_schemas::event::NamespaceJoin {
+        nstype: 0x0002_0000,
+        inode: 4026531841,
+        kind: Some(lumen_schemas::event::NamespaceKind::Mnt),
+        host,
+    });
+    event(EventKind::Privilege(Box::new(p)))
 }
 
 fn user(uid: u32) -> Credentials {
@@ -390,6 +411,10 @@ fn firing() -> Vec<(&'static str, Vec<Event>)> {
                 Default::default(),
             )],
         ),
+        (
+            "lumen.escape.host_namespace_join",
+            vec![setns(true, 0), setns(true, -1)],
+        ),
         ("lumen.escape.ptrace", vec![event(EventKind::Privilege(Box::new(ptrace)))]),
         (
             "lumen.escape.kernel_code_load",
@@ -621,6 +646,10 @@ fn quiet_kernel_events() -> Vec<Event> {
         // The same with the lineage known: the runtime setting up, whatever
         // its name.
         runtime_setup(mount("proc", "proc", "/proc/self/exe")),
+        // Joining a sibling's namespace (a pod's shared network); the
+        // runtime joining namespaces as it sets up.
+        setns(false, 0),
+        runtime_setup(setns(true, 0)),
         runtime_setup(mount("cgroup", "cgroup", "/proc/self/exe")),
         runtime_setup(exec(
             "/memfd:runc_cloned:/proc/self/exe (deleted)",

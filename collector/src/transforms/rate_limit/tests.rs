@@ -55,6 +55,7 @@ fn setuid(container: &str) -> Event {
             object_name: Default::default(),
             bpf_prog_type: None,
             mount: None,
+            namespace: None,
         })),
         redaction: Default::default(),
     }

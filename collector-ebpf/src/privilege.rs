@@ -4,7 +4,9 @@
 
 use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS, PENDING};
 use crate::syscalls::{entry_program, tp_ret};
-use crate::task::{fd_file, fd_file_name, fill_header, read_creds, read_kernel, user_str};
+use crate::task::{
+    fd_file, fd_file_name, fill_header, inode_and_magic, read_creds, read_kernel, user_str,
+};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, gen},
     macros::tracepoint,
@@ -152,15 +154,10 @@ unsafe fn namespace_of_fd(o: &lumen_common::KernelOffsets, fd: u64) -> u64 {
         if file == 0 {
             return 0;
         }
-        let inode: u64 = read_kernel(file as *const u8, o.file_inode);
-        if inode == 0 {
-            return 0;
+        match inode_and_magic(o, file) {
+            (inode, NSFS_MAGIC) => read_kernel::<u64>(inode as *const u8, o.inode_ino),
+            _ => 0,
         }
-        let sb: u64 = read_kernel(inode as *const u8, o.inode_sb);
-        if sb == 0 || read_kernel::<u64>(sb as *const u8, o.sb_magic) != NSFS_MAGIC {
-            return 0;
-        }
-        read_kernel::<u64>(inode as *const u8, o.inode_ino)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS};
 use crate::path::walk_path;
-use crate::task::{fill_header, process_start, read_kernel, read_kernel_bytes};
+use crate::task::{fill_header, inode_and_magic, process_start, read_kernel, read_kernel_bytes};
 use aya_ebpf::{
     helpers::gen,
     macros::{raw_tracepoint, tracepoint},
@@ -30,16 +30,10 @@ const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
 unsafe fn exe_facts(o: &KernelOffsets, file: u64) -> u32 {
     // SAFETY: probe reads only.
     unsafe {
-        let inode: u64 = read_kernel(file as *const u8, o.file_inode);
+        let (inode, magic) = inode_and_magic(o, file);
         if inode == 0 {
             return 0;
         }
-        let sb: u64 = read_kernel(inode as *const u8, o.inode_sb);
-        let magic: u64 = if sb == 0 {
-            0
-        } else {
-            read_kernel(sb as *const u8, o.sb_magic)
-        };
         let mut flags = 0;
         let nlink: u32 = read_kernel(inode as *const u8, o.inode_nlink);
         if nlink == 0 {

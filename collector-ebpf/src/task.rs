@@ -193,6 +193,23 @@ pub(crate) unsafe fn user_str(dst: &mut [u8], src: u64) {
     }
 }
 
+/// A file's inode and its file system's magic number (0s when unknown).
+#[inline(always)]
+pub(crate) unsafe fn inode_and_magic(o: &KernelOffsets, file: u64) -> (u64, u64) {
+    // SAFETY: probe reads only.
+    unsafe {
+        let inode: u64 = read_kernel(file as *const u8, o.file_inode);
+        if inode == 0 {
+            return (0, 0);
+        }
+        let sb: u64 = read_kernel(inode as *const u8, o.inode_sb);
+        if sb == 0 {
+            return (inode, 0);
+        }
+        (inode, read_kernel(sb as *const u8, o.sb_magic))
+    }
+}
+
 /// The `struct file` behind the caller's `fd` (0 if none).
 #[inline(always)]
 pub(crate) unsafe fn fd_file(o: &KernelOffsets, fd: u64) -> u64 {

@@ -10,6 +10,7 @@
 //! First slice: process exec and exit. This kernel has no kprobes; everything
 //! here uses tracepoints.
 
+pub mod cgroupfs;
 pub mod decode;
 pub mod drift;
 pub mod host_ns;
@@ -585,7 +586,9 @@ impl EbpfSource {
         // Seeded after attaching: a process that starts meanwhile is seen by
         // both, and the kernel's event wins.
         let mut cache = ProcessCache::new(config.process_cache_capacity);
-        match cache.seed_from_proc(Path::new("/proc"), Path::new("/sys/fs/cgroup")) {
+        let hierarchies = cgroupfs::Hierarchies::discover();
+        let unified = hierarchies.unified.as_deref();
+        match cache.seed_from_proc(Path::new("/proc"), unified) {
             Ok(n) => tracing::info!(
                 processes = n,
                 "ebpf source: process cache seeded from /proc"

@@ -339,10 +339,14 @@ impl ProcessCache {
     }
 
     /// Seeds the cache from a procfs mount (normally `/proc`), with each
-    /// process's cgroup id from the cgroup v2 hierarchy mounted at
-    /// `cgroup_root` (normally `/sys/fs/cgroup`). Processes that vanish
-    /// while being read are skipped.
-    pub fn seed_from_proc(&mut self, proc: &Path, cgroup_root: &Path) -> std::io::Result<usize> {
+    /// process's cgroup id from the unified (v2) hierarchy mounted at
+    /// `unified` (none on a v1-only host: ids unknown). Processes that
+    /// vanish while being read are skipped.
+    pub fn seed_from_proc(
+        &mut self,
+        proc: &Path,
+        unified: Option<&Path>,
+    ) -> std::io::Result<usize> {
         let ticks_per_sec = clock_ticks();
         let mut n = 0;
         for dir in std::fs::read_dir(proc)? {
@@ -350,7 +354,7 @@ impl ProcessCache {
             let Some(pid) = dir.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Some(entry) = read_proc_entry(&dir.path(), ticks_per_sec, cgroup_root) {
+            if let Some(entry) = read_proc_entry(&dir.path(), ticks_per_sec, unified) {
                 self.insert(pid, entry);
                 n += 1;
             }
@@ -390,7 +394,7 @@ fn clock_ticks() -> u64 {
 }
 
 /// Reads one `/proc/<pid>` directory.
-fn read_proc_entry(dir: &Path, ticks_per_sec: u64, cgroup_root: &Path) -> Option<Entry> {
+fn read_proc_entry(dir: &Path, ticks_per_sec: u64, unified: Option<&Path>) -> Option<Entry> {
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     // The name is in parentheses and may contain spaces and parentheses:
     // the fields after it start after the last ')'.
@@ -416,7 +420,7 @@ fn read_proc_entry(dir: &Path, ticks_per_sec: u64, cgroup_root: &Path) -> Option
         executable,
         name,
         argv: String::from_utf8_lossy(&argv).into_owned(),
-        cgroup_id: cgroup_id(dir, cgroup_root).unwrap_or(0),
+        cgroup_id: unified.and_then(|u| cgroup_id(dir, u)).unwrap_or(0),
         leader: None,
         exec_cgroup: 0,
         setup: false,
@@ -797,8 +801,11 @@ mod tests {
     #[test]
     fn seeds_from_this_machines_proc_including_this_process() {
         let mut c = ProcessCache::new(1 << 20);
+        let unified = super::super::cgroupfs::Hierarchies::discover()
+            .unified
+            .unwrap();
         let n = c
-            .seed_from_proc(Path::new("/proc"), Path::new("/sys/fs/cgroup"))
+            .seed_from_proc(Path::new("/proc"), Some(&unified))
             .unwrap();
         assert!(n > 1);
         let me = c.get(std::process::id(), 0).unwrap();
@@ -806,7 +813,7 @@ mod tests {
         // in that cgroup is known.
         let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         let path = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
-        let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+        let dir = unified.join(path.trim_start_matches('/'));
         use std::os::unix::fs::MetadataExt;
         assert_eq!(me.cgroup_id, std::fs::metadata(dir).unwrap().ino());
         assert!(me.leader.is_some(), "{me:?}");

@@ -17,6 +17,7 @@ pub mod host_ns;
 pub mod k8s_pods;
 pub mod offsets;
 pub mod process_cache;
+pub mod resources;
 
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;

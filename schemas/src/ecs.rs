@@ -27,6 +27,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::Loss(l) => loss(&mut w, event, l),
         EventKind::File(f) => file(&mut w, event, f),
         EventKind::Finding(f) => finding(&mut w, event, f),
+        EventKind::Resource(r) => resource(&mut w, event, r),
     }
     redaction(&mut w, event);
     w.end_object();
@@ -102,6 +103,7 @@ pub fn dataset(event: &Event) -> &'static str {
         EventKind::Loss(_) => "lumen.loss",
         EventKind::File(_) => "lumen.file",
         EventKind::Finding(_) => "lumen.finding",
+        EventKind::Resource(_) => "lumen.resources",
     }
 }
 
@@ -494,6 +496,7 @@ pub fn category(event: &Event) -> &'static str {
         EventKind::Loss(_) => "host",
         EventKind::File(_) => "file",
         EventKind::Finding(f) => category(&f.evidence),
+        EventKind::Resource(_) => "host",
     }
 }
 
@@ -603,7 +606,24 @@ pub(crate) fn namespace_join(w: &mut JsonWriter<'_>, ns: &crate::event::Namespac
 /// `container.*` (ECS) and `kubernetes.pod.*` (the namespace Elastic's
 /// Kubernetes integrations use) for a process in a container or pod.
 fn attribution(w: &mut JsonWriter<'_>, pr: &crate::event::Process) {
-    let at = &pr.attribution;
+    attribution_of(w, &pr.attribution, &pr.text, |_| {});
+}
+
+/// As [`attribution`], for attribution whose strings are in `text`;
+/// `more` adds members to the `container` object.
+fn attribution_of(
+    w: &mut JsonWriter<'_>,
+    at: &crate::event::Attribution,
+    text: &str,
+    more: impl FnOnce(&mut JsonWriter<'_>),
+) {
+    struct Text<'a>(&'a str);
+    impl Text<'_> {
+        fn s(&self, s: Str) -> &str {
+            s.get(self.0)
+        }
+    }
+    let pr = Text(text);
     if !at.container_id.is_empty() {
         w.object("container");
         w.str("id", pr.s(at.container_id));
@@ -616,6 +636,7 @@ fn attribution(w: &mut JsonWriter<'_>, pr: &crate::event::Process) {
             w.str("name", pr.s(at.image));
             w.end_object();
         }
+        more(w);
         w.end_object();
     }
     if !at.pod_uid.is_empty() {
@@ -954,4 +975,148 @@ pub fn risk_score(severity: crate::event::Severity) -> u64 {
         S::High => 73,
         S::Critical => 99,
     }
+}
+
+/// A resource sample: `event.kind: metric`; a container's shares in ECS's
+/// `container.cpu.usage`, `container.memory.usage` and
+/// `container.disk.{read,write}.bytes` (the host's in `host.*`); every
+/// counter in `lumen.resources`.
+fn resource(w: &mut JsonWriter<'_>, event: &Event, r: &crate::event::ResourceSample) {
+    common_head(w, event.time);
+    w.object("event");
+    w.str("kind", "metric");
+    w.str_array("category", ["host"]);
+    w.str_array("type", ["info"]);
+    w.str("action", "resource_sample");
+    w.str("module", "lumen");
+    w.str("dataset", dataset(event));
+    ts(w, "created", event.observed);
+    w.u64("duration", r.interval_ns);
+    w.end_object();
+    data_stream(w, dataset(event));
+    let disk = |w: &mut JsonWriter<'_>| {
+        if r.io_read_bytes.is_some() || r.io_write_bytes.is_some() {
+            w.object("disk");
+            for (key, v) in [("read", r.io_read_bytes), ("write", r.io_write_bytes)] {
+                if let Some(v) = v {
+                    w.object(key);
+                    w.u64("bytes", v);
+                    w.end_object();
+                }
+            }
+            w.end_object();
+        }
+    };
+    let shares = |w: &mut JsonWriter<'_>, memory: bool| {
+        if let Some(cpu) = r.cpu_share() {
+            w.object("cpu");
+            w.f64("usage", cpu);
+            w.end_object();
+        }
+        if let Some(m) = r.memory_share().filter(|_| memory) {
+            w.object("memory");
+            w.f64("usage", m);
+            w.end_object();
+        }
+    };
+    w.object("host");
+    w.nonempty_str("hostname", &event.host.name);
+    w.nonempty_str("name", &event.host.name);
+    w.nonempty_str("architecture", &event.host.architecture);
+    w.object("os");
+    w.str("type", "linux");
+    w.nonempty_str("kernel", &event.host.kernel);
+    w.end_object();
+    if r.scope == Some(crate::event::ResourceScope::Host) {
+        shares(w, false);
+        disk(w);
+    }
+    w.end_object();
+    attribution_of(w, &r.attribution, &r.text, |w| {
+        shares(w, true);
+        disk(w);
+    });
+    w.object("lumen");
+    w.object("resources");
+    resource_counters(w, r);
+    w.end_object();
+    w.end_object();
+}
+
+/// A resource sample's scope, cgroup and counters, grouped (inside ECS's
+/// `lumen.resources`, OCSF's `unmapped.resources`).
+pub(crate) fn resource_counters(w: &mut JsonWriter<'_>, r: &crate::event::ResourceSample) {
+    if let Some(scope) = r.scope {
+        w.str("scope", scope.as_str());
+    }
+    w.str("cgroup", r.s(r.cgroup));
+    w.u64("interval_ns", r.interval_ns);
+    w.u64("online_cpus", u64::from(r.online_cpus));
+    let group = |w: &mut JsonWriter<'_>, key: &str, members: &[(&str, Option<u64>)]| {
+        if members.iter().any(|(_, v)| v.is_some()) {
+            w.object(key);
+            for (k, v) in members {
+                if let Some(v) = v {
+                    w.u64(k, *v);
+                }
+            }
+            w.end_object();
+        }
+    };
+    group(
+        w,
+        "cpu",
+        &[
+            ("usage_ns", r.cpu_usage_ns),
+            ("periods", r.cpu_periods),
+            ("throttled_periods", r.cpu_throttled_periods),
+            ("throttled_ns", r.cpu_throttled_ns),
+            ("quota_us", r.cpu_quota_us),
+            ("period_us", r.cpu_period_us),
+        ],
+    );
+    group(
+        w,
+        "memory",
+        &[
+            ("usage_bytes", r.memory_usage),
+            ("limit_bytes", r.memory_limit),
+            ("high_events", r.memory_high_events),
+            ("max_events", r.memory_max_events),
+            ("oom_events", r.memory_oom_events),
+            ("oom_kills", r.memory_oom_kills),
+        ],
+    );
+    group(
+        w,
+        "io",
+        &[
+            ("read_bytes", r.io_read_bytes),
+            ("write_bytes", r.io_write_bytes),
+            ("read_ops", r.io_read_ops),
+            ("write_ops", r.io_write_ops),
+        ],
+    );
+    group(
+        w,
+        "pids",
+        &[
+            ("current", r.pids_current),
+            ("limit", r.pids_limit),
+            ("max_events", r.pids_max_events),
+        ],
+    );
+    let p = &r.pressure_us;
+    group(
+        w,
+        "pressure",
+        &[
+            ("cpu_some_us", p[0]),
+            ("cpu_full_us", p[1]),
+            ("memory_some_us", p[2]),
+            ("memory_full_us", p[3]),
+            ("io_some_us", p[4]),
+            ("io_full_us", p[5]),
+        ],
+    );
 }

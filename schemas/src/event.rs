@@ -229,6 +229,97 @@ pub enum EventKind {
     /// A detection rule matched an event: the rule, and the event as
     /// evidence.
     Finding(Box<Finding>),
+    /// A cgroup's (a container's, a pod's, the host's) use of CPU, memory,
+    /// I/O and PIDs over one sampling interval.
+    Resource(Box<ResourceSample>),
+}
+
+/// What a [`ResourceSample`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResourceScope {
+    /// The root cgroup: the whole machine.
+    Host,
+    Pod,
+    Container,
+}
+
+impl ResourceScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceScope::Host => "host",
+            ResourceScope::Pod => "pod",
+            ResourceScope::Container => "container",
+        }
+    }
+}
+
+/// A cgroup's resource use over one interval: counters as deltas over the
+/// interval, levels (usage, limits, current tasks) at its end. `None`:
+/// the cgroup's files do not say (a controller not enabled, no PSI on v1).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceSample {
+    /// `cgroup` and the attribution's strings live here.
+    pub text: String,
+    pub scope: Option<ResourceScope>,
+    /// The cgroup's path below its hierarchy's root ("" for the host).
+    pub cgroup: Str,
+    pub attribution: Attribution,
+    /// The interval's length, ns.
+    pub interval_ns: u64,
+    /// CPUs the machine has online (to normalize CPU use).
+    pub online_cpus: u32,
+    /// CPU time used in the interval, ns.
+    pub cpu_usage_ns: Option<u64>,
+    /// CFS bandwidth periods in the interval, those throttled, and the
+    /// time throttled (ns).
+    pub cpu_periods: Option<u64>,
+    pub cpu_throttled_periods: Option<u64>,
+    pub cpu_throttled_ns: Option<u64>,
+    /// The quota: µs of CPU per period of µs; `None`: no quota.
+    pub cpu_quota_us: Option<u64>,
+    pub cpu_period_us: Option<u64>,
+    /// Memory charged at the end, and the limit (`None`: none).
+    pub memory_usage: Option<u64>,
+    pub memory_limit: Option<u64>,
+    /// `memory.events` in the interval: reclaim throttling (`high`), the
+    /// limit hit (`max`), OOM, OOM kills.
+    pub memory_high_events: Option<u64>,
+    pub memory_max_events: Option<u64>,
+    pub memory_oom_events: Option<u64>,
+    pub memory_oom_kills: Option<u64>,
+    /// Block I/O in the interval.
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+    pub io_read_ops: Option<u64>,
+    pub io_write_ops: Option<u64>,
+    /// Tasks at the end, the limit (`None`: none), forks refused at it in
+    /// the interval.
+    pub pids_current: Option<u64>,
+    pub pids_limit: Option<u64>,
+    pub pids_max_events: Option<u64>,
+    /// PSI: time some / all tasks stalled in the interval, µs, for cpu,
+    /// memory and io (`[cpu_some, cpu_full, memory_some, memory_full,
+    /// io_some, io_full]`).
+    pub pressure_us: [Option<u64>; 6],
+}
+
+impl ResourceSample {
+    pub fn s(&self, s: Str) -> &str {
+        s.get(&self.text)
+    }
+
+    /// CPU used as a share of the whole machine, 0 to 1.
+    pub fn cpu_share(&self) -> Option<f64> {
+        let used = self.cpu_usage_ns? as f64;
+        let available = self.interval_ns as f64 * f64::from(self.online_cpus.max(1));
+        (available > 0.0).then(|| (used / available).min(1.0))
+    }
+
+    /// Memory used as a share of the limit, 0 to 1 (`None` without one).
+    pub fn memory_share(&self) -> Option<f64> {
+        let limit = self.memory_limit.filter(|l| *l > 0)? as f64;
+        Some((self.memory_usage? as f64 / limit).min(1.0))
+    }
 }
 
 /// What a `detect` transform found: a rule that matched, how often for
@@ -425,7 +516,7 @@ impl EventKind {
             EventKind::Network(n) => Some(&n.process),
             EventKind::File(f) => Some(&f.process),
             EventKind::Finding(f) => f.evidence.kind.process(),
-            EventKind::ApiActivity(_) | EventKind::Loss(_) => None,
+            EventKind::ApiActivity(_) | EventKind::Loss(_) | EventKind::Resource(_) => None,
         }
     }
 
@@ -437,7 +528,7 @@ impl EventKind {
             EventKind::Network(n) => Some(&mut n.process),
             EventKind::File(f) => Some(&mut f.process),
             EventKind::Finding(f) => f.evidence.kind.process_mut(),
-            EventKind::ApiActivity(_) | EventKind::Loss(_) => None,
+            EventKind::ApiActivity(_) | EventKind::Loss(_) | EventKind::Resource(_) => None,
         }
     }
 
@@ -463,6 +554,7 @@ impl EventKind {
             },
             EventKind::ApiActivity(_) => "k8s_audit",
             EventKind::Finding(_) => "finding",
+            EventKind::Resource(_) => "resource_sample",
             EventKind::Privilege(p) => p.op.kind_name(),
             EventKind::Loss(l) => match l.cause {
                 LossCause::KernelRingBuffer => "loss",

@@ -130,6 +130,19 @@ impl<'a> JsonWriter<'a> {
         self.out.extend_from_slice(b.format(value).as_bytes());
     }
 
+    /// A number with at most four decimals (a share, a ratio); a value
+    /// that is not finite is written as `null`.
+    pub fn f64(&mut self, key: &str, value: f64) {
+        use std::io::Write;
+        self.member_key(key);
+        if value.is_finite() {
+            let rounded = (value * 10_000.0).round() / 10_000.0;
+            let _ = write!(self.out, "{rounded}");
+        } else {
+            self.out.extend_from_slice(b"null");
+        }
+    }
+
     pub fn bool(&mut self, key: &str, value: bool) {
         self.member_key(key);
         self.out

@@ -28,6 +28,7 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
         EventKind::Loss(l) => loss(&mut w, event, l),
         EventKind::File(f) => file(&mut w, event, f),
         EventKind::Finding(f) => finding(&mut w, event, f),
+        EventKind::Resource(r) => resource(&mut w, event, r),
     }
     w.end_object();
 }
@@ -694,6 +695,7 @@ pub fn class_of(event: &Event) -> (u64, &'static str) {
         EventKind::Network(_) => &NETWORK_ACTIVITY,
         EventKind::File(_) => &FILE_SYSTEM_ACTIVITY,
         EventKind::Loss(_) | EventKind::Finding(_) => &DETECTION_FINDING,
+        EventKind::Resource(_) => &DEVICE_INVENTORY_INFO,
         EventKind::Privilege(p) => privilege_class(p.op).0,
     };
     (class.uid, class.name)
@@ -997,5 +999,70 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         }
         w.end_object();
     }
+    w.end_object();
+}
+
+const DEVICE_INVENTORY_INFO: Class = Class {
+    uid: 5001,
+    name: "Device Inventory Info",
+    category_uid: 5,
+    category_name: "Discovery",
+};
+
+/// A resource sample: Device Inventory Info (5001), Collect (2). OCSF has
+/// no class for measurements; this one reports what was collected about a
+/// device, and the cgroup's container goes in `device.container`. The
+/// counters are in `unmapped.resources`, named as in ECS's
+/// `lumen.resources`.
+fn resource(w: &mut JsonWriter<'_>, event: &Event, r: &crate::event::ResourceSample) {
+    head(
+        w,
+        &DEVICE_INVENTORY_INFO,
+        2,
+        "Collect",
+        event,
+        INFORMATIONAL,
+    );
+    let at = &r.attribution;
+    let container = !at.container_id.is_empty();
+    metadata(
+        w,
+        event,
+        None,
+        "cgroups",
+        if container { &["container"] } else { &[] },
+    );
+    w.object("device");
+    w.u64("type_id", 1);
+    w.str("type", "Server");
+    w.nonempty_str("hostname", &event.host.name);
+    w.nonempty_str("name", &event.host.name);
+    w.object("os");
+    w.str("name", "Linux");
+    w.u64("type_id", 200);
+    w.str("type", "Linux");
+    w.nonempty_str("kernel_release", &event.host.kernel);
+    w.end_object();
+    if container {
+        w.object("container");
+        w.str("uid", r.s(at.container_id));
+        if let Some(rt) = at.runtime {
+            w.str("runtime", rt.as_str());
+        }
+        if !at.pod_uid.is_empty() {
+            w.str("pod_uuid", r.s(at.pod_uid));
+            w.str("orchestrator", "kubernetes");
+        }
+        w.nonempty_str("name", r.s(at.container_name));
+        w.end_object();
+    }
+    w.end_object();
+    w.object("unmapped");
+    if !at.pod_uid.is_empty() {
+        w.str("pod_uid", r.s(at.pod_uid));
+    }
+    w.object("resources");
+    crate::ecs::resource_counters(w, r);
+    w.end_object();
     w.end_object();
 }

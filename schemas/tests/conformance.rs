@@ -551,6 +551,107 @@ fn finding_of(evidence: Event) -> Event {
     }
 }
 
+/// A container's, a pod's and the host's resource samples.
+fn resource_events() -> Vec<Event> {
+    use lumen_schemas::event::{ResourceSample, ResourceScope};
+    let t = Timestamp(1_700_000_000_000_000_000);
+    let sample = |scope: ResourceScope, cgroup: &str| {
+        let mut r = ResourceSample {
+            scope: Some(scope),
+            interval_ns: 10_000_000_000,
+            online_cpus: 2,
+            cpu_usage_ns: Some(5_000_000_000),
+            cpu_periods: Some(100),
+            cpu_throttled_periods: Some(40),
+            cpu_throttled_ns: Some(2_000_000_000),
+            cpu_quota_us: Some(50_000),
+            cpu_period_us: Some(100_000),
+            memory_usage: Some(64 << 20),
+            memory_limit: Some(128 << 20),
+            memory_high_events: Some(0),
+            memory_max_events: Some(3),
+            memory_oom_events: Some(1),
+            memory_oom_kills: Some(1),
+            io_read_bytes: Some(4096),
+            io_write_bytes: Some(8192),
+            io_read_ops: Some(1),
+            io_write_ops: Some(2),
+            pids_current: Some(7),
+            pids_limit: Some(100),
+            pids_max_events: Some(0),
+            pressure_us: [Some(10), Some(0), Some(20), Some(5), Some(30), Some(6)],
+            ..ResourceSample::default()
+        };
+        r.cgroup = push(&mut r.text, cgroup);
+        if scope != ResourceScope::Host {
+            r.attribution.pod_uid = push(&mut r.text, "0f5a7c1e-1111-2222-3333-444455556666");
+            r.attribution.qos_class = Some(QosClass::Burstable);
+        }
+        if scope == ResourceScope::Container {
+            r.attribution.container_id = push(&mut r.text, &"ab".repeat(32));
+            r.attribution.runtime = Some(ContainerRuntime::Runc);
+        }
+        Event {
+            time: t,
+            observed: t,
+            host: host(),
+            kind: EventKind::Resource(Box::new(r)),
+            redaction: Default::default(),
+        }
+    };
+    vec![
+        sample(
+            ResourceScope::Container,
+            "kubepods/burstable/pod0f5a7c1e-1111-2222-3333-444455556666/abab",
+        ),
+        sample(
+            ResourceScope::Pod,
+            "kubepods/burstable/pod0f5a7c1e-1111-2222-3333-444455556666",
+        ),
+        sample(ResourceScope::Host, ""),
+    ]
+}
+
+#[test]
+fn resource_samples_put_shares_in_ecs_container_and_host_fields() {
+    let docs: Vec<Value> = resource_events()
+        .iter()
+        .map(|e| encode(Schema::Ecs, e))
+        .collect();
+    let [container, pod, host] = &docs[..] else {
+        unreachable!()
+    };
+    assert_eq!(container["event"]["kind"], "metric");
+    // 5 s of CPU over 10 s on 2 CPUs; 64 of 128 MiB.
+    assert_eq!(container["container"]["cpu"]["usage"], 0.25);
+    assert_eq!(container["container"]["memory"]["usage"], 0.5);
+    assert_eq!(container["container"]["disk"]["write"]["bytes"], 8192);
+    assert_eq!(
+        container["lumen"]["resources"]["cpu"]["throttled_periods"],
+        40
+    );
+    assert_eq!(
+        container["lumen"]["resources"]["pressure"]["memory_full_us"],
+        5
+    );
+    assert!(pod.get("container").is_none());
+    assert_eq!(
+        pod["kubernetes"]["pod"]["uid"],
+        "0f5a7c1e-1111-2222-3333-444455556666"
+    );
+    assert_eq!(pod["lumen"]["resources"]["scope"], "pod");
+    assert_eq!(host["host"]["cpu"]["usage"], 0.25);
+    assert_eq!(host["lumen"]["resources"]["pids"]["current"], 7);
+    for e in resource_events() {
+        let doc = encode(Schema::Ocsf, &e);
+        assert_eq!(doc["class_uid"], 5001);
+        assert_eq!(
+            doc["unmapped"]["resources"]["cpu"]["usage_ns"],
+            5_000_000_000u64
+        );
+    }
+}
+
 fn findings() -> Vec<Event> {
     let audit = audit_lines()
         .into_iter()
@@ -849,6 +950,7 @@ fn ecs_output_uses_only_ecs_fields_with_ecs_types() {
         .into_iter()
         .chain(privilege_events())
         .chain(network_events())
+        .chain(resource_events())
     {
         check_ecs(&encode(Schema::Ecs, &e), &ecs, e.kind.name());
     }
@@ -924,6 +1026,7 @@ fn elasticsearch_template_maps_every_ecs_field_lumen_emits_with_its_ecs_type() {
         .chain(network_events())
         .chain(file_events())
         .chain([loss_event(), rate_limit_summary()])
+        .chain(resource_events())
     {
         docs.push(encode(Schema::Ecs, &e));
     }

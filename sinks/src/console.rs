@@ -143,6 +143,25 @@ pub fn text_line(event: &Event) -> String {
             // The evidence's line without its timestamp (the finding's).
             s.push_str(evidence.split_once(' ').map_or("", |(_, rest)| rest));
         }
+        EventKind::Resource(r) => {
+            let what = match r.scope {
+                Some(lumen_schemas::event::ResourceScope::Host) | None => "host",
+                Some(_) => r.s(r.cgroup),
+            };
+            let _ = write!(s, " resources {what}");
+            if let Some(cpu) = r.cpu_share() {
+                let _ = write!(s, " cpu={:.1}%", cpu * 100.0);
+            }
+            if let Some(t) = r.cpu_throttled_periods.filter(|t| *t > 0) {
+                let _ = write!(s, " throttled={t}");
+            }
+            if let Some(m) = r.memory_usage {
+                let _ = write!(s, " mem={}MiB", m >> 20);
+            }
+            if let Some(p) = r.pids_current {
+                let _ = write!(s, " pids={p}");
+            }
+        }
     }
     s
 }

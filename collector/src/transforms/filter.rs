@@ -70,6 +70,7 @@ kinds! {
     RateLimitSummary => "rate_limit_summary",
     K8sAudit => "k8s_audit",
     Finding => "finding",
+    ResourceSample => "resource_sample",
 }
 
 impl FilterConfig {

@@ -35,7 +35,13 @@ fn write_properties(w: &mut JsonWriter<'_>, node: &Node<'_>) {
     for (name, child) in &node.children {
         w.object(name);
         match child.ty {
-            Some(ty) if child.children.is_empty() => w.str("type", ty),
+            Some(ty) if child.children.is_empty() => {
+                w.str("type", ty);
+                if ty == "scaled_float" {
+                    // ECS's factor for its 0-to-1 shares.
+                    w.u64("scaling_factor", 1000);
+                }
+            }
             _ => write_properties(w, child),
         }
         w.end_object();

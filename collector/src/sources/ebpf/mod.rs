@@ -792,7 +792,10 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                         r.cache.annotate(&mut f.process);
                         r.writes.observe(f);
                     }
-                    EventKind::ApiActivity(_) | EventKind::Loss(_) | EventKind::Finding(_) => {}
+                    EventKind::ApiActivity(_)
+                    | EventKind::Loss(_)
+                    | EventKind::Finding(_)
+                    | EventKind::Resource(_) => {}
                 }
                 if let (Some(pods), Some(p)) = (&r.pods, d.kind.process_mut()) {
                     k8s_pods::enrich(p, pods);

@@ -447,6 +447,7 @@ pub fn action(event: &Event) -> &str {
         EventKind::ApiActivity(a) => a.s(a.verb),
         EventKind::Loss(_) => "loss",
         EventKind::Finding(_) => "finding",
+        EventKind::Resource(_) => "resource_sample",
     }
 }
 

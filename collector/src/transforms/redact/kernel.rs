@@ -206,7 +206,10 @@ fn slots_mut(kind: &mut EventKind) -> Option<(&mut String, Vec<(Slot, &mut Str)>
             }
             (process, extra)
         }
-        EventKind::ApiActivity(_) | EventKind::Loss(_) | EventKind::Finding(_) => return None,
+        EventKind::ApiActivity(_)
+        | EventKind::Loss(_)
+        | EventKind::Finding(_)
+        | EventKind::Resource(_) => return None,
     };
     let Process {
         text,

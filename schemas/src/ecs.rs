@@ -982,6 +982,7 @@ pub fn risk_score(severity: crate::event::Severity) -> u64 {
 /// `container.disk.{read,write}.bytes` (the host's in `host.*`); every
 /// counter in `lumen.resources`.
 fn resource(w: &mut JsonWriter<'_>, event: &Event, r: &crate::event::ResourceSample) {
+    let u = &r.usage;
     common_head(w, event.time);
     w.object("event");
     w.str("kind", "metric");
@@ -995,9 +996,9 @@ fn resource(w: &mut JsonWriter<'_>, event: &Event, r: &crate::event::ResourceSam
     w.end_object();
     data_stream(w, dataset(event));
     let disk = |w: &mut JsonWriter<'_>| {
-        if r.io_read_bytes.is_some() || r.io_write_bytes.is_some() {
+        if u.io_read_bytes.is_some() || u.io_write_bytes.is_some() {
             w.object("disk");
-            for (key, v) in [("read", r.io_read_bytes), ("write", r.io_write_bytes)] {
+            for (key, v) in [("read", u.io_read_bytes), ("write", u.io_write_bytes)] {
                 if let Some(v) = v {
                     w.object(key);
                     w.u64("bytes", v);
@@ -1052,6 +1053,7 @@ pub(crate) fn resource_counters(w: &mut JsonWriter<'_>, r: &crate::event::Resour
     w.str("cgroup", r.s(r.cgroup));
     w.u64("interval_ns", r.interval_ns);
     w.u64("online_cpus", u64::from(r.online_cpus));
+    let u = &r.usage;
     let group = |w: &mut JsonWriter<'_>, key: &str, members: &[(&str, Option<u64>)]| {
         if members.iter().any(|(_, v)| v.is_some()) {
             w.object(key);
@@ -1067,56 +1069,52 @@ pub(crate) fn resource_counters(w: &mut JsonWriter<'_>, r: &crate::event::Resour
         w,
         "cpu",
         &[
-            ("usage_ns", r.cpu_usage_ns),
-            ("periods", r.cpu_periods),
-            ("throttled_periods", r.cpu_throttled_periods),
-            ("throttled_ns", r.cpu_throttled_ns),
-            ("quota_us", r.cpu_quota_us),
-            ("period_us", r.cpu_period_us),
+            ("usage_ns", u.cpu_usage_ns),
+            ("periods", u.cpu_periods),
+            ("throttled_periods", u.cpu_throttled_periods),
+            ("throttled_ns", u.cpu_throttled_ns),
+            ("quota_us", u.cpu_quota.map(|q| q.0)),
+            ("period_us", u.cpu_quota.map(|q| q.1)),
         ],
     );
     group(
         w,
         "memory",
         &[
-            ("usage_bytes", r.memory_usage),
-            ("limit_bytes", r.memory_limit),
-            ("high_events", r.memory_high_events),
-            ("max_events", r.memory_max_events),
-            ("oom_events", r.memory_oom_events),
-            ("oom_kills", r.memory_oom_kills),
+            ("usage_bytes", u.memory_usage),
+            ("limit_bytes", u.memory_limit),
+            ("high_events", u.memory_high_events),
+            ("max_events", u.memory_max_events),
+            ("oom_events", u.memory_oom_events),
+            ("oom_kills", u.memory_oom_kills),
         ],
     );
     group(
         w,
         "io",
         &[
-            ("read_bytes", r.io_read_bytes),
-            ("write_bytes", r.io_write_bytes),
-            ("read_ops", r.io_read_ops),
-            ("write_ops", r.io_write_ops),
+            ("read_bytes", u.io_read_bytes),
+            ("write_bytes", u.io_write_bytes),
+            ("read_ops", u.io_read_ops),
+            ("write_ops", u.io_write_ops),
         ],
     );
     group(
         w,
         "pids",
         &[
-            ("current", r.pids_current),
-            ("limit", r.pids_limit),
-            ("max_events", r.pids_max_events),
+            ("current", u.pids_current),
+            ("limit", u.pids_limit),
+            ("max_events", u.pids_max_events),
         ],
     );
-    let p = &r.pressure_us;
-    group(
-        w,
-        "pressure",
-        &[
-            ("cpu_some_us", p[0]),
-            ("cpu_full_us", p[1]),
-            ("memory_some_us", p[2]),
-            ("memory_full_us", p[3]),
-            ("io_some_us", p[4]),
-            ("io_full_us", p[5]),
-        ],
-    );
+    if u.pressure_us.iter().any(Option::is_some) {
+        w.object("pressure");
+        for (i, name) in crate::event::ResourceUse::PSI {
+            if let Some(v) = u.pressure_us[i] {
+                w.u64(name, v);
+            }
+        }
+        w.end_object();
+    }
 }

@@ -253,9 +253,7 @@ impl ResourceScope {
     }
 }
 
-/// A cgroup's resource use over one interval: counters as deltas over the
-/// interval, levels (usage, limits, current tasks) at its end. `None`:
-/// the cgroup's files do not say (a controller not enabled, no PSI on v1).
+/// A cgroup's resource use over one interval (see [`ResourceUse`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceSample {
     /// `cgroup` and the attribution's strings live here.
@@ -268,39 +266,64 @@ pub struct ResourceSample {
     pub interval_ns: u64,
     /// CPUs the machine has online (to normalize CPU use).
     pub online_cpus: u32,
-    /// CPU time used in the interval, ns.
+    /// Counters as deltas over the interval; levels (usage, limits, tasks)
+    /// at its end.
+    pub usage: ResourceUse,
+}
+
+/// A cgroup's counters and levels, as its files say them (lifetime
+/// counters) or over an interval (deltas). `None`: the files do not say (a
+/// controller not enabled, no PSI on cgroup v1).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceUse {
+    /// CPU time used, ns.
     pub cpu_usage_ns: Option<u64>,
-    /// CFS bandwidth periods in the interval, those throttled, and the
-    /// time throttled (ns).
+    /// CFS bandwidth: enforcement periods, periods throttled, time
+    /// throttled (ns).
     pub cpu_periods: Option<u64>,
     pub cpu_throttled_periods: Option<u64>,
     pub cpu_throttled_ns: Option<u64>,
-    /// The quota: µs of CPU per period of µs; `None`: no quota.
-    pub cpu_quota_us: Option<u64>,
-    pub cpu_period_us: Option<u64>,
-    /// Memory charged at the end, and the limit (`None`: none).
+    /// The CPU quota: (µs of CPU, per period of µs); `None`: no quota.
+    pub cpu_quota: Option<(u64, u64)>,
+    /// Memory charged, and the limit (`None`: none).
     pub memory_usage: Option<u64>,
     pub memory_limit: Option<u64>,
-    /// `memory.events` in the interval: reclaim throttling (`high`), the
-    /// limit hit (`max`), OOM, OOM kills.
+    /// `memory.events`: reclaim throttling (`high`), the limit hit
+    /// (`max`), OOM, OOM kills (v1: `failcnt`, `oom_control`'s `oom_kill`).
     pub memory_high_events: Option<u64>,
     pub memory_max_events: Option<u64>,
     pub memory_oom_events: Option<u64>,
     pub memory_oom_kills: Option<u64>,
-    /// Block I/O in the interval.
+    /// Block I/O, all devices.
     pub io_read_bytes: Option<u64>,
     pub io_write_bytes: Option<u64>,
     pub io_read_ops: Option<u64>,
     pub io_write_ops: Option<u64>,
-    /// Tasks at the end, the limit (`None`: none), forks refused at it in
-    /// the interval.
+    /// Tasks, the limit (`None`: none), forks refused at the limit.
     pub pids_current: Option<u64>,
     pub pids_limit: Option<u64>,
     pub pids_max_events: Option<u64>,
-    /// PSI: time some / all tasks stalled in the interval, µs, for cpu,
-    /// memory and io (`[cpu_some, cpu_full, memory_some, memory_full,
-    /// io_some, io_full]`).
+    /// PSI stall time, µs: `[cpu_some, cpu_full, memory_some,
+    /// memory_full, io_some, io_full]`.
     pub pressure_us: [Option<u64>; 6],
+}
+
+impl ResourceUse {
+    /// Indexes into [`ResourceUse::pressure_us`], with their names.
+    pub const PSI: [(usize, &'static str); 6] = [
+        (Self::PSI_CPU_SOME, "cpu_some_us"),
+        (Self::PSI_CPU_FULL, "cpu_full_us"),
+        (Self::PSI_MEMORY_SOME, "memory_some_us"),
+        (Self::PSI_MEMORY_FULL, "memory_full_us"),
+        (Self::PSI_IO_SOME, "io_some_us"),
+        (Self::PSI_IO_FULL, "io_full_us"),
+    ];
+    pub const PSI_CPU_SOME: usize = 0;
+    pub const PSI_CPU_FULL: usize = 1;
+    pub const PSI_MEMORY_SOME: usize = 2;
+    pub const PSI_MEMORY_FULL: usize = 3;
+    pub const PSI_IO_SOME: usize = 4;
+    pub const PSI_IO_FULL: usize = 5;
 }
 
 impl ResourceSample {
@@ -310,15 +333,15 @@ impl ResourceSample {
 
     /// CPU used as a share of the whole machine, 0 to 1.
     pub fn cpu_share(&self) -> Option<f64> {
-        let used = self.cpu_usage_ns? as f64;
+        let used = self.usage.cpu_usage_ns? as f64;
         let available = self.interval_ns as f64 * f64::from(self.online_cpus.max(1));
         (available > 0.0).then(|| (used / available).min(1.0))
     }
 
     /// Memory used as a share of the limit, 0 to 1 (`None` without one).
     pub fn memory_share(&self) -> Option<f64> {
-        let limit = self.memory_limit.filter(|l| *l > 0)? as f64;
-        Some((self.memory_usage? as f64 / limit).min(1.0))
+        let limit = self.usage.memory_limit.filter(|l| *l > 0)? as f64;
+        Some((self.usage.memory_usage? as f64 / limit).min(1.0))
     }
 }
 

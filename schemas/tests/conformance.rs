@@ -553,33 +553,34 @@ fn finding_of(evidence: Event) -> Event {
 
 /// A container's, a pod's and the host's resource samples.
 fn resource_events() -> Vec<Event> {
-    use lumen_schemas::event::{ResourceSample, ResourceScope};
+    use lumen_schemas::event::{ResourceSample, ResourceScope, ResourceUse};
     let t = Timestamp(1_700_000_000_000_000_000);
     let sample = |scope: ResourceScope, cgroup: &str| {
         let mut r = ResourceSample {
             scope: Some(scope),
             interval_ns: 10_000_000_000,
             online_cpus: 2,
-            cpu_usage_ns: Some(5_000_000_000),
-            cpu_periods: Some(100),
-            cpu_throttled_periods: Some(40),
-            cpu_throttled_ns: Some(2_000_000_000),
-            cpu_quota_us: Some(50_000),
-            cpu_period_us: Some(100_000),
-            memory_usage: Some(64 << 20),
-            memory_limit: Some(128 << 20),
-            memory_high_events: Some(0),
-            memory_max_events: Some(3),
-            memory_oom_events: Some(1),
-            memory_oom_kills: Some(1),
-            io_read_bytes: Some(4096),
-            io_write_bytes: Some(8192),
-            io_read_ops: Some(1),
-            io_write_ops: Some(2),
-            pids_current: Some(7),
-            pids_limit: Some(100),
-            pids_max_events: Some(0),
-            pressure_us: [Some(10), Some(0), Some(20), Some(5), Some(30), Some(6)],
+            usage: ResourceUse {
+                cpu_usage_ns: Some(5_000_000_000),
+                cpu_periods: Some(100),
+                cpu_throttled_periods: Some(40),
+                cpu_throttled_ns: Some(2_000_000_000),
+                cpu_quota: Some((50_000, 100_000)),
+                memory_usage: Some(64 << 20),
+                memory_limit: Some(128 << 20),
+                memory_high_events: Some(0),
+                memory_max_events: Some(3),
+                memory_oom_events: Some(1),
+                memory_oom_kills: Some(1),
+                io_read_bytes: Some(4096),
+                io_write_bytes: Some(8192),
+                io_read_ops: Some(1),
+                io_write_ops: Some(2),
+                pids_current: Some(7),
+                pids_limit: Some(100),
+                pids_max_events: Some(0),
+                pressure_us: [Some(10), Some(0), Some(20), Some(5), Some(30), Some(6)],
+            },
             ..ResourceSample::default()
         };
         r.cgroup = push(&mut r.text, cgroup);

@@ -152,13 +152,13 @@ pub fn text_line(event: &Event) -> String {
             if let Some(cpu) = r.cpu_share() {
                 let _ = write!(s, " cpu={:.1}%", cpu * 100.0);
             }
-            if let Some(t) = r.cpu_throttled_periods.filter(|t| *t > 0) {
+            if let Some(t) = r.usage.cpu_throttled_periods.filter(|t| *t > 0) {
                 let _ = write!(s, " throttled={t}");
             }
-            if let Some(m) = r.memory_usage {
+            if let Some(m) = r.usage.memory_usage {
                 let _ = write!(s, " mem={}MiB", m >> 20);
             }
-            if let Some(p) = r.pids_current {
+            if let Some(p) = r.usage.pids_current {
                 let _ = write!(s, " pids={p}");
             }
         }

@@ -8,172 +8,136 @@ use super::super::cgroupfs::Hierarchies;
 use std::path::Path;
 
 /// Lifetime counters and current levels of one cgroup.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// CPU time used, ns.
-    pub cpu_usage_ns: Option<u64>,
-    /// CFS bandwidth: enforcement periods, periods throttled, time
-    /// throttled (ns).
-    pub cpu_periods: Option<u64>,
-    pub cpu_throttled_periods: Option<u64>,
-    pub cpu_throttled_ns: Option<u64>,
-    /// The CPU quota: (µs of CPU, per period of µs); `None`: no quota.
-    pub cpu_quota: Option<(u64, u64)>,
-    /// Memory charged now, and the limit (`None`: none).
-    pub memory_usage: Option<u64>,
-    pub memory_limit: Option<u64>,
-    /// `memory.events`: `high` (throttled for reclaim), `max` (hit the
-    /// limit), `oom`, `oom_kill`. v1 has `failcnt` for `max` and
-    /// `oom_control`'s `oom_kill`.
-    pub memory_high_events: Option<u64>,
-    pub memory_max_events: Option<u64>,
-    pub memory_oom_events: Option<u64>,
-    pub memory_oom_kills: Option<u64>,
-    /// Block I/O, all devices.
-    pub io_read_bytes: Option<u64>,
-    pub io_write_bytes: Option<u64>,
-    pub io_read_ops: Option<u64>,
-    pub io_write_ops: Option<u64>,
-    /// Tasks now, the limit (`None`: none), forks refused at the limit.
-    pub pids_current: Option<u64>,
-    pub pids_limit: Option<u64>,
-    pub pids_max_events: Option<u64>,
-    /// PSI stall totals, µs: cpu, memory, io × some, full.
-    pub pressure: [Option<u64>; 6],
+pub type Counters = lumen_schemas::event::ResourceUse;
+
+const PSI_CPU_SOME: usize = Counters::PSI_CPU_SOME;
+const PSI_CPU_FULL: usize = Counters::PSI_CPU_FULL;
+const PSI_MEMORY_SOME: usize = Counters::PSI_MEMORY_SOME;
+const PSI_MEMORY_FULL: usize = Counters::PSI_MEMORY_FULL;
+const PSI_IO_SOME: usize = Counters::PSI_IO_SOME;
+const PSI_IO_FULL: usize = Counters::PSI_IO_FULL;
+
+/// Reads the cgroup at `path` (relative to each hierarchy's root; "" for
+/// the root itself).
+pub fn of_cgroup(h: &Hierarchies, path: &str) -> Counters {
+    let rel = path.trim_start_matches('/');
+    let v2 = h.unified.as_deref().map(|u| u.join(rel));
+    let v1 = |controller: &str| h.v1(controller).map(|m| m.join(rel));
+    let mut c = Counters::default();
+    if let Some(dir) = &v2 {
+        read_v2(&mut c, dir);
+    }
+    read_v1(&mut c, &v1);
+    c
 }
 
-/// Index into [`Counters::pressure`].
-pub const PSI_CPU_SOME: usize = 0;
-pub const PSI_CPU_FULL: usize = 1;
-pub const PSI_MEMORY_SOME: usize = 2;
-pub const PSI_MEMORY_FULL: usize = 3;
-pub const PSI_IO_SOME: usize = 4;
-pub const PSI_IO_FULL: usize = 5;
-
-impl Counters {
-    /// Reads the cgroup at `path` (relative to each hierarchy's root; ""
-    /// for the root itself).
-    pub fn read(h: &Hierarchies, path: &str) -> Counters {
-        let rel = path.trim_start_matches('/');
-        let v2 = h.unified.as_deref().map(|u| u.join(rel));
-        let v1 = |controller: &str| h.v1(controller).map(|m| m.join(rel));
-        let mut c = Counters::default();
-        if let Some(dir) = &v2 {
-            c.read_v2(dir);
-        }
-        c.read_v1(&v1);
-        c
-    }
-
-    fn read_v2(&mut self, dir: &Path) {
-        let stat = keyed(dir, "cpu.stat");
-        self.cpu_usage_ns = stat.get("usage_usec").map(|us| us * 1000);
-        self.cpu_periods = stat.get("nr_periods");
-        self.cpu_throttled_periods = stat.get("nr_throttled");
-        self.cpu_throttled_ns = stat.get("throttled_usec").map(|us| us * 1000);
-        if let Some(max) = read(dir, "cpu.max") {
-            let mut parts = max.split_whitespace();
-            if let (Some(quota), Some(period)) = (parts.next(), parts.next()) {
-                self.cpu_quota = quota.parse().ok().zip(period.parse().ok());
-            }
-        }
-        self.memory_usage = number(dir, "memory.current");
-        if let Some(max) = read(dir, "memory.max") {
-            self.memory_limit = max.trim().parse().ok();
-        }
-        let events = keyed(dir, "memory.events");
-        self.memory_high_events = events.get("high");
-        self.memory_max_events = events.get("max");
-        self.memory_oom_events = events.get("oom");
-        self.memory_oom_kills = events.get("oom_kill");
-        if let Some(io) = read(dir, "io.stat") {
-            let mut sums = [0u64; 4];
-            for line in io.lines() {
-                for field in line.split_whitespace().skip(1) {
-                    let Some((k, v)) = field.split_once('=') else {
-                        continue;
-                    };
-                    let i = match k {
-                        "rbytes" => 0,
-                        "wbytes" => 1,
-                        "rios" => 2,
-                        "wios" => 3,
-                        _ => continue,
-                    };
-                    sums[i] += v.parse::<u64>().unwrap_or(0);
-                }
-            }
-            [
-                self.io_read_bytes,
-                self.io_write_bytes,
-                self.io_read_ops,
-                self.io_write_ops,
-            ] = sums.map(Some);
-        }
-        self.pids_current = number(dir, "pids.current");
-        if let Some(max) = read(dir, "pids.max") {
-            self.pids_limit = max.trim().parse().ok();
-        }
-        self.pids_max_events = keyed(dir, "pids.events").get("max");
-        for (file, some, full) in [
-            ("cpu.pressure", PSI_CPU_SOME, PSI_CPU_FULL),
-            ("memory.pressure", PSI_MEMORY_SOME, PSI_MEMORY_FULL),
-            ("io.pressure", PSI_IO_SOME, PSI_IO_FULL),
-        ] {
-            if let Some(text) = read(dir, file) {
-                for line in text.lines() {
-                    let slot = match line.split_whitespace().next() {
-                        Some("some") => some,
-                        Some("full") => full,
-                        _ => continue,
-                    };
-                    self.pressure[slot] = line
-                        .split_whitespace()
-                        .find_map(|f| f.strip_prefix("total="))
-                        .and_then(|t| t.parse().ok());
-                }
-            }
+fn read_v2(c: &mut Counters, dir: &Path) {
+    let stat = keyed(dir, "cpu.stat");
+    c.cpu_usage_ns = stat.get("usage_usec").map(|us| us * 1000);
+    c.cpu_periods = stat.get("nr_periods");
+    c.cpu_throttled_periods = stat.get("nr_throttled");
+    c.cpu_throttled_ns = stat.get("throttled_usec").map(|us| us * 1000);
+    if let Some(max) = read(dir, "cpu.max") {
+        let mut parts = max.split_whitespace();
+        if let (Some(quota), Some(period)) = (parts.next(), parts.next()) {
+            c.cpu_quota = quota.parse().ok().zip(period.parse().ok());
         }
     }
-
-    /// What the unified hierarchy did not give, from the v1 controllers.
-    fn read_v1(&mut self, v1: &dyn Fn(&str) -> Option<std::path::PathBuf>) {
-        if let Some(dir) = v1("cpuacct") {
-            self.cpu_usage_ns = self.cpu_usage_ns.or(number(&dir, "cpuacct.usage"));
-        }
-        if let Some(dir) = v1("cpu") {
-            if self.cpu_periods.is_none() {
-                let stat = keyed(&dir, "cpu.stat");
-                self.cpu_periods = stat.get("nr_periods");
-                self.cpu_throttled_periods = stat.get("nr_throttled");
-                self.cpu_throttled_ns = stat.get("throttled_time");
-                let quota =
-                    read(&dir, "cpu.cfs_quota_us").and_then(|q| q.trim().parse::<i64>().ok());
-                let period = number(&dir, "cpu.cfs_period_us");
-                self.cpu_quota = match (quota, period) {
-                    (Some(q), Some(p)) if q > 0 => Some((q as u64, p)),
-                    _ => None,
+    c.memory_usage = number(dir, "memory.current");
+    if let Some(max) = read(dir, "memory.max") {
+        c.memory_limit = max.trim().parse().ok();
+    }
+    let events = keyed(dir, "memory.events");
+    c.memory_high_events = events.get("high");
+    c.memory_max_events = events.get("max");
+    c.memory_oom_events = events.get("oom");
+    c.memory_oom_kills = events.get("oom_kill");
+    if let Some(io) = read(dir, "io.stat") {
+        let mut sums = [0u64; 4];
+        for line in io.lines() {
+            for field in line.split_whitespace().skip(1) {
+                let Some((k, v)) = field.split_once('=') else {
+                    continue;
                 };
+                let i = match k {
+                    "rbytes" => 0,
+                    "wbytes" => 1,
+                    "rios" => 2,
+                    "wios" => 3,
+                    _ => continue,
+                };
+                sums[i] += v.parse::<u64>().unwrap_or(0);
             }
         }
-        if let Some(dir) = v1("memory").filter(|_| self.memory_usage.is_none()) {
-            self.memory_usage = number(&dir, "memory.usage_in_bytes");
-            // "No limit" is the largest page-aligned signed value.
-            self.memory_limit = number(&dir, "memory.limit_in_bytes").filter(|l| *l < (1 << 62));
-            self.memory_max_events = number(&dir, "memory.failcnt");
-            self.memory_oom_kills = keyed(&dir, "memory.oom_control").get("oom_kill");
+        [
+            c.io_read_bytes,
+            c.io_write_bytes,
+            c.io_read_ops,
+            c.io_write_ops,
+        ] = sums.map(Some);
+    }
+    c.pids_current = number(dir, "pids.current");
+    if let Some(max) = read(dir, "pids.max") {
+        c.pids_limit = max.trim().parse().ok();
+    }
+    c.pids_max_events = keyed(dir, "pids.events").get("max");
+    for (file, some, full) in [
+        ("cpu.pressure", PSI_CPU_SOME, PSI_CPU_FULL),
+        ("memory.pressure", PSI_MEMORY_SOME, PSI_MEMORY_FULL),
+        ("io.pressure", PSI_IO_SOME, PSI_IO_FULL),
+    ] {
+        if let Some(text) = read(dir, file) {
+            for line in text.lines() {
+                let slot = match line.split_whitespace().next() {
+                    Some("some") => some,
+                    Some("full") => full,
+                    _ => continue,
+                };
+                c.pressure_us[slot] = line
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix("total="))
+                    .and_then(|t| t.parse().ok());
+            }
         }
-        if let Some(dir) = v1("blkio").filter(|_| self.io_read_bytes.is_none()) {
-            let bytes = io_service(&dir, "blkio.throttle.io_service_bytes");
-            let ops = io_service(&dir, "blkio.throttle.io_serviced");
-            (self.io_read_bytes, self.io_write_bytes) = bytes.unzip();
-            (self.io_read_ops, self.io_write_ops) = ops.unzip();
+    }
+}
+
+/// What the unified hierarchy did not give, from the v1 controllers.
+fn read_v1(c: &mut Counters, v1: &dyn Fn(&str) -> Option<std::path::PathBuf>) {
+    if let Some(dir) = v1("cpuacct") {
+        c.cpu_usage_ns = c.cpu_usage_ns.or(number(&dir, "cpuacct.usage"));
+    }
+    if let Some(dir) = v1("cpu") {
+        if c.cpu_periods.is_none() {
+            let stat = keyed(&dir, "cpu.stat");
+            c.cpu_periods = stat.get("nr_periods");
+            c.cpu_throttled_periods = stat.get("nr_throttled");
+            c.cpu_throttled_ns = stat.get("throttled_time");
+            let quota = read(&dir, "cpu.cfs_quota_us").and_then(|q| q.trim().parse::<i64>().ok());
+            let period = number(&dir, "cpu.cfs_period_us");
+            c.cpu_quota = match (quota, period) {
+                (Some(q), Some(p)) if q > 0 => Some((q as u64, p)),
+                _ => None,
+            };
         }
-        if let Some(dir) = v1("pids").filter(|_| self.pids_current.is_none()) {
-            self.pids_current = number(&dir, "pids.current");
-            self.pids_limit = read(&dir, "pids.max").and_then(|m| m.trim().parse().ok());
-            self.pids_max_events = keyed(&dir, "pids.events").get("max");
-        }
+    }
+    if let Some(dir) = v1("memory").filter(|_| c.memory_usage.is_none()) {
+        c.memory_usage = number(&dir, "memory.usage_in_bytes");
+        // "No limit" is the largest page-aligned signed value.
+        c.memory_limit = number(&dir, "memory.limit_in_bytes").filter(|l| *l < (1 << 62));
+        c.memory_max_events = number(&dir, "memory.failcnt");
+        c.memory_oom_kills = keyed(&dir, "memory.oom_control").get("oom_kill");
+    }
+    if let Some(dir) = v1("blkio").filter(|_| c.io_read_bytes.is_none()) {
+        let bytes = io_service(&dir, "blkio.throttle.io_service_bytes");
+        let ops = io_service(&dir, "blkio.throttle.io_serviced");
+        (c.io_read_bytes, c.io_write_bytes) = bytes.unzip();
+        (c.io_read_ops, c.io_write_ops) = ops.unzip();
+    }
+    if let Some(dir) = v1("pids").filter(|_| c.pids_current.is_none()) {
+        c.pids_current = number(&dir, "pids.current");
+        c.pids_limit = read(&dir, "pids.max").and_then(|m| m.trim().parse().ok());
+        c.pids_max_events = keyed(&dir, "pids.events").get("max");
     }
 }
 
@@ -261,7 +225,7 @@ mod tests {
             "41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
             root.path().join("unified").display()
         );
-        let c = Counters::read(
+        let c = of_cgroup(
             &Hierarchies::from_mountinfo(&mountinfo),
             "/kubepods/pod1/c1",
         );
@@ -296,7 +260,7 @@ mod tests {
             (Some(12), Some(100), Some(5))
         );
         assert_eq!(
-            c.pressure,
+            c.pressure_us,
             [Some(111), Some(22), Some(333), Some(44), None, None]
         );
 
@@ -343,7 +307,7 @@ mod tests {
                 )
             })
             .collect();
-        let c = Counters::read(&Hierarchies::from_mountinfo(&mountinfo), "docker/c2");
+        let c = of_cgroup(&Hierarchies::from_mountinfo(&mountinfo), "docker/c2");
         assert_eq!(c.cpu_usage_ns, Some(777));
         assert_eq!(
             (c.cpu_periods, c.cpu_throttled_periods, c.cpu_throttled_ns),
@@ -368,7 +332,7 @@ mod tests {
             (c.pids_current, c.pids_limit, c.pids_max_events),
             (Some(3), None, Some(0))
         );
-        assert_eq!(c.pressure, [None; 6], "no PSI on v1");
+        assert_eq!(c.pressure_us, [None; 6], "no PSI on v1");
     }
 
     /// A real cgroup on this (hybrid) machine, with a CPU quota, memory
@@ -411,7 +375,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let c = Counters::read(&h, &name);
+        let c = of_cgroup(&h, &name);
         let file = |i: usize, f: &str| std::fs::read_to_string(dirs[i].join(f)).unwrap();
         if h.v1("cpu").is_some() {
             assert_eq!(c.cpu_quota, Some((20_000, 100_000)));

@@ -25,6 +25,7 @@ mod privilege;
 mod rate_limit;
 mod redact;
 mod reload;
+mod resources;
 mod shutdown;
 mod tap;
 mod webhook;

@@ -372,6 +372,10 @@ impl Container {
         if extra.allow_privilege_gain {
             spec["process"]["noNewPrivileges"] = false.into();
         }
+        if let Some(quota) = extra.cpu_quota_us {
+            spec["linux"]["resources"]["cpu"]["quota"] = quota.into();
+            spec["linux"]["resources"]["cpu"]["period"] = 100_000.into();
+        }
         if extra.privileged_host_pid {
             // All this process may hand on (a sandbox may withhold some).
             let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -467,6 +471,8 @@ pub struct Extra {
     /// Every capability and the host's PID namespace: Kubernetes'
     /// `privileged: true` with `hostPID: true`.
     pub privileged_host_pid: bool,
+    /// A CFS quota (µs per 100 ms period), as a CPU limit sets one.
+    pub cpu_quota_us: Option<u64>,
 }
 
 /// The capabilities a privileged container gets (Linux 5.9+), in the

@@ -86,6 +86,9 @@ pub struct EbpfSourceConfig {
     /// by comm: a process chooses its own name.
     #[serde(default)]
     pub exclude_comms: Vec<String>,
+    /// Sampling of each container's, pod's and the host's resource use.
+    #[serde(default)]
+    pub resources: resources::ResourcesConfig,
 }
 
 /// The kernel's `FILTER` entry for a config; `host_mnt_ns` from /proc/1/ns/mnt.
@@ -248,6 +251,8 @@ pub enum EbpfError {
     TooManyPrefixes(usize),
     #[error("exclude_comms: {0}")]
     BadComm(String),
+    #[error("{0}")]
+    Resources(String),
     #[error(transparent)]
     Kubernetes(#[from] k8s_pods::KubernetesError),
     #[error("containers_only needs the host's mount namespace, but neither /proc/1/ns/mnt nor /proc/self/ns/mnt is readable")]
@@ -409,6 +414,7 @@ impl EbpfSource {
         host: Arc<Host>,
         metrics: Arc<ComponentMetrics>,
     ) -> Result<Self, EbpfError> {
+        config.resources.validate().map_err(EbpfError::Resources)?;
         let mut offsets = offsets::resolve(&config.btf_path)?;
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let prefixes = expand_prefixes(
@@ -633,6 +639,15 @@ impl EbpfSource {
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
         let (loss_tx, mut loss_rx) = tokio::sync::mpsc::channel::<LossReport>(64);
+        let (sample_tx, mut sample_rx) = tokio::sync::mpsc::channel::<Event>(1024);
+        let sampler = config.resources.enabled.then(|| {
+            tokio::spawn(resources::run(
+                config.resources.clone(),
+                host.clone(),
+                sample_tx,
+                shutdown.clone(),
+            ))
+        });
         let reporter = tokio::spawn(watch_drops(
             drops,
             metrics.clone(),
@@ -662,6 +677,7 @@ impl EbpfSource {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(report) = loss_rx.recv() => batch.push(loss_event(report, &reader.host)),
+                Some(sample) = sample_rx.recv() => batch.push(Envelope::new(sample, Ack::none())),
                 ready = ring.readable_mut() => {
                     let mut guard = match ready {
                         Ok(g) => g,
@@ -688,6 +704,15 @@ impl EbpfSource {
         collect(ring.get_mut(), &mut batch, &mut reader);
         if let Err(e) = reporter.await {
             tracing::error!(error = %e, "ebpf source: drop watcher failed");
+        }
+        if let Some(Err(e)) = match sampler {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            tracing::error!(error = %e, "ebpf source: resource sampler failed");
+        }
+        while let Ok(sample) = sample_rx.try_recv() {
+            batch.push(Envelope::new(sample, Ack::none()));
         }
         while let Ok(report) = loss_rx.try_recv() {
             batch.push(loss_event(report, &reader.host));

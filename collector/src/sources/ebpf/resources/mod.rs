@@ -1,4 +1,262 @@
-//! Resource sampling (issue 18): every container's, pod's and the host's
-//! CPU, memory, I/O and PID use, read from the cgroup files.
+//! Resource sampling (issue 18): every `interval_secs`, each container's,
+//! pod's and the host's use of CPU, memory, I/O and PIDs, read from the
+//! cgroup files (either layout, [`counters`]) and sent as
+//! `EventKind::Resource` events: counters as deltas over the interval,
+//! levels at its end. Containers and pods are found by walking the cgroup
+//! hierarchies and recognizing their directories as the kernel records'
+//! attribution does; a cgroup gone since the last sample is forgotten.
 
 pub mod counters;
+
+use super::cgroupfs::Hierarchies;
+use counters::Counters;
+use lumen_schemas::event::{push, Host, ResourceSample, ResourceScope};
+use lumen_schemas::time::Timestamp;
+use lumen_schemas::{Event, EventKind};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `[sources.<id>.resources]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesConfig {
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// Seconds between samples.
+    #[serde(default = "default_interval")]
+    pub interval_secs: f64,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        ResourcesConfig {
+            enabled: default_enabled(),
+            interval_secs: default_interval(),
+        }
+    }
+}
+
+fn default_enabled() -> bool {
+    true
+}
+
+fn default_interval() -> f64 {
+    10.0
+}
+
+impl ResourcesConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.interval_secs >= 0.1 && self.interval_secs.is_finite()) {
+            return Err(format!(
+                "resources.interval_secs must be at least 0.1, not {}",
+                self.interval_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How deep below a hierarchy's root containers are looked for
+/// (`kubepods/burstable/pod<uid>/<id>` is 4).
+const MAX_DEPTH: usize = 8;
+
+/// The sampler's state between samples.
+#[derive(Debug)]
+pub struct Sampler {
+    hierarchies: Hierarchies,
+    /// Each cgroup's counters at the last sample.
+    last: HashMap<String, Counters>,
+    at: Option<Instant>,
+    online_cpus: u32,
+}
+
+impl Sampler {
+    pub fn new(hierarchies: Hierarchies) -> Sampler {
+        // SAFETY: sysconf has no preconditions.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        Sampler {
+            hierarchies,
+            last: HashMap::new(),
+            at: None,
+            online_cpus: u32::try_from(online).unwrap_or(1).max(1),
+        }
+    }
+
+    /// The host's, pods' and containers' cgroups now: (path, scope).
+    pub fn cgroups(&self) -> Vec<(String, ResourceScope)> {
+        let mut found = vec![(String::new(), ResourceScope::Host)];
+        let roots = [
+            self.hierarchies.unified.as_deref(),
+            self.hierarchies.v1("cpu"),
+            self.hierarchies.v1("memory"),
+        ];
+        for root in roots.into_iter().flatten() {
+            walk(root, root, 0, &mut found);
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.dedup_by(|a, b| a.0 == b.0);
+        found
+    }
+
+    /// Reads every cgroup; the events of those seen at the last sample too.
+    pub fn sample(&mut self, host: &Arc<Host>) -> Vec<Event> {
+        let now = Instant::now();
+        let elapsed = self.at.map(|at| now.duration_since(at));
+        self.at = Some(now);
+        let time = Timestamp::now();
+        let mut seen = HashMap::with_capacity(self.last.len());
+        let mut events = Vec::new();
+        for (path, scope) in self.cgroups() {
+            let current = counters::of_cgroup(&self.hierarchies, &path);
+            if let (Some(last), Some(elapsed)) = (self.last.get(&path), elapsed) {
+                let sample = self.sample_of(&path, scope, last, &current, elapsed);
+                events.push(Event {
+                    time,
+                    observed: time,
+                    host: host.clone(),
+                    kind: EventKind::Resource(Box::new(sample)),
+                    redaction: Default::default(),
+                });
+            }
+            seen.insert(path, current);
+        }
+        self.last = seen;
+        events
+    }
+
+    fn sample_of(
+        &self,
+        path: &str,
+        scope: ResourceScope,
+        last: &Counters,
+        now: &Counters,
+        elapsed: Duration,
+    ) -> ResourceSample {
+        let mut r = ResourceSample {
+            scope: Some(scope),
+            interval_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            online_cpus: self.online_cpus,
+            usage: deltas(last, now),
+            ..ResourceSample::default()
+        };
+        r.cgroup = push(&mut r.text, path);
+        let components: Vec<&str> = path.rsplit('/').filter(|c| !c.is_empty()).collect();
+        let parsed = crate::attribution::parse(&components);
+        if let Some(id) = parsed.container_id {
+            r.attribution.container_id = push(&mut r.text, id);
+        }
+        r.attribution.runtime = parsed.runtime;
+        if let Some(uid) = &parsed.pod_uid {
+            r.attribution.pod_uid = push(&mut r.text, uid);
+        }
+        r.attribution.qos_class = parsed.qos;
+        r
+    }
+}
+
+/// Counters as deltas from `last` to `now` (a counter that went back — a
+/// reset — counts from zero); levels as `now` has them.
+fn deltas(last: &Counters, now: &Counters) -> Counters {
+    let d = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if b >= a => Some(b - a),
+        (_, b) => b,
+    };
+    let mut pressure_us = [None; 6];
+    for (i, slot) in pressure_us.iter_mut().enumerate() {
+        *slot = d(last.pressure_us[i], now.pressure_us[i]);
+    }
+    Counters {
+        cpu_usage_ns: d(last.cpu_usage_ns, now.cpu_usage_ns),
+        cpu_periods: d(last.cpu_periods, now.cpu_periods),
+        cpu_throttled_periods: d(last.cpu_throttled_periods, now.cpu_throttled_periods),
+        cpu_throttled_ns: d(last.cpu_throttled_ns, now.cpu_throttled_ns),
+        cpu_quota: now.cpu_quota,
+        memory_usage: now.memory_usage,
+        memory_limit: now.memory_limit,
+        memory_high_events: d(last.memory_high_events, now.memory_high_events),
+        memory_max_events: d(last.memory_max_events, now.memory_max_events),
+        memory_oom_events: d(last.memory_oom_events, now.memory_oom_events),
+        memory_oom_kills: d(last.memory_oom_kills, now.memory_oom_kills),
+        io_read_bytes: d(last.io_read_bytes, now.io_read_bytes),
+        io_write_bytes: d(last.io_write_bytes, now.io_write_bytes),
+        io_read_ops: d(last.io_read_ops, now.io_read_ops),
+        io_write_ops: d(last.io_write_ops, now.io_write_ops),
+        pids_current: now.pids_current,
+        pids_limit: now.pids_limit,
+        pids_max_events: d(last.pids_max_events, now.pids_max_events),
+        pressure_us,
+    }
+}
+
+/// Collects the pod and container cgroups below `dir` (relative to
+/// `root`).
+fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<(String, ResourceScope)>) {
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy().into_owned();
+        let components: Vec<&str> = rel.rsplit('/').collect();
+        let parsed = crate::attribution::parse(&components);
+        if parsed.container_id.is_some() {
+            found.push((rel, ResourceScope::Container));
+            continue; // a container's sub-cgroups are its own business
+        }
+        if parsed.pod_uid.is_some() {
+            found.push((rel.clone(), ResourceScope::Pod));
+        }
+        walk(root, &path, depth + 1, found);
+    }
+}
+
+/// Samples every `interval` until `tx` closes or shutdown; reads run on a
+/// blocking thread (hundreds of small files).
+pub async fn run(
+    config: ResourcesConfig,
+    host: Arc<Host>,
+    tx: tokio::sync::mpsc::Sender<Event>,
+    mut shutdown: crate::topology::shutdown::ShutdownSignal,
+) {
+    let mut sampler = Sampler::new(Hierarchies::discover());
+    let period = Duration::from_secs_f64(config.interval_secs);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let host_for_task = host.clone();
+        let Ok((back, events)) = tokio::task::spawn_blocking(move || {
+            let events = sampler.sample(&host_for_task);
+            (sampler, events)
+        })
+        .await
+        else {
+            tracing::error!("ebpf source: resource sampling failed; stopped");
+            return;
+        };
+        sampler = back;
+        for e in events {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! The sampler on this machine's real cgroup hierarchies.
+
+use super::*;
+
+const ID: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+const UID: &str = "0f5a7c1e-1111-2222-3333-444455556666";
+
+/// A kubelet-layout pod and container cgroup in every hierarchy, removed
+/// when dropped.
+struct TestCgroup {
+    dirs: Vec<std::path::PathBuf>,
+    rel: String,
+}
+
+impl TestCgroup {
+    fn new(h: &Hierarchies) -> TestCgroup {
+        let rel = format!(
+            "lumen-sampler-{}/kubepods/besteffort/pod{UID}/{ID}",
+            std::process::id()
+        );
+        let mounts = [
+            h.unified.as_deref(),
+            h.v1("cpu"),
+            h.v1("cpuacct"),
+            h.v1("memory"),
+            h.v1("pids"),
+        ];
+        let mut dirs = Vec::new();
+        for mount in mounts.into_iter().flatten() {
+            let dir = mount.join(&rel);
+            if dirs.contains(&dir) {
+                continue;
+            }
+            std::fs::create_dir_all(&dir).unwrap();
+            dirs.push(dir);
+        }
+        if let Some(pids) = h.v1("pids") {
+            std::fs::write(pids.join(&rel).join("pids.max"), "20").unwrap();
+        }
+        TestCgroup { dirs, rel }
+    }
+
+    /// Runs a shell in the container's cgroup that spins for `ms`.
+    fn spin(&self, ms: u64) {
+        let joins: String = self
+            .dirs
+            .iter()
+            .map(|d| format!("echo $$ > {}/cgroup.procs; ", d.display()))
+            .collect();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{joins} end=$(($(date +%s%N) + {ms}000000)); while [ $(date +%s%N) -lt $end ]; do :; done"
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            // Leaf first, up to the test's own top directory.
+            let mut d = dir.clone();
+            for _ in 0..5 {
+                let _ = std::fs::remove_dir(&d);
+                d.pop();
+            }
+        }
+    }
+}
+
+fn unified_usage_ns(h: &Hierarchies, rel: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(h.unified.as_ref()?.join(rel).join("cpu.stat")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|us| us * 1000)
+}
+
+#[test]
+fn containers_pods_and_the_host_are_sampled_with_deltas_their_files_agree_with() {
+    let h = Hierarchies::discover();
+    let cgroup = TestCgroup::new(&h);
+    let host = Arc::new(Host::default());
+    let mut sampler = Sampler::new(h.clone());
+    let found = sampler.cgroups();
+    assert!(
+        found.contains(&(cgroup.rel.clone(), ResourceScope::Container)),
+        "{found:?}"
+    );
+    let pod = cgroup.rel.rsplit_once('/').unwrap().0.to_owned();
+    assert!(
+        found.contains(&(pod.clone(), ResourceScope::Pod)),
+        "{found:?}"
+    );
+    assert_eq!(found[0], (String::new(), ResourceScope::Host));
+
+    let first = sampler.sample(&host);
+    let before = unified_usage_ns(&h, &cgroup.rel);
+    assert!(
+        !first
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Resource(r) if r.s(r.cgroup) == cgroup.rel)),
+        "a cgroup's first sample has no interval yet"
+    );
+    cgroup.spin(300);
+    let after = unified_usage_ns(&h, &cgroup.rel);
+    let events = sampler.sample(&host);
+    let of = |path: &str| {
+        events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::Resource(r) if r.s(r.cgroup) == path => Some(r.as_ref().clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no sample of {path:?}"))
+    };
+    let c = of(&cgroup.rel);
+    assert_eq!(c.scope, Some(ResourceScope::Container));
+    assert_eq!(c.s(c.attribution.container_id), ID);
+    assert_eq!(c.s(c.attribution.pod_uid), UID);
+    assert_eq!(
+        c.attribution.qos_class,
+        Some(lumen_schemas::event::QosClass::BestEffort)
+    );
+    let used = c.usage.cpu_usage_ns.unwrap();
+    assert!(used > 100_000_000, "300 ms of spinning: {used} ns");
+    if let (Some(before), Some(after)) = (before, after) {
+        assert_eq!(
+            used,
+            after - before,
+            "the delta of the cgroup's own cpu.stat"
+        );
+    }
+    assert!(c.interval_ns >= 300_000_000, "{}", c.interval_ns);
+    if h.v1("pids").is_some() {
+        assert_eq!(c.usage.pids_limit, Some(20));
+        assert_eq!(c.usage.pids_current, Some(0), "the shell has exited");
+    }
+    let share = c.cpu_share().unwrap();
+    assert!(share > 0.0 && share <= 1.0, "{share}");
+    let p = of(&pod);
+    assert_eq!(p.scope, Some(ResourceScope::Pod));
+    assert_eq!(p.s(p.attribution.pod_uid), UID);
+    assert!(p.attribution.container_id.is_empty());
+    let whole = of("");
+    assert_eq!(whole.scope, Some(ResourceScope::Host));
+    assert!(
+        whole.usage.cpu_usage_ns.unwrap() >= used,
+        "the host's includes the container's"
+    );
+
+    // Gone: no sample, and forgotten.
+    drop(cgroup);
+    let events = sampler.sample(&host);
+    assert!(!events
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::Resource(r) if r.s(r.cgroup).contains(ID))));
+    assert!(!sampler.last.keys().any(|k| k.contains(ID)));
+}
+
+#[test]
+fn deltas_of_counters_levels_as_they_are_and_resets_from_zero() {
+    let last = Counters {
+        cpu_usage_ns: Some(100),
+        memory_usage: Some(50),
+        memory_oom_kills: Some(2),
+        pids_max_events: Some(9),
+        pressure_us: [Some(10), None, None, None, None, None],
+        ..Counters::default()
+    };
+    let now = Counters {
+        cpu_usage_ns: Some(350),
+        memory_usage: Some(40),
+        memory_oom_kills: Some(3),
+        pids_max_events: Some(1),
+        pressure_us: [Some(15), Some(1), None, None, None, None],
+        ..Counters::default()
+    };
+    let d = deltas(&last, &now);
+    assert_eq!(d.cpu_usage_ns, Some(250));
+    assert_eq!(d.memory_usage, Some(40), "a level, not a delta");
+    assert_eq!(d.memory_oom_kills, Some(1));
+    assert_eq!(
+        d.pids_max_events,
+        Some(1),
+        "went back: a reset, counted from zero"
+    );
+    assert_eq!(d.pressure_us[0], Some(5));
+    assert_eq!(d.pressure_us[1], Some(1));
+}
+
+#[test]
+fn a_bad_interval_is_refused() {
+    let bad = ResourcesConfig {
+        interval_secs: 0.0,
+        ..ResourcesConfig::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .contains("resources.interval_secs"));
+    assert!(ResourcesConfig::default().validate().is_ok());
+}

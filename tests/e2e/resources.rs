@@ -1,9 +1,13 @@
-//! Resource samples through the binary: a real runc container in the
-//! kubelet layout, with a CPU quota, spinning; its samples carry its
-//! container and pod, its CPU use and its throttling, in ECS.
+//! Resource samples and their findings through the binary, with real runc
+//! containers in the kubelet layout: one with a CPU quota, spinning (its
+//! samples carry its pod, CPU use and throttling; a throttling finding);
+//! one that allocates past its memory limit (an OOM-kill finding); a fork
+//! bomb against its PID limit (a PID-exhaustion finding); and an idle one
+//! that raises nothing.
 
 use crate::support::{is_root, random_container_id, wait_for_events, Container, Extra, Lumen};
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 
 const CONFIG: &str = r#"
@@ -14,7 +18,7 @@ resources.interval_secs = 0.5
 [transforms.samples]
 type = "filter"
 inputs = ["kernel"]
-include_kinds = ["resource_sample"]
+include_kinds = ["resource_sample", "finding"]
 
 [sinks.ecs]
 type = "file"
@@ -52,11 +56,19 @@ fn a_spinning_container_with_a_quota_is_sampled_with_its_cpu_and_throttling() {
             .collect()
     };
     let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| {
-        of_container(evs).len() >= 2
+        of_container(evs)
+            .iter()
+            .filter(|s| s["event"]["kind"] == "metric")
+            .count()
+            >= 2
     });
     let samples = of_container(&events);
+    let samples: Vec<&Value> = samples
+        .iter()
+        .filter(|s| s["event"]["kind"] == "metric")
+        .collect();
+    assert!(samples.len() >= 2);
     for s in &samples {
-        assert_eq!(s["event"]["kind"], "metric", "{s:#}");
         assert_eq!(s["lumen"]["resources"]["scope"], "container");
         assert_eq!(s["kubernetes"]["pod"]["uid"], pod);
         assert_eq!(s["lumen"]["resources"]["cpu"]["quota_us"], 20_000);
@@ -85,6 +97,131 @@ fn a_spinning_container_with_a_quota_is_sampled_with_its_cpu_and_throttling() {
     assert!(events
         .iter()
         .any(|e| e["lumen"]["resources"]["scope"] == "host"));
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}
+
+/// The rule ids of the findings about container `id` in `events`.
+fn findings_of(events: &[Value], id: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"]["kind"] == "alert" && e["container"]["id"] == id)
+        .filter_map(|e| e["rule"]["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn run_in_pod(name: &str, args: &[&str], extra: Extra) -> String {
+    let id = random_container_id();
+    let container = Container::with(
+        &format!("lumen-{name}-{}", &id[..12]),
+        &format!("/kubepods/burstable/pod0f5a7c1e-1111-2222-3333-888855556666/{id}"),
+        args,
+        extra,
+    );
+    let _ = container.run();
+    id
+}
+
+/// Waits for the finding `rule` about container `id`; returns it.
+fn wait_finding(ecs: &Path, id: &str, rule: &str) -> Value {
+    let events = wait_for_events(ecs, Duration::from_secs(20), |evs| {
+        findings_of(evs, id).iter().any(|r| r == rule)
+    });
+    events
+        .into_iter()
+        .find(|e| e["rule"]["id"] == rule && e["container"]["id"] == id)
+        .unwrap_or_default()
+}
+
+#[test]
+fn throttling_oom_kills_and_fork_bombs_are_findings_and_an_idle_container_is_not() {
+    assert!(is_root(), "runc and eBPF need root (CI runs as root)");
+    let mut lumen = Lumen::start(CONFIG);
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    let ecs = lumen.path("ecs.ndjson");
+    let spin = "end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done";
+    let throttled = run_in_pod(
+        "throttled",
+        &["/bin/sh", "-c", spin],
+        Extra {
+            cpu_quota_us: Some(10_000),
+            ..Extra::default()
+        },
+    );
+    let f = wait_finding(&ecs, &throttled, "lumen.resources.cpu_throttled");
+    assert_eq!(f["threat"]["technique"]["id"][0], "T1496", "{f:#}");
+    assert!(
+        f["lumen"]["resources"]["cpu"]["throttled_periods"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    // Allocates 64 MiB under a 16 MiB limit, then lives on a moment.
+    let oom = run_in_pod(
+        "oom",
+        &[
+            "/bin/sh",
+            "-c",
+            "dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 1.5",
+        ],
+        Extra {
+            memory_limit: Some(16 << 20),
+            ..Extra::default()
+        },
+    );
+    let f = wait_finding(&ecs, &oom, "lumen.resources.oom_killed");
+    assert!(
+        f["lumen"]["resources"]["memory"]["oom_kills"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{f:#}"
+    );
+    assert_eq!(
+        f["kubernetes"]["pod"]["uid"],
+        "0f5a7c1e-1111-2222-3333-888855556666"
+    );
+    // Thirty background sleeps under a limit of ten tasks.
+    let bomb = run_in_pod(
+        "forkbomb",
+        &[
+            "/bin/sh",
+            "-c",
+            // The bomb's shell gives up at the first refused fork; the
+            // container's own lives on without forking.
+            "sh -c 'i=0; while [ $i -lt 30 ]; do sleep 2 & i=$((i + 1)); done' 2>/dev/null; exec sleep 2",
+        ],
+        Extra {
+            pids_limit: Some(10),
+            ..Extra::default()
+        },
+    );
+    let f = wait_finding(&ecs, &bomb, "lumen.resources.pid_exhaustion");
+    assert_eq!(f["lumen"]["resources"]["pids"]["limit"], 10, "{f:#}");
+    // An idle container: sampled, no finding.
+    let idle = run_in_pod("idle", &["/bin/sleep", "2"], Extra::default());
+    let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| {
+        evs.iter().any(|e| e["container"]["id"] == idle.as_str())
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let events = crate::support::read_ndjson(&ecs)
+        .into_iter()
+        .chain(events)
+        .collect::<Vec<_>>();
+    assert!(
+        findings_of(&events, &idle).is_empty(),
+        "{:?}",
+        findings_of(&events, &idle)
+    );
+    // Each container raised only its own finding.
+    for (id, rule) in [
+        (&throttled, "lumen.resources.cpu_throttled"),
+        (&oom, "lumen.resources.oom_killed"),
+        (&bomb, "lumen.resources.pid_exhaustion"),
+    ] {
+        let found = findings_of(&events, id);
+        assert!(found.iter().all(|r| r == rule), "{rule}: {found:?}");
+    }
     let (status, _) = lumen.stop();
     assert!(status.success());
 }

@@ -372,6 +372,13 @@ impl Container {
         if extra.allow_privilege_gain {
             spec["process"]["noNewPrivileges"] = false.into();
         }
+        if let Some(limit) = extra.memory_limit {
+            spec["linux"]["resources"]["memory"]["limit"] = limit.into();
+            spec["linux"]["resources"]["memory"]["swap"] = limit.into();
+        }
+        if let Some(limit) = extra.pids_limit {
+            spec["linux"]["resources"]["pids"]["limit"] = limit.into();
+        }
         if let Some(quota) = extra.cpu_quota_us {
             spec["linux"]["resources"]["cpu"]["quota"] = quota.into();
             spec["linux"]["resources"]["cpu"]["period"] = 100_000.into();
@@ -473,6 +480,10 @@ pub struct Extra {
     pub privileged_host_pid: bool,
     /// A CFS quota (µs per 100 ms period), as a CPU limit sets one.
     pub cpu_quota_us: Option<u64>,
+    /// A memory limit (bytes; no swap beyond it).
+    pub memory_limit: Option<u64>,
+    /// A PID limit.
+    pub pids_limit: Option<u64>,
 }
 
 /// The capabilities a privileged container gets (Linux 5.9+), in the

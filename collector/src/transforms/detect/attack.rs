@@ -38,6 +38,7 @@ const TECHNIQUES: &[(&str, &str, &str)] = &[
     ("T1105", "Ingress Tool Transfer", "TA0011"),
     ("T1190", "Exploit Public-Facing Application", "TA0001"),
     ("T1496", "Resource Hijacking", "TA0040"),
+    ("T1499", "Endpoint Denial of Service", "TA0040"),
     ("T1528", "Steal Application Access Token", "TA0006"),
     ("T1543", "Create or Modify System Process", "TA0003"),
     ("T1547.006", "Kernel Modules and Extensions", "TA0003"),

@@ -2,11 +2,13 @@
 //! pod's and the host's use of CPU, memory, I/O and PIDs, read from the
 //! cgroup files (either layout, [`counters`]) and sent as
 //! `EventKind::Resource` events: counters as deltas over the interval,
-//! levels at its end. Containers and pods are found by walking the cgroup
+//! levels at its end (a cgroup that appeared since the last sample counts
+//! from zero). Containers and pods are found by walking the cgroup
 //! hierarchies and recognizing their directories as the kernel records'
 //! attribution does; a cgroup gone since the last sample is forgotten.
 
 pub mod counters;
+pub mod findings;
 
 use super::cgroupfs::Hierarchies;
 use counters::Counters;
@@ -28,6 +30,9 @@ pub struct ResourcesConfig {
     /// Seconds between samples.
     #[serde(default = "default_interval")]
     pub interval_secs: f64,
+    /// Findings from the samples, and their thresholds.
+    #[serde(default)]
+    pub findings: findings::FindingsConfig,
 }
 
 impl Default for ResourcesConfig {
@@ -35,6 +40,7 @@ impl Default for ResourcesConfig {
         ResourcesConfig {
             enabled: default_enabled(),
             interval_secs: default_interval(),
+            findings: findings::FindingsConfig::default(),
         }
     }
 }
@@ -55,7 +61,7 @@ impl ResourcesConfig {
                 self.interval_secs
             ));
         }
-        Ok(())
+        self.findings.validate()
     }
 }
 
@@ -109,9 +115,14 @@ impl Sampler {
         let time = Timestamp::now();
         let mut seen = HashMap::with_capacity(self.last.len());
         let mut events = Vec::new();
+        let zero = Counters::default();
         for (path, scope) in self.cgroups() {
             let current = counters::of_cgroup(&self.hierarchies, &path);
-            if let (Some(last), Some(elapsed)) = (self.last.get(&path), elapsed) {
+            // A cgroup new since the last sample: all it counted happened
+            // since then (an OOM kill at a container's start included). At
+            // the very first sample, what cgroups counted before is history.
+            let last = self.last.get(&path).unwrap_or(&zero);
+            if let Some(elapsed) = elapsed {
                 let sample = self.sample_of(&path, scope, last, &current, elapsed);
                 events.push(Event {
                     time,
@@ -231,6 +242,7 @@ pub async fn run(
     mut shutdown: crate::topology::shutdown::ShutdownSignal,
 ) {
     let mut sampler = Sampler::new(Hierarchies::discover());
+    let mut rules = findings::Findings::new(config.findings.clone());
     let period = Duration::from_secs_f64(config.interval_secs);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -250,7 +262,10 @@ pub async fn run(
             return;
         };
         sampler = back;
-        for e in events {
+        let mut raised = Vec::new();
+        rules.check(&events, &mut raised);
+        rules.retain(|cgroup| sampler.last.contains_key(cgroup));
+        for e in events.into_iter().chain(raised) {
             if tx.send(e).await.is_err() {
                 return;
             }

@@ -1,0 +1,398 @@
+//! Findings from resource samples, raised by the source itself (so every
+//! topology gets them, with or without a `detect` transform) in the shape
+//! of every other finding: a container throttled by its own CPU quota, an
+//! OOM kill at its memory limit, its PID limit hit (a fork bomb), memory
+//! pressure (PSI "full" stall). A rule fires at most once per container
+//! per `suppress_secs`; the next finding counts what was suppressed.
+
+use crate::transforms::detect::attack::attack;
+use lumen_schemas::event::{Finding, ResourceSample, ResourceScope, RuleInfo, Severity};
+use lumen_schemas::time::Timestamp;
+use lumen_schemas::{Event, EventKind};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `[sources.<id>.resources.findings]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Share of a container's CFS periods throttled in one interval.
+    #[serde(default = "default_throttled")]
+    pub cpu_throttled_ratio: f64,
+    /// Share of the interval in which all of a container's tasks stalled
+    /// on memory (PSI `full`), in percent.
+    #[serde(default = "default_memory_pressure")]
+    pub memory_pressure_full_percent: f64,
+    /// One finding per rule and container in this long.
+    #[serde(default = "default_suppress")]
+    pub suppress_secs: u64,
+}
+
+impl Default for FindingsConfig {
+    fn default() -> Self {
+        FindingsConfig {
+            enabled: true,
+            cpu_throttled_ratio: default_throttled(),
+            memory_pressure_full_percent: default_memory_pressure(),
+            suppress_secs: default_suppress(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_throttled() -> f64 {
+    0.25
+}
+
+fn default_memory_pressure() -> f64 {
+    10.0
+}
+
+fn default_suppress() -> u64 {
+    300
+}
+
+impl FindingsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.cpu_throttled_ratio > 0.0 && self.cpu_throttled_ratio <= 1.0) {
+            return Err(format!(
+                "resources.findings.cpu_throttled_ratio must be in (0, 1], not {}",
+                self.cpu_throttled_ratio
+            ));
+        }
+        if !(self.memory_pressure_full_percent > 0.0 && self.memory_pressure_full_percent <= 100.0)
+        {
+            return Err(format!(
+                "resources.findings.memory_pressure_full_percent must be in (0, 100], not {}",
+                self.memory_pressure_full_percent
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The rules, in the order of [`Rules::infos`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Rule {
+    CpuThrottled = 0,
+    OomKilled = 1,
+    PidExhaustion = 2,
+    MemoryPressure = 3,
+}
+
+/// (id, title, description, severity, type, technique) of each rule.
+const RULES: [(&str, &str, &str, Severity, &str, &str); 4] = [
+    (
+        "lumen.resources.cpu_throttled",
+        "A container was throttled by its own CPU quota",
+        "Its CFS quota (a CPU limit) stopped it in a large share of the interval's periods: it wants more CPU than its limit gives. That is the container's own limit, not a neighbour taking the CPU; a miner kept under a quota looks like this.",
+        Severity::Low,
+        "Resource Exhaustion",
+        "T1496",
+    ),
+    (
+        "lumen.resources.oom_killed",
+        "A process in a container was killed at its memory limit",
+        "The kernel's OOM killer ended a process of the container because the container reached its memory limit.",
+        Severity::Medium,
+        "Resource Exhaustion",
+        "T1499",
+    ),
+    (
+        "lumen.resources.pid_exhaustion",
+        "A container hit its PID limit",
+        "Forks were refused because the container has as many tasks as its pids.max allows: a fork bomb, or a workload leaking processes.",
+        Severity::High,
+        "Resource Exhaustion",
+        "T1499",
+    ),
+    (
+        "lumen.resources.memory_pressure",
+        "A container stalled on memory",
+        "All of the container's tasks waited for memory (reclaim, swap-in) for a large share of the interval (PSI full).",
+        Severity::Medium,
+        "Resource Exhaustion",
+        "T1499",
+    ),
+];
+
+/// What a rule's suppression window holds for one container.
+#[derive(Debug)]
+struct Window {
+    emitted: Timestamp,
+    suppressed: u64,
+    first: Timestamp,
+}
+
+/// The rules' state.
+#[derive(Debug)]
+pub struct Findings {
+    config: FindingsConfig,
+    infos: Vec<Arc<RuleInfo>>,
+    windows: HashMap<(Rule, String), Window>,
+}
+
+impl Findings {
+    pub fn new(config: FindingsConfig) -> Findings {
+        let infos = RULES
+            .iter()
+            .map(|(id, title, description, severity, kind, technique)| {
+                Arc::new(RuleInfo {
+                    id: (*id).to_owned(),
+                    title: (*title).to_owned(),
+                    description: (*description).to_owned(),
+                    severity: *severity,
+                    types: vec![(*kind).to_owned()],
+                    attacks: attack(technique, None).into_iter().collect(),
+                    ruleset: "builtin".to_owned(),
+                    references: Vec::new(),
+                })
+            })
+            .collect();
+        Findings {
+            config,
+            infos,
+            windows: HashMap::new(),
+        }
+    }
+
+    /// The findings `samples` raise, into `out`.
+    pub fn check(&mut self, samples: &[Event], out: &mut Vec<Event>) {
+        if !self.config.enabled {
+            return;
+        }
+        for event in samples {
+            let EventKind::Resource(r) = &event.kind else {
+                continue;
+            };
+            if r.scope != Some(ResourceScope::Container) {
+                continue;
+            }
+            for rule in self.matching(r) {
+                if let Some(f) = self.raise(rule, r, event) {
+                    out.push(f);
+                }
+            }
+        }
+    }
+
+    fn matching(&self, r: &ResourceSample) -> Vec<Rule> {
+        let u = &r.usage;
+        let mut rules = Vec::new();
+        if let (Some(periods), Some(throttled)) = (u.cpu_periods, u.cpu_throttled_periods) {
+            if periods > 0 && throttled as f64 >= self.config.cpu_throttled_ratio * periods as f64 {
+                rules.push(Rule::CpuThrottled);
+            }
+        }
+        if u.memory_oom_kills.is_some_and(|n| n > 0) {
+            rules.push(Rule::OomKilled);
+        }
+        if u.pids_max_events.is_some_and(|n| n > 0) {
+            rules.push(Rule::PidExhaustion);
+        }
+        let full = u.pressure_us[lumen_schemas::event::ResourceUse::PSI_MEMORY_FULL];
+        if let Some(full_us) = full.filter(|_| r.interval_ns > 0) {
+            let percent = full_us as f64 * 1000.0 * 100.0 / r.interval_ns as f64;
+            if percent >= self.config.memory_pressure_full_percent {
+                rules.push(Rule::MemoryPressure);
+            }
+        }
+        rules
+    }
+
+    /// A finding for `rule` on `r`'s container, unless suppressed.
+    fn raise(&mut self, rule: Rule, r: &ResourceSample, event: &Event) -> Option<Event> {
+        let t = event.time;
+        let window_ns = i64::try_from(self.config.suppress_secs)
+            .unwrap_or(i64::MAX / 1_000_000_000)
+            .saturating_mul(1_000_000_000);
+        let key = (rule, r.s(r.cgroup).to_owned());
+        let (count, first) = match self.windows.get_mut(&key) {
+            Some(w) if t.0.saturating_sub(w.emitted.0) < window_ns => {
+                if w.suppressed == 0 {
+                    w.first = t;
+                }
+                w.suppressed += 1;
+                return None;
+            }
+            Some(w) => {
+                let pending = (w.suppressed + 1, if w.suppressed > 0 { w.first } else { t });
+                *w = Window {
+                    emitted: t,
+                    suppressed: 0,
+                    first: t,
+                };
+                pending
+            }
+            None => {
+                self.windows.insert(
+                    key,
+                    Window {
+                        emitted: t,
+                        suppressed: 0,
+                        first: t,
+                    },
+                );
+                (1, t)
+            }
+        };
+        Some(Event {
+            time: t,
+            observed: Timestamp::now(),
+            host: event.host.clone(),
+            kind: EventKind::Finding(Box::new(Finding {
+                rule: self.infos[rule as usize].clone(),
+                count,
+                first_seen: first,
+                last_seen: t,
+                evidence: Box::new(event.clone()),
+            })),
+            redaction: Default::default(),
+        })
+    }
+
+    /// Forgets the windows of containers no longer sampled.
+    pub fn retain(&mut self, live: impl Fn(&str) -> bool) {
+        self.windows.retain(|(_, cgroup), _| live(cgroup));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lumen_schemas::event::{push, ResourceUse};
+
+    fn sample(usage: ResourceUse, t: i64) -> Event {
+        let mut r = ResourceSample {
+            scope: Some(ResourceScope::Container),
+            interval_ns: 10_000_000_000,
+            online_cpus: 2,
+            usage,
+            ..ResourceSample::default()
+        };
+        r.cgroup = push(&mut r.text, "kubepods/pod1/abc");
+        r.attribution.container_id = push(&mut r.text, &"ab".repeat(32));
+        Event {
+            time: Timestamp(t * 1_000_000_000),
+            observed: Timestamp(t),
+            host: Arc::default(),
+            kind: EventKind::Resource(Box::new(r)),
+            redaction: Default::default(),
+        }
+    }
+
+    fn fired(f: &mut Findings, e: Event) -> Vec<String> {
+        let mut out = Vec::new();
+        f.check(&[e], &mut out);
+        out.iter()
+            .map(|e| match &e.kind {
+                EventKind::Finding(f) => f.rule.id.clone(),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_rule_fires_on_its_condition_and_an_ordinary_sample_is_quiet() {
+        let mut f = Findings::new(FindingsConfig::default());
+        let busy = ResourceUse {
+            cpu_usage_ns: Some(9_000_000_000),
+            cpu_periods: Some(100),
+            cpu_throttled_periods: Some(10),
+            memory_usage: Some(100 << 20),
+            memory_limit: Some(512 << 20),
+            memory_oom_kills: Some(0),
+            pids_current: Some(40),
+            pids_limit: Some(100),
+            pids_max_events: Some(0),
+            pressure_us: [
+                Some(500_000),
+                Some(0),
+                Some(100_000),
+                Some(50_000),
+                None,
+                None,
+            ],
+            ..ResourceUse::default()
+        };
+        assert!(
+            fired(&mut f, sample(busy.clone(), 1)).is_empty(),
+            "10 % throttled, 0.5 % stalled"
+        );
+        for (rule, usage) in [
+            (
+                "lumen.resources.cpu_throttled",
+                ResourceUse {
+                    cpu_throttled_periods: Some(60),
+                    ..busy.clone()
+                },
+            ),
+            (
+                "lumen.resources.oom_killed",
+                ResourceUse {
+                    memory_oom_kills: Some(1),
+                    ..busy.clone()
+                },
+            ),
+            (
+                "lumen.resources.pid_exhaustion",
+                ResourceUse {
+                    pids_max_events: Some(7),
+                    ..busy.clone()
+                },
+            ),
+            (
+                "lumen.resources.memory_pressure",
+                ResourceUse {
+                    // 2 s of 10 s: 20 %.
+                    pressure_us: [None, None, None, Some(2_000_000), None, None],
+                    ..busy.clone()
+                },
+            ),
+        ] {
+            let mut f = Findings::new(FindingsConfig::default());
+            assert_eq!(fired(&mut f, sample(usage, 1)), [rule]);
+        }
+    }
+
+    #[test]
+    fn one_finding_per_container_and_window_with_the_suppressed_counted() {
+        let mut f = Findings::new(FindingsConfig {
+            suppress_secs: 60,
+            ..FindingsConfig::default()
+        });
+        let oom = ResourceUse {
+            memory_oom_kills: Some(1),
+            ..ResourceUse::default()
+        };
+        assert_eq!(fired(&mut f, sample(oom.clone(), 0)).len(), 1);
+        assert!(fired(&mut f, sample(oom.clone(), 10)).is_empty());
+        assert!(fired(&mut f, sample(oom.clone(), 20)).is_empty());
+        let mut out = Vec::new();
+        f.check(&[sample(oom, 61)], &mut out);
+        let EventKind::Finding(finding) = &out[0].kind else {
+            unreachable!()
+        };
+        assert_eq!(finding.count, 3, "two suppressed and this one");
+        assert_eq!(finding.first_seen, Timestamp(10_000_000_000));
+        assert_eq!(finding.rule.attacks[0].technique_id, "T1499");
+        f.retain(|_| false);
+        assert!(f.windows.is_empty());
+    }
+
+    #[test]
+    fn bad_thresholds_are_refused() {
+        let bad = FindingsConfig {
+            cpu_throttled_ratio: 1.5,
+            ..FindingsConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("cpu_throttled_ratio"));
+        assert!(FindingsConfig::default().validate().is_ok());
+    }
+}

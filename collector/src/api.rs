@@ -90,6 +90,8 @@ struct Topology {
     detections: BTreeMap<String, Arc<crate::transforms::detect::DetectMetrics>>,
     /// Per network sink id, its delivery counters and request latencies.
     deliveries: BTreeMap<String, Arc<DeliveryMetrics>>,
+    /// Per ebpf source id, its containers' resource counters.
+    resources: BTreeMap<String, Arc<crate::sources::ebpf::resources::ResourceMetrics>>,
     taps: Arc<Taps>,
 }
 
@@ -182,6 +184,7 @@ impl Telemetry {
             redactions: running.redactions.clone(),
             detections: running.detections.clone(),
             deliveries: running.deliveries.clone(),
+            resources: running.resources.clone(),
             taps: running.taps.clone(),
         });
         *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
@@ -472,8 +475,97 @@ impl Collector for Exporter {
                 ([("component_id", id.clone()), ("rule", rule.clone())], *f)
             }),
         )?;
+        containers(e, &t)?;
         Ok(())
     }
+}
+
+/// Per container, the resource counters of the last sample (an ebpf
+/// source's; at most `MAX_SERIES` containers each).
+fn containers(e: &mut DescriptorEncoder<'_>, t: &Topology) -> Result<(), std::fmt::Error> {
+    use crate::sources::ebpf::resources::ContainerSeries;
+    use MetricType::{Counter, Gauge};
+    let mut all: Vec<(String, ContainerSeries)> = Vec::new();
+    let mut dropped = Vec::new();
+    for (id, m) in &t.resources {
+        let (series, d) = m.snapshot();
+        all.extend(series.into_iter().map(|s| (id.clone(), s)));
+        dropped.push(([("component_id", id.clone())], d));
+    }
+    type Pick = fn(&lumen_schemas::event::ResourceUse) -> Option<u64>;
+    let families: [(&str, &str, MetricType, Pick); 8] = [
+        (
+            "lumen_container_cpu_usage_nanoseconds",
+            "CPU time a container used.",
+            Counter,
+            |c| c.cpu_usage_ns,
+        ),
+        (
+            "lumen_container_cpu_throttled_periods",
+            "CFS periods in which a container's CPU quota stopped it.",
+            Counter,
+            |c| c.cpu_throttled_periods,
+        ),
+        (
+            "lumen_container_memory_usage_bytes",
+            "Memory charged to a container.",
+            Gauge,
+            |c| c.memory_usage,
+        ),
+        (
+            "lumen_container_memory_limit_bytes",
+            "A container's memory limit.",
+            Gauge,
+            |c| c.memory_limit,
+        ),
+        (
+            "lumen_container_oom_kills",
+            "Processes the OOM killer ended at a container's memory limit.",
+            Counter,
+            |c| c.memory_oom_kills,
+        ),
+        (
+            "lumen_container_pids",
+            "Tasks in a container.",
+            Gauge,
+            |c| c.pids_current,
+        ),
+        (
+            "lumen_container_pids_limit_hits",
+            "Forks refused at a container's PID limit.",
+            Counter,
+            |c| c.pids_max_events,
+        ),
+        (
+            "lumen_container_io_write_bytes",
+            "Bytes a container wrote to block devices.",
+            Counter,
+            |c| c.io_write_bytes,
+        ),
+    ];
+    for (name, help, kind, pick) in families {
+        family(
+            e,
+            (name, help, kind),
+            all.iter().filter_map(|(id, s)| {
+                let labels = [
+                    ("component_id", id.clone()),
+                    ("container_id", s.container_id.clone()),
+                    ("pod_uid", s.pod_uid.clone()),
+                ];
+                Some((labels, pick(&s.counters)?))
+            }),
+        )?;
+    }
+    family(
+        e,
+        (
+            "lumen_container_series_dropped",
+            "Containers an ebpf source sampled but left out of these series (over its limit).",
+            Gauge,
+        ),
+        dropped,
+    )
 }
 
 /// A [`Latency`] as an OpenMetrics histogram.

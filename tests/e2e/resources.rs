@@ -225,3 +225,70 @@ fn throttling_oom_kills_and_fork_bombs_are_findings_and_an_idle_container_is_not
     let (status, _) = lumen.stop();
     assert!(status.success());
 }
+
+/// A running container's series on `/metrics` (its CPU, its PID limit
+/// hits, its tasks), labelled with its id and pod; gone with it.
+#[test]
+fn a_running_containers_series_are_on_metrics_and_go_with_it() {
+    assert!(is_root(), "runc and eBPF need root (CI runs as root)");
+    let port = crate::support::free_port();
+    let config = format!("[api]\naddress = \"127.0.0.1:{port}\"\n{CONFIG}");
+    let mut lumen = Lumen::start(&config);
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    let id = random_container_id();
+    let pod = "0f5a7c1e-1111-2222-3333-999955556666";
+    let container = Container::with(
+        &format!("lumen-series-{}", &id[..12]),
+        &format!("/kubepods/pod{pod}/{id}"),
+        &[
+            "/bin/sh",
+            "-c",
+            "end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done; exec sleep 30",
+        ],
+        Extra {
+            pids_limit: Some(50),
+            ..Extra::default()
+        },
+    );
+    container.start();
+    let labels = format!("{{component_id=\"kernel\",container_id=\"{id}\",pod_uid=\"{pod}\"}}");
+    let value = |metrics: &str, name: &str| -> Option<u64> {
+        let prefix = format!("{name}{labels} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let start = std::time::Instant::now();
+    let metrics = loop {
+        let metrics = crate::support::scrape_text(port);
+        if value(&metrics, "lumen_container_cpu_usage_nanoseconds_total")
+            .is_some_and(|ns| ns > 500_000_000)
+        {
+            break metrics;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let tasks = value(&metrics, "lumen_container_pids");
+    assert!(
+        tasks.is_some_and(|n| (1..=3).contains(&n)),
+        "the shell and a `date`: {metrics}"
+    );
+    assert_eq!(
+        value(&metrics, "lumen_container_pids_limit_hits_total"),
+        Some(0)
+    );
+    assert!(metrics.contains("# TYPE lumen_container_memory_usage_bytes gauge"));
+    drop(container);
+    let start = std::time::Instant::now();
+    while crate::support::scrape_text(port).contains(&id) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "series outlived the container"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}

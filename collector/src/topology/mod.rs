@@ -78,6 +78,8 @@ pub struct Running {
     pub detections: BTreeMap<String, Arc<crate::transforms::detect::DetectMetrics>>,
     /// Per network sink id, its delivery counters and request latencies.
     pub deliveries: BTreeMap<String, Arc<lumen_sinks::deliver::DeliveryMetrics>>,
+    /// Per ebpf source id, its containers' resource counters.
+    pub resources: BTreeMap<String, Arc<crate::sources::ebpf::resources::ResourceMetrics>>,
 }
 
 /// One component's tasks.
@@ -186,6 +188,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         buffers: BTreeMap::new(),
         redactions: BTreeMap::new(),
         detections: BTreeMap::new(),
+        resources: BTreeMap::new(),
         deliveries: BTreeMap::new(),
     };
     let all: BTreeSet<String> = config
@@ -441,6 +444,7 @@ impl Running {
             self.redactions.remove(id);
             self.detections.remove(id);
             self.deliveries.remove(id);
+            self.resources.remove(id);
         }
     }
 
@@ -751,6 +755,7 @@ impl Running {
             SourceConfig::Ebpf(c) => {
                 let src = EbpfSource::start(c.clone(), host, m)
                     .with_context(|| format!("starting source `{id}` (ebpf)"))?;
+                self.resources.insert(id.to_owned(), src.resource_metrics());
                 self.spawn(id, async move { src.run(out, sig).await })
             }
             SourceConfig::K8sAuditWebhook(c) => {

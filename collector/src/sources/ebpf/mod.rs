@@ -354,6 +354,7 @@ pub struct EbpfSource {
     boot_offset_ns: i64,
     cache: ProcessCache,
     pods: Option<k8s_pods::PodCache>,
+    resource_metrics: Arc<resources::ResourceMetrics>,
 }
 
 impl std::fmt::Debug for EbpfSource {
@@ -619,7 +620,13 @@ impl EbpfSource {
             host,
             metrics,
             boot_offset_ns: boot_offset_ns(),
+            resource_metrics: Arc::default(),
         })
+    }
+
+    /// Its containers' resource counters, for `/metrics`.
+    pub fn resource_metrics(&self) -> Arc<resources::ResourceMetrics> {
+        self.resource_metrics.clone()
     }
 
     /// Reads records until shutdown, then drains what the kernel already
@@ -636,6 +643,7 @@ impl EbpfSource {
             boot_offset_ns,
             cache,
             pods,
+            resource_metrics,
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
         let (loss_tx, mut loss_rx) = tokio::sync::mpsc::channel::<LossReport>(64);
@@ -644,6 +652,7 @@ impl EbpfSource {
             tokio::spawn(resources::run(
                 config.resources.clone(),
                 host.clone(),
+                resource_metrics,
                 sample_tx,
                 shutdown.clone(),
             ))

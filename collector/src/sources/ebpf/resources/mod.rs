@@ -65,6 +65,36 @@ impl ResourcesConfig {
     }
 }
 
+/// Containers whose series `/metrics` shows at most (the rest are counted
+/// in `lumen_container_series_dropped`).
+pub const MAX_SERIES: usize = 2000;
+
+/// Each live container's lifetime counters, for `/metrics`: replaced at
+/// every sample, so a gone container's series go with it.
+#[derive(Debug, Default)]
+pub struct ResourceMetrics {
+    state: std::sync::Mutex<(Vec<ContainerSeries>, u64)>,
+}
+
+/// One container's series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSeries {
+    pub container_id: String,
+    pub pod_uid: String,
+    pub counters: Counters,
+}
+
+impl ResourceMetrics {
+    /// The series now, and how many containers did not fit.
+    pub fn snapshot(&self) -> (Vec<ContainerSeries>, u64) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn replace(&self, series: Vec<ContainerSeries>, dropped: u64) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (series, dropped);
+    }
+}
+
 /// How deep below a hierarchy's root containers are looked for
 /// (`kubepods/burstable/pod<uid>/<id>` is 4).
 const MAX_DEPTH: usize = 8;
@@ -136,6 +166,28 @@ impl Sampler {
         }
         self.last = seen;
         events
+    }
+
+    /// The containers' lifetime counters as of the last sample (at most
+    /// [`MAX_SERIES`]), and how many more there were.
+    pub fn series(&self) -> (Vec<ContainerSeries>, u64) {
+        let mut series: Vec<ContainerSeries> = self
+            .last
+            .iter()
+            .filter_map(|(path, counters)| {
+                let components: Vec<&str> = path.rsplit('/').filter(|c| !c.is_empty()).collect();
+                let parsed = crate::attribution::parse(&components);
+                Some(ContainerSeries {
+                    container_id: parsed.container_id?.to_owned(),
+                    pod_uid: parsed.pod_uid.unwrap_or_default(),
+                    counters: counters.clone(),
+                })
+            })
+            .collect();
+        series.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+        let dropped = series.len().saturating_sub(MAX_SERIES) as u64;
+        series.truncate(MAX_SERIES);
+        (series, dropped)
     }
 
     fn sample_of(
@@ -238,6 +290,7 @@ fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<(String, Resource
 pub async fn run(
     config: ResourcesConfig,
     host: Arc<Host>,
+    metrics: Arc<ResourceMetrics>,
     tx: tokio::sync::mpsc::Sender<Event>,
     mut shutdown: crate::topology::shutdown::ShutdownSignal,
 ) {
@@ -262,6 +315,8 @@ pub async fn run(
             return;
         };
         sampler = back;
+        let (series, dropped) = sampler.series();
+        metrics.replace(series, dropped);
         let mut raised = Vec::new();
         rules.check(&events, &mut raised);
         rules.retain(|cgroup| sampler.last.contains_key(cgroup));

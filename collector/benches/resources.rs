@@ -1,0 +1,97 @@
+//! Cost of one resource sample with 500 containers: real cgroups (250 pods
+//! of two containers each, kubelet layout) made in every hierarchy of this
+//! machine, read the way the ebpf source reads them. Needs root (it makes
+//! cgroups). Run: `cargo bench -p lumen --bench resources`; numbers in
+//! docs/PERFORMANCE.md. The target: ≤ 1 % of a core at the default 10 s
+//! interval, i.e. a sample in ≤ 100 ms.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use lumen::sources::ebpf::cgroupfs::Hierarchies;
+use lumen::sources::ebpf::resources::Sampler;
+use lumen_schemas::event::Host;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const PODS: usize = 250;
+
+/// The bench's cgroups in every hierarchy, removed when dropped.
+struct Cgroups(Vec<PathBuf>);
+
+impl Cgroups {
+    fn make(h: &Hierarchies) -> Cgroups {
+        let top = format!("lumen-bench-{}", std::process::id());
+        let mounts = [
+            h.unified.as_deref(),
+            h.v1("cpu"),
+            h.v1("cpuacct"),
+            h.v1("memory"),
+            h.v1("pids"),
+            h.v1("blkio"),
+        ];
+        let mut made = Vec::new();
+        for mount in mounts.into_iter().flatten() {
+            let root = mount.join(&top);
+            if made.contains(&root) {
+                continue;
+            }
+            for p in 0..PODS {
+                let pod = root.join(format!(
+                    "kubepods/burstable/pod0f5a7c1e-1111-2222-3333-{p:012}"
+                ));
+                for c in 0..2 {
+                    let id = format!("{:064x}", p * 2 + c);
+                    std::fs::create_dir_all(pod.join(id))
+                        .unwrap_or_else(|e| panic!("{e} (needs root)"));
+                }
+            }
+            made.push(root);
+        }
+        Cgroups(made)
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for root in &self.0 {
+            // Leaves first: cgroup directories are removed with rmdir.
+            let mut dirs: Vec<PathBuf> = walk(root);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let h = Hierarchies::discover();
+    let _cgroups = Cgroups::make(&h);
+    let host = Arc::new(Host::default());
+    let mut sampler = Sampler::new(h);
+    let containers = sampler
+        .cgroups()
+        .iter()
+        .filter(|(_, s)| *s == lumen_schemas::event::ResourceScope::Container)
+        .count();
+    assert!(containers >= 2 * PODS, "{containers} containers found");
+    sampler.sample(&host);
+    let mut g = c.benchmark_group("resources");
+    g.sample_size(20);
+    g.bench_function(format!("one sample, {containers} containers"), |b| {
+        b.iter(|| sampler.sample(&host).len())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -614,7 +614,7 @@ fn resource_events() -> Vec<Event> {
 }
 
 #[test]
-fn resource_samples_put_shares_in_ecs_container_and_host_fields() {
+fn resource_samples_put_shares_in_ecs_container_and_host_fields_and_validate_as_ocsf_5001() {
     let docs: Vec<Value> = resource_events()
         .iter()
         .map(|e| encode(Schema::Ecs, e))
@@ -643,8 +643,11 @@ fn resource_samples_put_shares_in_ecs_container_and_host_fields() {
     assert_eq!(pod["lumen"]["resources"]["scope"], "pod");
     assert_eq!(host["host"]["cpu"]["usage"], 0.25);
     assert_eq!(host["lumen"]["resources"]["pids"]["current"], 7);
+    let v = ocsf_validator("device_inventory_info.schema.json");
     for e in resource_events() {
         let doc = encode(Schema::Ocsf, &e);
+        assert_valid(&v, &doc, "resource sample");
+        assert_profiles_declared(&doc);
         assert_eq!(doc["class_uid"], 5001);
         assert_eq!(
             doc["unmapped"]["resources"]["cpu"]["usage_ns"],

@@ -38,6 +38,8 @@ pub enum RecordKind {
     /// A file opened for writing or a sensitive file read, unlinked,
     /// renamed, chmod'ed or chown'ed: [`FileRecord`].
     File = 6,
+    /// The OOM killer chose a victim: [`OomRecord`].
+    Oom = 7,
 }
 
 impl RecordKind {
@@ -50,6 +52,7 @@ impl RecordKind {
             4 => Some(Self::Privilege),
             5 => Some(Self::Network),
             6 => Some(Self::File),
+            7 => Some(Self::Oom),
             _ => None,
         }
     }
@@ -161,6 +164,24 @@ pub struct ForkRecord {
     pub child_start_time_ns: u64,
     /// The child's `mm_struct` address (its own copy of the parent's).
     pub child_image_id: u64,
+}
+
+/// The OOM killer chose a victim (`oom:mark_victim`). The header is the
+/// task that ran out of memory (usually in the same memory cgroup); the
+/// victim is described here, its cgroup read from its own task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomRecord {
+    pub header: RecordHeader,
+    /// The victim's pid (thread-group id) and uid.
+    pub victim_pid: u32,
+    pub victim_uid: u32,
+    /// The victim's `start_boottime`: with its pid, its identity.
+    pub victim_start_time_ns: u64,
+    /// The victim's task name.
+    pub victim_comm: [u8; COMM_LEN],
+    /// The victim's cgroup path, last components, leaf first.
+    pub victim_cgroup_names: [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS],
 }
 
 /// Privilege-relevant syscalls the kernel programs report.
@@ -553,6 +574,9 @@ pub struct KernelOffsets {
     pub ready: u32,
     /// `inode.i_ino`: a namespace file's inode is the namespace's number.
     pub inode_ino: u32,
+    /// `task_struct.comm`.
+    pub task_comm: u32,
+    pub _pad: u32,
 }
 
 /// Indexes into the per-CPU `DROPS` counter array.

@@ -3,7 +3,9 @@
 
 use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS};
 use crate::path::walk_path;
-use crate::task::{fill_header, inode_and_magic, process_start, read_kernel, read_kernel_bytes};
+use crate::task::{
+    cgroup_names_of, fill_header, inode_and_magic, process_start, read_kernel, read_kernel_bytes,
+};
 use aya_ebpf::{
     helpers::gen,
     macros::{raw_tracepoint, tracepoint},
@@ -12,8 +14,8 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use lumen_common::{
-    drop_index, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, RecordKind, ARGV_MAX,
-    EXE_DELETED, EXE_MEMFD, EXE_TMPFS, EXE_UPPER_LAYER, PATH_MAX,
+    drop_index, ExecRecord, ExitRecord, ForkRecord, KernelOffsets, OomRecord, RecordKind, ARGV_MAX,
+    COMM_LEN, EXE_DELETED, EXE_MEMFD, EXE_TMPFS, EXE_UPPER_LAYER, PATH_MAX,
 };
 
 /// `super_block.s_magic` of the file systems an executable's facts depend on.
@@ -221,6 +223,37 @@ pub fn lumen_fork(ctx: RawTracePointContext) -> i32 {
         (*rec)._pad = 0;
         (*rec).child_start_time_ns = process_start(child, o);
         (*rec).child_image_id = read_kernel(child, o.task_mm);
+    }
+    entry.submit(submit_flags());
+    0
+}
+
+/// The OOM killer chose a victim. `current` ran out of memory; the victim
+/// is the tracepoint's task. Never filtered: a kill is always reported.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn lumen_oom_victim(ctx: RawTracePointContext) -> i32 {
+    let Some(o) = offsets() else { return 0 };
+    // TP_PROTO(struct task_struct *task, uid_t uid) (Linux 6.2+; user
+    // space attaches this only where the kernel's BTF says so).
+    // SAFETY: raw tracepoint context is an array of u64 arguments.
+    let (task, uid) = unsafe {
+        let args = ctx.as_ptr() as *const u64;
+        (*args as *const u8, *args.add(1) as u32)
+    };
+    let Some(mut entry) = EVENTS.reserve::<OomRecord>(0) else {
+        count_drop(drop_index::EXIT);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of OomRecord's size; probe reads
+    // of the victim task.
+    unsafe {
+        fill_header(&mut (*rec).header, RecordKind::Oom, o);
+        (*rec).victim_pid = read_kernel(task, o.task_tgid);
+        (*rec).victim_uid = uid;
+        (*rec).victim_start_time_ns = process_start(task, o);
+        (*rec).victim_comm = read_kernel_bytes::<COMM_LEN>(task, o.task_comm);
+        cgroup_names_of(task, &mut (*rec).victim_cgroup_names, o);
     }
     entry.submit(submit_flags());
     0

@@ -102,6 +102,20 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         };
         (*h)._pad2 = 0;
 
+        cgroup_names_of(task, &mut (*h).cgroup_names, o);
+    }
+}
+
+/// The last components of `task`'s cgroup path (default hierarchy), leaf
+/// first, into `names`.
+#[inline(always)]
+pub(crate) unsafe fn cgroup_names_of(
+    task: *const u8,
+    names: &mut [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS],
+    o: &KernelOffsets,
+) {
+    // SAFETY: probe reads only.
+    unsafe {
         // task->cgroups->dfl_cgrp->kn, then up the kernfs parents.
         let css_set: u64 = read_kernel(task, o.task_cgroups);
         let cgrp: u64 = if css_set == 0 {
@@ -114,8 +128,7 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         } else {
             read_kernel(cgrp as *const u8, o.cgroup_kn)
         };
-        for level in 0..CGROUP_LEVELS {
-            let slot = &mut (*h).cgroup_names[level];
+        for slot in names.iter_mut() {
             slot[0] = 0;
             if kn == 0 {
                 continue;

@@ -121,6 +121,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         ProcessActivity::Exec => ("start", "exec"),
         ProcessActivity::Fork => ("start", "fork"),
         ProcessActivity::Exit => ("end", "exit"),
+        ProcessActivity::OomKill => ("end", "oom_kill"),
     };
     event_object(w, event, "process", etype, action, None, "lumen.process");
     data_stream(w, dataset(event));

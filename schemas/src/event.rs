@@ -574,6 +574,7 @@ impl EventKind {
                 ProcessActivity::Exec => "process_exec",
                 ProcessActivity::Fork => "process_fork",
                 ProcessActivity::Exit => "process_exit",
+                ProcessActivity::OomKill => "process_oom_kill",
             },
             EventKind::ApiActivity(_) => "k8s_audit",
             EventKind::Finding(_) => "finding",
@@ -609,6 +610,9 @@ pub enum ProcessActivity {
     Fork,
     /// The process (thread group) exited.
     Exit,
+    /// The kernel's OOM killer chose the process as its victim (it is
+    /// being killed: its exit follows).
+    OomKill,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -178,6 +178,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         ProcessActivity::Exec => (1, "Launch"),
         ProcessActivity::Fork => (99, "Fork"),
         ProcessActivity::Exit => (2, "Terminate"),
+        ProcessActivity::OomKill => (99, "OOM Kill"),
     };
     head(
         w,
@@ -199,7 +200,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
     w.object("process");
     match p.activity {
         ProcessActivity::Exec | ProcessActivity::Fork => w.u64("pid", u64::from(pr.ppid)),
-        ProcessActivity::Exit => w.u64("pid", u64::from(pr.pid)),
+        ProcessActivity::Exit | ProcessActivity::OomKill => w.u64("pid", u64::from(pr.pid)),
     }
     w.end_object();
     w.end_object();

@@ -208,6 +208,9 @@ fn process_line(s: &mut String, p: &ProcessEvent) {
                 }
             }
         }
+        ProcessActivity::OomKill => {
+            let _ = write!(s, " OOM-KILLED pid={} {}", pr.pid, pr.name());
+        }
     }
 }
 

@@ -18,7 +18,7 @@ resources.interval_secs = 0.5
 [transforms.samples]
 type = "filter"
 inputs = ["kernel"]
-include_kinds = ["resource_sample", "finding"]
+include_kinds = ["resource_sample", "finding", "process_oom_kill"]
 
 [sinks.ecs]
 type = "file"
@@ -181,6 +181,22 @@ fn throttling_oom_kills_and_fork_bombs_are_findings_and_an_idle_container_is_not
         f["kubernetes"]["pod"]["uid"],
         "0f5a7c1e-1111-2222-3333-888855556666"
     );
+    // The kernel's own record of the kill: the victim (dd), in its
+    // container, seen by oom:mark_victim.
+    let events = wait_for_events(&ecs, Duration::from_secs(10), |evs| {
+        evs.iter()
+            .any(|e| e["event"]["action"] == "oom_kill" && e["container"]["id"] == oom.as_str())
+    });
+    let kill = events
+        .iter()
+        .find(|e| e["event"]["action"] == "oom_kill" && e["container"]["id"] == oom.as_str())
+        .unwrap();
+    assert_eq!(kill["process"]["name"], "dd", "{kill:#}");
+    assert_eq!(kill["event"]["type"][0], "end");
+    assert_eq!(
+        kill["kubernetes"]["pod"]["uid"],
+        "0f5a7c1e-1111-2222-3333-888855556666"
+    );
     // Thirty background sleeps under a limit of ten tasks.
     let bomb = run_in_pod(
         "forkbomb",
@@ -213,6 +229,11 @@ fn throttling_oom_kills_and_fork_bombs_are_findings_and_an_idle_container_is_not
         "{:?}",
         findings_of(&events, &idle)
     );
+    // No kill but the one of the OOM container.
+    assert!(events
+        .iter()
+        .filter(|e| e["event"]["action"] == "oom_kill")
+        .all(|e| e["container"]["id"] == oom.as_str()));
     // Each container raised only its own finding.
     for (id, rule) in [
         (&throttled, "lumen.resources.cpu_throttled"),

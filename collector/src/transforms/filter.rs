@@ -48,6 +48,7 @@ kinds! {
     ProcessExec => "process_exec",
     ProcessFork => "process_fork",
     ProcessExit => "process_exit",
+    ProcessOomKill => "process_oom_kill",
     PrivilegeSetuid => "privilege_setuid",
     PrivilegeSetgid => "privilege_setgid",
     PrivilegeCapset => "privilege_capset",

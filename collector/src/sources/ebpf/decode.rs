@@ -1,9 +1,9 @@
 //! Turns kernel records (`lumen-common`) into canonical events.
 
 use lumen_common::{
-    Creds, ExecRecord, ExitRecord, FileOp, FileRecord, ForkRecord, NetOp, NetRecord, PrivOp,
-    PrivRecord, RecordHeader, RecordKind, WalkedPath, ARGV_MAX, EXE_DELETED, EXE_MEMFD, EXE_TMPFS,
-    EXE_UPPER_LAYER, PATH_COMPONENTS, PATH_MAX, SOCKADDR_MAX,
+    Creds, ExecRecord, ExitRecord, FileOp, FileRecord, ForkRecord, NetOp, NetRecord, OomRecord,
+    PrivOp, PrivRecord, RecordHeader, RecordKind, WalkedPath, ARGV_MAX, EXE_DELETED, EXE_MEMFD,
+    EXE_TMPFS, EXE_UPPER_LAYER, PATH_COMPONENTS, PATH_MAX, SOCKADDR_MAX,
 };
 #[cfg(test)]
 use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
@@ -160,10 +160,23 @@ fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
 
 /// Cgroup path tail, container and pod from the record's cgroup names.
 fn attribute(h: &RecordHeader, text: &mut String) -> Attribution {
+    Attribution {
+        pid_ns: h.pid_ns,
+        mnt_ns: h.mnt_ns,
+        net_ns: h.net_ns,
+        ..attribute_names(&h.cgroup_names, text)
+    }
+}
+
+/// Cgroup path tail, container and pod from cgroup names, leaf first.
+fn attribute_names(
+    cgroup_names: &[[u8; lumen_common::CGROUP_NAME_MAX]; lumen_common::CGROUP_LEVELS],
+    text: &mut String,
+) -> Attribution {
     // Cgroup names are ASCII; a name that is not UTF-8 is skipped.
     let mut names = [""; lumen_common::CGROUP_LEVELS];
     let mut count = 0;
-    for raw in &h.cgroup_names {
+    for raw in cgroup_names {
         match std::str::from_utf8(until_nul(raw)) {
             Ok(n) if !n.is_empty() && n != "/" => {
                 names[count] = n;
@@ -193,9 +206,6 @@ fn attribute(h: &RecordHeader, text: &mut String) -> Attribution {
         runtime: parsed.runtime,
         pod_uid,
         qos_class: parsed.qos,
-        pid_ns: h.pid_ns,
-        mnt_ns: h.mnt_ns,
-        net_ns: h.net_ns,
         ..Attribution::default()
     }
 }
@@ -281,6 +291,40 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 ktime_ns: r.header.ktime_ns,
                 kind: EventKind::Process(Box::new(ProcessEvent {
                     activity: ProcessActivity::Fork,
+                    process,
+                    exit: None,
+                    exe: Default::default(),
+                })),
+            })
+        }
+        Some(RecordKind::Oom) => {
+            let r: OomRecord = read(bytes)?;
+            // The victim, not the task that ran out of memory: its own
+            // cgroup; its image, parent and cgroup id come from the cache.
+            let comm = until_nul(&r.victim_comm);
+            let mut text = String::new();
+            let name = push(&mut text, &String::from_utf8_lossy(comm));
+            let attribution = attribute_names(&r.victim_cgroup_names, &mut text);
+            let process = Process {
+                pid: r.victim_pid,
+                tid: r.victim_pid,
+                uid: r.victim_uid,
+                // Known when the victim is the task that ran out of memory.
+                gid: if r.header.pid == r.victim_pid {
+                    r.header.gid
+                } else {
+                    0
+                },
+                text,
+                name,
+                start_time_ns: r.victim_start_time_ns,
+                attribution,
+                ..Process::default()
+            };
+            Ok(Decoded {
+                ktime_ns: r.header.ktime_ns,
+                kind: EventKind::Process(Box::new(ProcessEvent {
+                    activity: ProcessActivity::OomKill,
                     process,
                     exit: None,
                     exe: Default::default(),

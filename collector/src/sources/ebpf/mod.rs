@@ -526,6 +526,24 @@ impl EbpfSource {
             prog.load().map_err(attach_err)?;
             prog.attach(category, name).map_err(attach_err)?;
         }
+        // OOM kills: where the tracepoint passes the victim's task.
+        if offsets::raw_tracepoint_arg_is_pointer(&config.btf_path, "mark_victim", 0) {
+            let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
+                program: "lumen_oom_victim",
+                category: "raw",
+                name: "mark_victim",
+                source: Box::new(source),
+            };
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut("lumen_oom_victim")
+                .ok_or(EbpfError::MissingProgram("lumen_oom_victim"))?
+                .try_into()
+                .map_err(attach_err)?;
+            prog.load().map_err(attach_err)?;
+            prog.attach("mark_victim").map_err(attach_err)?;
+        } else {
+            tracing::warn!("ebpf source: this kernel's oom:mark_victim tracepoint does not pass the victim's task (Linux 6.2+ does); OOM kills are reported by resource samples only");
+        }
         for &(program, name) in RAW_ATTACHMENTS {
             let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
                 program,

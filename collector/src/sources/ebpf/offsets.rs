@@ -39,6 +39,45 @@ impl Readable for Bytes {
 }
 
 /// Resolves every offset the kernel programs use.
+/// Whether the kernel's raw tracepoint `name` passes a pointer as its
+/// argument `arg` (0-based, after the context): its BTF `btf_trace_<name>`
+/// typedef is a pointer to a function whose parameter `arg + 1` is one.
+/// Tracepoints change their arguments across kernels (`oom:mark_victim`
+/// took a pid before Linux 6.2 and takes the task since).
+pub fn raw_tracepoint_arg_is_pointer(btf_path: &Path, name: &str, arg: usize) -> bool {
+    use btfparse::TypeVariant;
+    let Ok(data) = std::fs::read(btf_path) else {
+        return false;
+    };
+    let Ok(types) = TypeInformation::new(&Bytes(data)) else {
+        return false;
+    };
+    // Through typedefs, const and volatile to the underlying type.
+    let resolve = |mut id: u32| -> Option<TypeVariant> {
+        for _ in 0..16 {
+            match types.from_id(id)? {
+                TypeVariant::Typedef(t) => id = *t.tid(),
+                TypeVariant::Const(t) => id = *t.tid(),
+                TypeVariant::Volatile(t) => id = *t.tid(),
+                other => return Some(other),
+            }
+        }
+        None
+    };
+    let Some(TypeVariant::Ptr(ptr)) = types.id_of(&format!("btf_trace_{name}")).and_then(resolve)
+    else {
+        return false;
+    };
+    let Some(TypeVariant::FuncProto(proto)) = resolve(*ptr.tid()) else {
+        return false;
+    };
+    proto
+        .parameter_list()
+        .get(arg + 1)
+        .and_then(|p| resolve(p.tid()))
+        .is_some_and(|t| matches!(t, TypeVariant::Ptr(_)))
+}
+
 pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
     let data = std::fs::read(btf_path).map_err(|source| OffsetsError::Read {
         path: btf_path.display().to_string(),
@@ -150,6 +189,8 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         exit_group_dead: 0,
         ready: 1,
         inode_ino: byte_offset("inode", "i_ino")?,
+        task_comm: byte_offset("task_struct", "comm")?,
+        _pad: 0,
     })
 }
 
@@ -189,6 +230,22 @@ fn field_offset(format: &str, field: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oom_tracepoint_passes_its_victim_task_on_this_kernel() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        assert!(raw_tracepoint_arg_is_pointer(path, "mark_victim", 0));
+        assert!(
+            !raw_tracepoint_arg_is_pointer(path, "mark_victim", 1),
+            "the uid"
+        );
+        assert!(raw_tracepoint_arg_is_pointer(path, "sched_process_fork", 1));
+        assert!(!raw_tracepoint_arg_is_pointer(
+            path,
+            "no_such_tracepoint",
+            0
+        ));
+    }
 
     #[test]
     fn resolves_task_and_mm_offsets_on_this_kernel() {

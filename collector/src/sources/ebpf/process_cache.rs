@@ -205,6 +205,25 @@ impl ProcessCache {
                 self.insert(p.pid, entry);
                 self.place(p.pid, p.start_time_ns, p.cgroup_id);
             }
+            ProcessActivity::OomKill => {
+                // The victim as the cache knows it: image, parent, cgroup.
+                let known = self.get(p.pid, p.start_time_ns).map(|e| {
+                    (
+                        e.executable.clone(),
+                        e.argv.clone(),
+                        e.ppid,
+                        e.parent_start_time_ns,
+                        e.cgroup_id,
+                    )
+                });
+                if let Some((exe, argv, ppid, parent_start, cgroup_id)) = known {
+                    p.executable = push(&mut p.text, &exe);
+                    p.argv = push(&mut p.text, &argv);
+                    p.ppid = ppid;
+                    p.parent.start_time_ns = parent_start;
+                    p.cgroup_id = cgroup_id;
+                }
+            }
             ProcessActivity::Exit => {
                 let identity = (p.pid, p.start_time_ns / self.tick_ns);
                 if self.exited.contains(&identity) {

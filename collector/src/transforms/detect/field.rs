@@ -440,6 +440,7 @@ pub fn action(event: &Event) -> &str {
             ProcessActivity::Exec => "exec",
             ProcessActivity::Fork => "fork",
             ProcessActivity::Exit => "exit",
+            ProcessActivity::OomKill => "oom_kill",
         },
         EventKind::File(f) => f.op.action(),
         EventKind::Network(n) => n.op.action(),

@@ -59,20 +59,27 @@ impl Default for KubernetesConfig {
 
 /// Fills a process's pod and container details from the cache.
 pub fn enrich(p: &mut lumen_schemas::event::Process, pods: &PodCache) {
+    enrich_attribution(&mut p.attribution, &mut p.text, pods);
+}
+
+/// As [`enrich`], for attribution whose strings live in `text` (a
+/// resource sample's).
+pub fn enrich_attribution(
+    at: &mut lumen_schemas::event::Attribution,
+    text: &mut String,
+    pods: &PodCache,
+) {
     use lumen_schemas::event::push;
-    let at = &p.attribution;
     if at.pod_uid.is_empty() {
         return;
     }
-    let Some(info) = pods.get(p.s(at.pod_uid)) else {
+    let Some(info) = pods.get(at.pod_uid.get(text)) else {
         return;
     };
     let container = info
         .containers
         .iter()
-        .find(|(id, _, _)| id.as_str() == p.s(at.container_id));
-    let text = &mut p.text;
-    let at = &mut p.attribution;
+        .find(|(id, _, _)| id.as_str() == at.container_id.get(text));
     at.pod_name = push(text, &info.name);
     at.namespace = push(text, &info.namespace);
     at.labels = info
@@ -306,6 +313,15 @@ mod tests {
         assert_eq!(cache.get("u1").unwrap().name, "web-1");
         cache.delete(&pod, Duration::from_secs(60));
         assert!(cache.get("u1").is_some(), "kept for late events");
+        // A resource sample's attribution gets the names too.
+        let mut sample = lumen_schemas::event::ResourceSample::default();
+        let (at, text) = (&mut sample.attribution, &mut sample.text);
+        at.pod_uid = lumen_schemas::event::push(text, "u1");
+        at.container_id = lumen_schemas::event::push(text, "abc");
+        enrich_attribution(at, text, &cache);
+        assert_eq!(sample.s(sample.attribution.pod_name), "web-1");
+        assert_eq!(sample.s(sample.attribution.namespace), "shop");
+        assert_eq!(sample.s(sample.attribution.container_name), "nginx");
         cache.delete(&pod, Duration::ZERO);
         assert!(cache.get("u1").is_none());
     }

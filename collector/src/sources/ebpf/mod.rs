@@ -704,7 +704,13 @@ impl EbpfSource {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(report) = loss_rx.recv() => batch.push(loss_event(report, &reader.host)),
-                Some(sample) = sample_rx.recv() => batch.push(Envelope::new(sample, Ack::none())),
+                Some(mut sample) = sample_rx.recv() => {
+                    if let (Some(pods), EventKind::Resource(r)) = (&reader.pods, &mut sample.kind) {
+                        let r = &mut **r;
+                        k8s_pods::enrich_attribution(&mut r.attribution, &mut r.text, pods);
+                    }
+                    batch.push(Envelope::new(sample, Ack::none()));
+                }
                 ready = ring.readable_mut() => {
                     let mut guard = match ready {
                         Ok(g) => g,

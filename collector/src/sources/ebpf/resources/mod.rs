@@ -137,7 +137,8 @@ impl Sampler {
         found
     }
 
-    /// Reads every cgroup; the events of those seen at the last sample too.
+    /// Reads every cgroup: an event for each, but none at the very first
+    /// sample (it only sets the baseline).
     pub fn sample(&mut self, host: &Arc<Host>) -> Vec<Event> {
         let now = Instant::now();
         let elapsed = self.at.map(|at| now.duration_since(at));

@@ -2,7 +2,8 @@
 //! types, over gRPC and HTTP/protobuf: the OTel logs data model, retries as
 //! the OTLP specification says (retryable gRPC codes, RetryInfo, HTTP 429/
 //! 502/503/504 with Retry-After), partial successes logged and counted,
-//! non-retryable rejections dead-lettered, credentials checked at start.
+//! non-retryable rejections dead-lettered, credentials checked at start;
+//! and resource samples as OTLP metrics (`signal = "metrics"`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -236,5 +237,130 @@ async fn refused_credentials_fail_start_up_over_both_protocols() {
         let e = e.to_string();
         assert!(e.contains("Unauthenticated") || e.contains("401"), "{e}");
         assert!(!e.contains("wr0ng") && !format!("{sink:?}").contains("wr0ng"));
+    }
+}
+
+/// A container's resource sample over 10 s: 2.5 s of CPU, 64 MiB, 4 KiB
+/// written, 3 throttled periods, PSI.
+fn sample_event() -> lumen_schemas::Event {
+    use lumen_schemas::event::{push, ResourceSample, ResourceScope, ResourceUse};
+    let mut r = ResourceSample {
+        scope: Some(ResourceScope::Container),
+        interval_ns: 10_000_000_000,
+        online_cpus: 2,
+        usage: ResourceUse {
+            cpu_usage_ns: Some(2_500_000_000),
+            cpu_throttled_periods: Some(3),
+            memory_usage: Some(64 << 20),
+            io_write_bytes: Some(4096),
+            pids_current: Some(7),
+            pressure_us: [Some(1_000_000), Some(500_000), None, None, None, None],
+            ..ResourceUse::default()
+        },
+        ..ResourceSample::default()
+    };
+    r.cgroup = push(&mut r.text, "kubepods/pod1/abc");
+    r.attribution.container_id = push(&mut r.text, &"ab".repeat(32));
+    r.attribution.pod_uid = push(&mut r.text, "0f5a7c1e-1111-2222-3333-444455556666");
+    let mut e = support::audit_event("unused");
+    e.kind = lumen_schemas::EventKind::Resource(Box::new(r));
+    e.time = lumen_schemas::time::Timestamp(1_700_000_010_000_000_000);
+    e
+}
+
+/// Resource samples as OTLP metrics over both protocols: semantic-
+/// convention names, delta sums with their interval, gauges, attributes of
+/// the container and pod; an event that is no sample is rejected, named.
+#[tokio::test]
+async fn resource_samples_go_as_otlp_metrics_and_other_events_are_rejected() {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
+    for grpc in [true, false] {
+        let peer = OtlpPeer::start(grpc).await;
+        let protocol = if grpc { "grpc" } else { "http" };
+        let cfg = config(
+            &peer,
+            &format!("signal = \"metrics\"\nprotocol = \"{protocol}\""),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(cfg, &dir);
+        sink.start().await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let task = tokio::spawn(sink.run(rx));
+        let (ack_tx, mut ack_rx) = lumen_sinks::ack::channel();
+        for (i, event) in [sample_event(), support::audit_event("not-a-metric")]
+            .into_iter()
+            .enumerate()
+        {
+            let ack = lumen_sinks::ack::Ack::new(ack_tx.node(i as u64));
+            tx.send(lumen_sinks::Envelope::new(event, ack))
+                .await
+                .unwrap();
+        }
+        drop(tx);
+        let statuses = support::acks(&mut ack_rx, 2).await;
+        task.await.unwrap();
+        assert_eq!(statuses[&0], Status::Delivered, "{protocol}");
+        assert_eq!(statuses[&1], Status::Rejected, "{protocol}");
+        let requests = peer.with(|s| s.metrics.clone());
+        let metrics: Vec<_> = requests
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .collect();
+        let get = |name: &str| {
+            *metrics
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("{name} in {metrics:#?}"))
+        };
+        let cpu = get("container.cpu.time");
+        assert_eq!(cpu.unit, "s");
+        let Some(Data::Sum(sum)) = &cpu.data else {
+            panic!("{cpu:?}")
+        };
+        assert_eq!(sum.aggregation_temporality, 1, "delta");
+        let point = &sum.data_points[0];
+        assert_eq!(point.value, Some(number_data_point::Value::AsDouble(2.5)));
+        assert_eq!(
+            point.time_unix_nano - point.start_time_unix_nano,
+            10_000_000_000
+        );
+        let attr = |key: &str| {
+            point
+                .attributes
+                .iter()
+                .find(|a| a.key == key)
+                .and_then(|a| a.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+        };
+        assert_eq!(attr("container.id"), Some("ab".repeat(32)));
+        assert_eq!(
+            attr("k8s.pod.uid").as_deref(),
+            Some("0f5a7c1e-1111-2222-3333-444455556666")
+        );
+        assert!(matches!(
+            get("container.memory.usage").data,
+            Some(Data::Gauge(_))
+        ));
+        let Some(Data::Sum(io)) = &get("container.disk.io").data else {
+            panic!()
+        };
+        assert_eq!(
+            io.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(4096.0))
+        );
+        let Some(Data::Sum(psi)) = &get("lumen.pressure.stall_time").data else {
+            panic!()
+        };
+        assert_eq!(psi.data_points.len(), 2, "cpu some and full");
+        let resource = requests[requests.len() - 1].resource_metrics[0]
+            .resource
+            .as_ref()
+            .unwrap();
+        assert!(resource.attributes.iter().any(|a| a.key == "host.name"));
     }
 }

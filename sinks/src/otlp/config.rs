@@ -1,4 +1,5 @@
-//! `[sinks.<id>] type = "otlp"`: OTLP logs over gRPC or HTTP/protobuf.
+//! `[sinks.<id>] type = "otlp"`: OTLP logs (or metrics) over gRPC or
+//! HTTP/protobuf.
 
 use crate::batch::BatchConfig;
 use crate::health::HealthcheckConfig;
@@ -20,8 +21,13 @@ pub struct OtlpConfig {
     #[serde(default)]
     pub buffer: crate::buffer::BufferConfig,
     /// gRPC: the collector's URL (`http://collector:4317`); HTTP: its base
-    /// URL (`/v1/logs` is appended when the path is empty) or the full URL.
+    /// URL (`/v1/logs` or `/v1/metrics` is appended when the path is
+    /// empty) or the full URL.
     pub endpoint: String,
+    /// `logs` (default): every event as a log record; `metrics`: resource
+    /// samples as OTLP metrics (other events are rejected).
+    #[serde(default)]
+    pub signal: Signal,
     #[serde(default)]
     pub protocol: Protocol,
     /// Extra request headers (gRPC metadata), e.g. for authentication.
@@ -64,6 +70,32 @@ pub enum Protocol {
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
+pub enum Signal {
+    #[default]
+    Logs,
+    Metrics,
+}
+
+impl Signal {
+    /// The HTTP path of its export requests.
+    pub fn http_path(self) -> &'static str {
+        match self {
+            Signal::Logs => "/v1/logs",
+            Signal::Metrics => "/v1/metrics",
+        }
+    }
+
+    /// The gRPC method of its export requests.
+    pub fn grpc_path(self) -> &'static str {
+        match self {
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
 pub enum BodyEncoding {
     #[default]
     Map,
@@ -89,11 +121,14 @@ impl OtlpConfig {
         Ok(())
     }
 
-    /// Where HTTP requests go: `<endpoint>/v1/logs` unless a path is given.
+    /// Where HTTP requests go: `<endpoint>/v1/logs` (or `/v1/metrics`)
+    /// unless a path is given.
     pub fn http_url(&self) -> String {
         let e = self.endpoint.trim_end_matches('/');
         match reqwest::Url::parse(e) {
-            Ok(u) if u.path() == "/" || u.path().is_empty() => format!("{e}/v1/logs"),
+            Ok(u) if u.path() == "/" || u.path().is_empty() => {
+                format!("{e}{}", self.signal.http_path())
+            }
             _ => e.to_owned(),
         }
     }

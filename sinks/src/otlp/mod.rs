@@ -10,6 +10,7 @@
 #[cfg(test)]
 pub mod body;
 pub mod config;
+pub mod metrics;
 pub mod request_builder;
 pub mod service;
 pub mod wire;
@@ -83,6 +84,7 @@ impl OtlpSink {
         };
         let service = OtlpService {
             protocol: config.protocol,
+            signal: config.signal,
             grpc,
             http,
             url,

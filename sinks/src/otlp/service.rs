@@ -8,7 +8,8 @@
 //! records the receiver dropped, not which: it is logged and counted, and
 //! the request is not retried, as the specification asks.
 
-use super::config::{BodyEncoding, Protocol};
+use super::config::{BodyEncoding, Protocol, Signal};
+use super::metrics::metrics_request;
 use super::request_builder::export_request;
 use crate::batch::Batch;
 use crate::deliver::{Outcome, Service};
@@ -105,11 +106,10 @@ pub fn classify_grpc(status: &tonic::Status) -> Outcome {
     }
 }
 
-/// The gRPC method OTLP logs are exported with.
-pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-
-/// A tonic codec that sends an already encoded `ExportLogsServiceRequest`
-/// as is and decodes the `ExportLogsServiceResponse` with prost.
+/// A tonic codec that sends an already encoded export request as is and
+/// decodes the response with prost. Logs' and metrics' responses have the
+/// same wire form (`partial_success` = 1 holding the rejected count = 1 and
+/// `error_message` = 2), so one decoder reads both.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawCodec;
 
@@ -158,6 +158,7 @@ impl tonic::codec::Decoder for RawCodec {
 #[derive(Debug)]
 pub struct OtlpService {
     pub protocol: Protocol,
+    pub signal: Signal,
     /// The gRPC client (requests are sent pre-encoded, see [`RawCodec`]).
     pub grpc: Option<tonic::client::Grpc<Channel>>,
     pub http: reqwest::Client,
@@ -177,11 +178,16 @@ impl OtlpService {
         if p.rejected_log_records > 0 || !p.error_message.is_empty() {
             self.partially_rejected
                 .fetch_add(p.rejected_log_records.max(0) as u64, Ordering::Relaxed);
+            let what = match self.signal {
+                Signal::Logs => "log records",
+                Signal::Metrics => "data points",
+            };
             tracing::warn!(
                 endpoint = %self.url,
                 rejected = p.rejected_log_records,
+                what,
                 error = %p.error_message,
-                "otlp receiver accepted the request but dropped some log records (partial success); not retried, as OTLP specifies"
+                "otlp receiver accepted the request but dropped some of it (partial success); not retried, as OTLP specifies"
             );
         }
     }
@@ -244,7 +250,7 @@ impl OtlpService {
             req.metadata_mut().insert(key, val);
         }
         client.ready().await.map_err(GrpcFailure::NotReady)?;
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(self.signal.grpc_path());
         client
             .unary(req, path, RawCodec)
             .await
@@ -342,7 +348,10 @@ fn grpc_health(status: &tonic::Status) -> Unhealthy {
 
 impl Service for OtlpService {
     async fn send(&self, batch: &Batch, pending: &[usize]) -> Vec<Outcome> {
-        let (request, decided) = export_request(batch, pending, self.schema, self.body);
+        let (request, decided) = match self.signal {
+            Signal::Logs => export_request(batch, pending, self.schema, self.body),
+            Signal::Metrics => metrics_request(batch, pending),
+        };
         if decided.iter().all(Option::is_some) {
             return decided.into_iter().flatten().collect();
         }

@@ -1,6 +1,7 @@
-//! An OTLP logs receiver with the official protobuf types
-//! (`opentelemetry-proto`): the gRPC `LogsService/Export` (tonic) and
-//! `POST /v1/logs` (HTTP/protobuf), answered as the OTLP specification
+//! An OTLP logs and metrics receiver with the official protobuf types
+//! (`opentelemetry-proto`): the gRPC `LogsService/Export` and
+//! `MetricsService/Export` (tonic) and `POST /v1/logs`, `/v1/metrics`
+//! (HTTP/protobuf), answered as the OTLP specification
 //! says — success with an optional `partial_success`, gRPC error statuses
 //! with `google.rpc.RetryInfo` details, HTTP 429/503 with `Retry-After` —
 //! with faults to inject.
@@ -15,6 +16,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
@@ -39,6 +46,8 @@ pub struct State {
     /// Every accepted export request (the sink's start-up check sends an
     /// empty one).
     pub requests: Vec<ExportLogsServiceRequest>,
+    /// Every accepted metrics export request.
+    pub metrics: Vec<ExportMetricsServiceRequest>,
     pub faults: VecDeque<Fault>,
     /// Answer accepted requests with this partial success.
     pub partial: Option<(i64, String)>,
@@ -113,6 +122,25 @@ impl LogsService for Grpc {
     }
 }
 
+#[tonic::async_trait]
+impl MetricsService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut s = self.0.lock().unwrap();
+        if let Some(Fault::Grpc(code, delay)) = s.faults.front().cloned() {
+            s.faults.pop_front();
+            return Err(match delay {
+                Some(d) => tonic::Status::with_details(code, "injected", status_details(d)),
+                None => tonic::Status::new(code, "injected"),
+            });
+        }
+        s.metrics.push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
 /// Success; with the configured partial success when records came (an
 /// empty request has nothing to drop).
 fn response(s: &State, records: bool) -> ExportLogsServiceResponse {
@@ -143,7 +171,8 @@ async fn http(
             .insert("content-type", "application/x-protobuf".parse().unwrap());
         r
     };
-    if parts.uri.path() != "/v1/logs" || parts.method != "POST" {
+    let metrics = parts.uri.path() == "/v1/metrics";
+    if (parts.uri.path() != "/v1/logs" && !metrics) || parts.method != "POST" {
         return Ok(reply(404, Vec::new()));
     }
     let mut s = state.lock().unwrap();
@@ -200,6 +229,16 @@ async fn http(
         }
         return Ok(r);
     }
+    if metrics {
+        let Ok(request) = ExportMetricsServiceRequest::decode(body.as_slice()) else {
+            return Ok(reply(400, Vec::new()));
+        };
+        s.metrics.push(request);
+        return Ok(reply(
+            200,
+            ExportMetricsServiceResponse::default().encode_to_vec(),
+        ));
+    }
     let Ok(request) = ExportLogsServiceRequest::decode(body.as_slice()) else {
         let st = RpcStatus {
             code: 3,
@@ -224,11 +263,14 @@ impl OtlpPeer {
             state: state.clone(),
         };
         if grpc {
-            let svc = LogsServiceServer::new(Grpc(state))
+            let svc = LogsServiceServer::new(Grpc(state.clone()))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+            let metrics = MetricsServiceServer::new(Grpc(state))
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
             tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
                     .add_service(svc)
+                    .add_service(metrics)
                     .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
                     .await;
             });

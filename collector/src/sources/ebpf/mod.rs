@@ -666,11 +666,16 @@ impl EbpfSource {
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
         let (loss_tx, mut loss_rx) = tokio::sync::mpsc::channel::<LossReport>(64);
         let (sample_tx, mut sample_rx) = tokio::sync::mpsc::channel::<Event>(1024);
+        // Resource findings, from the samples and from the kernel's OOM kills.
+        let resource_findings = Arc::new(std::sync::Mutex::new(
+            resources::findings::Findings::new(config.resources.findings.clone()),
+        ));
         let sampler = config.resources.enabled.then(|| {
             tokio::spawn(resources::run(
                 config.resources.clone(),
                 host.clone(),
                 resource_metrics,
+                resource_findings.clone(),
                 sample_tx,
                 shutdown.clone(),
             ))
@@ -690,6 +695,7 @@ impl EbpfSource {
             writes: drift::ContainerWrites::new(CONTAINER_WRITES),
             pods,
             host_ns: host_ns::HostNamespaces::read(Path::new("/proc")),
+            oom_findings: config.resources.enabled.then(|| resource_findings.clone()),
         };
         let mut batch = Vec::with_capacity(256);
         // Records submitted without a wakeup are read on this tick; with
@@ -865,7 +871,15 @@ fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reade
                     kind: d.kind,
                     redaction: Default::default(),
                 };
+                let oom_kill = matches!(&event.kind,
+                    EventKind::Process(p) if p.activity == ProcessActivity::OomKill);
+                let mut findings = Vec::new();
+                if let (true, Some(rules)) = (oom_kill, &r.oom_findings) {
+                    let mut rules = rules.lock().unwrap_or_else(|e| e.into_inner());
+                    rules.check_oom_kill(&event, &mut findings);
+                }
                 batch.push(Envelope::new(event, Ack::none()));
+                batch.extend(findings.into_iter().map(|f| Envelope::new(f, Ack::none())));
             }
             Err(e) => {
                 metrics.add_errors(1);
@@ -886,6 +900,9 @@ struct Reader {
     writes: drift::ContainerWrites,
     pods: Option<k8s_pods::PodCache>,
     host_ns: host_ns::HostNamespaces,
+    /// The resource findings, for the kernel's OOM kills (none when
+    /// resource sampling is off).
+    oom_findings: Option<Arc<std::sync::Mutex<resources::findings::Findings>>>,
 }
 
 /// Files written in containers remembered for drift (about 100 bytes each).

@@ -2,8 +2,12 @@
 //! topology gets them, with or without a `detect` transform) in the shape
 //! of every other finding: a container throttled by its own CPU quota, an
 //! OOM kill at its memory limit, its PID limit hit (a fork bomb), memory
-//! pressure (PSI "full" stall). A rule fires at most once per container
-//! per `suppress_secs`; the next finding counts what was suppressed.
+//! pressure (PSI "full" stall). An OOM kill is also raised from the
+//! kernel's own event (`process_oom_kill`), so a container that lives less
+//! than a sampling interval is not missed; the sample that counts the same
+//! kill later is suppressed into it. A rule fires at most once per
+//! container per `suppress_secs`; the next finding counts what was
+//! suppressed.
 
 use crate::transforms::detect::attack::attack;
 use lumen_schemas::event::{Finding, ResourceSample, ResourceScope, RuleInfo, Severity};
@@ -174,11 +178,33 @@ impl Findings {
             if r.scope != Some(ResourceScope::Container) {
                 continue;
             }
+            let key = key_of(&r.attribution, &r.text, r.cgroup);
             for rule in self.matching(r) {
-                if let Some(f) = self.raise(rule, r, event) {
+                if let Some(f) = self.raise(rule, key.clone(), event) {
                     out.push(f);
                 }
             }
+        }
+    }
+
+    /// The kernel's report of an OOM kill in a container: a finding now
+    /// (the container may be gone before the next sample).
+    pub fn check_oom_kill(&mut self, event: &Event, out: &mut Vec<Event>) {
+        if !self.config.enabled {
+            return;
+        }
+        let EventKind::Process(p) = &event.kind else {
+            return;
+        };
+        let pr = &p.process;
+        if p.activity != lumen_schemas::event::ProcessActivity::OomKill
+            || pr.attribution.container_id.is_empty()
+        {
+            return;
+        }
+        let key = key_of(&pr.attribution, &pr.text, pr.attribution.cgroup);
+        if let Some(f) = self.raise(Rule::OomKilled, key, event) {
+            out.push(f);
         }
     }
 
@@ -206,13 +232,17 @@ impl Findings {
         rules
     }
 
-    /// A finding for `rule` on `r`'s container, unless suppressed.
-    fn raise(&mut self, rule: Rule, r: &ResourceSample, event: &Event) -> Option<Event> {
-        let t = event.time;
-        let window_ns = i64::try_from(self.config.suppress_secs)
+    fn window_ns(&self) -> i64 {
+        i64::try_from(self.config.suppress_secs)
             .unwrap_or(i64::MAX / 1_000_000_000)
-            .saturating_mul(1_000_000_000);
-        let key = (rule, r.s(r.cgroup).to_owned());
+            .saturating_mul(1_000_000_000)
+    }
+
+    /// A finding for `rule` on the container `key`, unless suppressed.
+    fn raise(&mut self, rule: Rule, key: String, event: &Event) -> Option<Event> {
+        let t = event.time;
+        let window_ns = self.window_ns();
+        let key = (rule, key);
         let (count, first) = match self.windows.get_mut(&key) {
             Some(w) if t.0.saturating_sub(w.emitted.0) < window_ns => {
                 if w.suppressed == 0 {
@@ -257,9 +287,26 @@ impl Findings {
         })
     }
 
-    /// Forgets the windows of containers no longer sampled.
-    pub fn retain(&mut self, live: impl Fn(&str) -> bool) {
-        self.windows.retain(|(_, cgroup), _| live(cgroup));
+    /// Forgets the windows that ended with nothing suppressed (the others
+    /// still owe their count).
+    pub fn expire(&mut self, now: Timestamp) {
+        let window_ns = self.window_ns();
+        self.windows
+            .retain(|_, w| w.suppressed > 0 || now.0.saturating_sub(w.emitted.0) < window_ns);
+    }
+}
+
+/// What findings are kept apart by: the container (the same in a sample
+/// and in a kernel event), else the cgroup.
+fn key_of(
+    at: &lumen_schemas::event::Attribution,
+    text: &str,
+    cgroup: lumen_schemas::event::Str,
+) -> String {
+    if at.container_id.is_empty() {
+        cgroup.get(text).to_owned()
+    } else {
+        at.container_id.get(text).to_owned()
     }
 }
 
@@ -382,8 +429,49 @@ mod tests {
         assert_eq!(finding.count, 3, "two suppressed and this one");
         assert_eq!(finding.first_seen, Timestamp(10_000_000_000));
         assert_eq!(finding.rule.attacks[0].technique_id, "T1499");
-        f.retain(|_| false);
-        assert!(f.windows.is_empty());
+        f.expire(Timestamp(1_000_000_000_000));
+        assert!(f.windows.is_empty(), "the window ended with nothing owed");
+    }
+
+    /// The kernel's event raises the finding at once; the sample that
+    /// counts the same kill is suppressed into the next one.
+    #[test]
+    fn the_kernels_oom_kill_is_a_finding_and_the_samples_count_of_it_is_not_another() {
+        use lumen_schemas::event::{Process, ProcessActivity, ProcessEvent};
+        let mut f = Findings::new(FindingsConfig::default());
+        let mut victim = Process::default().with_text("/bin/dd", "dd", &["dd"]);
+        victim.attribution.container_id = push(&mut victim.text, &"ab".repeat(32));
+        let kill = Event {
+            time: Timestamp(1_000_000_000),
+            observed: Timestamp(1),
+            host: Arc::default(),
+            kind: EventKind::Process(Box::new(ProcessEvent {
+                activity: ProcessActivity::OomKill,
+                process: victim,
+                exit: None,
+                exe: Default::default(),
+            })),
+            redaction: Default::default(),
+        };
+        let mut out = Vec::new();
+        f.check_oom_kill(&kill, &mut out);
+        assert_eq!(out.len(), 1);
+        let oom = ResourceUse {
+            memory_oom_kills: Some(1),
+            ..ResourceUse::default()
+        };
+        assert!(
+            fired(&mut f, sample(oom, 10)).is_empty(),
+            "the same kill, counted"
+        );
+        // A host process's kill is no container finding.
+        let mut host = kill.clone();
+        if let EventKind::Process(p) = &mut host.kind {
+            p.process.attribution.container_id = Default::default();
+        }
+        let mut out = Vec::new();
+        f.check_oom_kill(&host, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -292,11 +292,11 @@ pub async fn run(
     config: ResourcesConfig,
     host: Arc<Host>,
     metrics: Arc<ResourceMetrics>,
+    rules: Arc<std::sync::Mutex<findings::Findings>>,
     tx: tokio::sync::mpsc::Sender<Event>,
     mut shutdown: crate::topology::shutdown::ShutdownSignal,
 ) {
     let mut sampler = Sampler::new(Hierarchies::discover());
-    let mut rules = findings::Findings::new(config.findings.clone());
     let period = Duration::from_secs_f64(config.interval_secs);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -319,8 +319,11 @@ pub async fn run(
         let (series, dropped) = sampler.series();
         metrics.replace(series, dropped);
         let mut raised = Vec::new();
-        rules.check(&events, &mut raised);
-        rules.retain(|cgroup| sampler.last.contains_key(cgroup));
+        {
+            let mut rules = rules.lock().unwrap_or_else(|e| e.into_inner());
+            rules.check(&events, &mut raised);
+            rules.expire(Timestamp::now());
+        }
         for e in events.into_iter().chain(raised) {
             if tx.send(e).await.is_err() {
                 return;

@@ -552,6 +552,8 @@ fn containers(e: &mut DescriptorEncoder<'_>, t: &Topology) -> Result<(), std::fm
                     ("component_id", id.clone()),
                     ("container_id", s.container_id.clone()),
                     ("pod_uid", s.pod_uid.clone()),
+                    ("pod", s.pod.clone()),
+                    ("namespace", s.namespace.clone()),
                 ];
                 Some((labels, pick(&s.counters)?))
             }),

@@ -274,7 +274,11 @@ fn a_running_containers_series_are_on_metrics_and_go_with_it() {
         },
     );
     container.start();
-    let labels = format!("{{component_id=\"kernel\",container_id=\"{id}\",pod_uid=\"{pod}\"}}");
+    // Without the Kubernetes pod cache, the pod's name and namespace are
+    // unknown (empty labels).
+    let labels = format!(
+        "{{component_id=\"kernel\",container_id=\"{id}\",pod_uid=\"{pod}\",pod=\"\",namespace=\"\"}}"
+    );
     let value = |metrics: &str, name: &str| -> Option<u64> {
         let prefix = format!("{name}{labels} ");
         metrics

@@ -133,8 +133,13 @@ impl PodCache {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
+        self.insert(uid, pod_info(pod));
+    }
+
+    /// Caches a live pod.
+    pub(crate) fn insert(&self, uid: String, info: PodInfo) {
         if let Ok(mut map) = self.inner.write() {
-            map.insert(uid, (Arc::new(pod_info(pod)), None));
+            map.insert(uid, (Arc::new(info), None));
         }
     }
 

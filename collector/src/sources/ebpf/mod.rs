@@ -676,6 +676,7 @@ impl EbpfSource {
                 host.clone(),
                 resource_metrics,
                 resource_findings.clone(),
+                pods.clone(),
                 sample_tx,
                 shutdown.clone(),
             ))

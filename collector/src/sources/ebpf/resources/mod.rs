@@ -81,6 +81,10 @@ pub struct ResourceMetrics {
 pub struct ContainerSeries {
     pub container_id: String,
     pub pod_uid: String,
+    /// The pod's name and namespace, when the Kubernetes pod cache is on
+    /// and knows the pod ("" otherwise).
+    pub pod: String,
+    pub namespace: String,
     pub counters: Counters,
 }
 
@@ -92,6 +96,16 @@ impl ResourceMetrics {
 
     fn replace(&self, series: Vec<ContainerSeries>, dropped: u64) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (series, dropped);
+    }
+}
+
+/// Gives the series of pods the cache knows their names and namespaces.
+fn name_pods(series: &mut [ContainerSeries], pods: &super::k8s_pods::PodCache) {
+    for s in series {
+        if let Some(info) = pods.get(&s.pod_uid) {
+            s.pod.clone_from(&info.name);
+            s.namespace.clone_from(&info.namespace);
+        }
     }
 }
 
@@ -181,6 +195,8 @@ impl Sampler {
                 Some(ContainerSeries {
                     container_id: parsed.container_id?.to_owned(),
                     pod_uid: parsed.pod_uid.unwrap_or_default(),
+                    pod: String::new(),
+                    namespace: String::new(),
                     counters: counters.clone(),
                 })
             })
@@ -293,6 +309,7 @@ pub async fn run(
     host: Arc<Host>,
     metrics: Arc<ResourceMetrics>,
     rules: Arc<std::sync::Mutex<findings::Findings>>,
+    pods: Option<super::k8s_pods::PodCache>,
     tx: tokio::sync::mpsc::Sender<Event>,
     mut shutdown: crate::topology::shutdown::ShutdownSignal,
 ) {
@@ -316,7 +333,10 @@ pub async fn run(
             return;
         };
         sampler = back;
-        let (series, dropped) = sampler.series();
+        let (mut series, dropped) = sampler.series();
+        if let Some(pods) = &pods {
+            name_pods(&mut series, pods);
+        }
         metrics.replace(series, dropped);
         let mut raised = Vec::new();
         {

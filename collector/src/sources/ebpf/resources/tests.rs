@@ -204,3 +204,30 @@ fn a_bad_interval_is_refused() {
         .contains("resources.interval_secs"));
     assert!(ResourcesConfig::default().validate().is_ok());
 }
+
+#[test]
+fn series_of_known_pods_get_their_names_and_namespaces() {
+    let pods = crate::sources::ebpf::k8s_pods::PodCache::default();
+    pods.insert(
+        UID.to_owned(),
+        crate::sources::ebpf::k8s_pods::PodInfo {
+            name: "web-1".into(),
+            namespace: "shop".into(),
+            ..Default::default()
+        },
+    );
+    let series = |uid: &str| ContainerSeries {
+        container_id: ID.to_owned(),
+        pod_uid: uid.to_owned(),
+        pod: String::new(),
+        namespace: String::new(),
+        counters: Counters::default(),
+    };
+    let mut all = vec![series(UID), series("other")];
+    name_pods(&mut all, &pods);
+    assert_eq!(
+        (all[0].pod.as_str(), all[0].namespace.as_str()),
+        ("web-1", "shop")
+    );
+    assert_eq!((all[1].pod.as_str(), all[1].namespace.as_str()), ("", ""));
+}

@@ -6,8 +6,8 @@
 //! kernel's own event (`process_oom_kill`), so a container that lives less
 //! than a sampling interval is not missed; the sample that counts the same
 //! kill later is suppressed into it. A rule fires at most once per
-//! container per `suppress_secs`; the next finding counts what was
-//! suppressed.
+//! container per `suppress_secs`; the matches suppressed meanwhile are
+//! counted into the next finding, or reported when the window ends.
 
 use crate::transforms::detect::attack::attack;
 use lumen_schemas::event::{Finding, ResourceSample, ResourceScope, RuleInfo, Severity};
@@ -132,6 +132,8 @@ struct Window {
     emitted: Timestamp,
     suppressed: u64,
     first: Timestamp,
+    /// The last suppressed match, the evidence of the count owed.
+    last: Option<Event>,
 }
 
 /// The rules' state.
@@ -249,6 +251,7 @@ impl Findings {
                     w.first = t;
                 }
                 w.suppressed += 1;
+                w.last = Some(event.clone());
                 return None;
             }
             Some(w) => {
@@ -257,6 +260,7 @@ impl Findings {
                     emitted: t,
                     suppressed: 0,
                     first: t,
+                    last: None,
                 };
                 pending
             }
@@ -267,32 +271,49 @@ impl Findings {
                         emitted: t,
                         suppressed: 0,
                         first: t,
+                        last: None,
                     },
                 );
                 (1, t)
             }
         };
-        Some(Event {
-            time: t,
+        Some(self.finding(rule, count, first, event))
+    }
+
+    fn finding(&self, rule: Rule, count: u64, first: Timestamp, evidence: &Event) -> Event {
+        Event {
+            time: evidence.time,
             observed: Timestamp::now(),
-            host: event.host.clone(),
+            host: evidence.host.clone(),
             kind: EventKind::Finding(Box::new(Finding {
                 rule: self.infos[rule as usize].clone(),
                 count,
                 first_seen: first,
-                last_seen: t,
-                evidence: Box::new(event.clone()),
+                last_seen: evidence.time,
+                evidence: Box::new(evidence.clone()),
             })),
             redaction: Default::default(),
-        })
+        }
     }
 
-    /// Forgets the windows that ended with nothing suppressed (the others
-    /// still owe their count).
-    pub fn expire(&mut self, now: Timestamp) {
+    /// Ends the windows older than `suppress_secs` at `now`: those that
+    /// suppressed matches report their count (into `out`), as the `detect`
+    /// transform does; all are forgotten.
+    pub fn expire(&mut self, now: Timestamp, out: &mut Vec<Event>) {
         let window_ns = self.window_ns();
-        self.windows
-            .retain(|_, w| w.suppressed > 0 || now.0.saturating_sub(w.emitted.0) < window_ns);
+        let ended: Vec<(Rule, String)> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| now.0.saturating_sub(w.emitted.0) >= window_ns)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ended {
+            if let Some(w) = self.windows.remove(&key) {
+                if let (Some(last), true) = (&w.last, w.suppressed > 0) {
+                    out.push(self.finding(key.0, w.suppressed, w.first, last));
+                }
+            }
+        }
     }
 }
 
@@ -429,8 +450,30 @@ mod tests {
         assert_eq!(finding.count, 3, "two suppressed and this one");
         assert_eq!(finding.first_seen, Timestamp(10_000_000_000));
         assert_eq!(finding.rule.attacks[0].technique_id, "T1499");
-        f.expire(Timestamp(1_000_000_000_000));
-        assert!(f.windows.is_empty(), "the window ended with nothing owed");
+        let mut out = Vec::new();
+        f.expire(Timestamp(1_000_000_000_000), &mut out);
+        assert!(
+            out.is_empty() && f.windows.is_empty(),
+            "the window ended with nothing owed"
+        );
+        // A window that ends owing a count reports it.
+        let oom2 = ResourceUse {
+            memory_oom_kills: Some(1),
+            ..ResourceUse::default()
+        };
+        assert_eq!(fired(&mut f, sample(oom2.clone(), 100)).len(), 1);
+        assert!(fired(&mut f, sample(oom2.clone(), 110)).is_empty());
+        assert!(fired(&mut f, sample(oom2, 120)).is_empty());
+        // The window opened at 100 s lasts 60 s.
+        f.expire(Timestamp(150_000_000_000), &mut out);
+        assert!(out.is_empty(), "the window has not ended");
+        f.expire(Timestamp(161_000_000_000), &mut out);
+        let EventKind::Finding(owed) = &out[0].kind else {
+            unreachable!()
+        };
+        assert_eq!(owed.count, 2, "the two suppressed at 110 and 120 s");
+        assert_eq!(owed.first_seen, Timestamp(110_000_000_000));
+        assert!(f.windows.is_empty());
     }
 
     /// The kernel's event raises the finding at once; the sample that

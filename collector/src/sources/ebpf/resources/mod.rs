@@ -342,7 +342,7 @@ pub async fn run(
         {
             let mut rules = rules.lock().unwrap_or_else(|e| e.into_inner());
             rules.check(&events, &mut raised);
-            rules.expire(Timestamp::now());
+            rules.expire(Timestamp::now(), &mut raised);
         }
         for e in events.into_iter().chain(raised) {
             if tx.send(e).await.is_err() {

@@ -140,6 +140,24 @@ fn syntax_errors_name_line_and_column() {
 }
 
 #[test]
+fn resource_sampling_settings_that_cannot_work_are_refused_with_the_source_named() {
+    for (setting, want) in [
+        (
+            "resources.interval_secs = 0",
+            "2:1: [sources.kernel]: resources.interval_secs must be at least 0.1, not 0",
+        ),
+        (
+            "resources.findings.cpu_throttled_ratio = 2.0",
+            "2:1: [sources.kernel]: resources.findings.cpu_throttled_ratio must be in (0, 1], not 2",
+        ),
+    ] {
+        let text = BASE.replacen("type = \"ebpf\"", &format!("type = \"ebpf\"\n{setting}"), 1);
+        let e = err(&text);
+        assert!(e.ends_with(want), "{e}\nwanted: {want}");
+    }
+}
+
+#[test]
 fn network_sink_settings_that_cannot_work_are_refused_with_the_sink_named() {
     let base = "[sources.a]\ntype = \"k8s_audit_file\"\npath = \"/x\"\n\n";
     for (sink, want) in [

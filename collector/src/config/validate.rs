@@ -128,13 +128,16 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
         }
     }
     for (id, source) in &config.sources {
-        if let super::SourceConfig::K8sAuditWebhook(c) = source {
-            if let Err(message) = c.validate() {
-                return Err((
-                    locate(text, "sources", id, None),
-                    format!("[sources.{id}]: {message}"),
-                ));
-            }
+        let checked = match source {
+            super::SourceConfig::K8sAuditWebhook(c) => c.validate(),
+            super::SourceConfig::Ebpf(c) => c.resources.validate(),
+            super::SourceConfig::K8sAuditFile(_) => Ok(()),
+        };
+        if let Err(message) = checked {
+            return Err((
+                locate(text, "sources", id, None),
+                format!("[sources.{id}]: {message}"),
+            ));
         }
     }
     for (id, sink) in &config.sinks {

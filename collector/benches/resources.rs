@@ -20,20 +20,9 @@ struct Cgroups(Vec<PathBuf>);
 impl Cgroups {
     fn make(h: &Hierarchies) -> Cgroups {
         let top = format!("lumen-bench-{}", std::process::id());
-        let mounts = [
-            h.unified.as_deref(),
-            h.v1("cpu"),
-            h.v1("cpuacct"),
-            h.v1("memory"),
-            h.v1("pids"),
-            h.v1("blkio"),
-        ];
         let mut made = Vec::new();
-        for mount in mounts.into_iter().flatten() {
+        for mount in h.counted() {
             let root = mount.join(&top);
-            if made.contains(&root) {
-                continue;
-            }
             for p in 0..PODS {
                 let pod = root.join(format!(
                     "kubepods/burstable/pod0f5a7c1e-1111-2222-3333-{p:012}"

@@ -79,6 +79,16 @@ fn common_head(w: &mut JsonWriter<'_>, time: Timestamp) {
 }
 
 fn host(w: &mut JsonWriter<'_>, event: &Event, key: &str) {
+    host_with(w, event, key, |_| {});
+}
+
+/// As [`host`]; `more` adds members to the object.
+fn host_with(
+    w: &mut JsonWriter<'_>,
+    event: &Event,
+    key: &str,
+    more: impl FnOnce(&mut JsonWriter<'_>),
+) {
     w.object(key);
     w.nonempty_str("hostname", &event.host.name);
     if key == "host" {
@@ -89,6 +99,7 @@ fn host(w: &mut JsonWriter<'_>, event: &Event, key: &str) {
         w.nonempty_str("kernel", &event.host.kernel);
         w.end_object();
     }
+    more(w);
     w.end_object();
 }
 
@@ -1021,19 +1032,12 @@ fn resource(w: &mut JsonWriter<'_>, event: &Event, r: &crate::event::ResourceSam
             w.end_object();
         }
     };
-    w.object("host");
-    w.nonempty_str("hostname", &event.host.name);
-    w.nonempty_str("name", &event.host.name);
-    w.nonempty_str("architecture", &event.host.architecture);
-    w.object("os");
-    w.str("type", "linux");
-    w.nonempty_str("kernel", &event.host.kernel);
-    w.end_object();
-    if r.scope == Some(crate::event::ResourceScope::Host) {
-        shares(w, false);
-        disk(w);
-    }
-    w.end_object();
+    host_with(w, event, "host", |w| {
+        if r.scope == Some(crate::event::ResourceScope::Host) {
+            shares(w, false);
+            disk(w);
+        }
+    });
     attribution_of(w, &r.attribution, &r.text, |w| {
         shares(w, true);
         disk(w);

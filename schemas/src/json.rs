@@ -317,6 +317,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn numbers_keep_four_decimals_and_non_finite_ones_are_null() {
+        let mut buf = Vec::new();
+        let mut w = JsonWriter::new(&mut buf);
+        w.begin_object();
+        w.f64("share", 0.123_456);
+        w.f64("whole", 1.0);
+        w.f64("nan", f64::NAN);
+        w.f64("inf", f64::INFINITY);
+        w.end_object();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            r#"{"share":0.1235,"whole":1,"nan":null,"inf":null}"#
+        );
+    }
+
+    #[test]
     fn joined_strings_are_escaped_only_when_they_need_it() {
         let mut buf = Vec::new();
         let mut w = JsonWriter::new(&mut buf);

@@ -157,6 +157,11 @@ fn redaction_label_elems(w: &mut JsonWriter<'_>, r: &Redaction) {
 }
 
 fn device(w: &mut JsonWriter<'_>, event: &Event) {
+    device_with(w, event, |_| {});
+}
+
+/// As [`device`]; `more` adds members to the object.
+fn device_with(w: &mut JsonWriter<'_>, event: &Event, more: impl FnOnce(&mut JsonWriter<'_>)) {
     w.object("device");
     w.u64("type_id", 1);
     w.str("type", "Server");
@@ -168,6 +173,7 @@ fn device(w: &mut JsonWriter<'_>, event: &Event) {
     w.str("type", "Linux");
     w.nonempty_str("kernel_release", &event.host.kernel);
     w.end_object();
+    more(w);
     w.end_object();
 }
 
@@ -291,37 +297,44 @@ fn process_object(
     if let Some(t) = terminated {
         w.i64("terminated_time", t.as_millis());
     }
-    let at = &pr.attribution;
-    if !at.container_id.is_empty() {
-        w.object("container");
-        w.str("uid", pr.s(at.container_id));
-        if let Some(rt) = at.runtime {
-            w.str("runtime", rt.as_str());
-        }
-        if !at.pod_uid.is_empty() {
-            w.str("pod_uuid", pr.s(at.pod_uid));
-            w.str("orchestrator", "kubernetes");
-        }
-        w.nonempty_str("name", pr.s(at.container_name));
-        if !at.image.is_empty() {
-            w.object("image");
-            w.str("name", pr.s(at.image));
-            w.str("uid", pr.s(at.image));
-            w.end_object();
-        }
-        if !at.labels.is_empty() {
-            w.array("labels");
-            let mut label = String::new();
-            for (k, v) in &at.labels {
-                label.clear();
-                label.push_str(pr.s(*k));
-                label.push('=');
-                label.push_str(pr.s(*v));
-                w.elem_str(&label);
-            }
-            w.end_array();
-        }
+    container_object(w, &pr.attribution, &pr.text);
+    w.end_object();
+}
+
+/// An OCSF `container` object, when the attribution names a container
+/// (its strings in `text`).
+fn container_object(w: &mut JsonWriter<'_>, at: &crate::event::Attribution, text: &str) {
+    if at.container_id.is_empty() {
+        return;
+    }
+    let s = |v: crate::event::Str| v.get(text);
+    w.object("container");
+    w.str("uid", s(at.container_id));
+    if let Some(rt) = at.runtime {
+        w.str("runtime", rt.as_str());
+    }
+    if !at.pod_uid.is_empty() {
+        w.str("pod_uuid", s(at.pod_uid));
+        w.str("orchestrator", "kubernetes");
+    }
+    w.nonempty_str("name", s(at.container_name));
+    if !at.image.is_empty() {
+        w.object("image");
+        w.str("name", s(at.image));
+        w.str("uid", s(at.image));
         w.end_object();
+    }
+    if !at.labels.is_empty() {
+        w.array("labels");
+        let mut label = String::new();
+        for (k, v) in &at.labels {
+            label.clear();
+            label.push_str(s(*k));
+            label.push('=');
+            label.push_str(s(*v));
+            w.elem_str(&label);
+        }
+        w.end_array();
     }
     w.end_object();
 }
@@ -1033,31 +1046,7 @@ fn resource(w: &mut JsonWriter<'_>, event: &Event, r: &crate::event::ResourceSam
         "cgroups",
         if container { &["container"] } else { &[] },
     );
-    w.object("device");
-    w.u64("type_id", 1);
-    w.str("type", "Server");
-    w.nonempty_str("hostname", &event.host.name);
-    w.nonempty_str("name", &event.host.name);
-    w.object("os");
-    w.str("name", "Linux");
-    w.u64("type_id", 200);
-    w.str("type", "Linux");
-    w.nonempty_str("kernel_release", &event.host.kernel);
-    w.end_object();
-    if container {
-        w.object("container");
-        w.str("uid", r.s(at.container_id));
-        if let Some(rt) = at.runtime {
-            w.str("runtime", rt.as_str());
-        }
-        if !at.pod_uid.is_empty() {
-            w.str("pod_uuid", r.s(at.pod_uid));
-            w.str("orchestrator", "kubernetes");
-        }
-        w.nonempty_str("name", r.s(at.container_name));
-        w.end_object();
-    }
-    w.end_object();
+    device_with(w, event, |w| container_object(w, at, &r.text));
     w.object("unmapped");
     if !at.pod_uid.is_empty() {
         w.str("pod_uid", r.s(at.pod_uid));

@@ -45,11 +45,12 @@ pub fn metrics_request(batch: &Batch, pending: &[usize]) -> (Vec<u8>, Vec<Option
     let mut by_host: BTreeMap<&str, BTreeMap<String, Building>> = BTreeMap::new();
     let mut decided = Vec::with_capacity(pending.len());
     for &i in pending {
-        let Some(event) = batch.items[i].event.as_deref() else {
-            decided.push(Some(Outcome::Reject {
-                reason: "internal: the batch let go of the event".into(),
-            }));
-            continue;
+        let event = match super::request_builder::event_of(batch, i) {
+            Ok(event) => event,
+            Err(rejected) => {
+                decided.push(Some(rejected));
+                continue;
+            }
         };
         let EventKind::Resource(r) = &event.kind else {
             decided.push(Some(Outcome::Reject {

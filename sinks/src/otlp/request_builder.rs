@@ -116,6 +116,17 @@ fn resource(key: &ResourceKey<'_>, out: &mut Vec<u8>) {
     wire::close(out, r);
 }
 
+/// The event of item `i` (OTLP batches keep their events); a rejection
+/// when the batch let go of it.
+pub(super) fn event_of(batch: &Batch, i: usize) -> Result<&Event, Outcome> {
+    batch.items[i]
+        .event
+        .as_deref()
+        .ok_or_else(|| Outcome::Reject {
+            reason: "internal: the batch let go of the event".into(),
+        })
+}
+
 /// The encoded `ExportLogsServiceRequest` for the events `pending` of
 /// `batch`, and for each of them an outcome already decided (an event that
 /// cannot be turned into a log record is rejected; the others wait for the
@@ -130,11 +141,12 @@ pub fn export_request(
     let mut groups: Vec<(ResourceKey<'_>, Vec<u8>)> = Vec::new();
     let mut decided = Vec::with_capacity(pending.len());
     for &i in pending {
-        let Some(event) = batch.items[i].event.as_deref() else {
-            decided.push(Some(Outcome::Reject {
-                reason: "internal: the batch let go of the event".into(),
-            }));
-            continue;
+        let event = match event_of(batch, i) {
+            Ok(event) => event,
+            Err(rejected) => {
+                decided.push(Some(rejected));
+                continue;
+            }
         };
         let key = resource_key(event);
         let at = match groups.iter().position(|(k, _)| *k == key) {

@@ -53,6 +53,20 @@ impl Hierarchies {
         h
     }
 
+    /// Each distinct mount resource counters are read from: the unified
+    /// hierarchy and the v1 `cpu`, `cpuacct`, `memory`, `pids` and `blkio`
+    /// controllers (a mount shared by two controllers once).
+    pub fn counted(&self) -> Vec<&Path> {
+        let mut mounts: Vec<&Path> = Vec::new();
+        let v1 = ["cpu", "cpuacct", "memory", "pids", "blkio"].map(|c| self.v1(c));
+        for m in std::iter::once(self.unified.as_deref()).chain(v1).flatten() {
+            if !mounts.contains(&m) {
+                mounts.push(m);
+            }
+        }
+        mounts
+    }
+
     /// The mount of v1 controller `controller` (`cpu`, `cpuacct`,
     /// `memory`, `blkio`, `pids`, `cpuset`).
     pub fn v1(&self, controller: &str) -> Option<&Path> {
@@ -115,6 +129,15 @@ mod tests {
         assert_eq!(h.v1("memory"), Some(Path::new("/sys/fs/cgroup/memory")));
         assert_eq!(h.v1("xattr"), Some(Path::new("/sys/fs/cgroup/systemd")));
         assert_eq!(h.v1("pids"), None);
+        assert_eq!(
+            h.counted(),
+            [
+                Path::new("/sys/fs/cgroup/unified"),
+                Path::new("/sys/fs/cgroup/cpu,cpuacct"),
+                Path::new("/sys/fs/cgroup/memory"),
+            ],
+            "cpu and cpuacct share a mount"
+        );
         let unified = "29 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
         let h = Hierarchies::from_mountinfo(unified);
         assert_eq!(h.unified.as_deref(), Some(Path::new("/sys/fs/cgroup")));

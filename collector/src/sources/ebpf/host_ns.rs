@@ -19,9 +19,7 @@ impl HostNamespaces {
     /// the kernel lacks is left out.
     pub fn read(proc: &Path) -> HostNamespaces {
         let number = |pid: &str, kind: NamespaceKind| -> Option<u64> {
-            let link = std::fs::read_link(proc.join(pid).join("ns").join(kind.as_str())).ok()?;
-            let text = link.to_string_lossy();
-            text.split('[').nth(1)?.trim_end_matches(']').parse().ok()
+            super::namespace_inode(&proc.join(pid).join("ns").join(kind.as_str())).map(u64::from)
         };
         let mut own = Vec::new();
         let known = NamespaceKind::ALL

@@ -173,14 +173,6 @@ struct Seen {
 /// The parts of a rule's condition an index checks.
 type Slots = [matcher::Alternatives];
 
-/// A rule whose condition has parts the index checks (exact-string
-/// equalities, or an `any` of them): what is left of the condition,
-/// evaluated once they all hold.
-#[derive(Debug)]
-struct Indexed {
-    rest: matcher::Cond,
-}
-
 /// The rules of one event kind. A rule with exact-string tests is found
 /// through them: for each field some rule tests, the event's value is
 /// looked up once, setting the bits of the parts it satisfies; a rule
@@ -405,8 +397,10 @@ pub struct Detector {
     /// Its counters, read by `/metrics`.
     pub metrics: Arc<DetectMetrics>,
     rules: Vec<Rule>,
-    /// Per rule, what the index checks of it.
-    indexed: Vec<Option<Indexed>>,
+    /// Per rule whose condition has parts the index checks (exact-string
+    /// equalities, or an `any` of them): what is left of the condition,
+    /// evaluated once they all hold.
+    rest: Vec<Option<matcher::Cond>>,
     /// Rules by event kind (index into `filter::KINDS`).
     by_kind: Vec<KindRules>,
     /// The candidates of the event being inspected.
@@ -476,16 +470,16 @@ impl Detector {
                 )
             })
             .collect();
-        let indexed = splits
+        let rest = splits
             .into_iter()
-            .map(|split| split.map(|(_, rest)| Indexed { rest }))
+            .map(|split| split.map(|(_, rest)| rest))
             .collect();
         Detector {
             metrics: Arc::default(),
             bits: vec![0; rules.len()],
             found: Vec::new(),
             rules,
-            indexed,
+            rest,
             by_kind,
             candidates: Vec::new(),
             scratch: Scratch::default(),
@@ -528,7 +522,7 @@ impl Detector {
         );
         for &r in &candidates {
             let rule = &self.rules[r];
-            let when = self.indexed[r].as_ref().map_or(&rule.when, |ix| &ix.rest);
+            let when = self.rest[r].as_ref().unwrap_or(&rule.when);
             if rule.matches_given(when, event, &mut self.scratch) {
                 self.key_of(r, event);
                 if self.reached(r, event.time) {

@@ -1330,9 +1330,7 @@ fn the_index_finds_what_testing_every_rule_finds() {
         let by_index: Vec<usize> = candidates
             .into_iter()
             .filter(|&r| {
-                let when = d.indexed[r]
-                    .as_ref()
-                    .map_or(&d.rules[r].when, |ix| &ix.rest);
+                let when = d.rest[r].as_ref().unwrap_or(&d.rules[r].when);
                 d.rules[r].matches_given(when, e, &mut d.scratch)
             })
             .collect();

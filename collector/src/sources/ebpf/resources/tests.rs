@@ -18,19 +18,9 @@ impl TestCgroup {
             "lumen-sampler-{}/kubepods/besteffort/pod{UID}/{ID}",
             std::process::id()
         );
-        let mounts = [
-            h.unified.as_deref(),
-            h.v1("cpu"),
-            h.v1("cpuacct"),
-            h.v1("memory"),
-            h.v1("pids"),
-        ];
         let mut dirs = Vec::new();
-        for mount in mounts.into_iter().flatten() {
+        for mount in h.counted() {
             let dir = mount.join(&rel);
-            if dirs.contains(&dir) {
-                continue;
-            }
             std::fs::create_dir_all(&dir).unwrap();
             dirs.push(dir);
         }

@@ -576,6 +576,9 @@ pub struct KernelOffsets {
     pub inode_ino: u32,
     /// `task_struct.comm`.
     pub task_comm: u32,
+    /// `kernfs_node.id`: a cgroup's id (its inode number on cgroupfs, what
+    /// `bpf_get_current_cgroup_id` returns).
+    pub kernfs_id: u32,
     pub _pad: u32,
 }
 
@@ -610,8 +613,51 @@ pub mod drop_index {
     ];
 }
 
+/// Run-queue wait histogram buckets: bucket `i` counts waits shorter
+/// than 2^i µs (bucket 0: under 1 µs); the last holds every longer wait.
+pub const SCHED_BUCKETS: usize = 24;
+
+/// One cgroup's scheduler facts on one CPU (`SCHED_CGROUPS`, keyed by the
+/// cgroup id), lifetime counters: its tasks' waits runnable before they
+/// got the CPU (from wakeup or preemption to running), and how often its
+/// tasks were preempted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedStats {
+    pub waits: u64,
+    pub wait_ns: u64,
+    pub preempted: u64,
+    pub hist: [u64; SCHED_BUCKETS],
+}
+
+/// Key of `SCHED_PAIRS`: a task of `victim` waited, or was preempted,
+/// while a task of `offender` held the CPU (cgroup ids).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SchedPair {
+    pub victim: u64,
+    pub offender: u64,
+}
+
+/// Value of `SCHED_PAIRS`, per CPU, lifetime counters: waits of the victim
+/// that ended when the offender's task left the CPU, their total length,
+/// and preemptions of the victim's tasks by the offender's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairStats {
+    pub waits: u64,
+    pub wait_ns: u64,
+    pub preemptions: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: plain-old-data, no padding.
+    unsafe impl aya::Pod for super::SchedStats {}
+    // SAFETY: plain-old-data, no padding.
+    unsafe impl aya::Pod for super::SchedPair {}
+    // SAFETY: plain-old-data, no padding.
+    unsafe impl aya::Pod for super::PairStats {}
     // SAFETY: plain-old-data records with explicit padding, no pointers.
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: plain-old-data with explicit padding.

@@ -10,7 +10,8 @@
 //! kernel's BTF, resolved by user space and passed in the `CONFIG` map.
 //!
 //! A module per hook family, as Tetragon's `bpf/process/` reads:
-//! [`process`] (exec, exit, fork), [`file`], [`network`], [`privilege`];
+//! [`process`] (exec, exit, fork, OOM kills), [`file`], [`network`],
+//! [`privilege`], [`sched`] (run-queue waits, kept in maps);
 //! what they share: [`maps`], [`syscalls`] (entry/exit record layouts),
 //! [`task`] (readers of the current task) and [`path`] (path walks).
 //! One exit program per syscall family is loaded (and verified) once and
@@ -25,6 +26,7 @@ mod network;
 mod path;
 mod privilege;
 mod process;
+mod sched;
 mod syscalls;
 mod task;
 

@@ -116,18 +116,7 @@ pub(crate) unsafe fn cgroup_names_of(
 ) {
     // SAFETY: probe reads only.
     unsafe {
-        // task->cgroups->dfl_cgrp->kn, then up the kernfs parents.
-        let css_set: u64 = read_kernel(task, o.task_cgroups);
-        let cgrp: u64 = if css_set == 0 {
-            0
-        } else {
-            read_kernel(css_set as *const u8, o.css_set_dfl_cgrp)
-        };
-        let mut kn: u64 = if cgrp == 0 {
-            0
-        } else {
-            read_kernel(cgrp as *const u8, o.cgroup_kn)
-        };
+        let mut kn = cgroup_kn_of(task, o);
         for slot in names.iter_mut() {
             slot[0] = 0;
             if kn == 0 {
@@ -143,6 +132,24 @@ pub(crate) unsafe fn cgroup_names_of(
             }
             kn = read_kernel(kn as *const u8, o.kernfs_parent);
         }
+    }
+}
+
+/// `task->cgroups->dfl_cgrp->kn`: the kernfs node of `task`'s cgroup on
+/// the default hierarchy; 0 when unreadable.
+#[inline(always)]
+pub(crate) unsafe fn cgroup_kn_of(task: *const u8, o: &KernelOffsets) -> u64 {
+    // SAFETY: probe reads only.
+    unsafe {
+        let css_set: u64 = read_kernel(task, o.task_cgroups);
+        if css_set == 0 {
+            return 0;
+        }
+        let cgrp: u64 = read_kernel(css_set as *const u8, o.css_set_dfl_cgrp);
+        if cgrp == 0 {
+            return 0;
+        }
+        read_kernel(cgrp as *const u8, o.cgroup_kn)
     }
 }
 

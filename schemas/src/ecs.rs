@@ -1122,4 +1122,32 @@ pub(crate) fn resource_counters(w: &mut JsonWriter<'_>, r: &crate::event::Resour
         }
         w.end_object();
     }
+    if let Some(s) = &r.sched {
+        w.object("sched");
+        w.u64("waits", s.waits);
+        w.u64("wait_ns", s.wait_ns);
+        w.u64("wait_avg_ns", s.wait_avg_ns());
+        w.u64("wait_p99_ns", s.wait_p99_ns);
+        w.array("wait_hist");
+        for n in &s.wait_hist {
+            w.elem_u64(*n);
+        }
+        w.end_array();
+        w.u64("preempted", s.preempted);
+        if !s.neighbours.is_empty() {
+            w.array("neighbours");
+            for n in &s.neighbours {
+                w.begin_object();
+                w.str("cgroup", r.s(n.cgroup));
+                w.nonempty_str("container_id", r.s(n.container_id));
+                w.nonempty_str("pod_uid", r.s(n.pod_uid));
+                w.u64("waits", n.waits);
+                w.u64("wait_ns", n.wait_ns);
+                w.u64("preemptions", n.preemptions);
+                w.end_object();
+            }
+            w.end_array();
+        }
+        w.end_object();
+    }
 }

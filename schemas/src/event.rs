@@ -269,6 +269,67 @@ pub struct ResourceSample {
     /// Counters as deltas over the interval; levels (usage, limits, tasks)
     /// at its end.
     pub usage: ResourceUse,
+    /// The scheduler's view over the interval (a container's, when the
+    /// scheduler programs run); `None` otherwise.
+    pub sched: Option<SchedUse>,
+}
+
+/// A cgroup's run-queue waits over an interval: how often its tasks got a
+/// CPU after waiting runnable (woken, or preempted), how long they waited,
+/// how often they were preempted, and which other cgroups held the CPU.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedUse {
+    pub waits: u64,
+    pub wait_ns: u64,
+    /// The upper bound of the log2 histogram bucket holding the 99th
+    /// percentile wait, ns.
+    pub wait_p99_ns: u64,
+    /// Waits by length: bucket `i` counts waits under 2^i µs (bucket 0:
+    /// under 1 µs); the last, every longer one. Trailing empty buckets
+    /// are left out.
+    pub wait_hist: Vec<u64>,
+    pub preempted: u64,
+    /// The other cgroups whose tasks held the CPU when this one's waits
+    /// ended (or that preempted it), most wait first, at most
+    /// [`SchedUse::MAX_NEIGHBOURS`]. An idle CPU is nobody's.
+    pub neighbours: Vec<Neighbour>,
+}
+
+impl SchedUse {
+    pub const MAX_NEIGHBOURS: usize = 3;
+
+    /// The mean wait, ns.
+    pub fn wait_avg_ns(&self) -> u64 {
+        self.wait_ns.checked_div(self.waits).unwrap_or(0)
+    }
+
+    /// Waits of at least `us` µs, as the histogram can count them: those
+    /// in buckets that start at `us` or later (so `us` is taken up to the
+    /// next power of two).
+    pub fn waits_at_least_us(&self, us: u64) -> u64 {
+        self.wait_hist
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i > 0 && (1u64 << (i - 1)) >= us)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// A cgroup that held the CPU while a sample's cgroup waited; its strings
+/// live in the sample's `text`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Neighbour {
+    /// Its path on the unified hierarchy ("" for the root).
+    pub cgroup: Str,
+    /// Empty when it is no container (a host service, a pod's own cgroup).
+    pub container_id: Str,
+    pub pod_uid: Str,
+    /// Waits of the sample's cgroup it ended, and their total, ns.
+    pub waits: u64,
+    pub wait_ns: u64,
+    /// Preemptions of the sample's cgroup by it.
+    pub preemptions: u64,
 }
 
 /// A cgroup's counters and levels, as its files say them (lifetime

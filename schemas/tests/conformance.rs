@@ -591,6 +591,22 @@ fn resource_events() -> Vec<Event> {
         if scope == ResourceScope::Container {
             r.attribution.container_id = push(&mut r.text, &"ab".repeat(32));
             r.attribution.runtime = Some(ContainerRuntime::Runc);
+            let mut offender = lumen_schemas::event::Neighbour {
+                waits: 90,
+                wait_ns: 9_000_000,
+                preemptions: 4,
+                ..Default::default()
+            };
+            offender.cgroup = push(&mut r.text, "kubepods/podx/cdcd");
+            offender.container_id = push(&mut r.text, &"cd".repeat(32));
+            r.sched = Some(lumen_schemas::event::SchedUse {
+                waits: 100,
+                wait_ns: 10_000_000,
+                wait_p99_ns: 4_096_000,
+                wait_hist: vec![0, 0, 0, 0, 97, 0, 0, 0, 0, 0, 0, 0, 3],
+                preempted: 2,
+                neighbours: vec![offender],
+            });
         }
         Event {
             time: t,
@@ -635,6 +651,15 @@ fn resource_samples_put_shares_in_ecs_container_and_host_fields_and_validate_as_
         container["lumen"]["resources"]["pressure"]["memory_full_us"],
         5
     );
+    let sched = &container["lumen"]["resources"]["sched"];
+    assert_eq!(sched["wait_avg_ns"], 100_000);
+    assert_eq!(sched["wait_hist"][12], 3);
+    assert_eq!(sched["neighbours"][0]["container_id"], "cd".repeat(32));
+    assert!(
+        sched["neighbours"][0].get("pod_uid").is_none(),
+        "empty: left out"
+    );
+    assert!(pod["lumen"]["resources"].get("sched").is_none());
     assert!(pod.get("container").is_none());
     assert_eq!(
         pod["kubernetes"]["pod"]["uid"],
@@ -653,6 +678,9 @@ fn resource_samples_put_shares_in_ecs_container_and_host_fields_and_validate_as_
             doc["unmapped"]["resources"]["cpu"]["usage_ns"],
             5_000_000_000u64
         );
+        if doc["device"].get("container").is_some() {
+            assert_eq!(doc["unmapped"]["resources"]["sched"]["waits"], 100);
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! containers in the kubelet layout: one with a CPU quota, spinning (its
 //! samples carry its pod, CPU use and throttling; a throttling finding);
 //! one that allocates past its memory limit (an OOM-kill finding); a fork
-//! bomb against its PID limit (a PID-exhaustion finding); and an idle one
-//! that raises nothing.
+//! bomb against its PID limit (a PID-exhaustion finding); an idle one
+//! that raises nothing; and two pinned to one CPU, a spinner starving a
+//! service (a starvation finding naming the spinner).
 
 use crate::support::{is_root, random_container_id, wait_for_events, Container, Extra, Lumen};
 use serde_json::Value;
@@ -316,6 +317,98 @@ fn a_running_containers_series_are_on_metrics_and_go_with_it() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}
+
+/// Two containers pinned to one CPU: a service waking every 10 ms and a
+/// spinner. The service's run-queue waits grow long while the spinner
+/// holds the CPU: a starvation finding about the service names the
+/// spinner. The spinner, preempted by the service at every wakeup but
+/// only briefly, is no victim of it.
+#[test]
+fn a_spinning_neighbour_on_the_same_cpu_is_named_as_the_offender_of_a_starved_container() {
+    assert!(is_root(), "runc and eBPF need root (CI runs as root)");
+    let config = CONFIG.replace("interval_secs = 0.5", "interval_secs = 2");
+    let mut lumen = Lumen::start(&config);
+    lumen.wait_for_log("run-queue waits measured", Duration::from_secs(60));
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    let ecs = lumen.path("ecs.ndjson");
+    let helper = crate::support::build_helper("cpu_load", lumen.dir.path());
+    let pod = "0f5a7c1e-1111-2222-3333-aaaa55556666";
+    let pinned = |name: &str, mode: &str| {
+        let id = random_container_id();
+        let container = Container::with(
+            &format!("lumen-{name}-{}", &id[..12]),
+            &format!("/kubepods/pod{pod}/{id}"),
+            &["/bin/cpu_load", mode, "12"],
+            Extra {
+                cpus: Some("1".to_owned()),
+                files: vec![("/bin/cpu_load".to_owned(), helper.clone(), 0o755)],
+                ..Extra::default()
+            },
+        );
+        container.start();
+        (id, container)
+    };
+    let (ticker, _ticker_container) = pinned("ticker", "tick");
+    let (spinner, _spinner_container) = pinned("spinner", "spin");
+    let f = wait_finding(&ecs, &ticker, "lumen.resources.cpu_starvation");
+    assert_eq!(f["threat"]["technique"]["id"][0], "T1496", "{f:#}");
+    let sched = &f["lumen"]["resources"]["sched"];
+    assert_eq!(
+        sched["neighbours"][0]["container_id"],
+        spinner.as_str(),
+        "{f:#}"
+    );
+    assert_eq!(sched["neighbours"][0]["pod_uid"], pod);
+    assert!(sched["wait_p99_ns"].as_u64().unwrap() >= 2_000_000, "{f:#}");
+    let samples = wait_for_events(&ecs, Duration::from_secs(20), |evs| {
+        evs.iter()
+            .filter(|e| e["event"]["kind"] == "metric" && e["container"]["id"] == spinner.as_str())
+            .count()
+            >= 2
+    });
+    // The spinner's samples: preempted by the service (the cgroup that
+    // took the CPU), many times a second, each time briefly.
+    let spun: Vec<&Value> = samples
+        .iter()
+        .filter(|e| e["event"]["kind"] == "metric" && e["container"]["id"] == spinner.as_str())
+        .collect();
+    let by_ticker = spun.iter().any(|s| {
+        let n = &s["lumen"]["resources"]["sched"]["neighbours"][0];
+        n["container_id"] == ticker.as_str() && n["preemptions"].as_u64().unwrap_or(0) >= 50
+    });
+    assert!(by_ticker, "{spun:#?}");
+    // Its samples agree with its cgroup: CPU used for the whole interval
+    // (one CPU's worth, less what the service took).
+    let usage = spun[1]["lumen"]["resources"]["cpu"]["usage_ns"]
+        .as_u64()
+        .unwrap();
+    let interval = spun[1]["lumen"]["resources"]["interval_ns"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        usage > interval / 2 && usage <= interval + interval / 10,
+        "{usage} of {interval}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let events = crate::support::read_ndjson(&ecs);
+    // (Other tests' loads running at the same time may starve it for
+    // real; the service does not.)
+    let blaming_ticker: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["event"]["kind"] == "alert"
+                && e["container"]["id"] == spinner.as_str()
+                && e["lumen"]["resources"]["sched"]["neighbours"][0]["container_id"]
+                    == ticker.as_str()
+        })
+        .collect();
+    assert!(
+        blaming_ticker.is_empty(),
+        "the spinner is no victim of the service: {blaming_ticker:#?}"
+    );
     let (status, _) = lumen.stop();
     assert!(status.success());
 }

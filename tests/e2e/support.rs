@@ -379,6 +379,9 @@ impl Container {
         if let Some(limit) = extra.pids_limit {
             spec["linux"]["resources"]["pids"]["limit"] = limit.into();
         }
+        if let Some(cpus) = &extra.cpus {
+            spec["linux"]["resources"]["cpu"]["cpus"] = cpus.as_str().into();
+        }
         if let Some(quota) = extra.cpu_quota_us {
             spec["linux"]["resources"]["cpu"]["quota"] = quota.into();
             spec["linux"]["resources"]["cpu"]["period"] = 100_000.into();
@@ -478,6 +481,9 @@ pub struct Extra {
     /// Every capability and the host's PID namespace: Kubernetes'
     /// `privileged: true` with `hostPID: true`.
     pub privileged_host_pid: bool,
+    /// The CPUs it may run on (a cpuset, `"1"`), as a static CPU manager
+    /// policy pins a Guaranteed pod.
+    pub cpus: Option<String>,
     /// A CFS quota (µs per 100 ms period), as a CPU limit sets one.
     pub cpu_quota_us: Option<u64>,
     /// A memory limit (bytes; no swap beyond it).

@@ -22,7 +22,7 @@ pub mod resources;
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{
     drop_index, KernelOffsets, PathPrefix, ProcFilter, RingConfig, COMM_LEN, EXCLUDED_COMMS,
@@ -340,6 +340,51 @@ fn attach_syscall(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()
         .map_err(|e| e.to_string())
 }
 
+/// The scheduler programs (run-queue waits, kept in maps) on BTF
+/// tracepoints, and their maps for the sampler; `None`, with a warning,
+/// where this kernel's `sched_switch` lacks the `prev_state` argument
+/// (before Linux 5.18).
+fn attach_scheduler(
+    ebpf: &mut Ebpf,
+    btf_path: &Path,
+) -> Result<Option<resources::sched::SchedMaps>, EbpfError> {
+    if offsets::raw_tracepoint_arg_count(btf_path, "sched_switch") != Some(4) {
+        tracing::warn!("ebpf source: this kernel's sched_switch tracepoint does not pass prev_state (Linux 5.18+ does); run-queue waits are not measured");
+        return Ok(None);
+    }
+    let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
+        EbpfError::Attach {
+            program: "lumen_sched_switch",
+            category: "btf",
+            name: "sched_switch",
+            source: Box::new(aya::programs::ProgramError::Btf(e)),
+        }
+    })?;
+    for (program, name) in [
+        ("lumen_sched_switch", "sched_switch"),
+        ("lumen_sched_wakeup", "sched_wakeup"),
+        ("lumen_sched_wakeup_new", "sched_wakeup_new"),
+    ] {
+        let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
+            program,
+            category: "btf",
+            name,
+            source: Box::new(source),
+        };
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(EbpfError::MissingProgram(program))?
+            .try_into()
+            .map_err(attach_err)?;
+        prog.load(name, &btf).map_err(attach_err)?;
+        prog.attach().map_err(attach_err)?;
+    }
+    let maps =
+        resources::sched::SchedMaps::take(ebpf).map_err(|e| EbpfError::Resources(e.to_string()))?;
+    tracing::info!("ebpf source: run-queue waits measured (BTF tracepoints sched_switch, sched_wakeup, sched_wakeup_new)");
+    Ok(Some(maps))
+}
+
 /// Raw tracepoints (BTF args, no tracefs needed) the programs attach to.
 const RAW_ATTACHMENTS: &[(&str, &str)] = &[("lumen_fork", "sched_process_fork")];
 
@@ -355,6 +400,7 @@ pub struct EbpfSource {
     cache: ProcessCache,
     pods: Option<k8s_pods::PodCache>,
     resource_metrics: Arc<resources::ResourceMetrics>,
+    sched_maps: Option<resources::sched::SchedMaps>,
 }
 
 impl std::fmt::Debug for EbpfSource {
@@ -559,6 +605,11 @@ impl EbpfSource {
             prog.load().map_err(attach_err)?;
             prog.attach(name).map_err(attach_err)?;
         }
+        let sched_maps = if config.resources.enabled && config.resources.scheduler {
+            attach_scheduler(&mut ebpf, &config.btf_path)?
+        } else {
+            None
+        };
         let mut unavailable = Vec::new();
         for &(syscall, exit_program, coverage) in SYSCALLS {
             // The exit first: an entry without its exit would only fill the
@@ -639,6 +690,7 @@ impl EbpfSource {
             metrics,
             boot_offset_ns: boot_offset_ns(),
             resource_metrics: Arc::default(),
+            sched_maps,
         })
     }
 
@@ -662,6 +714,7 @@ impl EbpfSource {
             cache,
             pods,
             resource_metrics,
+            sched_maps,
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
         let (loss_tx, mut loss_rx) = tokio::sync::mpsc::channel::<LossReport>(64);
@@ -671,12 +724,17 @@ impl EbpfSource {
             resources::findings::Findings::new(config.resources.findings.clone()),
         ));
         let sampler = config.resources.enabled.then(|| {
+            let mut sampler =
+                resources::Sampler::new(cgroupfs::Hierarchies::discover()).with_pods(pods.clone());
+            if let Some(maps) = sched_maps {
+                sampler = sampler.with_sched(maps);
+            }
             tokio::spawn(resources::run(
                 config.resources.clone(),
+                sampler,
                 host.clone(),
                 resource_metrics,
                 resource_findings.clone(),
-                pods.clone(),
                 sample_tx,
                 shutdown.clone(),
             ))

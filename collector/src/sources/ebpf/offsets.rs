@@ -38,20 +38,27 @@ impl Readable for Bytes {
     }
 }
 
-/// Resolves every offset the kernel programs use.
 /// Whether the kernel's raw tracepoint `name` passes a pointer as its
 /// argument `arg` (0-based, after the context): its BTF `btf_trace_<name>`
 /// typedef is a pointer to a function whose parameter `arg + 1` is one.
 /// Tracepoints change their arguments across kernels (`oom:mark_victim`
 /// took a pid before Linux 6.2 and takes the task since).
 pub fn raw_tracepoint_arg_is_pointer(btf_path: &Path, name: &str, arg: usize) -> bool {
+    raw_tracepoint_args(btf_path, name).is_some_and(|args| args.get(arg) == Some(&true))
+}
+
+/// How many arguments the kernel's raw tracepoint `name` passes (after the
+/// context): `sched_switch` gained `prev_state` in Linux 5.18.
+pub fn raw_tracepoint_arg_count(btf_path: &Path, name: &str) -> Option<usize> {
+    raw_tracepoint_args(btf_path, name).map(|args| args.len())
+}
+
+/// The arguments of raw tracepoint `name` (after the context), each as
+/// whether it is a pointer; `None` when the BTF does not say.
+fn raw_tracepoint_args(btf_path: &Path, name: &str) -> Option<Vec<bool>> {
     use btfparse::TypeVariant;
-    let Ok(data) = std::fs::read(btf_path) else {
-        return false;
-    };
-    let Ok(types) = TypeInformation::new(&Bytes(data)) else {
-        return false;
-    };
+    let data = std::fs::read(btf_path).ok()?;
+    let types = TypeInformation::new(&Bytes(data)).ok()?;
     // Through typedefs, const and volatile to the underlying type.
     let resolve = |mut id: u32| -> Option<TypeVariant> {
         for _ in 0..16 {
@@ -66,18 +73,22 @@ pub fn raw_tracepoint_arg_is_pointer(btf_path: &Path, name: &str, arg: usize) ->
     };
     let Some(TypeVariant::Ptr(ptr)) = types.id_of(&format!("btf_trace_{name}")).and_then(resolve)
     else {
-        return false;
+        return None;
     };
     let Some(TypeVariant::FuncProto(proto)) = resolve(*ptr.tid()) else {
-        return false;
+        return None;
     };
-    proto
-        .parameter_list()
-        .get(arg + 1)
-        .and_then(|p| resolve(p.tid()))
-        .is_some_and(|t| matches!(t, TypeVariant::Ptr(_)))
+    Some(
+        proto
+            .parameter_list()
+            .iter()
+            .skip(1)
+            .map(|p| resolve(p.tid()).is_some_and(|t| matches!(t, TypeVariant::Ptr(_))))
+            .collect(),
+    )
 }
 
+/// Resolves every offset the kernel programs use.
 pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
     let data = std::fs::read(btf_path).map_err(|source| OffsetsError::Read {
         path: btf_path.display().to_string(),
@@ -190,6 +201,7 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         ready: 1,
         inode_ino: byte_offset("inode", "i_ino")?,
         task_comm: byte_offset("task_struct", "comm")?,
+        kernfs_id: byte_offset("kernfs_node", "id")?,
         _pad: 0,
     })
 }
@@ -245,6 +257,11 @@ mod tests {
             "no_such_tracepoint",
             0
         ));
+        // sched_switch(preempt, prev, next, prev_state) since Linux 5.18.
+        assert_eq!(raw_tracepoint_arg_count(path, "sched_switch"), Some(4));
+        assert!(raw_tracepoint_arg_is_pointer(path, "sched_switch", 2));
+        assert!(raw_tracepoint_arg_is_pointer(path, "sched_wakeup", 0));
+        assert_eq!(raw_tracepoint_arg_count(path, "no_such_tracepoint"), None);
     }
 
     #[test]
@@ -263,6 +280,8 @@ mod tests {
         assert!(o.task_cgroups > 0 && o.cgroup_kn > 0 && o.net_ns_inum > 0);
         assert!(o.mm_exe_file > 0 && o.file_inode > 0 && o.inode_sb > 0 && o.sb_magic > 0);
         assert!(o.inode_nlink > 0);
+        // kernfs_node.id follows its name and parent on every layout.
+        assert!(o.kernfs_id > o.kernfs_parent);
         // This kernel has overlayfs built in: the upper dentry follows the
         // embedded inode (struct inode is far larger than 64 bytes).
         assert!(o.ovl_upper_dentry > 64, "{}", o.ovl_upper_dentry);

@@ -1,6 +1,8 @@
 //! Findings from resource samples, raised by the source itself (so every
 //! topology gets them, with or without a `detect` transform) in the shape
-//! of every other finding: a container throttled by its own CPU quota, an
+//! of every other finding: a container starved of CPU by a neighbour (its
+//! run-queue waits long, while another cgroup held the CPU), a container
+//! throttled by its own CPU quota, an
 //! OOM kill at its memory limit, its PID limit hit (a fork bomb), memory
 //! pressure (PSI "full" stall). An OOM kill is also raised from the
 //! kernel's own event (`process_oom_kill`), so a container that lives less
@@ -33,6 +35,21 @@ pub struct FindingsConfig {
     /// One finding per rule and container in this long.
     #[serde(default = "default_suppress")]
     pub suppress_secs: u64,
+    /// CPU starvation: a run-queue wait at least this long is a delay.
+    #[serde(default = "default_starvation_latency")]
+    pub starvation_latency_ms: f64,
+    /// ... when at least this share of a container's waits (percent) and
+    /// at least `starvation_min_delays` of them were delays in one
+    /// interval ...
+    #[serde(default = "default_starvation_delayed")]
+    pub starvation_delayed_percent: f64,
+    #[serde(default = "default_starvation_min_delays")]
+    pub starvation_min_delays: u64,
+    /// ... and one other cgroup held the CPU for at least this share of
+    /// the container's waiting time (and longer than its own quota
+    /// throttled it).
+    #[serde(default = "default_starvation_share")]
+    pub starvation_offender_share: f64,
 }
 
 impl Default for FindingsConfig {
@@ -42,8 +59,28 @@ impl Default for FindingsConfig {
             cpu_throttled_ratio: default_throttled(),
             memory_pressure_full_percent: default_memory_pressure(),
             suppress_secs: default_suppress(),
+            starvation_latency_ms: default_starvation_latency(),
+            starvation_delayed_percent: default_starvation_delayed(),
+            starvation_min_delays: default_starvation_min_delays(),
+            starvation_offender_share: default_starvation_share(),
         }
     }
+}
+
+fn default_starvation_latency() -> f64 {
+    2.0
+}
+
+fn default_starvation_delayed() -> f64 {
+    1.0
+}
+
+fn default_starvation_min_delays() -> u64 {
+    3
+}
+
+fn default_starvation_share() -> f64 {
+    0.5
 }
 
 fn yes() -> bool {
@@ -70,6 +107,24 @@ impl FindingsConfig {
                 self.cpu_throttled_ratio
             ));
         }
+        if !(self.starvation_latency_ms > 0.0 && self.starvation_latency_ms.is_finite()) {
+            return Err(format!(
+                "resources.findings.starvation_latency_ms must be above 0, not {}",
+                self.starvation_latency_ms
+            ));
+        }
+        if !(self.starvation_delayed_percent > 0.0 && self.starvation_delayed_percent <= 100.0) {
+            return Err(format!(
+                "resources.findings.starvation_delayed_percent must be in (0, 100], not {}",
+                self.starvation_delayed_percent
+            ));
+        }
+        if !(self.starvation_offender_share > 0.0 && self.starvation_offender_share <= 1.0) {
+            return Err(format!(
+                "resources.findings.starvation_offender_share must be in (0, 1], not {}",
+                self.starvation_offender_share
+            ));
+        }
         if !(self.memory_pressure_full_percent > 0.0 && self.memory_pressure_full_percent <= 100.0)
         {
             return Err(format!(
@@ -88,10 +143,11 @@ enum Rule {
     OomKilled = 1,
     PidExhaustion = 2,
     MemoryPressure = 3,
+    CpuStarvation = 4,
 }
 
 /// (id, title, description, severity, type, technique) of each rule.
-const RULES: [(&str, &str, &str, Severity, &str, &str); 4] = [
+const RULES: [(&str, &str, &str, Severity, &str, &str); 5] = [
     (
         "lumen.resources.cpu_throttled",
         "A container was throttled by its own CPU quota",
@@ -123,6 +179,14 @@ const RULES: [(&str, &str, &str, Severity, &str, &str); 4] = [
         Severity::Medium,
         "Resource Exhaustion",
         "T1499",
+    ),
+    (
+        "lumen.resources.cpu_starvation",
+        "A container was starved of CPU by a neighbour",
+        "The container's tasks waited long in the run queue for a CPU, again and again, while another container or host service held it: a noisy neighbour (a miner, a runaway job) taking the CPU it needs. The offender is the first of lumen.resources.sched.neighbours, with the wait it cost. Not the container's own CPU limit: waits its quota throttled blame nobody.",
+        Severity::Medium,
+        "Resource Exhaustion",
+        "T1496",
     ),
 ];
 
@@ -224,6 +288,9 @@ impl Findings {
         if u.pids_max_events.is_some_and(|n| n > 0) {
             rules.push(Rule::PidExhaustion);
         }
+        if self.starved(r) {
+            rules.push(Rule::CpuStarvation);
+        }
         let full = u.pressure_us[lumen_schemas::event::ResourceUse::PSI_MEMORY_FULL];
         if let Some(full_us) = full.filter(|_| r.interval_ns > 0) {
             let percent = full_us as f64 * 1000.0 * 100.0 / r.interval_ns as f64;
@@ -232,6 +299,28 @@ impl Findings {
             }
         }
         rules
+    }
+
+    /// Whether the sample shows its container starved by a neighbour: its
+    /// run-queue delays many enough, and one other cgroup (the first
+    /// neighbour, most wait first) holding the CPU through most of its
+    /// waiting, for longer than its own quota throttled it.
+    fn starved(&self, r: &ResourceSample) -> bool {
+        let c = &self.config;
+        let Some(s) = &r.sched else {
+            return false;
+        };
+        let Some(offender) = s.neighbours.first() else {
+            return false;
+        };
+        let threshold_us = (c.starvation_latency_ms * 1000.0).ceil() as u64;
+        let delays = s.waits_at_least_us(threshold_us);
+        let delayed_share = delays as f64 * 100.0 / s.waits.max(1) as f64;
+        let throttled = r.usage.cpu_throttled_ns.unwrap_or(0);
+        delays >= c.starvation_min_delays
+            && delayed_share >= c.starvation_delayed_percent
+            && offender.wait_ns as f64 >= c.starvation_offender_share * s.wait_ns as f64
+            && offender.wait_ns > throttled
     }
 
     fn window_ns(&self) -> i64 {
@@ -334,7 +423,7 @@ fn key_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lumen_schemas::event::{push, ResourceUse};
+    use lumen_schemas::event::{push, Neighbour, ResourceUse, SchedUse};
 
     fn sample(usage: ResourceUse, t: i64) -> Event {
         let mut r = ResourceSample {
@@ -517,6 +606,124 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    /// A sample of a container with the scheduler's view `sched`, whose
+    /// first neighbour is another container.
+    fn sched_sample(sched: SchedUse, throttled_ns: Option<u64>, t: i64) -> Event {
+        let mut e = sample(
+            ResourceUse {
+                cpu_throttled_ns: throttled_ns,
+                ..ResourceUse::default()
+            },
+            t,
+        );
+        if let EventKind::Resource(r) = &mut e.kind {
+            let mut sched = sched;
+            for n in &mut sched.neighbours {
+                n.container_id = push(&mut r.text, &"cd".repeat(32));
+            }
+            r.sched = Some(sched);
+        }
+        e
+    }
+
+    fn neighbour(waits: u64, wait_ns: u64, preemptions: u64) -> Neighbour {
+        Neighbour {
+            waits,
+            wait_ns,
+            preemptions,
+            ..Neighbour::default()
+        }
+    }
+
+    /// As measured (tests/e2e/resources.rs): a service waking every 10 ms
+    /// pinned to one CPU with a spinning container, over 1 s; and the
+    /// spinner over the same second.
+    fn ticker_next_to_a_spinner() -> SchedUse {
+        let mut hist = vec![0; 13];
+        hist[3] = 12;
+        hist[4] = 82;
+        hist[12] = 3;
+        SchedUse {
+            waits: 97,
+            wait_ns: 12_421_079,
+            wait_p99_ns: 4_096_000,
+            wait_hist: hist,
+            preempted: 0,
+            neighbours: vec![neighbour(97, 12_421_079, 0)],
+        }
+    }
+
+    fn spinner_next_to_a_ticker() -> SchedUse {
+        let mut hist = vec![0; 9];
+        hist[7] = 97;
+        hist[8] = 1;
+        SchedUse {
+            waits: 98,
+            wait_ns: 10_192_032,
+            wait_p99_ns: 256_000,
+            wait_hist: hist,
+            preempted: 98,
+            neighbours: vec![neighbour(97, 10_050_888, 97), neighbour(1, 141_144, 1)],
+        }
+    }
+
+    #[test]
+    fn a_container_starved_by_a_neighbour_is_a_finding_naming_it() {
+        let mut f = Findings::new(FindingsConfig::default());
+        let mut out = Vec::new();
+        f.check(
+            &[sched_sample(ticker_next_to_a_spinner(), None, 1)],
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        let EventKind::Finding(finding) = &out[0].kind else {
+            unreachable!()
+        };
+        assert_eq!(finding.rule.id, "lumen.resources.cpu_starvation");
+        assert_eq!(finding.rule.attacks[0].technique_id, "T1496");
+        let EventKind::Resource(r) = &finding.evidence.kind else {
+            unreachable!()
+        };
+        let offender = &r.sched.as_ref().unwrap().neighbours[0];
+        assert_eq!(offender.container_id.get(&r.text), "cd".repeat(32));
+    }
+
+    #[test]
+    fn preempted_spinners_throttled_containers_and_idle_waits_are_no_starvation() {
+        let quiet = |sched: SchedUse, throttled: Option<u64>| {
+            let mut f = Findings::new(FindingsConfig::default());
+            fired(&mut f, sched_sample(sched, throttled, 1))
+        };
+        // The spinner is preempted by the ticker often, briefly.
+        assert!(quiet(spinner_next_to_a_ticker(), None).is_empty());
+        // Its own quota throttled it for longer than the neighbour ran.
+        let mut throttled = ticker_next_to_a_spinner();
+        throttled.wait_ns = 300_000_000;
+        throttled.neighbours[0].wait_ns = 160_000_000;
+        assert!(quiet(throttled.clone(), Some(250_000_000)).is_empty());
+        assert_eq!(
+            quiet(throttled, Some(10_000_000)),
+            ["lumen.resources.cpu_starvation"],
+            "the neighbour cost it more than its quota"
+        );
+        // Long waits, but the CPU was mostly idle or the container's own.
+        let mut idle = ticker_next_to_a_spinner();
+        idle.neighbours[0].wait_ns = idle.wait_ns / 10;
+        assert!(quiet(idle, None).is_empty());
+        let mut alone = ticker_next_to_a_spinner();
+        alone.neighbours.clear();
+        assert!(quiet(alone, None).is_empty());
+        // Two delays are too few; a thousand waits with three delays too
+        // small a share.
+        let mut rare = ticker_next_to_a_spinner();
+        rare.wait_hist[12] = 2;
+        assert!(quiet(rare, None).is_empty());
+        let mut diluted = ticker_next_to_a_spinner();
+        diluted.waits = 1000;
+        diluted.wait_hist[4] = 985;
+        assert!(quiet(diluted, None).is_empty());
+    }
+
     #[test]
     fn bad_thresholds_are_refused() {
         let bad = FindingsConfig {
@@ -524,6 +731,14 @@ mod tests {
             ..FindingsConfig::default()
         };
         assert!(bad.validate().unwrap_err().contains("cpu_throttled_ratio"));
+        let bad = FindingsConfig {
+            starvation_offender_share: 0.0,
+            ..FindingsConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("starvation_offender_share"));
         assert!(FindingsConfig::default().validate().is_ok());
     }
 }

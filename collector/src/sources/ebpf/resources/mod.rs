@@ -9,6 +9,7 @@
 
 pub mod counters;
 pub mod findings;
+pub mod sched;
 
 use super::cgroupfs::Hierarchies;
 use counters::Counters;
@@ -30,6 +31,9 @@ pub struct ResourcesConfig {
     /// Seconds between samples.
     #[serde(default = "default_interval")]
     pub interval_secs: f64,
+    /// Run-queue waits per container from the scheduler's tracepoints.
+    #[serde(default = "default_enabled")]
+    pub scheduler: bool,
     /// Findings from the samples, and their thresholds.
     #[serde(default)]
     pub findings: findings::FindingsConfig,
@@ -40,6 +44,7 @@ impl Default for ResourcesConfig {
         ResourcesConfig {
             enabled: default_enabled(),
             interval_secs: default_interval(),
+            scheduler: default_enabled(),
             findings: findings::FindingsConfig::default(),
         }
     }
@@ -121,6 +126,12 @@ pub struct Sampler {
     last: HashMap<String, Counters>,
     at: Option<Instant>,
     online_cpus: u32,
+    /// The scheduler programs' maps, when they run, and their counters at
+    /// the last sample.
+    sched: Option<sched::SchedMaps>,
+    sched_last: Option<sched::Reading>,
+    /// Names the pods of the `/metrics` series, when on.
+    pods: Option<super::k8s_pods::PodCache>,
 }
 
 impl Sampler {
@@ -132,7 +143,22 @@ impl Sampler {
             last: HashMap::new(),
             at: None,
             online_cpus: u32::try_from(online).unwrap_or(1).max(1),
+            sched: None,
+            sched_last: None,
+            pods: None,
         }
+    }
+
+    /// Names the pods of its `/metrics` series from this cache.
+    pub fn with_pods(mut self, pods: Option<super::k8s_pods::PodCache>) -> Sampler {
+        self.pods = pods;
+        self
+    }
+
+    /// Also reports each container's run-queue waits from these maps.
+    pub fn with_sched(mut self, maps: sched::SchedMaps) -> Sampler {
+        self.sched = Some(maps);
+        self
     }
 
     /// The host's, pods' and containers' cgroups now: (path, scope).
@@ -154,6 +180,27 @@ impl Sampler {
     /// Reads every cgroup: an event for each, but none at the very first
     /// sample (it only sets the baseline).
     pub fn sample(&mut self, host: &Arc<Host>) -> Vec<Event> {
+        let reading = self.sched.as_ref().map(sched::SchedMaps::read);
+        self.sample_with(host, reading)
+    }
+
+    /// [`Sampler::sample`] with the scheduler maps' counters as `reading`
+    /// says them (lifetime counters; `None`: no scheduler view).
+    pub fn sample_with(&mut self, host: &Arc<Host>, reading: Option<sched::Reading>) -> Vec<Event> {
+        let sched = reading.and_then(|now| {
+            let delta = self.sched_last.as_ref().map(|last| now.since(last));
+            self.sched_last = Some(now);
+            let root = self.hierarchies.unified.as_deref()?;
+            let paths = sched::cgroup_ids(root, MAX_DEPTH);
+            let delta = delta?;
+            let offenders = delta.offenders();
+            Some(SchedView {
+                ids: paths.iter().map(|(id, p)| (p.clone(), *id)).collect(),
+                paths,
+                delta,
+                offenders,
+            })
+        });
         let now = Instant::now();
         let elapsed = self.at.map(|at| now.duration_since(at));
         self.at = Some(now);
@@ -168,7 +215,10 @@ impl Sampler {
             // the very first sample, what cgroups counted before is history.
             let last = self.last.get(&path).unwrap_or(&zero);
             if let Some(elapsed) = elapsed {
-                let sample = self.sample_of(&path, scope, last, &current, elapsed);
+                let mut sample = self.sample_of(&path, scope, last, &current, elapsed);
+                if let (Some(view), ResourceScope::Container) = (&sched, scope) {
+                    view.fill(&path, &mut sample);
+                }
                 events.push(Event {
                     time,
                     observed: time,
@@ -202,6 +252,9 @@ impl Sampler {
             })
             .collect();
         series.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+        if let Some(pods) = &self.pods {
+            name_pods(&mut series, pods);
+        }
         let dropped = series.len().saturating_sub(MAX_SERIES) as u64;
         series.truncate(MAX_SERIES);
         (series, dropped)
@@ -234,6 +287,33 @@ impl Sampler {
         }
         r.attribution.qos_class = parsed.qos;
         r
+    }
+}
+
+/// The scheduler maps' counters over the interval, and the cgroups'
+/// names.
+struct SchedView {
+    paths: HashMap<u64, String>,
+    ids: HashMap<String, u64>,
+    delta: sched::Reading,
+    offenders: HashMap<u64, Vec<(u64, lumen_common::PairStats)>>,
+}
+
+impl SchedView {
+    /// Gives the sample of the cgroup at `path` its scheduler view (none
+    /// when the cgroup is not on the unified hierarchy).
+    fn fill(&self, path: &str, sample: &mut ResourceSample) {
+        let Some(id) = self.ids.get(path) else {
+            return;
+        };
+        let stats = self.delta.cgroups.get(id).copied().unwrap_or_default();
+        let offenders = self.offenders.get(id).map_or(&[][..], Vec::as_slice);
+        sample.sched = Some(sched::sched_use(
+            &stats,
+            offenders,
+            &self.paths,
+            &mut sample.text,
+        ));
     }
 }
 
@@ -306,14 +386,13 @@ fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<(String, Resource
 /// blocking thread (hundreds of small files).
 pub async fn run(
     config: ResourcesConfig,
+    mut sampler: Sampler,
     host: Arc<Host>,
     metrics: Arc<ResourceMetrics>,
     rules: Arc<std::sync::Mutex<findings::Findings>>,
-    pods: Option<super::k8s_pods::PodCache>,
     tx: tokio::sync::mpsc::Sender<Event>,
     mut shutdown: crate::topology::shutdown::ShutdownSignal,
 ) {
-    let mut sampler = Sampler::new(Hierarchies::discover());
     let period = Duration::from_secs_f64(config.interval_secs);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -333,10 +412,7 @@ pub async fn run(
             return;
         };
         sampler = back;
-        let (mut series, dropped) = sampler.series();
-        if let Some(pods) = &pods {
-            name_pods(&mut series, pods);
-        }
+        let (series, dropped) = sampler.series();
         metrics.replace(series, dropped);
         let mut raised = Vec::new();
         {

@@ -221,3 +221,68 @@ fn series_of_known_pods_get_their_names_and_namespaces() {
     );
     assert_eq!((all[1].pod.as_str(), all[1].namespace.as_str()), ("", ""));
 }
+
+/// The scheduler maps' counters, keyed by cgroup id (the unified
+/// directory's inode), become each container's interval deltas, its
+/// neighbours named by their paths.
+#[test]
+fn scheduler_counters_become_a_containers_deltas_with_its_neighbours_named() {
+    use lumen_common::{PairStats, SchedStats};
+    use std::os::unix::fs::MetadataExt;
+    let h = Hierarchies::discover();
+    let Some(unified) = h.unified.clone() else {
+        panic!("this test needs the unified cgroup hierarchy");
+    };
+    let cgroup = TestCgroup::new(&h);
+    let id = std::fs::metadata(unified.join(&cgroup.rel)).unwrap().ino();
+    let root = std::fs::metadata(&unified).unwrap().ino();
+    let host = Arc::new(Host::default());
+    let mut sampler = Sampler::new(h.clone());
+    let reading = |waits: u64, charged: u64| {
+        let mut r = sched::Reading::default();
+        let mut hist = [0; lumen_common::SCHED_BUCKETS];
+        hist[12] = waits;
+        r.cgroups.insert(
+            id,
+            SchedStats {
+                waits,
+                wait_ns: waits * 3_000_000,
+                preempted: 1,
+                hist,
+            },
+        );
+        r.pairs.insert(
+            (id, root),
+            PairStats {
+                waits,
+                wait_ns: charged,
+                preemptions: 1,
+            },
+        );
+        r
+    };
+    sampler.sample_with(&host, Some(reading(10, 30_000_000)));
+    let events = sampler.sample_with(&host, Some(reading(25, 75_000_000)));
+    let sample = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Resource(r) if r.s(r.cgroup) == cgroup.rel => Some(r.as_ref().clone()),
+            _ => None,
+        })
+        .unwrap();
+    let s = sample.sched.as_ref().unwrap();
+    assert_eq!((s.waits, s.wait_ns, s.preempted), (15, 45_000_000, 0));
+    assert_eq!(s.wait_hist.len(), 13);
+    assert_eq!(s.wait_hist[12], 15);
+    assert_eq!(s.neighbours.len(), 1);
+    assert_eq!(s.neighbours[0].wait_ns, 45_000_000);
+    assert_eq!(sample.s(s.neighbours[0].cgroup), "", "the root cgroup");
+    // Pods and the host have no scheduler view of their own.
+    for e in &events {
+        if let EventKind::Resource(r) = &e.kind {
+            if r.scope != Some(ResourceScope::Container) {
+                assert!(r.sched.is_none(), "{r:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The scheduler's view of each container: what the kernel programs of
+//! `lumen-ebpf`'s `sched` module keep in their maps (run-queue waits per
+//! cgroup, and what each pair of cgroups cost each other), read once per
+//! sampling interval and turned into deltas. The maps are keyed by cgroup
+//! id, which is the inode number of the cgroup's directory on the unified
+//! hierarchy: a walk of that hierarchy (directory entries only, no stat)
+//! names them.
+
+use aya::maps::{MapData, PerCpuHashMap};
+use lumen_common::{PairStats, SchedPair, SchedStats, SCHED_BUCKETS};
+use lumen_schemas::event::{push, Neighbour, SchedUse};
+use std::collections::HashMap;
+use std::os::unix::fs::DirEntryExt;
+use std::path::Path;
+
+/// The scheduler programs' maps, taken from the loaded object.
+pub struct SchedMaps {
+    cgroups: PerCpuHashMap<MapData, u64, SchedStats>,
+    pairs: PerCpuHashMap<MapData, SchedPair, PairStats>,
+}
+
+impl std::fmt::Debug for SchedMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SchedMaps")
+    }
+}
+
+/// Why the maps could not be taken.
+#[derive(Debug, thiserror::Error)]
+#[error("scheduler map {name}: {reason}")]
+pub struct SchedMapError {
+    name: &'static str,
+    reason: String,
+}
+
+impl SchedMaps {
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<SchedMaps, SchedMapError> {
+        let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(SchedMapError {
+                name,
+                reason: "missing from the kernel object".to_owned(),
+            })
+        };
+        let err = |name: &'static str| {
+            move |e: aya::maps::MapError| SchedMapError {
+                name,
+                reason: e.to_string(),
+            }
+        };
+        Ok(SchedMaps {
+            cgroups: PerCpuHashMap::try_from(take(ebpf, "SCHED_CGROUPS")?)
+                .map_err(err("SCHED_CGROUPS"))?,
+            pairs: PerCpuHashMap::try_from(take(ebpf, "SCHED_PAIRS")?)
+                .map_err(err("SCHED_PAIRS"))?,
+        })
+    }
+
+    /// The lifetime counters now, summed over CPUs. An entry that
+    /// vanishes while it is read (evicted) is skipped.
+    pub fn read(&self) -> Reading {
+        let mut reading = Reading::default();
+        for (cgroup, per_cpu) in self.cgroups.iter().flatten() {
+            let total = reading.cgroups.entry(cgroup).or_default();
+            for s in per_cpu.iter() {
+                total.add(s);
+            }
+        }
+        for (pair, per_cpu) in self.pairs.iter().flatten() {
+            let total = reading
+                .pairs
+                .entry((pair.victim, pair.offender))
+                .or_default();
+            for p in per_cpu.iter() {
+                total.waits += p.waits;
+                total.wait_ns += p.wait_ns;
+                total.preemptions += p.preemptions;
+            }
+        }
+        reading
+    }
+}
+
+/// The maps' counters, all CPUs together: lifetime, or over an interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    pub cgroups: HashMap<u64, SchedStats>,
+    /// (victim, offender) → what the offender cost the victim.
+    pub pairs: HashMap<(u64, u64), PairStats>,
+}
+
+trait Add {
+    fn add(&mut self, other: &Self);
+}
+
+impl Add for SchedStats {
+    fn add(&mut self, s: &SchedStats) {
+        self.waits += s.waits;
+        self.wait_ns += s.wait_ns;
+        self.preempted += s.preempted;
+        for (a, b) in self.hist.iter_mut().zip(s.hist.iter()) {
+            *a += b;
+        }
+    }
+}
+
+impl Reading {
+    /// What was counted from `last` to `self`. An entry that is new, or
+    /// whose counters went back (evicted from the kernel's LRU map and
+    /// counted again), counts from zero.
+    pub fn since(&self, last: &Reading) -> Reading {
+        let d = |a: u64, b: u64| b.checked_sub(a);
+        let cgroups = self
+            .cgroups
+            .iter()
+            .map(|(id, now)| {
+                let delta = last.cgroups.get(id).and_then(|was| {
+                    let mut hist = [0; SCHED_BUCKETS];
+                    for (i, slot) in hist.iter_mut().enumerate() {
+                        *slot = d(was.hist[i], now.hist[i])?;
+                    }
+                    Some(SchedStats {
+                        waits: d(was.waits, now.waits)?,
+                        wait_ns: d(was.wait_ns, now.wait_ns)?,
+                        preempted: d(was.preempted, now.preempted)?,
+                        hist,
+                    })
+                });
+                (*id, delta.unwrap_or(*now))
+            })
+            .collect();
+        let pairs = self
+            .pairs
+            .iter()
+            .map(|(key, now)| {
+                let delta = last.pairs.get(key).and_then(|was| {
+                    Some(PairStats {
+                        waits: d(was.waits, now.waits)?,
+                        wait_ns: d(was.wait_ns, now.wait_ns)?,
+                        preemptions: d(was.preemptions, now.preemptions)?,
+                    })
+                });
+                (*key, delta.unwrap_or(*now))
+            })
+            .collect();
+        Reading { cgroups, pairs }
+    }
+
+    /// Each victim's offenders (other cgroups only), most wait first.
+    pub fn offenders(&self) -> HashMap<u64, Vec<(u64, PairStats)>> {
+        let mut by_victim: HashMap<u64, Vec<(u64, PairStats)>> = HashMap::new();
+        for (&(victim, offender), stats) in &self.pairs {
+            if victim != offender && (stats.waits > 0 || stats.preemptions > 0) {
+                by_victim
+                    .entry(victim)
+                    .or_default()
+                    .push((offender, *stats));
+            }
+        }
+        for list in by_victim.values_mut() {
+            list.sort_by(|a, b| {
+                (b.1.wait_ns, b.1.preemptions, a.0).cmp(&(a.1.wait_ns, a.1.preemptions, b.0))
+            });
+        }
+        by_victim
+    }
+}
+
+/// Every cgroup on the unified hierarchy below `root`, by id: (id → path
+/// relative to the root, "" for the root). A cgroup's id is its
+/// directory's inode number, which the directory entry already holds.
+pub fn cgroup_ids(root: &Path, max_depth: usize) -> HashMap<u64, String> {
+    let mut ids = HashMap::new();
+    if let Ok(meta) = std::fs::metadata(root) {
+        ids.insert(std::os::unix::fs::MetadataExt::ino(&meta), String::new());
+    }
+    let mut stack = vec![(root.to_path_buf(), String::new(), 0)];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        if depth >= max_depth {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            ids.insert(entry.ino(), path.clone());
+            stack.push((entry.path(), path, depth + 1));
+        }
+    }
+    ids
+}
+
+/// The scheduler's view of one cgroup over the interval: its waits and
+/// its [`SchedUse::MAX_NEIGHBOURS`] worst neighbours (named by `paths`),
+/// with their strings pushed to `text`.
+pub fn sched_use(
+    stats: &SchedStats,
+    offenders: &[(u64, PairStats)],
+    paths: &HashMap<u64, String>,
+    text: &mut String,
+) -> SchedUse {
+    let mut neighbours = Vec::new();
+    for (id, pair) in offenders.iter().take(SchedUse::MAX_NEIGHBOURS) {
+        let mut n = Neighbour {
+            waits: pair.waits,
+            wait_ns: pair.wait_ns,
+            preemptions: pair.preemptions,
+            ..Neighbour::default()
+        };
+        match paths.get(id) {
+            Some(path) => {
+                n.cgroup = push(text, path);
+                let components: Vec<&str> = path.rsplit('/').filter(|c| !c.is_empty()).collect();
+                let parsed = crate::attribution::parse(&components);
+                if let Some(cid) = parsed.container_id {
+                    n.container_id = push(text, cid);
+                }
+                if let Some(uid) = &parsed.pod_uid {
+                    n.pod_uid = push(text, uid);
+                }
+            }
+            // Gone before it was named.
+            None => n.cgroup = push(text, &format!("<cgroup id {id}>")),
+        }
+        neighbours.push(n);
+    }
+    let used = stats.hist.iter().rposition(|n| *n > 0).map_or(0, |i| i + 1);
+    SchedUse {
+        waits: stats.waits,
+        wait_ns: stats.wait_ns,
+        wait_p99_ns: p99_ns(&stats.hist, stats.waits),
+        wait_hist: stats.hist[..used].to_vec(),
+        preempted: stats.preempted,
+        neighbours,
+    }
+}
+
+/// The upper bound of the histogram bucket holding the 99th percentile.
+fn p99_ns(hist: &[u64; SCHED_BUCKETS], waits: u64) -> u64 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 || waits == 0 {
+        return 0;
+    }
+    let target = total - total / 100;
+    let mut seen = 0;
+    for (i, n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= target {
+            return (1u64 << i) * 1000;
+        }
+    }
+    (1u64 << (SCHED_BUCKETS - 1)) * 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(waits: u64, wait_ns: u64, bucket: usize) -> SchedStats {
+        let mut hist = [0; SCHED_BUCKETS];
+        hist[bucket] = waits;
+        SchedStats {
+            waits,
+            wait_ns,
+            preempted: 0,
+            hist,
+        }
+    }
+
+    #[test]
+    fn deltas_count_new_and_evicted_entries_from_zero() {
+        let mut last = Reading::default();
+        last.cgroups.insert(1, stats(10, 1_000, 0));
+        last.cgroups.insert(2, stats(50, 9_000, 3));
+        let mut now = Reading::default();
+        now.cgroups.insert(1, stats(15, 1_500, 0));
+        now.cgroups.insert(2, stats(4, 800, 3)); // evicted and counted again
+        now.cgroups.insert(3, stats(7, 700, 1)); // new
+        now.pairs.insert(
+            (1, 2),
+            PairStats {
+                waits: 3,
+                wait_ns: 300,
+                preemptions: 1,
+            },
+        );
+        let d = now.since(&last);
+        assert_eq!(d.cgroups[&1].waits, 5);
+        assert_eq!(d.cgroups[&1].wait_ns, 500);
+        assert_eq!(d.cgroups[&1].hist[0], 5);
+        assert_eq!(d.cgroups[&2], now.cgroups[&2]);
+        assert_eq!(d.cgroups[&3], now.cgroups[&3]);
+        assert_eq!(d.pairs[&(1, 2)].wait_ns, 300);
+    }
+
+    #[test]
+    fn offenders_are_other_cgroups_most_wait_first_and_named_by_path() {
+        let mut r = Reading::default();
+        let pair = |waits, wait_ns, preemptions| PairStats {
+            waits,
+            wait_ns,
+            preemptions,
+        };
+        r.pairs.insert((10, 20), pair(5, 5_000_000, 0));
+        r.pairs.insert((10, 30), pair(90, 80_000_000, 12));
+        r.pairs.insert((10, 10), pair(9, 9_000_000_000, 0)); // itself
+        r.pairs.insert((20, 10), pair(1, 1_000, 3));
+        let offenders = r.offenders();
+        assert_eq!(
+            offenders[&10].iter().map(|o| o.0).collect::<Vec<_>>(),
+            [30, 20]
+        );
+        let spinner = format!(
+            "kubepods/pod{}/{}",
+            "1234abcd-0000-4000-8000-000000000001",
+            "ef".repeat(32)
+        );
+        let paths = HashMap::from([(30, spinner), (20, "system.slice/cron.service".to_owned())]);
+        let mut text = String::new();
+        // 99 waits under 2^4 µs, one far longer: p99 is the first bucket.
+        let mut s = stats(99, 85_000_000, 4);
+        s.waits = 100;
+        s.hist[20] = 1;
+        let u = sched_use(&s, &offenders[&10], &paths, &mut text);
+        assert_eq!(u.wait_avg_ns(), 850_000);
+        assert_eq!(u.wait_p99_ns, 16_000);
+        assert_eq!(u.wait_hist.len(), 21, "up to the last bucket used");
+        // Bucket 20 holds waits of 2^19 µs and more.
+        assert_eq!(u.waits_at_least_us(1 << 19), 1);
+        assert_eq!(u.waits_at_least_us(1 << 20), 0);
+        assert_eq!(u.waits_at_least_us(8), 100, "bucket 4 starts at 8 µs");
+        assert_eq!(u.neighbours.len(), 2);
+        assert_eq!(u.neighbours[0].container_id.get(&text), "ef".repeat(32));
+        assert_eq!(
+            u.neighbours[0].pod_uid.get(&text),
+            "1234abcd-0000-4000-8000-000000000001"
+        );
+        assert_eq!(u.neighbours[0].preemptions, 12);
+        assert_eq!(
+            u.neighbours[1].cgroup.get(&text),
+            "system.slice/cron.service"
+        );
+        assert!(u.neighbours[1].container_id.get(&text).is_empty());
+    }
+
+    #[test]
+    fn cgroup_ids_are_the_directories_inodes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/cpu.stat"), "").unwrap();
+        let ids = cgroup_ids(dir.path(), 8);
+        let ino = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().ino();
+        assert_eq!(ids[&ino("a")], "a");
+        assert_eq!(ids[&ino("a/b")], "a/b");
+        assert_eq!(ids[&ino("")], "");
+        assert_eq!(ids.len(), 3, "files are no cgroups");
+    }
+}

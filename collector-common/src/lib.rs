@@ -576,9 +576,6 @@ pub struct KernelOffsets {
     pub inode_ino: u32,
     /// `task_struct.comm`.
     pub task_comm: u32,
-    /// `kernfs_node.id`: a cgroup's id (its inode number on cgroupfs, what
-    /// `bpf_get_current_cgroup_id` returns).
-    pub kernfs_id: u32,
     pub _pad: u32,
 }
 

@@ -8,27 +8,62 @@
 //! cgroup (count, sum, log2 histogram) and charged to the cgroup of the
 //! task that ran just before it, for as long as that task held the CPU
 //! (the pair map); each preemption is charged to the cgroup that took the
-//! CPU. User space reads the maps every sampling
-//! interval. The idle task is neither victim nor offender: a wait that ends
-//! after the CPU idled (a CFS quota's throttling) blames no neighbour.
+//! CPU. User space reads the maps every sampling interval. The idle task
+//! is neither victim nor offender: a wait that ends after the CPU idled (a
+//! CFS quota's throttling) blames no neighbour.
+//!
+//! Cheap, because it runs at every context switch: cgroups are known only
+//! through `bpf_get_current_cgroup_id` (the current task's), so what a
+//! switch learns about the incoming task is kept per CPU and settled at
+//! the next switch on that CPU, when that task is the current one; waits
+//! are stamped in place in an LRU map keyed by the task's address, which
+//! the tracepoints pass (no read of the task, no delete, an insert only
+//! for a task not seen before).
 
-use crate::maps::offsets;
-use crate::task::{cgroup_kn_of, read_kernel};
 use aya_ebpf::{
     helpers::gen,
     macros::{btf_tracepoint, map},
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
-use lumen_common::{KernelOffsets, PairStats, SchedPair, SchedStats, SCHED_BUCKETS};
+use lumen_common::{PairStats, SchedPair, SchedStats, SCHED_BUCKETS};
 
-/// When each CPU last switched tasks: how long the task leaving it held it.
+/// What the last switch on each CPU left to settle at the next one.
 #[map]
-static SCHED_LAST_SWITCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static SCHED_CPU: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
-/// When each runnable task (by thread id) started waiting.
+/// One CPU's scheduler state between two switches.
+#[repr(C)]
+pub struct CpuState {
+    /// When this CPU last switched tasks.
+    last_switch: u64,
+    /// How long the task now running waited before it got the CPU (0: it
+    /// did not wait, or it is the idle task).
+    wait_ns: u64,
+    /// The cgroup of the task that held the CPU just before it (0: idle),
+    /// and for how long it held it.
+    offender: u64,
+    held_ns: u64,
+    /// The cgroup of the task it preempted (0: none).
+    preempted: u64,
+    /// Waits of one cgroup (`cached_cgroup`) not yet added to
+    /// `SCHED_CGROUPS`, since `cached_since`: added when another cgroup's
+    /// wait comes, or at a switch 100 ms later. Consecutive waits on a CPU
+    /// are mostly one cgroup's; this spares a map lookup for each.
+    cached_cgroup: u64,
+    cached_since: u64,
+    cached: SchedStats,
+}
+
+/// How long waits may sit in a CPU's cache (checked at each switch):
+/// user space reads the map, so a sample may miss the last of its
+/// interval's waits, counted in the next one.
+const CACHE_NS: u64 = 100_000_000;
+
+/// When each runnable task started waiting, by its `task_struct`'s
+/// address (the tracepoints' arguments: no read of the task needed).
 #[map]
-static SCHED_WAITING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);
+static SCHED_WAITING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// Each cgroup's waits and preemptions, per CPU.
 #[map]
@@ -41,26 +76,22 @@ static SCHED_PAIRS: LruPerCpuHashMap<SchedPair, PairStats> =
     LruPerCpuHashMap::with_max_entries(8192, 0);
 
 #[btf_tracepoint(function = "sched_wakeup")]
-pub fn lumen_sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+pub fn lumen_wakeup(ctx: BtfTracePointContext) -> i32 {
     woken(&ctx)
 }
 
 #[btf_tracepoint(function = "sched_wakeup_new")]
-pub fn lumen_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+pub fn lumen_wakeup_new(ctx: BtfTracePointContext) -> i32 {
     woken(&ctx)
 }
 
 #[inline(always)]
 fn woken(ctx: &BtfTracePointContext) -> i32 {
-    let Some(o) = offsets() else { return 0 };
-    // TP_PROTO(struct task_struct *p)
-    // SAFETY: the tracepoint's first argument is the woken task.
-    let tid: u32 = unsafe { read_kernel(ctx.arg::<*const u8>(0), o.task_pid) };
-    if tid != 0 {
-        // SAFETY: a helper without arguments.
-        let now = unsafe { gen::bpf_ktime_get_ns() };
-        let _ = SCHED_WAITING.insert(&tid, &now, 0);
-    }
+    // TP_PROTO(struct task_struct *p); the idle task is never woken.
+    // SAFETY: the tracepoint's first argument is the woken task; a helper
+    // without arguments.
+    let (task, now) = unsafe { (ctx.arg::<u64>(0), gen::bpf_ktime_get_ns()) };
+    start_wait(task, now);
     0
 }
 
@@ -68,90 +99,144 @@ fn woken(ctx: &BtfTracePointContext) -> i32 {
 const TASK_RUNNING: u32 = 0;
 
 #[btf_tracepoint(function = "sched_switch")]
-pub fn lumen_sched_switch(ctx: BtfTracePointContext) -> i32 {
-    let Some(o) = offsets() else { return 0 };
+pub fn lumen_switch(ctx: BtfTracePointContext) -> i32 {
+    let Some(cpu) = SCHED_CPU.get_ptr_mut(0) else {
+        return 0;
+    };
     // TP_PROTO(bool preempt, struct task_struct *prev,
     //          struct task_struct *next, unsigned int prev_state)
     // (Linux 5.18+; user space loads this only where the BTF says so).
     // SAFETY: the arguments as the prototype has them.
-    let (preempt, prev, next, prev_state) = unsafe {
+    let (preempt, next, prev_state) = unsafe {
         (
             ctx.arg::<u64>(0) & 0xff != 0,
-            ctx.arg::<*const u8>(1),
-            ctx.arg::<*const u8>(2),
+            ctx.arg::<u64>(2),
             ctx.arg::<u64>(3) as u32,
         )
     };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { gen::bpf_ktime_get_ns() };
-    // SAFETY: probe reads of the two tasks.
-    let (prev_tid, next_tid): (u32, u32) =
-        unsafe { (read_kernel(prev, o.task_pid), read_kernel(next, o.task_pid)) };
-    // How long `prev` held this CPU: what it can have cost a waiting task.
-    let held = match SCHED_LAST_SWITCH.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; programs on one CPU do not nest here.
-        Some(last) => unsafe {
-            let since = *last;
-            *last = now;
-            if since == 0 {
-                0
-            } else {
-                now.saturating_sub(since)
-            }
-        },
-        None => 0,
+    // SAFETY: helpers without arguments. The tracepoint runs before the
+    // switch: the current task is `prev`.
+    let (now, prev_tid, cgroup) = unsafe {
+        (
+            gen::bpf_ktime_get_ns(),
+            gen::bpf_get_current_pid_tgid() as u32,
+            gen::bpf_get_current_cgroup_id(),
+        )
     };
-    // The tracepoint runs before the switch: the current task is `prev`.
-    // SAFETY: a helper without arguments.
-    let prev_cgroup = unsafe { gen::bpf_get_current_cgroup_id() };
-    let runnable = prev_tid != 0 && (preempt || prev_state == TASK_RUNNING);
-    if runnable {
-        let _ = SCHED_WAITING.insert(&prev_tid, &now, 0);
-    }
-    if next_tid == 0 {
-        return 0;
-    }
-    let waited = match SCHED_WAITING.get_ptr(&next_tid) {
-        // SAFETY: a value of the map, read once.
-        Some(since) => now.saturating_sub(unsafe { *since }),
-        None if runnable => 0,
-        None => return 0,
+    // SAFETY: this CPU's slot; switches on one CPU do not nest.
+    let cpu = unsafe { &mut *cpu };
+    let held = if cpu.last_switch == 0 {
+        0
+    } else {
+        now.saturating_sub(cpu.last_switch)
     };
-    // SAFETY: probe reads of the next task's cgroup.
-    let next_cgroup = unsafe { cgroup_id_of(next, o) };
-    if waited > 0 {
-        let _ = SCHED_WAITING.remove(&next_tid);
-        if let Some(stats) = stats_of(next_cgroup) {
-            // SAFETY: this CPU's slot; programs on one CPU do not nest here.
-            unsafe {
-                (*stats).waits += 1;
-                (*stats).wait_ns += waited;
-                if let Some(slot) = (*stats).hist.get_mut(bucket(waited)) {
-                    *slot += 1;
+    cpu.last_switch = now;
+    if prev_tid != 0 {
+        settle(cpu, cgroup, now);
+    }
+    cpu.wait_ns = 0;
+    cpu.offender = 0;
+    cpu.preempted = 0;
+    // Idle (tid 0) never waits. A task that leaves runnable for idle (its
+    // quota throttled it) is preempted by nobody: the idle task's switch
+    // out settles nothing.
+    if prev_tid != 0 && (preempt || prev_state == TASK_RUNNING) {
+        // SAFETY: a helper without arguments.
+        start_wait(unsafe { gen::bpf_get_current_task() }, now);
+        cpu.preempted = cgroup;
+    }
+    if let Some(since) = SCHED_WAITING.get_ptr_mut(&next) {
+        // SAFETY: a value of the map, stamped 0 once its wait is taken.
+        unsafe {
+            if *since != 0 {
+                cpu.wait_ns = now.saturating_sub(*since).max(1);
+                *since = 0;
+                if prev_tid != 0 {
+                    cpu.offender = cgroup;
+                    cpu.held_ns = held;
                 }
             }
         }
-        if prev_tid != 0 && prev_cgroup != next_cgroup {
-            if let Some(pair) = pair_of(next_cgroup, prev_cgroup) {
-                // SAFETY: as above.
+    }
+    0
+}
+
+/// Counts what the switch that brought the current task (of `cgroup`) in
+/// left pending: its wait, charged to the task before it; the task it
+/// preempted, charged to it.
+#[inline(always)]
+fn settle(cpu: &mut CpuState, cgroup: u64, now: u64) {
+    let waited = cpu.wait_ns;
+    if now.saturating_sub(cpu.cached_since) > CACHE_NS {
+        flush(cpu);
+        cpu.cached_since = now;
+    }
+    if waited != 0 {
+        if cpu.cached_cgroup != cgroup {
+            flush(cpu);
+            cpu.cached_cgroup = cgroup;
+            cpu.cached_since = now;
+        }
+        let c = &mut cpu.cached;
+        c.waits += 1;
+        c.wait_ns += waited;
+        if let Some(slot) = c.hist.get_mut(bucket(waited)) {
+            *slot += 1;
+        }
+        if cpu.offender != 0 && cpu.offender != cgroup {
+            if let Some(pair) = pair_of(cgroup, cpu.offender) {
+                // SAFETY: this CPU's slot; switches on one CPU do not nest.
                 unsafe {
                     (*pair).waits += 1;
-                    (*pair).wait_ns += if held < waited { held } else { waited };
+                    (*pair).wait_ns += if cpu.held_ns < waited {
+                        cpu.held_ns
+                    } else {
+                        waited
+                    };
                 }
             }
         }
     }
-    if runnable && prev_cgroup != next_cgroup {
-        if let Some(stats) = stats_of(prev_cgroup) {
+    if cpu.preempted != 0 && cpu.preempted != cgroup {
+        if let Some(stats) = stats_of(cpu.preempted) {
             // SAFETY: as above.
             unsafe { (*stats).preempted += 1 };
         }
-        if let Some(pair) = pair_of(prev_cgroup, next_cgroup) {
+        if let Some(pair) = pair_of(cpu.preempted, cgroup) {
             // SAFETY: as above.
             unsafe { (*pair).preemptions += 1 };
         }
     }
-    0
+}
+
+/// Adds a CPU's cached waits to `SCHED_CGROUPS`.
+#[inline(always)]
+fn flush(cpu: &mut CpuState) {
+    if cpu.cached.waits == 0 {
+        return;
+    }
+    if let Some(stats) = stats_of(cpu.cached_cgroup) {
+        // SAFETY: this CPU's slot; switches on one CPU do not nest.
+        let stats = unsafe { &mut *stats };
+        stats.waits += cpu.cached.waits;
+        stats.wait_ns += cpu.cached.wait_ns;
+        for i in 0..SCHED_BUCKETS {
+            stats.hist[i] += cpu.cached.hist[i];
+        }
+    }
+    cpu.cached = SchedStats::default();
+}
+
+/// Stamps when `task` started waiting: in place when the map has it.
+#[inline(always)]
+fn start_wait(task: u64, now: u64) {
+    match SCHED_WAITING.get_ptr_mut(&task) {
+        // SAFETY: a value of the map.
+        Some(since) => unsafe { *since = now },
+        None => {
+            let _ = SCHED_WAITING.insert(&task, &now, 0);
+        }
+    }
 }
 
 /// The log2 histogram bucket of a wait of `ns`: the first `i` with the
@@ -165,18 +250,6 @@ fn bucket(ns: u64) -> usize {
         i += 1;
     }
     i
-}
-
-/// `task`'s cgroup id on the default hierarchy; 0 when unreadable.
-#[inline(always)]
-unsafe fn cgroup_id_of(task: *const u8, o: &KernelOffsets) -> u64 {
-    // SAFETY: probe reads only.
-    unsafe {
-        match cgroup_kn_of(task, o) {
-            0 => 0,
-            kn => read_kernel(kn as *const u8, o.kernfs_id),
-        }
-    }
 }
 
 #[inline(always)]

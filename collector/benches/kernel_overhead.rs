@@ -1,6 +1,8 @@
 //! Kernel overhead of the ebpf source: exec, open and connect storms run
 //! without Lumen and with Lumen attached, alternately, in one run; the
-//! slowdown is the ratio of the median times. Also: how many events Lumen
+//! slowdown is the ratio of the median times. A context-switch storm
+//! prices the scheduler programs per switch (bare, Lumen with scheduler
+//! tracing off, on). Also: how many events Lumen
 //! delivered and its user-space CPU (utime + stime of the lumen process
 //! over the storm). Needs root. Run: `cargo bench -p lumen --bench kernel_overhead`;
 //! `LUMEN_BENCH_BIN=<path>` measures another lumen binary.
@@ -73,6 +75,150 @@ fn connect_storm(n: usize, _dir: &std::path::Path) {
         drop(client);
         drop(server);
     }
+}
+
+/// Two threads pinned to CPU 0 pass a byte back and forth through two
+/// pipes: every round trip is two wakeups and two context switches on one
+/// CPU, what the scheduler programs trace.
+fn switch_storm(n: usize, _dir: &std::path::Path) {
+    let pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: a two-int out array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+        (fds[0], fds[1])
+    };
+    let (ping_r, ping_w) = pipe();
+    let (pong_r, pong_w) = pipe();
+    let pin = || {
+        // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    };
+    let pass = |from: i32, to: i32| {
+        let mut byte = [0u8; 1];
+        // SAFETY: one byte into and out of a valid buffer.
+        unsafe {
+            libc::read(from, byte.as_mut_ptr().cast(), 1);
+            libc::write(to, byte.as_ptr().cast(), 1);
+        }
+    };
+    let echo = std::thread::spawn(move || {
+        pin();
+        for _ in 0..n {
+            pass(ping_r, pong_w);
+        }
+    });
+    let main = std::thread::spawn(move || {
+        pin();
+        for _ in 0..n {
+            // SAFETY: one byte from a valid buffer.
+            unsafe { libc::write(ping_w, [1u8].as_ptr().cast(), 1) };
+            let mut byte = [0u8; 1];
+            // SAFETY: one byte into a valid buffer.
+            unsafe { libc::read(pong_r, byte.as_mut_ptr().cast(), 1) };
+        }
+    });
+    let _ = main.join();
+    let _ = echo.join();
+    for fd in [ping_r, ping_w, pong_r, pong_w] {
+        // SAFETY: fds this function opened.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// The scheduler programs' cost per context switch: the switch storm bare,
+/// with Lumen's scheduler tracing off and on (rounds interleaved).
+fn switch_cost(dir: &std::path::Path, out: &std::path::Path) {
+    const TRIPS: usize = 400_000;
+    const SWITCH_ROUNDS: usize = 7;
+    let configs = [("scheduler off", false), ("scheduler on", true)];
+    let (mut bare, mut timed) = (vec![], vec![vec![], vec![]]);
+    let time = || {
+        let t = Instant::now();
+        switch_storm(TRIPS, dir);
+        t.elapsed().as_secs_f64()
+    };
+    for _ in 0..SWITCH_ROUNDS {
+        bare.push(time());
+        for (i, (_, scheduler)) in configs.iter().enumerate() {
+            let config = dir.join(format!("switch-{i}.toml"));
+            std::fs::write(&config, lumen_config(out, *scheduler))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let lumen = Lumen::start(&config, out);
+            timed[i].push(time());
+            lumen.stop();
+        }
+    }
+    let switches = (2 * TRIPS) as f64;
+    let bare = median(bare);
+    println!();
+    println!("context-switch storm: {TRIPS} pipe round trips between two threads pinned to one CPU ({switches} switches), {SWITCH_ROUNDS} rounds, medians");
+    println!();
+    println!("| | time | per switch | added per switch |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| without Lumen | {bare:.3} s | {:.0} ns | – |",
+        bare / switches * 1e9
+    );
+    for (i, (name, _)) in configs.iter().enumerate() {
+        let t = median(timed[i].clone());
+        println!(
+            "| Lumen, {name} | {t:.3} s | {:.0} ns | {:+.0} ns |",
+            t / switches * 1e9,
+            (t - bare) / switches * 1e9
+        );
+    }
+    // The kernel's own account of the programs' run time (bpf_stats, on
+    // for one more storm only: counting adds its own clock reads).
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .unwrap_or_else(|e| panic!("enabling BPF run-time stats: {e}"));
+    let config = dir.join("switch-1.toml");
+    let lumen = Lumen::start(&config, out);
+    let before = program_costs();
+    switch_storm(TRIPS, dir);
+    let after = program_costs();
+    lumen.stop();
+    drop(stats);
+    println!();
+    println!("| program, during one storm (bpf_stats) | runs | ns per run |");
+    println!("| --- | --- | --- |");
+    for (name, runs, ns) in &after {
+        let (runs0, ns0) = before
+            .iter()
+            .find(|b| &b.0 == name)
+            .map_or((0, 0), |b| (b.1, b.2));
+        let runs = runs - runs0;
+        if runs > 0 {
+            println!(
+                "| {name} | {runs} | {:.0} |",
+                (ns - ns0) as f64 / runs as f64
+            );
+        }
+    }
+}
+
+/// Each loaded scheduler program's runs and run time so far, ns (the
+/// kernel counts them while BPF run-time stats are on).
+fn program_costs() -> Vec<(String, u64, u128)> {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_owned();
+            ["lumen_switch", "lumen_wakeup"]
+                .contains(&name.as_str())
+                .then(|| (name, p.run_count(), p.run_time().as_nanos()))
+        })
+        .collect()
+}
+
+fn lumen_config(out: &std::path::Path, scheduler: bool) -> String {
+    format!(
+        "[sources.kernel]\ntype = \"ebpf\"\nresources.scheduler = {scheduler}\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"kernel\"]\nschema = \"ocsf\"\npath = \"{}\"\nmax_bytes = 0\n",
+        out.display()
+    )
 }
 
 /// SO_LINGER 0: close sends RST and leaves no TIME_WAIT socket behind, so
@@ -162,14 +308,7 @@ fn main() {
     std::fs::write(dir.path().join("write.txt"), b"w").unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("events.ndjson");
     let config = dir.path().join("lumen.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sources.kernel]\ntype = \"ebpf\"\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"kernel\"]\nschema = \"ocsf\"\npath = \"{}\"\nmax_bytes = 0\n",
-            out.display()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&config, lumen_config(&out, true)).unwrap_or_else(|e| panic!("{e}"));
     let storms = [
         Storm {
             name: "exec (fork+exec+wait /bin/true)",
@@ -269,5 +408,8 @@ fn main() {
             }
         );
         let _ = std::io::stdout().flush();
+    }
+    if only.is_empty() || only.iter().any(|w| "switch".contains(w.as_str())) {
+        switch_cost(dir.path(), &out);
     }
 }

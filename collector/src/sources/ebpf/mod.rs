@@ -354,16 +354,16 @@ fn attach_scheduler(
     }
     let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
         EbpfError::Attach {
-            program: "lumen_sched_switch",
+            program: "lumen_switch",
             category: "btf",
             name: "sched_switch",
             source: Box::new(aya::programs::ProgramError::Btf(e)),
         }
     })?;
     for (program, name) in [
-        ("lumen_sched_switch", "sched_switch"),
-        ("lumen_sched_wakeup", "sched_wakeup"),
-        ("lumen_sched_wakeup_new", "sched_wakeup_new"),
+        ("lumen_switch", "sched_switch"),
+        ("lumen_wakeup", "sched_wakeup"),
+        ("lumen_wakeup_new", "sched_wakeup_new"),
     ] {
         let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
             program,

@@ -492,55 +492,73 @@ fn containers(e: &mut DescriptorEncoder<'_>, t: &Topology) -> Result<(), std::fm
         all.extend(series.into_iter().map(|s| (id.clone(), s)));
         dropped.push(([("component_id", id.clone())], d));
     }
-    type Pick = fn(&lumen_schemas::event::ResourceUse) -> Option<u64>;
-    let families: [(&str, &str, MetricType, Pick); 8] = [
+    type Pick = fn(&ContainerSeries) -> Option<u64>;
+    let families: [(&str, &str, MetricType, Pick); 11] = [
         (
             "lumen_container_cpu_usage_nanoseconds",
             "CPU time a container used.",
             Counter,
-            |c| c.cpu_usage_ns,
+            |c| c.counters.cpu_usage_ns,
         ),
         (
             "lumen_container_cpu_throttled_periods",
             "CFS periods in which a container's CPU quota stopped it.",
             Counter,
-            |c| c.cpu_throttled_periods,
+            |c| c.counters.cpu_throttled_periods,
         ),
         (
             "lumen_container_memory_usage_bytes",
             "Memory charged to a container.",
             Gauge,
-            |c| c.memory_usage,
+            |c| c.counters.memory_usage,
         ),
         (
             "lumen_container_memory_limit_bytes",
             "A container's memory limit.",
             Gauge,
-            |c| c.memory_limit,
+            |c| c.counters.memory_limit,
         ),
         (
             "lumen_container_oom_kills",
             "Processes the OOM killer ended at a container's memory limit.",
             Counter,
-            |c| c.memory_oom_kills,
+            |c| c.counters.memory_oom_kills,
         ),
         (
             "lumen_container_pids",
             "Tasks in a container.",
             Gauge,
-            |c| c.pids_current,
+            |c| c.counters.pids_current,
         ),
         (
             "lumen_container_pids_limit_hits",
             "Forks refused at a container's PID limit.",
             Counter,
-            |c| c.pids_max_events,
+            |c| c.counters.pids_max_events,
         ),
         (
             "lumen_container_io_write_bytes",
             "Bytes a container wrote to block devices.",
             Counter,
-            |c| c.io_write_bytes,
+            |c| c.counters.io_write_bytes,
+        ),
+        (
+            "lumen_container_runqueue_waits",
+            "Times a container's tasks got a CPU after waiting runnable (scheduler tracing).",
+            Counter,
+            |c| c.sched.map(|s| s.0),
+        ),
+        (
+            "lumen_container_runqueue_wait_nanoseconds",
+            "Time a container's tasks waited runnable for a CPU (scheduler tracing).",
+            Counter,
+            |c| c.sched.map(|s| s.1),
+        ),
+        (
+            "lumen_container_preemptions",
+            "Times another cgroup's task took the CPU from a container's tasks (scheduler tracing).",
+            Counter,
+            |c| c.sched.map(|s| s.2),
         ),
     ];
     for (name, help, kind, pick) in families {
@@ -555,7 +573,7 @@ fn containers(e: &mut DescriptorEncoder<'_>, t: &Topology) -> Result<(), std::fm
                     ("pod", s.pod.clone()),
                     ("namespace", s.namespace.clone()),
                 ];
-                Some((labels, pick(&s.counters)?))
+                Some((labels, pick(s)?))
             }),
         )?;
     }

@@ -241,7 +241,7 @@ async fn refused_credentials_fail_start_up_over_both_protocols() {
 }
 
 /// A container's resource sample over 10 s: 2.5 s of CPU, 64 MiB, 4 KiB
-/// written, 3 throttled periods, PSI.
+/// written, 3 throttled periods, PSI, 970 run-queue waits (0.12 s).
 fn sample_event() -> lumen_schemas::Event {
     use lumen_schemas::event::{push, ResourceSample, ResourceScope, ResourceUse};
     let mut r = ResourceSample {
@@ -262,6 +262,12 @@ fn sample_event() -> lumen_schemas::Event {
     r.cgroup = push(&mut r.text, "kubepods/pod1/abc");
     r.attribution.container_id = push(&mut r.text, &"ab".repeat(32));
     r.attribution.pod_uid = push(&mut r.text, "0f5a7c1e-1111-2222-3333-444455556666");
+    r.sched = Some(lumen_schemas::event::SchedUse {
+        waits: 970,
+        wait_ns: 120_000_000,
+        preempted: 12,
+        ..Default::default()
+    });
     let mut e = support::audit_event("unused");
     e.kind = lumen_schemas::EventKind::Resource(Box::new(r));
     e.time = lumen_schemas::time::Timestamp(1_700_000_010_000_000_000);
@@ -357,6 +363,14 @@ async fn resource_samples_go_as_otlp_metrics_and_other_events_are_rejected() {
             panic!()
         };
         assert_eq!(psi.data_points.len(), 2, "cpu some and full");
+        let Some(Data::Sum(waited)) = &get("lumen.cpu.runqueue.wait_time").data else {
+            panic!()
+        };
+        assert_eq!(
+            waited.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(0.12))
+        );
+        assert_eq!(get("lumen.cpu.runqueue.waits").unit, "{wait}");
         let resource = requests[requests.len() - 1].resource_metrics[0]
             .resource
             .as_ref()

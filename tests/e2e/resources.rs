@@ -308,6 +308,12 @@ fn a_running_containers_series_are_on_metrics_and_go_with_it() {
         Some(0)
     );
     assert!(metrics.contains("# TYPE lumen_container_memory_usage_bytes gauge"));
+    // The scheduler's count of its waits for a CPU (it started, forked
+    // `date`s, and was preempted).
+    assert!(
+        value(&metrics, "lumen_container_runqueue_waits_total").is_some_and(|n| n > 0),
+        "{metrics}"
+    );
     drop(container);
     let start = std::time::Instant::now();
     while crate::support::scrape_text(port).contains(&id) {

@@ -184,7 +184,8 @@ fn points(event: &Event, r: &ResourceSample, metrics: &mut BTreeMap<String, Buil
             );
         }
     }
-    let counts: [(&str, bool, &str, &str, Option<f64>); 6] = [
+    let sched = r.sched.as_ref();
+    let counts: [(&str, bool, &str, &str, Option<f64>); 9] = [
         (
             "lumen.cpu.throttled_periods",
             true,
@@ -226,6 +227,27 @@ fn points(event: &Event, r: &ResourceSample, metrics: &mut BTreeMap<String, Buil
             "By",
             "Memory limit",
             u.memory_limit.map(|n| n as f64),
+        ),
+        (
+            "lumen.cpu.runqueue.waits",
+            true,
+            "{wait}",
+            "Times its tasks got a CPU after waiting runnable",
+            sched.map(|s| s.waits as f64),
+        ),
+        (
+            "lumen.cpu.runqueue.wait_time",
+            true,
+            "s",
+            "Time its tasks waited runnable for a CPU",
+            sched.map(|s| secs(s.wait_ns)),
+        ),
+        (
+            "lumen.cpu.preemptions",
+            true,
+            "{preemption}",
+            "Times another cgroup's task took the CPU from its tasks",
+            sched.map(|s| s.preempted as f64),
         ),
     ];
     for (name, sum, unit, description, value) in counts {

@@ -91,6 +91,9 @@ pub struct ContainerSeries {
     pub pod: String,
     pub namespace: String,
     pub counters: Counters,
+    /// Its run-queue waits since Lumen started (when the scheduler
+    /// programs run): (waits, ns waited, times preempted).
+    pub sched: Option<(u64, u64, u64)>,
 }
 
 impl ResourceMetrics {
@@ -130,6 +133,8 @@ pub struct Sampler {
     /// the last sample.
     sched: Option<sched::SchedMaps>,
     sched_last: Option<sched::Reading>,
+    /// Each cgroup's id (unified hierarchy path → id) at the last sample.
+    sched_ids: HashMap<String, u64>,
     /// Names the pods of the `/metrics` series, when on.
     pods: Option<super::k8s_pods::PodCache>,
 }
@@ -145,6 +150,7 @@ impl Sampler {
             online_cpus: u32::try_from(online).unwrap_or(1).max(1),
             sched: None,
             sched_last: None,
+            sched_ids: HashMap::new(),
             pods: None,
         }
     }
@@ -192,10 +198,10 @@ impl Sampler {
             self.sched_last = Some(now);
             let root = self.hierarchies.unified.as_deref()?;
             let paths = sched::cgroup_ids(root, MAX_DEPTH);
+            self.sched_ids = paths.iter().map(|(id, p)| (p.clone(), *id)).collect();
             let delta = delta?;
             let offenders = delta.offenders();
             Some(SchedView {
-                ids: paths.iter().map(|(id, p)| (p.clone(), *id)).collect(),
                 paths,
                 delta,
                 offenders,
@@ -217,7 +223,9 @@ impl Sampler {
             if let Some(elapsed) = elapsed {
                 let mut sample = self.sample_of(&path, scope, last, &current, elapsed);
                 if let (Some(view), ResourceScope::Container) = (&sched, scope) {
-                    view.fill(&path, &mut sample);
+                    if let Some(id) = self.sched_ids.get(&path) {
+                        view.fill(*id, &mut sample);
+                    }
                 }
                 events.push(Event {
                     time,
@@ -242,12 +250,17 @@ impl Sampler {
             .filter_map(|(path, counters)| {
                 let components: Vec<&str> = path.rsplit('/').filter(|c| !c.is_empty()).collect();
                 let parsed = crate::attribution::parse(&components);
+                let sched = self.sched_last.as_ref().and_then(|r| {
+                    let s = r.cgroups.get(self.sched_ids.get(path)?)?;
+                    Some((s.waits, s.wait_ns, s.preempted))
+                });
                 Some(ContainerSeries {
                     container_id: parsed.container_id?.to_owned(),
                     pod_uid: parsed.pod_uid.unwrap_or_default(),
                     pod: String::new(),
                     namespace: String::new(),
                     counters: counters.clone(),
+                    sched,
                 })
             })
             .collect();
@@ -294,20 +307,15 @@ impl Sampler {
 /// names.
 struct SchedView {
     paths: HashMap<u64, String>,
-    ids: HashMap<String, u64>,
     delta: sched::Reading,
     offenders: HashMap<u64, Vec<(u64, lumen_common::PairStats)>>,
 }
 
 impl SchedView {
-    /// Gives the sample of the cgroup at `path` its scheduler view (none
-    /// when the cgroup is not on the unified hierarchy).
-    fn fill(&self, path: &str, sample: &mut ResourceSample) {
-        let Some(id) = self.ids.get(path) else {
-            return;
-        };
-        let stats = self.delta.cgroups.get(id).copied().unwrap_or_default();
-        let offenders = self.offenders.get(id).map_or(&[][..], Vec::as_slice);
+    /// Gives the sample of the cgroup `id` its scheduler view.
+    fn fill(&self, id: u64, sample: &mut ResourceSample) {
+        let stats = self.delta.cgroups.get(&id).copied().unwrap_or_default();
+        let offenders = self.offenders.get(&id).map_or(&[][..], Vec::as_slice);
         sample.sched = Some(sched::sched_use(
             &stats,
             offenders,

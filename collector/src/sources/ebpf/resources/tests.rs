@@ -207,6 +207,7 @@ fn series_of_known_pods_get_their_names_and_namespaces() {
         },
     );
     let series = |uid: &str| ContainerSeries {
+        sched: None,
         container_id: ID.to_owned(),
         pod_uid: uid.to_owned(),
         pod: String::new(),
@@ -277,6 +278,10 @@ fn scheduler_counters_become_a_containers_deltas_with_its_neighbours_named() {
     assert_eq!(s.neighbours.len(), 1);
     assert_eq!(s.neighbours[0].wait_ns, 45_000_000);
     assert_eq!(sample.s(s.neighbours[0].cgroup), "", "the root cgroup");
+    // `/metrics` gets its lifetime counters.
+    let (series, _) = sampler.series();
+    let mine = series.iter().find(|s| s.container_id == ID).unwrap();
+    assert_eq!(mine.sched, Some((25, 75_000_000, 1)));
     // Pods and the host have no scheduler view of their own.
     for e in &events {
         if let EventKind::Resource(r) = &e.kind {

@@ -46,19 +46,7 @@ pub struct CpuState {
     held_ns: u64,
     /// The cgroup of the task it preempted (0: none).
     preempted: u64,
-    /// Waits of one cgroup (`cached_cgroup`) not yet added to
-    /// `SCHED_CGROUPS`, since `cached_since`: added when another cgroup's
-    /// wait comes, or at a switch 100 ms later. Consecutive waits on a CPU
-    /// are mostly one cgroup's; this spares a map lookup for each.
-    cached_cgroup: u64,
-    cached_since: u64,
-    cached: SchedStats,
 }
-
-/// How long waits may sit in a CPU's cache (checked at each switch):
-/// user space reads the map, so a sample may miss the last of its
-/// interval's waits, counted in the next one.
-const CACHE_NS: u64 = 100_000_000;
 
 /// When each runnable task started waiting, by its `task_struct`'s
 /// address (the tracepoints' arguments: no read of the task needed).
@@ -132,7 +120,7 @@ pub fn lumen_switch(ctx: BtfTracePointContext) -> i32 {
     };
     cpu.last_switch = now;
     if prev_tid != 0 {
-        settle(cpu, cgroup, now);
+        settle(cpu, cgroup);
     }
     cpu.wait_ns = 0;
     cpu.offender = 0;
@@ -165,23 +153,17 @@ pub fn lumen_switch(ctx: BtfTracePointContext) -> i32 {
 /// left pending: its wait, charged to the task before it; the task it
 /// preempted, charged to it.
 #[inline(always)]
-fn settle(cpu: &mut CpuState, cgroup: u64, now: u64) {
+fn settle(cpu: &CpuState, cgroup: u64) {
     let waited = cpu.wait_ns;
-    if now.saturating_sub(cpu.cached_since) > CACHE_NS {
-        flush(cpu);
-        cpu.cached_since = now;
-    }
     if waited != 0 {
-        if cpu.cached_cgroup != cgroup {
-            flush(cpu);
-            cpu.cached_cgroup = cgroup;
-            cpu.cached_since = now;
-        }
-        let c = &mut cpu.cached;
-        c.waits += 1;
-        c.wait_ns += waited;
-        if let Some(slot) = c.hist.get_mut(bucket(waited)) {
-            *slot += 1;
+        if let Some(stats) = stats_of(cgroup) {
+            // SAFETY: this CPU's slot; switches on one CPU do not nest.
+            let stats = unsafe { &mut *stats };
+            stats.waits += 1;
+            stats.wait_ns += waited;
+            if let Some(slot) = stats.hist.get_mut(bucket(waited)) {
+                *slot += 1;
+            }
         }
         if cpu.offender != 0 && cpu.offender != cgroup {
             if let Some(pair) = pair_of(cgroup, cpu.offender) {
@@ -207,24 +189,6 @@ fn settle(cpu: &mut CpuState, cgroup: u64, now: u64) {
             unsafe { (*pair).preemptions += 1 };
         }
     }
-}
-
-/// Adds a CPU's cached waits to `SCHED_CGROUPS`.
-#[inline(always)]
-fn flush(cpu: &mut CpuState) {
-    if cpu.cached.waits == 0 {
-        return;
-    }
-    if let Some(stats) = stats_of(cpu.cached_cgroup) {
-        // SAFETY: this CPU's slot; switches on one CPU do not nest.
-        let stats = unsafe { &mut *stats };
-        stats.waits += cpu.cached.waits;
-        stats.wait_ns += cpu.cached.wait_ns;
-        for i in 0..SCHED_BUCKETS {
-            stats.hist[i] += cpu.cached.hist[i];
-        }
-    }
-    cpu.cached = SchedStats::default();
 }
 
 /// Stamps when `task` started waiting: in place when the map has it.

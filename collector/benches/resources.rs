@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use lumen::sources::ebpf::cgroupfs::Hierarchies;
-use lumen::sources::ebpf::resources::Sampler;
+use lumen::sources::ebpf::resources::{sched, Sampler};
 use lumen_schemas::event::Host;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,11 +74,46 @@ fn bench(c: &mut Criterion) {
         .count();
     assert!(containers >= 2 * PODS, "{containers} containers found");
     sampler.sample(&host);
+    // The scheduler view too: every cgroup with waits, each charged to
+    // the root, as the kernel maps would say (the maps' own read is not
+    // in it: it needs the programs loaded).
+    let reading = |h: &Hierarchies, scale: u64| {
+        let mut r = sched::Reading::default();
+        let Some(unified) = &h.unified else {
+            return r;
+        };
+        for id in sched::cgroup_ids(unified, 8).into_keys() {
+            let mut stats = lumen_common::SchedStats {
+                waits: 100 * scale,
+                wait_ns: 1_000_000 * scale,
+                preempted: scale,
+                ..Default::default()
+            };
+            stats.hist[4] = 100 * scale;
+            r.cgroups.insert(id, stats);
+            r.pairs.insert(
+                (id, 1),
+                lumen_common::PairStats {
+                    waits: 10 * scale,
+                    wait_ns: 100_000 * scale,
+                    preemptions: scale,
+                },
+            );
+        }
+        r
+    };
+    let mut with_sched = Sampler::new(Hierarchies::discover());
+    with_sched.sample_with(&host, Some(reading(&Hierarchies::discover(), 1)));
+    let later = reading(&Hierarchies::discover(), 2);
     let mut g = c.benchmark_group("resources");
     g.sample_size(20);
     g.bench_function(format!("one sample, {containers} containers"), |b| {
         b.iter(|| sampler.sample(&host).len())
     });
+    g.bench_function(
+        format!("one sample with the scheduler view, {containers} containers"),
+        |b| b.iter(|| with_sched.sample_with(&host, Some(later.clone())).len()),
+    );
     g.finish();
 }
 

@@ -92,6 +92,8 @@ struct Topology {
     deliveries: BTreeMap<String, Arc<DeliveryMetrics>>,
     /// Per ebpf source id, its containers' resource counters.
     resources: BTreeMap<String, Arc<crate::sources::ebpf::resources::ResourceMetrics>>,
+    /// Per kafka source id, its consumer lag per partition.
+    consumer_lags: BTreeMap<String, Arc<crate::sources::kafka::ConsumerLag>>,
     taps: Arc<Taps>,
 }
 
@@ -185,6 +187,7 @@ impl Telemetry {
             detections: running.detections.clone(),
             deliveries: running.deliveries.clone(),
             resources: running.resources.clone(),
+            consumer_lags: running.consumer_lags.clone(),
             taps: running.taps.clone(),
         });
         *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
@@ -476,6 +479,26 @@ impl Collector for Exporter {
             }),
         )?;
         containers(e, &t)?;
+        family(
+            e,
+            (
+                "lumen_kafka_consumer_lag",
+                "Messages of a partition a kafka source has not read yet (librdkafka's consumer_lag, from its statistics).",
+                MetricType::Gauge,
+            ),
+            t.consumer_lags.iter().flat_map(|(id, lag)| {
+                lag.snapshot().into_iter().map(move |((topic, partition), n)| {
+                    (
+                        [
+                            ("component_id", id.clone()),
+                            ("topic", topic),
+                            ("partition", partition.to_string()),
+                        ],
+                        n,
+                    )
+                })
+            }),
+        )?;
         Ok(())
     }
 }

@@ -1,10 +1,13 @@
-//! The canonical event as bytes, for disk buffers.
+//! The canonical event as bytes, for disk buffers and for Lumen-to-Lumen
+//! messages (the kafka sink's `encoding = "native"`).
 //!
 //! postcard (a compact, non-self-describing serde format) over the event's
 //! serde derives: no JSON, no field names, strings stay in their shared text
 //! buffers. Because the format follows the structs, a change to the event
 //! model changes [`FORMAT_VERSION`]; a disk buffer written by another version
-//! is reported, not misread.
+//! is reported, not misread. A message on its own carries the version in a
+//! frame ([`encode_framed`]), so a reader of another version refuses it by
+//! name.
 
 use crate::Event;
 
@@ -28,6 +31,48 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
 /// Decodes one event encoded by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     Ok(postcard::from_bytes(bytes)?)
+}
+
+/// The first bytes of a framed event: a magic, then the codec version
+/// (u32, little-endian).
+pub const FRAME_MAGIC: &[u8; 4] = b"LMNE";
+
+/// Why a framed event was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("not a Lumen native event (no LMNE frame)")]
+    NotNative,
+    #[error("a Lumen native event of codec version {found}; this Lumen reads version {FORMAT_VERSION} (run the same Lumen version on both sides)")]
+    Version { found: u32 },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Appends `event` framed: [`FRAME_MAGIC`], the codec version, the event.
+pub fn encode_framed(event: &Event, out: &mut Vec<u8>) {
+    out.extend_from_slice(FRAME_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    encode(event, out);
+}
+
+/// Whether `bytes` start like a framed event (of any version).
+pub fn is_framed(bytes: &[u8]) -> bool {
+    bytes.starts_with(FRAME_MAGIC)
+}
+
+/// Decodes one event written by [`encode_framed`].
+pub fn decode_framed(bytes: &[u8]) -> Result<Event, FrameError> {
+    let rest = bytes
+        .strip_prefix(FRAME_MAGIC)
+        .ok_or(FrameError::NotNative)?;
+    let version = rest
+        .get(..4)
+        .map(|v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+        .ok_or(FrameError::NotNative)?;
+    if version != FORMAT_VERSION {
+        return Err(FrameError::Version { found: version });
+    }
+    Ok(decode(&rest[4..])?)
 }
 
 #[cfg(test)]
@@ -59,6 +104,35 @@ mod tests {
             }),
             redaction: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_framed_event_round_trips_and_another_version_or_garbage_is_refused_by_name() {
+        let mut bytes = Vec::new();
+        encode_framed(&audit_event(), &mut bytes);
+        assert!(is_framed(&bytes));
+        let back = decode_framed(&bytes).expect("decodes");
+        let json = |e: &Event| {
+            let mut b = Vec::new();
+            Schema::Ocsf.encode(e, &mut b);
+            b
+        };
+        assert_eq!(json(&back), json(&audit_event()));
+        let mut other = bytes.clone();
+        other[4..8].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let e = decode_framed(&other).unwrap_err();
+        assert!(matches!(e, FrameError::Version { found } if found == FORMAT_VERSION + 1));
+        assert!(e
+            .to_string()
+            .contains(&format!("reads version {FORMAT_VERSION}")));
+        assert!(matches!(
+            decode_framed(b"{\"kind\":\"Event\"}"),
+            Err(FrameError::NotNative)
+        ));
+        assert!(matches!(
+            decode_framed(&bytes[..12]),
+            Err(FrameError::Decode(_))
+        ));
     }
 
     #[test]

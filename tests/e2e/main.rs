@@ -17,6 +17,7 @@ mod ebpf;
 mod files;
 mod filters;
 mod health;
+mod kafka_source;
 mod kubernetes;
 mod logging;
 mod network;

@@ -66,6 +66,7 @@ pub enum SourceConfig {
     Ebpf(crate::sources::ebpf::EbpfSourceConfig),
     K8sAuditFile(crate::sources::k8s_audit_file::K8sAuditFileConfig),
     K8sAuditWebhook(crate::sources::k8s_audit_webhook::K8sAuditWebhookConfig),
+    Kafka(crate::sources::kafka::KafkaSourceConfig),
 }
 
 impl SourceConfig {
@@ -74,6 +75,7 @@ impl SourceConfig {
             SourceConfig::Ebpf(_) => "ebpf",
             SourceConfig::K8sAuditFile(_) => "k8s_audit_file",
             SourceConfig::K8sAuditWebhook(_) => "k8s_audit_webhook",
+            SourceConfig::Kafka(_) => "kafka",
         }
     }
 }

@@ -132,6 +132,7 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
             super::SourceConfig::K8sAuditWebhook(c) => c.validate(),
             super::SourceConfig::Ebpf(c) => c.resources.validate(),
             super::SourceConfig::K8sAuditFile(_) => Ok(()),
+            super::SourceConfig::Kafka(c) => c.validate(),
         };
         if let Err(message) = checked {
             return Err((

@@ -80,6 +80,8 @@ pub struct Running {
     pub deliveries: BTreeMap<String, Arc<lumen_sinks::deliver::DeliveryMetrics>>,
     /// Per ebpf source id, its containers' resource counters.
     pub resources: BTreeMap<String, Arc<crate::sources::ebpf::resources::ResourceMetrics>>,
+    /// Per kafka source id, its consumer lag per partition.
+    pub consumer_lags: BTreeMap<String, Arc<crate::sources::kafka::ConsumerLag>>,
 }
 
 /// One component's tasks.
@@ -189,6 +191,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         redactions: BTreeMap::new(),
         detections: BTreeMap::new(),
         resources: BTreeMap::new(),
+        consumer_lags: BTreeMap::new(),
         deliveries: BTreeMap::new(),
     };
     let all: BTreeSet<String> = config
@@ -445,6 +448,7 @@ impl Running {
             self.detections.remove(id);
             self.deliveries.remove(id);
             self.resources.remove(id);
+            self.consumer_lags.remove(id);
         }
     }
 
@@ -766,6 +770,18 @@ impl Running {
             SourceConfig::K8sAuditFile(c) => {
                 let src = K8sAuditFileSource::new(c.clone(), host, m, &self.config.data_dir, id)
                     .with_context(|| format!("starting source `{id}` (k8s_audit_file)"))?;
+                self.spawn(id, async move { src.run(out, sig).await })
+            }
+            SourceConfig::Kafka(c) => {
+                let src = crate::sources::kafka::KafkaSource::new(
+                    c.clone(),
+                    host,
+                    m,
+                    &self.config.data_dir,
+                    id,
+                )
+                .with_context(|| format!("starting source `{id}` (kafka)"))?;
+                self.consumer_lags.insert(id.to_owned(), src.lag());
                 self.spawn(id, async move { src.run(out, sig).await })
             }
         };

@@ -34,9 +34,15 @@ pub struct KafkaConfig {
     /// `<prefix>.schema_version`, `<prefix>.kind`); `""`: no headers.
     #[serde(default = "default_headers_key")]
     pub headers_key: String,
-    /// Schema of the message values.
+    /// Schema of the message values (and of the fields the topic and key
+    /// templates name).
     #[serde(default = "default_schema")]
     pub schema: Schema,
+    /// `json` (default): the event as a `schema` document. `native`: the
+    /// typed event in Lumen's versioned binary codec, for a Lumen
+    /// aggregator's `kafka` source (no JSON made or parsed on either side).
+    #[serde(default)]
+    pub encoding: KafkaEncoding,
     /// librdkafka producer settings for everything Lumen does not name
     /// (they win over Lumen's own).
     #[serde(default)]
@@ -74,6 +80,15 @@ fn default_message_timeout() -> u64 {
 }
 fn yes() -> bool {
     true
+}
+
+/// How message values are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaEncoding {
+    #[default]
+    Json,
+    Native,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -154,24 +169,7 @@ impl KafkaConfig {
         }
         Template::parse(&self.topic).map_err(|e| format!("topic: {e}"))?;
         Template::parse(&self.key_field).map_err(|e| format!("key_field: {e}"))?;
-        if self.sasl.enabled {
-            match self.sasl.mechanism.as_deref() {
-                Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") => {}
-                other => {
-                    return Err(format!(
-                        "sasl.mechanism {other:?}: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
-                    ))
-                }
-            }
-            if self.sasl.username.as_deref().unwrap_or("").is_empty()
-                || self.sasl.password.is_none()
-            {
-                return Err("sasl.enabled needs sasl.username and sasl.password".into());
-            }
-        }
-        if self.tls.crt_file.is_some() != self.tls.key_file.is_some() {
-            return Err("tls.crt_file and tls.key_file go together".into());
-        }
+        validate_security(&self.sasl, &self.tls)?;
         Ok(())
     }
 
@@ -188,63 +186,87 @@ impl KafkaConfig {
                 self.message_timeout_ms.to_string(),
             ),
         ];
-        let protocol = match (self.sasl.enabled, self.tls.enabled) {
-            (false, false) => "plaintext",
-            (false, true) => "ssl",
-            (true, false) => "sasl_plaintext",
-            (true, true) => "sasl_ssl",
-        };
-        s.push(("security.protocol".into(), protocol.into()));
-        if self.sasl.enabled {
-            s.push((
-                "sasl.mechanism".into(),
-                self.sasl.mechanism.clone().unwrap_or_default(),
-            ));
-            s.push((
-                "sasl.username".into(),
-                self.sasl.username.clone().unwrap_or_default(),
-            ));
-            s.push((
-                "sasl.password".into(),
-                self.sasl
-                    .password
-                    .as_ref()
-                    .map(|p| p.expose().to_owned())
-                    .unwrap_or_default(),
-            ));
-        }
-        if self.tls.enabled {
-            let path = |p: &PathBuf| p.display().to_string();
-            if let Some(ca) = &self.tls.ca_file {
-                s.push(("ssl.ca.location".into(), path(ca)));
-            }
-            if let Some(crt) = &self.tls.crt_file {
-                s.push(("ssl.certificate.location".into(), path(crt)));
-            }
-            if let Some(key) = &self.tls.key_file {
-                s.push(("ssl.key.location".into(), path(key)));
-            }
-            if let Some(pass) = &self.tls.key_pass {
-                s.push(("ssl.key.password".into(), pass.expose().to_owned()));
-            }
-            s.push((
-                "enable.ssl.certificate.verification".into(),
-                self.tls.verify_certificate.to_string(),
-            ));
-            s.push((
-                "ssl.endpoint.identification.algorithm".into(),
-                if self.tls.verify_hostname {
-                    "https"
-                } else {
-                    "none"
-                }
-                .into(),
-            ));
-        }
+        s.extend(security_settings(&self.sasl, &self.tls));
         for (k, v) in &self.librdkafka_options {
             s.retain(|(key, _)| key != k);
             s.push((k.clone(), v.clone()));
         }
         s
     }
+}
+
+/// Rejects SASL and TLS settings that cannot work, naming the key (the
+/// sink's and the source's).
+pub fn validate_security(sasl: &SaslConfig, tls: &KafkaTlsConfig) -> Result<(), String> {
+    if sasl.enabled {
+        match sasl.mechanism.as_deref() {
+            Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") => {}
+            other => {
+                return Err(format!(
+                    "sasl.mechanism {other:?}: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                ))
+            }
+        }
+        if sasl.username.as_deref().unwrap_or("").is_empty() || sasl.password.is_none() {
+            return Err("sasl.enabled needs sasl.username and sasl.password".into());
+        }
+    }
+    if tls.crt_file.is_some() != tls.key_file.is_some() {
+        return Err("tls.crt_file and tls.key_file go together".into());
+    }
+    Ok(())
+}
+
+/// librdkafka's `security.protocol`, SASL and TLS settings for these
+/// (the sink's and the source's).
+pub fn security_settings(sasl: &SaslConfig, tls: &KafkaTlsConfig) -> Vec<(String, String)> {
+    let mut s: Vec<(String, String)> = Vec::new();
+    let protocol = match (sasl.enabled, tls.enabled) {
+        (false, false) => "plaintext",
+        (false, true) => "ssl",
+        (true, false) => "sasl_plaintext",
+        (true, true) => "sasl_ssl",
+    };
+    s.push(("security.protocol".into(), protocol.into()));
+    if sasl.enabled {
+        s.push((
+            "sasl.mechanism".into(),
+            sasl.mechanism.clone().unwrap_or_default(),
+        ));
+        s.push((
+            "sasl.username".into(),
+            sasl.username.clone().unwrap_or_default(),
+        ));
+        s.push((
+            "sasl.password".into(),
+            sasl.password
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default(),
+        ));
+    }
+    if tls.enabled {
+        let path = |p: &PathBuf| p.display().to_string();
+        if let Some(ca) = &tls.ca_file {
+            s.push(("ssl.ca.location".into(), path(ca)));
+        }
+        if let Some(crt) = &tls.crt_file {
+            s.push(("ssl.certificate.location".into(), path(crt)));
+        }
+        if let Some(key) = &tls.key_file {
+            s.push(("ssl.key.location".into(), path(key)));
+        }
+        if let Some(pass) = &tls.key_pass {
+            s.push(("ssl.key.password".into(), pass.expose().to_owned()));
+        }
+        s.push((
+            "enable.ssl.certificate.verification".into(),
+            tls.verify_certificate.to_string(),
+        ));
+        s.push((
+            "ssl.endpoint.identification.algorithm".into(),
+            if tls.verify_hostname { "https" } else { "none" }.into(),
+        ));
+    }
+    s
 }

@@ -1,9 +1,10 @@
 //! Events as Kafka records: each item in the batch buffer is a small
 //! routing header — topic, key and event kind, each length-prefixed — then
-//! the value (the document in the configured schema). The service reads
-//! the header back with [`Record::parse`]; nothing is allocated per event.
+//! the value (the document in the configured schema, or the framed native
+//! event). The service reads the header back with [`Record::parse`];
+//! nothing is allocated per event.
 
-use super::config::KafkaConfig;
+use super::config::{KafkaConfig, KafkaEncoding};
 use crate::batch::Encoder;
 use crate::template::Template;
 use lumen_schemas::{Event, Schema};
@@ -12,6 +13,7 @@ use std::ops::Range;
 #[derive(Debug)]
 pub struct RecordEncoder {
     schema: Schema,
+    encoding: KafkaEncoding,
     topic: Template,
     key: Template,
 }
@@ -21,6 +23,7 @@ impl RecordEncoder {
     pub fn new(config: &KafkaConfig) -> Result<Self, String> {
         Ok(RecordEncoder {
             schema: config.schema,
+            encoding: config.encoding,
             topic: Template::parse(&config.topic)?,
             key: Template::parse(&config.key_field)?,
         })
@@ -43,7 +46,10 @@ impl Encoder for RecordEncoder {
         prefixed(buf, |b| self.key.render(event, self.schema, b));
         prefixed(buf, |b| b.extend_from_slice(event.kind.name().as_bytes()));
         let start = buf.len();
-        self.schema.encode(event, buf);
+        match self.encoding {
+            KafkaEncoding::Json => self.schema.encode(event, buf),
+            KafkaEncoding::Native => lumen_schemas::codec::encode_framed(event, buf),
+        }
         start..buf.len()
     }
 }

@@ -18,6 +18,7 @@ pub use config::KafkaConfig;
 use crate::deliver::{Delivery, DeliveryMetrics};
 use crate::health::{self, HealthcheckConfig, Unhealthy};
 use crate::{ComponentMetrics, Envelope};
+use config::KafkaEncoding;
 use encoder::RecordEncoder;
 use lumen_schemas::{Schema, ECS_VERSION, OCSF_VERSION};
 use rdkafka::config::ClientConfig;
@@ -73,10 +74,14 @@ impl KafkaSink {
         let service = KafkaService {
             producer,
             header_names,
-            schema: config.schema.as_str(),
-            schema_version: match config.schema {
-                Schema::Ocsf => OCSF_VERSION,
-                Schema::Ecs => ECS_VERSION,
+            schema: match config.encoding {
+                KafkaEncoding::Json => config.schema.as_str(),
+                KafkaEncoding::Native => "native",
+            },
+            schema_version: match (config.encoding, config.schema) {
+                (KafkaEncoding::Native, _) => lumen_schemas::codec::FORMAT_VERSION.to_string(),
+                (KafkaEncoding::Json, Schema::Ocsf) => OCSF_VERSION.to_owned(),
+                (KafkaEncoding::Json, Schema::Ecs) => ECS_VERSION.to_owned(),
             },
         };
         let delivery = Delivery::new(

@@ -17,7 +17,7 @@ pub struct KafkaService {
     /// `<headers_key>.schema`, `.schema_version`, `.kind`; None: no headers.
     pub header_names: Option<[String; 3]>,
     pub schema: &'static str,
-    pub schema_version: &'static str,
+    pub schema_version: String,
 }
 
 impl std::fmt::Debug for KafkaService {
@@ -68,7 +68,7 @@ impl KafkaService {
                 })
                 .insert(Header {
                     key: version,
-                    value: Some(self.schema_version),
+                    value: Some(self.schema_version.as_str()),
                 })
                 .insert(Header {
                     key: kind_name,

@@ -401,6 +401,8 @@ pub struct EbpfSource {
     pods: Option<k8s_pods::PodCache>,
     resource_metrics: Arc<resources::ResourceMetrics>,
     sched_maps: Option<resources::sched::SchedMaps>,
+    /// Whether the kernel reports OOM kills (`oom:mark_victim` attached).
+    kernel_oom: bool,
 }
 
 impl std::fmt::Debug for EbpfSource {
@@ -573,7 +575,8 @@ impl EbpfSource {
             prog.attach(category, name).map_err(attach_err)?;
         }
         // OOM kills: where the tracepoint passes the victim's task.
-        if offsets::raw_tracepoint_arg_is_pointer(&config.btf_path, "mark_victim", 0) {
+        let kernel_oom = offsets::raw_tracepoint_arg_is_pointer(&config.btf_path, "mark_victim", 0);
+        if kernel_oom {
             let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
                 program: "lumen_oom_victim",
                 category: "raw",
@@ -691,6 +694,7 @@ impl EbpfSource {
             boot_offset_ns: boot_offset_ns(),
             resource_metrics: Arc::default(),
             sched_maps,
+            kernel_oom,
         })
     }
 
@@ -715,13 +719,15 @@ impl EbpfSource {
             pods,
             resource_metrics,
             sched_maps,
+            kernel_oom,
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
         let (loss_tx, mut loss_rx) = tokio::sync::mpsc::channel::<LossReport>(64);
         let (sample_tx, mut sample_rx) = tokio::sync::mpsc::channel::<Event>(1024);
         // Resource findings, from the samples and from the kernel's OOM kills.
         let resource_findings = Arc::new(std::sync::Mutex::new(
-            resources::findings::Findings::new(config.resources.findings.clone()),
+            resources::findings::Findings::new(config.resources.findings.clone())
+                .with_kernel_oom(kernel_oom),
         ));
         let sampler = config.resources.enabled.then(|| {
             let mut sampler =

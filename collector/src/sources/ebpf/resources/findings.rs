@@ -206,6 +206,13 @@ pub struct Findings {
     config: FindingsConfig,
     infos: Vec<Arc<RuleInfo>>,
     windows: HashMap<(Rule, String), Window>,
+    /// Whether the kernel reports OOM kills as events (`oom:mark_victim`).
+    /// Then a sample's count of kills waits one interval before it raises
+    /// a finding: the kernel's report of the same kill (with the victim
+    /// process) comes first, and the sample is suppressed into it.
+    kernel_oom: bool,
+    /// Samples counting OOM kills, held for one interval: (key, sample).
+    held_oom: Vec<(String, Event)>,
 }
 
 impl Findings {
@@ -229,13 +236,28 @@ impl Findings {
             config,
             infos,
             windows: HashMap::new(),
+            kernel_oom: false,
+            held_oom: Vec::new(),
         }
+    }
+
+    /// Says the kernel reports OOM kills itself (see `kernel_oom`).
+    pub fn with_kernel_oom(mut self, kernel_oom: bool) -> Findings {
+        self.kernel_oom = kernel_oom;
+        self
     }
 
     /// The findings `samples` raise, into `out`.
     pub fn check(&mut self, samples: &[Event], out: &mut Vec<Event>) {
         if !self.config.enabled {
             return;
+        }
+        // Held a whole interval: the kernel's report came (and this is
+        // suppressed into its finding) or never will.
+        for (key, event) in std::mem::take(&mut self.held_oom) {
+            if let Some(f) = self.raise(Rule::OomKilled, key, &event) {
+                out.push(f);
+            }
         }
         for event in samples {
             let EventKind::Resource(r) = &event.kind else {
@@ -246,6 +268,10 @@ impl Findings {
             }
             let key = key_of(&r.attribution, &r.text, r.cgroup);
             for rule in self.matching(r) {
+                if rule == Rule::OomKilled && self.kernel_oom {
+                    self.held_oom.push((key.clone(), event.clone()));
+                    continue;
+                }
                 if let Some(f) = self.raise(rule, key.clone(), event) {
                     out.push(f);
                 }
@@ -565,16 +591,14 @@ mod tests {
         assert!(f.windows.is_empty());
     }
 
-    /// The kernel's event raises the finding at once; the sample that
-    /// counts the same kill is suppressed into the next one.
-    #[test]
-    fn the_kernels_oom_kill_is_a_finding_and_the_samples_count_of_it_is_not_another() {
+    /// The kernel's report of an OOM kill of `dd` in the container, at `t`
+    /// (ns).
+    fn oom_kill(t: i64) -> Event {
         use lumen_schemas::event::{Process, ProcessActivity, ProcessEvent};
-        let mut f = Findings::new(FindingsConfig::default());
         let mut victim = Process::default().with_text("/bin/dd", "dd", &["dd"]);
         victim.attribution.container_id = push(&mut victim.text, &"ab".repeat(32));
-        let kill = Event {
-            time: Timestamp(1_000_000_000),
+        Event {
+            time: Timestamp(t),
             observed: Timestamp(1),
             host: Arc::default(),
             kind: EventKind::Process(Box::new(ProcessEvent {
@@ -584,7 +608,15 @@ mod tests {
                 exe: Default::default(),
             })),
             redaction: Default::default(),
-        };
+        }
+    }
+
+    /// The kernel's event raises the finding at once; the sample that
+    /// counts the same kill is suppressed into the next one.
+    #[test]
+    fn the_kernels_oom_kill_is_a_finding_and_the_samples_count_of_it_is_not_another() {
+        let mut f = Findings::new(FindingsConfig::default());
+        let kill = oom_kill(1_000_000_000);
         let mut out = Vec::new();
         f.check_oom_kill(&kill, &mut out);
         assert_eq!(out.len(), 1);
@@ -722,6 +754,35 @@ mod tests {
         diluted.waits = 1000;
         diluted.wait_hist[4] = 985;
         assert!(quiet(diluted, None).is_empty());
+    }
+
+    /// When the kernel reports kills, a sample that counts one before the
+    /// kernel's event is read waits an interval: the kernel's event is the
+    /// finding's evidence; a kill the kernel's report missed is still
+    /// raised, one interval late.
+    #[test]
+    fn with_the_kernels_reports_a_samples_kill_waits_one_interval_for_them() {
+        let mut f = Findings::new(FindingsConfig::default()).with_kernel_oom(true);
+        let oom = ResourceUse {
+            memory_oom_kills: Some(1),
+            ..ResourceUse::default()
+        };
+        assert!(fired(&mut f, sample(oom.clone(), 10)).is_empty(), "held");
+        let kill = oom_kill(10_100_000_000);
+        let mut out = Vec::new();
+        f.check_oom_kill(&kill, &mut out);
+        assert_eq!(out.len(), 1, "the kernel's event raises it");
+        assert!(
+            fired(&mut f, sample(ResourceUse::default(), 11)).is_empty(),
+            "the held sample is suppressed into it"
+        );
+        // No kernel report at all: raised from the sample, an interval late.
+        let mut f = Findings::new(FindingsConfig::default()).with_kernel_oom(true);
+        assert!(fired(&mut f, sample(oom, 10)).is_empty());
+        assert_eq!(
+            fired(&mut f, sample(ResourceUse::default(), 11)),
+            ["lumen.resources.oom_killed"]
+        );
     }
 
     #[test]

@@ -1,0 +1,442 @@
+//! `[sources.<id>] type = "kafka"`: a consumer group member reading Lumen's
+//! native events (from node Lumens' kafka sinks) or raw `audit.k8s.io`
+//! events — the aggregator tier's input.
+//!
+//! At least once, end to end: offsets are stored by Lumen, never by
+//! librdkafka (`enable.auto.commit` and `enable.auto.offset.store` off);
+//! a partition's position moves only past messages whose events every sink
+//! acknowledged ([`offsets`]), and is committed every
+//! `commit_interval_ms`, when partitions are revoked (a rebalance: the new
+//! owner starts where this one's acknowledgements end), and at shutdown
+//! after the sinks drained. A message that is no event (malformed, of
+//! another codec version) is logged with its topic, partition and offset,
+//! counted, written to the dead-letter file, and passed: a poison message
+//! never stalls its partition.
+
+pub mod decode;
+pub mod offsets;
+
+use crate::topology::fanout::Fanout;
+use crate::topology::shutdown::ShutdownSignal;
+use lumen_schemas::event::Host;
+use lumen_sinks::ack::{self, Ack, AckReceiver, Status};
+use lumen_sinks::dead_letter::DeadLetters;
+use lumen_sinks::kafka::config::{KafkaTlsConfig, SaslConfig};
+use lumen_sinks::{ComponentMetrics, Envelope};
+use offsets::{Offsets, Partition};
+use rdkafka::consumer::stream_consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `host:port,host:port` of the brokers to bootstrap from.
+    pub bootstrap_servers: String,
+    /// The consumer group: processes with the same id share the
+    /// partitions.
+    pub group_id: String,
+    /// Topic names; one that starts with `^` is a regular expression.
+    pub topics: Vec<String>,
+    /// What the messages hold: `auto` (default), `native`, `k8s_audit`.
+    #[serde(default)]
+    pub decoding: decode::Decoding,
+    /// Milliseconds between commits of acknowledged positions.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval_ms: u64,
+    /// librdkafka consumer settings for everything Lumen does not name
+    /// (they win over Lumen's own; `auto.offset.reset` is `earliest`
+    /// unless set here).
+    #[serde(default)]
+    pub librdkafka_options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub sasl: SaslConfig,
+    #[serde(default)]
+    pub tls: KafkaTlsConfig,
+    /// Where unreadable messages go; default
+    /// `<data_dir>/dead-letter/<id>.ndjson`.
+    pub dead_letter_path: Option<PathBuf>,
+}
+
+fn default_commit_interval() -> u64 {
+    1000
+}
+
+/// Settings that would break the acknowledgement guarantee.
+const OWNED_OPTIONS: &[&str] = &["enable.auto.commit", "enable.auto.offset.store", "group.id"];
+
+impl KafkaSourceConfig {
+    /// Rejects settings that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err("bootstrap_servers is empty".into());
+        }
+        if self.group_id.trim().is_empty() {
+            return Err("group_id is empty".into());
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err("topics: name at least one topic (or a ^regex), none empty".into());
+        }
+        for t in self.topics.iter().filter(|t| t.starts_with('^')) {
+            regex::Regex::new(t).map_err(|e| format!("topics: {t:?} is no regex: {e}"))?;
+        }
+        if self.commit_interval_ms == 0 {
+            return Err("commit_interval_ms must be at least 1".into());
+        }
+        if let Some(k) = self
+            .librdkafka_options
+            .keys()
+            .find(|k| OWNED_OPTIONS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "librdkafka_options.{k}: set by Lumen (offsets are committed only once every sink acknowledged)"
+            ));
+        }
+        lumen_sinks::kafka::config::validate_security(&self.sasl, &self.tls)
+    }
+
+    /// The librdkafka consumer settings: Lumen's, then
+    /// `librdkafka_options` over them.
+    pub fn consumer_settings(&self) -> Vec<(String, String)> {
+        let mut s: Vec<(String, String)> = vec![
+            ("bootstrap.servers".into(), self.bootstrap_servers.clone()),
+            ("group.id".into(), self.group_id.clone()),
+            ("enable.auto.commit".into(), "false".into()),
+            ("enable.auto.offset.store".into(), "false".into()),
+            // For security events a duplicate beats a gap.
+            ("auto.offset.reset".into(), "earliest".into()),
+            // Consumer lag for /metrics.
+            ("statistics.interval.ms".into(), "5000".into()),
+        ];
+        s.extend(lumen_sinks::kafka::config::security_settings(
+            &self.sasl, &self.tls,
+        ));
+        for (k, v) in &self.librdkafka_options {
+            s.retain(|(key, _)| key != k);
+            s.push((k.clone(), v.clone()));
+        }
+        s
+    }
+}
+
+/// Why the source did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("invalid kafka source config: {0}")]
+    Config(String),
+    #[error("kafka consumer: {0}")]
+    Consumer(String),
+}
+
+/// Each assigned partition's consumer lag (messages not read yet), from
+/// librdkafka's statistics; for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ConsumerLag {
+    lags: Mutex<BTreeMap<(String, i32), u64>>,
+}
+
+impl ConsumerLag {
+    pub fn snapshot(&self) -> BTreeMap<(String, i32), u64> {
+        self.lags.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// librdkafka's callbacks: revoked partitions commit what is acknowledged
+/// before they go; statistics give the lag.
+struct Context {
+    offsets: Arc<Mutex<Offsets>>,
+    lag: Arc<ConsumerLag>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lags = BTreeMap::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal one; a lag of -1
+                // is unknown (not assigned, or no offset yet).
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    lags.insert((topic.clone(), *partition), p.consumer_lag as u64);
+                }
+            }
+        }
+        *self.lag.lags.lock().unwrap_or_else(|e| e.into_inner()) = lags;
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = TopicPartitionList::new();
+        let mut gone = Vec::new();
+        for e in revoked.elements() {
+            let tp: Partition = (e.topic().to_owned(), e.partition());
+            if let Some(at) = offsets.position(&tp) {
+                let _ = list.add_partition_offset(&tp.0, tp.1, Offset::Offset(at));
+            }
+            gone.push(tp);
+        }
+        if list.count() > 0 {
+            match consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => tracing::info!(
+                    partitions = list.count(),
+                    "kafka source: revoked partitions committed up to what was acknowledged"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka source: commit of revoked partitions failed; their next owner reads again from the last commit")
+                }
+            }
+        }
+        for tp in &gone {
+            offsets.revoke(tp);
+        }
+    }
+}
+
+/// The running source.
+pub struct KafkaSource {
+    config: KafkaSourceConfig,
+    consumer: StreamConsumer<Context>,
+    offsets: Arc<Mutex<Offsets>>,
+    lag: Arc<ConsumerLag>,
+    host: Arc<Host>,
+    metrics: Arc<ComponentMetrics>,
+    dead_letters: DeadLetters,
+    acks: ack::AckSender,
+    acked: AckReceiver,
+    next_cookie: u64,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("group_id", &self.config.group_id)
+            .field("topics", &self.config.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    /// Creates the consumer and subscribes; dead letters default to
+    /// `<data_dir>/dead-letter/<source_id>.ndjson`.
+    pub fn new(
+        config: KafkaSourceConfig,
+        host: Arc<Host>,
+        metrics: Arc<ComponentMetrics>,
+        data_dir: &Path,
+        source_id: &str,
+    ) -> Result<Self, KafkaSourceError> {
+        config.validate().map_err(KafkaSourceError::Config)?;
+        let mut client = ClientConfig::new();
+        for (k, v) in config.consumer_settings() {
+            client.set(k, v);
+        }
+        let offsets = Arc::new(Mutex::new(Offsets::default()));
+        let lag = Arc::new(ConsumerLag::default());
+        let consumer: StreamConsumer<Context> = client
+            .create_with_context(Context {
+                offsets: offsets.clone(),
+                lag: lag.clone(),
+            })
+            .map_err(|e| KafkaSourceError::Consumer(e.to_string()))?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| KafkaSourceError::Consumer(format!("subscribing to {topics:?}: {e}")))?;
+        let path = config.dead_letter_path.clone().unwrap_or_else(|| {
+            data_dir
+                .join("dead-letter")
+                .join(format!("{source_id}.ndjson"))
+        });
+        let (acks, acked) = ack::channel();
+        tracing::info!(group = %config.group_id, topics = ?config.topics, "kafka source: subscribed");
+        Ok(KafkaSource {
+            dead_letters: DeadLetters::new(path, source_id),
+            config,
+            consumer,
+            offsets,
+            lag,
+            host,
+            metrics,
+            acks,
+            acked,
+            next_cookie: 0,
+        })
+    }
+
+    /// Its partitions' consumer lag, for `/metrics`.
+    pub fn lag(&self) -> Arc<ConsumerLag> {
+        self.lag.clone()
+    }
+
+    pub async fn run(mut self, mut out: Fanout, mut shutdown: ShutdownSignal) {
+        let mut commit =
+            tokio::time::interval(Duration::from_millis(self.config.commit_interval_ms));
+        commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                Some(a) = self.acked.recv() => self.acknowledged(a.cookie, a.status),
+                _ = commit.tick() => self.commit(CommitMode::Async),
+                message = self.consumer.recv() => match message {
+                    Ok(m) => {
+                        let tp: Partition = (m.topic().to_owned(), m.partition());
+                        let offset = m.offset();
+                        let payload = m.payload().unwrap_or_default();
+                        self.metrics.add_received(1);
+                        self.metrics.add_received_bytes(payload.len());
+                        let event = decode::decode(payload, self.config.decoding, &self.host);
+                        let envelope = match event {
+                            Ok(event) => {
+                                let cookie = self.next_cookie;
+                                self.next_cookie += 1;
+                                self.lock().read(&tp, offset, Some(cookie));
+                                Envelope::new(event, Ack::new(self.acks.node(cookie)))
+                            }
+                            Err(reason) => {
+                                self.poison(&tp, offset, payload, &reason);
+                                self.lock().read(&tp, offset, None);
+                                continue;
+                            }
+                        };
+                        if out.send(envelope).await.is_err() {
+                            break;
+                        }
+                        self.metrics.add_sent(1);
+                    }
+                    Err(e) => {
+                        self.metrics.add_errors(1);
+                        tracing::warn!(error = %e, "kafka source: consumer error (librdkafka retries)");
+                    }
+                },
+            }
+        }
+        drop(out);
+        // Sinks drain what they hold; then what they acknowledged is
+        // committed. Only events in flight hold senders now.
+        drop(std::mem::replace(&mut self.acks, ack::channel().0));
+        while let Some(a) = self.acked.recv().await {
+            self.acknowledged(a.cookie, a.status);
+        }
+        self.commit(CommitMode::Sync);
+        let in_flight = self.lock().in_flight();
+        tracing::info!(
+            events = self.next_cookie,
+            not_committed = in_flight,
+            "kafka source: stopped"
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Offsets> {
+        self.offsets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn acknowledged(&self, cookie: u64, status: Status) {
+        if status == Status::Dropped {
+            self.metrics.add_dropped(1);
+        }
+        self.lock().acknowledged(cookie, status != Status::Dropped);
+    }
+
+    /// Commits the positions that moved.
+    fn commit(&self, mode: CommitMode) {
+        let positions = self.lock().to_commit();
+        if positions.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), at) in &positions {
+            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*at));
+        }
+        match self.consumer.commit(&list, mode) {
+            Ok(()) => self.lock().committed(&positions),
+            Err(e) => {
+                self.metrics.add_errors(1);
+                tracing::warn!(error = %e, "kafka source: commit failed; retried at the next interval");
+            }
+        }
+    }
+
+    /// A message that is no event: logged, counted, dead-lettered.
+    fn poison(&self, tp: &Partition, offset: i64, payload: &[u8], reason: &str) {
+        self.metrics.add_errors(1);
+        self.metrics.add_dropped(1);
+        let (partition, offset_text) = (tp.1.to_string(), offset.to_string());
+        let origin = [
+            ("topic", tp.0.as_str()),
+            ("partition", partition.as_str()),
+            ("offset", offset_text.as_str()),
+        ];
+        match self.dead_letters.write_message(payload, &origin, reason) {
+            Ok(()) => {
+                tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %reason, dead_letter = %self.dead_letters.path().display(), "kafka source: a message is no event; dead-lettered and passed")
+            }
+            Err(e) => {
+                tracing::error!(topic = %tp.0, partition = tp.1, offset, error = %reason, write_error = %e, "kafka source: a message is no event and the dead-letter file cannot be written; passed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> KafkaSourceConfig {
+        toml::from_str(&format!(
+            "bootstrap_servers = \"k:9092\"\ngroup_id = \"g\"\ntopics = [\"lumen\"]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn settings_that_would_break_the_guarantee_or_cannot_work_are_refused_by_name() {
+        assert!(config("").validate().is_ok());
+        let s = config("").consumer_settings();
+        let get = |k: &str| s.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("enable.auto.commit"), Some("false"));
+        assert_eq!(get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(get("auto.offset.reset"), Some("earliest"));
+        let latest = config("librdkafka_options.\"auto.offset.reset\" = \"latest\"");
+        assert!(latest.validate().is_ok());
+        assert!(latest
+            .consumer_settings()
+            .contains(&("auto.offset.reset".into(), "latest".into())));
+        for (extra, named) in [
+            (
+                "librdkafka_options.\"enable.auto.commit\" = \"true\"",
+                "enable.auto.commit",
+            ),
+            ("topics = [\"^[\"]", "no regex"),
+            ("commit_interval_ms = 0", "commit_interval_ms"),
+            (
+                "sasl.enabled = true\nsasl.mechanism = \"GSSAPI\"",
+                "sasl.mechanism",
+            ),
+        ] {
+            let text = format!(
+                "bootstrap_servers = \"k:9092\"\ngroup_id = \"g\"\n{}{extra}",
+                if extra.starts_with("topics") {
+                    ""
+                } else {
+                    "topics = [\"lumen\"]\n"
+                }
+            );
+            let c: KafkaSourceConfig = toml::from_str(&text).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(named), "{extra}: {e}");
+        }
+        let empty: KafkaSourceConfig =
+            toml::from_str("bootstrap_servers = \"k\"\ngroup_id = \" \"\ntopics = [\"t\"]")
+                .unwrap();
+        assert!(empty.validate().unwrap_err().contains("group_id"));
+    }
+}

@@ -1,0 +1,170 @@
+//! Which offsets a consumer may commit: per partition, the messages read
+//! in order, each done when its event was acknowledged by every sink (or
+//! when it made no event: a poison message, dead-lettered). The committable
+//! position is one past the last message of the done prefix — Kafka's
+//! committed offset is the next one to read — so a later message's
+//! acknowledgement never commits past an earlier one still in flight. An
+//! event dropped on the way (a component stopped) keeps its partition's
+//! position where it is: it is read again after a restart or rebalance.
+
+use std::collections::{HashMap, VecDeque};
+
+/// A topic partition.
+pub type Partition = (String, i32);
+
+#[derive(Debug, Default)]
+struct Progress {
+    /// Messages read and not yet behind the position: (offset, done).
+    pending: VecDeque<(i64, bool)>,
+    /// One past the last message of the done prefix (`None`: nothing
+    /// done yet since assignment).
+    position: Option<i64>,
+    /// The position last committed.
+    committed: Option<i64>,
+}
+
+/// The consumer's partitions and their messages in flight.
+#[derive(Debug, Default)]
+pub struct Offsets {
+    partitions: HashMap<Partition, Progress>,
+    /// Each tracked event's partition and offset, by cookie.
+    cookies: HashMap<u64, (Partition, i64)>,
+}
+
+impl Offsets {
+    /// Message `offset` of `partition` was read; `cookie` names its event
+    /// (`None`: no event, done at once).
+    pub fn read(&mut self, partition: &Partition, offset: i64, cookie: Option<u64>) {
+        let p = match self.partitions.get_mut(partition) {
+            Some(p) => p,
+            None => self.partitions.entry(partition.clone()).or_default(),
+        };
+        p.pending.push_back((offset, cookie.is_none()));
+        match cookie {
+            Some(c) => {
+                self.cookies.insert(c, (partition.clone(), offset));
+            }
+            None => Self::advance(p),
+        }
+    }
+
+    /// The event `cookie` was acknowledged: `done` unless it was dropped on
+    /// the way. Acknowledgements of partitions no longer assigned are
+    /// forgotten.
+    pub fn acknowledged(&mut self, cookie: u64, done: bool) {
+        let Some((partition, offset)) = self.cookies.remove(&cookie) else {
+            return;
+        };
+        if !done {
+            return;
+        }
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        // Messages are read in offset order: a binary search finds it.
+        if let Ok(i) = p.pending.binary_search_by_key(&offset, |(o, _)| *o) {
+            p.pending[i].1 = true;
+        }
+        Self::advance(p);
+    }
+
+    fn advance(p: &mut Progress) {
+        while let Some(&(offset, true)) = p.pending.front() {
+            p.pending.pop_front();
+            p.position = Some(offset + 1);
+        }
+    }
+
+    /// Positions that moved since they were last committed.
+    pub fn to_commit(&self) -> Vec<(Partition, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(tp, p)| {
+                let at = p.position?;
+                (p.committed != Some(at)).then(|| (tp.clone(), at))
+            })
+            .collect()
+    }
+
+    /// Records that these positions were committed.
+    pub fn committed(&mut self, positions: &[(Partition, i64)]) {
+        for (tp, at) in positions {
+            if let Some(p) = self.partitions.get_mut(tp) {
+                p.committed = Some(*at);
+            }
+        }
+    }
+
+    /// The position of `partition` (what a commit of it would say).
+    pub fn position(&self, partition: &Partition) -> Option<i64> {
+        self.partitions.get(partition)?.position
+    }
+
+    /// Messages of all partitions read and not yet behind their position.
+    pub fn in_flight(&self) -> usize {
+        self.partitions.values().map(|p| p.pending.len()).sum()
+    }
+
+    /// Forgets `partition` (revoked): its events still in flight will be
+    /// read again by its next owner.
+    pub fn revoke(&mut self, partition: &Partition) {
+        if self.partitions.remove(partition).is_some() {
+            self.cookies.retain(|_, (tp, _)| tp != partition);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(n: i32) -> Partition {
+        ("lumen".to_owned(), n)
+    }
+
+    #[test]
+    fn a_later_acknowledgement_never_commits_past_an_earlier_one_in_flight() {
+        let mut o = Offsets::default();
+        for (offset, cookie) in [(10, 1), (11, 2), (12, 3)] {
+            o.read(&tp(0), offset, Some(cookie));
+        }
+        o.acknowledged(3, true);
+        o.acknowledged(2, true);
+        assert_eq!(o.position(&tp(0)), None, "10 is still in flight");
+        assert!(o.to_commit().is_empty());
+        o.acknowledged(1, true);
+        assert_eq!(o.position(&tp(0)), Some(13));
+        assert_eq!(o.to_commit(), [(tp(0), 13)]);
+        o.committed(&[(tp(0), 13)]);
+        assert!(o.to_commit().is_empty(), "nothing new");
+        assert_eq!(o.in_flight(), 0);
+    }
+
+    #[test]
+    fn partitions_are_independent_and_a_poison_message_passes() {
+        let mut o = Offsets::default();
+        o.read(&tp(0), 0, Some(1));
+        o.read(&tp(1), 0, None); // poison: no event
+        o.read(&tp(1), 1, Some(2));
+        assert_eq!(o.position(&tp(1)), Some(1), "the poison message is behind");
+        o.acknowledged(2, true);
+        assert_eq!(o.position(&tp(1)), Some(2));
+        assert_eq!(o.position(&tp(0)), None, "partition 0 waits for its own");
+    }
+
+    #[test]
+    fn a_dropped_event_holds_its_partition_and_a_revoked_partition_is_forgotten() {
+        let mut o = Offsets::default();
+        o.read(&tp(0), 5, Some(1));
+        o.read(&tp(0), 6, Some(2));
+        o.acknowledged(1, false);
+        o.acknowledged(2, true);
+        assert_eq!(o.position(&tp(0)), None, "5 was dropped: read again later");
+        o.read(&tp(1), 0, Some(3));
+        o.revoke(&tp(1));
+        o.acknowledged(3, true);
+        assert_eq!(o.position(&tp(1)), None);
+        assert!(o.to_commit().is_empty());
+        assert_eq!(o.in_flight(), 2);
+    }
+}

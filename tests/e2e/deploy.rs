@@ -141,12 +141,16 @@ fn kubernetes_manifests_parse_and_reference_what_exists() {
     for m in c["volumeMounts"].as_array().unwrap() {
         assert!(volumes.iter().any(|v| v["name"] == m["name"]), "volume {m}");
     }
-    let cm = find("ConfigMap");
     let cm_volume = volumes
         .iter()
         .find(|v| v.get("configMap").is_some())
         .unwrap();
-    assert_eq!(cm_volume["configMap"]["name"], cm["metadata"]["name"]);
+    let cm = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ConfigMap" && o["metadata"]["name"] == cm_volume["configMap"]["name"]
+        })
+        .unwrap_or_else(|| panic!("no ConfigMap {}", cm_volume["configMap"]["name"]));
     let key = c["volumeMounts"]
         .as_array()
         .unwrap()
@@ -224,4 +228,63 @@ fn kubernetes_manifests_parse_and_reference_what_exists() {
     );
     assert_eq!(server, want);
     assert!(config.contains("address = \"0.0.0.0:8443\"") && config.contains("path = \"/audit\""));
+}
+
+/// The aggregator tier's Deployment: an unprivileged workload (no host
+/// namespaces, no capabilities, no API token) whose ConfigMap holds a
+/// config that validates, with every variable it reads set.
+#[test]
+fn the_aggregator_deployment_is_unprivileged_and_its_config_validates() {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&read(&repo("deploy/kubernetes/aggregator.yaml"))).unwrap();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod.get("hostPID").is_none() && pod.get("hostNetwork").is_none());
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert!(c["securityContext"]["capabilities"].get("add").is_none());
+    assert_eq!(c["securityContext"]["runAsNonRoot"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v.get("configMap").is_some())
+        .unwrap();
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == volume["configMap"]["name"])
+        .unwrap();
+    let config = cm["data"]["aggregator.toml"].as_str().unwrap();
+    assert!(config.contains("type = \"kafka\""));
+    let env = strings(&c["env"], Some("name"));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("aggregator.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(LUMEN);
+    cmd.args(["validate", "--config"]).arg(&path);
+    for var in [
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "ES_URL",
+        "ES_API_KEY",
+        "SPLUNK_HEC_URL",
+        "SPLUNK_HEC_TOKEN",
+        "LUMEN_REDACT_KEY",
+    ] {
+        assert!(config.contains(&format!("${{{var}}}")), "{var} used");
+        assert!(env.contains(&var), "{var} set");
+        cmd.env(var, "placeholder");
+    }
+    cmd.env("ES_URL", "https://elasticsearch:9200");
+    cmd.env("SPLUNK_HEC_URL", "https://splunk:8088");
+    cmd.env("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092");
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -3,7 +3,9 @@
 //! Lumen ships audit events to Kafka in the native encoding; an aggregator
 //! Lumen's kafka source reads them back into a file sink. A poison message
 //! is dead-lettered and its partition moves on; a restarted aggregator
-//! resumes from the offsets it committed.
+//! resumes from the offsets it committed. Two aggregators share the
+//! partitions; one killed with SIGKILL under load loses nothing, and what
+//! the other reads twice is at most what was not yet committed.
 
 use crate::support::{append_audit, read_ndjson, wait_for_events, Lumen};
 use rdkafka::mocking::MockCluster;
@@ -14,6 +16,12 @@ use std::time::Duration;
 const TOPIC: &str = "lumen-events";
 
 fn node_config(servers: &str) -> String {
+    node_config_keyed(servers, "")
+}
+
+/// A node whose records carry `key_line` (a `key_field = …` line, or ""
+/// for the default key: one partition per node).
+fn node_config_keyed(servers: &str, key_line: &str) -> String {
     format!(
         r#"
 data_dir = "{{dir}}/data"
@@ -29,6 +37,7 @@ type = "kafka"
 inputs = ["audit"]
 bootstrap_servers = "{servers}"
 topic = "{TOPIC}"
+{key_line}
 encoding = "native"
 schema = "ecs"
 batch.timeout_secs = 0.05
@@ -57,6 +66,8 @@ type = "file"
 inputs = ["kafka"]
 schema = "ecs"
 path = "{{dir}}/out.ndjson"
+# One file: the tests count what arrived in it.
+max_bytes = 0
 "#
     )
 }
@@ -133,6 +144,93 @@ fn native_events_cross_kafka_once_a_poison_message_passes_and_a_restart_resumes(
     let want: BTreeMap<String, usize> = (1100..1150).map(|i| (format!("a-{i}"), 1)).collect();
     assert_eq!(resumed, want, "only the events after the commit, once");
     let (status, _) = second.stop();
+    assert!(status.success());
+    let (status, _) = node.stop();
+    assert!(status.success());
+}
+
+/// The sum over the topic's partitions of the group's committed offsets.
+fn committed_total(servers: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "aggregators")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(TOPIC, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn two_aggregators_share_the_partitions_and_one_killed_under_load_loses_nothing() {
+    const N: usize = 100_000;
+    let cluster = MockCluster::new(3).unwrap();
+    let servers = cluster.bootstrap_servers();
+    cluster.create_topic(TOPIC, 6, 1).unwrap();
+    // No key: the node's records spread over the six partitions.
+    let mut node = Lumen::start(&node_config_keyed(&servers, "key_field = \"\""));
+    let mut a = Lumen::start(&aggregator_config(&servers));
+    let mut b = Lumen::start(&aggregator_config(&servers));
+    a.wait_for_log("kafka source: subscribed", Duration::from_secs(30));
+    b.wait_for_log("kafka source: subscribed", Duration::from_secs(30));
+    append_audit(&node.path("audit.log"), (0..N).map(|i| format!("k-{i}")));
+    let (out_a, out_b) = (a.path("out.ndjson"), b.path("out.ndjson"));
+    // Both work: each gets partitions of its own.
+    wait_for_events(&out_a, Duration::from_secs(120), |evs| evs.len() >= 2000);
+    wait_for_events(&out_b, Duration::from_secs(120), |evs| evs.len() >= 2000);
+    a.signal(libc::SIGKILL);
+    let _ = a.wait_exit(Duration::from_secs(10));
+    // What the group committed (a's last commits stand until b takes its
+    // partitions, once a's session times out), then what was written:
+    // every committed event was written before it was committed.
+    let committed = committed_total(&servers, 6);
+    let output: usize = arrivals(&out_a).len() + arrivals(&out_b).len();
+    assert!(
+        committed as usize <= output,
+        "committed {committed} of {output} written: a commit never runs ahead of the sinks"
+    );
+    let start = std::time::Instant::now();
+    let (seen_a, seen_b) = loop {
+        let (seen_a, seen_b) = (arrivals(&out_a), arrivals(&out_b));
+        let union: std::collections::BTreeSet<&String> =
+            seen_a.keys().chain(seen_b.keys()).collect();
+        if union.len() >= N {
+            break (seen_a, seen_b);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{} of {N} after the kill",
+            union.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Every event arrived; each aggregator wrote each at most once; an
+    // event written by both was written by a after its last commit.
+    assert!((0..N).all(|i| {
+        let id = format!("k-{i}");
+        seen_a.contains_key(&id) || seen_b.contains_key(&id)
+    }));
+    assert!(seen_a.values().chain(seen_b.values()).all(|n| *n == 1));
+    let duplicates = seen_a.keys().filter(|id| seen_b.contains_key(*id)).count();
+    let not_committed = output - committed as usize;
+    assert!(
+        duplicates <= not_committed,
+        "{duplicates} read twice, {not_committed} written and not committed at the kill"
+    );
+    let (status, _) = b.stop();
     assert!(status.success());
     let (status, _) = node.stop();
     assert!(status.success());

@@ -90,7 +90,12 @@ impl Service for KafkaService {
                 }));
                 continue;
             };
-            let mut record = FutureRecord::to(r.topic).payload(r.value).key(r.key);
+            let mut record = FutureRecord::to(r.topic).payload(r.value);
+            // An empty key is no key: librdkafka spreads such records over
+            // the partitions.
+            if !r.key.is_empty() {
+                record = record.key(r.key);
+            }
             if let Some(h) = self.headers(r.kind) {
                 record = record.headers(h);
             }

@@ -21,6 +21,8 @@ struct Progress {
     position: Option<i64>,
     /// The position last committed.
     committed: Option<i64>,
+    /// The last offset read.
+    last_read: Option<i64>,
 }
 
 /// The consumer's partitions and their messages in flight.
@@ -39,6 +41,14 @@ impl Offsets {
             Some(p) => p,
             None => self.partitions.entry(partition.clone()).or_default(),
         };
+        if p.last_read.is_some_and(|last| offset <= last) {
+            // The consumer went back (a reset, a re-fetch): what is in
+            // flight of this partition comes again; forget it, so the
+            // position never passes a message read again.
+            p.pending.clear();
+            self.cookies.retain(|_, (tp, _)| tp != partition);
+        }
+        p.last_read = Some(offset);
         p.pending.push_back((offset, cookie.is_none()));
         match cookie {
             Some(c) => {
@@ -71,7 +81,9 @@ impl Offsets {
     fn advance(p: &mut Progress) {
         while let Some(&(offset, true)) = p.pending.front() {
             p.pending.pop_front();
-            p.position = Some(offset + 1);
+            // Never backwards (after a rewind, messages behind it come
+            // again).
+            p.position = Some(p.position.map_or(offset + 1, |at| at.max(offset + 1)));
         }
     }
 
@@ -137,6 +149,21 @@ mod tests {
         assert_eq!(o.to_commit(), [(tp(0), 13)]);
         o.committed(&[(tp(0), 13)]);
         assert!(o.to_commit().is_empty(), "nothing new");
+        assert_eq!(o.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_partition_read_again_from_an_earlier_offset_never_commits_past_what_is_read_again() {
+        let mut o = Offsets::default();
+        o.read(&tp(0), 100, Some(1));
+        o.read(&tp(0), 101, Some(2));
+        // The consumer goes back to 90 with 100 and 101 in flight.
+        o.read(&tp(0), 90, Some(3));
+        o.acknowledged(1, true);
+        o.acknowledged(2, true);
+        assert_eq!(o.position(&tp(0)), None, "90 is in flight: nothing past it");
+        o.acknowledged(3, true);
+        assert_eq!(o.position(&tp(0)), Some(91));
         assert_eq!(o.in_flight(), 0);
     }
 

@@ -3,7 +3,9 @@
 //! local receiver: one that answers like Elasticsearch's bulk API or Splunk
 //! HEC (every document accepted, answered per item / with an ackId),
 //! librdkafka's mock cluster (3 brokers), or an OTLP gRPC receiver on the
-//! official protobuf types.
+//! official protobuf types. The aggregator row reads back, with a kafka
+//! source, the native events the node row (`audit file → native → kafka`)
+//! wrote, into a file sink: run both (`-- native`).
 //! Reports events/s (first event to last accepted), Lumen's CPU per event
 //! (utime + stime: events/s per core), and its peak RSS (VmHWM).
 //! The HEC receiver hands out an ackId per request and reports it indexed
@@ -191,6 +193,33 @@ fn kafka_counter(servers: String, topic: &'static str, count: Arc<AtomicU64>) {
     });
 }
 
+/// Counts the lines appended to `path` (read incrementally) into `count`.
+fn line_counter(path: std::path::PathBuf, count: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        use std::io::{Read, Seek};
+        let mut offset = 0u64;
+        let mut lines = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                let _ = f.seek(std::io::SeekFrom::Start(offset));
+                while let Ok(n) = f.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    offset += n as u64;
+                    lines += memchr_count(&buf[..n]) as u64;
+                }
+            }
+            count.store(lines, Ordering::Relaxed);
+            if lines as usize >= *EVENTS {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+}
+
 fn start_receiver(
     rt: &tokio::runtime::Runtime,
     count: Arc<AtomicU64>,
@@ -309,6 +338,14 @@ fn main() {
             "type = \"kafka\"\nbootstrap_servers = \"{url}\"\ntopic = \"lumen.{{ ocsf.class_name }}\"\n",
         ),
         (
+            "audit file → native → kafka (mock cluster, 3 brokers, zstd, acks=all)",
+            "type = \"kafka\"\nbootstrap_servers = \"{url}\"\ntopic = \"lumen-native\"\nencoding = \"native\"\n",
+        ),
+        (
+            "aggregator: kafka (native, from the row above) → kafka source → ECS → file",
+            "type = \"file\"\nschema = \"ecs\"\npath = \"{url}\"\nmax_bytes = 0\n",
+        ),
+        (
             "audit file → OCSF → otlp (gRPC)",
             "type = \"otlp\"\nendpoint = \"{url}\"\n",
         ),
@@ -316,6 +353,8 @@ fn main() {
     let mut notes = Vec::new();
     let mock = MockCluster::new(3).unwrap_or_else(|e| panic!("{e}"));
     mock.create_topic("lumen.api_activity", 3, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    mock.create_topic("lumen-native", 3, 1)
         .unwrap_or_else(|e| panic!("{e}"));
     for (name, sink) in sinks
         .iter()
@@ -327,12 +366,18 @@ fn main() {
             taken: std::sync::Mutex::new(Vec::new()),
             confirmed: AtomicU64::new(0),
         });
-        let url = if name.contains("kafka") {
-            kafka_counter(
-                mock.bootstrap_servers(),
-                "lumen.api_activity",
-                count.clone(),
-            );
+        let url = if name.starts_with("aggregator") {
+            let out = dir.path().join("aggregated.ndjson");
+            let _ = std::fs::remove_file(&out);
+            line_counter(out.clone(), count.clone());
+            out.display().to_string()
+        } else if name.contains("kafka") {
+            let topic = if name.contains("native") {
+                "lumen-native"
+            } else {
+                "lumen.api_activity"
+            };
+            kafka_counter(mock.bootstrap_servers(), topic, count.clone());
             mock.bootstrap_servers()
         } else if name.contains("otlp") {
             start_otlp(&rt, count.clone())
@@ -347,8 +392,16 @@ fn main() {
         } else {
             ("", "audit")
         };
+        let source = if name.starts_with("aggregator") {
+            format!("[sources.audit]\ntype = \"kafka\"\nbootstrap_servers = \"{}\"\ngroup_id = \"bench\"\ntopics = [\"lumen-native\"]\ndecoding = \"native\"\n", mock.bootstrap_servers())
+        } else {
+            format!(
+                "[sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{}/logs/*.log\"\n",
+                dir.path().display()
+            )
+        };
         let config = format!(
-            "data_dir = \"{d}/data\"\n[sources.audit]\ntype = \"k8s_audit_file\"\npath = \"{d}/logs/*.log\"\n\n{transform}\n[sinks.out]\ninputs = [\"{input}\"]\n{}",
+            "data_dir = \"{d}/data\"\n{source}\n{transform}\n[sinks.out]\ninputs = [\"{input}\"]\n{}",
             sink.replace("{url}", &url),
             d = dir.path().display()
         );

@@ -18,6 +18,7 @@ pub mod offsets;
 
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
+use futures::FutureExt;
 use lumen_schemas::event::Host;
 use lumen_sinks::ack::{self, Ack, AckReceiver, Status};
 use lumen_sinks::dead_letter::DeadLetters;
@@ -26,6 +27,7 @@ use lumen_sinks::{ComponentMetrics, Envelope};
 use offsets::{Offsets, Partition};
 use rdkafka::consumer::stream_consumer::StreamConsumer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -212,7 +214,7 @@ pub struct KafkaSource {
     dead_letters: DeadLetters,
     acks: ack::AckSender,
     acked: AckReceiver,
-    next_cookie: u64,
+    next_cookie: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -268,7 +270,7 @@ impl KafkaSource {
             metrics,
             acks,
             acked,
-            next_cookie: 0,
+            next_cookie: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -281,42 +283,33 @@ impl KafkaSource {
         let mut commit =
             tokio::time::interval(Duration::from_millis(self.config.commit_interval_ms));
         commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        'read: loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(a) = self.acked.recv() => self.acknowledged(a.cookie, a.status),
                 _ = commit.tick() => self.commit(CommitMode::Async),
-                message = self.consumer.recv() => match message {
-                    Ok(m) => {
-                        let tp: Partition = (m.topic().to_owned(), m.partition());
-                        let offset = m.offset();
-                        let payload = m.payload().unwrap_or_default();
-                        self.metrics.add_received(1);
-                        self.metrics.add_received_bytes(payload.len());
-                        let event = decode::decode(payload, self.config.decoding, &self.host);
-                        let envelope = match event {
-                            Ok(event) => {
-                                let cookie = self.next_cookie;
-                                self.next_cookie += 1;
-                                self.lock().read(&tp, offset, Some(cookie));
-                                Envelope::new(event, Ack::new(self.acks.node(cookie)))
+                message = self.consumer.recv() => {
+                    // Whatever else is ready goes in the same turn.
+                    let mut next = Some(message);
+                    let mut taken = 0;
+                    while let Some(message) = next.take() {
+                        match message {
+                            Ok(m) => {
+                                if !self.forward(&m, &mut out).await {
+                                    break 'read;
+                                }
                             }
-                            Err(reason) => {
-                                self.poison(&tp, offset, payload, &reason);
-                                self.lock().read(&tp, offset, None);
-                                continue;
+                            Err(e) => {
+                                self.metrics.add_errors(1);
+                                tracing::warn!(error = %e, "kafka source: consumer error (librdkafka retries)");
                             }
-                        };
-                        if out.send(envelope).await.is_err() {
-                            break;
                         }
-                        self.metrics.add_sent(1);
+                        taken += 1;
+                        if taken < 1024 {
+                            next = self.consumer.recv().now_or_never();
+                        }
                     }
-                    Err(e) => {
-                        self.metrics.add_errors(1);
-                        tracing::warn!(error = %e, "kafka source: consumer error (librdkafka retries)");
-                    }
-                },
+                }
             }
         }
         drop(out);
@@ -329,10 +322,38 @@ impl KafkaSource {
         self.commit(CommitMode::Sync);
         let in_flight = self.lock().in_flight();
         tracing::info!(
-            events = self.next_cookie,
+            events = self.next_cookie.load(std::sync::atomic::Ordering::Relaxed),
             not_committed = in_flight,
             "kafka source: stopped"
         );
+    }
+
+    /// Sends the event in `m` on (tracked), or dead-letters the message;
+    /// false when the outputs are gone.
+    async fn forward(&self, m: &BorrowedMessage<'_>, out: &mut Fanout) -> bool {
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let payload = m.payload().unwrap_or_default();
+        self.metrics.add_received(1);
+        self.metrics.add_received_bytes(payload.len());
+        let envelope = match decode::decode(payload, self.config.decoding, &self.host) {
+            Ok(event) => {
+                let cookie = self
+                    .next_cookie
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.lock().read(topic, partition, offset, Some(cookie));
+                Envelope::new(event, Ack::new(self.acks.node(cookie)))
+            }
+            Err(reason) => {
+                self.poison(&(topic.to_owned(), partition), offset, payload, &reason);
+                self.lock().read(topic, partition, offset, None);
+                return true;
+            }
+        };
+        if out.send(envelope).await.is_err() {
+            return false;
+        }
+        self.metrics.add_sent(1);
+        true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Offsets> {

@@ -25,36 +25,67 @@ struct Progress {
     last_read: Option<i64>,
 }
 
-/// The consumer's partitions and their messages in flight.
+/// The consumer's partitions and their messages in flight. Partitions live
+/// in slots (a revoked one's is reused), so tracking a message allocates
+/// nothing.
 #[derive(Debug, Default)]
 pub struct Offsets {
-    partitions: HashMap<Partition, Progress>,
-    /// Each tracked event's partition and offset, by cookie.
-    cookies: HashMap<u64, (Partition, i64)>,
+    slots: Vec<Option<(Partition, Progress)>>,
+    /// Each tracked event's slot and offset, by cookie.
+    cookies: HashMap<u64, (usize, i64)>,
 }
 
 impl Offsets {
-    /// Message `offset` of `partition` was read; `cookie` names its event
-    /// (`None`: no event, done at once).
-    pub fn read(&mut self, partition: &Partition, offset: i64, cookie: Option<u64>) {
-        let p = match self.partitions.get_mut(partition) {
-            Some(p) => p,
-            None => self.partitions.entry(partition.clone()).or_default(),
+    fn slot_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.slots.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|((t, p), _)| *p == partition && t == topic)
+        })
+    }
+
+    fn progress(&mut self, slot: usize) -> Option<&mut Progress> {
+        self.slots.get_mut(slot)?.as_mut().map(|(_, p)| p)
+    }
+
+    /// Message `offset` of `partition` of `topic` was read; `cookie` names
+    /// its event (`None`: no event, done at once).
+    pub fn read(&mut self, topic: &str, partition: i32, offset: i64, cookie: Option<u64>) {
+        let slot = match self.slot_of(topic, partition) {
+            Some(slot) => slot,
+            None => {
+                let entry = Some(((topic.to_owned(), partition), Progress::default()));
+                match self.slots.iter().position(Option::is_none) {
+                    Some(free) => {
+                        self.slots[free] = entry;
+                        free
+                    }
+                    None => {
+                        self.slots.push(entry);
+                        self.slots.len() - 1
+                    }
+                }
+            }
         };
-        if p.last_read.is_some_and(|last| offset <= last) {
+        let Some(p) = self.progress(slot) else {
+            return;
+        };
+        let rewound = p.last_read.is_some_and(|last| offset <= last);
+        if rewound {
             // The consumer went back (a reset, a re-fetch): what is in
             // flight of this partition comes again; forget it, so the
             // position never passes a message read again.
             p.pending.clear();
-            self.cookies.retain(|_, (tp, _)| tp != partition);
         }
         p.last_read = Some(offset);
         p.pending.push_back((offset, cookie.is_none()));
-        match cookie {
-            Some(c) => {
-                self.cookies.insert(c, (partition.clone(), offset));
-            }
-            None => Self::advance(p),
+        if cookie.is_none() {
+            Self::advance(p);
+        }
+        if rewound {
+            self.cookies.retain(|_, (s, _)| *s != slot);
+        }
+        if let Some(c) = cookie {
+            self.cookies.insert(c, (slot, offset));
         }
     }
 
@@ -62,13 +93,13 @@ impl Offsets {
     /// the way. Acknowledgements of partitions no longer assigned are
     /// forgotten.
     pub fn acknowledged(&mut self, cookie: u64, done: bool) {
-        let Some((partition, offset)) = self.cookies.remove(&cookie) else {
+        let Some((slot, offset)) = self.cookies.remove(&cookie) else {
             return;
         };
         if !done {
             return;
         }
-        let Some(p) = self.partitions.get_mut(&partition) else {
+        let Some(p) = self.progress(slot) else {
             return;
         };
         // Messages are read in offset order: a binary search finds it.
@@ -89,8 +120,9 @@ impl Offsets {
 
     /// Positions that moved since they were last committed.
     pub fn to_commit(&self) -> Vec<(Partition, i64)> {
-        self.partitions
+        self.slots
             .iter()
+            .flatten()
             .filter_map(|(tp, p)| {
                 let at = p.position?;
                 (p.committed != Some(at)).then(|| (tp.clone(), at))
@@ -100,28 +132,36 @@ impl Offsets {
 
     /// Records that these positions were committed.
     pub fn committed(&mut self, positions: &[(Partition, i64)]) {
-        for (tp, at) in positions {
-            if let Some(p) = self.partitions.get_mut(tp) {
-                p.committed = Some(*at);
+        for ((topic, partition), at) in positions {
+            if let Some(slot) = self.slot_of(topic, *partition) {
+                if let Some(p) = self.progress(slot) {
+                    p.committed = Some(*at);
+                }
             }
         }
     }
 
     /// The position of `partition` (what a commit of it would say).
     pub fn position(&self, partition: &Partition) -> Option<i64> {
-        self.partitions.get(partition)?.position
+        let slot = self.slot_of(&partition.0, partition.1)?;
+        self.slots[slot].as_ref()?.1.position
     }
 
     /// Messages of all partitions read and not yet behind their position.
     pub fn in_flight(&self) -> usize {
-        self.partitions.values().map(|p| p.pending.len()).sum()
+        self.slots
+            .iter()
+            .flatten()
+            .map(|(_, p)| p.pending.len())
+            .sum()
     }
 
     /// Forgets `partition` (revoked): its events still in flight will be
     /// read again by its next owner.
     pub fn revoke(&mut self, partition: &Partition) {
-        if self.partitions.remove(partition).is_some() {
-            self.cookies.retain(|_, (tp, _)| tp != partition);
+        if let Some(slot) = self.slot_of(&partition.0, partition.1) {
+            self.slots[slot] = None;
+            self.cookies.retain(|_, (s, _)| *s != slot);
         }
     }
 }
@@ -138,7 +178,7 @@ mod tests {
     fn a_later_acknowledgement_never_commits_past_an_earlier_one_in_flight() {
         let mut o = Offsets::default();
         for (offset, cookie) in [(10, 1), (11, 2), (12, 3)] {
-            o.read(&tp(0), offset, Some(cookie));
+            o.read("lumen", 0, offset, Some(cookie));
         }
         o.acknowledged(3, true);
         o.acknowledged(2, true);
@@ -155,10 +195,10 @@ mod tests {
     #[test]
     fn a_partition_read_again_from_an_earlier_offset_never_commits_past_what_is_read_again() {
         let mut o = Offsets::default();
-        o.read(&tp(0), 100, Some(1));
-        o.read(&tp(0), 101, Some(2));
+        o.read("lumen", 0, 100, Some(1));
+        o.read("lumen", 0, 101, Some(2));
         // The consumer goes back to 90 with 100 and 101 in flight.
-        o.read(&tp(0), 90, Some(3));
+        o.read("lumen", 0, 90, Some(3));
         o.acknowledged(1, true);
         o.acknowledged(2, true);
         assert_eq!(o.position(&tp(0)), None, "90 is in flight: nothing past it");
@@ -170,9 +210,9 @@ mod tests {
     #[test]
     fn partitions_are_independent_and_a_poison_message_passes() {
         let mut o = Offsets::default();
-        o.read(&tp(0), 0, Some(1));
-        o.read(&tp(1), 0, None); // poison: no event
-        o.read(&tp(1), 1, Some(2));
+        o.read("lumen", 0, 0, Some(1));
+        o.read("lumen", 1, 0, None); // poison: no event
+        o.read("lumen", 1, 1, Some(2));
         assert_eq!(o.position(&tp(1)), Some(1), "the poison message is behind");
         o.acknowledged(2, true);
         assert_eq!(o.position(&tp(1)), Some(2));
@@ -182,12 +222,12 @@ mod tests {
     #[test]
     fn a_dropped_event_holds_its_partition_and_a_revoked_partition_is_forgotten() {
         let mut o = Offsets::default();
-        o.read(&tp(0), 5, Some(1));
-        o.read(&tp(0), 6, Some(2));
+        o.read("lumen", 0, 5, Some(1));
+        o.read("lumen", 0, 6, Some(2));
         o.acknowledged(1, false);
         o.acknowledged(2, true);
         assert_eq!(o.position(&tp(0)), None, "5 was dropped: read again later");
-        o.read(&tp(1), 0, Some(3));
+        o.read("lumen", 1, 0, Some(3));
         o.revoke(&tp(1));
         o.acknowledged(3, true);
         assert_eq!(o.position(&tp(1)), None);

@@ -5,7 +5,9 @@
 //! is dead-lettered and its partition moves on; a restarted aggregator
 //! resumes from the offsets it committed. Two aggregators share the
 //! partitions; one killed with SIGKILL under load loses nothing, and what
-//! the other reads twice is at most what was not yet committed.
+//! the other reads twice is at most what was not yet committed. A SIEM
+//! that is down holds the offsets back, and everything arrives once it
+//! is up.
 
 use crate::support::{append_audit, read_ndjson, wait_for_events, Lumen};
 use rdkafka::mocking::MockCluster;
@@ -45,7 +47,8 @@ batch.timeout_secs = 0.05
     )
 }
 
-fn aggregator_config(servers: &str) -> String {
+/// An aggregator's kafka source (group `aggregators`) with `sinks`.
+fn aggregator_with(servers: &str, sinks: &str) -> String {
     format!(
         r#"
 data_dir = "{{dir}}/data"
@@ -61,14 +64,22 @@ commit_interval_ms = 200
 librdkafka_options."session.timeout.ms" = "6000"
 librdkafka_options."heartbeat.interval.ms" = "500"
 
-[sinks.out]
+{sinks}
+"#
+    )
+}
+
+/// An aggregator writing what it reads to `{dir}/out.ndjson`.
+fn aggregator_config(servers: &str) -> String {
+    aggregator_with(
+        servers,
+        r#"[sinks.out]
 type = "file"
 inputs = ["kafka"]
 schema = "ecs"
-path = "{{dir}}/out.ndjson"
+path = "{dir}/out.ndjson"
 # One file: the tests count what arrived in it.
-max_bytes = 0
-"#
+max_bytes = 0"#,
     )
 }
 
@@ -231,6 +242,77 @@ fn two_aggregators_share_the_partitions_and_one_killed_under_load_loses_nothing(
         "{duplicates} read twice, {not_committed} written and not committed at the kill"
     );
     let (status, _) = b.stop();
+    assert!(status.success());
+    let (status, _) = node.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_siem_that_is_down_holds_the_offsets_and_gets_everything_when_it_is_up() {
+    use crate::network_sinks::peers::elasticsearch_peer::EsPeer;
+    const N: usize = 500;
+    let cluster = MockCluster::new(3).unwrap();
+    let servers = cluster.bootstrap_servers();
+    cluster.create_topic(TOPIC, 6, 1).unwrap();
+    let rt = crate::network_sinks::runtime();
+    let es = rt.block_on(EsPeer::start(None));
+    es.with(|s| s.unavailable = true);
+    let mut node = Lumen::start(&node_config_keyed(&servers, "key_field = \"\""));
+    append_audit(&node.path("audit.log"), (0..N).map(|i| format!("s-{i}")));
+    let config = aggregator_with(
+        &servers,
+        &format!(
+            r#"[sinks.es]
+type = "elasticsearch"
+inputs = ["kafka"]
+endpoints = ["{}"]
+healthcheck = false
+install_templates = false
+batch.timeout_secs = 0.05
+request.retry_initial_backoff_secs = 0.05
+request.retry_max_duration_secs = 0.5"#,
+            es.url()
+        ),
+    );
+    let mut aggregator = Lumen::start(&config);
+    aggregator.wait_for_log("kafka source: subscribed", Duration::from_secs(30));
+    // The aggregator reads and the sink retries; nothing is committed.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        aggregator
+            .log()
+            .iter()
+            .any(|l| l.contains("sink request failed; retrying")),
+        "{:#?}",
+        aggregator.log()
+    );
+    assert_eq!(
+        committed_total(&servers, 6),
+        0,
+        "nothing committed while the SIEM is down"
+    );
+    assert!(es.arrivals().is_empty());
+    es.with(|s| s.unavailable = false);
+    let start = std::time::Instant::now();
+    while es.arrivals().len() < N {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} of {N} arrived",
+            es.arrivals().len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(es.arrivals().values().all(|n| *n == 1));
+    let start = std::time::Instant::now();
+    while committed_total(&servers, 6) < N as i64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "offsets not committed after delivery"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(committed_total(&servers, 6), N as i64);
+    let (status, _) = aggregator.stop();
     assert!(status.success());
     let (status, _) = node.stop();
     assert!(status.success());

@@ -483,7 +483,7 @@ impl Collector for Exporter {
             e,
             (
                 "lumen_kafka_consumer_lag",
-                "Messages of a partition a kafka source has not read yet (librdkafka's consumer_lag, from its statistics).",
+                "Messages of an assigned partition a kafka source has not read yet (its high watermark less the position read, from librdkafka's statistics every 5 s).",
                 MetricType::Gauge,
             ),
             t.consumer_lags.iter().flat_map(|(id, lag)| {

@@ -7,7 +7,7 @@
 //! partitions; one killed with SIGKILL under load loses nothing, and what
 //! the other reads twice is at most what was not yet committed. A SIEM
 //! that is down holds the offsets back, and everything arrives once it
-//! is up.
+//! is up; the consumer lag per partition is on `/metrics`.
 
 use crate::support::{append_audit, read_ndjson, wait_for_events, Lumen};
 use rdkafka::mocking::MockCluster;
@@ -274,7 +274,14 @@ request.retry_max_duration_secs = 0.5"#,
             es.url()
         ),
     );
-    let mut aggregator = Lumen::start(&config);
+    let port = crate::support::free_port();
+    let mut aggregator = Lumen::start(&format!(
+        "{config}
+
+[api]
+address = \"127.0.0.1:{port}\"
+"
+    ));
     aggregator.wait_for_log("kafka source: subscribed", Duration::from_secs(30));
     // The aggregator reads and the sink retries; nothing is committed.
     std::thread::sleep(Duration::from_secs(4));
@@ -312,6 +319,27 @@ request.retry_max_duration_secs = 0.5"#,
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(committed_total(&servers, 6), N as i64);
+    // Its consumer lag per partition on /metrics (librdkafka's statistics,
+    // every 5 s): six partitions, all read.
+    let start = std::time::Instant::now();
+    let lags = loop {
+        let metrics = crate::support::scrape_text(port);
+        let lags: Vec<u64> = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "lumen_kafka_consumer_lag{{component_id=\"kafka\",topic=\"{TOPIC}\",partition=\""
+                ))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if lags.len() == 6 && lags.iter().all(|n| *n == 0) {
+            break lags;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{metrics}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(lags, [0; 6]);
     let (status, _) = aggregator.stop();
     assert!(status.success());
     let (status, _) = node.stop();

@@ -160,11 +160,27 @@ impl ClientContext for Context {
         let mut lags = BTreeMap::new();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                // Partition -1 is librdkafka's internal one; a lag of -1
-                // is unknown (not assigned, or no offset yet).
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    lags.insert((topic.clone(), *partition), p.consumer_lag as u64);
+                // Partition -1 is librdkafka's internal one; only assigned
+                // (desired) partitions count. librdkafka's own
+                // `consumer_lag` counts from the committed offset (unknown
+                // before the first commit, and behind by what is in
+                // flight); what is not read yet is from the position
+                // passed to Lumen (`app_offset`), or from the log start
+                // before anything was.
+                if *partition < 0 || !p.desired || p.hi_offset < 0 {
+                    continue;
                 }
+                let from = if p.app_offset >= 0 {
+                    p.app_offset
+                } else if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else {
+                    p.lo_offset.max(0)
+                };
+                lags.insert(
+                    (topic.clone(), *partition),
+                    u64::try_from(p.hi_offset - from).unwrap_or(0),
+                );
             }
         }
         *self.lag.lags.lock().unwrap_or_else(|e| e.into_inner()) = lags;

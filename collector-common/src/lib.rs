@@ -614,9 +614,19 @@ pub mod drop_index {
 /// than 2^i µs (bucket 0: under 1 µs); the last holds every longer wait.
 pub const SCHED_BUCKETS: usize = 24;
 
+/// How the scheduler programs count (`SCHED_CONFIG`, index 0, written by
+/// user space before they attach).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedConfig {
+    /// A wait at least this long is a delay (0: none is).
+    pub delay_ns: u64,
+}
+
 /// One cgroup's scheduler facts on one CPU (`SCHED_CGROUPS`, keyed by the
 /// cgroup id), lifetime counters: its tasks' waits runnable before they
-/// got the CPU (from wakeup or preemption to running), and how often its
+/// got the CPU (from wakeup or preemption to running), those of them that
+/// were delays ([`SchedConfig::delay_ns`] or longer), and how often its
 /// tasks were preempted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -624,6 +634,8 @@ pub struct SchedStats {
     pub waits: u64,
     pub wait_ns: u64,
     pub preempted: u64,
+    pub delays: u64,
+    pub delay_ns: u64,
     pub hist: [u64; SCHED_BUCKETS],
 }
 
@@ -637,18 +649,24 @@ pub struct SchedPair {
 }
 
 /// Value of `SCHED_PAIRS`, per CPU, lifetime counters: waits of the victim
-/// that ended when the offender's task left the CPU, their total length,
-/// and preemptions of the victim's tasks by the offender's.
+/// that ended when the offender's task left the CPU, and how long the
+/// offender held the CPU during them (up to each wait's length); the same
+/// for the victim's delays alone; preemptions of the victim's tasks by the
+/// offender's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PairStats {
     pub waits: u64,
     pub wait_ns: u64,
     pub preemptions: u64,
+    pub delays: u64,
+    pub delay_ns: u64,
 }
 
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: plain-old-data, no padding.
+    unsafe impl aya::Pod for super::SchedConfig {}
     // SAFETY: plain-old-data, no padding.
     unsafe impl aya::Pod for super::SchedStats {}
     // SAFETY: plain-old-data, no padding.

@@ -5,10 +5,12 @@
 //! `sched_wakeup_new`) or leaves the CPU still runnable (preempted, in
 //! `sched_switch`); it stops when `sched_switch` gives it the CPU. Nothing
 //! goes to the ring buffer: each wait is added to per-CPU counters of its
-//! cgroup (count, sum, log2 histogram) and charged to the cgroup of the
-//! task that ran just before it, for as long as that task held the CPU
-//! (the pair map); each preemption is charged to the cgroup that took the
-//! CPU. User space reads the maps every sampling interval. The idle task
+//! cgroup (count, sum, log2 histogram; and count and sum of delays, the
+//! waits at least as long as user space's threshold) and charged to the
+//! cgroup of the task that ran just before it, for as long as that task
+//! held the CPU (the pair map: waits and delays apart, so a neighbour that
+//! ends many short waits is not blamed for the long ones); each preemption
+//! is charged to the cgroup that took the CPU. User space reads the maps every sampling interval. The idle task
 //! is neither victim nor offender: a wait that ends after the CPU idled (a
 //! CFS quota's throttling) blames no neighbour.
 //!
@@ -23,10 +25,14 @@
 use aya_ebpf::{
     helpers::gen,
     macros::{btf_tracepoint, map},
-    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
-use lumen_common::{PairStats, SchedPair, SchedStats, SCHED_BUCKETS};
+use lumen_common::{PairStats, SchedConfig, SchedPair, SchedStats, SCHED_BUCKETS};
+
+/// How to count, index 0, written by user space.
+#[map]
+static SCHED_CONFIG: Array<SchedConfig> = Array::with_max_entries(1, 0);
 
 /// What the last switch on each CPU left to settle at the next one.
 #[map]
@@ -156,25 +162,37 @@ pub fn lumen_switch(ctx: BtfTracePointContext) -> i32 {
 fn settle(cpu: &CpuState, cgroup: u64) {
     let waited = cpu.wait_ns;
     if waited != 0 {
+        let delay = match SCHED_CONFIG.get(0) {
+            Some(c) => c.delay_ns != 0 && waited >= c.delay_ns,
+            None => false,
+        };
         if let Some(stats) = stats_of(cgroup) {
             // SAFETY: this CPU's slot; switches on one CPU do not nest.
             let stats = unsafe { &mut *stats };
             stats.waits += 1;
             stats.wait_ns += waited;
+            if delay {
+                stats.delays += 1;
+                stats.delay_ns += waited;
+            }
             if let Some(slot) = stats.hist.get_mut(bucket(waited)) {
                 *slot += 1;
             }
         }
         if cpu.offender != 0 && cpu.offender != cgroup {
             if let Some(pair) = pair_of(cgroup, cpu.offender) {
+                let held = if cpu.held_ns < waited {
+                    cpu.held_ns
+                } else {
+                    waited
+                };
                 // SAFETY: this CPU's slot; switches on one CPU do not nest.
-                unsafe {
-                    (*pair).waits += 1;
-                    (*pair).wait_ns += if cpu.held_ns < waited {
-                        cpu.held_ns
-                    } else {
-                        waited
-                    };
+                let pair = unsafe { &mut *pair };
+                pair.waits += 1;
+                pair.wait_ns += held;
+                if delay {
+                    pair.delays += 1;
+                    pair.delay_ns += held;
                 }
             }
         }

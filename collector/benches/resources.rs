@@ -97,6 +97,8 @@ fn bench(c: &mut Criterion) {
                     waits: 10 * scale,
                     wait_ns: 100_000 * scale,
                     preemptions: scale,
+                    delays: scale,
+                    delay_ns: 50_000 * scale,
                 },
             );
         }

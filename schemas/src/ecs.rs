@@ -1133,6 +1133,8 @@ pub(crate) fn resource_counters(w: &mut JsonWriter<'_>, r: &crate::event::Resour
             w.elem_u64(*n);
         }
         w.end_array();
+        w.u64("delays", s.delays);
+        w.u64("delay_ns", s.delay_ns);
         w.u64("preempted", s.preempted);
         if !s.neighbours.is_empty() {
             w.array("neighbours");
@@ -1143,6 +1145,8 @@ pub(crate) fn resource_counters(w: &mut JsonWriter<'_>, r: &crate::event::Resour
                 w.nonempty_str("pod_uid", r.s(n.pod_uid));
                 w.u64("waits", n.waits);
                 w.u64("wait_ns", n.wait_ns);
+                w.u64("delays", n.delays);
+                w.u64("delay_ns", n.delay_ns);
                 w.u64("preemptions", n.preemptions);
                 w.end_object();
             }

@@ -276,7 +276,9 @@ pub struct ResourceSample {
 
 /// A cgroup's run-queue waits over an interval: how often its tasks got a
 /// CPU after waiting runnable (woken, or preempted), how long they waited,
-/// how often they were preempted, and which other cgroups held the CPU.
+/// how many of those waits were delays (at least the configured
+/// `starvation_latency_ms`), how often they were preempted, and which other
+/// cgroups held the CPU.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchedUse {
     pub waits: u64,
@@ -288,9 +290,13 @@ pub struct SchedUse {
     /// under 1 µs); the last, every longer one. Trailing empty buckets
     /// are left out.
     pub wait_hist: Vec<u64>,
+    /// Waits at least as long as the delay threshold, and their total, ns.
+    pub delays: u64,
+    pub delay_ns: u64,
     pub preempted: u64,
     /// The other cgroups whose tasks held the CPU when this one's waits
-    /// ended (or that preempted it), most wait first, at most
+    /// ended (or that preempted it), most delay first (then most wait,
+    /// then most preemptions), at most
     /// [`SchedUse::MAX_NEIGHBOURS`]. An idle CPU is nobody's.
     pub neighbours: Vec<Neighbour>,
 }
@@ -301,18 +307,6 @@ impl SchedUse {
     /// The mean wait, ns.
     pub fn wait_avg_ns(&self) -> u64 {
         self.wait_ns.checked_div(self.waits).unwrap_or(0)
-    }
-
-    /// Waits of at least `us` µs, as the histogram can count them: those
-    /// in buckets that start at `us` or later (so `us` is taken up to the
-    /// next power of two).
-    pub fn waits_at_least_us(&self, us: u64) -> u64 {
-        self.wait_hist
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i > 0 && (1u64 << (i - 1)) >= us)
-            .map(|(_, n)| n)
-            .sum()
     }
 }
 
@@ -325,9 +319,13 @@ pub struct Neighbour {
     /// Empty when it is no container (a host service, a pod's own cgroup).
     pub container_id: Str,
     pub pod_uid: Str,
-    /// Waits of the sample's cgroup it ended, and their total, ns.
+    /// Waits of the sample's cgroup it ended, and how long it held the CPU
+    /// during them (up to each wait's length), ns.
     pub waits: u64,
     pub wait_ns: u64,
+    /// The same for the delays among those waits.
+    pub delays: u64,
+    pub delay_ns: u64,
     /// Preemptions of the sample's cgroup by it.
     pub preemptions: u64,
 }

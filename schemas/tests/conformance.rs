@@ -594,6 +594,8 @@ fn resource_events() -> Vec<Event> {
             let mut offender = lumen_schemas::event::Neighbour {
                 waits: 90,
                 wait_ns: 9_000_000,
+                delays: 2,
+                delay_ns: 5_000_000,
                 preemptions: 4,
                 ..Default::default()
             };
@@ -604,6 +606,8 @@ fn resource_events() -> Vec<Event> {
                 wait_ns: 10_000_000,
                 wait_p99_ns: 4_096_000,
                 wait_hist: vec![0, 0, 0, 0, 97, 0, 0, 0, 0, 0, 0, 0, 3],
+                delays: 3,
+                delay_ns: 7_000_000,
                 preempted: 2,
                 neighbours: vec![offender],
             });
@@ -654,6 +658,9 @@ fn resource_samples_put_shares_in_ecs_container_and_host_fields_and_validate_as_
     let sched = &container["lumen"]["resources"]["sched"];
     assert_eq!(sched["wait_avg_ns"], 100_000);
     assert_eq!(sched["wait_hist"][12], 3);
+    assert_eq!(sched["delays"], 3);
+    assert_eq!(sched["delay_ns"], 7_000_000);
+    assert_eq!(sched["neighbours"][0]["delay_ns"], 5_000_000);
     assert_eq!(sched["neighbours"][0]["container_id"], "cd".repeat(32));
     assert!(
         sched["neighbours"][0].get("pod_uid").is_none(),

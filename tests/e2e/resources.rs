@@ -61,19 +61,30 @@ fn a_spinning_container_with_a_quota_is_sampled_with_its_cpu_and_throttling() {
             .iter()
             .filter(|s| s["event"]["kind"] == "metric")
             .count()
-            >= 2
+            >= 3
     });
     let samples = of_container(&events);
     let samples: Vec<&Value> = samples
         .iter()
         .filter(|s| s["event"]["kind"] == "metric")
         .collect();
-    assert!(samples.len() >= 2);
     for s in &samples {
         assert_eq!(s["lumen"]["resources"]["scope"], "container");
         assert_eq!(s["kubernetes"]["pod"]["uid"], pod);
-        assert_eq!(s["lumen"]["resources"]["cpu"]["quota_us"], 20_000);
     }
+    // runc makes the cgroup, then writes its quota: a first sample taken
+    // in between says (truly) that there is none yet.
+    let samples: Vec<&Value> = samples
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            let quota = &s["lumen"]["resources"]["cpu"]["quota_us"];
+            assert!(*quota == 20_000 || (*i == 0 && quota.is_null()), "{s:#}");
+            *quota == 20_000
+        })
+        .map(|(_, s)| *s)
+        .collect();
+    assert!(samples.len() >= 2);
     // 20 % of one CPU: the container used CPU and was throttled.
     let used: u64 = samples
         .iter()
@@ -237,14 +248,26 @@ fn throttling_oom_kills_and_fork_bombs_are_findings_and_an_idle_container_is_not
             .count(),
         1
     );
-    // Each container raised only its own finding.
+    // Each container raised only its own finding; or was starved by a
+    // neighbour for real: by another test's CPU load, none of these.
+    let ours = [&throttled, &oom, &bomb, &idle];
     for (id, rule) in [
         (&throttled, "lumen.resources.cpu_throttled"),
         (&oom, "lumen.resources.oom_killed"),
         (&bomb, "lumen.resources.pid_exhaustion"),
     ] {
-        let found = findings_of(&events, id);
-        assert!(found.iter().all(|r| r == rule), "{rule}: {found:?}");
+        for f in events
+            .iter()
+            .filter(|e| e["event"]["kind"] == "alert" && e["container"]["id"] == id.as_str())
+        {
+            let offender = &f["lumen"]["resources"]["sched"]["neighbours"][0]["container_id"];
+            let starved_by_others = f["rule"]["id"] == "lumen.resources.cpu_starvation"
+                && !ours.iter().any(|c| *offender == c.as_str());
+            assert!(
+                f["rule"]["id"] == rule || starved_by_others,
+                "{rule}: {f:#}"
+            );
+        }
     }
     let (status, _) = lumen.stop();
     assert!(status.success());
@@ -369,6 +392,11 @@ fn a_spinning_neighbour_on_the_same_cpu_is_named_as_the_offender_of_a_starved_co
     );
     assert_eq!(sched["neighbours"][0]["pod_uid"], pod);
     assert!(sched["wait_p99_ns"].as_u64().unwrap() >= 2_000_000, "{f:#}");
+    // The spinner held the CPU through most of the service's delays.
+    let delay_ns = sched["delay_ns"].as_u64().unwrap();
+    let held = sched["neighbours"][0]["delay_ns"].as_u64().unwrap();
+    assert!(sched["delays"].as_u64().unwrap() >= 3, "{f:#}");
+    assert!(held * 2 >= delay_ns, "{f:#}");
     let samples = wait_for_events(&ecs, Duration::from_secs(20), |evs| {
         evs.iter()
             .filter(|e| e["event"]["kind"] == "metric" && e["container"]["id"] == spinner.as_str())
@@ -382,8 +410,10 @@ fn a_spinning_neighbour_on_the_same_cpu_is_named_as_the_offender_of_a_starved_co
         .filter(|e| e["event"]["kind"] == "metric" && e["container"]["id"] == spinner.as_str())
         .collect();
     let by_ticker = spun.iter().any(|s| {
-        let n = &s["lumen"]["resources"]["sched"]["neighbours"][0];
-        n["container_id"] == ticker.as_str() && n["preemptions"].as_u64().unwrap_or(0) >= 50
+        let neighbours = s["lumen"]["resources"]["sched"]["neighbours"].as_array();
+        neighbours.into_iter().flatten().any(|n| {
+            n["container_id"] == ticker.as_str() && n["preemptions"].as_u64().unwrap_or(0) >= 50
+        })
     });
     assert!(by_ticker, "{spun:#?}");
     // Its samples agree with its cgroup: CPU used for the whole interval

@@ -347,10 +347,23 @@ fn attach_syscall(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()
 fn attach_scheduler(
     ebpf: &mut Ebpf,
     btf_path: &Path,
+    delay_ns: u64,
 ) -> Result<Option<resources::sched::SchedMaps>, EbpfError> {
     if offsets::raw_tracepoint_arg_count(btf_path, "sched_switch") != Some(4) {
         tracing::warn!("ebpf source: this kernel's sched_switch tracepoint does not pass prev_state (Linux 5.18+ does); run-queue waits are not measured");
         return Ok(None);
+    }
+    {
+        let map = ebpf
+            .map_mut("SCHED_CONFIG")
+            .ok_or(EbpfError::MissingMap("SCHED_CONFIG"))?;
+        let map_err = |source| EbpfError::Map {
+            name: "SCHED_CONFIG",
+            source,
+        };
+        let mut cfg: Array<_, lumen_common::SchedConfig> = Array::try_from(map).map_err(map_err)?;
+        cfg.set(0, lumen_common::SchedConfig { delay_ns }, 0)
+            .map_err(map_err)?;
     }
     let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
         EbpfError::Attach {
@@ -609,7 +622,11 @@ impl EbpfSource {
             prog.attach(name).map_err(attach_err)?;
         }
         let sched_maps = if config.resources.enabled && config.resources.scheduler {
-            attach_scheduler(&mut ebpf, &config.btf_path)?
+            attach_scheduler(
+                &mut ebpf,
+                &config.btf_path,
+                config.resources.findings.delay_ns(),
+            )?
         } else {
             None
         };

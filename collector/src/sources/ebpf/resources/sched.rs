@@ -74,6 +74,8 @@ impl SchedMaps {
                 total.waits += p.waits;
                 total.wait_ns += p.wait_ns;
                 total.preemptions += p.preemptions;
+                total.delays += p.delays;
+                total.delay_ns += p.delay_ns;
             }
         }
         reading
@@ -97,6 +99,8 @@ impl Add for SchedStats {
         self.waits += s.waits;
         self.wait_ns += s.wait_ns;
         self.preempted += s.preempted;
+        self.delays += s.delays;
+        self.delay_ns += s.delay_ns;
         for (a, b) in self.hist.iter_mut().zip(s.hist.iter()) {
             *a += b;
         }
@@ -122,6 +126,8 @@ impl Reading {
                         waits: d(was.waits, now.waits)?,
                         wait_ns: d(was.wait_ns, now.wait_ns)?,
                         preempted: d(was.preempted, now.preempted)?,
+                        delays: d(was.delays, now.delays)?,
+                        delay_ns: d(was.delay_ns, now.delay_ns)?,
                         hist,
                     })
                 });
@@ -137,6 +143,8 @@ impl Reading {
                         waits: d(was.waits, now.waits)?,
                         wait_ns: d(was.wait_ns, now.wait_ns)?,
                         preemptions: d(was.preemptions, now.preemptions)?,
+                        delays: d(was.delays, now.delays)?,
+                        delay_ns: d(was.delay_ns, now.delay_ns)?,
                     })
                 });
                 (*key, delta.unwrap_or(*now))
@@ -145,7 +153,8 @@ impl Reading {
         Reading { cgroups, pairs }
     }
 
-    /// Each victim's offenders (other cgroups only), most wait first.
+    /// Each victim's offenders (other cgroups only): most delay first,
+    /// then most wait, then most preemptions.
     pub fn offenders(&self) -> HashMap<u64, Vec<(u64, PairStats)>> {
         let mut by_victim: HashMap<u64, Vec<(u64, PairStats)>> = HashMap::new();
         for (&(victim, offender), stats) in &self.pairs {
@@ -157,8 +166,11 @@ impl Reading {
             }
         }
         for list in by_victim.values_mut() {
-            list.sort_by(|a, b| {
-                (b.1.wait_ns, b.1.preemptions, a.0).cmp(&(a.1.wait_ns, a.1.preemptions, b.0))
+            list.sort_by_key(|(offender, p)| {
+                (
+                    std::cmp::Reverse((p.delay_ns, p.wait_ns, p.preemptions)),
+                    *offender,
+                )
             });
         }
         by_victim
@@ -212,6 +224,8 @@ pub fn sched_use(
         let mut n = Neighbour {
             waits: pair.waits,
             wait_ns: pair.wait_ns,
+            delays: pair.delays,
+            delay_ns: pair.delay_ns,
             preemptions: pair.preemptions,
             ..Neighbour::default()
         };
@@ -238,6 +252,8 @@ pub fn sched_use(
         wait_ns: stats.wait_ns,
         wait_p99_ns: p99_ns(&stats.hist, stats.waits),
         wait_hist: stats.hist[..used].to_vec(),
+        delays: stats.delays,
+        delay_ns: stats.delay_ns,
         preempted: stats.preempted,
         neighbours,
     }
@@ -270,8 +286,8 @@ mod tests {
         SchedStats {
             waits,
             wait_ns,
-            preempted: 0,
             hist,
+            ..SchedStats::default()
         }
     }
 
@@ -290,6 +306,7 @@ mod tests {
                 waits: 3,
                 wait_ns: 300,
                 preemptions: 1,
+                ..PairStats::default()
             },
         );
         let d = now.since(&last);
@@ -302,21 +319,27 @@ mod tests {
     }
 
     #[test]
-    fn offenders_are_other_cgroups_most_wait_first_and_named_by_path() {
+    fn offenders_are_other_cgroups_most_delay_first_and_named_by_path() {
         let mut r = Reading::default();
-        let pair = |waits, wait_ns, preemptions| PairStats {
+        let pair = |waits, wait_ns, preemptions, delay_ns| PairStats {
             waits,
             wait_ns,
             preemptions,
+            delays: u64::from(delay_ns > 0),
+            delay_ns,
         };
-        r.pairs.insert((10, 20), pair(5, 5_000_000, 0));
-        r.pairs.insert((10, 30), pair(90, 80_000_000, 12));
-        r.pairs.insert((10, 10), pair(9, 9_000_000_000, 0)); // itself
-        r.pairs.insert((20, 10), pair(1, 1_000, 3));
+        r.pairs.insert((10, 20), pair(5, 5_000_000, 0, 0));
+        r.pairs
+            .insert((10, 30), pair(90, 80_000_000, 12, 4_000_000));
+        // Ended more waits, short ones: after those behind the delays.
+        r.pairs.insert((10, 40), pair(400, 90_000_000, 400, 0));
+        r.pairs
+            .insert((10, 10), pair(9, 9_000_000_000, 0, 9_000_000)); // itself
+        r.pairs.insert((20, 10), pair(1, 1_000, 3, 0));
         let offenders = r.offenders();
         assert_eq!(
             offenders[&10].iter().map(|o| o.0).collect::<Vec<_>>(),
-            [30, 20]
+            [30, 40, 20]
         );
         let spinner = format!(
             "kubepods/pod{}/{}",
@@ -329,15 +352,14 @@ mod tests {
         let mut s = stats(99, 85_000_000, 4);
         s.waits = 100;
         s.hist[20] = 1;
+        s.delays = 1;
+        s.delay_ns = 84_000_000;
         let u = sched_use(&s, &offenders[&10], &paths, &mut text);
         assert_eq!(u.wait_avg_ns(), 850_000);
         assert_eq!(u.wait_p99_ns, 16_000);
         assert_eq!(u.wait_hist.len(), 21, "up to the last bucket used");
-        // Bucket 20 holds waits of 2^19 µs and more.
-        assert_eq!(u.waits_at_least_us(1 << 19), 1);
-        assert_eq!(u.waits_at_least_us(1 << 20), 0);
-        assert_eq!(u.waits_at_least_us(8), 100, "bucket 4 starts at 8 µs");
-        assert_eq!(u.neighbours.len(), 2);
+        assert_eq!((u.delays, u.delay_ns), (1, 84_000_000));
+        assert_eq!(u.neighbours.len(), 3);
         assert_eq!(u.neighbours[0].container_id.get(&text), "ef".repeat(32));
         assert_eq!(
             u.neighbours[0].pod_uid.get(&text),
@@ -345,10 +367,15 @@ mod tests {
         );
         assert_eq!(u.neighbours[0].preemptions, 12);
         assert_eq!(
-            u.neighbours[1].cgroup.get(&text),
+            (u.neighbours[0].delays, u.neighbours[0].delay_ns),
+            (1, 4_000_000)
+        );
+        assert_eq!(u.neighbours[1].cgroup.get(&text), "<cgroup id 40>");
+        assert_eq!(
+            u.neighbours[2].cgroup.get(&text),
             "system.slice/cron.service"
         );
-        assert!(u.neighbours[1].container_id.get(&text).is_empty());
+        assert!(u.neighbours[2].container_id.get(&text).is_empty());
     }
 
     #[test]

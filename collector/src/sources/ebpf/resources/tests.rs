@@ -249,6 +249,8 @@ fn scheduler_counters_become_a_containers_deltas_with_its_neighbours_named() {
                 waits,
                 wait_ns: waits * 3_000_000,
                 preempted: 1,
+                delays: waits,
+                delay_ns: waits * 3_000_000,
                 hist,
             },
         );
@@ -258,6 +260,8 @@ fn scheduler_counters_become_a_containers_deltas_with_its_neighbours_named() {
                 waits,
                 wait_ns: charged,
                 preemptions: 1,
+                delays: waits,
+                delay_ns: charged,
             },
         );
         r
@@ -277,6 +281,11 @@ fn scheduler_counters_become_a_containers_deltas_with_its_neighbours_named() {
     assert_eq!(s.wait_hist[12], 15);
     assert_eq!(s.neighbours.len(), 1);
     assert_eq!(s.neighbours[0].wait_ns, 45_000_000);
+    assert_eq!((s.delays, s.delay_ns), (15, 45_000_000));
+    assert_eq!(
+        (s.neighbours[0].delays, s.neighbours[0].delay_ns),
+        (15, 45_000_000)
+    );
     assert_eq!(sample.s(s.neighbours[0].cgroup), "", "the root cgroup");
     // `/metrics` gets its lifetime counters.
     let (series, _) = sampler.series();

@@ -79,10 +79,9 @@ fn bench(c: &mut Criterion) {
     // in it: it needs the programs loaded).
     let reading = |h: &Hierarchies, scale: u64| {
         let mut r = sched::Reading::default();
-        let Some(unified) = &h.unified else {
-            return r;
-        };
-        for id in sched::cgroup_ids(unified, 8).into_keys() {
+        let mut ids = std::collections::HashMap::new();
+        Sampler::new(h.clone()).cgroups_and_ids(Some(&mut ids));
+        for id in ids.into_keys() {
             let mut stats = lumen_common::SchedStats {
                 waits: 100 * scale,
                 wait_ns: 1_000_000 * scale,
@@ -116,7 +115,37 @@ fn bench(c: &mut Criterion) {
         format!("one sample with the scheduler view, {containers} containers"),
         |b| b.iter(|| with_sched.sample_with(&host, Some(later.clone())).len()),
     );
+    // The real kernel maps (created without the programs) holding as many
+    // cgroups and pairs: what `Sampler::sample` adds to read them.
+    let entries = 2 * containers as u64;
+    let (_ebpf, maps) = filled_maps(entries).unwrap_or_else(|e| panic!("{e} (needs root)"));
+    assert_eq!(maps.read().cgroups.len() as u64, entries);
+    g.bench_function(
+        format!("read the scheduler maps, {entries} cgroups and {entries} pairs"),
+        |b| b.iter(|| maps.read().pairs.len()),
+    );
     g.finish();
+}
+
+/// The kernel object's scheduler maps with `entries` cgroups and as many
+/// pairs, each with a value on every possible CPU.
+fn filled_maps(entries: u64) -> Result<(aya::Ebpf, sched::SchedMaps), Box<dyn std::error::Error>> {
+    let mut ebpf = lumen::sources::ebpf::unattached_object()?;
+    let mut maps = sched::SchedMaps::take(&mut ebpf)?;
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
+    for id in 0..entries {
+        let stats = lumen_common::SchedStats {
+            waits: 100,
+            ..Default::default()
+        };
+        maps.set_cgroup(id, vec![stats; cpus])?;
+        let pair = lumen_common::PairStats {
+            waits: 10,
+            ..Default::default()
+        };
+        maps.set_pair(id, id + 1, vec![pair; cpus])?;
+    }
+    Ok((ebpf, maps))
 }
 
 criterion_group!(benches, bench);

@@ -516,7 +516,7 @@ fn containers(e: &mut DescriptorEncoder<'_>, t: &Topology) -> Result<(), std::fm
         dropped.push(([("component_id", id.clone())], d));
     }
     type Pick = fn(&ContainerSeries) -> Option<u64>;
-    let families: [(&str, &str, MetricType, Pick); 11] = [
+    let families: [(&str, &str, MetricType, Pick); 12] = [
         (
             "lumen_container_cpu_usage_nanoseconds",
             "CPU time a container used.",
@@ -569,19 +569,25 @@ fn containers(e: &mut DescriptorEncoder<'_>, t: &Topology) -> Result<(), std::fm
             "lumen_container_runqueue_waits",
             "Times a container's tasks got a CPU after waiting runnable (scheduler tracing).",
             Counter,
-            |c| c.sched.map(|s| s.0),
+            |c| c.sched.map(|s| s.waits),
         ),
         (
             "lumen_container_runqueue_wait_nanoseconds",
             "Time a container's tasks waited runnable for a CPU (scheduler tracing).",
             Counter,
-            |c| c.sched.map(|s| s.1),
+            |c| c.sched.map(|s| s.wait_ns),
+        ),
+        (
+            "lumen_container_runqueue_delays",
+            "Run-queue waits of a container's tasks at least starvation_latency_ms long (scheduler tracing).",
+            Counter,
+            |c| c.sched.map(|s| s.delays),
         ),
         (
             "lumen_container_preemptions",
             "Times another cgroup's task took the CPU from a container's tasks (scheduler tracing).",
             Counter,
-            |c| c.sched.map(|s| s.2),
+            |c| c.sched.map(|s| s.preempted),
         ),
     ];
     for (name, help, kind, pick) in families {

@@ -262,6 +262,15 @@ pub enum EbpfError {
 /// The compiled kernel programs (built by build.rs).
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lumen-ebpf.o"));
 
+/// The kernel object's maps, created in the kernel without its programs
+/// loaded (needs CAP_BPF): for tests and benchmarks of the map readers.
+pub fn unattached_object() -> Result<Ebpf, EbpfError> {
+    EbpfLoader::new()
+        .set_max_entries("EVENTS", 4096)
+        .load(PROGRAMS)
+        .map_err(EbpfError::Load)
+}
+
 /// Tracepoints the programs attach to.
 const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("lumen_exec", "sched", "sched_process_exec"),

@@ -92,8 +92,8 @@ pub struct ContainerSeries {
     pub namespace: String,
     pub counters: Counters,
     /// Its run-queue waits since Lumen started (when the scheduler
-    /// programs run): (waits, ns waited, times preempted).
-    pub sched: Option<(u64, u64, u64)>,
+    /// programs run), all CPUs together.
+    pub sched: Option<lumen_common::SchedStats>,
 }
 
 impl ResourceMetrics {
@@ -169,14 +169,28 @@ impl Sampler {
 
     /// The host's, pods' and containers' cgroups now: (path, scope).
     pub fn cgroups(&self) -> Vec<(String, ResourceScope)> {
+        self.cgroups_and_ids(None)
+    }
+
+    /// [`Sampler::cgroups`], and every cgroup of the unified hierarchy by
+    /// id into `ids` (the scheduler maps' keys: id → path, "" for the
+    /// root), from the same walk.
+    pub fn cgroups_and_ids(
+        &self,
+        mut ids: Option<&mut HashMap<u64, String>>,
+    ) -> Vec<(String, ResourceScope)> {
         let mut found = vec![(String::new(), ResourceScope::Host)];
-        let roots = [
-            self.hierarchies.unified.as_deref(),
-            self.hierarchies.v1("cpu"),
-            self.hierarchies.v1("memory"),
-        ];
-        for root in roots.into_iter().flatten() {
-            walk(root, root, 0, &mut found);
+        if let Some(unified) = self.hierarchies.unified.as_deref() {
+            if let (Some(ids), Ok(meta)) = (ids.as_deref_mut(), std::fs::metadata(unified)) {
+                ids.insert(std::os::unix::fs::MetadataExt::ino(&meta), String::new());
+            }
+            walk(unified, unified, 0, false, &mut found, &mut ids);
+        }
+        for root in [self.hierarchies.v1("cpu"), self.hierarchies.v1("memory")]
+            .into_iter()
+            .flatten()
+        {
+            walk(root, root, 0, false, &mut found, &mut None);
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         found.dedup_by(|a, b| a.0 == b.0);
@@ -193,11 +207,12 @@ impl Sampler {
     /// [`Sampler::sample`] with the scheduler maps' counters as `reading`
     /// says them (lifetime counters; `None`: no scheduler view).
     pub fn sample_with(&mut self, host: &Arc<Host>, reading: Option<sched::Reading>) -> Vec<Event> {
+        let mut paths = HashMap::new();
+        let cgroups = self.cgroups_and_ids(reading.is_some().then_some(&mut paths));
         let sched = reading.and_then(|now| {
             let delta = self.sched_last.as_ref().map(|last| now.since(last));
             self.sched_last = Some(now);
-            let root = self.hierarchies.unified.as_deref()?;
-            let paths = sched::cgroup_ids(root, MAX_DEPTH);
+            self.hierarchies.unified.as_ref()?;
             self.sched_ids = paths.iter().map(|(id, p)| (p.clone(), *id)).collect();
             let delta = delta?;
             let offenders = delta.offenders();
@@ -214,7 +229,7 @@ impl Sampler {
         let mut seen = HashMap::with_capacity(self.last.len());
         let mut events = Vec::new();
         let zero = Counters::default();
-        for (path, scope) in self.cgroups() {
+        for (path, scope) in cgroups {
             let current = counters::of_cgroup(&self.hierarchies, &path);
             // A cgroup new since the last sample: all it counted happened
             // since then (an OOM kill at a container's start included). At
@@ -250,10 +265,10 @@ impl Sampler {
             .filter_map(|(path, counters)| {
                 let components: Vec<&str> = path.rsplit('/').filter(|c| !c.is_empty()).collect();
                 let parsed = crate::attribution::parse(&components);
-                let sched = self.sched_last.as_ref().and_then(|r| {
-                    let s = r.cgroups.get(self.sched_ids.get(path)?)?;
-                    Some((s.waits, s.wait_ns, s.preempted))
-                });
+                let sched = self
+                    .sched_last
+                    .as_ref()
+                    .and_then(|r| r.cgroups.get(self.sched_ids.get(path)?).copied());
                 Some(ContainerSeries {
                     container_id: parsed.container_id?.to_owned(),
                     pod_uid: parsed.pod_uid.unwrap_or_default(),
@@ -360,8 +375,17 @@ fn deltas(last: &Counters, now: &Counters) -> Counters {
 }
 
 /// Collects the pod and container cgroups below `dir` (relative to
-/// `root`).
-fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<(String, ResourceScope)>) {
+/// `root`; `in_container`: `dir` is a container's or below it) and, into
+/// `ids`, every cgroup's id: its directory's inode number, which the
+/// directory entry already holds (no stat).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    in_container: bool,
+    found: &mut Vec<(String, ResourceScope)>,
+    ids: &mut Option<&mut HashMap<u64, String>>,
+) {
     if depth >= MAX_DEPTH {
         return;
     }
@@ -377,16 +401,25 @@ fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<(String, Resource
             continue;
         };
         let rel = rel.to_string_lossy().into_owned();
-        let components: Vec<&str> = rel.rsplit('/').collect();
-        let parsed = crate::attribution::parse(&components);
-        if parsed.container_id.is_some() {
-            found.push((rel, ResourceScope::Container));
-            continue; // a container's sub-cgroups are its own business
+        if let Some(ids) = ids.as_deref_mut() {
+            ids.insert(std::os::unix::fs::DirEntryExt::ino(&entry), rel.clone());
         }
-        if parsed.pod_uid.is_some() {
-            found.push((rel.clone(), ResourceScope::Pod));
+        let mut container = in_container;
+        if !in_container {
+            let components: Vec<&str> = rel.rsplit('/').collect();
+            let parsed = crate::attribution::parse(&components);
+            if parsed.container_id.is_some() {
+                found.push((rel, ResourceScope::Container));
+                container = true;
+            } else if parsed.pod_uid.is_some() {
+                found.push((rel, ResourceScope::Pod));
+            }
         }
-        walk(root, &path, depth + 1, found);
+        // A container's sub-cgroups are its own business, but for the
+        // ids: its tasks in them are named by the scheduler maps.
+        if !container || ids.is_some() {
+            walk(root, &path, depth + 1, container, found, ids);
+        }
     }
 }
 

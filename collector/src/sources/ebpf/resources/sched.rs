@@ -3,15 +3,13 @@
 //! cgroup, and what each pair of cgroups cost each other), read once per
 //! sampling interval and turned into deltas. The maps are keyed by cgroup
 //! id, which is the inode number of the cgroup's directory on the unified
-//! hierarchy: a walk of that hierarchy (directory entries only, no stat)
-//! names them.
+//! hierarchy: the sampler's walk of that hierarchy (directory entries
+//! only, no stat) names them.
 
-use aya::maps::{MapData, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use lumen_common::{PairStats, SchedPair, SchedStats, SCHED_BUCKETS};
 use lumen_schemas::event::{push, Neighbour, SchedUse};
 use std::collections::HashMap;
-use std::os::unix::fs::DirEntryExt;
-use std::path::Path;
 
 /// The scheduler programs' maps, taken from the loaded object.
 pub struct SchedMaps {
@@ -53,6 +51,40 @@ impl SchedMaps {
             pairs: PerCpuHashMap::try_from(take(ebpf, "SCHED_PAIRS")?)
                 .map_err(err("SCHED_PAIRS"))?,
         })
+    }
+
+    /// Sets a cgroup's counters to `per_cpu`, one value per possible CPU
+    /// (the programs do this; tests and benchmarks of the reader too).
+    pub fn set_cgroup(&mut self, id: u64, per_cpu: Vec<SchedStats>) -> Result<(), SchedMapError> {
+        let values = PerCpuValues::try_from(per_cpu).map_err(|e| SchedMapError {
+            name: "SCHED_CGROUPS",
+            reason: e.to_string(),
+        })?;
+        self.cgroups
+            .insert(id, values, 0)
+            .map_err(|e| SchedMapError {
+                name: "SCHED_CGROUPS",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Sets what `offender` cost `victim`, as [`SchedMaps::set_cgroup`].
+    pub fn set_pair(
+        &mut self,
+        victim: u64,
+        offender: u64,
+        per_cpu: Vec<PairStats>,
+    ) -> Result<(), SchedMapError> {
+        let values = PerCpuValues::try_from(per_cpu).map_err(|e| SchedMapError {
+            name: "SCHED_PAIRS",
+            reason: e.to_string(),
+        })?;
+        self.pairs
+            .insert(SchedPair { victim, offender }, values, 0)
+            .map_err(|e| SchedMapError {
+                name: "SCHED_PAIRS",
+                reason: e.to_string(),
+            })
     }
 
     /// The lifetime counters now, summed over CPUs. An entry that
@@ -175,39 +207,6 @@ impl Reading {
         }
         by_victim
     }
-}
-
-/// Every cgroup on the unified hierarchy below `root`, by id: (id → path
-/// relative to the root, "" for the root). A cgroup's id is its
-/// directory's inode number, which the directory entry already holds.
-pub fn cgroup_ids(root: &Path, max_depth: usize) -> HashMap<u64, String> {
-    let mut ids = HashMap::new();
-    if let Ok(meta) = std::fs::metadata(root) {
-        ids.insert(std::os::unix::fs::MetadataExt::ino(&meta), String::new());
-    }
-    let mut stack = vec![(root.to_path_buf(), String::new(), 0)];
-    while let Some((dir, rel, depth)) = stack.pop() {
-        if depth >= max_depth {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            ids.insert(entry.ino(), path.clone());
-            stack.push((entry.path(), path, depth + 1));
-        }
-    }
-    ids
 }
 
 /// The scheduler's view of one cgroup over the interval: its waits and
@@ -376,19 +375,5 @@ mod tests {
             "system.slice/cron.service"
         );
         assert!(u.neighbours[2].container_id.get(&text).is_empty());
-    }
-
-    #[test]
-    fn cgroup_ids_are_the_directories_inodes() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
-        std::fs::write(dir.path().join("a/cpu.stat"), "").unwrap();
-        let ids = cgroup_ids(dir.path(), 8);
-        let ino = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().ino();
-        assert_eq!(ids[&ino("a")], "a");
-        assert_eq!(ids[&ino("a/b")], "a/b");
-        assert_eq!(ids[&ino("")], "");
-        assert_eq!(ids.len(), 3, "files are no cgroups");
     }
 }

@@ -10,12 +10,18 @@ const UID: &str = "0f5a7c1e-1111-2222-3333-444455556666";
 struct TestCgroup {
     dirs: Vec<std::path::PathBuf>,
     rel: String,
+    /// Its container id, its own among the tests running at once.
+    id: String,
 }
 
 impl TestCgroup {
     fn new(h: &Hierarchies) -> TestCgroup {
+        // Tests run at once: each its own top directory.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{:064x}", 0x5a5a_0000 + n);
         let rel = format!(
-            "lumen-sampler-{}/kubepods/besteffort/pod{UID}/{ID}",
+            "lumen-sampler-{}-{n}/kubepods/besteffort/pod{UID}/{id}",
             std::process::id()
         );
         let mut dirs = Vec::new();
@@ -27,7 +33,7 @@ impl TestCgroup {
         if let Some(pids) = h.v1("pids") {
             std::fs::write(pids.join(&rel).join("pids.max"), "20").unwrap();
         }
-        TestCgroup { dirs, rel }
+        TestCgroup { dirs, rel, id }
     }
 
     /// Runs a shell in the container's cgroup that spins for `ms`.
@@ -109,7 +115,7 @@ fn containers_pods_and_the_host_are_sampled_with_deltas_their_files_agree_with()
     };
     let c = of(&cgroup.rel);
     assert_eq!(c.scope, Some(ResourceScope::Container));
-    assert_eq!(c.s(c.attribution.container_id), ID);
+    assert_eq!(c.s(c.attribution.container_id), cgroup.id);
     assert_eq!(c.s(c.attribution.pod_uid), UID);
     assert_eq!(
         c.attribution.qos_class,
@@ -143,12 +149,13 @@ fn containers_pods_and_the_host_are_sampled_with_deltas_their_files_agree_with()
     );
 
     // Gone: no sample, and forgotten.
+    let id = cgroup.id.clone();
     drop(cgroup);
     let events = sampler.sample(&host);
     assert!(!events
         .iter()
-        .any(|e| matches!(&e.kind, EventKind::Resource(r) if r.s(r.cgroup).contains(ID))));
-    assert!(!sampler.last.keys().any(|k| k.contains(ID)));
+        .any(|e| matches!(&e.kind, EventKind::Resource(r) if r.s(r.cgroup).contains(&id))));
+    assert!(!sampler.last.keys().any(|k| k.contains(&id)));
 }
 
 #[test]
@@ -223,6 +230,95 @@ fn series_of_known_pods_get_their_names_and_namespaces() {
     assert_eq!((all[1].pod.as_str(), all[1].namespace.as_str()), ("", ""));
 }
 
+/// One walk finds the pods and containers (not a container's own
+/// sub-cgroups) and names every cgroup of the unified hierarchy by id: its
+/// directory's inode, the key of the scheduler maps.
+#[test]
+fn the_walk_names_every_unified_cgroup_by_its_inode() {
+    use std::os::unix::fs::MetadataExt;
+    let h = Hierarchies::discover();
+    let Some(unified) = h.unified.clone() else {
+        panic!("this test needs the unified cgroup hierarchy");
+    };
+    let cgroup = TestCgroup::new(&h);
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let nested = Removed(unified.join(&cgroup.rel).join("worker"));
+    std::fs::create_dir(&nested.0).unwrap();
+    let sampler = Sampler::new(h.clone());
+    let mut ids = HashMap::new();
+    let found = sampler.cgroups_and_ids(Some(&mut ids));
+    assert_eq!(found, sampler.cgroups(), "the same cgroups either way");
+    assert!(found.contains(&(cgroup.rel.clone(), ResourceScope::Container)));
+    let nested_rel = format!("{}/worker", cgroup.rel);
+    assert!(!found.iter().any(|(p, _)| *p == nested_rel), "{found:?}");
+    let ino = |rel: &str| std::fs::metadata(unified.join(rel)).unwrap().ino();
+    assert_eq!(ids[&ino("")], "");
+    assert_eq!(ids[&ino(&cgroup.rel)], cgroup.rel);
+    assert_eq!(ids[&ino(&nested_rel)], nested_rel);
+    let pod = cgroup.rel.rsplit_once('/').unwrap().0;
+    assert_eq!(ids[&ino(pod)], pod);
+}
+
+/// The reader of the real kernel maps (created without their programs):
+/// each cgroup's and pair's counters summed over every CPU, and the
+/// interval's deltas from two readings.
+#[test]
+fn scheduler_maps_are_read_summed_over_cpus() {
+    use lumen_common::{PairStats, SchedStats};
+    let mut ebpf = crate::sources::ebpf::unattached_object().unwrap();
+    let mut maps = sched::SchedMaps::take(&mut ebpf).unwrap();
+    let cpus = aya::util::nr_cpus().unwrap();
+    let per_cpu = |waits: u64| -> Vec<SchedStats> {
+        (0..cpus as u64)
+            .map(|cpu| {
+                let mut s = SchedStats {
+                    waits: waits + cpu,
+                    wait_ns: (waits + cpu) * 1_000,
+                    delays: cpu,
+                    delay_ns: cpu * 3_000_000,
+                    ..SchedStats::default()
+                };
+                s.hist[1] = waits + cpu;
+                s
+            })
+            .collect()
+    };
+    let pair = |delays: u64| -> Vec<PairStats> {
+        vec![
+            PairStats {
+                waits: 2 * delays,
+                delays,
+                delay_ns: delays * 2_000_000,
+                ..PairStats::default()
+            };
+            cpus
+        ]
+    };
+    maps.set_cgroup(41, per_cpu(10)).unwrap();
+    maps.set_pair(41, 42, pair(1)).unwrap();
+    let first = maps.read();
+    let n = cpus as u64;
+    let spread = n * (n - 1) / 2; // 0 + 1 + … + (n - 1)
+    let s = first.cgroups[&41];
+    assert_eq!(s.waits, 10 * n + spread);
+    assert_eq!(s.hist[1], 10 * n + spread);
+    assert_eq!((s.delays, s.delay_ns), (spread, spread * 3_000_000));
+    assert_eq!(first.pairs[&(41, 42)].delays, n);
+    maps.set_cgroup(41, per_cpu(25)).unwrap();
+    maps.set_pair(41, 42, pair(4)).unwrap();
+    let d = maps.read().since(&first);
+    assert_eq!(d.cgroups[&41].waits, 15 * n);
+    assert_eq!(d.cgroups[&41].delays, 0);
+    assert_eq!(d.pairs[&(41, 42)].delays, 3 * n);
+    assert_eq!(d.pairs[&(41, 42)].delay_ns, 6_000_000 * n);
+    assert_eq!(d.offenders()[&41][0].0, 42);
+}
+
 /// The scheduler maps' counters, keyed by cgroup id (the unified
 /// directory's inode), become each container's interval deltas, its
 /// neighbours named by their paths.
@@ -289,8 +385,17 @@ fn scheduler_counters_become_a_containers_deltas_with_its_neighbours_named() {
     assert_eq!(sample.s(s.neighbours[0].cgroup), "", "the root cgroup");
     // `/metrics` gets its lifetime counters.
     let (series, _) = sampler.series();
-    let mine = series.iter().find(|s| s.container_id == ID).unwrap();
-    assert_eq!(mine.sched, Some((25, 75_000_000, 1)));
+    let mine = series.iter().find(|s| s.container_id == cgroup.id).unwrap();
+    let lifetime = mine.sched.unwrap();
+    assert_eq!(
+        (
+            lifetime.waits,
+            lifetime.wait_ns,
+            lifetime.delays,
+            lifetime.preempted
+        ),
+        (25, 75_000_000, 25, 1)
+    );
     // Pods and the host have no scheduler view of their own.
     for e in &events {
         if let EventKind::Resource(r) = &e.kind {

@@ -6,8 +6,9 @@
 //! resumes from the offsets it committed. Two aggregators share the
 //! partitions; one killed with SIGKILL under load loses nothing, and what
 //! the other reads twice is at most what was not yet committed. A SIEM
-//! that is down holds the offsets back, and everything arrives once it
-//! is up; the consumer lag per partition is on `/metrics`.
+//! that is down holds the offsets back, its partitions are paused without
+//! leaving the group, and everything arrives once it is up; the consumer
+//! lag per partition is on `/metrics`.
 
 use crate::support::{append_audit, read_ndjson, wait_for_events, Lumen};
 use rdkafka::mocking::MockCluster;
@@ -247,10 +248,15 @@ fn two_aggregators_share_the_partitions_and_one_killed_under_load_loses_nothing(
     assert!(status.success());
 }
 
+/// The SIEM down for longer than `max.poll.interval.ms`, with more events
+/// than the pipeline holds: the source pauses its partitions and stays in
+/// the group (no rebalance, so nothing is read twice), the lag on
+/// `/metrics` shows what waits in Kafka, and once the SIEM is up
+/// everything arrives once and is committed.
 #[test]
 fn a_siem_that_is_down_holds_the_offsets_and_gets_everything_when_it_is_up() {
     use crate::network_sinks::peers::elasticsearch_peer::EsPeer;
-    const N: usize = 500;
+    const N: usize = 3000;
     let cluster = MockCluster::new(3).unwrap();
     let servers = cluster.bootstrap_servers();
     cluster.create_topic(TOPIC, 6, 1).unwrap();
@@ -268,12 +274,21 @@ inputs = ["kafka"]
 endpoints = ["{}"]
 healthcheck = false
 install_templates = false
+batch.max_events = 200
 batch.timeout_secs = 0.05
+buffer.max_events = 100
 request.retry_initial_backoff_secs = 0.05
 request.retry_max_duration_secs = 0.5"#,
             es.url()
         ),
+    )
+    // A member that does not poll for this long leaves the group (the
+    // least librdkafka takes: the session timeout).
+    .replace(
+        "librdkafka_options.\"heartbeat.interval.ms\" = \"500\"",
+        "librdkafka_options.\"heartbeat.interval.ms\" = \"500\"\nlibrdkafka_options.\"max.poll.interval.ms\" = \"6000\"",
     );
+    assert!(config.contains("max.poll.interval.ms"));
     let port = crate::support::free_port();
     let mut aggregator = Lumen::start(&format!(
         "{config}
@@ -283,8 +298,9 @@ address = \"127.0.0.1:{port}\"
 "
     ));
     aggregator.wait_for_log("kafka source: subscribed", Duration::from_secs(30));
-    // The aggregator reads and the sink retries; nothing is committed.
-    std::thread::sleep(Duration::from_secs(4));
+    let down = std::time::Instant::now();
+    // The pipeline fills, the partitions pause; nothing is committed.
+    aggregator.wait_for_log("partitions paused", Duration::from_secs(30));
     assert!(
         aggregator
             .log()
@@ -293,6 +309,26 @@ address = \"127.0.0.1:{port}\"
         "{:#?}",
         aggregator.log()
     );
+    // What waits in Kafka shows as lag (librdkafka's statistics, every
+    // 5 s).
+    let lag_total = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("lumen_kafka_consumer_lag{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let metrics = crate::support::scrape_text(port);
+        if lag_total(&metrics) > 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{metrics}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Down for longer than max.poll.interval.ms.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(down.elapsed()));
     assert_eq!(
         committed_total(&servers, 6),
         0,
@@ -340,6 +376,16 @@ address = \"127.0.0.1:{port}\"
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(lags, [0; 6]);
+    // It stayed in the group all along.
+    let log = aggregator.log();
+    assert!(
+        !log.iter()
+            .any(|l| ["revoked partitions", "MAXPOLL", "leaving group"]
+                .iter()
+                .any(|s| l.contains(s))),
+        "{log:#?}"
+    );
+    assert!(log.iter().any(|l| l.contains("partitions resumed")));
     let (status, _) = aggregator.stop();
     assert!(status.success());
     let (status, _) = node.stop();

@@ -184,3 +184,24 @@ fn network_sink_settings_that_cannot_work_are_refused_with_the_sink_named() {
         assert!(e.ends_with(want), "{e}\nwanted: {want}");
     }
 }
+
+#[test]
+fn a_buffer_without_a_type_is_in_memory_and_its_keys_are_checked() {
+    let c = parse(&format!("{BASE}buffer.max_events = 100\n")).unwrap();
+    assert_eq!(
+        *c.sinks["out"].buffer(),
+        lumen_sinks::buffer::BufferConfig::Memory(lumen_sinks::buffer::MemoryBufferConfig {
+            max_events: 100,
+            when_full: lumen_sinks::buffer::WhenFull::Block,
+        })
+    );
+    let disk = parse(&format!(
+        "{BASE}buffer.type = \"disk\"\nbuffer.max_size = 1048576\n"
+    ))
+    .unwrap();
+    assert!(disk.sinks["out"].buffer().is_disk());
+    let e = err(&format!("{BASE}buffer.max_event = 100\n"));
+    assert!(e.contains("max_event") && e.contains("test.toml"), "{e}");
+    let e = err(&format!("{BASE}buffer.type = \"tape\"\n"));
+    assert!(e.contains("tape"), "{e}");
+}

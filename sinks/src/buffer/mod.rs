@@ -27,12 +27,31 @@ use tokio::sync::mpsc;
 
 pub use disk::{DiskBufferConfig, FsyncPolicy};
 
-/// `[sinks.<id>.buffer]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// `[sinks.<id>.buffer]`; `type` is `memory` unless it says otherwise.
+#[derive(Clone, Debug, PartialEq)]
 pub enum BufferConfig {
     Memory(MemoryBufferConfig),
     Disk(DiskBufferConfig),
+}
+
+impl<'de> Deserialize<'de> for BufferConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Typed {
+            Memory(MemoryBufferConfig),
+            Disk(DiskBufferConfig),
+        }
+        let mut table = serde_json::Map::deserialize(d)?;
+        table
+            .entry("type")
+            .or_insert_with(|| serde_json::Value::from("memory"));
+        match Typed::deserialize(serde_json::Value::Object(table)) {
+            Ok(Typed::Memory(m)) => Ok(BufferConfig::Memory(m)),
+            Ok(Typed::Disk(d)) => Ok(BufferConfig::Disk(d)),
+            Err(e) => Err(serde::de::Error::custom(e)),
+        }
+    }
 }
 
 impl Default for BufferConfig {

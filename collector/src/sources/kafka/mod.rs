@@ -12,6 +12,14 @@
 //! another codec version) is logged with its topic, partition and offset,
 //! counted, written to the dead-letter file, and passed: a poison message
 //! never stalls its partition.
+//!
+//! Backpressure without leaving the group: when the outputs have taken
+//! nothing for [`PAUSE_AFTER`] (a sink down, its buffer full), the assigned
+//! partitions are paused and the consumer is still polled — librdkafka
+//! drops a member that does not poll for `max.poll.interval.ms`, and its
+//! partitions would be read again by another, everything in flight twice —
+//! until the outputs take events again. Partitions assigned meanwhile are
+//! paused as they come.
 
 pub mod decode;
 pub mod offsets;
@@ -25,15 +33,25 @@ use lumen_sinks::dead_letter::DeadLetters;
 use lumen_sinks::kafka::config::{KafkaTlsConfig, SaslConfig};
 use lumen_sinks::{ComponentMetrics, Envelope};
 use offsets::{Offsets, Partition};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::stream_consumer::StreamConsumer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
+use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
+
+/// How long a send may wait on full outputs before the partitions are
+/// paused: longer, and the sinks are stalled (down, retrying), not just
+/// slower than Kafka for a moment.
+pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -149,13 +167,27 @@ impl ConsumerLag {
 }
 
 /// librdkafka's callbacks: revoked partitions commit what is acknowledged
-/// before they go; statistics give the lag.
+/// before they go; assigned ones are paused while the source is; statistics
+/// give the lag; librdkafka's own logs go to Lumen's.
 struct Context {
     offsets: Arc<Mutex<Offsets>>,
     lag: Arc<ConsumerLag>,
+    paused: Arc<AtomicBool>,
 }
 
 impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        use RDKafkaLogLevel::*;
+        match level {
+            Emerg | Alert | Critical | Error => {
+                tracing::error!(facility, "kafka source: librdkafka: {message}")
+            }
+            Warning => tracing::warn!(facility, "kafka source: librdkafka: {message}"),
+            Notice | Info => tracing::info!(facility, "kafka source: librdkafka: {message}"),
+            Debug => tracing::debug!(facility, "kafka source: librdkafka: {message}"),
+        }
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         let mut lags = BTreeMap::new();
         for (topic, t) in &statistics.topics {
@@ -188,6 +220,23 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        // librdkafka keeps a partition's pause across its revocation: one
+        // paused before and assigned again now must be resumed.
+        let paused = self.paused.load(Ordering::Acquire);
+        let done = if paused {
+            consumer.pause(assigned)
+        } else {
+            consumer.resume(assigned)
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, paused, "kafka source: assigned partitions could not be paused or resumed");
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
@@ -231,6 +280,11 @@ pub struct KafkaSource {
     acks: ack::AckSender,
     acked: AckReceiver,
     next_cookie: std::sync::atomic::AtomicU64,
+    /// Whether the assigned partitions are paused (shared with the
+    /// rebalance callbacks).
+    paused: Arc<AtomicBool>,
+    /// Messages that came while pausing: sent on before any other.
+    held: VecDeque<OwnedMessage>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -259,10 +313,12 @@ impl KafkaSource {
         }
         let offsets = Arc::new(Mutex::new(Offsets::default()));
         let lag = Arc::new(ConsumerLag::default());
+        let paused = Arc::new(AtomicBool::new(false));
         let consumer: StreamConsumer<Context> = client
             .create_with_context(Context {
                 offsets: offsets.clone(),
                 lag: lag.clone(),
+                paused: paused.clone(),
             })
             .map_err(|e| KafkaSourceError::Consumer(e.to_string()))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -287,6 +343,8 @@ impl KafkaSource {
             acks,
             acked,
             next_cookie: std::sync::atomic::AtomicU64::new(0),
+            paused,
+            held: VecDeque::new(),
         })
     }
 
@@ -300,30 +358,35 @@ impl KafkaSource {
             tokio::time::interval(Duration::from_millis(self.config.commit_interval_ms));
         commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'read: loop {
+            while let Some(m) = self.held.pop_front() {
+                if let Some(envelope) = self.envelope(&m) {
+                    if !self.deliver(envelope, &mut out, &mut commit).await {
+                        break 'read;
+                    }
+                }
+            }
             tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(a) = self.acked.recv() => self.acknowledged(a.cookie, a.status),
                 _ = commit.tick() => self.commit(CommitMode::Async),
                 message = self.consumer.recv() => {
                     // Whatever else is ready goes in the same turn.
-                    let mut next = Some(message);
-                    let mut taken = 0;
-                    while let Some(message) = next.take() {
-                        match message {
-                            Ok(m) => {
-                                if !self.forward(&m, &mut out).await {
-                                    break 'read;
-                                }
+                    let mut envelope = self.received(message);
+                    let mut taken = 1;
+                    loop {
+                        if let Some(envelope) = envelope.take() {
+                            if !self.deliver(envelope, &mut out, &mut commit).await {
+                                break 'read;
                             }
-                            Err(e) => {
-                                self.metrics.add_errors(1);
-                                tracing::warn!(error = %e, "kafka source: consumer error (librdkafka retries)");
-                            }
+                        }
+                        if taken == 1024 || !self.held.is_empty() {
+                            break;
+                        }
+                        match self.consumer.recv().now_or_never() {
+                            Some(message) => envelope = self.received(message),
+                            None => break,
                         }
                         taken += 1;
-                        if taken < 1024 {
-                            next = self.consumer.recv().now_or_never();
-                        }
                     }
                 }
             }
@@ -344,32 +407,127 @@ impl KafkaSource {
         );
     }
 
-    /// Sends the event in `m` on (tracked), or dead-letters the message;
-    /// false when the outputs are gone.
-    async fn forward(&self, m: &BorrowedMessage<'_>, out: &mut Fanout) -> bool {
+    /// The event of a message received, or `None` (an error, counted; a
+    /// message dead-lettered).
+    fn received(&self, message: KafkaResult<BorrowedMessage<'_>>) -> Option<Envelope> {
+        match message {
+            Ok(m) => self.envelope(&m),
+            Err(e) => {
+                self.metrics.add_errors(1);
+                tracing::warn!(error = %e, "kafka source: consumer error (librdkafka retries)");
+                None
+            }
+        }
+    }
+
+    /// The event in `m`, tracked; or `None`, the message dead-lettered.
+    fn envelope<M: Message>(&self, m: &M) -> Option<Envelope> {
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let payload = m.payload().unwrap_or_default();
         self.metrics.add_received(1);
         self.metrics.add_received_bytes(payload.len());
-        let envelope = match decode::decode(payload, self.config.decoding, &self.host) {
+        match decode::decode(payload, self.config.decoding, &self.host) {
             Ok(event) => {
                 let cookie = self
                     .next_cookie
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.lock().read(topic, partition, offset, Some(cookie));
-                Envelope::new(event, Ack::new(self.acks.node(cookie)))
+                Some(Envelope::new(event, Ack::new(self.acks.node(cookie))))
             }
             Err(reason) => {
                 self.poison(&(topic.to_owned(), partition), offset, payload, &reason);
                 self.lock().read(topic, partition, offset, None);
-                return true;
+                None
+            }
+        }
+    }
+
+    /// Sends `envelope` on; false when the outputs are gone. A send that
+    /// waits [`PAUSE_AFTER`] pauses the partitions, and the consumer is
+    /// polled meanwhile (membership kept, rebalances served, messages
+    /// fetched before the pause held), acknowledgements counted and
+    /// commits made, until the outputs take it.
+    async fn deliver(
+        &mut self,
+        envelope: Envelope,
+        out: &mut Fanout,
+        commit: &mut tokio::time::Interval,
+    ) -> bool {
+        let send = out.send(envelope);
+        tokio::pin!(send);
+        if let Poll::Ready(sent) = futures::poll!(&mut send) {
+            return self.sent(sent.is_ok());
+        }
+        let pause = tokio::time::sleep(PAUSE_AFTER);
+        tokio::pin!(pause);
+        let mut paused = false;
+        let sent = loop {
+            tokio::select! {
+                sent = &mut send => break sent.is_ok(),
+                () = &mut pause, if !paused => {
+                    paused = true;
+                    self.pause();
+                }
+                Some(a) = self.acked.recv() => self.acknowledged(a.cookie, a.status),
+                _ = commit.tick() => self.commit(CommitMode::Async),
+                message = self.consumer.recv(), if paused => match message {
+                    Ok(m) => self.held.push_back(m.detach()),
+                    Err(e) => {
+                        self.metrics.add_errors(1);
+                        tracing::warn!(error = %e, "kafka source: consumer error (librdkafka retries)");
+                    }
+                },
             }
         };
-        if out.send(envelope).await.is_err() {
-            return false;
+        if paused {
+            self.resume();
         }
-        self.metrics.add_sent(1);
-        true
+        self.sent(sent)
+    }
+
+    fn sent(&self, sent: bool) -> bool {
+        if sent {
+            self.metrics.add_sent(1);
+        }
+        sent
+    }
+
+    /// Pauses every assigned partition (and, by the rebalance callback,
+    /// those assigned later).
+    fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+        match self.consumer.assignment() {
+            Ok(assigned) => match self.consumer.pause(&assigned) {
+                Ok(()) => tracing::warn!(
+                    partitions = assigned.count(),
+                    waited_secs = PAUSE_AFTER.as_secs_f64(),
+                    "kafka source: the outputs take no events; partitions paused (the group keeps this member) until they do"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka source: the outputs take no events and the partitions could not be paused")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka source: the outputs take no events and the assignment is unknown")
+            }
+        }
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        let resumed = self
+            .consumer
+            .assignment()
+            .and_then(|assigned| self.consumer.resume(&assigned).map(|()| assigned.count()));
+        match resumed {
+            Ok(partitions) => tracing::info!(
+                partitions,
+                "kafka source: the outputs take events again; partitions resumed"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "kafka source: partitions could not be resumed")
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Offsets> {

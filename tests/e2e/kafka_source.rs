@@ -8,7 +8,8 @@
 //! the other reads twice is at most what was not yet committed. A SIEM
 //! that is down holds the offsets back, its partitions are paused without
 //! leaving the group, and everything arrives once it is up; the consumer
-//! lag per partition is on `/metrics`.
+//! lag per partition is on `/metrics`. A topic pattern reads the matching
+//! topics' raw audit events.
 
 use crate::support::{append_audit, read_ndjson, wait_for_events, Lumen};
 use rdkafka::mocking::MockCluster;
@@ -158,6 +159,51 @@ fn native_events_cross_kafka_once_a_poison_message_passes_and_a_restart_resumes(
     let (status, _) = second.stop();
     assert!(status.success());
     let (status, _) = node.stop();
+    assert!(status.success());
+}
+
+/// A topic pattern (POSIX, as librdkafka reads it) subscribes to every
+/// matching topic and no other; raw `audit.k8s.io` events (a cloud log
+/// export's) become audit events.
+#[test]
+fn a_topic_pattern_reads_every_matching_topic_of_raw_audit_events() {
+    let cluster = MockCluster::new(3).unwrap();
+    let servers = cluster.bootstrap_servers();
+    for topic in ["audit-eu", "audit-us", "auditors"] {
+        cluster.create_topic(topic, 2, 1).unwrap();
+    }
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .create()
+        .unwrap();
+    for (topic, id) in [
+        ("audit-eu", "p-eu"),
+        ("audit-us", "p-us"),
+        ("auditors", "p-no"),
+    ] {
+        let line = crate::support::audit_line(id, "get");
+        producer
+            .send(BaseRecord::<str, str>::to(topic).payload(&line))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let config = aggregator_config(&servers).replace(
+        &format!("topics = [\"{TOPIC}\"]"),
+        "topics = [\"^audit-(eu|us)$\"]\ndecoding = \"k8s_audit\"",
+    );
+    assert!(config.contains("^audit-(eu|us)$"));
+    let mut aggregator = Lumen::start(&config);
+    let out = aggregator.path("out.ndjson");
+    wait_for_events(&out, Duration::from_secs(60), |evs| evs.len() >= 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = arrivals(&out);
+    assert_eq!(
+        seen.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["p-eu", "p-us"]
+    );
+    let doc = &read_ndjson(&out)[0];
+    assert_eq!(doc["event"]["dataset"], "lumen.k8s_audit", "{doc:#}");
+    let (status, _) = aggregator.stop();
     assert!(status.success());
 }
 

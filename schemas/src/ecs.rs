@@ -64,7 +64,7 @@ fn redaction_labels(w: &mut JsonWriter<'_>, r: &Redaction) {
 }
 
 fn ts(w: &mut JsonWriter<'_>, key: &str, t: Timestamp) {
-    w.str(key, &t.rfc3339());
+    w.timestamp(key, t);
 }
 
 fn common_head(w: &mut JsonWriter<'_>, time: Timestamp) {

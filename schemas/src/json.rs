@@ -105,6 +105,14 @@ impl<'a> JsonWriter<'a> {
         write_escaped(self.out, value);
     }
 
+    /// A timestamp member in RFC 3339 (nothing in it to escape).
+    pub fn timestamp(&mut self, key: &str, t: crate::time::Timestamp) {
+        self.member_key(key);
+        self.out.push(b'"');
+        t.write_rfc3339(self.out);
+        self.out.push(b'"');
+    }
+
     pub fn opt_str(&mut self, key: &str, value: Option<&str>) {
         if let Some(v) = value {
             self.str(key, v);

@@ -29,7 +29,7 @@ use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
 use futures::FutureExt;
 use lumen_schemas::event::Host;
-use lumen_sinks::ack::{self, Ack, AckReceiver, Status};
+use lumen_sinks::ack::{self, Ack, AckReceiver, Acked, Status};
 use lumen_sinks::dead_letter::DeadLetters;
 use lumen_sinks::kafka::config::{KafkaTlsConfig, SaslConfig};
 use lumen_sinks::{ComponentMetrics, Envelope};
@@ -369,7 +369,7 @@ impl KafkaSource {
             }
             tokio::select! {
                 _ = shutdown.wait() => break,
-                Some(a) = self.acked.recv() => self.acknowledged(a.cookie, a.status),
+                Some(a) = self.acked.recv() => self.acknowledged(a),
                 _ = commit.tick() => self.commit(CommitMode::Async),
                 message = self.consumer.recv() => {
                     // Whatever else is ready goes in the same turn.
@@ -398,7 +398,7 @@ impl KafkaSource {
         // committed. Only events in flight hold senders now.
         drop(std::mem::replace(&mut self.acks, ack::channel().0));
         while let Some(a) = self.acked.recv().await {
-            self.acknowledged(a.cookie, a.status);
+            self.acknowledged(a);
         }
         self.commit(CommitMode::Sync);
         let in_flight = self.lock().in_flight();
@@ -470,7 +470,7 @@ impl KafkaSource {
                     paused = true;
                     self.pause();
                 }
-                Some(a) = self.acked.recv() => self.acknowledged(a.cookie, a.status),
+                Some(a) = self.acked.recv() => self.acknowledged(a),
                 _ = commit.tick() => self.commit(CommitMode::Async),
                 message = self.consumer.recv(), if paused => match message {
                     Ok(m) => self.held.push_back(m.detach()),
@@ -536,11 +536,19 @@ impl KafkaSource {
         self.offsets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn acknowledged(&self, cookie: u64, status: Status) {
-        if status == Status::Dropped {
-            self.metrics.add_dropped(1);
+    /// Counts acknowledgement `first` and every other one already there,
+    /// under one lock (one a turn would be a wakeup and a turn of the
+    /// source's loop per event).
+    fn acknowledged(&mut self, first: Acked) {
+        let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Some(first);
+        while let Some(a) = next {
+            if a.status == Status::Dropped {
+                self.metrics.add_dropped(1);
+            }
+            offsets.acknowledged(a.cookie, a.status != Status::Dropped);
+            next = self.acked.try_recv().ok();
         }
-        self.lock().acknowledged(cookie, status != Status::Dropped);
     }
 
     /// Commits the positions that moved.

@@ -7,7 +7,7 @@
 //! event dropped on the way (a component stopped) keeps its partition's
 //! position where it is: it is read again after a restart or rebalance.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// A topic partition.
 pub type Partition = (String, i32);
@@ -32,7 +32,60 @@ struct Progress {
 pub struct Offsets {
     slots: Vec<Option<(Partition, Progress)>>,
     /// Each tracked event's slot and offset, by cookie.
-    cookies: HashMap<u64, (usize, i64)>,
+    cookies: Cookies,
+}
+
+/// Tracked events by cookie. Cookies are handed out in increasing order and
+/// acknowledged mostly in that order: a ring from the oldest cookie still
+/// tracked, with holes where later ones are done, instead of a hash map.
+#[derive(Debug, Default)]
+struct Cookies {
+    /// The cookie of the ring's first entry.
+    base: u64,
+    ring: VecDeque<Option<(usize, i64)>>,
+}
+
+impl Cookies {
+    fn insert(&mut self, cookie: u64, at: (usize, i64)) {
+        if self.ring.is_empty() {
+            self.base = cookie;
+        }
+        let Some(index) = cookie.checked_sub(self.base) else {
+            return; // older than every cookie tracked: not handed out here
+        };
+        // Cookies come one after another: the ring grows by one.
+        let Ok(index) = usize::try_from(index) else {
+            return;
+        };
+        if index >= self.ring.len() {
+            self.ring.resize(index + 1, None);
+        }
+        self.ring[index] = Some(at);
+    }
+
+    fn remove(&mut self, cookie: u64) -> Option<(usize, i64)> {
+        let index = usize::try_from(cookie.checked_sub(self.base)?).ok()?;
+        let taken = self.ring.get_mut(index)?.take();
+        self.trim();
+        taken
+    }
+
+    /// Forgets the events of `slot`.
+    fn forget_slot(&mut self, slot: usize) {
+        for entry in &mut self.ring {
+            if entry.is_some_and(|(s, _)| s == slot) {
+                *entry = None;
+            }
+        }
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while let Some(None) = self.ring.front() {
+            self.ring.pop_front();
+            self.base += 1;
+        }
+    }
 }
 
 impl Offsets {
@@ -82,7 +135,7 @@ impl Offsets {
             Self::advance(p);
         }
         if rewound {
-            self.cookies.retain(|_, (s, _)| *s != slot);
+            self.cookies.forget_slot(slot);
         }
         if let Some(c) = cookie {
             self.cookies.insert(c, (slot, offset));
@@ -93,7 +146,7 @@ impl Offsets {
     /// the way. Acknowledgements of partitions no longer assigned are
     /// forgotten.
     pub fn acknowledged(&mut self, cookie: u64, done: bool) {
-        let Some((slot, offset)) = self.cookies.remove(&cookie) else {
+        let Some((slot, offset)) = self.cookies.remove(cookie) else {
             return;
         };
         if !done {
@@ -161,7 +214,7 @@ impl Offsets {
     pub fn revoke(&mut self, partition: &Partition) {
         if let Some(slot) = self.slot_of(&partition.0, partition.1) {
             self.slots[slot] = None;
-            self.cookies.retain(|_, (s, _)| *s != slot);
+            self.cookies.forget_slot(slot);
         }
     }
 }
@@ -233,5 +286,29 @@ mod tests {
         assert_eq!(o.position(&tp(1)), None);
         assert!(o.to_commit().is_empty());
         assert_eq!(o.in_flight(), 2);
+    }
+
+    #[test]
+    fn acknowledgements_in_any_order_leave_nothing_tracked() {
+        let mut o = Offsets::default();
+        for i in 0..1000u64 {
+            o.read("lumen", (i % 3) as i32, (i / 3) as i64, Some(100 + i));
+        }
+        // Every other one first, then the rest backwards.
+        for i in (0..1000u64).step_by(2) {
+            o.acknowledged(100 + i, true);
+        }
+        for i in (0..500u64).rev() {
+            o.acknowledged(101 + 2 * i, true);
+        }
+        assert_eq!(o.in_flight(), 0);
+        assert!(o.cookies.ring.is_empty(), "{:?}", o.cookies);
+        // Unknown and repeated cookies are ignored.
+        o.acknowledged(5, true);
+        o.acknowledged(100, true);
+        o.read("lumen", 0, 334, Some(2000));
+        o.acknowledged(2000, true);
+        assert_eq!(o.position(&tp(0)), Some(335));
+        assert!(o.cookies.ring.is_empty());
     }
 }

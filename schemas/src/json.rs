@@ -242,12 +242,12 @@ pub fn ip_str(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &str {
 /// (one in 8 in an audit event's JSON), so this is the encoders' hot loop.
 /// A first pass adds up what the escapes add, a word (8 bytes) at a time
 /// with bit arithmetic; a string without escapes is then copied whole.
-/// Otherwise it is written into a buffer of its final size (and slack) a
-/// word at a time: a word without escapes is copied whole; one with escapes
-/// is expanded half by half in a register without a branch on the escapes
-/// (which come at random places, so a branch would be mispredicted), and
-/// each half copied out whole; only a word with a control character that
-/// needs `\u00XX` (rare) goes byte by byte.
+/// Otherwise it is written into a buffer of its final size (and slack) by
+/// blocks of 64 bytes: the positions of a block's escapes are gathered into
+/// one 64-bit mask, and each is visited in turn — the run before it copied
+/// 16 bytes at a time (past its end into the slack, overwritten next), then
+/// the escape written. What comes next depends on the mask only, not on a
+/// byte just loaded, so escapes follow each other without waiting.
 pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
     let src = s.as_bytes();
     let extra = escapes_extra(src);
@@ -260,51 +260,68 @@ pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
     }
     let start = out.len();
     let len = src.len() + extra + 2;
-    // Slack: whole words are stored, the last ones past the end.
-    out.resize(start + len + WORD, 0);
+    // Slack: runs are copied 16 bytes at a time, the last past the end.
+    out.resize(start + len + RUN, 0);
     let dst = &mut out[start..];
     dst[0] = b'"';
-    let mut j = 1;
-    let mut words = src.chunks_exact(WORD);
-    for chunk in &mut words {
-        let mut word = [0u8; WORD];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        if special_bytes(x) == 0 {
-            dst[j..j + WORD].copy_from_slice(&word);
-            j += WORD;
-        } else if control_bytes(x) == 0 {
-            // Each half (4 bytes, at most 8 escaped) is built in a
-            // register and stored whole: bytes stored one by one and read
-            // back as a word would stall the store forwarding.
-            for half in [&word[..WORD / 2], &word[WORD / 2..]] {
-                let mut expanded = 0u64;
-                let mut k = 0;
-                for &b in half {
-                    let e = ESCAPE[b as usize];
-                    let escaped = e != 0;
-                    let pair = if escaped {
-                        u64::from(b'\\') | u64::from(e) << 8
-                    } else {
-                        u64::from(b)
-                    };
-                    expanded |= pair << (8 * k);
-                    k += 1 + usize::from(escaped);
-                }
-                dst[j..j + WORD].copy_from_slice(&expanded.to_le_bytes());
-                j += k;
-            }
-        } else {
-            for b in word {
-                j += escape_byte(&mut dst[j..], b);
-            }
+    // Source bytes before `i` are written, up to `j` in `dst`.
+    let (mut i, mut j) = (0, 1);
+    let mut blocks = src.chunks_exact(BLOCK);
+    let mut base = 0;
+    for block in &mut blocks {
+        let mut mask = block_mask(block);
+        while mask != 0 {
+            let at = base + mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            j = copy_run(dst, j, src, i, at);
+            j += escape_byte(&mut dst[j..], src[at]);
+            i = at + 1;
         }
+        base += BLOCK;
     }
-    for &b in words.remainder() {
+    j = copy_run(dst, j, src, i, base);
+    for &b in blocks.remainder() {
         j += escape_byte(&mut dst[j..], b);
     }
     dst[j] = b'"';
     out.truncate(start + len);
+}
+
+const BLOCK: usize = 64;
+const RUN: usize = 16;
+
+/// Bit `k` set for each byte `k` of the 64-byte `block` JSON must escape.
+#[inline(always)]
+fn block_mask(block: &[u8]) -> u64 {
+    let mut mask = 0;
+    for (w, chunk) in block.chunks_exact(WORD).enumerate() {
+        let mut word = [0u8; WORD];
+        word.copy_from_slice(chunk);
+        // The high bit of each byte, gathered into the top byte.
+        let bits = special_bytes(u64::from_le_bytes(word)).wrapping_mul(GATHER) >> 56;
+        mask |= bits << (WORD * w);
+    }
+    mask
+}
+
+/// Gathers the high bits of a word's bytes into its top byte (bit `k` for
+/// byte `k`) when multiplied with a word holding only those bits.
+const GATHER: u64 = 0x0002_0408_1020_4081;
+
+/// Copies `src[from..to]` to `dst` at `j`, 16 bytes at a time (the last copy
+/// may write past the run: the caller's slack); where it ends in `dst`.
+#[inline(always)]
+fn copy_run(dst: &mut [u8], mut j: usize, src: &[u8], mut from: usize, to: usize) -> usize {
+    while from < to {
+        let n = (to - from).min(RUN);
+        match src.get(from..from + RUN) {
+            Some(chunk) => dst[j..j + RUN].copy_from_slice(chunk),
+            None => dst[j..j + n].copy_from_slice(&src[from..from + n]),
+        }
+        from += n;
+        j += n;
+    }
+    j
 }
 
 const WORD: usize = 8;
@@ -494,15 +511,15 @@ mod tests {
 
     #[test]
     fn escaping_matches_serde_json_for_every_byte_position() {
-        // Each special character at every offset of a 20-byte string, so the
-        // word-at-a-time scan and the tail loop both see it.
+        // Each special character at every offset of a 150-byte string, so
+        // the block and word scans and the tail loop all see it.
         let specials = [
             '"', '\\', '\n', '\r', '\t', '\u{0}', '\u{1f}', '\u{7f}', 'é', '€', ' ', '!', '#', '[',
             ']', '\u{5b}', '\u{5d}', '\u{20}', '\u{80}', '\u{ff}',
         ];
         for c in specials {
-            for pos in 0..20 {
-                let mut s: String = "abcdefghijklmnopqrst".to_owned();
+            for pos in 0..150 {
+                let mut s: String = "abcdefghijklmnopqrst".repeat(8)[..150].to_owned();
                 s.insert(pos, c);
                 s.push(c);
                 let mut ours = Vec::new();
@@ -528,9 +545,19 @@ mod tests {
             state ^= state << 17;
             (state % n as u64) as usize
         };
-        for _ in 0..5000 {
-            let len = next(64);
-            let s: String = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
+        // Up to several 64-byte blocks, and sparse and dense mixes.
+        for round in 0..5000 {
+            let len = next(300);
+            let plain = round % 2 == 0;
+            let s: String = (0..len)
+                .map(|_| {
+                    if plain && next(16) != 0 {
+                        'a'
+                    } else {
+                        alphabet[next(alphabet.len())]
+                    }
+                })
+                .collect();
             let mut ours = b"prefix".to_vec();
             write_escaped(&mut ours, &s);
             let mut expected = b"prefix".to_vec();

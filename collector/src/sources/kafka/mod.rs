@@ -132,6 +132,15 @@ impl KafkaSourceConfig {
             ("enable.auto.offset.store".into(), "false".into()),
             // For security events a duplicate beats a gap.
             ("auto.offset.reset".into(), "earliest".into()),
+            // A member joining or leaving moves only the partitions that
+            // change hands: the others are not revoked, so what is in
+            // flight on them is not read again (eager rebalancing revokes
+            // every partition of every member, each re-read from its last
+            // commit).
+            (
+                "partition.assignment.strategy".into(),
+                "cooperative-sticky".into(),
+            ),
             // Consumer lag for /metrics.
             ("statistics.interval.ms".into(), "5000".into()),
         ];
@@ -610,6 +619,10 @@ mod tests {
         assert_eq!(get("enable.auto.commit"), Some("false"));
         assert_eq!(get("enable.auto.offset.store"), Some("false"));
         assert_eq!(get("auto.offset.reset"), Some("earliest"));
+        assert_eq!(
+            get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
         let latest = config("librdkafka_options.\"auto.offset.reset\" = \"latest\"");
         assert!(latest.validate().is_ok());
         assert!(latest

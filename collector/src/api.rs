@@ -94,6 +94,8 @@ struct Topology {
     resources: BTreeMap<String, Arc<crate::sources::ebpf::resources::ResourceMetrics>>,
     /// Per kafka source id, its consumer lag per partition.
     consumer_lags: BTreeMap<String, Arc<crate::sources::kafka::ConsumerLag>>,
+    /// Per ebpf source id, what its node lets it see.
+    capabilities: BTreeMap<String, Arc<Vec<crate::sources::ebpf::capabilities::Capability>>>,
     taps: Arc<Taps>,
 }
 
@@ -188,6 +190,7 @@ impl Telemetry {
             deliveries: running.deliveries.clone(),
             resources: running.resources.clone(),
             consumer_lags: running.consumer_lags.clone(),
+            capabilities: running.capabilities.clone(),
             taps: running.taps.clone(),
         });
         *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
@@ -495,6 +498,25 @@ impl Collector for Exporter {
                             ("partition", partition.to_string()),
                         ],
                         n,
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            (
+                "lumen_capability",
+                "1 when this node lets an ebpf source see what the capability names (btf, ring_buffer, process_tracepoints, syscall_tracepoints, scheduler, oom_events, cgroup_attribution, kubernetes_api), else 0; `lumen doctor` says why.",
+                MetricType::Gauge,
+            ),
+            t.capabilities.iter().flat_map(|(id, found)| {
+                found.iter().map(move |c| {
+                    (
+                        [
+                            ("component_id", id.clone()),
+                            ("capability", c.name.to_owned()),
+                        ],
+                        u64::from(c.available),
                     )
                 })
             }),

@@ -60,6 +60,16 @@ enum Command {
         #[arg(short, long, env = "LUMEN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check what this node lets Lumen see — kernel BTF, BPF maps, each
+    /// tracepoint family, the cgroup layout, the Kubernetes API — without
+    /// starting a pipeline. Exit code 1 when the ebpf source could not
+    /// start here.
+    Doctor {
+        /// The configuration whose (first) ebpf source is checked; default:
+        /// the embedded one.
+        #[arg(short, long, env = "LUMEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Print the events passing a component of a running Lumen (its `[api]`),
     /// one JSON document per line, until Ctrl-C, `--limit` or Lumen stops.
     Tap {
@@ -342,9 +352,49 @@ async fn run(
     }
 }
 
+/// `lumen doctor`: the node's capabilities, one line each.
+fn doctor(config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    use lumen::sources::ebpf::{capabilities, EbpfSourceConfig};
+    let (config, origin) = load(config).context("loading the configuration")?;
+    let (id, source) = match config.sources.iter().find_map(|(id, s)| match s {
+        lumen::config::SourceConfig::Ebpf(c) => Some((id.clone(), c.clone())),
+        _ => None,
+    }) {
+        Some(found) => found,
+        None => (
+            "(none: defaults)".to_owned(),
+            toml::from_str::<EbpfSourceConfig>("").context("the ebpf source's defaults")?,
+        ),
+    };
+    println!("lumen doctor: what this node lets Lumen see (ebpf source {id} of {origin})");
+    let found = capabilities::probe(&source);
+    let width = found.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for c in &found {
+        let state = match (c.available, c.required) {
+            (true, _) => "yes",
+            (false, true) => "NO (required)",
+            (false, false) => "no",
+        };
+        println!("  {:width$}  {state}: {}", c.name, c.detail);
+    }
+    let cannot_start = found.iter().any(|c| c.required && !c.available);
+    if cannot_start {
+        println!("the ebpf source cannot start on this node");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Doctor { config } => match doctor(config.as_ref()) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Validate { config } => match load(config.as_ref()) {
             Ok((c, origin)) => {
                 print_topology(&c, &origin);

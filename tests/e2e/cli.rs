@@ -132,3 +132,41 @@ fn every_shipped_config_validates() {
     }
     assert!(n >= 7, "lumen.toml and the six ready configs");
 }
+
+/// `lumen doctor` on this machine: kernel 6.18 with BTF, root, tracefs,
+/// hybrid cgroups; no Kubernetes API configured.
+#[test]
+fn doctor_says_what_this_node_lets_lumen_see() {
+    assert!(
+        crate::support::is_root(),
+        "BPF maps need root (CI runs as root)"
+    );
+    let out = Command::new(LUMEN).arg("doctor").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let state = |name: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(name))
+            .map(|rest| rest.trim_start().to_owned())
+            .unwrap_or_else(|| panic!("no {name} line: {stdout}"))
+    };
+    for name in [
+        "btf",
+        "ring_buffer",
+        "process_tracepoints",
+        "syscall_tracepoints",
+        "scheduler",
+        "oom_events",
+    ] {
+        assert!(state(name).starts_with("yes:"), "{name}: {stdout}");
+    }
+    let cgroups = state("cgroup_attribution");
+    assert!(cgroups.starts_with("yes:"), "{stdout}");
+    // This machine's layout: v1 controllers beside /sys/fs/cgroup/unified.
+    if std::path::Path::new("/sys/fs/cgroup/unified").is_dir() {
+        assert!(cgroups.contains("hybrid"), "{stdout}");
+    }
+    assert!(state("kubernetes_api").starts_with("no: off"), "{stdout}");
+    assert!(stdout.contains("ebpf source kernel of"), "{stdout}");
+}

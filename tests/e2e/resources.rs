@@ -343,6 +343,23 @@ fn a_running_containers_series_are_on_metrics_and_go_with_it() {
         value(&metrics, "lumen_container_runqueue_delays_total").is_some(),
         "{metrics}"
     );
+    // What this node lets the source see: all of it here, but the
+    // Kubernetes API (not configured).
+    for (capability, expected) in [
+        ("btf", 1),
+        ("ring_buffer", 1),
+        ("process_tracepoints", 1),
+        ("syscall_tracepoints", 1),
+        ("scheduler", 1),
+        ("oom_events", 1),
+        ("cgroup_attribution", 1),
+        ("kubernetes_api", 0),
+    ] {
+        let line = format!(
+            "lumen_capability{{component_id=\"kernel\",capability=\"{capability}\"}} {expected}"
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line}: {metrics}");
+    }
     drop(container);
     let start = std::time::Instant::now();
     while crate::support::scrape_text(port).contains(&id) {

@@ -80,6 +80,8 @@ pub struct Running {
     pub deliveries: BTreeMap<String, Arc<lumen_sinks::deliver::DeliveryMetrics>>,
     /// Per ebpf source id, its containers' resource counters.
     pub resources: BTreeMap<String, Arc<crate::sources::ebpf::resources::ResourceMetrics>>,
+    /// Per ebpf source id, what its node lets it see.
+    pub capabilities: BTreeMap<String, Arc<Vec<crate::sources::ebpf::capabilities::Capability>>>,
     /// Per kafka source id, its consumer lag per partition.
     pub consumer_lags: BTreeMap<String, Arc<crate::sources::kafka::ConsumerLag>>,
 }
@@ -191,6 +193,7 @@ pub async fn start(config: &Config, options: Options) -> anyhow::Result<Running>
         redactions: BTreeMap::new(),
         detections: BTreeMap::new(),
         resources: BTreeMap::new(),
+        capabilities: BTreeMap::new(),
         consumer_lags: BTreeMap::new(),
         deliveries: BTreeMap::new(),
     };
@@ -448,6 +451,7 @@ impl Running {
             self.detections.remove(id);
             self.deliveries.remove(id);
             self.resources.remove(id);
+            self.capabilities.remove(id);
             self.consumer_lags.remove(id);
         }
     }
@@ -760,6 +764,7 @@ impl Running {
                 let src = EbpfSource::start(c.clone(), host, m)
                     .with_context(|| format!("starting source `{id}` (ebpf)"))?;
                 self.resources.insert(id.to_owned(), src.resource_metrics());
+                self.capabilities.insert(id.to_owned(), src.capabilities());
                 self.spawn(id, async move { src.run(out, sig).await })
             }
             SourceConfig::K8sAuditWebhook(c) => {

@@ -75,6 +75,11 @@ impl Hierarchies {
             .find(|(c, _)| c == controller)
             .map(|(_, p)| p.as_path())
     }
+
+    /// The v1 controllers mounted, in mount order.
+    pub fn v1_controllers(&self) -> Vec<&str> {
+        self.v1.iter().map(|(c, _)| c.as_str()).collect()
+    }
 }
 
 /// A mountinfo path field: spaces, tabs, newlines and backslashes are

@@ -10,6 +10,7 @@
 //! First slice: process exec and exit. This kernel has no kprobes; everything
 //! here uses tracepoints.
 
+pub mod capabilities;
 pub mod cgroupfs;
 pub mod decode;
 pub mod drift;
@@ -425,6 +426,8 @@ pub struct EbpfSource {
     sched_maps: Option<resources::sched::SchedMaps>,
     /// Whether the kernel reports OOM kills (`oom:mark_victim` attached).
     kernel_oom: bool,
+    /// What this node lets it see, for `/metrics`.
+    capabilities: Arc<Vec<capabilities::Capability>>,
 }
 
 impl std::fmt::Debug for EbpfSource {
@@ -708,7 +711,16 @@ impl EbpfSource {
         } else {
             None
         };
+        let found = capabilities::probe(&config);
+        for c in &found {
+            if c.available {
+                tracing::info!(capability = c.name, "ebpf source: can see: {}", c.detail);
+            } else {
+                tracing::warn!(capability = c.name, "ebpf source: cannot see: {}", c.detail);
+            }
+        }
         Ok(EbpfSource {
+            capabilities: Arc::new(found),
             pods,
             cache,
             _ebpf: ebpf,
@@ -729,6 +741,11 @@ impl EbpfSource {
         self.resource_metrics.clone()
     }
 
+    /// What this node lets it see, for `/metrics`.
+    pub fn capabilities(&self) -> Arc<Vec<capabilities::Capability>> {
+        self.capabilities.clone()
+    }
+
     /// Reads records until shutdown, then drains what the kernel already
     /// wrote. Kernel drops are watched by a task of their own: they happen
     /// when this loop is held up by backpressure, and must be reported then.
@@ -746,6 +763,7 @@ impl EbpfSource {
             resource_metrics,
             sched_maps,
             kernel_oom,
+            capabilities: _,
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
         let (loss_tx, mut loss_rx) = tokio::sync::mpsc::channel::<LossReport>(64);

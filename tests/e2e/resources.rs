@@ -56,12 +56,17 @@ fn a_spinning_container_with_a_quota_is_sampled_with_its_cpu_and_throttling() {
             .cloned()
             .collect()
     };
+    // Two samples with the quota (a first one may come before runc wrote
+    // it, below).
     let events = wait_for_events(&ecs, Duration::from_secs(20), |evs| {
         of_container(evs)
             .iter()
-            .filter(|s| s["event"]["kind"] == "metric")
+            .filter(|s| {
+                s["event"]["kind"] == "metric"
+                    && s["lumen"]["resources"]["cpu"]["quota_us"] == 20_000
+            })
             .count()
-            >= 3
+            >= 2
     });
     let samples = of_container(&events);
     let samples: Vec<&Value> = samples

@@ -1,11 +1,11 @@
 //! What this node lets the ebpf source see (issue 20): the kernel's BTF,
 //! BPF maps and the ring buffer, each tracepoint family, the cgroup layout
 //! that attributes events to containers, and the Kubernetes API for pod
-//! names. Probed without loading a program (the only change to the machine:
-//! tracefs is mounted if nobody has, as the ebpf source does when it
-//! starts), for `lumen doctor` and for the log lines and `lumen_capability`
-//! gauges of a starting source, so an operator sees fleet-wide which nodes
-//! see what.
+//! names. Probed without loading a program for `lumen doctor` (the only
+//! change to the machine: tracefs is mounted if nobody has, as the ebpf
+//! source does when it starts); observed while attaching by a starting
+//! source, which logs them and exports them as `lumen_capability` gauges,
+//! so an operator sees fleet-wide which nodes see what.
 
 use super::{cgroupfs, offsets, EbpfSourceConfig, SYSCALLS};
 use std::path::Path;
@@ -36,6 +36,75 @@ pub fn probe(config: &EbpfSourceConfig) -> Vec<Capability> {
         syscall_tracepoints(tracefs.as_deref()),
         scheduler(btf),
         oom_kills(btf),
+        cgroup_attribution(&cgroupfs::Hierarchies::discover()),
+        kubernetes_api(&config.kubernetes),
+    ]
+}
+
+/// What a started source found while attaching (nothing probed again:
+/// the BTF, maps and process tracepoints it could not have started
+/// without). `lost` names the syscall coverage it went without;
+/// `scheduler`: whether run-queue waits are measured (`None`: turned off).
+pub fn observed(
+    config: &EbpfSourceConfig,
+    lost: &[&str],
+    scheduler: Option<bool>,
+    kernel_oom: bool,
+) -> Vec<Capability> {
+    let syscalls = if lost.is_empty() {
+        capability(
+            "syscall_tracepoints",
+            true,
+            "privilege, network and file events: every syscall tracepoint this kernel has attached",
+        )
+    } else {
+        capability(
+            "syscall_tracepoints",
+            false,
+            format!("no tracepoints for: {}", lost.join(", ")),
+        )
+    };
+    let sched = match scheduler {
+        Some(true) => capability(
+            "scheduler",
+            true,
+            "run-queue waits and noisy neighbours (sched_switch passes prev_state)",
+        ),
+        Some(false) => capability(
+            "scheduler",
+            false,
+            "sched_switch does not pass prev_state (Linux 5.18+): no run-queue waits, no starvation findings",
+        ),
+        None => capability(
+            "scheduler",
+            false,
+            "off (resources.scheduler = false, or resources off)",
+        ),
+    };
+    let oom = if kernel_oom {
+        capability(
+            "oom_events",
+            true,
+            "OOM kills as they happen (oom:mark_victim passes the task)",
+        )
+    } else {
+        oom_kills_missing()
+    };
+    vec![
+        capability(
+            "btf",
+            true,
+            format!("kernel BTF at {}", config.btf_path.display()),
+        ),
+        capability(
+            "ring_buffer",
+            true,
+            format!("ring buffer of {} bytes", config.ring_buffer_bytes),
+        ),
+        capability("process_tracepoints", true, "process exec, fork and exit"),
+        syscalls,
+        sched,
+        oom,
         cgroup_attribution(&cgroupfs::Hierarchies::discover()),
         kubernetes_api(&config.kubernetes),
     ]
@@ -203,12 +272,16 @@ fn oom_kills(btf: &Path) -> Capability {
             "OOM kills as they happen (oom:mark_victim passes the task)",
         )
     } else {
-        capability(
-            "oom_events",
-            false,
-            "oom:mark_victim does not pass the victim's task (Linux 6.2+ does): OOM kills come from resource samples only, an interval late",
-        )
+        oom_kills_missing()
     }
+}
+
+fn oom_kills_missing() -> Capability {
+    capability(
+        "oom_events",
+        false,
+        "oom:mark_victim does not pass the victim's task (Linux 6.2+ does): OOM kills come from resource samples only, an interval late",
+    )
 }
 
 fn cgroup_attribution(h: &cgroupfs::Hierarchies) -> Capability {

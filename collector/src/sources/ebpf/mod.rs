@@ -688,6 +688,16 @@ impl EbpfSource {
                 .ok_or(EbpfError::MissingMap("DROPS"))?,
         )
         .map_err(map_err("DROPS"))?;
+        let scheduler = (config.resources.enabled && config.resources.scheduler)
+            .then_some(sched_maps.is_some());
+        let found = capabilities::observed(&config, &unavailable, scheduler, kernel_oom);
+        for c in &found {
+            if c.available {
+                tracing::info!(capability = c.name, "ebpf source: can see: {}", c.detail);
+            } else {
+                tracing::warn!(capability = c.name, "ebpf source: cannot see: {}", c.detail);
+            }
+        }
         tracing::info!(
             programs = ATTACHMENTS.len(),
             "ebpf source attached: process exec, fork and exit (tracepoints sched:sched_process_exec, sched:sched_process_exit; raw tracepoint sched_process_fork)"
@@ -711,14 +721,6 @@ impl EbpfSource {
         } else {
             None
         };
-        let found = capabilities::probe(&config);
-        for c in &found {
-            if c.available {
-                tracing::info!(capability = c.name, "ebpf source: can see: {}", c.detail);
-            } else {
-                tracing::warn!(capability = c.name, "ebpf source: cannot see: {}", c.detail);
-            }
-        }
         Ok(EbpfSource {
             capabilities: Arc::new(found),
             pods,

@@ -34,8 +34,12 @@ pub fn probe(config: &EbpfSourceConfig) -> Vec<Capability> {
         bpf_maps(),
         process_tracepoints(btf, tracefs.as_deref()),
         syscall_tracepoints(tracefs.as_deref()),
-        scheduler(btf),
-        oom_kills(btf),
+        scheduler_of(offsets::raw_tracepoint_arg_count(btf, "sched_switch")),
+        oom_events(offsets::raw_tracepoint_arg_is_pointer(
+            btf,
+            "mark_victim",
+            0,
+        )),
         cgroup_attribution(&cgroupfs::Hierarchies::discover()),
         kubernetes_api(&config.kubernetes),
     ]
@@ -51,25 +55,8 @@ pub fn observed(
     scheduler: Option<bool>,
     kernel_oom: bool,
 ) -> Vec<Capability> {
-    let syscalls = if lost.is_empty() {
-        capability(
-            "syscall_tracepoints",
-            true,
-            "privilege, network and file events: every syscall tracepoint this kernel has attached",
-        )
-    } else {
-        capability(
-            "syscall_tracepoints",
-            false,
-            format!("no tracepoints for: {}", lost.join(", ")),
-        )
-    };
     let sched = match scheduler {
-        Some(true) => capability(
-            "scheduler",
-            true,
-            "run-queue waits and noisy neighbours (sched_switch passes prev_state)",
-        ),
+        Some(true) => scheduler_of(Some(4)),
         Some(false) => capability(
             "scheduler",
             false,
@@ -80,15 +67,6 @@ pub fn observed(
             false,
             "off (resources.scheduler = false, or resources off)",
         ),
-    };
-    let oom = if kernel_oom {
-        capability(
-            "oom_events",
-            true,
-            "OOM kills as they happen (oom:mark_victim passes the task)",
-        )
-    } else {
-        oom_kills_missing()
     };
     vec![
         capability(
@@ -102,9 +80,9 @@ pub fn observed(
             format!("ring buffer of {} bytes", config.ring_buffer_bytes),
         ),
         capability("process_tracepoints", true, "process exec, fork and exit"),
-        syscalls,
+        syscalls_of(lost),
         sched,
-        oom,
+        oom_events(kernel_oom),
         cgroup_attribution(&cgroupfs::Hierarchies::discover()),
         kubernetes_api(&config.kubernetes),
     ]
@@ -226,6 +204,11 @@ fn syscall_tracepoints(events: Result<&Path, &String>) -> Capability {
         .map(|(_, _, coverage)| *coverage)
         .collect();
     lost.dedup();
+    syscalls_of(&lost)
+}
+
+/// From the coverage lost for want of syscall tracepoints.
+fn syscalls_of(lost: &[&str]) -> Capability {
     if lost.is_empty() {
         capability(
             "syscall_tracepoints",
@@ -244,8 +227,10 @@ fn syscall_tracepoints(events: Result<&Path, &String>) -> Capability {
     }
 }
 
-fn scheduler(btf: &Path) -> Capability {
-    match offsets::raw_tracepoint_arg_count(btf, "sched_switch") {
+/// From the arguments the kernel's `sched_switch` passes (`None`: not in
+/// its BTF).
+fn scheduler_of(args: Option<usize>) -> Capability {
+    match args {
         Some(4) => capability(
             "scheduler",
             true,
@@ -264,24 +249,20 @@ fn scheduler(btf: &Path) -> Capability {
     }
 }
 
-fn oom_kills(btf: &Path) -> Capability {
-    if offsets::raw_tracepoint_arg_is_pointer(btf, "mark_victim", 0) {
+fn oom_events(reported: bool) -> Capability {
+    if reported {
         capability(
             "oom_events",
             true,
             "OOM kills as they happen (oom:mark_victim passes the task)",
         )
     } else {
-        oom_kills_missing()
+        capability(
+            "oom_events",
+            false,
+            "oom:mark_victim does not pass the victim's task (Linux 6.2+ does): OOM kills come from resource samples only, an interval late",
+        )
     }
-}
-
-fn oom_kills_missing() -> Capability {
-    capability(
-        "oom_events",
-        false,
-        "oom:mark_victim does not pass the victim's task (Linux 6.2+ does): OOM kills come from resource samples only, an interval late",
-    )
 }
 
 fn cgroup_attribution(h: &cgroupfs::Hierarchies) -> Capability {

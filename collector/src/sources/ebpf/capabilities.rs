@@ -51,6 +51,7 @@ pub fn probe(config: &EbpfSourceConfig) -> Vec<Capability> {
 /// `scheduler`: whether run-queue waits are measured (`None`: turned off).
 pub fn observed(
     config: &EbpfSourceConfig,
+    hierarchies: &cgroupfs::Hierarchies,
     lost: &[&str],
     scheduler: Option<bool>,
     kernel_oom: bool,
@@ -83,7 +84,7 @@ pub fn observed(
         syscalls_of(lost),
         sched,
         oom_events(kernel_oom),
-        cgroup_attribution(&cgroupfs::Hierarchies::discover()),
+        cgroup_attribution(hierarchies),
         kubernetes_api(&config.kubernetes),
     ]
 }

@@ -690,7 +690,9 @@ impl EbpfSource {
         .map_err(map_err("DROPS"))?;
         let scheduler = (config.resources.enabled && config.resources.scheduler)
             .then_some(sched_maps.is_some());
-        let found = capabilities::observed(&config, &unavailable, scheduler, kernel_oom);
+        let hierarchies = cgroupfs::Hierarchies::discover();
+        let found =
+            capabilities::observed(&config, &hierarchies, &unavailable, scheduler, kernel_oom);
         for c in &found {
             if c.available {
                 tracing::info!(capability = c.name, "ebpf source: can see: {}", c.detail);
@@ -705,7 +707,6 @@ impl EbpfSource {
         // Seeded after attaching: a process that starts meanwhile is seen by
         // both, and the kernel's event wins.
         let mut cache = ProcessCache::new(config.process_cache_capacity);
-        let hierarchies = cgroupfs::Hierarchies::discover();
         let unified = hierarchies.unified.as_deref();
         match cache.seed_from_proc(Path::new("/proc"), unified) {
             Ok(n) => tracing::info!(

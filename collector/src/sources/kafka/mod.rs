@@ -424,11 +424,15 @@ impl KafkaSource {
         match message {
             Ok(m) => self.envelope(&m),
             Err(e) => {
-                self.metrics.add_errors(1);
-                tracing::warn!(error = %e, "kafka source: consumer error (librdkafka retries)");
+                self.consumer_error(&e);
                 None
             }
         }
+    }
+
+    fn consumer_error(&self, e: &rdkafka::error::KafkaError) {
+        self.metrics.add_errors(1);
+        tracing::warn!(error = %e, "kafka source: consumer error (librdkafka retries)");
     }
 
     /// The event in `m`, tracked; or `None`, the message dead-lettered.
@@ -471,26 +475,20 @@ impl KafkaSource {
         }
         let pause = tokio::time::sleep(PAUSE_AFTER);
         tokio::pin!(pause);
-        let mut paused = false;
         let sent = loop {
+            let paused = self.paused.load(Ordering::Acquire);
             tokio::select! {
                 sent = &mut send => break sent.is_ok(),
-                () = &mut pause, if !paused => {
-                    paused = true;
-                    self.pause();
-                }
+                () = &mut pause, if !paused => self.pause(),
                 Some(a) = self.acked.recv() => self.acknowledged(a),
                 _ = commit.tick() => self.commit(CommitMode::Async),
                 message = self.consumer.recv(), if paused => match message {
                     Ok(m) => self.held.push_back(m.detach()),
-                    Err(e) => {
-                        self.metrics.add_errors(1);
-                        tracing::warn!(error = %e, "kafka source: consumer error (librdkafka retries)");
-                    }
+                    Err(e) => self.consumer_error(&e),
                 },
             }
         };
-        if paused {
+        if self.paused.load(Ordering::Acquire) {
             self.resume();
         }
         self.sent(sent)

@@ -240,72 +240,149 @@ pub fn ip_str(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &str {
 ///
 /// The embedded original events are long and have a quote every few bytes
 /// (one in 8 in an audit event's JSON), so this is the encoders' hot loop.
-/// A first pass adds up what the escapes add, a word (8 bytes) at a time
-/// with bit arithmetic; a string without escapes is then copied whole.
-/// Otherwise it is written into a buffer of its final size (and slack) by
-/// blocks of 64 bytes: the positions of a block's escapes are gathered into
-/// one 64-bit mask, and each is visited in turn — the run before it copied
-/// 16 bytes at a time (past its end into the slack, overwritten next), then
-/// the escape written. What comes next depends on the mask only, not on a
-/// byte just loaded, so escapes follow each other without waiting.
+/// The string is taken in segments of up to 2 KiB. One pass over a segment
+/// finds the bytes to escape, 64 at a time, into one bit mask per 64-byte
+/// block (SSE2 compares on x86-64, word arithmetic elsewhere) and adds up
+/// what their escapes add; a segment without escapes is copied whole.
+/// Otherwise it is written into space of its final size (and slack) from the
+/// masks alone: each escape in turn — the run before it copied 16 bytes at
+/// a time (past its end into the slack, overwritten next), then the escape
+/// written. What comes next depends on the mask only, not on a byte just
+/// loaded, so escapes follow each other without waiting.
 pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
-    let src = s.as_bytes();
-    let extra = escapes_extra(src);
+    out.push(b'"');
+    let mut masks = [0u64; SEGMENT / BLOCK];
+    for segment in s.as_bytes().chunks(SEGMENT) {
+        write_segment(out, segment, &mut masks);
+    }
+    out.push(b'"');
+}
+
+const SEGMENT: usize = 2048;
+const BLOCK: usize = 64;
+const RUN: usize = 16;
+
+fn write_segment(out: &mut Vec<u8>, src: &[u8], masks: &mut [u64; SEGMENT / BLOCK]) {
+    let mut extra = 0;
+    for (k, block) in src.chunks(BLOCK).enumerate() {
+        let (special, control) = match block.try_into() {
+            Ok(full) => masks_of(full),
+            Err(_) => {
+                // The last, short block, padded with bytes that need nothing.
+                let mut padded = [b' '; BLOCK];
+                padded[..block.len()].copy_from_slice(block);
+                masks_of(&padded)
+            }
+        };
+        masks[k] = special;
+        extra += special.count_ones() as usize;
+        if control != 0 {
+            extra += unicode_escapes(block, control) * 4;
+        }
+    }
     if extra == 0 {
-        out.reserve(src.len() + 2);
-        out.push(b'"');
         out.extend_from_slice(src);
-        out.push(b'"');
         return;
     }
     let start = out.len();
-    let len = src.len() + extra + 2;
+    let len = src.len() + extra;
     // Slack: runs are copied 16 bytes at a time, the last past the end.
     out.resize(start + len + RUN, 0);
     let dst = &mut out[start..];
-    dst[0] = b'"';
     // Source bytes before `i` are written, up to `j` in `dst`.
-    let (mut i, mut j) = (0, 1);
-    let mut blocks = src.chunks_exact(BLOCK);
-    let mut base = 0;
-    for block in &mut blocks {
-        let mut mask = block_mask(block);
+    let (mut i, mut j) = (0, 0);
+    for (k, &block) in masks[..src.len().div_ceil(BLOCK)].iter().enumerate() {
+        let mut mask = block;
         while mask != 0 {
-            let at = base + mask.trailing_zeros() as usize;
+            let at = k * BLOCK + mask.trailing_zeros() as usize;
             mask &= mask - 1;
             j = copy_run(dst, j, src, i, at);
             j += escape_byte(&mut dst[j..], src[at]);
             i = at + 1;
         }
-        base += BLOCK;
     }
-    j = copy_run(dst, j, src, i, base);
-    for &b in blocks.remainder() {
-        j += escape_byte(&mut dst[j..], b);
-    }
-    dst[j] = b'"';
+    copy_run(dst, j, src, i, src.len());
     out.truncate(start + len);
 }
 
-const BLOCK: usize = 64;
-const RUN: usize = 16;
-
-/// Bit `k` set for each byte `k` of the 64-byte `block` JSON must escape.
-#[inline(always)]
-fn block_mask(block: &[u8]) -> u64 {
-    let mut mask = 0;
-    for (w, chunk) in block.chunks_exact(WORD).enumerate() {
-        let mut word = [0u8; WORD];
-        word.copy_from_slice(chunk);
-        // The high bit of each byte, gathered into the top byte.
-        let bits = special_bytes(u64::from_le_bytes(word)).wrapping_mul(GATHER) >> 56;
-        mask |= bits << (WORD * w);
+/// Of the control characters of `block` marked in `control`, how many have
+/// no short escape and are written `\u00XX`.
+#[cold]
+fn unicode_escapes(block: &[u8], mut control: u64) -> usize {
+    let mut n = 0;
+    while control != 0 {
+        let at = control.trailing_zeros() as usize;
+        control &= control - 1;
+        n += usize::from(ESCAPE[block[at] as usize] == b'u');
     }
-    mask
+    n
+}
+
+/// Bit `k` set for each byte `k` of `block` JSON must escape, and for each
+/// that is a control character.
+#[inline(always)]
+fn masks_of(block: &[u8; BLOCK]) -> (u64, u64) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    // SAFETY: the build enables SSE2 (always, for x86-64: it is part of the
+    // baseline), the only feature `block_masks` requires.
+    let masks = unsafe { block_masks(block) };
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    let masks = block_masks(block);
+    masks
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+fn block_masks(block: &[u8; BLOCK]) -> (u64, u64) {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
+        _mm_set1_epi8,
+    };
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let backslash = _mm_set1_epi8(b'\\' as i8);
+    let below_space = _mm_set1_epi8(0x1f);
+    let (mut special, mut control) = (0u64, 0u64);
+    for (k, lane) in block.chunks_exact(16).enumerate() {
+        let (lo, hi) = lane.split_at(8);
+        let x = _mm_set_epi64x(word(hi) as i64, word(lo) as i64);
+        // x <= 0x1f, unsigned: the smaller of the two is x.
+        let ctl = _mm_cmpeq_epi8(_mm_min_epu8(x, below_space), x);
+        let any = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)),
+            ctl,
+        );
+        special |= u64::from(_mm_movemask_epi8(any) as u16) << (16 * k);
+        control |= u64::from(_mm_movemask_epi8(ctl) as u16) << (16 * k);
+    }
+    (special, control)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn block_masks(block: &[u8; BLOCK]) -> (u64, u64) {
+    let (mut special, mut control) = (0u64, 0u64);
+    for (w, chunk) in block.chunks_exact(WORD).enumerate() {
+        let x = word(chunk);
+        // The high bit of each byte, gathered into the top byte.
+        let ctl = control_bytes(x);
+        let any = bytes_equal(x, b'"') | bytes_equal(x, b'\\') | ctl;
+        special |= (any.wrapping_mul(GATHER) >> 56) << (WORD * w);
+        control |= (ctl.wrapping_mul(GATHER) >> 56) << (WORD * w);
+    }
+    (special, control)
+}
+
+/// Eight bytes as a little-endian word.
+#[inline(always)]
+fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(bytes);
+    u64::from_le_bytes(w)
 }
 
 /// Gathers the high bits of a word's bytes into its top byte (bit `k` for
 /// byte `k`) when multiplied with a word holding only those bits.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 const GATHER: u64 = 0x0002_0408_1020_4081;
 
 /// Copies `src[from..to]` to `dst` at `j`, 16 bytes at a time (the last copy
@@ -324,13 +401,18 @@ fn copy_run(dst: &mut [u8], mut j: usize, src: &[u8], mut from: usize, to: usize
     j
 }
 
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 const WORD: usize = 8;
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 const ONES: u64 = 0x0101_0101_0101_0101;
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 const HIGH: u64 = 0x8080_8080_8080_8080;
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 
 /// The high bit of each byte of `x` that equals `c`, exactly (no carry
 /// crosses bytes: the sums are of 7-bit values).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
 fn bytes_equal(x: u64, c: u8) -> u64 {
     let t = x ^ (ONES * u64::from(c));
@@ -338,47 +420,10 @@ fn bytes_equal(x: u64, c: u8) -> u64 {
 }
 
 /// The high bit of each byte of `x` below 0x20 (a control character).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
 fn control_bytes(x: u64) -> u64 {
     !((x & LOW7) + ONES * 0x60) & !x & HIGH
-}
-
-/// The high bit of each byte JSON must escape.
-#[inline(always)]
-fn special_bytes(x: u64) -> u64 {
-    bytes_equal(x, b'"') | bytes_equal(x, b'\\') | control_bytes(x)
-}
-
-/// The bytes the escapes of `src` add: 1 for `\"`, `\\` and the short
-/// control escapes, 5 for `\u00XX`.
-fn escapes_extra(src: &[u8]) -> usize {
-    let mut extra = 0;
-    let mut words = src.chunks_exact(WORD);
-    for chunk in &mut words {
-        let mut word = [0u8; WORD];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let special = special_bytes(x);
-        if special != 0 {
-            // One high bit per byte: their count is the top byte of a
-            // multiplication (no popcnt in the x86-64 baseline).
-            extra += ((special >> 7).wrapping_mul(ONES) >> 56) as usize;
-            // A control character without a short escape takes 4 more.
-            let control = control_bytes(x);
-            if control != 0 {
-                extra += word
-                    .iter()
-                    .map(|&b| usize::from(EXTRA[b as usize]) - usize::from(EXTRA[b as usize] != 0))
-                    .sum::<usize>();
-            }
-        }
-    }
-    extra
-        + words
-            .remainder()
-            .iter()
-            .map(|&b| usize::from(EXTRA[b as usize]))
-            .sum::<usize>()
 }
 
 /// Writes byte `b` at the start of `dst`, escaped if it must be; the bytes
@@ -545,9 +590,10 @@ mod tests {
             state ^= state << 17;
             (state % n as u64) as usize
         };
-        // Up to several 64-byte blocks, and sparse and dense mixes.
+        // Up to several 64-byte blocks, and sparse and dense mixes; every
+        // tenth string spans segments (2 KiB).
         for round in 0..5000 {
-            let len = next(300);
+            let len = if round % 10 == 9 { next(5000) } else { next(300) };
             let plain = round % 2 == 0;
             let s: String = (0..len)
                 .map(|_| {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use std::io::Write as _;
 use tokio::sync::mpsc;
 
 /// `[sinks.<id>] type = "file"`.
@@ -56,6 +56,18 @@ pub enum FileSinkError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("file sink: the write to {path} did not finish: {source}")]
+    Write {
+        path: PathBuf,
+        source: tokio::task::JoinError,
+    },
+}
+
+/// The file being appended to, and its length.
+#[derive(Debug)]
+pub struct OpenFile {
+    file: Arc<std::fs::File>,
+    len: u64,
 }
 
 /// The running sink.
@@ -73,14 +85,18 @@ impl FileSink {
     }
 
     /// Opens the file now, so a bad path fails at start-up.
-    pub async fn open(&self) -> Result<(tokio::fs::File, u64), FileSinkError> {
+    pub async fn open(&self) -> Result<OpenFile, FileSinkError> {
         open_append(&self.config.path).await
     }
 
     /// Writes every event received until the channel closes.
+    ///
+    /// A batch is encoded into one buffer, which moves to the blocking pool
+    /// for the write and comes back for the next batch (the write copies it
+    /// once, into the page cache).
     pub async fn run(
         self,
-        mut file: (tokio::fs::File, u64),
+        mut file: OpenFile,
         mut rx: mpsc::Receiver<Envelope>,
     ) -> Result<(), FileSinkError> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -99,61 +115,60 @@ impl FileSink {
                 buf.push(b'\n');
             }
             if self.config.max_bytes > 0
-                && file.1 > 0
-                && file.1 + buf.len() as u64 > self.config.max_bytes
+                && file.len > 0
+                && file.len + buf.len() as u64 > self.config.max_bytes
             {
                 file = self.rotate(file).await;
             }
-            self.write_retrying(&mut file, &buf).await;
+            buf = self.write_retrying(&mut file, buf).await?;
             self.metrics.add_sent(batch.len() as u64);
             self.metrics.add_sent_bytes(buf.len());
             for env in batch.drain(..) {
                 env.ack.complete(Status::Delivered);
             }
         }
-        if let Err(e) = file.0.flush().await {
-            tracing::error!(path = %self.config.path.display(), error = %e, "file sink: final flush failed");
-        }
         Ok(())
     }
 
-    async fn write_retrying(&self, file: &mut (tokio::fs::File, u64), buf: &[u8]) {
+    /// Writes all of `buf`, retrying with backoff from the first unwritten
+    /// byte; gives the buffer back.
+    async fn write_retrying(
+        &self,
+        file: &mut OpenFile,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>, FileSinkError> {
         let mut written = 0;
         let mut backoff = Duration::from_millis(100);
-        while written < buf.len() {
-            let result = match file.0.write(&buf[written..]).await {
-                Ok(0) => Err(std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    "wrote 0 bytes",
-                )),
-                Ok(n) => {
-                    written += n;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            };
-            let result = match result {
-                Ok(()) if written == buf.len() => file.0.flush().await,
-                other => other,
-            };
+        loop {
+            let f = Arc::clone(&file.file);
+            let (back, at, result) = tokio::task::spawn_blocking(move || {
+                let result = write_from(&f, &buf, &mut written);
+                (buf, written, result)
+            })
+            .await
+            .map_err(|source| FileSinkError::Write {
+                path: self.config.path.clone(),
+                source,
+            })?;
+            (buf, written) = (back, at);
             self.metrics.set_failing(result.is_err());
-            if let Err(e) = result {
-                self.metrics.add_errors(1);
-                tracing::error!(
-                    path = %self.config.path.display(),
-                    error = %e,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "file sink: write failed; retrying (events are held, not dropped)"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            let Err(e) = result else {
+                file.len += buf.len() as u64;
+                return Ok(buf);
+            };
+            self.metrics.add_errors(1);
+            tracing::error!(
+                path = %self.config.path.display(),
+                error = %e,
+                retry_in_ms = backoff.as_millis() as u64,
+                "file sink: write failed; retrying (events are held, not dropped)"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        file.1 += buf.len() as u64;
     }
 
-    async fn rotate(&self, mut file: (tokio::fs::File, u64)) -> (tokio::fs::File, u64) {
-        let _ = file.0.flush().await;
+    async fn rotate(&self, file: OpenFile) -> OpenFile {
         let path = &self.config.path;
         let numbered = |n: u32| {
             let mut p = path.clone().into_os_string();
@@ -191,7 +206,25 @@ impl FileSink {
     }
 }
 
-async fn open_append(path: &Path) -> Result<(tokio::fs::File, u64), FileSinkError> {
+/// Writes `buf` from `*written` to its end, advancing `*written`.
+fn write_from(mut file: &std::fs::File, buf: &[u8], written: &mut usize) -> std::io::Result<()> {
+    while *written < buf.len() {
+        match file.write(&buf[*written..]) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "wrote 0 bytes",
+                ))
+            }
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn open_append(path: &Path) -> Result<OpenFile, FileSinkError> {
     let err = |source| FileSinkError::Open {
         path: path.to_owned(),
         source,
@@ -206,7 +239,10 @@ async fn open_append(path: &Path) -> Result<(tokio::fs::File, u64), FileSinkErro
         .await
         .map_err(err)?;
     let len = file.metadata().await.map_err(err)?.len();
-    Ok((file, len))
+    Ok(OpenFile {
+        file: Arc::new(file.into_std().await),
+        len,
+    })
 }
 
 #[cfg(test)]

@@ -267,12 +267,16 @@ fn write_segment(out: &mut Vec<u8>, src: &[u8], masks: &mut [u64; SEGMENT / BLOC
     for (k, block) in src.chunks(BLOCK).enumerate() {
         let (special, control) = match block.try_into() {
             Ok(full) => masks_of(full),
-            Err(_) => {
-                // The last, short block, padded with bytes that need nothing.
-                let mut padded = [b' '; BLOCK];
-                padded[..block.len()].copy_from_slice(block);
-                masks_of(&padded)
-            }
+            Err(_) => match src.last_chunk::<BLOCK>() {
+                // The last, short block: the segment's last 64 bytes, shifted
+                // past what the blocks before saw.
+                Some(last) => {
+                    let (special, control) = masks_of(last);
+                    let seen = BLOCK - block.len();
+                    (special >> seen, control >> seen)
+                }
+                None => short_masks(block),
+            },
         };
         masks[k] = special;
         extra += special.count_ones() as usize;
@@ -316,6 +320,18 @@ fn unicode_escapes(block: &[u8], mut control: u64) -> usize {
         n += usize::from(ESCAPE[block[at] as usize] == b'u');
     }
     n
+}
+
+/// The masks of a string shorter than a block, a byte at a time (copying it
+/// into a block would cost more: the loads could not be forwarded from the
+/// narrower stores).
+fn short_masks(block: &[u8]) -> (u64, u64) {
+    let (mut special, mut control) = (0u64, 0u64);
+    for (k, &b) in block.iter().enumerate() {
+        special |= u64::from(ESCAPE[b as usize] != 0) << k;
+        control |= u64::from(b < 0x20) << k;
+    }
+    (special, control)
 }
 
 /// Bit `k` set for each byte `k` of `block` JSON must escape, and for each

@@ -250,19 +250,31 @@ pub fn ip_str(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &str {
 /// written. What comes next depends on the mask only, not on a byte just
 /// loaded, so escapes follow each other without waiting.
 pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
+    let src = s.as_bytes();
     out.push(b'"');
-    let mut masks = [0u64; SEGMENT / BLOCK];
-    for segment in s.as_bytes().chunks(SEGMENT) {
-        write_segment(out, segment, &mut masks);
+    if src.len() < BLOCK {
+        // Most values: names, ids, paths.
+        let (special, control) = short_masks(src);
+        let extra = added(src, special, control);
+        write_masked(out, src, &[special], extra);
+    } else {
+        let mut masks = [0u64; SEGMENT / BLOCK];
+        for segment in src.chunks(SEGMENT) {
+            let extra = segment_masks(segment, &mut masks);
+            write_masked(out, segment, &masks, extra);
+        }
     }
     out.push(b'"');
 }
 
 const SEGMENT: usize = 2048;
 const BLOCK: usize = 64;
+const LANE: usize = 16;
 const RUN: usize = 16;
 
-fn write_segment(out: &mut Vec<u8>, src: &[u8], masks: &mut [u64; SEGMENT / BLOCK]) {
+/// Fills `masks` with the escape masks of `src`'s 64-byte blocks; what the
+/// escapes add.
+fn segment_masks(src: &[u8], masks: &mut [u64; SEGMENT / BLOCK]) -> usize {
     let mut extra = 0;
     for (k, block) in src.chunks(BLOCK).enumerate() {
         let (special, control) = match block.try_into() {
@@ -279,11 +291,26 @@ fn write_segment(out: &mut Vec<u8>, src: &[u8], masks: &mut [u64; SEGMENT / BLOC
             },
         };
         masks[k] = special;
-        extra += special.count_ones() as usize;
-        if control != 0 {
-            extra += unicode_escapes(block, control) * 4;
-        }
+        extra += added(block, special, control);
     }
+    extra
+}
+
+/// The bytes the escapes marked in `special` add to `block`: 1 for `\"`,
+/// `\\` and the short control escapes, 5 for `\u00XX`.
+#[inline(always)]
+fn added(block: &[u8], special: u64, control: u64) -> usize {
+    let mut extra = special.count_ones() as usize;
+    if control != 0 {
+        extra += unicode_escapes(block, control) * 4;
+    }
+    extra
+}
+
+/// Appends `src` with the escapes its blocks' `masks` mark, which add
+/// `extra` bytes.
+#[inline(always)]
+fn write_masked(out: &mut Vec<u8>, src: &[u8], masks: &[u64], extra: usize) {
     if extra == 0 {
         out.extend_from_slice(src);
         return;
@@ -322,14 +349,33 @@ fn unicode_escapes(block: &[u8], mut control: u64) -> usize {
     n
 }
 
-/// The masks of a string shorter than a block, a byte at a time (copying it
-/// into a block would cost more: the loads could not be forwarded from the
-/// narrower stores).
-fn short_masks(block: &[u8]) -> (u64, u64) {
+/// The masks of a string shorter than a block: by 16-byte lanes, the last
+/// read as the string's last 16 bytes, shifted; under 16 bytes, a byte at a
+/// time (copying into a padded lane would cost more: the load could not be
+/// forwarded from the narrower stores).
+fn short_masks(src: &[u8]) -> (u64, u64) {
     let (mut special, mut control) = (0u64, 0u64);
-    for (k, &b) in block.iter().enumerate() {
-        special |= u64::from(ESCAPE[b as usize] != 0) << k;
-        control |= u64::from(b < 0x20) << k;
+    let Some(last) = src.last_chunk::<LANE>() else {
+        for (k, &b) in src.iter().enumerate() {
+            special |= u64::from(ESCAPE[b as usize] != 0) << k;
+            control |= u64::from(b < 0x20) << k;
+        }
+        return (special, control);
+    };
+    let mut lanes = src.chunks_exact(LANE);
+    let mut at = 0;
+    for lane in &mut lanes {
+        let (s, c) = lane_masks_of(lane);
+        special |= s << at;
+        control |= c << at;
+        at += LANE;
+    }
+    let rest = lanes.remainder().len();
+    if rest > 0 {
+        let (s, c) = lane_masks_of(last);
+        let seen = LANE - rest;
+        special |= (s >> seen) << at;
+        control |= (c >> seen) << at;
     }
     (special, control)
 }
@@ -338,46 +384,57 @@ fn short_masks(block: &[u8]) -> (u64, u64) {
 /// that is a control character.
 #[inline(always)]
 fn masks_of(block: &[u8; BLOCK]) -> (u64, u64) {
+    let (mut special, mut control) = (0u64, 0u64);
+    for (k, lane) in block.chunks_exact(LANE).enumerate() {
+        let (s, c) = lane_masks_of(lane);
+        special |= s << (LANE * k);
+        control |= c << (LANE * k);
+    }
+    (special, control)
+}
+
+/// [`masks_of`] for one 16-byte lane (the low 16 bits).
+#[inline(always)]
+fn lane_masks_of(lane: &[u8]) -> (u64, u64) {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     // SAFETY: the build enables SSE2 (always, for x86-64: it is part of the
-    // baseline), the only feature `block_masks` requires.
-    let masks = unsafe { block_masks(block) };
+    // baseline), the only feature `lane_masks` requires.
+    let masks = unsafe { lane_masks(lane) };
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-    let masks = block_masks(block);
+    let masks = lane_masks(lane);
     masks
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "sse2")]
-fn block_masks(block: &[u8; BLOCK]) -> (u64, u64) {
+#[inline]
+fn lane_masks(lane: &[u8]) -> (u64, u64) {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
         _mm_set1_epi8,
     };
-    let quote = _mm_set1_epi8(b'"' as i8);
-    let backslash = _mm_set1_epi8(b'\\' as i8);
-    let below_space = _mm_set1_epi8(0x1f);
-    let (mut special, mut control) = (0u64, 0u64);
-    for (k, lane) in block.chunks_exact(16).enumerate() {
-        let (lo, hi) = lane.split_at(8);
-        let x = _mm_set_epi64x(word(hi) as i64, word(lo) as i64);
-        // x <= 0x1f, unsigned: the smaller of the two is x.
-        let ctl = _mm_cmpeq_epi8(_mm_min_epu8(x, below_space), x);
-        let any = _mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)),
-            ctl,
-        );
-        special |= u64::from(_mm_movemask_epi8(any) as u16) << (16 * k);
-        control |= u64::from(_mm_movemask_epi8(ctl) as u16) << (16 * k);
-    }
-    (special, control)
+    let (lo, hi) = lane.split_at(WORD);
+    let x = _mm_set_epi64x(word(hi) as i64, word(lo) as i64);
+    // x <= 0x1f, unsigned: the smaller of the two is x.
+    let ctl = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
+    let any = _mm_or_si128(
+        _mm_or_si128(
+            _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8)),
+            _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8)),
+        ),
+        ctl,
+    );
+    (
+        u64::from(_mm_movemask_epi8(any) as u16),
+        u64::from(_mm_movemask_epi8(ctl) as u16),
+    )
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
-fn block_masks(block: &[u8; BLOCK]) -> (u64, u64) {
+fn lane_masks(lane: &[u8]) -> (u64, u64) {
     let (mut special, mut control) = (0u64, 0u64);
-    for (w, chunk) in block.chunks_exact(WORD).enumerate() {
+    for (w, chunk) in lane.chunks_exact(WORD).enumerate() {
         let x = word(chunk);
         // The high bit of each byte, gathered into the top byte.
         let ctl = control_bytes(x);
@@ -417,7 +474,6 @@ fn copy_run(dst: &mut [u8], mut j: usize, src: &[u8], mut from: usize, to: usize
     j
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 const WORD: usize = 8;
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 const ONES: u64 = 0x0101_0101_0101_0101;

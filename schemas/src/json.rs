@@ -410,8 +410,8 @@ fn lane_masks_of(lane: &[u8]) -> (u64, u64) {
 #[inline]
 fn lane_masks(lane: &[u8]) -> (u64, u64) {
     use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
-        _mm_set1_epi8,
+        _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_set_epi64x,
     };
     let (lo, hi) = lane.split_at(WORD);
     let x = _mm_set_epi64x(word(hi) as i64, word(lo) as i64);
@@ -665,7 +665,11 @@ mod tests {
         // Up to several 64-byte blocks, and sparse and dense mixes; every
         // tenth string spans segments (2 KiB).
         for round in 0..5000 {
-            let len = if round % 10 == 9 { next(5000) } else { next(300) };
+            let len = if round % 10 == 9 {
+                next(5000)
+            } else {
+                next(300)
+            };
             let plain = round % 2 == 0;
             let s: String = (0..len)
                 .map(|_| {

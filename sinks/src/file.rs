@@ -10,10 +10,10 @@ use crate::ack::Status;
 use crate::{ComponentMetrics, Envelope};
 use lumen_schemas::Schema;
 use serde::Deserialize;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use std::io::Write as _;
 use tokio::sync::mpsc;
 
 /// `[sinks.<id>] type = "file"`.

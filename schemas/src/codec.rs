@@ -12,7 +12,7 @@
 use crate::Event;
 
 /// Bumped whenever a change to `event.rs` changes the encoding.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// An event that could not be decoded.
 #[derive(Debug, thiserror::Error)]

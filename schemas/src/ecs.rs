@@ -10,6 +10,7 @@
 use crate::event::{
     ApiActivity, Credentials, Event, EventKind, FileEvent, FileOperation, MarkerForm, NetworkEvent,
     NetworkOp, PrivilegeEvent, PrivilegeOp, Process, ProcessActivity, ProcessEvent, Redaction, Str,
+    Wrapper,
 };
 use crate::json::JsonWriter;
 use crate::time::Timestamp;
@@ -713,7 +714,12 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         _ => {}
     }
     w.end_array();
-    w.str("action", s(a.verb));
+    let gke = a.wrapper.as_ref().filter(|w| w.provider == "gke");
+    // Elastic's GCP audit mapping: the method (`io.k8s.core.v1.pods.create`).
+    w.str("action", s(gke.map_or(a.verb, |g| g.method)));
+    if let Some(kind) = gke.and_then(|g| log_kind(s(g.log_name))) {
+        w.str("provider", kind);
+    }
     match a.failed() {
         Some(false) => w.str("outcome", "success"),
         Some(true) => w.str("outcome", "failure"),
@@ -737,6 +743,13 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     w.object("user");
     w.nonempty_str("id", s(a.user.uid));
     w.nonempty_str("name", s(a.user.username));
+    // A GKE principal is an email address, or a Kubernetes user name.
+    if let Some(email) = gke
+        .and_then(|_| a.opt(a.user.username))
+        .filter(|u| u.contains('@'))
+    {
+        w.str("email", email);
+    }
     if !a.user.groups.is_empty() {
         w.str_array("roles", a.strs(&a.user.groups));
     }
@@ -750,7 +763,11 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
 
     if !a.source_ips.is_empty() {
         w.object("source");
-        w.str_array("ip", a.strs(&a.source_ips));
+        match (gke, &a.source_ips[..]) {
+            // Elastic's GCP mapping: the one `callerIp`, not a list.
+            (Some(_), [ip]) => w.str("ip", s(*ip)),
+            _ => w.str_array("ip", a.strs(&a.source_ips)),
+        }
         w.end_object();
         w.object("client");
         w.str_array("ip", a.strs(&a.source_ips));
@@ -779,6 +796,13 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
 
     w.object("orchestrator");
     w.str("type", "kubernetes");
+    if let Some(wr) = &a.wrapper {
+        if let Some(cluster) = a.opt(wr.cluster) {
+            w.object("cluster");
+            w.str("name", cluster);
+            w.end_object();
+        }
+    }
     w.nonempty_str("api_version", s(a.audit_api_version));
     if let Some(o) = &a.object_ref {
         w.nonempty_str("namespace", s(o.namespace));
@@ -817,7 +841,104 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         w.end_object();
         w.end_object();
     }
+    if let Some(wr) = &a.wrapper {
+        cloud(w, a, wr);
+    }
     kubernetes_audit(w, a);
+}
+
+/// `cloud.*`, and what Elastic's GCP and AWS integrations keep of the record
+/// that carried the event (`service.name`, `log.logger`, `gcp.audit.*`;; `aws.cloudwatch.*`).
+fn cloud(w: &mut JsonWriter<'_>, a: &ApiActivity, wr: &Wrapper) {
+    let s = |v: Str| a.s(v);
+    w.object("cloud");
+    w.str("provider", wr.cloud_provider());
+    if let Some(account) = a.opt(wr.account) {
+        w.object(if wr.provider == "gke" {
+            "project"
+        } else {
+            "account"
+        });
+        w.str("id", account);
+        w.end_object();
+    }
+    if let Some(location) = a.opt(wr.location) {
+        let (region, zone) = region_and_zone(location);
+        w.str("region", region);
+        w.opt_str("availability_zone", zone);
+    }
+    w.end_object();
+    match &*wr.provider {
+        "gke" => {
+            if let Some(service) = a.opt(wr.service) {
+                w.object("service");
+                w.str("name", service);
+                w.end_object();
+            }
+            if let Some(log) = a.opt(wr.log_name) {
+                w.object("log");
+                w.str("logger", log);
+                w.end_object();
+            }
+            w.object("gcp");
+            w.object("audit");
+            w.str("type", "type.googleapis.com/google.cloud.audit.AuditLog");
+            w.nonempty_str("method_name", s(wr.method));
+            w.nonempty_str("resource_name", s(wr.resource_name));
+            w.nonempty_str("service_name", s(wr.service));
+            if let Some(code) = wr.rpc_code {
+                w.object("status");
+                w.i64("code", i64::from(code));
+                w.end_object();
+            }
+            if !wr.authorizations.is_empty() {
+                w.array("authorization_info");
+                for z in &wr.authorizations {
+                    w.begin_object();
+                    w.nonempty_str("permission", s(z.permission));
+                    w.nonempty_str("resource", s(z.resource));
+                    if let Some(granted) = z.granted {
+                        w.bool("granted", granted);
+                    }
+                    w.end_object();
+                }
+                w.end_array();
+            }
+            w.end_object();
+            w.end_object();
+        }
+        "eks" => {
+            w.object("aws");
+            w.object("cloudwatch");
+            w.nonempty_str("log_group", s(wr.log_name));
+            w.nonempty_str("log_stream", s(wr.log_stream));
+            w.nonempty_str("message_id", s(wr.record_id));
+            w.end_object();
+            w.end_object();
+        }
+        _ => {}
+    }
+}
+
+/// A GCP location as region and zone: `us-central1-a` is a zone of
+/// `us-central1`; `us-central1` a region.
+pub(crate) fn region_and_zone(location: &str) -> (&str, Option<&str>) {
+    match location.rsplit_once('-') {
+        Some((region, z)) if z.len() == 1 && z.bytes().all(|b| b.is_ascii_lowercase()) => {
+            (region, Some(location))
+        }
+        _ => (location, None),
+    }
+}
+
+/// The kind of a Cloud Audit Logs log (`activity`, `data_access`,
+/// `system_event`, `policy`), from its name
+/// (`projects/p/logs/cloudaudit.googleapis.com%2Fdata_access`).
+fn log_kind(log_name: &str) -> Option<&str> {
+    log_name
+        .rsplit_once("cloudaudit.googleapis.com%2F")
+        .map(|(_, kind)| kind)
+        .filter(|k| !k.is_empty())
 }
 
 /// `kubernetes.audit.*`: the event's own fields under their audit names, as
@@ -887,7 +1008,7 @@ fn kubernetes_audit(w: &mut JsonWriter<'_>, a: &ApiActivity) {
         }
         w.end_object();
     }
-    if let Some(wr) = &a.wrapper {
+    if let Some(wr) = a.wrapper.as_ref().filter(|w| w.provider == "aks") {
         w.object("aks_metadata");
         w.nonempty_str("category", s(wr.category));
         w.nonempty_str("operation_name", s(wr.operation_name));

@@ -1476,17 +1476,57 @@ pub struct ResponseStatus {
     pub message: Str,
 }
 
-/// Metadata of a cloud log record that carried the audit event.
+/// Metadata of a cloud log record that carried the audit event: an Azure
+/// AKS diagnostic record, a GKE Cloud Audit Logs entry, or a CloudWatch Logs
+/// event of an EKS cluster. A field the record does not have is empty.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wrapper {
-    /// `aks`.
+    /// `aks`, `gke` or `eks`.
     pub provider: Cow<'static, str>,
+    /// AKS: `category`.
     pub category: Str,
+    /// AKS: `operationName`.
     pub operation_name: Str,
+    /// AKS: `resourceId`.
     pub resource_id: Str,
+    /// AKS: `properties.pod`.
     pub pod: Str,
+    /// AKS: `properties.containerID`.
     pub container_id: Str,
+    /// AKS: `time`; EKS: the CloudWatch event's timestamp (RFC 3339).
     pub time: Str,
+    /// The cluster's name: GKE `resource.labels.cluster_name`, EKS from the
+    /// log group `/aws/eks/<cluster>/cluster`, AKS from `resourceId`.
+    pub cluster: Str,
+    /// GCP project id, AWS account id (the CloudWatch `owner`), Azure
+    /// subscription id.
+    pub account: Str,
+    /// GKE `resource.labels.location`: a region or a zone.
+    pub location: Str,
+    /// GKE `logName`; EKS: the log group.
+    pub log_name: Str,
+    /// EKS: the log stream (`kube-apiserver-audit-…`).
+    pub log_stream: Str,
+    /// GKE `insertId`; EKS: the CloudWatch event `id`.
+    pub record_id: Str,
+    /// GKE `protoPayload.methodName` (`io.k8s.core.v1.pods.create`).
+    pub method: Str,
+    /// GKE `protoPayload.resourceName` (`core/v1/namespaces/default/pods/web`).
+    pub resource_name: Str,
+    /// GKE `protoPayload.serviceName` (`k8s.io`).
+    pub service: Str,
+    /// GKE `protoPayload.status.code`: a `google.rpc.Code` (0 is OK).
+    pub rpc_code: Option<i32>,
+    /// GKE `protoPayload.authorizationInfo[]`.
+    pub authorizations: Vec<Authorization>,
+}
+
+/// One authorization check of a GKE request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    pub permission: Str,
+    pub resource: Str,
+    pub granted: Option<bool>,
 }
 
 impl Wrapper {
@@ -1499,8 +1539,42 @@ impl Wrapper {
             &mut self.pod,
             &mut self.container_id,
             &mut self.time,
+            &mut self.cluster,
+            &mut self.account,
+            &mut self.location,
+            &mut self.log_name,
+            &mut self.log_stream,
+            &mut self.record_id,
+            &mut self.method,
+            &mut self.resource_name,
+            &mut self.service,
         ] {
             f(s);
+        }
+        for a in &mut self.authorizations {
+            f(&mut a.permission);
+            f(&mut a.resource);
+        }
+    }
+
+    /// The same metadata with its strings copied from `from` (the text it
+    /// points into) to the end of `to`.
+    pub fn moved(&self, from: &str, to: &mut String) -> Wrapper {
+        let mut w = self.clone();
+        w.visit_strs_mut(&mut |s| {
+            if !s.is_empty() {
+                *s = push(to, s.get(from));
+            }
+        });
+        w
+    }
+
+    /// `gcp`, `aws` or `azure`: ECS `cloud.provider`.
+    pub fn cloud_provider(&self) -> &'static str {
+        match &*self.provider {
+            "gke" => "gcp",
+            "eks" => "aws",
+            _ => "azure",
         }
     }
 }

@@ -871,7 +871,14 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         w.str("status_code", code.format(st.code));
         w.opt_str("status_detail", a.opt(st.message).or(a.opt(st.reason)));
     }
-    metadata(w, event, Some(s(a.audit_id)), "kube-apiserver-audit", &[]);
+    let profiles: &[&str] = if a.wrapper.is_some() { &["cloud"] } else { &[] };
+    metadata(
+        w,
+        event,
+        Some(s(a.audit_id)),
+        "kube-apiserver-audit",
+        profiles,
+    );
 
     w.object("actor");
     w.object("user");
@@ -931,6 +938,10 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         w.end_object();
     }
     w.end_object();
+
+    if let Some(wr) = &a.wrapper {
+        cloud(w, a, wr);
+    }
 
     w.object("src_endpoint");
     match a.source_ips.split_first() {
@@ -1011,6 +1022,49 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         for (k, v) in &a.annotations {
             w.str_with_data_key(s(*k), s(*v));
         }
+        w.end_object();
+    }
+    if let Some(wr) = &a.wrapper {
+        // OCSF has no place for the cluster or the cloud log record.
+        w.nonempty_str("cluster_name", s(wr.cluster));
+        w.object("cloud_log");
+        w.str("provider", &wr.provider);
+        w.nonempty_str("name", s(wr.log_name));
+        w.nonempty_str("stream", s(wr.log_stream));
+        w.nonempty_str("record_id", s(wr.record_id));
+        w.nonempty_str("method", s(wr.method));
+        w.nonempty_str("resource_name", s(wr.resource_name));
+        if let Some(code) = wr.rpc_code {
+            w.i64("rpc_code", i64::from(code));
+        }
+        w.end_object();
+    }
+    w.end_object();
+}
+
+/// `cloud` (the `cloud` profile): provider, region and zone, the GCP
+/// project or the AWS account or Azure subscription.
+fn cloud(w: &mut JsonWriter<'_>, a: &ApiActivity, wr: &crate::event::Wrapper) {
+    w.object("cloud");
+    w.str("provider", wr.cloud_provider());
+    if let Some(location) = a.opt(wr.location) {
+        let (region, zone) = crate::ecs::region_and_zone(location);
+        w.str("region", region);
+        w.opt_str("zone", zone);
+    }
+    if let Some(account) = a.opt(wr.account) {
+        if wr.provider == "gke" {
+            w.str("project_uid", account);
+        }
+        let (type_id, type_name) = match &*wr.provider {
+            "gke" => (11, "GCP Project"),
+            "eks" => (10, "AWS Account"),
+            _ => (13, "Azure Subscription"),
+        };
+        w.object("account");
+        w.str("uid", account);
+        w.u64("type_id", type_id);
+        w.str("type", type_name);
         w.end_object();
     }
     w.end_object();

@@ -9,6 +9,7 @@ use lumen_schemas::event::{
     push, Attribution, ContainerRuntime, ExitStatus, Host, Process, ProcessActivity, ProcessEvent,
     QosClass,
 };
+use lumen_schemas::k8s_audit::Format;
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{k8s_audit, Event, EventKind, Schema};
 use serde_json::{Map, Value};
@@ -31,13 +32,13 @@ fn host() -> Arc<Host> {
 fn audit_lines() -> Vec<(String, usize, String)> {
     let mut out = Vec::new();
     let base = reference_dir().join("k8s-audit");
-    for sub in ["elastic", "falco", "audit2rbac"] {
+    for sub in ["elastic", "elastic-gcp", "falco", "audit2rbac"] {
         let mut files: Vec<_> = std::fs::read_dir(base.join(sub))
             .expect("reference k8s-audit dir")
             .map(|e| e.unwrap().path())
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy();
-                !n.ends_with("-expected.json")
+                !n.ends_with("-expected.json") && !n.ends_with(".md")
             })
             .collect();
         files.sort();
@@ -185,13 +186,9 @@ fn process_events() -> Vec<Event> {
     ]
 }
 
-/// Lines that are not native or AKS-wrapped audit events, and why.
+/// Lines that are not audit events, and why.
 fn expected_rejections() -> Vec<(&'static str, &'static str)> {
-    vec![
-        // A GKE Cloud Audit Log record (protoPayload): not an audit.k8s.io Event.
-        ("elastic/test-audit.log", "missing `auditID`"),
-        ("falco/fal_01_003.json", "invalid JSON"),
-    ]
+    vec![("falco/fal_01_003.json", "invalid JSON")]
 }
 
 #[test]
@@ -204,12 +201,78 @@ fn every_reference_audit_line_parses_or_is_rejected_for_a_named_reason() {
             Err(e) => rejected.push((file, line_no, e.to_string())),
         }
     }
-    assert_eq!(rejected.len(), 2, "rejected: {rejected:#?}");
+    assert_eq!(rejected.len(), 1, "rejected: {rejected:#?}");
     for ((file, _, err), (want_file, want_err)) in rejected.iter().zip(expected_rejections()) {
         assert_eq!(file, want_file);
         assert!(err.contains(want_err), "{file}: {err}");
     }
-    assert_eq!(parsed, 93, "93 native or AKS-wrapped audit events");
+    assert_eq!(
+        parsed, 99,
+        "93 native or AKS-wrapped audit events, 6 GKE records"
+    );
+}
+
+/// The CloudWatch fixtures: every audit event of the EKS payload (as JSON
+/// and gzip-compressed as delivered) and of the export lines, the cluster
+/// and account from the envelope; AWS's documented payload inflates and its
+/// two plain-text messages are rejected one by one; a control message holds
+/// nothing.
+#[test]
+fn cloudwatch_payloads_and_export_lines_yield_their_audit_events() {
+    use base64::Engine as _;
+    let dir = reference_dir().join("k8s-audit/cloudwatch");
+    let demo =
+        std::fs::read_to_string(reference_dir().join("k8s-audit/audit2rbac/demo.log")).unwrap();
+    let originals: Vec<&str> = demo.lines().take(4).collect();
+    let records = |bytes: &[u8], format: Format| {
+        let inflated = k8s_audit::cloudwatch::gunzip(bytes, 1 << 20).unwrap();
+        let text = std::str::from_utf8(&inflated).unwrap().to_owned();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            k8s_audit::parse_record(line, format, &mut out);
+        }
+        out
+    };
+    for (file, format) in [
+        ("eks-subscription-payload.json", Format::Auto),
+        ("eks-subscription-payload.json.gz", Format::Cloudwatch),
+        ("eks-export.log", Format::Auto),
+    ] {
+        let out = records(&std::fs::read(dir.join(file)).unwrap(), format);
+        assert_eq!(out.len(), 4, "{file}");
+        for (r, original) in out.iter().zip(&originals) {
+            let a = r.as_ref().unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(a.original(), *original, "{file}");
+            let w = a.wrapper.as_ref().unwrap();
+            assert_eq!(w.cloud_provider(), "aws");
+            if file.starts_with("eks-subscription") {
+                assert_eq!((a.s(w.cluster), a.s(w.account)), ("demo", "123456789012"));
+                assert_eq!(
+                    a.s(w.log_stream),
+                    "kube-apiserver-audit-71976ca11bea5d3083393f7d32dab75b"
+                );
+            }
+            assert!(a.s(w.time).starts_with("2017-09-11T19:55:05."), "{file}");
+        }
+    }
+    let documented = base64::engine::general_purpose::STANDARD
+        .decode(
+            std::fs::read_to_string(dir.join("aws-documented-payload.gz.b64"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+    let out = records(&documented, Format::Auto);
+    assert_eq!(out.len(), 2);
+    for r in out {
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("invalid JSON"), "{err}");
+    }
+    assert!(records(
+        &std::fs::read(dir.join("control-message.json")).unwrap(),
+        Format::Auto
+    )
+    .is_empty());
 }
 
 #[test]
@@ -895,7 +958,7 @@ fn ecs_fields() -> EcsFields {
 }
 
 /// Namespaces Lumen documents as custom (not ECS).
-const CUSTOM: &[&str] = &["lumen.", "kubernetes.", "labels."];
+const CUSTOM: &[&str] = &["lumen.", "kubernetes.", "labels.", "gcp.", "aws."];
 
 fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
     match v {
@@ -999,6 +1062,131 @@ fn ecs_output_uses_only_ecs_fields_with_ecs_types() {
 /// reproduce (see docs/SCHEMAS.md): Filebeat's `tags`.
 const ELASTIC_ONLY: &[&str] = &["tags"];
 
+/// `got`'s field `name` (dotted) is `want` (a time to the millisecond).
+fn assert_same_field(got: &Value, name: &str, want: &Value, what: &str) {
+    let got_value = name.split('.').fold(got, |v, k| &v[k]);
+    if name == "@timestamp" {
+        let g = Timestamp::parse_rfc3339(got_value.as_str().unwrap()).unwrap();
+        let w = Timestamp::parse_rfc3339(want.as_str().unwrap()).unwrap();
+        assert_eq!(g.as_millis(), w.as_millis(), "{what}: @timestamp");
+    } else {
+        assert_eq!(got_value, want, "{what}: `{name}`\n{got:#}");
+    }
+}
+
+/// Where Elastic's Kubernetes integration maps a GKE record unlike its GCP
+/// integration, which Lumen follows: the project id is `cloud.project.id`,
+/// not `orchestrator.cluster.id`; `orchestrator.resource` names Kubernetes
+/// objects, not the monitored resource (`k8s_cluster`) or a non-resource
+/// path (`readyz`, which is `url.path`).
+const K8S_INTEGRATION_GKE_DIFFERENT: &[&str] = &[
+    "orchestrator.cluster.id",
+    "orchestrator.resource.name",
+    "orchestrator.resource.type",
+];
+
+/// Where Lumen's GKE output differs from Elastic's GCP integration, on
+/// purpose (see `k8s-audit/elastic-gcp/README.md`): `user.email` only for a
+/// principal that is an address; the native events' `event.category` and
+/// `event.type`; fields Lumen does not write.
+const GCP_DIFFERENT: &[&str] = &[
+    "user.email",
+    "client.user.email",
+    "event.category",
+    "event.type",
+    "ecs.version",
+    "actor.entity.id",
+    "entity.id",
+    "related.user",
+    "user_agent.name",
+    "user_agent.device.name",
+    "gcp.audit.receive_timestamp",
+    "gcp.audit.resource.type",
+];
+
+/// A GKE record maps as Elastic's GCP audit integration maps it, on every
+/// field it sets but those [`GCP_DIFFERENT`] names (and the response body).
+#[test]
+fn gke_records_agree_with_elastic_gcp_on_every_ecs_field_it_sets() {
+    let dir = reference_dir().join("k8s-audit/elastic-gcp");
+    let line = std::fs::read_to_string(dir.join("test-k8s-nonmatching-resourcename.log")).unwrap();
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("test-k8s-nonmatching-resourcename.log-expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let got = encode(Schema::Ecs, &audit_event(line.trim_end()));
+    let mut want_fields = Vec::new();
+    leaves("", &exp["expected"][0], &mut want_fields);
+    let mut compared = 0;
+    for (name, want_value) in want_fields {
+        if ELASTIC_ONLY.contains(&name.as_str())
+            || GCP_DIFFERENT.contains(&name.as_str())
+            || name.starts_with("gcp.audit.response")
+        {
+            continue;
+        }
+        assert_same_field(&got, &name, &want_value, "gke");
+        compared += 1;
+    }
+    assert!(compared >= 20, "compared {compared} fields");
+    // The same Kubernetes facts as a native event would give.
+    assert_eq!(got["user"]["name"], "system:anonymous");
+    assert_eq!(got["url"]["path"], "/HNAP1");
+    assert_eq!(got["http"]["response"]["status_code"], 403);
+    assert_eq!(got["kubernetes"]["audit"]["verb"], "get");
+    assert_eq!(got["cloud"]["region"], "us-central1");
+
+    // Each GKE line of the GCP test log: the object it names, and the cloud.
+    let text = std::fs::read_to_string(dir.join("test-audit-k8s-lines.log")).unwrap();
+    let docs: Vec<Value> = text
+        .lines()
+        .map(|l| encode(Schema::Ecs, &audit_event(l)))
+        .collect();
+    let facts: Vec<(&str, &str, &str, &str)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["event"]["action"].as_str().unwrap(),
+                d["orchestrator"]["resource"]["type"].as_str().unwrap_or(""),
+                d["orchestrator"]["namespace"].as_str().unwrap_or(""),
+                d["orchestrator"]["cluster"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        facts,
+        [
+            (
+                "io.k8s.authorization.v1beta1.subjectaccessreviews.create",
+                "subjectaccessreviews",
+                "",
+                "analysis-cluster"
+            ),
+            ("io.k8s.core.v1.nodes.list", "nodes", "", "analysis-cluster"),
+            (
+                "io.k8s.extensions.v1beta1.ingresses.list",
+                "ingresses",
+                "cos-auditd",
+                "analysis-cluster"
+            ),
+            ("io.k8s.get", "", "", "analysis-cluster"),
+        ]
+    );
+    // RBAC's reason comes from GKE's `labels` (the audit annotations).
+    assert!(
+        docs[0]["kubernetes"]["audit"]["annotations"]["authorization_k8s_io/reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("RBAC: allowed by ClusterRoleBinding")
+    );
+    assert_eq!(
+        docs[0]["event"]["id"],
+        "87efd529-6349-45d2-b905-fc607e6c5d3b"
+    );
+    assert_eq!(docs[1]["user"]["email"], "xxx@xxx.xxx");
+}
+
 #[test]
 fn ecs_output_agrees_with_elastic_on_every_ecs_field_it_sets() {
     let dir = reference_dir().join("k8s-audit/elastic");
@@ -1011,11 +1199,7 @@ fn ecs_output_agrees_with_elastic_on_every_ecs_field_it_sets() {
         let exp: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join(expected)).unwrap()).unwrap();
         for (line, want) in text.lines().zip(exp["expected"].as_array().unwrap()) {
-            if k8s_audit::parse_line(line).is_err() {
-                // The GKE record: documented as unsupported.
-                assert!(line.contains("protoPayload"), "{input}: {line}");
-                continue;
-            }
+            let gke = line.contains("protoPayload");
             let got = encode(Schema::Ecs, &audit_event(line));
             let mut want_fields = Vec::new();
             leaves("", want, &mut want_fields);
@@ -1023,14 +1207,11 @@ fn ecs_output_agrees_with_elastic_on_every_ecs_field_it_sets() {
                 if name.starts_with("kubernetes.") || ELASTIC_ONLY.contains(&name.as_str()) {
                     continue;
                 }
-                let got_value = name.split('.').fold(&got, |v, k| &v[k]);
-                if name == "@timestamp" {
-                    let g = Timestamp::parse_rfc3339(got_value.as_str().unwrap()).unwrap();
-                    let w = Timestamp::parse_rfc3339(want_value.as_str().unwrap()).unwrap();
-                    assert_eq!(g.as_millis(), w.as_millis(), "{input}: @timestamp");
-                } else {
-                    assert_eq!(got_value, &want_value, "{input}: `{name}`\n{got:#}");
+                if gke && K8S_INTEGRATION_GKE_DIFFERENT.contains(&name.as_str()) {
+                    assert_ne!(name.split('.').fold(&got, |v, k| &v[k]), &want_value);
+                    continue;
                 }
+                assert_same_field(&got, &name, &want_value, input);
                 compared += 1;
             }
         }

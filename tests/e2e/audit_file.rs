@@ -242,3 +242,93 @@ fn rotation_while_lumen_is_down_skips_nothing_and_repeats_nothing() {
     want.extend((0..20).map(|i| format!("d2-{i:03}")));
     assert_each_once(base.path(), &want);
 }
+
+/// A fixture of the schema conformance tests (`schemas/tests/reference`).
+pub fn reference(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas/tests/reference/k8s-audit")
+        .join(path)
+}
+
+#[test]
+fn gke_entries_cloudwatch_payloads_and_export_lines_are_read_and_a_pinned_format_refuses_the_rest()
+{
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let read = |p: &str| std::fs::read_to_string(reference(p)).unwrap();
+    let gke = read("elastic-gcp/test-k8s-nonmatching-resourcename.log");
+    let payload = read("cloudwatch/eks-subscription-payload.json");
+    let export = read("cloudwatch/eks-export.log");
+    append(
+        &dir.path().join("logs/audit.log"),
+        &[
+            audit_line("native-1", "get"),
+            gke.trim_end().to_owned(),
+            payload.trim_end().to_owned(),
+            export.lines().next().unwrap().to_owned(),
+        ],
+    );
+    let config = format!(
+        "{CONFIG}
+[sources.gke_only]
+type = \"k8s_audit_file\"
+path = \"{{dir}}/logs/*.log\"
+poll_interval_ms = 50
+format = \"gke\"
+
+[sinks.gke_out]
+type = \"file\"
+inputs = [\"gke_only\"]
+schema = \"ecs\"
+path = \"{{dir}}/gke.ndjson\"
+"
+    );
+    let mut lumen = Lumen::start_in(dir, &config);
+    // Auto: 1 native + 1 GKE + 4 from the payload + 1 export line.
+    let events = wait_for_events(&lumen.path("out.ndjson"), Duration::from_secs(20), |e| {
+        e.len() >= 7
+    });
+    assert_eq!(events.len(), 7);
+    let providers: Vec<&str> = events
+        .iter()
+        .map(|e| e["cloud"]["provider"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(providers, ["-", "gcp", "aws", "aws", "aws", "aws", "aws"]);
+    assert_eq!(
+        events[1]["orchestrator"]["cluster"]["name"],
+        "example-cluster"
+    );
+    assert_eq!(events[1]["event"]["action"], "io.k8s.get");
+    assert_eq!(events[2]["orchestrator"]["cluster"]["name"], "demo");
+    assert_eq!(events[2]["cloud"]["account"]["id"], "123456789012");
+    // The payload's events keep their own originals; the export line's too.
+    let demo = read("audit2rbac/demo.log");
+    assert_eq!(events[2]["event"]["original"], demo.lines().next().unwrap());
+    assert_eq!(events[6]["event"]["original"], demo.lines().next().unwrap());
+
+    // Pinned to `gke`: only the GKE entry; each other line named.
+    let gke_events = wait_for_events(&lumen.path("gke.ndjson"), Duration::from_secs(10), |e| {
+        !e.is_empty()
+    });
+    assert_eq!(gke_events.len(), 1);
+    assert_eq!(gke_events[0]["cloud"]["project"]["id"], "example-project");
+    lumen.wait_for_log("this source reads", Duration::from_secs(5));
+    let (status, log) = lumen.stop();
+    assert!(status.success());
+    let refused: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("malformed line skipped") && l.contains("this source reads"))
+        .collect();
+    assert_eq!(refused.len(), 3, "{log:#?}");
+    assert!(refused
+        .iter()
+        .any(|l| l.contains("line=1") && l.contains("a native audit event")));
+    assert!(refused
+        .iter()
+        .any(|l| l.contains("line=3") && l.contains("a CloudWatch Logs record")));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("component=gke_only") && l.contains("errors=3")),
+        "{log:#?}"
+    );
+}

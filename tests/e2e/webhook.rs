@@ -74,7 +74,12 @@ struct Post {
     body: String,
 }
 
-fn post(c: &reqwest::blocking::Client, url: &str, token: Option<&str>, body: String) -> Post {
+fn post(
+    c: &reqwest::blocking::Client,
+    url: &str,
+    token: Option<&str>,
+    body: impl Into<reqwest::blocking::Body>,
+) -> Post {
     let mut req = c
         .post(url)
         .header("content-type", "application/json")
@@ -112,12 +117,9 @@ key_file = "{key}"
     )
 }
 
-#[test]
-fn webhook_takes_event_lists_with_a_bearer_token_and_refuses_everything_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = certs(dir.path());
-    let port = free_port();
-    let config = format!(
+/// A config of `source` into an ECS file sink `out.ndjson` (with `sink_extra`).
+fn to_file(source: &str, sink_extra: &str) -> String {
+    format!(
         r#"data_dir = "{{dir}}/data"
 {source}
 [sinks.out]
@@ -125,9 +127,19 @@ type = "file"
 inputs = ["apiserver"]
 path = "{{dir}}/out.ndjson"
 schema = "ecs"
-buffer.type = "disk"
-"#,
-        source = webhook_source(port, &certs, &format!("auth.token = \"{TOKEN}\""))
+{sink_extra}
+"#
+    )
+}
+
+#[test]
+fn webhook_takes_event_lists_with_a_bearer_token_and_refuses_everything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let port = free_port();
+    let config = to_file(
+        &webhook_source(port, &certs, &format!("auth.token = \"{TOKEN}\"")),
+        "buffer.type = \"disk\"",
     );
     let mut lumen = Lumen::start_in(dir, &config);
     lumen.wait_for_log("k8s_audit_webhook: listening", Duration::from_secs(20));
@@ -169,11 +181,16 @@ buffer.type = "disk"
         &c,
         &url,
         Some(TOKEN),
-        r#"{"kind":"EventList","items":["#.into(),
+        r#"{"kind":"EventList","items":["#.to_owned(),
     );
     assert_eq!(r.status, 400);
     assert!(r.body.contains("EventList"), "{}", r.body);
-    let r = post(&c, &url, Some(TOKEN), r#"{"kind":"Pod","items":[]}"#.into());
+    let r = post(
+        &c,
+        &url,
+        Some(TOKEN),
+        r#"{"kind":"Pod","items":[]}"#.to_owned(),
+    );
     assert_eq!(r.status, 400);
     assert!(r.body.contains("Pod"), "{}", r.body);
     let big = lines(&ids("big", 0..150)); // between max_body_bytes and twice it
@@ -386,4 +403,72 @@ fn behind_a_full_disk_buffer_the_webhook_answers_429_and_every_200_was_buffered(
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = t.lumen.stop();
+}
+
+/// What a CloudWatch Logs subscription (through Firehose or a Lambda) and a
+/// GKE log export post: a gzip-compressed CloudWatch payload of EKS audit
+/// events, GKE entries one per line, AWS's documented sample payload (its
+/// messages are not audit events: counted and skipped, 200).
+#[test]
+fn cloudwatch_gzip_payloads_and_gke_entries_arrive_through_the_webhook() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let port = free_port();
+    let config = to_file(
+        &webhook_source(port, &certs, &format!("auth.token = \"{TOKEN}\"")),
+        "",
+    );
+    let mut lumen = Lumen::start_in(dir, &config);
+    lumen.wait_for_log("k8s_audit_webhook: listening", Duration::from_secs(20));
+    let c = client(&certs, false);
+    let url = format!("https://127.0.0.1:{port}/audit");
+    let fixture = |p: &str| std::fs::read(crate::audit_file::reference(p)).unwrap();
+
+    let gz = fixture("cloudwatch/eks-subscription-payload.json.gz");
+    assert_eq!(&gz[..2], [0x1f, 0x8b]);
+    let r = post(&c, &url, Some(TOKEN), gz);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out = lumen.path("out.ndjson");
+    let got = wait_for_events(&out, Duration::from_secs(10), |e| e.len() >= 4);
+    for e in &got {
+        assert_eq!(e["cloud"]["provider"], "aws");
+        assert_eq!(e["orchestrator"]["cluster"]["name"], "demo");
+        assert_eq!(e["aws"]["cloudwatch"]["log_group"], "/aws/eks/demo/cluster");
+    }
+
+    let gke = fixture("elastic-gcp/test-audit-k8s-lines.log");
+    let r = post(&c, &url, Some(TOKEN), gke);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = wait_for_events(&out, Duration::from_secs(10), |e| e.len() >= 8);
+    assert_eq!(got.len(), 8);
+    assert!(got[4..].iter().all(|e| e["cloud"]["provider"] == "gcp"
+        && e["orchestrator"]["cluster"]["name"] == "analysis-cluster"));
+
+    let documented = base64::engine::general_purpose::STANDARD
+        .decode(
+            String::from_utf8(fixture("cloudwatch/aws-documented-payload.gz.b64"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+    let r = post(&c, &url, Some(TOKEN), documented);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A gzip body that does not inflate is refused with the reason.
+    let r = post(&c, &url, Some(TOKEN), vec![0x1f, 0x8b, 8, 0, 1, 2, 3]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("gzip"), "{}", r.body);
+
+    let (status, log) = lumen.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    let skipped = log
+        .iter()
+        .filter(|l| l.contains("item is not an audit event"))
+        .count();
+    assert_eq!(skipped, 2, "{}", log.join("\n"));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap().lines().count(),
+        8,
+        "nothing else was written"
+    );
 }

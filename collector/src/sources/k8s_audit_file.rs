@@ -23,7 +23,8 @@
 use super::checkpoint::{self, CheckpointStore, FileCheckpoint};
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
-use lumen_schemas::event::Host;
+use lumen_schemas::event::{ApiActivity, Host};
+use lumen_schemas::k8s_audit::AuditParseError;
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{k8s_audit, Event};
 use lumen_sinks::ack::{self, Ack, AckReceiver, Status};
@@ -56,6 +57,10 @@ pub struct K8sAuditFileConfig {
     /// done again.
     #[serde(default = "default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    /// What the lines are: `auto` (each line by its keys), or `native`,
+    /// `aks`, `gke`, `cloudwatch` to accept only that.
+    #[serde(default)]
+    pub format: k8s_audit::Format,
 }
 
 fn default_max_line_bytes() -> usize {
@@ -133,6 +138,8 @@ pub struct K8sAuditFileSource {
     acked_ahead: HashSet<u64>,
     dirty: bool,
     last_save: std::time::Instant,
+    /// The events of the line being read (reused).
+    parsed: Vec<Result<ApiActivity, AuditParseError>>,
 }
 
 impl K8sAuditFileSource {
@@ -170,6 +177,7 @@ impl K8sAuditFileSource {
             acked_ahead: HashSet::new(),
             dirty: false,
             last_save: std::time::Instant::now(),
+            parsed: Vec::new(),
             config,
             host,
             metrics,
@@ -449,26 +457,55 @@ impl K8sAuditFileSource {
             self.oversized(t, line_no);
             return Ok(None);
         }
-        let parsed = std::str::from_utf8(raw)
-            .map_err(|e| format!("not UTF-8: {e}"))
-            .and_then(|s| k8s_audit::parse_line(s).map_err(|e| e.to_string()));
-        let activity = match parsed {
-            Ok(a) => a,
-            Err(error) => {
+        let mut parsed = std::mem::take(&mut self.parsed);
+        match std::str::from_utf8(raw) {
+            Ok(s) => k8s_audit::parse_record(s, self.config.format, &mut parsed),
+            Err(e) => {
                 self.metrics.add_errors(1);
-                tracing::warn!(path = %t.path.display(), line = line_no, %error, "k8s_audit_file: malformed line skipped");
-                return Ok(None);
+                tracing::warn!(path = %t.path.display(), line = line_no, error = %format!("not UTF-8: {e}"), "k8s_audit_file: malformed line skipped");
             }
-        };
-        self.metrics.add_received(1);
-        self.metrics.add_received_bytes(raw.len());
-        let event = Event::api_activity(activity, self.host.clone(), Timestamp::now());
-        let cookie = self.next_cookie;
-        self.next_cookie += 1;
-        out.send(Envelope::new(event, Ack::new(self.acks.node(cookie))))
-            .await?;
-        self.metrics.add_sent(1);
-        Ok(Some(cookie))
+        }
+        // A line of several events (a CloudWatch payload) is acknowledged
+        // when all of them are: they share one acknowledgement node.
+        let several = parsed.len() > 1;
+        let mut node = None;
+        let mut result = Ok(());
+        for (i, p) in parsed.drain(..).enumerate() {
+            let activity = match p {
+                Ok(a) => a,
+                Err(error) => {
+                    self.metrics.add_errors(1);
+                    if several {
+                        tracing::warn!(path = %t.path.display(), line = line_no, event = i, %error, "k8s_audit_file: malformed event of a line skipped");
+                    } else {
+                        tracing::warn!(path = %t.path.display(), line = line_no, %error, "k8s_audit_file: malformed line skipped");
+                    }
+                    continue;
+                }
+            };
+            if result.is_err() {
+                continue;
+            }
+            self.metrics.add_received(1);
+            let node = node.get_or_insert_with(|| {
+                let cookie = self.next_cookie;
+                self.next_cookie += 1;
+                (cookie, self.acks.node(cookie))
+            });
+            let event = Event::api_activity(activity, self.host.clone(), Timestamp::now());
+            result = out
+                .send(Envelope::new(event, Ack::new(node.1.clone())))
+                .await;
+            if result.is_ok() {
+                self.metrics.add_sent(1);
+            }
+        }
+        self.parsed = parsed;
+        if node.is_some() {
+            self.metrics.add_received_bytes(raw.len());
+        }
+        result?;
+        Ok(node.map(|(cookie, _)| cookie))
     }
 
     /// A line of file `key` ending at `end` was read; `cookie` is its

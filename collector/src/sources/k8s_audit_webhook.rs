@@ -15,7 +15,12 @@
 //!   not acknowledged in time (a sink is down behind a memory buffer), `503`
 //!   with `Retry-After`. The API server sends the batch again; events
 //!   already taken may then arrive twice (at least once, never lost).
-//! - `400` with the reason for a body that is not an `EventList`; an item
+//! - Bodies: an `EventList` (the API server), or records of the source's
+//!   `format` — a CloudWatch Logs subscription payload (gzip-compressed as
+//!   delivered, or not), GKE Cloud Audit Logs entries, events — as one JSON
+//!   document or one per line. A gzip body is inflated up to
+//!   `max_body_bytes`.
+//! - `400` with the reason for a body that is none of those; an item
 //!   that is not an audit event is logged, counted and skipped, the others
 //!   are taken. `413` for a body over `max_body_bytes`, `408` for one that
 //!   takes over 30 s to arrive. `401` without valid
@@ -58,8 +63,13 @@ pub struct K8sAuditWebhookConfig {
     pub auth: WebhookAuth,
     pub tls: WebhookTls,
     /// Largest request body accepted (`413` beyond).
+    /// Largest request body, compressed or inflated.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// What the records are: `auto`, or one of `native`, `aks`, `gke`,
+    /// `cloudwatch` to accept only that.
+    #[serde(default)]
+    pub format: k8s_audit::Format,
     /// How long a request may wait for its events to be buffered before the
     /// answer is `429` / `503`.
     #[serde(default = "default_ack_timeout_secs")]
@@ -271,7 +281,7 @@ async fn serve(
 struct EventList<'a> {
     kind: Option<&'a str>,
     #[serde(borrow, default)]
-    items: Vec<&'a RawValue>,
+    items: Option<Vec<&'a RawValue>>,
 }
 
 fn reply(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
@@ -409,23 +419,50 @@ impl Handler {
         self.take(events).await
     }
 
-    /// The request's events; an error is a body that is not an EventList.
+    /// The request's events; an error is a body that is neither an
+    /// `EventList` nor records of the source's `format`.
+    ///
+    /// The body may be gzip-compressed (a CloudWatch Logs subscription
+    /// payload as delivered): it is inflated up to `max_body_bytes`. An
+    /// `EventList` (the API server's webhook backend) gives its items; any
+    /// other body is records — one JSON document (a CloudWatch payload, a
+    /// GKE entry, an event), or one per line.
     fn parse(&self, body: &[u8], peer: SocketAddr) -> Result<Vec<Event>, String> {
-        let list: EventList<'_> = serde_json::from_slice(body)
-            .map_err(|e| format!("body is not an audit.k8s.io EventList: {e}"))?;
-        let items = match list.kind {
-            Some("EventList") | None => list.items,
-            Some(other) => {
+        let body = k8s_audit::cloudwatch::gunzip(body, self.config.max_body_bytes)
+            .map_err(|e| format!("body: {e}"))?;
+        let text =
+            std::str::from_utf8(&body).map_err(|e| format!("body is not UTF-8 text: {e}"))?;
+        let mut parsed = Vec::new();
+        match serde_json::from_str::<EventList<'_>>(text) {
+            Ok(list)
+                if list.kind == Some("EventList")
+                    || (list.kind.is_none() && list.items.is_some()) =>
+            {
+                for item in list.items.unwrap_or_default() {
+                    k8s_audit::parse_record(item.get(), self.config.format, &mut parsed);
+                }
+            }
+            Ok(EventList {
+                kind: Some(other), ..
+            }) if other != "Event" => {
                 return Err(format!(
                     "body is a {other:?}, not an audit.k8s.io EventList"
                 ));
             }
-        };
-        self.metrics.add_received(items.len() as u64);
+            Ok(_) => k8s_audit::parse_record(text, self.config.format, &mut parsed),
+            // Not one document: records, one per line.
+            Err(_) if text.trim_start().starts_with('{') && text.trim_end().contains('\n') => {
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    k8s_audit::parse_record(line, self.config.format, &mut parsed);
+                }
+            }
+            Err(e) => return Err(format!("body is not an audit.k8s.io EventList: {e}")),
+        }
+        self.metrics.add_received(parsed.len() as u64);
         let observed = Timestamp::now();
-        let mut events = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            match k8s_audit::parse_line(item.get()) {
+        let mut events = Vec::with_capacity(parsed.len());
+        for (i, p) in parsed.into_iter().enumerate() {
+            match p {
                 Ok(a) => events.push(Event::api_activity(a, self.host.clone(), observed)),
                 Err(e) => {
                     self.metrics.add_errors(1);

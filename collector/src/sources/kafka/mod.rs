@@ -27,6 +27,7 @@ pub mod topics;
 
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
+use decode::Decoded;
 use futures::FutureExt;
 use lumen_schemas::event::Host;
 use lumen_sinks::ack::{self, Ack, AckReceiver, Acked, Status};
@@ -296,6 +297,10 @@ pub struct KafkaSource {
     paused: Arc<AtomicBool>,
     /// Messages that came while pausing: sent on before any other.
     held: VecDeque<OwnedMessage>,
+    /// The events after the first of a message that held several (a
+    /// CloudWatch payload): sent on before the next message's.
+    pending: Mutex<VecDeque<Envelope>>,
+    has_pending: AtomicBool,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -356,6 +361,8 @@ impl KafkaSource {
             next_cookie: std::sync::atomic::AtomicU64::new(0),
             paused,
             held: VecDeque::new(),
+            pending: Mutex::new(VecDeque::new()),
+            has_pending: AtomicBool::new(false),
         })
     }
 
@@ -442,12 +449,39 @@ impl KafkaSource {
         self.metrics.add_received(1);
         self.metrics.add_received_bytes(payload.len());
         match decode::decode(payload, self.config.decoding, &self.host) {
-            Ok(event) => {
+            Ok(Decoded::One(event)) => {
                 let cookie = self
                     .next_cookie
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.lock().read(topic, partition, offset, Some(cookie));
                 Some(Envelope::new(event, Ack::new(self.acks.node(cookie))))
+            }
+            Ok(Decoded::Several(events, errors)) => {
+                for error in &errors {
+                    self.metrics.add_errors(1);
+                    tracing::warn!(topic, partition, offset, %error, "kafka source: an event of a CloudWatch payload skipped");
+                }
+                if events.is_empty() {
+                    // A control message: nothing to deliver, nothing to hold.
+                    self.lock().read(topic, partition, offset, None);
+                    return None;
+                }
+                // The message's offset passes when all of its events are
+                // acknowledged: they share one node.
+                let cookie = self
+                    .next_cookie
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.lock().read(topic, partition, offset, Some(cookie));
+                let node = self.acks.node(cookie);
+                let mut envelopes = events
+                    .into_iter()
+                    .map(|e| Envelope::new(e, Ack::new(node.clone())));
+                let first = envelopes.next();
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                pending.extend(envelopes);
+                self.has_pending
+                    .store(!pending.is_empty(), Ordering::Release);
+                first
             }
             Err(reason) => {
                 self.poison(&(topic.to_owned(), partition), offset, payload, &reason);
@@ -463,6 +497,35 @@ impl KafkaSource {
     /// fetched before the pause held), acknowledgements counted and
     /// commits made, until the outputs take it.
     async fn deliver(
+        &mut self,
+        envelope: Envelope,
+        out: &mut Fanout,
+        commit: &mut tokio::time::Interval,
+    ) -> bool {
+        if !self.deliver_one(envelope, out, commit).await {
+            return false;
+        }
+        while self.has_pending.load(Ordering::Acquire) {
+            let next = {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let next = pending.pop_front();
+                self.has_pending
+                    .store(!pending.is_empty(), Ordering::Release);
+                next
+            };
+            match next {
+                Some(envelope) => {
+                    if !self.deliver_one(envelope, out, commit).await {
+                        return false;
+                    }
+                }
+                None => break,
+            }
+        }
+        true
+    }
+
+    async fn deliver_one(
         &mut self,
         envelope: Envelope,
         out: &mut Fanout,

@@ -115,7 +115,8 @@ impl Redactor {
             marker,
             tmp,
             fired,
-            wrapped: a.wrapper.is_some(),
+            wrapped: a.wrapper.as_ref().is_some_and(|w| w.provider == "aks"),
+            gke: a.wrapper.as_ref().is_some_and(|w| w.provider == "gke"),
             nested: false,
             must_parse: false,
             secret_name_at: None,
@@ -319,6 +320,9 @@ fn remap(a: &mut ApiActivity, mut raw: String, scratch: &mut Scratch) -> Result<
 /// What [`remap`] cannot do: parses the rewritten original `raw` into `a`
 /// (an AKS record's wrapper included).
 fn reparse(a: &mut ApiActivity, raw: &str) {
+    // Metadata from outside the original (a CloudWatch record's) is not in
+    // `raw`: carried over.
+    let outer = a.wrapper.take().map(|w| (w, std::mem::take(&mut a.text)));
     *a = match k8s_audit::parse_line(raw) {
         Ok(p) => p,
         Err(e) => {
@@ -332,6 +336,12 @@ fn reparse(a: &mut ApiActivity, raw: &str) {
             }
         }
     };
+    if a.wrapper.is_none() {
+        if let Some((w, text)) = outer {
+            let moved = w.moved(&text, &mut a.text);
+            a.wrapper = Some(moved);
+        }
+    }
 }
 
 /// A `requestURI` as in the JSON text (`raw`), unescaped into `text`, and
@@ -395,6 +405,10 @@ struct AuditVisitor<'a> {
     /// document of its own, `nested` while that runs; the fields then
     /// `must_parse` again).
     wrapped: bool,
+    /// A GKE entry: its `protoPayload` members are read as the audit
+    /// event's (`request` as `requestObject`, `principalEmail` as
+    /// `user.username`, …), so rules and built-in removals apply alike.
+    gke: bool,
     nested: bool,
     must_parse: bool,
     /// Where the key of the top-level member the last string was in is,
@@ -512,17 +526,49 @@ fn audit_member(key: &str) -> Cow<'static, str> {
     }
 }
 
+/// A GKE entry's path as the audit event's: `protoPayload.request…` is
+/// `requestObject…`, `protoPayload.response…` `responseObject…`, the
+/// principal `user.username`, the caller's address and agent `sourceIPs[]`
+/// and `userAgent`; other paths stay.
+fn gke_path<'p, 's>(path: &'p [Seg<'s>]) -> Cow<'p, [Seg<'s>]> {
+    use Seg::{Index, Key};
+    let [Key("protoPayload"), second, rest @ ..] = path else {
+        return Cow::Borrowed(path);
+    };
+    let head: &[Seg<'static>] = match (second, rest) {
+        (Key("request"), _) => &[Key("requestObject")],
+        (Key("response"), _) => &[Key("responseObject")],
+        (Key("authenticationInfo"), [Key("principalEmail")]) => {
+            return Cow::Owned(vec![Key("user"), Key("username")])
+        }
+        (Key("requestMetadata"), [Key("callerIp")]) => {
+            return Cow::Owned(vec![Key("sourceIPs"), Index])
+        }
+        (Key("requestMetadata"), [Key("callerSuppliedUserAgent")]) => {
+            return Cow::Owned(vec![Key("userAgent")])
+        }
+        _ => return Cow::Borrowed(path),
+    };
+    let mut mapped = Vec::with_capacity(head.len() + rest.len());
+    mapped.extend_from_slice(head);
+    mapped.extend_from_slice(rest);
+    Cow::Owned(mapped)
+}
+
 /// Where an AKS record carries the audit event.
 const AKS_LOG: [Seg<'static>; 2] = [Seg::Key("properties"), Seg::Key("log")];
 
 impl AuditVisitor<'_> {
     /// `path` from the audit event's root (inside an AKS record's
     /// `properties.log`); the record's own members keep theirs.
-    fn event_path<'p, 's>(&self, path: &'p [Seg<'s>]) -> &'p [Seg<'s>] {
-        if !self.wrapped || self.nested {
-            return path;
+    fn event_path<'p, 's>(&self, path: &'p [Seg<'s>]) -> Cow<'p, [Seg<'s>]> {
+        if self.gke {
+            return gke_path(path);
         }
-        path.strip_prefix(&AKS_LOG[..]).unwrap_or(path)
+        if !self.wrapped || self.nested {
+            return Cow::Borrowed(path);
+        }
+        Cow::Borrowed(path.strip_prefix(&AKS_LOG[..]).unwrap_or(path))
     }
 
     /// An AKS record's `properties.log` as an escaped string: the event is
@@ -745,7 +791,8 @@ impl AuditVisitor<'_> {
     /// `path`.
     #[inline(never)]
     fn dropped(&mut self, path: &[Seg<'_>]) -> bool {
-        let path = self.event_path(path);
+        let mapped = self.event_path(path);
+        let path = &*mapped;
         let k8s = &self.r.k8s;
         // Every built-in removal is in a request or response body.
         let in_body = matches!(
@@ -790,7 +837,11 @@ impl AuditVisitor<'_> {
         if self.wrapped && !self.nested && path == AKS_LOG {
             return self.nested_log(raw, out);
         }
-        let path = self.event_path(path);
+        // Positions in the original are the raw path's; rules see the
+        // event's.
+        let raw_path = path;
+        let mapped = self.event_path(path);
+        let path = &*mapped;
         let member = match path.first() {
             Some(Seg::Key(k)) => *k,
             _ => "",
@@ -838,7 +889,7 @@ impl AuditVisitor<'_> {
                 return self.request_uri(raw, out);
             }
             let at = |s: &str| s.as_ptr() as usize - self.base;
-            let key = path.first().map_or(0..0, |s| match s {
+            let key = raw_path.first().map_or(0..0, |s| match s {
                 Seg::Key(k) => at(k)..at(k) + k.len(),
                 Seg::Index => 0..0,
             });
@@ -870,7 +921,7 @@ impl AuditVisitor<'_> {
         }
         // Its field is named only if something is found.
         let at = |s: &str| s.as_ptr() as usize - self.base;
-        let member = match path.first() {
+        let member = match raw_path.first() {
             Some(Seg::Key(k)) => at(k)..at(k) + k.len(),
             _ => 0..0,
         };

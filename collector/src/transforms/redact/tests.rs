@@ -161,6 +161,26 @@ fn aks(line: &str, as_string: bool) -> Event {
     ))
 }
 
+/// A GKE Cloud Audit Logs entry carrying personal data where GKE puts it:
+/// the principal, the caller's address and agent, the request body.
+const GKE_POD_CREATE: &str = r#"{"insertId":"g-1","logName":"projects/shop/logs/cloudaudit.googleapis.com%2Factivity","operation":{"first":true,"id":"g-1","last":true,"producer":"k8s.io"},"protoPayload":{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","authenticationInfo":{"principalEmail":"jane.doe@corp.example"},"authorizationInfo":[{"granted":true,"permission":"io.k8s.core.v1.pods.create","resource":"core/v1/namespaces/prod/pods/web"}],"methodName":"io.k8s.core.v1.pods.create","request":{"@type":"core.k8s.io/v1.Pod","kind":"Pod","metadata":{"name":"web","annotations":{"contact":"mailme@example.net"}},"spec":{"containers":[{"name":"app","image":"app:1","env":[{"name":"DB_PASSWORD","value":"hunter2hunter2"}]}]}},"requestMetadata":{"callerIp":"198.51.100.23","callerSuppliedUserAgent":"kubectl/v1.30 (jane@example.org)"},"resourceName":"core/v1/namespaces/prod/pods/web","serviceName":"k8s.io","status":{}},"resource":{"labels":{"cluster_name":"c1","location":"europe-west1-b","project_id":"shop"},"type":"k8s_cluster"},"timestamp":"2026-11-29T10:00:00Z"}"#;
+
+fn gke() -> Event {
+    audit(GKE_POD_CREATE)
+}
+
+/// `line` as one log event of a CloudWatch subscription payload (EKS).
+fn eks(line: &str) -> Event {
+    let payload = format!(
+        r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"/aws/eks/prod/cluster","logStream":"kube-apiserver-audit-1","logEvents":[{{"id":"1","timestamp":1790848800000,"message":{}}}]}}"#,
+        serde_json::to_string(line).unwrap()
+    );
+    let mut out = Vec::new();
+    k8s_audit::parse_record(&payload, k8s_audit::Format::Auto, &mut out);
+    let a = out.pop().unwrap().unwrap();
+    Event::api_activity(a, Arc::default(), Timestamp(1))
+}
+
 /// A finding whose evidence is `e`: redaction must reach into it.
 fn finding_about(e: Event) -> Event {
     use lumen_schemas::event::{Finding, RuleInfo};
@@ -205,6 +225,9 @@ fn events() -> Vec<Event> {
         audit(ATTACH_PLAIN),
         audit(EPHEMERAL),
         aks(EXEC_FLAGS, true),
+        gke(),
+        eks(POD_CREATE),
+        eks(EXEC_FLAGS),
     ]
 }
 
@@ -724,4 +747,45 @@ fn exec_uris_and_argv_arrays_without_secrets_pass_untouched() {
             .unwrap_or_else(|| uri.clone());
         assert_eq!(after, uri, "{line}");
     }
+}
+
+#[test]
+fn gke_entries_and_cloudwatch_events_are_redacted_like_native_events_and_keep_their_cloud() {
+    let r = redactor("k");
+    let native = r.redacted(&pod_create()).unwrap();
+    let EventKind::ApiActivity(n) = &native.kind else {
+        unreachable!()
+    };
+    let red = r.redacted(&eks(POD_CREATE)).unwrap();
+    let EventKind::ApiActivity(a) = &red.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        a.original(),
+        n.original(),
+        "the message is redacted as the event it is"
+    );
+    let w = a.wrapper.as_ref().expect("still a CloudWatch event");
+    assert_eq!((a.s(w.cluster), a.s(w.account)), ("prod", "123456789012"));
+    // The pseudonym is the native event's; the principal's address in the
+    // GKE entry is the user name.
+    let red = r.redacted(&gke()).unwrap();
+    let EventKind::ApiActivity(g) = &red.kind else {
+        unreachable!()
+    };
+    let original: serde_json::Value = serde_json::from_str(g.original()).unwrap();
+    let proto = &original["protoPayload"];
+    assert_eq!(
+        proto["authenticationInfo"]["principalEmail"],
+        g.s(g.user.username),
+        "{original}"
+    );
+    assert_ne!(g.s(g.user.username), "jane.doe@corp.example");
+    assert_eq!(
+        proto["request"]["spec"]["containers"][0]["env"][0]["value"],
+        "[secret_assignment]"
+    );
+    assert_eq!(g.wrapper.as_ref().unwrap().provider, "gke");
+    let rules: Vec<&str> = red.redaction.rules.iter().map(|s| s.as_ref()).collect();
+    assert!(rules.contains(&"hash:user.name"), "{rules:?}");
 }

@@ -1,27 +1,174 @@
 //! Parses Kubernetes API-server audit events (`audit.k8s.io/v1` `Event`, and
-//! the older `v1beta1` shape) into [`ApiActivity`].
+//! the older `v1beta1` shape) into [`ApiActivity`], as the managed clusters
+//! deliver them.
 //!
-//! Accepted input, one JSON document per line:
-//! - a native `Event`, as the log backend or a webhook's `EventList.items` holds it;
-//! - an Azure AKS diagnostic record whose `properties.log` carries the event,
-//!   as a JSON string or an object.
+//! Accepted records, one JSON document per line ([`Format`]):
+//! - `native`: an `Event`, as the log backend or a webhook's `EventList.items`
+//!   holds it;
+//! - `aks`: an Azure AKS diagnostic record whose `properties.log` carries the
+//!   event, as a JSON string or an object ([`aks`]);
+//! - `gke`: a Google Cloud Audit Logs `LogEntry` of a GKE cluster, whose
+//!   `protoPayload` is an `AuditLog` ([`gke`]);
+//! - `cloudwatch`: a CloudWatch Logs subscription payload of an EKS cluster's
+//!   log group, each `logEvents[].message` an event, or a line of a
+//!   CloudWatch export (`<timestamp> <event>`) ([`cloudwatch`]).
 //!
-//! A document that is valid JSON but not an audit event (no `auditID`, no
-//! `stage`, `verb` not a string, …) is an error, never a half-filled event.
+//! `auto` (the default) tells them apart by their keys, in the same parse
+//! that reads a native event. A document that is valid JSON but not an audit
+//! event (no `auditID`, no `stage`, `verb` not a string, …) is an error,
+//! never a half-filled event.
 
-use crate::event::{push, ApiActivity, K8sUser, ObjectRef, ResponseStatus, Str, Wrapper};
+pub mod aks;
+pub mod cloudwatch;
+pub mod gke;
+
+use crate::event::{push, ApiActivity, K8sUser, ObjectRef, ResponseStatus, Str};
 use crate::time::Timestamp;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-/// Why a line is not an audit event.
+/// Why a record is not an audit event.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditParseError {
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("not a Kubernetes audit event: {0}")]
     NotAnEvent(String),
+    #[error("{found}, but this source reads `format = \"{format}\"`")]
+    WrongFormat { found: &'static str, format: Format },
+    #[error("a CloudWatch Logs payload holds several events: read it as a record, not a line")]
+    SeveralEvents,
+    #[error("gzip: {0}")]
+    Gzip(String),
+}
+
+/// The shape of an audit source's records (`format` of the
+/// `k8s_audit_file` and `k8s_audit_webhook` sources).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Each record by its keys.
+    #[default]
+    Auto,
+    Native,
+    Aks,
+    Gke,
+    Cloudwatch,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Auto => "auto",
+            Format::Native => "native",
+            Format::Aks => "aks",
+            Format::Gke => "gke",
+            Format::Cloudwatch => "cloudwatch",
+        })
+    }
+}
+
+impl Format {
+    /// Whether records of `found` may be read.
+    fn admits(self, found: Format) -> bool {
+        self == Format::Auto || self == found
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Format::Native | Format::Auto => "a native audit event",
+            Format::Aks => "an AKS diagnostic record",
+            Format::Gke => "a GKE Cloud Audit Logs entry",
+            Format::Cloudwatch => "a CloudWatch Logs record",
+        }
+    }
+
+    fn check(self, found: Format) -> Result<(), AuditParseError> {
+        if self.admits(found) {
+            Ok(())
+        } else {
+            Err(AuditParseError::WrongFormat {
+                found: found.describe(),
+                format: self,
+            })
+        }
+    }
+}
+
+/// Parses one record (a line, a webhook item, a message) of `format` into
+/// `out`: one result per event it holds — one for most records, one per
+/// `logEvents` entry of a CloudWatch payload (each its own success or
+/// error), none for a CloudWatch control message.
+pub fn parse_record(
+    record: &str,
+    format: Format,
+    out: &mut Vec<Result<ApiActivity, AuditParseError>>,
+) {
+    if !record.trim_start().starts_with('{') {
+        if let Some(export) = cloudwatch::export_line(record) {
+            out.push(format.check(Format::Cloudwatch).and(export));
+            return;
+        }
+    }
+    let raw: RawEvent<'_> = match serde_json::from_str(record) {
+        Ok(raw) => raw,
+        Err(e) => return out.push(Err(e.into())),
+    };
+    let found = raw.format();
+    if let Err(e) = format.check(found) {
+        return out.push(Err(e));
+    }
+    match found {
+        Format::Cloudwatch => cloudwatch::parse_payload(record, out),
+        _ => out.push(parse_single(record, raw, found)),
+    }
+}
+
+/// Parses one line (without its newline) holding one event, of any format
+/// but a CloudWatch payload (which holds several: [`parse_record`]).
+pub fn parse_line(line: &str) -> Result<ApiActivity, AuditParseError> {
+    if !line.trim_start().starts_with('{') {
+        if let Some(export) = cloudwatch::export_line(line) {
+            return export;
+        }
+    }
+    let raw: RawEvent<'_> = serde_json::from_str(line)?;
+    match raw.format() {
+        Format::Cloudwatch => Err(AuditParseError::SeveralEvents),
+        found => parse_single(line, raw, found),
+    }
+}
+
+fn parse_single(
+    line: &str,
+    raw: RawEvent<'_>,
+    found: Format,
+) -> Result<ApiActivity, AuditParseError> {
+    match found {
+        Format::Gke => gke::parse(line),
+        Format::Aks => match raw.properties {
+            Some(props) => aks::parse(
+                line,
+                props,
+                raw.category,
+                raw.operation_name,
+                raw.resource_id,
+                raw.time,
+            ),
+            None => Err(AuditParseError::NotAnEvent(
+                "AKS record without properties".to_owned(),
+            )),
+        },
+        _ => {
+            let text = Text {
+                text: line.to_owned(),
+                base: line,
+                base_offset: 0,
+            };
+            from_raw(raw, text, line.len())
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -74,6 +221,28 @@ struct RawEvent<'a> {
     resource_id: Option<BStr<'a>>,
     #[serde(borrow)]
     time: Option<BStr<'a>>,
+    // A GKE LogEntry, a CloudWatch payload: only seen, read elsewhere.
+    #[serde(rename = "protoPayload", borrow)]
+    proto_payload: Option<&'a RawValue>,
+    #[serde(rename = "messageType", borrow)]
+    message_type: Option<BStr<'a>>,
+    #[serde(rename = "logEvents", borrow)]
+    log_events: Option<&'a RawValue>,
+}
+
+impl RawEvent<'_> {
+    /// Which format the document is, by its keys.
+    fn format(&self) -> Format {
+        if self.proto_payload.is_some() {
+            Format::Gke
+        } else if self.log_events.is_some() || self.message_type.is_some() {
+            Format::Cloudwatch
+        } else if self.audit_id.is_none() && self.properties.is_some() {
+            Format::Aks
+        } else {
+            Format::Native
+        }
+    }
 }
 
 /// A string that borrows from the input when it has no escapes (serde only
@@ -203,6 +372,29 @@ impl Text<'_> {
         v.into_iter().map(|s| self.str(Some(s))).collect()
     }
 
+    /// The images of the containers of a pod object (a request body).
+    fn pod_images(&mut self, body: &RawValue) -> Vec<Str> {
+        serde_json::from_str::<PodSpecOnly<'_>>(body.get())
+            .ok()
+            .and_then(|p| p.spec)
+            .map(|s| {
+                s.containers
+                    .into_iter()
+                    .map(|c| self.str(c.image))
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn annotations(&mut self, a: Option<Annotations<'_>>) -> Vec<(Str, Str)> {
+        a.map(|a| a.0)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (self.str(Some(k)), self.str(Some(v))))
+            .collect()
+    }
+
     fn user(&mut self, u: RawUser<'_>) -> K8sUser {
         K8sUser {
             username: self.str(u.username),
@@ -212,86 +404,18 @@ impl Text<'_> {
     }
 }
 
+/// The value of annotation `key`, empty when absent or empty.
+fn annotation(annotations: &[(Str, Str)], key: &str, text: &str) -> Str {
+    annotations
+        .iter()
+        .find(|(k, v)| k.get(text) == key && !v.is_empty())
+        .map_or(Str::EMPTY, |(_, v)| *v)
+}
+
 /// Byte offset of `inner` inside `outer`, if it is a sub-slice of it.
 fn offset_within(outer: &str, inner: &str) -> Option<usize> {
     let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
     (start + inner.len() <= outer.len()).then_some(start)
-}
-
-/// Parses one line (without its newline) into an [`ApiActivity`].
-pub fn parse_line(line: &str) -> Result<ApiActivity, AuditParseError> {
-    let raw: RawEvent<'_> = serde_json::from_str(line)?;
-    if raw.audit_id.is_none() {
-        if let Some(props) = raw.properties {
-            return parse_aks(
-                line,
-                props,
-                raw.category,
-                raw.operation_name,
-                raw.resource_id,
-                raw.time,
-            );
-        }
-    }
-    let text = Text {
-        text: line.to_owned(),
-        base: line,
-        base_offset: 0,
-    };
-    from_raw(raw, text, line.len())
-}
-
-fn parse_aks(
-    line: &str,
-    props: AksProperties<'_>,
-    category: Option<BStr<'_>>,
-    operation_name: Option<BStr<'_>>,
-    resource_id: Option<BStr<'_>>,
-    time: Option<BStr<'_>>,
-) -> Result<ApiActivity, AuditParseError> {
-    let log = props.log.ok_or_else(|| {
-        AuditParseError::NotAnEvent("AKS record without properties.log".to_owned())
-    })?;
-    let inner: Cow<'_, str> = match log.get().as_bytes().first() {
-        Some(b'"') => Cow::Owned(serde_json::from_str::<String>(log.get())?),
-        Some(b'{') => Cow::Borrowed(log.get()),
-        _ => {
-            return Err(AuditParseError::NotAnEvent(
-                "AKS properties.log is neither a string nor an object".to_owned(),
-            ))
-        }
-    };
-    let raw: RawEvent<'_> = serde_json::from_str(&inner)?;
-    let mut text = match &inner {
-        // An object inside the line: the line already holds it.
-        Cow::Borrowed(_) => Text {
-            text: line.to_owned(),
-            base: line,
-            base_offset: 0,
-        },
-        Cow::Owned(unescaped) => {
-            let mut buf = String::with_capacity(line.len() + unescaped.len());
-            buf.push_str(line);
-            buf.push_str(unescaped);
-            Text {
-                text: buf,
-                base: unescaped,
-                base_offset: line.len(),
-            }
-        }
-    };
-    let wrapper = Wrapper {
-        provider: "aks".into(),
-        category: text.str(category),
-        operation_name: text.str(operation_name),
-        resource_id: text.str(resource_id),
-        pod: text.str(props.pod),
-        container_id: text.str(props.container_id),
-        time: text.str(time),
-    };
-    let mut activity = from_raw(raw, text, line.len())?;
-    activity.wrapper = Some(wrapper);
-    Ok(activity)
 }
 
 fn require(field: &str, s: Str) -> Result<Str, AuditParseError> {
@@ -345,34 +469,12 @@ fn from_raw(
         .as_ref()
         .is_some_and(|o| o.subresource.is_empty() && o.resource.get(&t.text) == "pods");
     let container_images = match raw.request_object.filter(|_| is_pod) {
-        Some(body) => serde_json::from_str::<PodSpecOnly<'_>>(body.get())
-            .ok()
-            .and_then(|p| p.spec)
-            .map(|s| {
-                s.containers
-                    .into_iter()
-                    .map(|c| t.str(c.image))
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        Some(body) => t.pod_images(body),
         None => Vec::new(),
     };
-    let annotations: Vec<(Str, Str)> = raw
-        .annotations
-        .map(|a| a.0)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (t.str(Some(k)), t.str(Some(v))))
-        .collect();
-    let annotation = |key: &str, text: &str| {
-        annotations
-            .iter()
-            .find(|(k, v)| k.get(text) == key && !v.is_empty())
-            .map_or(Str::EMPTY, |(_, v)| *v)
-    };
-    let authz_decision = annotation("authorization.k8s.io/decision", &t.text);
-    let authz_reason = annotation("authorization.k8s.io/reason", &t.text);
+    let annotations = t.annotations(raw.annotations);
+    let authz_decision = annotation(&annotations, "authorization.k8s.io/decision", &t.text);
+    let authz_reason = annotation(&annotations, "authorization.k8s.io/reason", &t.text);
     let request_received = timestamp("requestReceivedTimestamp", raw.request_received)?;
     let stage_time = match timestamp("stageTimestamp", raw.stage_timestamp)? {
         Some(ts) => Some(ts),
@@ -436,21 +538,5 @@ mod tests {
         assert_eq!(a.opt(a.user.uid), None);
         let literal: String = serde_json::from_slice(a.original_literal()).unwrap();
         assert_eq!(literal, line);
-    }
-
-    #[test]
-    fn aks_records_carry_the_inner_event_and_their_metadata() {
-        let inner = r#"{"kind":"Event","auditID":"x","stage":"ResponseComplete","verb":"update","user":{"username":"aksService"}}"#;
-        for log in [serde_json::to_string(inner).unwrap(), inner.to_owned()] {
-            let line = format!(
-                r#"{{"category":"kube-audit","properties":{{"log":{log},"pod":"apiserver-1"}}}}"#
-            );
-            let a = parse_line(&line).unwrap();
-            assert_eq!(a.original(), line);
-            assert_eq!(a.s(a.user.username), "aksService");
-            assert_eq!(a.s(a.verb), "update");
-            let w = a.wrapper.as_ref().unwrap();
-            assert_eq!((a.s(w.category), a.s(w.pod)), ("kube-audit", "apiserver-1"));
-        }
     }
 }

@@ -576,8 +576,27 @@ pub struct KernelOffsets {
     pub inode_ino: u32,
     /// `task_struct.comm`.
     pub task_comm: u32,
+    /// cgroup v1 attribution: `css_set.subsys` (the array of
+    /// `cgroup_subsys_state` pointers), `cgroup_subsys_state.cgroup`,
+    /// `kernfs_node.id` (a cgroup's id).
+    pub css_set_subsys: u32,
+    pub css_cgroup: u32,
+    pub kernfs_id: u32,
+    /// The v1 controller read (its `cgroup_subsys_id`), or
+    /// [`CGROUP_SUBSYS_MAX`] or more for none.
+    pub cgroup_v1_ssid: u32,
+    /// [`CGROUP_V1_FALLBACK`] or [`CGROUP_V1_ALWAYS`].
+    pub cgroup_v1_mode: u32,
     pub _pad: u32,
 }
+
+/// More controllers than any kernel has (`CGROUP_SUBSYS_COUNT` is 14 in
+/// Linux 6.x): a `cgroup_v1_ssid` at or over it means "no v1 controller".
+pub const CGROUP_SUBSYS_MAX: u32 = 32;
+/// Read the v1 controller's cgroup only when the unified one is the root.
+pub const CGROUP_V1_FALLBACK: u32 = 0;
+/// Read the v1 controller's cgroup always.
+pub const CGROUP_V1_ALWAYS: u32 = 1;
 
 /// Indexes into the per-CPU `DROPS` counter array.
 pub mod drop_index {

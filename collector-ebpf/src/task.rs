@@ -8,6 +8,7 @@ use aya_ebpf::helpers::{
 use core::ffi::c_void;
 use lumen_common::{
     Creds, KernelOffsets, RecordHeader, RecordKind, CGROUP_LEVELS, CGROUP_NAME_MAX,
+    CGROUP_SUBSYS_MAX, CGROUP_V1_ALWAYS,
 };
 
 /// Reads a `T` at `base + offset` from kernel memory; zero when unreadable.
@@ -102,12 +103,18 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         };
         (*h)._pad2 = 0;
 
-        cgroup_names_of(task, &mut (*h).cgroup_names, o);
+        let (kn, v1) = cgroup_kn_of(task, o);
+        if v1 && kn != 0 {
+            // A v1 controller's cgroup: its own id (the default hierarchy's
+            // is the root's, the same for every task).
+            (*h).cgroup_id = read_kernel(kn as *const u8, o.kernfs_id);
+        }
+        cgroup_names_from(kn, &mut (*h).cgroup_names, o);
     }
 }
 
-/// The last components of `task`'s cgroup path (default hierarchy), leaf
-/// first, into `names`.
+/// The last components of `task`'s cgroup path, leaf first, into `names`
+/// (the cgroup [`cgroup_kn_of`] attributes it to).
 #[inline(always)]
 pub(crate) unsafe fn cgroup_names_of(
     task: *const u8,
@@ -115,8 +122,18 @@ pub(crate) unsafe fn cgroup_names_of(
     o: &KernelOffsets,
 ) {
     // SAFETY: probe reads only.
+    unsafe { cgroup_names_from(cgroup_kn_of(task, o).0, names, o) }
+}
+
+/// The names of kernfs node `kn` and its parents, leaf first.
+#[inline(always)]
+unsafe fn cgroup_names_from(
+    mut kn: u64,
+    names: &mut [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS],
+    o: &KernelOffsets,
+) {
+    // SAFETY: probe reads only.
     unsafe {
-        let mut kn = cgroup_kn_of(task, o);
         for slot in names.iter_mut() {
             slot[0] = 0;
             if kn == 0 {
@@ -135,21 +152,44 @@ pub(crate) unsafe fn cgroup_names_of(
     }
 }
 
-/// `task->cgroups->dfl_cgrp->kn`: the kernfs node of `task`'s cgroup on
-/// the default hierarchy; 0 when unreadable.
+/// The kernfs node of the cgroup `task` is attributed to, and whether it
+/// is a v1 controller's; 0 when unreadable.
+///
+/// `task->cgroups->dfl_cgrp->kn`, its cgroup on the default (unified)
+/// hierarchy — unless that is the root (a v1-only host, or a task placed
+/// in v1 controllers only) or user space asked for v1 always
+/// (`o.cgroup_v1_mode`), and user space chose a mounted v1 controller
+/// (`o.cgroup_v1_ssid`): then `task->cgroups->subsys[ssid]->cgroup->kn`.
 #[inline(always)]
-pub(crate) unsafe fn cgroup_kn_of(task: *const u8, o: &KernelOffsets) -> u64 {
+pub(crate) unsafe fn cgroup_kn_of(task: *const u8, o: &KernelOffsets) -> (u64, bool) {
     // SAFETY: probe reads only.
     unsafe {
         let css_set: u64 = read_kernel(task, o.task_cgroups);
         if css_set == 0 {
-            return 0;
+            return (0, false);
         }
-        let cgrp: u64 = read_kernel(css_set as *const u8, o.css_set_dfl_cgrp);
+        let v1 = o.cgroup_v1_ssid < CGROUP_SUBSYS_MAX;
+        let mut dfl: u64 = 0;
+        if !(v1 && o.cgroup_v1_mode == CGROUP_V1_ALWAYS) {
+            let cgrp: u64 = read_kernel(css_set as *const u8, o.css_set_dfl_cgrp);
+            if cgrp != 0 {
+                dfl = read_kernel(cgrp as *const u8, o.cgroup_kn);
+            }
+            let root = dfl != 0 && read_kernel::<u64>(dfl as *const u8, o.kernfs_parent) == 0;
+            if !v1 || !root {
+                return (dfl, false);
+            }
+        }
+        let slot = o.css_set_subsys + o.cgroup_v1_ssid * 8;
+        let css: u64 = read_kernel(css_set as *const u8, slot);
+        if css == 0 {
+            return (dfl, false);
+        }
+        let cgrp: u64 = read_kernel(css as *const u8, o.css_cgroup);
         if cgrp == 0 {
-            return 0;
+            return (dfl, false);
         }
-        read_kernel(cgrp as *const u8, o.cgroup_kn)
+        (read_kernel(cgrp as *const u8, o.cgroup_kn), true)
     }
 }
 

@@ -95,3 +95,84 @@ fn a_short_lived_runc_container_is_attributed_to_its_container_and_pod() {
     let (status, _) = lumen.stop();
     assert!(status.success());
 }
+
+/// cgroup v1 attribution: Lumen told to read the v1 `memory` controller
+/// attributes a runc container (cgroupfs driver, which on this hybrid host
+/// places it in the v1 controllers and the unified hierarchy alike) to the
+/// same container and pod as through the unified hierarchy, and its events
+/// carry the v1 cgroup's id.
+#[test]
+fn a_container_is_attributed_through_a_cgroup_v1_controller() {
+    assert!(is_root(), "runc and eBPF need root (CI runs as root)");
+    let memory = std::path::Path::new("/sys/fs/cgroup/memory");
+    assert!(
+        memory.is_dir(),
+        "this test needs the v1 memory controller mounted (this project's machines are hybrid)"
+    );
+    let config = KERNEL_TO_FILES.replace(
+        "type = \"ebpf\"\n",
+        "type = \"ebpf\"\ncgroup_hierarchy = \"v1\"\n",
+    );
+    let mut lumen = Lumen::start(&config);
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    assert!(
+        lumen
+            .log()
+            .iter()
+            .any(|l| l.contains("the v1 `memory` controller at /sys/fs/cgroup/memory")),
+        "{:#?}",
+        lumen.log()
+    );
+
+    let container_id = random_container_id();
+    let pod_uid = "0b8d2f5e-3c1a-4e7b-9f60-5a4c3b2d1e0f";
+    let cgroup = format!("/kubepods/burstable/pod{pod_uid}/{container_id}");
+    let container = Container::new(
+        &format!("lumen-v1-{}", &container_id[..12]),
+        &cgroup,
+        &["/bin/sleep", "30"],
+    );
+    container.start();
+    use std::os::unix::fs::MetadataExt;
+    let v1_id = std::fs::metadata(memory.join(cgroup.trim_start_matches('/')))
+        .expect("runc made the container's memory cgroup")
+        .ino();
+    // The same container's unified cgroup has another id: the check below
+    // tells the two apart.
+    if let Ok(unified) = std::fs::metadata(format!("/sys/fs/cgroup/unified{cgroup}")) {
+        assert_ne!(unified.ino(), v1_id);
+    }
+    let marker = format!("lumen-v1-{}", &container_id[..12]);
+    assert!(container
+        .exec(&["/bin/sh", "-c", &format!("/bin/true {marker}")])
+        .success());
+    // `/bin/true` in the container (`runc exec` on the host has the marker
+    // in its arguments too).
+    let is_marker = |e: &serde_json::Value| {
+        e["event"]["action"] == "exec"
+            && e["process"]["executable"] == "/bin/true"
+            && e["process"]["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == marker.as_str()))
+    };
+    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
+        evs.iter().any(is_marker)
+    });
+    let exec = events.iter().find(|e| is_marker(e)).unwrap();
+    assert_eq!(exec["container"]["id"], container_id.as_str(), "{exec:#}");
+    assert_eq!(exec["container"]["runtime"], "runc");
+    assert_eq!(exec["kubernetes"]["pod"]["uid"], pod_uid);
+    assert_eq!(exec["kubernetes"]["pod"]["qos_class"], "Burstable");
+    assert_eq!(
+        exec["lumen"]["process"]["cgroup"],
+        format!("burstable/pod{pod_uid}/{container_id}").as_str()
+    );
+    assert_eq!(
+        exec["lumen"]["process"]["cgroup_id"].as_u64(),
+        Some(v1_id),
+        "the v1 memory cgroup's id, not the unified one's: {exec:#}"
+    );
+    drop(container);
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}

@@ -40,7 +40,14 @@ pub fn probe(config: &EbpfSourceConfig) -> Vec<Capability> {
             "mark_victim",
             0,
         )),
-        cgroup_attribution(&cgroupfs::Hierarchies::discover()),
+        match cgroupfs::CgroupView::choose(
+            &cgroupfs::Hierarchies::discover(),
+            config.cgroup_hierarchy,
+            config.cgroup_v1_controller.as_deref(),
+        ) {
+            Ok(view) => cgroup_attribution(&view),
+            Err(e) => capability("cgroup_attribution", false, e),
+        },
         kubernetes_api(&config.kubernetes),
     ]
 }
@@ -51,7 +58,7 @@ pub fn probe(config: &EbpfSourceConfig) -> Vec<Capability> {
 /// `scheduler`: whether run-queue waits are measured (`None`: turned off).
 pub fn observed(
     config: &EbpfSourceConfig,
-    hierarchies: &cgroupfs::Hierarchies,
+    view: &cgroupfs::CgroupView,
     lost: &[&str],
     scheduler: Option<bool>,
     kernel_oom: bool,
@@ -84,7 +91,7 @@ pub fn observed(
         syscalls_of(lost),
         sched,
         oom_events(kernel_oom),
-        cgroup_attribution(hierarchies),
+        cgroup_attribution(view),
         kubernetes_api(&config.kubernetes),
     ]
 }
@@ -266,28 +273,37 @@ fn oom_events(reported: bool) -> Capability {
     }
 }
 
-fn cgroup_attribution(h: &cgroupfs::Hierarchies) -> Capability {
-    match &h.unified {
-        Some(unified) => {
-            let v1 = h.v1_controllers();
-            let layout = if v1.is_empty() {
-                "cgroup v2".to_owned()
-            } else {
-                format!("hybrid: v1 controllers {} beside it", v1.join(", "))
-            };
-            capability(
-                "cgroup_attribution",
-                true,
-                format!(
-                    "containers and pods from the unified hierarchy at {} ({layout})",
-                    unified.display()
-                ),
-            )
-        }
-        None => capability(
+fn cgroup_attribution(view: &cgroupfs::CgroupView) -> Capability {
+    let v1 = view
+        .v1
+        .as_ref()
+        .map(|(c, mount)| format!("the v1 `{c}` controller at {}", mount.display()));
+    match (&view.unified, v1) {
+        (_, Some(v1)) if view.always_v1 => capability(
+            "cgroup_attribution",
+            true,
+            format!("containers and pods from {v1} (cgroup_hierarchy = \"v1\")"),
+        ),
+        (Some(unified), v1) => capability(
+            "cgroup_attribution",
+            true,
+            format!(
+                "containers and pods from the unified hierarchy at {}{}",
+                unified.display(),
+                v1.map_or(String::new(), |v1| format!(
+                    "; for tasks in its root, from {v1} (hybrid host)"
+                ))
+            ),
+        ),
+        (None, Some(v1)) => capability(
+            "cgroup_attribution",
+            true,
+            format!("containers and pods from {v1} (cgroup v1 only: no scheduler view)"),
+        ),
+        (None, None) => capability(
             "cgroup_attribution",
             false,
-            "no unified (v2) cgroup hierarchy: events carry no container or pod, and there is no scheduler view",
+            "no cgroup hierarchy to read (no unified one, no v1 memory, cpu or pids controller): events carry no container or pod",
         ),
     }
 }
@@ -336,12 +352,33 @@ mod tests {
             "35 24 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
              36 24 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
         );
-        let c = cgroup_attribution(&hybrid);
-        assert!(c.available && c.detail.contains("hybrid") && c.detail.contains("memory"));
+        use cgroupfs::{CgroupHierarchy, CgroupView};
+        let view = |h, mode, c| CgroupView::choose(h, mode, c);
+        let c = cgroup_attribution(&view(&hybrid, CgroupHierarchy::Auto, None).unwrap());
+        assert!(c.available && c.detail.contains("hybrid") && c.detail.contains("`memory`"));
+        let c = cgroup_attribution(&view(&hybrid, CgroupHierarchy::V1, None).unwrap());
+        assert!(
+            c.detail.contains("cgroup_hierarchy = \"v1\""),
+            "{}",
+            c.detail
+        );
+        let c = cgroup_attribution(&view(&hybrid, CgroupHierarchy::Unified, None).unwrap());
+        assert!(!c.detail.contains("memory"), "{}", c.detail);
+        let err = view(&hybrid, CgroupHierarchy::Auto, Some("pids")).unwrap_err();
+        assert!(
+            err.contains("\"pids\" is not mounted") && err.contains("memory"),
+            "{err}"
+        );
         let v1_only = cgroupfs::Hierarchies::from_mountinfo(
             "36 24 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
         );
-        assert!(!cgroup_attribution(&v1_only).available);
+        let c = cgroup_attribution(&view(&v1_only, CgroupHierarchy::Auto, None).unwrap());
+        assert!(c.available && c.detail.contains("v1 only"), "{}", c.detail);
+        let nothing = cgroupfs::Hierarchies::from_mountinfo("");
+        assert!(
+            !cgroup_attribution(&view(&nothing, CgroupHierarchy::Auto, None).unwrap()).available
+        );
+        assert!(view(&nothing, CgroupHierarchy::V1, None).is_err());
 
         let mut k = super::super::k8s_pods::KubernetesConfig::default();
         assert!(!kubernetes_api(&k).available);

@@ -82,6 +82,114 @@ impl Hierarchies {
     }
 }
 
+/// Which cgroup attributes a task to its container (`cgroup_hierarchy`).
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupHierarchy {
+    /// The unified hierarchy's; a v1 controller's where that is the root
+    /// (a v1-only host, a task placed in v1 controllers only).
+    #[default]
+    Auto,
+    /// The unified hierarchy's only.
+    Unified,
+    /// The v1 controller's, always.
+    V1,
+}
+
+/// The v1 controllers attribution may read, in order of preference: each
+/// is in every container's cgroup on the hosts that mount it.
+pub const V1_PREFERENCE: [&str; 3] = ["memory", "cpu", "pids"];
+
+/// How tasks are attributed to cgroups on this host: what the kernel
+/// programs are told to read, and the same done from `/proc` for the
+/// processes that were there before them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupView {
+    pub unified: Option<PathBuf>,
+    /// The v1 controller read, and its mount.
+    pub v1: Option<(String, PathBuf)>,
+    /// Read the v1 controller's cgroup always, not only where the unified
+    /// one is the root.
+    pub always_v1: bool,
+}
+
+impl CgroupView {
+    /// The view `hierarchy` and `controller` (`None`: the first of
+    /// [`V1_PREFERENCE`] mounted) ask for on hierarchies `h`; an error names
+    /// what is missing.
+    pub fn choose(
+        h: &Hierarchies,
+        hierarchy: CgroupHierarchy,
+        controller: Option<&str>,
+    ) -> Result<CgroupView, String> {
+        let mounted = || h.v1_controllers().join(", ");
+        let v1 = match (hierarchy, controller) {
+            (CgroupHierarchy::Unified, _) => None,
+            (_, Some(c)) => match h.v1(c) {
+                Some(mount) => Some((c.to_owned(), mount.to_owned())),
+                None => {
+                    return Err(format!(
+                        "cgroup_v1_controller = {c:?} is not mounted as a cgroup v1 hierarchy (mounted: {})",
+                        mounted()
+                    ))
+                }
+            },
+            (_, None) => V1_PREFERENCE
+                .iter()
+                .find_map(|c| h.v1(c).map(|m| ((*c).to_owned(), m.to_owned()))),
+        };
+        if hierarchy == CgroupHierarchy::V1 && v1.is_none() {
+            return Err(format!(
+                "cgroup_hierarchy = \"v1\" but none of {} is mounted as a cgroup v1 hierarchy (mounted: {})",
+                V1_PREFERENCE.join(", "),
+                mounted()
+            ));
+        }
+        Ok(CgroupView {
+            unified: h.unified.clone(),
+            always_v1: hierarchy == CgroupHierarchy::V1,
+            v1,
+        })
+    }
+
+    /// The id of the cgroup the process at `/proc/<pid>` (`dir`) is
+    /// attributed to — the inode number of the cgroup's directory, which is
+    /// what the kernel's records carry — as the kernel programs choose it.
+    pub fn id_of(&self, dir: &Path) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let text = std::fs::read_to_string(dir.join("cgroup")).ok()?;
+        let ino = |root: &Path, path: &str| {
+            std::fs::metadata(root.join(path.trim_start_matches('/')))
+                .ok()
+                .map(|m| m.ino())
+        };
+        let unified = self.unified.as_deref().and_then(|root| {
+            let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+            Some((root, path))
+        });
+        if !self.always_v1 {
+            if let Some((root, path)) = unified.filter(|(_, p)| *p != "/") {
+                return ino(root, path);
+            }
+        }
+        if let Some((controller, mount)) = &self.v1 {
+            // `N:cpu,cpuacct:/path`.
+            let path = text.lines().find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == controller)
+                    .then_some(path)
+            });
+            if let Some(path) = path {
+                return ino(mount, path);
+            }
+        }
+        unified.and_then(|(root, path)| ino(root, path))
+    }
+}
+
 /// A mountinfo path field: spaces, tabs, newlines and backslashes are
 /// written as octal escapes (`\040`).
 fn unescape(field: &str) -> PathBuf {
@@ -159,5 +267,46 @@ mod tests {
         let h = Hierarchies::discover();
         let root = h.unified.expect("a cgroup2 mount");
         assert!(root.join("cgroup.procs").exists(), "{}", root.display());
+    }
+
+    #[test]
+    fn a_process_is_attributed_as_the_kernel_programs_do() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = |p: &str| {
+            let d = root.path().join(p);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        let (unified, memory) = (dir("unified"), dir("memory"));
+        let in_unified = dir("unified/kubepods/pod1/ctr");
+        let in_memory = dir("memory/kubepods/pod1/ctr");
+        let proc = dir("proc/42");
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let write = |text: &str| std::fs::write(proc.join("cgroup"), text).unwrap();
+        let mut view = CgroupView {
+            unified: Some(unified.clone()),
+            v1: Some(("memory".into(), memory.clone())),
+            always_v1: false,
+        };
+        // Placed in both: the unified cgroup.
+        write("4:memory:/kubepods/pod1/ctr\n1:cpu,cpuacct:/\n0::/kubepods/pod1/ctr\n");
+        assert_eq!(view.id_of(&proc), Some(ino(&in_unified)));
+        // In the unified root: the v1 controller's.
+        write("4:memory:/kubepods/pod1/ctr\n0::/\n");
+        assert_eq!(view.id_of(&proc), Some(ino(&in_memory)));
+        // Asked for v1: always the controller's.
+        view.always_v1 = true;
+        write("4:memory:/kubepods/pod1/ctr\n0::/kubepods/pod1/ctr\n");
+        assert_eq!(view.id_of(&proc), Some(ino(&in_memory)));
+        // A controller listed with others (`cpu,cpuacct`) is found.
+        view.v1 = Some(("cpuacct".into(), memory.clone()));
+        write("1:cpu,cpuacct:/kubepods/pod1/ctr\n0::/\n");
+        assert_eq!(view.id_of(&proc), Some(ino(&in_memory)));
+        // No v1 controller: the unified root.
+        view.v1 = None;
+        view.always_v1 = false;
+        write("0::/\n");
+        assert_eq!(view.id_of(&proc), Some(ino(&unified)));
     }
 }

@@ -90,6 +90,15 @@ pub struct EbpfSourceConfig {
     /// Sampling of each container's, pod's and the host's resource use.
     #[serde(default)]
     pub resources: resources::ResourcesConfig,
+    /// Which cgroup names a task's container and pod: `auto` (the unified
+    /// hierarchy's; a v1 controller's where that is the root: a v1-only
+    /// host, a task placed in v1 controllers only), `unified`, or `v1`.
+    #[serde(default)]
+    pub cgroup_hierarchy: cgroupfs::CgroupHierarchy,
+    /// The v1 controller read: by default the first of `memory`, `cpu`,
+    /// `pids` mounted (from /proc/self/mountinfo at start).
+    #[serde(default)]
+    pub cgroup_v1_controller: Option<String>,
 }
 
 /// The kernel's `FILTER` entry for a config; `host_mnt_ns` from /proc/1/ns/mnt.
@@ -258,6 +267,8 @@ pub enum EbpfError {
     Kubernetes(#[from] k8s_pods::KubernetesError),
     #[error("containers_only needs the host's mount namespace, but neither /proc/1/ns/mnt nor /proc/self/ns/mnt is readable")]
     HostNamespace,
+    #[error("{0}")]
+    Cgroup(String),
 }
 
 /// The compiled kernel programs (built by build.rs).
@@ -489,7 +500,18 @@ impl EbpfSource {
         metrics: Arc<ComponentMetrics>,
     ) -> Result<Self, EbpfError> {
         config.resources.validate().map_err(EbpfError::Resources)?;
-        let mut offsets = offsets::resolve(&config.btf_path)?;
+        let hierarchies = cgroupfs::Hierarchies::discover();
+        let view = cgroupfs::CgroupView::choose(
+            &hierarchies,
+            config.cgroup_hierarchy,
+            config.cgroup_v1_controller.as_deref(),
+        )
+        .map_err(EbpfError::Cgroup)?;
+        let mut offsets =
+            offsets::resolve(&config.btf_path, view.v1.as_ref().map(|(c, _)| c.as_str()))?;
+        if view.always_v1 {
+            offsets.cgroup_v1_mode = lumen_common::CGROUP_V1_ALWAYS;
+        }
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let prefixes = expand_prefixes(
             &config.sensitive_paths,
@@ -690,9 +712,7 @@ impl EbpfSource {
         .map_err(map_err("DROPS"))?;
         let scheduler = (config.resources.enabled && config.resources.scheduler)
             .then_some(sched_maps.is_some());
-        let hierarchies = cgroupfs::Hierarchies::discover();
-        let found =
-            capabilities::observed(&config, &hierarchies, &unavailable, scheduler, kernel_oom);
+        let found = capabilities::observed(&config, &view, &unavailable, scheduler, kernel_oom);
         for c in &found {
             if c.available {
                 tracing::info!(capability = c.name, "ebpf source: can see: {}", c.detail);
@@ -707,8 +727,7 @@ impl EbpfSource {
         // Seeded after attaching: a process that starts meanwhile is seen by
         // both, and the kernel's event wins.
         let mut cache = ProcessCache::new(config.process_cache_capacity);
-        let unified = hierarchies.unified.as_deref();
-        match cache.seed_from_proc(Path::new("/proc"), unified) {
+        match cache.seed_from_proc(Path::new("/proc"), &view) {
             Ok(n) => tracing::info!(
                 processes = n,
                 "ebpf source: process cache seeded from /proc"

@@ -88,8 +88,13 @@ fn raw_tracepoint_args(btf_path: &Path, name: &str) -> Option<Vec<bool>> {
     )
 }
 
-/// Resolves every offset the kernel programs use.
-pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
+/// Resolves every offset the kernel programs use; with the id of the v1
+/// controller `v1_controller` (its `cgroup_subsys_id`, `<name>_cgrp_id`)
+/// when attribution reads one.
+pub fn resolve(
+    btf_path: &Path,
+    v1_controller: Option<&str>,
+) -> Result<KernelOffsets, OffsetsError> {
     let data = std::fs::read(btf_path).map_err(|source| OffsetsError::Read {
         path: btf_path.display().to_string(),
         source,
@@ -201,8 +206,35 @@ pub fn resolve(btf_path: &Path) -> Result<KernelOffsets, OffsetsError> {
         ready: 1,
         inode_ino: byte_offset("inode", "i_ino")?,
         task_comm: byte_offset("task_struct", "comm")?,
+        css_set_subsys: byte_offset("css_set", "subsys")?,
+        css_cgroup: byte_offset("cgroup_subsys_state", "cgroup")?,
+        kernfs_id: byte_offset("kernfs_node", "id")?,
+        cgroup_v1_ssid: match v1_controller {
+            Some(c) => subsys_id(&types, c)
+                .ok_or_else(|| OffsetsError::Missing(format!("cgroup_subsys_id {c}_cgrp_id")))?,
+            None => lumen_common::CGROUP_SUBSYS_MAX,
+        },
+        cgroup_v1_mode: lumen_common::CGROUP_V1_FALLBACK,
         _pad: 0,
     })
+}
+
+/// The value of `<controller>_cgrp_id` in the kernel's `enum
+/// cgroup_subsys_id` (which controllers are built in decides the order).
+fn subsys_id(types: &TypeInformation, controller: &str) -> Option<u32> {
+    use btfparse::{Integer32Value, TypeVariant};
+    let Some(TypeVariant::Enum(e)) = types.from_id(types.id_of("cgroup_subsys_id")?) else {
+        return None;
+    };
+    let name = format!("{controller}_cgrp_id");
+    e.named_value_list()
+        .iter()
+        .find(|v| v.name == name)
+        .and_then(|v| match v.value {
+            Integer32Value::Unsigned(n) => Some(n),
+            Integer32Value::Signed(n) => u32::try_from(n).ok(),
+        })
+        .filter(|&n| n < lumen_common::CGROUP_SUBSYS_MAX)
 }
 
 /// Where field `field` sits in the records of tracepoint `category/name`,
@@ -269,7 +301,7 @@ mod tests {
         if !path.exists() {
             panic!("this test needs kernel BTF at {}", path.display());
         }
-        let o = resolve(path).unwrap();
+        let o = resolve(path, None).unwrap();
         // arg_end directly follows arg_start (both unsigned long).
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
         assert!(o.task_tgid > 0 && o.task_real_parent > o.task_tgid);
@@ -282,6 +314,24 @@ mod tests {
         // This kernel has overlayfs built in: the upper dentry follows the
         // embedded inode (struct inode is far larger than 64 bytes).
         assert!(o.ovl_upper_dentry > 64, "{}", o.ovl_upper_dentry);
+        assert_eq!(o.cgroup_v1_ssid, lumen_common::CGROUP_SUBSYS_MAX);
+        // `css_set.subsys[]` comes before `dfl_cgrp`, a pointer per
+        // controller.
+        assert!(o.css_set_dfl_cgrp >= o.css_set_subsys + 8 * 4);
+        // The controllers' ids: distinct, and in range; one not built in
+        // (or misspelt) is named.
+        let id = |c| resolve(path, Some(c)).unwrap().cgroup_v1_ssid;
+        let ids = [id("cpu"), id("memory"), id("pids")];
+        assert!(
+            ids.iter().all(|&i| i < lumen_common::CGROUP_SUBSYS_MAX),
+            "{ids:?}"
+        );
+        assert!(
+            ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+            "{ids:?}"
+        );
+        let e = resolve(path, Some("memroy")).unwrap_err().to_string();
+        assert!(e.contains("memroy_cgrp_id"), "{e}");
     }
 
     #[test]
@@ -301,7 +351,7 @@ mod tests {
 
     #[test]
     fn names_the_missing_file() {
-        let e = resolve(Path::new("/nonexistent/vmlinux"))
+        let e = resolve(Path::new("/nonexistent/vmlinux"), None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/vmlinux"), "{e}");

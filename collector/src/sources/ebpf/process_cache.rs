@@ -27,6 +27,7 @@
 //! cgroup, so a process the runtime moves into the container (runc's init)
 //! is re-placed when it next acts.
 
+use super::cgroupfs::CgroupView;
 use lumen_schemas::event::{
     push, ContainerEntry, EntryLeader, ParentInfo, ProcessActivity, ProcessEvent,
 };
@@ -361,11 +362,7 @@ impl ProcessCache {
     /// process's cgroup id from the unified (v2) hierarchy mounted at
     /// `unified` (none on a v1-only host: ids unknown). Processes that
     /// vanish while being read are skipped.
-    pub fn seed_from_proc(
-        &mut self,
-        proc: &Path,
-        unified: Option<&Path>,
-    ) -> std::io::Result<usize> {
+    pub fn seed_from_proc(&mut self, proc: &Path, view: &CgroupView) -> std::io::Result<usize> {
         let ticks_per_sec = clock_ticks();
         let mut n = 0;
         for dir in std::fs::read_dir(proc)? {
@@ -373,7 +370,7 @@ impl ProcessCache {
             let Some(pid) = dir.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Some(entry) = read_proc_entry(&dir.path(), ticks_per_sec, unified) {
+            if let Some(entry) = read_proc_entry(&dir.path(), ticks_per_sec, view) {
                 self.insert(pid, entry);
                 n += 1;
             }
@@ -413,7 +410,7 @@ fn clock_ticks() -> u64 {
 }
 
 /// Reads one `/proc/<pid>` directory.
-fn read_proc_entry(dir: &Path, ticks_per_sec: u64, unified: Option<&Path>) -> Option<Entry> {
+fn read_proc_entry(dir: &Path, ticks_per_sec: u64, view: &CgroupView) -> Option<Entry> {
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     // The name is in parentheses and may contain spaces and parentheses:
     // the fields after it start after the last ')'.
@@ -439,21 +436,11 @@ fn read_proc_entry(dir: &Path, ticks_per_sec: u64, unified: Option<&Path>) -> Op
         executable,
         name,
         argv: String::from_utf8_lossy(&argv).into_owned(),
-        cgroup_id: unified.and_then(|u| cgroup_id(dir, u)).unwrap_or(0),
+        cgroup_id: view.id_of(dir).unwrap_or(0),
         leader: None,
         exec_cgroup: 0,
         setup: false,
     })
-}
-
-/// The cgroup v2 id of the process at `/proc/<pid>`: the inode number of
-/// its cgroup's directory, which is what the kernel's records carry.
-fn cgroup_id(dir: &Path, cgroup_root: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let text = std::fs::read_to_string(dir.join("cgroup")).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let meta = std::fs::metadata(cgroup_root.join(path.trim_start_matches('/'))).ok()?;
-    Some(meta.ino())
 }
 
 #[cfg(test)]
@@ -823,9 +810,11 @@ mod tests {
         let unified = super::super::cgroupfs::Hierarchies::discover()
             .unified
             .unwrap();
-        let n = c
-            .seed_from_proc(Path::new("/proc"), Some(&unified))
-            .unwrap();
+        let view = CgroupView {
+            unified: Some(unified.clone()),
+            ..CgroupView::default()
+        };
+        let n = c.seed_from_proc(Path::new("/proc"), &view).unwrap();
         assert!(n > 1);
         let me = c.get(std::process::id(), 0).unwrap();
         // Its cgroup id is its cgroup directory's inode, and its lineage

@@ -224,6 +224,8 @@ fn cloudwatch_payloads_and_export_lines_yield_their_audit_events() {
     let demo =
         std::fs::read_to_string(reference_dir().join("k8s-audit/audit2rbac/demo.log")).unwrap();
     let originals: Vec<&str> = demo.lines().take(4).collect();
+    let ocsf = ocsf_validator("api_activity.schema.json");
+    let ecs_fields = ecs_fields();
     let records = |bytes: &[u8], format: Format| {
         let inflated = k8s_audit::cloudwatch::gunzip(bytes, 1 << 20).unwrap();
         let text = std::str::from_utf8(&inflated).unwrap().to_owned();
@@ -253,6 +255,14 @@ fn cloudwatch_payloads_and_export_lines_yield_their_audit_events() {
                 );
             }
             assert!(a.s(w.time).starts_with("2017-09-11T19:55:05."), "{file}");
+            let e = Event::api_activity(a.clone(), host(), Timestamp(1));
+            let doc = encode(Schema::Ocsf, &e);
+            assert_valid(&ocsf, &doc, file);
+            assert_eq!(doc["cloud"]["provider"], "aws");
+            assert_eq!(doc["metadata"]["profiles"], serde_json::json!(["cloud"]));
+            let ecs = encode(Schema::Ecs, &e);
+            check_ecs(&ecs, &ecs_fields, file);
+            assert_eq!(ecs["cloud"]["provider"], "aws");
         }
     }
     let documented = base64::engine::general_purpose::STANDARD

@@ -7,6 +7,38 @@ use crate::support::{
 };
 use std::time::Duration;
 
+/// The exec of `executable` with `marker` among its arguments (`runc exec`
+/// on the host has the marker in its arguments too), checked to be
+/// attributed to runc container `container_id` of Burstable pod `pod_uid`.
+fn attributed_exec(
+    lumen: &Lumen,
+    executable: &str,
+    marker: &str,
+    container_id: &str,
+    pod_uid: &str,
+) -> serde_json::Value {
+    let is_marker = |e: &serde_json::Value| {
+        e["event"]["action"] == "exec"
+            && e["process"]["executable"] == executable
+            && e["process"]["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == marker))
+    };
+    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
+        evs.iter().any(is_marker)
+    });
+    let exec = events.into_iter().find(|e| is_marker(e)).unwrap();
+    assert_eq!(exec["container"]["id"], container_id, "{exec:#}");
+    assert_eq!(exec["container"]["runtime"], "runc");
+    assert_eq!(exec["kubernetes"]["pod"]["uid"], pod_uid);
+    assert_eq!(exec["kubernetes"]["pod"]["qos_class"], "Burstable");
+    assert_eq!(
+        exec["lumen"]["process"]["cgroup"],
+        format!("burstable/pod{pod_uid}/{container_id}").as_str()
+    );
+    exec
+}
+
 #[test]
 fn a_short_lived_runc_container_is_attributed_to_its_container_and_pod() {
     assert!(is_root(), "runc and eBPF need root (CI runs as root)");
@@ -24,24 +56,7 @@ fn a_short_lived_runc_container_is_attributed_to_its_container_and_pod() {
     assert!(container.run().success());
 
     // The container is gone (its cgroup too) by the time events are read.
-    let is_marker = |e: &serde_json::Value| {
-        e["event"]["action"] == "exec"
-            && e["process"]["args"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == marker.as_str()))
-    };
-    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
-        evs.iter().any(is_marker)
-    });
-    let exec = events.iter().find(|e| is_marker(e)).unwrap();
-    assert_eq!(exec["container"]["id"], container_id.as_str(), "{exec:#}");
-    assert_eq!(exec["container"]["runtime"], "runc");
-    assert_eq!(exec["kubernetes"]["pod"]["uid"], pod_uid);
-    assert_eq!(exec["kubernetes"]["pod"]["qos_class"], "Burstable");
-    assert_eq!(
-        exec["lumen"]["process"]["cgroup"],
-        format!("burstable/pod{pod_uid}/{container_id}").as_str()
-    );
+    let exec = attributed_exec(&lumen, "/bin/true", &marker, &container_id, pod_uid);
     // Its own namespaces, not the host's.
     let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
     let host_mnt: u64 = host_mnt
@@ -146,27 +161,7 @@ fn a_container_is_attributed_through_a_cgroup_v1_controller() {
     assert!(container
         .exec(&["/bin/sh", "-c", &format!("/bin/true {marker}")])
         .success());
-    // `/bin/true` in the container (`runc exec` on the host has the marker
-    // in its arguments too).
-    let is_marker = |e: &serde_json::Value| {
-        e["event"]["action"] == "exec"
-            && e["process"]["executable"] == "/bin/true"
-            && e["process"]["args"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == marker.as_str()))
-    };
-    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
-        evs.iter().any(is_marker)
-    });
-    let exec = events.iter().find(|e| is_marker(e)).unwrap();
-    assert_eq!(exec["container"]["id"], container_id.as_str(), "{exec:#}");
-    assert_eq!(exec["container"]["runtime"], "runc");
-    assert_eq!(exec["kubernetes"]["pod"]["uid"], pod_uid);
-    assert_eq!(exec["kubernetes"]["pod"]["qos_class"], "Burstable");
-    assert_eq!(
-        exec["lumen"]["process"]["cgroup"],
-        format!("burstable/pod{pod_uid}/{container_id}").as_str()
-    );
+    let exec = attributed_exec(&lumen, "/bin/true", &marker, &container_id, pod_uid);
     assert_eq!(
         exec["lumen"]["process"]["cgroup_id"].as_u64(),
         Some(v1_id),

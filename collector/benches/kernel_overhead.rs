@@ -5,7 +5,8 @@
 //! tracing off, on). Also: how many events Lumen
 //! delivered and its user-space CPU (utime + stime of the lumen process
 //! over the storm). Needs root. Run: `cargo bench -p lumen --bench kernel_overhead`;
-//! `LUMEN_BENCH_BIN=<path>` measures another lumen binary.
+//! `LUMEN_BENCH_BIN=<path>` measures another lumen binary;
+//! `LUMEN_BENCH_SOURCE='key = value'` adds ebpf source settings.
 
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -215,8 +216,11 @@ fn program_costs() -> Vec<(String, u64, u128)> {
 }
 
 fn lumen_config(out: &std::path::Path, scheduler: bool) -> String {
+    // `LUMEN_BENCH_SOURCE="key = value"`: more ebpf source settings, to
+    // price one (`cgroup_hierarchy = "unified"` against the default).
+    let extra = std::env::var("LUMEN_BENCH_SOURCE").unwrap_or_default();
     format!(
-        "[sources.kernel]\ntype = \"ebpf\"\nresources.scheduler = {scheduler}\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"kernel\"]\nschema = \"ocsf\"\npath = \"{}\"\nmax_bytes = 0\n",
+        "[sources.kernel]\ntype = \"ebpf\"\nresources.scheduler = {scheduler}\n{extra}\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"kernel\"]\nschema = \"ocsf\"\npath = \"{}\"\nmax_bytes = 0\n",
         out.display()
     )
 }

@@ -14,7 +14,10 @@
 //! Run: `cargo bench -p lumen --bench sink_throughput [-- word]`;
 //! `LUMEN_BENCH_EVENTS=n` sets the number of events (default 200,000).
 
+mod common;
+
 use bytes::Bytes;
+use common::{line_counter, memchr_count, usage};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -126,10 +129,6 @@ async fn receiver(
     Ok(Response::new(Full::new(Bytes::from(text))))
 }
 
-fn memchr_count(body: &[u8]) -> usize {
-    body.iter().filter(|b| **b == b'\n').count()
-}
-
 /// An OTLP gRPC receiver that counts log records.
 #[derive(Clone)]
 struct OtlpCounter(Arc<AtomicU64>);
@@ -193,33 +192,6 @@ fn kafka_counter(servers: String, topic: &'static str, count: Arc<AtomicU64>) {
     });
 }
 
-/// Counts the lines appended to `path` (read incrementally) into `count`.
-fn line_counter(path: std::path::PathBuf, count: Arc<AtomicU64>) {
-    std::thread::spawn(move || {
-        use std::io::{Read, Seek};
-        let mut offset = 0u64;
-        let mut lines = 0u64;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            if let Ok(mut f) = std::fs::File::open(&path) {
-                let _ = f.seek(std::io::SeekFrom::Start(offset));
-                while let Ok(n) = f.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    offset += n as u64;
-                    lines += memchr_count(&buf[..n]) as u64;
-                }
-            }
-            count.store(lines, Ordering::Relaxed);
-            if lines as usize >= *EVENTS {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    });
-}
-
 fn start_receiver(
     rt: &tokio::runtime::Runtime,
     count: Arc<AtomicU64>,
@@ -247,23 +219,6 @@ fn start_receiver(
         }
     });
     format!("http://{addr}")
-}
-
-/// (utime + stime in seconds, peak RSS in MiB) of a process.
-fn usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    (ticks / 100.0, hwm_kib / 1024.0)
 }
 
 fn write_log(path: &std::path::Path) -> f64 {
@@ -392,7 +347,7 @@ fn main() {
         let url = if name.starts_with("aggregator") {
             let out = shm.path().join("aggregated.ndjson");
             let _ = std::fs::remove_file(&out);
-            line_counter(out.clone(), count.clone());
+            line_counter(out.clone(), count.clone(), *EVENTS);
             out.display().to_string()
         } else if name.contains("kafka") {
             let topic = if name.contains("native") {

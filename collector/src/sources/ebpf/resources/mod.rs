@@ -437,6 +437,8 @@ pub async fn run(
     let period = Duration::from_secs_f64(config.interval_secs);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ns_per_tick = 1_000_000_000 / clock_ticks_per_sec();
+    let mut steal = host_steal_ticks(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -457,7 +459,11 @@ pub async fn run(
         metrics.replace(series, dropped);
         let mut raised = Vec::new();
         {
+            let now = host_steal_ticks(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
+            let stolen = now.saturating_sub(steal).saturating_mul(ns_per_tick);
+            steal = now;
             let mut rules = rules.lock().unwrap_or_else(|e| e.into_inner());
+            rules.note_steal(stolen);
             rules.check(&events, &mut raised);
             rules.expire(Timestamp::now(), &mut raised);
         }
@@ -471,3 +477,21 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests;
+
+/// The host's steal time (all CPUs), in clock ticks, from `/proc/stat`
+/// text: the eighth value of the `cpu` line (0 when absent: no
+/// hypervisor reports it).
+fn host_steal_ticks(stat: &str) -> u64 {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("cpu "))
+        .and_then(|rest| rest.split_whitespace().nth(7))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `/proc/stat`'s unit (USER_HZ).
+fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}

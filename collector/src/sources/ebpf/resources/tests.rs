@@ -405,3 +405,18 @@ fn scheduler_counters_become_a_containers_deltas_with_its_neighbours_named() {
         }
     }
 }
+
+#[test]
+fn steal_is_the_eighth_value_of_the_cpu_line() {
+    let stat = "cpu  3671085 0 792193 5146009 63882 0 5385 3826 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+    assert_eq!(host_steal_ticks(stat), 3826);
+    assert_eq!(host_steal_ticks("cpu  1 2 3 4\n"), 0);
+    assert_eq!(host_steal_ticks(""), 0);
+    // This machine's has the field (a guest whose hypervisor reports steal).
+    let here = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu = here.lines().next().unwrap();
+    assert!(
+        cpu.starts_with("cpu ") && cpu.split_whitespace().count() >= 9,
+        "{cpu}"
+    );
+}

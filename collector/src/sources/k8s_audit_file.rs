@@ -112,10 +112,17 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 struct Progress {
     checkpoint: FileCheckpoint,
-    /// Lines read and not yet behind the checkpoint, in file order: the
-    /// event's cookie (none for a skipped line), the offset after the line,
-    /// the number of the next line.
+    /// Chunks of lines read and not yet behind the checkpoint, in file
+    /// order: their events' cookie (none when they made no event), the
+    /// offset after the chunk's last line, the number of the next line.
     queue: VecDeque<(Option<u64>, u64, u64)>,
+}
+
+/// The acknowledgement the events of one read chunk share.
+struct ChunkAck {
+    cookie: u64,
+    node: Arc<ack::AckNode>,
+    events: u64,
 }
 
 /// The running source.
@@ -128,8 +135,12 @@ pub struct K8sAuditFileSource {
     acks: ack::AckSender,
     acked: AckReceiver,
     next_cookie: u64,
+    /// Events sent, and acknowledged delivered or not.
+    sent_events: u64,
     delivered: u64,
     not_delivered: u64,
+    /// The events of each chunk in flight, by cookie.
+    chunk_events: HashMap<u64, u64>,
     store: CheckpointStore,
     /// Checkpoints loaded at start-up, by (device, inode), until used.
     saved: HashMap<(u64, u64), FileCheckpoint>,
@@ -185,8 +196,10 @@ impl K8sAuditFileSource {
             acks,
             acked,
             next_cookie: 0,
+            sent_events: 0,
             delivered: 0,
             not_delivered: 0,
+            chunk_events: HashMap::new(),
         })
     }
 
@@ -384,7 +397,11 @@ impl K8sAuditFileSource {
         Ok(total)
     }
 
-    /// Splits a chunk into lines and emits the events.
+    /// Splits a chunk into lines and emits the events. The events of one
+    /// chunk share one acknowledgement: the checkpoint passes the chunk's
+    /// lines when every one of its events is acknowledged (one node, one
+    /// queue entry and one acknowledgement message per chunk, not per
+    /// event; a crash repeats at most the chunks in flight, as before).
     async fn lines(
         &mut self,
         t: &mut Tracked,
@@ -394,32 +411,40 @@ impl K8sAuditFileSource {
         let max = self.config.max_line_bytes;
         // The file offset where `chunk` starts (`t.offset` is already past it).
         let mut at = t.offset - chunk.len() as u64;
+        let mut node = None;
+        let mut ended = None;
         while let Some(nl) = memchr::memchr(b'\n', chunk) {
             let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
             chunk = rest;
             at += nl as u64 + 1;
             let line_no = t.line_no;
             t.line_no += 1;
-            let cookie = if t.skipping {
+            ended = Some(at);
+            if t.skipping {
                 t.skipping = false;
-                None
             } else if t.partial.is_empty() {
-                self.line(t, line_no, head, out).await?
+                self.line(t, line_no, head, &mut node, out).await?;
             } else {
                 t.partial.extend_from_slice(head);
                 let line = std::mem::take(&mut t.partial);
-                let cookie = self.line(t, line_no, &line, out).await?;
+                let sent = self.line(t, line_no, &line, &mut node, out).await;
                 t.partial = line;
                 t.partial.clear();
-                cookie
-            };
-            self.read_up_to(t.key, cookie, at, t.line_no);
-            // Reading a long file behind a slow sink can take long: the
-            // checkpoints keep up while it does (looked at every 64 lines).
-            if t.line_no.is_multiple_of(64) {
-                self.count_acks();
-                self.save_if_due();
+                sent?;
             }
+        }
+        if let Some(end) = ended {
+            // Counted before the chunk's own hold on its node goes: the
+            // acknowledgement cannot come earlier.
+            let cookie = node.map(|c| {
+                self.chunk_events.insert(c.cookie, c.events);
+                c.cookie
+            });
+            self.read_up_to(t.key, cookie, end, t.line_no);
+            // Reading a long file behind a slow sink can take long: the
+            // checkpoints keep up while it does.
+            self.count_acks();
+            self.save_if_due();
         }
         if !t.skipping {
             t.partial.extend_from_slice(chunk);
@@ -442,20 +467,23 @@ impl K8sAuditFileSource {
         );
     }
 
+    /// Emits the events of one line, acknowledged through `node` (made
+    /// for the chunk's first event).
     async fn line(
         &mut self,
         t: &Tracked,
         line_no: u64,
         raw: &[u8],
+        node: &mut Option<ChunkAck>,
         out: &mut Fanout,
-    ) -> Result<Option<u64>, crate::topology::fanout::Closed> {
+    ) -> Result<(), crate::topology::fanout::Closed> {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(u8::is_ascii_whitespace) {
-            return Ok(None);
+            return Ok(());
         }
         if raw.len() > self.config.max_line_bytes {
             self.oversized(t, line_no);
-            return Ok(None);
+            return Ok(());
         }
         let mut parsed = std::mem::take(&mut self.parsed);
         match std::str::from_utf8(raw) {
@@ -465,11 +493,9 @@ impl K8sAuditFileSource {
                 tracing::warn!(path = %t.path.display(), line = line_no, error = %format!("not UTF-8: {e}"), "k8s_audit_file: malformed line skipped");
             }
         }
-        // A line of several events (a CloudWatch payload) is acknowledged
-        // when all of them are: they share one acknowledgement node.
         let several = parsed.len() > 1;
-        let mut node = None;
         let mut result = Ok(());
+        let mut sent_any = false;
         for (i, p) in parsed.drain(..).enumerate() {
             let activity = match p {
                 Ok(a) => a,
@@ -487,30 +513,36 @@ impl K8sAuditFileSource {
                 continue;
             }
             self.metrics.add_received(1);
-            let node = node.get_or_insert_with(|| {
+            let chunk = node.get_or_insert_with(|| {
                 let cookie = self.next_cookie;
                 self.next_cookie += 1;
-                (cookie, self.acks.node(cookie))
+                ChunkAck {
+                    cookie,
+                    node: self.acks.node(cookie),
+                    events: 0,
+                }
             });
             let event = Event::api_activity(activity, self.host.clone(), Timestamp::now());
             result = out
-                .send(Envelope::new(event, Ack::new(node.1.clone())))
+                .send(Envelope::new(event, Ack::new(chunk.node.clone())))
                 .await;
             if result.is_ok() {
+                chunk.events += 1;
+                self.sent_events += 1;
                 self.metrics.add_sent(1);
+                sent_any = true;
             }
         }
         self.parsed = parsed;
-        if node.is_some() {
+        if sent_any {
             self.metrics.add_received_bytes(raw.len());
         }
-        result?;
-        Ok(node.map(|(cookie, _)| cookie))
+        result
     }
 
-    /// A line of file `key` ending at `end` was read; `cookie` is its
-    /// event's, if it made one. A line without an event is behind the
-    /// checkpoint as soon as every line before it is.
+    /// The lines of file `key` up to `end` were read; `cookie` is their
+    /// events' (one per read chunk), if they made any. Lines without an
+    /// event are behind the checkpoint as soon as every line before them is.
     fn read_up_to(&mut self, key: (u64, u64), cookie: Option<u64>, end: u64, next_line: u64) {
         if let Some(p) = self.progress.get_mut(&key) {
             p.queue.push_back((cookie, end, next_line));
@@ -540,7 +572,7 @@ impl K8sAuditFileSource {
     /// events are handled; one dropped on the way holds its file's
     /// checkpoint back, so a restart reads it again.
     fn acknowledged(&mut self, cookie: u64, status: Status) {
-        self.tally(status);
+        self.tally(cookie, status);
         if status == Status::Dropped {
             return;
         }
@@ -594,18 +626,20 @@ impl K8sAuditFileSource {
         }
     }
 
-    fn tally(&mut self, status: Status) {
+    /// Counts the events of chunk `cookie` as `status` says.
+    fn tally(&mut self, cookie: u64, status: Status) {
+        let events = self.chunk_events.remove(&cookie).unwrap_or(0);
         if status == Status::Delivered {
-            self.delivered += 1;
+            self.delivered += events;
         } else {
-            self.not_delivered += 1;
+            self.not_delivered += events;
         }
     }
 
     /// After the outputs closed: waits for the sinks to acknowledge what is
     /// in flight (they drain before exiting) and reports.
     async fn finish_acks(mut self) {
-        let sent = self.next_cookie;
+        let sent = self.sent_events;
         // Only the events in flight hold senders now: the channel closes
         // when the last is acknowledged.
         drop(std::mem::replace(&mut self.acks, ack::channel().0));

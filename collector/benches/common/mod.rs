@@ -56,3 +56,14 @@ pub fn line_counter(path: std::path::PathBuf, count: Arc<AtomicU64>, until: usiz
         }
     });
 }
+
+/// Starts `lumen run --config <config>` quietly (warnings only, no stdout).
+pub fn spawn_lumen(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lumen"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("LUMEN_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("lumen: {e}"))
+}

@@ -65,16 +65,10 @@ pub(super) fn parse_payload(record: &str, out: &mut Vec<Result<ApiActivity, Audi
             ))))
         }
     }
-    let text = |s: &Option<BStr<'_>>| s.as_ref().map_or("", |s| &*s.0).to_owned();
-    let (owner, log_group, log_stream) = (
-        text(&payload.owner),
-        text(&payload.log_group),
-        text(&payload.log_stream),
-    );
     let origin = Origin {
-        owner: &owner,
-        log_group: &log_group,
-        log_stream: &log_stream,
+        owner: payload.owner.as_ref().map_or("", |s| &*s.0),
+        log_group: payload.log_group.as_ref().map_or("", |s| &*s.0),
+        log_stream: payload.log_stream.as_ref().map_or("", |s| &*s.0),
     };
     for event in payload.log_events {
         let Some(message) = event.message else {

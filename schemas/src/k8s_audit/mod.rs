@@ -37,7 +37,9 @@ pub enum AuditParseError {
     NotAnEvent(String),
     #[error("{found}, but this source reads `format = \"{format}\"`")]
     WrongFormat { found: &'static str, format: Format },
-    #[error("a CloudWatch Logs payload holds several events: read it as a record, not a line")]
+    #[error(
+        "a CloudWatch Logs payload holds no or several events: read it as a record, not a line"
+    )]
     SeveralEvents,
     #[error("gzip: {0}")]
     Gzip(String),
@@ -126,17 +128,14 @@ pub fn parse_record(
 }
 
 /// Parses one line (without its newline) holding one event, of any format
-/// but a CloudWatch payload (which holds several: [`parse_record`]).
+/// (a CloudWatch payload of other than one event is an error: read those
+/// with [`parse_record`]).
 pub fn parse_line(line: &str) -> Result<ApiActivity, AuditParseError> {
-    if !line.trim_start().starts_with('{') {
-        if let Some(export) = cloudwatch::export_line(line) {
-            return export;
-        }
-    }
-    let raw: RawEvent<'_> = serde_json::from_str(line)?;
-    match raw.format() {
-        Format::Cloudwatch => Err(AuditParseError::SeveralEvents),
-        found => parse_single(line, raw, found),
+    let mut out = Vec::with_capacity(1);
+    parse_record(line, Format::Auto, &mut out);
+    match (out.pop(), out.is_empty()) {
+        (Some(one), true) => one,
+        _ => Err(AuditParseError::SeveralEvents),
     }
 }
 

@@ -445,9 +445,11 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let host_for_task = host.clone();
-        let Ok((back, events)) = tokio::task::spawn_blocking(move || {
+        let Ok((back, events, steal_now)) = tokio::task::spawn_blocking(move || {
             let events = sampler.sample(&host_for_task);
-            (sampler, events)
+            let steal =
+                host_steal_ticks(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
+            (sampler, events, steal)
         })
         .await
         else {
@@ -459,9 +461,8 @@ pub async fn run(
         metrics.replace(series, dropped);
         let mut raised = Vec::new();
         {
-            let now = host_steal_ticks(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
-            let stolen = now.saturating_sub(steal).saturating_mul(ns_per_tick);
-            steal = now;
+            let stolen = steal_now.saturating_sub(steal).saturating_mul(ns_per_tick);
+            steal = steal_now;
             let mut rules = rules.lock().unwrap_or_else(|e| e.into_inner());
             rules.note_steal(stolen);
             rules.check(&events, &mut raised);

@@ -346,20 +346,26 @@ pub struct RingConfig {
     pub _pad: u32,
 }
 
-/// Path prefixes for in-kernel filtering of file events.
-pub const PREFIX_SLOTS: u32 = 16;
+/// Path prefixes for in-kernel filtering of file events: the `PREFIXES`
+/// longest-prefix-match trie holds at most this many.
+pub const PREFIX_SLOTS: u32 = 64;
 pub const PREFIX_MAX: usize = 64;
 
-/// One slot of the `PREFIXES` map.
+/// A key of the `PREFIXES` trie (the layout of an LPM trie key): the first
+/// `bits` of `bytes` are matched. Keys stored hold a prefix; a lookup holds
+/// the caller's path (its first `PREFIX_MAX` bytes) with all bits.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct PathPrefix {
-    /// Bytes of `bytes` in use; 0 = empty slot.
-    pub len: u32,
-    /// [`PREFIX_SENSITIVE`], [`PREFIX_EXCLUDED`] or [`PREFIX_INCLUDED`].
-    pub kind: u32,
+pub struct PrefixKey {
+    pub bits: u32,
     pub bytes: [u8; PREFIX_MAX],
 }
+
+/// The value of a `PREFIXES` entry: what a path under that prefix is,
+/// every configured prefix of it counted (user space combines them, as the
+/// trie returns only the longest match).
+pub const PREFIX_FLAG_EXCLUDED: u32 = 1;
+pub const PREFIX_FLAG_SENSITIVE: u32 = 2;
 
 /// Reads of paths under this prefix are reported.
 pub const PREFIX_SENSITIVE: u32 = 1;
@@ -697,7 +703,7 @@ mod pod {
     // SAFETY: plain-old-data with explicit padding.
     unsafe impl aya::Pod for super::Pending {}
     // SAFETY: plain-old-data.
-    unsafe impl aya::Pod for super::PathPrefix {}
+    unsafe impl aya::Pod for super::PrefixKey {}
     // SAFETY: plain-old-data with explicit padding.
     unsafe impl aya::Pod for super::RingConfig {}
     // SAFETY: plain-old-data with explicit padding.

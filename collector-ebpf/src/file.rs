@@ -2,18 +2,20 @@
 //! rename, chmod, chown. Excluded prefixes stop a call at entry; the path
 //! is resolved at exit.
 
-use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS, PENDING, SCRATCH};
-use crate::path::{prefix_kinds, resolve_path, walk_path};
+use crate::maps::{count_drop, filtered_out, offsets, submit, EVENTS, PENDING, PREFIXES, SCRATCH};
+use crate::path::{resolve_path, walk_path};
 use crate::syscalls::{entry_program, take_pending, tp_ret};
 use crate::task::{fd_file, fill_header, read_kernel};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, gen},
     macros::tracepoint,
+    maps::lpm_trie::Key,
     programs::TracePointContext,
 };
 use core::ffi::c_void;
 use lumen_common::{
-    drop_index, Creds, FileOp, FileRecord, KernelOffsets, Pending, RecordKind, PREFIX_MAX,
+    drop_index, Creds, FileOp, FileRecord, KernelOffsets, Pending, RecordKind,
+    PREFIX_FLAG_EXCLUDED, PREFIX_FLAG_SENSITIVE, PREFIX_MAX,
 };
 
 #[tracepoint]
@@ -99,26 +101,27 @@ pub(crate) fn file_wanted(a: [u64; 6], call: FileCall) -> Option<Pending> {
     // paths stop here; a read-only open goes on only if sensitive.
     let mut sensitive = 0u32;
     if args[1] != 0 {
-        let buf = SCRATCH.get_ptr_mut(0)?;
+        let key = SCRATCH.get_ptr_mut(0)?;
         // SAFETY: per-CPU scratch; the helper validates the user address.
-        // Only the first PREFIX_MAX bytes matter for the prefixes; bytes after
-        // the NUL may be stale, which cannot make a match (a prefix holds no
-        // NUL, so it fails at the terminator).
-        let (read, path) = unsafe {
-            let b = &mut *buf;
+        // Bytes after the NUL may be stale, which cannot make a match (a
+        // prefix holds no NUL, so it fails at the terminator).
+        let (read, first) = unsafe {
+            (*key).bits = (PREFIX_MAX * 8) as u32;
             let n = gen::bpf_probe_read_user_str(
-                b.as_mut_ptr() as *mut c_void,
+                (*key).bytes.as_mut_ptr() as *mut c_void,
                 PREFIX_MAX as u32,
                 args[1] as *const c_void,
             );
-            (n, &*b)
+            (n, (*key).bytes[0])
         };
-        if read > 1 && path[0] == b'/' {
-            let (excluded, is_sensitive) = prefix_kinds(path);
-            if excluded {
+        if read > 1 && first == b'/' {
+            // SAFETY: PrefixKey has the trie's key layout (bits, then data).
+            let flags = unsafe { PREFIXES.get(&*(key as *const Key<[u8; PREFIX_MAX]>)) };
+            let flags = flags.copied().unwrap_or(0);
+            if flags & PREFIX_FLAG_EXCLUDED != 0 {
                 return None;
             }
-            sensitive = u32::from(is_sensitive);
+            sensitive = u32::from(flags & PREFIX_FLAG_SENSITIVE != 0);
         }
     }
     let write_intent = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) != 0;
@@ -210,7 +213,7 @@ pub(crate) fn finish_file(ret: i64, o: &KernelOffsets, pending: &Pending) {
         (*rec).sensitive = pending._pad;
         (*rec).ret = ret;
     }
-    entry.submit(submit_flags());
+    submit(entry);
 }
 
 entry_program!(stash_file, lumen_enter_open, FileCall::Open, 3);

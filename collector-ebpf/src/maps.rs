@@ -6,11 +6,11 @@ use crate::task::read_kernel;
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, gen},
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lumen_common::{
-    drop_index, KernelOffsets, PathPrefix, Pending, ProcFilter, RingConfig, EXCLUDED_COMMS,
-    PATH_TAIL_MAX, PREFIX_SLOTS,
+    drop_index, KernelOffsets, Pending, PrefixKey, ProcFilter, RingConfig, EXCLUDED_COMMS,
+    PREFIX_MAX, PREFIX_SLOTS,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -76,20 +76,36 @@ pub(crate) const BPF_RB_NO_WAKEUP: u64 = 1;
 pub(crate) const BPF_RB_FORCE_WAKEUP: u64 = 2;
 pub(crate) const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Flags for submitting a record: see [`RingConfig`]. Waking the reader
-/// per record costs user space far more than reading a batch.
+/// Submits a record: see [`RingConfig`]. Waking the reader per record
+/// costs user space far more than reading a batch, and a wakeup costs the
+/// submitting task too (an irq_work self-IPI: a trap to the hypervisor in a
+/// VM). So the reader is woken only when this record carries the waiting
+/// bytes across a multiple of the threshold: once per `wakeup_bytes` even
+/// while the reader lags, never per record. Two CPUs submitting at once may
+/// both miss a crossing; the next one wakes, and the reader's timer drains
+/// meanwhile.
 #[inline(always)]
-pub(crate) fn submit_flags() -> u64 {
+pub(crate) fn submit<T>(entry: RingBufEntry<T>) {
+    entry.submit(submit_flags(core::mem::size_of::<T>() as u64));
+}
+
+#[inline(always)]
+fn submit_flags(size: u64) -> u64 {
     let threshold = match RING.get(0) {
         Some(r) if r.wakeup_bytes != 0 => u64::from(r.wakeup_bytes),
         _ => return 0,
     };
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+    // Reserved space counts as waiting: this record is in `waiting`.
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if waiting / threshold != waiting.saturating_sub(size + RINGBUF_HEADER) / threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     }
 }
+
+/// The ring buffer's per-record header (length and flags).
+const RINGBUF_HEADER: u64 = 8;
 
 #[inline(always)]
 pub(crate) fn count_drop(index: u32) {
@@ -111,10 +127,15 @@ pub(crate) fn offsets() -> Option<&'static KernelOffsets> {
 #[map]
 pub(crate) static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
 
-/// Path prefixes: sensitive (reads reported) and excluded (nothing reported).
+/// Path prefixes, longest match first: the value says whether a path under
+/// it is excluded (nothing reported) or sensitive (reads reported). One
+/// lookup per call, however many prefixes: a loop over them made each file
+/// entry program cost the verifier 60 – 260 ms at start.
 #[map]
-pub(crate) static PREFIXES: Array<PathPrefix> = Array::with_max_entries(PREFIX_SLOTS, 0);
+pub(crate) static PREFIXES: LpmTrie<[u8; PREFIX_MAX], u32> =
+    LpmTrie::with_max_entries(PREFIX_SLOTS, 0);
 
-/// Per-CPU scratch for the caller's path string at syscall entry.
+/// Per-CPU scratch for the caller's path string at syscall entry, laid out
+/// as a `PREFIXES` key.
 #[map]
-pub(crate) static SCRATCH: PerCpuArray<[u8; PATH_TAIL_MAX]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<PrefixKey> = PerCpuArray::with_max_entries(1, 0);

@@ -1,7 +1,7 @@
 //! Socket syscalls (connect, accept, bind, listen): the socket's 5-tuple
 //! at exit, IPv4 and IPv6 only.
 
-use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS, PENDING};
+use crate::maps::{count_drop, filtered_out, offsets, submit, EVENTS, PENDING};
 use crate::syscalls::{entry_program, take_pending, tp_ret};
 use crate::task::{fd_file, fill_header, read_kernel, read_kernel_bytes};
 use aya_ebpf::{
@@ -118,7 +118,7 @@ pub(crate) fn finish_net(ret: i64, o: &KernelOffsets, pending: &Pending) {
             );
         }
     }
-    entry.submit(submit_flags());
+    submit(entry);
 }
 
 #[tracepoint]

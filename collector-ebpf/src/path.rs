@@ -1,16 +1,12 @@
 //! Paths in the kernel: a (dentry, vfsmount) walked up to the task's root
 //! like `d_path`, a caller's path resolved against its cwd or a directory
-//! descriptor, and the configured prefixes a path starts with.
+//! descriptor.
 
 use crate::file::AT_FDCWD;
-use crate::maps::PREFIXES;
 use crate::task::{fd_file, read_kernel};
 use aya_ebpf::helpers::gen;
 use core::ffi::c_void;
-use lumen_common::{
-    KernelOffsets, WalkedPath, COMPONENT_MAX, PATH_COMPONENTS, PATH_TAIL_MAX, PREFIX_EXCLUDED,
-    PREFIX_INCLUDED, PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
-};
+use lumen_common::{KernelOffsets, WalkedPath, COMPONENT_MAX, PATH_COMPONENTS, PATH_TAIL_MAX};
 
 /// Walks (`dentry`, `vfsmnt`) up to the task's root like the kernel's
 /// d_path, writing component names leaf first into `out`'s fixed slots.
@@ -123,57 +119,4 @@ pub(crate) unsafe fn resolve_path(
         };
         walk_path(out, o, dentry, vfsmnt);
     }
-}
-
-/// The kinds of prefix `path` (the caller's string, NUL-terminated) starts
-/// with, in one pass over the slots: (excluded, sensitive); a path under an
-/// included prefix is not excluded (`/dev/shm/` under `/dev/`). Compares 8 bytes
-/// at a time (slots are zero-padded; only the first PREFIX_MAX bytes of the
-/// path are ever read).
-#[inline(always)]
-pub(crate) fn prefix_kinds(path: &[u8; PATH_TAIL_MAX]) -> (bool, bool) {
-    let (mut excluded, mut sensitive, mut included) = (false, false, false);
-    for slot in 0..PREFIX_SLOTS {
-        let Some(p) = PREFIXES.get(slot) else {
-            continue;
-        };
-        let plen = p.len as usize;
-        if plen == 0 {
-            break; // user space fills the slots in order
-        }
-        if plen > PREFIX_MAX {
-            continue;
-        }
-        let mut equal = true;
-        for w in 0..PREFIX_MAX / 8 {
-            let start = w * 8;
-            if start >= plen {
-                break;
-            }
-            let rem = plen - start;
-            let mask = if rem >= 8 {
-                u64::MAX
-            } else {
-                (1u64 << (rem * 8)) - 1
-            };
-            let mut have = [0u8; 8];
-            have.copy_from_slice(&path[start..start + 8]);
-            let mut want = [0u8; 8];
-            want.copy_from_slice(&p.bytes[start..start + 8]);
-            if u64::from_ne_bytes(have) & mask != u64::from_ne_bytes(want) & mask {
-                equal = false;
-                break;
-            }
-        }
-        if equal {
-            if p.kind == PREFIX_EXCLUDED {
-                excluded = true;
-            } else if p.kind == PREFIX_SENSITIVE {
-                sensitive = true;
-            } else if p.kind == PREFIX_INCLUDED {
-                included = true;
-            }
-        }
-    }
-    (excluded && !included, sensitive)
 }

@@ -2,7 +2,7 @@
 //! BPF program loads, mount, setns. Arguments and credentials at entry, the
 //! outcome and the credentials after at exit.
 
-use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS, PENDING};
+use crate::maps::{count_drop, filtered_out, offsets, submit, EVENTS, PENDING};
 use crate::syscalls::{entry_program, tp_ret};
 use crate::task::{
     fd_file, fd_file_name, fill_header, inode_and_magic, read_creds, read_kernel, user_str,
@@ -141,7 +141,7 @@ pub(crate) fn finish(ret: i64) {
             str1[16] = 0;
         }
     }
-    entry.submit(submit_flags());
+    submit(entry);
 }
 
 /// The namespace number of the namespace file open as `fd` (0 when it is

@@ -1,7 +1,7 @@
 //! Process lifecycle: exec (`sched_process_exec`), exit of the last thread
 //! (`sched_process_exit`) and fork (`sched_process_fork`).
 
-use crate::maps::{count_drop, filtered_out, offsets, submit_flags, EVENTS};
+use crate::maps::{count_drop, filtered_out, offsets, submit, EVENTS};
 use crate::path::walk_path;
 use crate::task::{
     cgroup_names_of, fill_header, inode_and_magic, process_start, read_kernel, read_kernel_bytes,
@@ -147,7 +147,7 @@ pub fn lumen_exec(ctx: TracePointContext) -> u32 {
             );
         }
     }
-    entry.submit(submit_flags());
+    submit(entry);
     0
 }
 
@@ -172,7 +172,7 @@ pub fn lumen_exit(ctx: TracePointContext) -> u32 {
         (*rec).exit_code = read_kernel(task, o.task_exit_code);
         (*rec)._pad = 0;
     }
-    entry.submit(submit_flags());
+    submit(entry);
     0
 }
 
@@ -224,7 +224,7 @@ pub fn lumen_fork(ctx: RawTracePointContext) -> i32 {
         (*rec).child_start_time_ns = process_start(child, o);
         (*rec).child_image_id = read_kernel(child, o.task_mm);
     }
-    entry.submit(submit_flags());
+    submit(entry);
     0
 }
 
@@ -255,6 +255,6 @@ pub fn lumen_oom_victim(ctx: RawTracePointContext) -> i32 {
         (*rec).victim_comm = read_kernel_bytes::<COMM_LEN>(task, o.task_comm);
         cgroup_names_of(task, &mut (*rec).victim_cgroup_names, o);
     }
-    entry.submit(submit_flags());
+    submit(entry);
     0
 }

@@ -22,12 +22,13 @@ pub mod resources;
 
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{
-    drop_index, KernelOffsets, PathPrefix, ProcFilter, RingConfig, COMM_LEN, EXCLUDED_COMMS,
-    PREFIX_EXCLUDED, PREFIX_INCLUDED, PREFIX_MAX, PREFIX_SENSITIVE, PREFIX_SLOTS,
+    drop_index, KernelOffsets, ProcFilter, RingConfig, COMM_LEN, EXCLUDED_COMMS,
+    PREFIX_EXCLUDED, PREFIX_FLAG_EXCLUDED, PREFIX_FLAG_SENSITIVE, PREFIX_INCLUDED, PREFIX_MAX,
+    PREFIX_SENSITIVE, PREFIX_SLOTS,
 };
 use lumen_schemas::event::{Host, LossReport, ProcessActivity};
 use lumen_schemas::time::Timestamp;
@@ -207,6 +208,34 @@ pub fn expand_prefixes(
     Ok(out)
 }
 
+/// What a path under each configured prefix is, as the kernel's trie
+/// stores it: the trie returns only the longest prefix a path starts with,
+/// so each entry carries every configured prefix of itself. Excluded unless
+/// an included prefix also holds it (`/dev/shm/` under `/dev/`), sensitive
+/// if any sensitive one does.
+pub fn prefix_flags(prefixes: &[(u32, String)]) -> Vec<(&str, u32)> {
+    let mut out: Vec<(&str, u32)> = Vec::new();
+    for (_, p) in prefixes {
+        if out.iter().any(|(q, _)| q == p) {
+            continue;
+        }
+        let holds = |kind| {
+            prefixes
+                .iter()
+                .any(|(k, q)| *k == kind && p.starts_with(q.as_str()))
+        };
+        let mut flags = 0;
+        if holds(PREFIX_EXCLUDED) && !holds(PREFIX_INCLUDED) {
+            flags |= PREFIX_FLAG_EXCLUDED;
+        }
+        if holds(PREFIX_SENSITIVE) {
+            flags |= PREFIX_FLAG_SENSITIVE;
+        }
+        out.push((p, flags));
+    }
+    out
+}
+
 fn default_process_cache_capacity() -> usize {
     65_536
 }
@@ -257,7 +286,7 @@ pub enum EbpfError {
     RingBufferSize(u32),
     #[error("path prefix {0:?}: must be absolute (or start with ~/) and shorter than 64 bytes")]
     BadPrefix(String),
-    #[error("{0} path prefixes after expanding ~/ (sensitive_paths + exclude_paths + include_paths); at most 16")]
+    #[error("{0} path prefixes after expanding ~/ (sensitive_paths + exclude_paths + include_paths); at most {PREFIX_SLOTS}")]
     TooManyPrefixes(usize),
     #[error("exclude_comms: {0}")]
     BadComm(String),
@@ -592,17 +621,14 @@ impl EbpfSource {
             let map = ebpf
                 .map_mut("PREFIXES")
                 .ok_or(EbpfError::MissingMap("PREFIXES"))?;
-            let mut slots: Array<_, PathPrefix> =
-                Array::try_from(map).map_err(map_err("PREFIXES"))?;
-            for (i, (kind, prefix)) in prefixes.iter().enumerate() {
+            let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u32> =
+                LpmTrie::try_from(map).map_err(map_err("PREFIXES"))?;
+            for (prefix, flags) in prefix_flags(&prefixes) {
                 let mut bytes = [0u8; PREFIX_MAX];
                 bytes[..prefix.len()].copy_from_slice(prefix.as_bytes());
-                let slot = PathPrefix {
-                    len: prefix.len() as u32,
-                    kind: *kind,
-                    bytes,
-                };
-                slots.set(i as u32, slot, 0).map_err(map_err("PREFIXES"))?;
+                let key = aya::maps::lpm_trie::Key::new(prefix.len() as u32 * 8, bytes);
+                trie.insert(&key, flags, 0)
+                    .map_err(map_err("PREFIXES"))?;
             }
             tracing::info!(prefixes = ?prefixes, "ebpf source: file path prefixes (1 = sensitive, 2 = excluded, 3 = included)");
         }
@@ -1091,6 +1117,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn each_trie_entry_carries_every_configured_prefix_of_itself() {
+        let p = expand_prefixes(
+            &["/etc/shadow".into(), "/dev/shm/keys/".into()],
+            &["/dev/".into(), "/etc/".into()],
+            &["/dev/shm/".into()],
+            PASSWD,
+        )
+        .unwrap();
+        let flags = prefix_flags(&p);
+        let of = |path: &str| flags.iter().find(|(p, _)| *p == path).map(|f| f.1);
+        // Sensitive under an excluded prefix: still excluded, and sensitive.
+        assert_eq!(
+            of("/etc/shadow"),
+            Some(PREFIX_FLAG_EXCLUDED | PREFIX_FLAG_SENSITIVE)
+        );
+        assert_eq!(of("/dev/"), Some(PREFIX_FLAG_EXCLUDED));
+        assert_eq!(of("/etc/"), Some(PREFIX_FLAG_EXCLUDED));
+        // Included under an excluded prefix: reported.
+        assert_eq!(of("/dev/shm/"), Some(0));
+        assert_eq!(of("/dev/shm/keys/"), Some(PREFIX_FLAG_SENSITIVE));
+        assert_eq!(flags.len(), 5, "one entry per distinct prefix: {flags:?}");
+    }
+
     fn config(comms: &[&str]) -> EbpfSourceConfig {
         let mut c: EbpfSourceConfig = toml::from_str("").unwrap();
         c.exclude_comms = comms.iter().map(|s| s.to_string()).collect();
@@ -1120,11 +1170,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"etc/shadow\": must be absolute"), "{e}");
-        let many: Vec<String> = (0..17).map(|i| format!("/p{i}/")).collect();
+        let many: Vec<String> = (0..65).map(|i| format!("/p{i}/")).collect();
         let e = expand_prefixes(&many, &[], &[], PASSWD)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("17 path prefixes"), "{e}");
+        assert!(e.contains("65 path prefixes"), "{e}");
+        assert!(e.contains("at most 64"), "{e}");
         assert!(expand_prefixes(
             &default_sensitive_paths(),
             &default_exclude_paths(),

@@ -29,17 +29,15 @@ pub fn probe(config: &EbpfSourceConfig) -> Vec<Capability> {
         Ok(()) => tracefs_events().ok_or_else(|| "tracefs has no events directory".to_owned()),
         Err(e) => Err(e.to_string()),
     };
+    let types = offsets::KernelBtf::read(btf).ok();
+    let types = types.as_ref();
     vec![
         kernel_btf(btf),
         bpf_maps(),
-        process_tracepoints(btf, tracefs.as_deref()),
+        process_tracepoints(types, tracefs.as_deref()),
         syscall_tracepoints(tracefs.as_deref()),
-        scheduler_of(offsets::raw_tracepoint_arg_count(btf, "sched_switch")),
-        oom_events(offsets::raw_tracepoint_arg_is_pointer(
-            btf,
-            "mark_victim",
-            0,
-        )),
+        scheduler_of(types.and_then(|t| t.raw_tracepoint_arg_count("sched_switch"))),
+        oom_events(types.is_some_and(|t| t.raw_tracepoint_arg_is_pointer("mark_victim", 0))),
         match cgroupfs::CgroupView::choose(
             &cgroupfs::Hierarchies::discover(),
             config.cgroup_hierarchy,
@@ -154,8 +152,11 @@ fn tracefs_events() -> Option<std::path::PathBuf> {
     .find(|p| p.is_dir())
 }
 
-fn process_tracepoints(btf: &Path, events: Result<&Path, &String>) -> Capability {
-    let fork = offsets::raw_tracepoint_arg_count(btf, "sched_process_fork").is_some();
+fn process_tracepoints(
+    btf: Option<&offsets::KernelBtf>,
+    events: Result<&Path, &String>,
+) -> Capability {
+    let fork = btf.is_some_and(|t| t.raw_tracepoint_arg_count("sched_process_fork").is_some());
     let events = match events {
         Ok(events) => events,
         Err(e) => {

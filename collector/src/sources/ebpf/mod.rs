@@ -26,9 +26,9 @@ use aya::maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{
-    drop_index, KernelOffsets, ProcFilter, RingConfig, COMM_LEN, EXCLUDED_COMMS,
-    PREFIX_EXCLUDED, PREFIX_FLAG_EXCLUDED, PREFIX_FLAG_SENSITIVE, PREFIX_INCLUDED, PREFIX_MAX,
-    PREFIX_SENSITIVE, PREFIX_SLOTS,
+    drop_index, KernelOffsets, ProcFilter, RingConfig, COMM_LEN, EXCLUDED_COMMS, PREFIX_EXCLUDED,
+    PREFIX_FLAG_EXCLUDED, PREFIX_FLAG_SENSITIVE, PREFIX_INCLUDED, PREFIX_MAX, PREFIX_SENSITIVE,
+    PREFIX_SLOTS,
 };
 use lumen_schemas::event::{Host, LossReport, ProcessActivity};
 use lumen_schemas::time::Timestamp;
@@ -397,9 +397,10 @@ fn attach_syscall(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()
 fn attach_scheduler(
     ebpf: &mut Ebpf,
     btf_path: &Path,
+    kernel_btf: &offsets::KernelBtf,
     delay_ns: u64,
 ) -> Result<Option<resources::sched::SchedMaps>, EbpfError> {
-    if offsets::raw_tracepoint_arg_count(btf_path, "sched_switch") != Some(4) {
+    if kernel_btf.raw_tracepoint_arg_count("sched_switch") != Some(4) {
         tracing::warn!("ebpf source: this kernel's sched_switch tracepoint does not pass prev_state (Linux 5.18+ does); run-queue waits are not measured");
         return Ok(None);
     }
@@ -536,8 +537,8 @@ impl EbpfSource {
             config.cgroup_v1_controller.as_deref(),
         )
         .map_err(EbpfError::Cgroup)?;
-        let mut offsets =
-            offsets::resolve(&config.btf_path, view.v1.as_ref().map(|(c, _)| c.as_str()))?;
+        let kernel_btf = offsets::KernelBtf::read(&config.btf_path)?;
+        let mut offsets = offsets::resolve(&kernel_btf, view.v1.as_ref().map(|(c, _)| c.as_str()))?;
         if view.always_v1 {
             offsets.cgroup_v1_mode = lumen_common::CGROUP_V1_ALWAYS;
         }
@@ -627,8 +628,7 @@ impl EbpfSource {
                 let mut bytes = [0u8; PREFIX_MAX];
                 bytes[..prefix.len()].copy_from_slice(prefix.as_bytes());
                 let key = aya::maps::lpm_trie::Key::new(prefix.len() as u32 * 8, bytes);
-                trie.insert(&key, flags, 0)
-                    .map_err(map_err("PREFIXES"))?;
+                trie.insert(&key, flags, 0).map_err(map_err("PREFIXES"))?;
             }
             tracing::info!(prefixes = ?prefixes, "ebpf source: file path prefixes (1 = sensitive, 2 = excluded, 3 = included)");
         }
@@ -648,7 +648,7 @@ impl EbpfSource {
             prog.attach(category, name).map_err(attach_err)?;
         }
         // OOM kills: where the tracepoint passes the victim's task.
-        let kernel_oom = offsets::raw_tracepoint_arg_is_pointer(&config.btf_path, "mark_victim", 0);
+        let kernel_oom = kernel_btf.raw_tracepoint_arg_is_pointer("mark_victim", 0);
         if kernel_oom {
             let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
                 program: "lumen_oom_victim",
@@ -685,6 +685,7 @@ impl EbpfSource {
             attach_scheduler(
                 &mut ebpf,
                 &config.btf_path,
+                &kernel_btf,
                 config.resources.findings.delay_ns(),
             )?
         } else {

@@ -38,69 +38,92 @@ impl Readable for Bytes {
     }
 }
 
-/// Whether the kernel's raw tracepoint `name` passes a pointer as its
-/// argument `arg` (0-based, after the context): its BTF `btf_trace_<name>`
-/// typedef is a pointer to a function whose parameter `arg + 1` is one.
-/// Tracepoints change their arguments across kernels (`oom:mark_victim`
-/// took a pid before Linux 6.2 and takes the task since).
-pub fn raw_tracepoint_arg_is_pointer(btf_path: &Path, name: &str, arg: usize) -> bool {
-    raw_tracepoint_args(btf_path, name).is_some_and(|args| args.get(arg) == Some(&true))
+/// The running kernel's BTF, parsed once: structure offsets and the
+/// arguments of raw tracepoints come from it (each parse of the ~5 MiB
+/// vmlinux BTF took tens of milliseconds at start).
+pub struct KernelBtf {
+    types: TypeInformation,
 }
 
-/// How many arguments the kernel's raw tracepoint `name` passes (after the
-/// context): `sched_switch` gained `prev_state` in Linux 5.18.
-pub fn raw_tracepoint_arg_count(btf_path: &Path, name: &str) -> Option<usize> {
-    raw_tracepoint_args(btf_path, name).map(|args| args.len())
+impl std::fmt::Debug for KernelBtf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelBtf").finish_non_exhaustive()
+    }
 }
 
-/// The arguments of raw tracepoint `name` (after the context), each as
-/// whether it is a pointer; `None` when the BTF does not say.
-fn raw_tracepoint_args(btf_path: &Path, name: &str) -> Option<Vec<bool>> {
-    use btfparse::TypeVariant;
-    let data = std::fs::read(btf_path).ok()?;
-    let types = TypeInformation::new(&Bytes(data)).ok()?;
-    // Through typedefs, const and volatile to the underlying type.
-    let resolve = |mut id: u32| -> Option<TypeVariant> {
-        for _ in 0..16 {
-            match types.from_id(id)? {
-                TypeVariant::Typedef(t) => id = *t.tid(),
-                TypeVariant::Const(t) => id = *t.tid(),
-                TypeVariant::Volatile(t) => id = *t.tid(),
-                other => return Some(other),
+impl KernelBtf {
+    /// Reads and parses the BTF at `btf_path`.
+    pub fn read(btf_path: &Path) -> Result<KernelBtf, OffsetsError> {
+        let data = std::fs::read(btf_path).map_err(|source| OffsetsError::Read {
+            path: btf_path.display().to_string(),
+            source,
+        })?;
+        let types = TypeInformation::new(&Bytes(data))
+            .map_err(|e| OffsetsError::Parse(e.message().to_owned()))?;
+        Ok(KernelBtf { types })
+    }
+
+    /// Whether the kernel's raw tracepoint `name` passes a pointer as its
+    /// argument `arg` (0-based, after the context): its BTF
+    /// `btf_trace_<name>` typedef is a pointer to a function whose
+    /// parameter `arg + 1` is one. Tracepoints change their arguments
+    /// across kernels (`oom:mark_victim` took a pid before Linux 6.2 and
+    /// takes the task since).
+    pub fn raw_tracepoint_arg_is_pointer(&self, name: &str, arg: usize) -> bool {
+        self.raw_tracepoint_args(name)
+            .is_some_and(|args| args.get(arg) == Some(&true))
+    }
+
+    /// How many arguments the kernel's raw tracepoint `name` passes (after
+    /// the context): `sched_switch` gained `prev_state` in Linux 5.18.
+    pub fn raw_tracepoint_arg_count(&self, name: &str) -> Option<usize> {
+        self.raw_tracepoint_args(name).map(|args| args.len())
+    }
+
+    /// The arguments of raw tracepoint `name` (after the context), each as
+    /// whether it is a pointer; `None` when the BTF does not say.
+    fn raw_tracepoint_args(&self, name: &str) -> Option<Vec<bool>> {
+        use btfparse::TypeVariant;
+        let types = &self.types;
+        // Through typedefs, const and volatile to the underlying type.
+        let resolve = |mut id: u32| -> Option<TypeVariant> {
+            for _ in 0..16 {
+                match types.from_id(id)? {
+                    TypeVariant::Typedef(t) => id = *t.tid(),
+                    TypeVariant::Const(t) => id = *t.tid(),
+                    TypeVariant::Volatile(t) => id = *t.tid(),
+                    other => return Some(other),
+                }
             }
-        }
-        None
-    };
-    let Some(TypeVariant::Ptr(ptr)) = types.id_of(&format!("btf_trace_{name}")).and_then(resolve)
-    else {
-        return None;
-    };
-    let Some(TypeVariant::FuncProto(proto)) = resolve(*ptr.tid()) else {
-        return None;
-    };
-    Some(
-        proto
-            .parameter_list()
-            .iter()
-            .skip(1)
-            .map(|p| resolve(p.tid()).is_some_and(|t| matches!(t, TypeVariant::Ptr(_))))
-            .collect(),
-    )
+            None
+        };
+        let Some(TypeVariant::Ptr(ptr)) =
+            types.id_of(&format!("btf_trace_{name}")).and_then(resolve)
+        else {
+            return None;
+        };
+        let Some(TypeVariant::FuncProto(proto)) = resolve(*ptr.tid()) else {
+            return None;
+        };
+        Some(
+            proto
+                .parameter_list()
+                .iter()
+                .skip(1)
+                .map(|p| resolve(p.tid()).is_some_and(|t| matches!(t, TypeVariant::Ptr(_))))
+                .collect(),
+        )
+    }
 }
 
 /// Resolves every offset the kernel programs use; with the id of the v1
 /// controller `v1_controller` (its `cgroup_subsys_id`, `<name>_cgrp_id`)
 /// when attribution reads one.
 pub fn resolve(
-    btf_path: &Path,
+    btf: &KernelBtf,
     v1_controller: Option<&str>,
 ) -> Result<KernelOffsets, OffsetsError> {
-    let data = std::fs::read(btf_path).map_err(|source| OffsetsError::Read {
-        path: btf_path.display().to_string(),
-        source,
-    })?;
-    let types = TypeInformation::new(&Bytes(data))
-        .map_err(|e| OffsetsError::Parse(e.message().to_owned()))?;
+    let types = &btf.types;
     let byte_offset = |ty: &str, path: &str| -> Result<u32, OffsetsError> {
         // Renamed members: try each spelling, newest last.
         if let Some((old, new)) = path.split_once('|') {
@@ -210,7 +233,7 @@ pub fn resolve(
         css_cgroup: byte_offset("cgroup_subsys_state", "cgroup")?,
         kernfs_id: byte_offset("kernfs_node", "id")?,
         cgroup_v1_ssid: match v1_controller {
-            Some(c) => subsys_id(&types, c)
+            Some(c) => subsys_id(types, c)
                 .ok_or_else(|| OffsetsError::Missing(format!("cgroup_subsys_id {c}_cgrp_id")))?,
             None => lumen_common::CGROUP_SUBSYS_MAX,
         },
@@ -276,23 +299,19 @@ mod tests {
 
     #[test]
     fn the_oom_tracepoint_passes_its_victim_task_on_this_kernel() {
-        let path = Path::new("/sys/kernel/btf/vmlinux");
-        assert!(raw_tracepoint_arg_is_pointer(path, "mark_victim", 0));
+        let btf = KernelBtf::read(Path::new("/sys/kernel/btf/vmlinux")).unwrap();
+        assert!(btf.raw_tracepoint_arg_is_pointer("mark_victim", 0));
         assert!(
-            !raw_tracepoint_arg_is_pointer(path, "mark_victim", 1),
+            !btf.raw_tracepoint_arg_is_pointer("mark_victim", 1),
             "the uid"
         );
-        assert!(raw_tracepoint_arg_is_pointer(path, "sched_process_fork", 1));
-        assert!(!raw_tracepoint_arg_is_pointer(
-            path,
-            "no_such_tracepoint",
-            0
-        ));
+        assert!(btf.raw_tracepoint_arg_is_pointer("sched_process_fork", 1));
+        assert!(!btf.raw_tracepoint_arg_is_pointer("no_such_tracepoint", 0));
         // sched_switch(preempt, prev, next, prev_state) since Linux 5.18.
-        assert_eq!(raw_tracepoint_arg_count(path, "sched_switch"), Some(4));
-        assert!(raw_tracepoint_arg_is_pointer(path, "sched_switch", 2));
-        assert!(raw_tracepoint_arg_is_pointer(path, "sched_wakeup", 0));
-        assert_eq!(raw_tracepoint_arg_count(path, "no_such_tracepoint"), None);
+        assert_eq!(btf.raw_tracepoint_arg_count("sched_switch"), Some(4));
+        assert!(btf.raw_tracepoint_arg_is_pointer("sched_switch", 2));
+        assert!(btf.raw_tracepoint_arg_is_pointer("sched_wakeup", 0));
+        assert_eq!(btf.raw_tracepoint_arg_count("no_such_tracepoint"), None);
     }
 
     #[test]
@@ -301,7 +320,8 @@ mod tests {
         if !path.exists() {
             panic!("this test needs kernel BTF at {}", path.display());
         }
-        let o = resolve(path, None).unwrap();
+        let btf = KernelBtf::read(path).unwrap();
+        let o = resolve(&btf, None).unwrap();
         // arg_end directly follows arg_start (both unsigned long).
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
         assert!(o.task_tgid > 0 && o.task_real_parent > o.task_tgid);
@@ -320,7 +340,7 @@ mod tests {
         assert!(o.css_set_dfl_cgrp >= o.css_set_subsys + 8 * 4);
         // The controllers' ids: distinct, and in range; one not built in
         // (or misspelt) is named.
-        let id = |c| resolve(path, Some(c)).unwrap().cgroup_v1_ssid;
+        let id = |c| resolve(&btf, Some(c)).unwrap().cgroup_v1_ssid;
         let ids = [id("cpu"), id("memory"), id("pids")];
         assert!(
             ids.iter().all(|&i| i < lumen_common::CGROUP_SUBSYS_MAX),
@@ -330,7 +350,7 @@ mod tests {
             ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
             "{ids:?}"
         );
-        let e = resolve(path, Some("memroy")).unwrap_err().to_string();
+        let e = resolve(&btf, Some("memroy")).unwrap_err().to_string();
         assert!(e.contains("memroy_cgrp_id"), "{e}");
     }
 
@@ -351,8 +371,9 @@ mod tests {
 
     #[test]
     fn names_the_missing_file() {
-        let e = resolve(Path::new("/nonexistent/vmlinux"), None)
-            .unwrap_err()
+        let e = KernelBtf::read(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .unwrap()
             .to_string();
         assert!(e.contains("/nonexistent/vmlinux"), "{e}");
     }

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{ring_buf::RingBufEntry, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lumen_common::{
-    drop_index, KernelOffsets, Pending, PrefixKey, ProcFilter, RingConfig, EXCLUDED_COMMS,
-    PREFIX_MAX, PREFIX_SLOTS,
+    drop_index, KernelOffsets, Pending, PrefixKey, ProcFilter, RingConfig, CGROUP_LEVELS,
+    CGROUP_NAME_MAX, EXCLUDED_COMMS, PREFIX_MAX, PREFIX_SLOTS,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -126,6 +126,13 @@ pub(crate) fn offsets() -> Option<&'static KernelOffsets> {
 /// Syscalls between entry and exit: arguments and credentials at entry.
 #[map]
 pub(crate) static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// Cgroup names by cgroup id, filled by the programs on an event's first
+/// sight of its cgroup (ids are never reused, so an entry cannot go stale,
+/// only be evicted and walked again). 4096 cgroups, 1.5 MiB.
+#[map]
+pub(crate) static CGROUP_NAMES: LruHashMap<u64, [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS]> =
+    LruHashMap::with_max_entries(4096, 0);
 
 /// Path prefixes, longest match first: the value says whether a path under
 /// it is excluded (nothing reported) or sensitive (reads reported). One

@@ -13,6 +13,7 @@ use lumen_schemas::event::{
     Process, ProcessActivity, ProcessEvent, Str,
 };
 use lumen_schemas::EventKind;
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// A decoded record: the event kind plus the kernel's boot-time clock.
@@ -31,7 +32,7 @@ pub enum DecodeError {
     UnknownKind(u32),
 }
 
-fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+fn read<T: Copy>(bytes: &[u8]) -> Result<Cow<'_, T>, DecodeError> {
     let need = std::mem::size_of::<T>();
     if bytes.len() < need {
         return Err(DecodeError::Short {
@@ -39,9 +40,17 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
             need,
         });
     }
-    // SAFETY: length checked; the records are plain data valid for any bit
-    // pattern; read_unaligned makes no alignment assumption.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    // Ring-buffer records are 8-byte aligned: read them in place (a copy of
+    // a 3 KB file record was a sixth of the reader's time in a storm).
+    if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
+        // SAFETY: length and alignment checked; the records are plain data
+        // valid for any bit pattern, borrowed for as long as `bytes`.
+        return Ok(Cow::Borrowed(unsafe { &*bytes.as_ptr().cast::<T>() }));
+    }
+    // SAFETY: length checked; read_unaligned makes no alignment assumption.
+    Ok(Cow::Owned(unsafe {
+        std::ptr::read_unaligned(bytes.as_ptr().cast::<T>())
+    }))
 }
 
 /// Joins a kernel-walked path: an absolute tail stands alone; otherwise the
@@ -237,10 +246,10 @@ fn until_nul(bytes: &[u8]) -> &[u8] {
 
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let header: RecordHeader = read(bytes)?;
+    let header = read::<RecordHeader>(bytes)?;
     match RecordKind::from_u32(header.kind) {
         Some(RecordKind::Exec) => {
-            let r: ExecRecord = read(bytes)?;
+            let r = read::<ExecRecord>(bytes)?;
             let name_len = (r.filename_len as usize).min(PATH_MAX);
             let argv_len = (r.argv_len as usize).min(ARGV_MAX);
             let exe = exec_facts(&r);
@@ -265,7 +274,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             })
         }
         Some(RecordKind::Exit) => {
-            let r: ExitRecord = read(bytes)?;
+            let r = read::<ExitRecord>(bytes)?;
             Ok(Decoded {
                 ktime_ns: r.header.ktime_ns,
                 kind: EventKind::Process(Box::new(ProcessEvent {
@@ -277,7 +286,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             })
         }
         Some(RecordKind::Fork) => {
-            let r: ForkRecord = read(bytes)?;
+            let r = read::<ForkRecord>(bytes)?;
             // The child starts as a copy of the parent: same credentials,
             // comm, cgroup and namespaces; its image comes from the cache.
             let mut process = process_from(&r.header, &[], &[]);
@@ -298,7 +307,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             })
         }
         Some(RecordKind::Oom) => {
-            let r: OomRecord = read(bytes)?;
+            let r = read::<OomRecord>(bytes)?;
             // The victim, not the task that ran out of memory: its own
             // cgroup; its image, parent and cgroup id come from the cache.
             let comm = until_nul(&r.victim_comm);
@@ -332,7 +341,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             })
         }
         Some(RecordKind::Privilege) => {
-            let r: PrivRecord = read(bytes)?;
+            let r = read::<PrivRecord>(bytes)?;
             let op = PrivOp::from_u32(r.op).ok_or(DecodeError::UnknownKind(header.kind))?;
             let mut process = process_from(&r.header, &[], &[]);
             let text = &mut process.text;
@@ -418,7 +427,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             })
         }
         Some(RecordKind::Network) => {
-            let r: NetRecord = read(bytes)?;
+            let r = read::<NetRecord>(bytes)?;
             let op = match NetOp::from_u32(r.op) {
                 Some(NetOp::Connect) => NetworkOp::Connect,
                 Some(NetOp::Accept) => NetworkOp::Accept,
@@ -451,7 +460,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             })
         }
         Some(RecordKind::File) => {
-            let r: FileRecord = read(bytes)?;
+            let r = read::<FileRecord>(bytes)?;
             let op = match FileOp::from_u32(r.op) {
                 Some(FileOp::Open) => FileOperation::Open,
                 Some(FileOp::Unlink) => FileOperation::Unlink,

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{ring_buf::RingBufEntry, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lumen_common::{
-    drop_index, KernelOffsets, Pending, PrefixKey, ProcFilter, RingConfig, CGROUP_LEVELS,
-    CGROUP_NAME_MAX, EXCLUDED_COMMS, PREFIX_MAX, PREFIX_SLOTS,
+    drop_index, FileRecord, KernelOffsets, Pending, PrefixKey, ProcFilter, RingConfig,
+    CGROUP_LEVELS, CGROUP_NAME_MAX, EXCLUDED_COMMS, PREFIX_MAX, PREFIX_SLOTS,
 };
 
 /// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
@@ -89,8 +89,9 @@ pub(crate) fn submit<T>(entry: RingBufEntry<T>) {
     entry.submit(submit_flags(core::mem::size_of::<T>() as u64));
 }
 
+/// The wakeup flags for a record of `size` bytes: see [`submit`].
 #[inline(always)]
-fn submit_flags(size: u64) -> u64 {
+pub(crate) fn submit_flags(size: u64) -> u64 {
     let threshold = match RING.get(0) {
         Some(r) if r.wakeup_bytes != 0 => u64::from(r.wakeup_bytes),
         _ => return 0,
@@ -146,3 +147,8 @@ pub(crate) static PREFIXES: LpmTrie<[u8; PREFIX_MAX], u32> =
 /// as a `PREFIXES` key.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<PrefixKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch where a file record is built: only its used bytes go to
+/// the ring buffer (see `file::record_len`).
+#[map]
+pub(crate) static FILE_SCRATCH: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0);

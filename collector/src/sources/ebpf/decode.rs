@@ -53,6 +53,32 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<Cow<'_, T>, DecodeError> {
     }))
 }
 
+/// A record the kernel may cut short after `min` bytes (a file open's
+/// record ends after its walked components): the missing bytes read as
+/// zeros (no components, an empty caller's path).
+fn read_prefix<T: Copy>(bytes: &[u8], min: usize) -> Result<Cow<'_, T>, DecodeError> {
+    let size = std::mem::size_of::<T>();
+    if bytes.len() >= size || bytes.len() < min {
+        return read(bytes);
+    }
+    // SAFETY: the records are plain data, valid as all zeros; fewer than
+    // size_of::<T>() bytes are copied into it.
+    let out = unsafe {
+        let mut out: T = std::mem::zeroed();
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (&mut out as *mut T).cast::<u8>(),
+            bytes.len(),
+        );
+        out
+    };
+    Ok(Cow::Owned(out))
+}
+
+/// Where a file record may end: after its path's depth and truncation.
+const FILE_RECORD_MIN: usize =
+    std::mem::offset_of!(FileRecord, path) + std::mem::offset_of!(WalkedPath, components);
+
 /// Joins a kernel-walked path: an absolute tail stands alone; otherwise the
 /// walked components (leaf first in the record) then the tail.
 pub fn assemble_path(p: &WalkedPath) -> String {
@@ -460,7 +486,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             })
         }
         Some(RecordKind::File) => {
-            let r = read::<FileRecord>(bytes)?;
+            let r = read_prefix::<FileRecord>(bytes, FILE_RECORD_MIN)?;
             let op = match FileOp::from_u32(r.op) {
                 Some(FileOp::Open) => FileOperation::Open,
                 Some(FileOp::Unlink) => FileOperation::Unlink,
@@ -628,6 +654,41 @@ mod tests {
             slot[..c.len()].copy_from_slice(c.as_bytes());
         }
         p
+    }
+
+    #[test]
+    fn a_file_open_cut_after_its_components_decodes_like_the_whole_record() {
+        let mut r = FileRecord {
+            header: header(RecordKind::File),
+            op: FileOp::Open as u32,
+            flags: 1,
+            mode: 0o600,
+            uid: u32::MAX,
+            gid: u32::MAX,
+            sensitive: 0,
+            ret: 3,
+            path: walked(&["tmp", "storm-w"]),
+            path2: walked(&[]),
+        };
+        r.path.tail[0] = 0;
+        let whole = as_bytes(&r);
+        // What the kernel sends for an open two components deep.
+        let cut = &whole[..FILE_RECORD_MIN + 2 * lumen_common::COMPONENT_MAX];
+        let paths = |bytes: &[u8]| match decode(bytes).unwrap().kind {
+            EventKind::File(f) => (
+                f.path.get(&f.process.text).to_owned(),
+                f.flags,
+                f.process.pid,
+            ),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(paths(cut), ("/tmp/storm-w".to_owned(), 1, 10));
+        assert_eq!(paths(cut), paths(whole));
+        // Shorter than the fixed part: refused, naming the lengths.
+        let e = decode(&whole[..FILE_RECORD_MIN - 1])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{} bytes", FILE_RECORD_MIN - 1)), "{e}");
     }
 
     #[test]

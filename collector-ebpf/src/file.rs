@@ -3,17 +3,13 @@
 //! is resolved at exit.
 
 use crate::maps::{
-    count_drop, filtered_out, offsets, submit_flags, EVENTS, FILE_SCRATCH, PENDING, PREFIXES,
-    SCRATCH,
+    count_drop, filtered_out, offsets, submit_flags, EVENTS, FILE_SCRATCH, PREFIXES, SCRATCH,
 };
 use crate::path::{resolve_path, walk_path};
-use crate::syscalls::{entry_program, take_pending, tp_ret};
+use crate::syscalls::{entry_program, leave_pending, take_pending, tp_ret};
 use crate::task::{fd_file, fill_header, read_kernel};
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, gen},
-    macros::tracepoint,
-    maps::lpm_trie::Key,
-    programs::TracePointContext,
+    helpers::gen, macros::tracepoint, maps::lpm_trie::Key, programs::TracePointContext,
 };
 use core::ffi::c_void;
 use lumen_common::{
@@ -24,18 +20,18 @@ use lumen_common::{
 #[tracepoint]
 pub fn lumen_exit_open(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
-    if let Some(p) = take_pending(FileOp::Open as u32..FileOp::Open as u32 + 1) {
-        finish_file(tp_ret(&ctx), o, &p);
-    }
+    take_pending(FileOp::Open as u32..FileOp::Open as u32 + 1, |p| {
+        finish_file(tp_ret(&ctx), o, p)
+    });
     0
 }
 
 #[tracepoint]
 pub fn lumen_exit_file(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
-    if let Some(p) = take_pending(FileOp::Open as u32 + 1..300) {
-        finish_file(tp_ret(&ctx), o, &p);
-    }
+    take_pending(FileOp::Open as u32 + 1..300, |p| {
+        finish_file(tp_ret(&ctx), o, p)
+    });
     0
 }
 
@@ -150,12 +146,7 @@ pub(crate) fn stash_file(args: [u64; 6], call: FileCall) {
     let Some(pending) = file_wanted(args, call) else {
         return;
     };
-    if PENDING
-        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
-        .is_err()
-    {
-        count_drop(drop_index::PENDING_FULL);
-    }
+    leave_pending(&pending);
 }
 
 /// At a file syscall's exit: successful calls only (entry filtered the rest).

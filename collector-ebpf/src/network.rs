@@ -1,14 +1,10 @@
 //! Socket syscalls (connect, accept, bind, listen): the socket's 5-tuple
 //! at exit, IPv4 and IPv6 only.
 
-use crate::maps::{count_drop, filtered_out, offsets, submit, EVENTS, PENDING};
-use crate::syscalls::{entry_program, take_pending, tp_ret};
+use crate::maps::{count_drop, filtered_out, offsets, submit, EVENTS};
+use crate::syscalls::{entry_program, leave_pending, take_pending, tp_ret};
 use crate::task::{fd_file, fill_header, read_kernel, read_kernel_bytes};
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, gen},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{helpers::gen, macros::tracepoint, programs::TracePointContext};
 use core::ffi::c_void;
 use lumen_common::{
     drop_index, Creds, KernelOffsets, NetOp, NetRecord, Pending, RecordKind, SOCKADDR_MAX,
@@ -27,12 +23,7 @@ pub(crate) fn stash_net(args: [u64; 6], op: NetOp) {
         args,
         old: Creds::default(),
     };
-    if PENDING
-        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
-        .is_err()
-    {
-        count_drop(drop_index::PENDING_FULL);
-    }
+    leave_pending(&pending);
 }
 
 pub(crate) const AF_INET: u16 = 2;
@@ -124,9 +115,7 @@ pub(crate) fn finish_net(ret: i64, o: &KernelOffsets, pending: &Pending) {
 #[tracepoint]
 pub fn lumen_exit_network(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
-    if let Some(p) = take_pending(100..200) {
-        finish_net(tp_ret(&ctx), o, &p);
-    }
+    take_pending(100..200, |p| finish_net(tp_ret(&ctx), o, p));
     0
 }
 

@@ -2,18 +2,14 @@
 //! BPF program loads, mount, setns. Arguments and credentials at entry, the
 //! outcome and the credentials after at exit.
 
-use crate::maps::{count_drop, filtered_out, offsets, submit, EVENTS, PENDING};
-use crate::syscalls::{entry_program, tp_ret};
+use crate::maps::{count_drop, filtered_out, offsets, submit, EVENTS};
+use crate::syscalls::{entry_program, leave_pending, take_pending, tp_ret};
 use crate::task::{
     fd_file, fd_file_name, fill_header, inode_and_magic, read_creds, read_kernel, user_str,
 };
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, gen},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{helpers::gen, macros::tracepoint, programs::TracePointContext};
 use core::ffi::c_void;
-use lumen_common::{drop_index, Pending, PrivOp, PrivRecord, RecordKind};
+use lumen_common::{drop_index, KernelOffsets, Pending, PrivOp, PrivRecord, RecordKind};
 
 pub(crate) const PTRACE_ATTACH: u64 = 16;
 pub(crate) const PTRACE_SEIZE: u64 = 0x4206;
@@ -79,12 +75,7 @@ pub(crate) fn stash(mut args: [u64; 6], op: PrivOp) {
         // SAFETY: probe reads only.
         old: unsafe { read_creds(o) },
     };
-    if PENDING
-        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
-        .is_err()
-    {
-        count_drop(drop_index::PENDING_FULL);
-    }
+    leave_pending(&pending);
 }
 
 /// At a syscall's exit: report it with its outcome and the credentials
@@ -92,15 +83,12 @@ pub(crate) fn stash(mut args: [u64; 6], op: PrivOp) {
 #[inline(always)]
 pub(crate) fn finish(ret: i64) {
     let Some(o) = offsets() else { return };
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING.get(&key) }).copied() else {
-        return;
-    };
-    let _ = PENDING.remove(&key);
-    if pending.op > 100 {
-        return; // not a privilege syscall: its entry was lost
-    }
+    // Another family's op: not a privilege syscall (its entry was lost).
+    take_pending(1..101, |pending| report(ret, o, pending));
+}
+
+#[inline(always)]
+fn report(ret: i64, o: &KernelOffsets, pending: &Pending) {
     let Some(mut entry) = EVENTS.reserve::<PrivRecord>(0) else {
         count_drop(drop_index::PRIVILEGE);
         return;

@@ -2,9 +2,10 @@
 //! `sys_exit_*` record layouts, the pending entry a call leaves between its
 //! entry and its exit, and the macro that writes an entry program.
 
-use crate::maps::PENDING;
+use crate::maps::{count_drop, PENDING};
+use crate::task::copy_words;
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::TracePointContext, EbpfContext};
-use lumen_common::Pending;
+use lumen_common::{drop_index, Pending};
 
 /// `syscalls:sys_enter_*` records: args at 16 + 8*i; `sys_exit_*`: ret at 16.
 pub(crate) const SYSCALL_ARGS: usize = 16;
@@ -33,17 +34,52 @@ pub(crate) fn tp_ret(ctx: &TracePointContext) -> i64 {
     unsafe { *(ctx.as_ptr() as *const i64).add(SYSCALL_ARGS / 8) }
 }
 
-/// The pending entry of the calling thread, if its op is in `range`.
+/// Marks a thread's pending entry as taken by its exit.
+const TAKEN: u32 = 0;
+
+/// The words of a [`Pending`].
+const PENDING_WORDS: usize = core::mem::size_of::<Pending>() / 8;
+
+/// Leaves `pending` for the calling thread's exit. A thread keeps its entry
+/// from one call to the next, rewritten in place and marked taken at exit:
+/// an insert and a delete per call cost the LRU's free lists a cold element
+/// each time (a tenth of a wopen storm's time). Threads that are gone are
+/// evicted by the LRU.
 #[inline(always)]
-pub(crate) fn take_pending(range: core::ops::Range<u32>) -> Option<Pending> {
+pub(crate) fn leave_pending(pending: &Pending) {
     let key = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let pending = (unsafe { PENDING.get(&key) }).copied()?;
-    if !range.contains(&pending.op) {
-        return None;
+    if let Some(slot) = PENDING.get_ptr_mut(&key) {
+        // SAFETY: a map value of Pending's size; only this thread uses it.
+        unsafe {
+            copy_words(
+                pending as *const Pending as *const u64,
+                slot as *mut u64,
+                PENDING_WORDS,
+            )
+        };
+        return;
     }
-    let _ = PENDING.remove(&key);
-    Some(pending)
+    if PENDING.insert(&key, pending, 0).is_err() {
+        count_drop(drop_index::PENDING_FULL);
+    }
+}
+
+/// Hands the calling thread's pending entry, if its op is in `range`, to
+/// `exit` where it lies (no copy), then marks it taken.
+#[inline(always)]
+pub(crate) fn take_pending(range: core::ops::Range<u32>, exit: impl FnOnce(&Pending)) {
+    let key = bpf_get_current_pid_tgid();
+    let Some(slot) = PENDING.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: a map value of Pending's size; only this thread uses it.
+    unsafe {
+        if !range.contains(&(*slot).op) {
+            return;
+        }
+        exit(&*slot);
+        (*slot).op = TAKEN;
+    }
 }
 
 /// The entry program `$name` for one syscall of `$nargs` arguments: hands

@@ -114,7 +114,7 @@ const NAMES_WORDS: usize = CGROUP_LEVELS * CGROUP_NAME_MAX / 8;
 /// Copies `n` words: volatile, so LLVM cannot turn the loop into a call
 /// to its byte-wise `memcpy` (which cost 6 % of a wopen storm's time).
 #[inline(always)]
-unsafe fn copy_words(src: *const u64, dst: *mut u64, n: usize) {
+pub(crate) unsafe fn copy_words(src: *const u64, dst: *mut u64, n: usize) {
     for i in 0..n {
         // SAFETY: the caller passes `n` readable and writable words.
         unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };

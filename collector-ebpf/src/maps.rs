@@ -13,9 +13,9 @@ use lumen_common::{
     CGROUP_LEVELS, CGROUP_NAME_MAX, EXCLUDED_COMMS, PREFIX_MAX, PREFIX_SLOTS,
 };
 
-/// Records for user space. 8 MiB: roughly 6,000 exec records in flight.
+/// Records for user space; user space sizes it (`ring_buffer_bytes`).
 #[map]
-pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
 
 /// Kernel structure offsets, index 0, written by user space before attach.
 #[map]

@@ -1,10 +1,13 @@
-//! Kernel overhead of the ebpf source: exec, open and connect storms run
-//! without Lumen and with Lumen attached, alternately, in one run; the
-//! slowdown is the ratio of the median times. A context-switch storm
-//! prices the scheduler programs per switch (bare, Lumen with scheduler
-//! tracing off, on). Also: how many events Lumen
-//! delivered and its user-space CPU (utime + stime of the lumen process
-//! over the storm). Needs root. Run: `cargo bench -p lumen --bench kernel_overhead`;
+//! Kernel overhead of the ebpf source: the storms of the shared
+//! benchmark's `storm.c` (exec, open = creat+write, wopen, connect) plus a
+//! read-only open storm (filtered in the kernel) and a syscall nothing
+//! watches, each run without Lumen and with Lumen attached, alternately,
+//! in one run; the slowdown is the ratio of the median times. Also per
+//! storm: the events Lumen delivered, how many of the storm's own events
+//! it did not deliver (lost), and its user-space CPU; how long Lumen takes
+//! from start to its first event; and a context-switch storm that prices
+//! the scheduler programs per switch. Needs root. Run: `cargo bench -p
+//! lumen --bench kernel_overhead [-- word…]` (words pick storms by name);
 //! `LUMEN_BENCH_BIN=<path>` measures another lumen binary;
 //! `LUMEN_BENCH_SOURCE='key = value'` adds ebpf source settings.
 
@@ -13,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// The lumen under test: this build's, or `LUMEN_BENCH_BIN` (to compare
 /// two builds on the same storms).
@@ -26,30 +29,52 @@ fn lumen_binary() -> std::path::PathBuf {
 struct Storm {
     name: &'static str,
     ops: usize,
-    run: fn(usize, &std::path::Path),
+    /// Runs the storm; returns what every line of one of its events holds.
+    run: fn(usize, &std::path::Path) -> Vec<String>,
+    /// Events Lumen reports per op (0: none expected).
+    events_per_op: usize,
 }
 
-fn exec_storm(n: usize, _dir: &std::path::Path) {
+/// storm.c `exec`: fork, exec /bin/true, wait.
+fn exec_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
     for _ in 0..n {
         let status = Command::new("/bin/true").status();
         assert!(status.is_ok_and(|s| s.success()));
     }
+    vec!["\"Launch\"".into(), "\"/bin/true\"".into()]
 }
 
-fn getppid_storm(n: usize, _dir: &std::path::Path) {
+fn getppid_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
     for _ in 0..n {
         std::hint::black_box(std::os::unix::process::parent_id());
     }
+    vec![]
 }
 
-fn open_read_storm(n: usize, dir: &std::path::Path) {
+fn open_read_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
     let path = dir.join("read.txt");
     for _ in 0..n {
         drop(std::fs::File::open(&path).map(drop));
     }
+    vec![]
 }
 
-fn open_write_storm(n: usize, dir: &std::path::Path) {
+/// storm.c `open`: create (truncating) for writing, write 64 bytes, close.
+fn creat_write_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
+    use std::io::Write;
+    let path = dir.join("creat.txt");
+    for _ in 0..n {
+        if let Ok(mut f) = std::fs::File::create(&path) {
+            let _ = f.write_all(&[b'x'; 64]);
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    vec![format!("\"{}\"", path.display())]
+}
+
+/// storm.c `wopen`: open an existing file for writing, close: the cheapest
+/// event Lumen reports.
+fn wopen_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
     let path = dir.join("write.txt");
     for _ in 0..n {
         drop(
@@ -59,23 +84,40 @@ fn open_write_storm(n: usize, dir: &std::path::Path) {
                 .map(drop),
         );
     }
+    vec![format!("\"{}\"", path.display())]
 }
 
-/// Connect, accept, close, in lockstep on one thread: the accept queue
-/// never fills (a full one drops SYNs, and a 1 s SYN retransmit made earlier
-/// versions of this storm swing from 1 s to 20 s between runs).
-fn connect_storm(n: usize, _dir: &std::path::Path) {
+/// storm.c `connect`: loopback connections that a thread of the storm
+/// accepts and closes (backlog 4096 as storm.c's: a full accept queue drops
+/// SYNs, and a 1 s SYN retransmit swings the time). The client closes with
+/// RST (SO_LINGER 0) so that rounds do not run out of ports in TIME_WAIT.
+fn connect_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
+    use std::os::fd::AsRawFd;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    // SAFETY: re-listening a bound socket only raises its backlog.
+    unsafe { libc::listen(listener.as_raw_fd(), 4096) };
     let addr = listener
         .local_addr()
         .unwrap_or_else(|e| panic!("addr: {e}"));
+    let acceptor = std::thread::spawn(move || {
+        for _ in 0..n {
+            if let Ok((s, _)) = listener.accept() {
+                drop(s);
+            }
+        }
+    });
     for _ in 0..n {
-        let client = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
-        let (server, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
-        reset_on_close(&client);
-        drop(client);
-        drop(server);
+        if let Ok(client) = TcpStream::connect(addr) {
+            reset_on_close(&client);
+        }
     }
+    let _ = acceptor.join();
+    // The connects and the accepts: this process's network events (the
+    // accepted socket's local port reads 0 once the client's RST is in).
+    vec![
+        "\"Network Activity\"".into(),
+        format!("\"pid\":{},", std::process::id()),
+    ]
 }
 
 /// Two threads pinned to CPU 0 pass a byte back and forth through two
@@ -255,6 +297,17 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// The lines of `path` that hold every one of `markers`.
+fn matching(path: &std::path::Path, markers: &[String]) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| {
+            t.lines()
+                .filter(|l| markers.iter().all(|m| l.contains(m.as_str())))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path)
         .map(|t| t.lines().count())
@@ -274,7 +327,15 @@ struct Lumen {
 impl Lumen {
     /// Starts lumen and waits until events flow (the programs are attached).
     fn start(config: &std::path::Path, out: &std::path::Path) -> Lumen {
+        Lumen::start_timed(config, out).0
+    }
+
+    /// Starts lumen; returns it once its first event is written, and how
+    /// long that took (a short-lived process every few milliseconds gives
+    /// it something to see).
+    fn start_timed(config: &std::path::Path, out: &std::path::Path) -> (Lumen, f64) {
         let _ = std::fs::remove_file(out);
+        let started = Instant::now();
         let child = Command::new(lumen_binary())
             .args(["run", "--config"])
             .arg(config)
@@ -283,15 +344,19 @@ impl Lumen {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("lumen: {e}"));
-        let start = Instant::now();
-        while lines(out) == 0 && start.elapsed() < Duration::from_secs(60) {
+        let nonempty = || std::fs::metadata(out).is_ok_and(|m| m.len() > 0);
+        while !nonempty() && started.elapsed() < Duration::from_secs(60) {
             let _ = Command::new("/bin/true").status();
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(5));
         }
-        Lumen {
-            child,
-            out: out.to_owned(),
-        }
+        let attach = started.elapsed().as_secs_f64();
+        (
+            Lumen {
+                child,
+                out: out.to_owned(),
+            },
+            attach,
+        )
     }
 
     fn stop(mut self) {
@@ -318,43 +383,56 @@ fn main() {
             name: "exec (fork+exec+wait /bin/true)",
             ops: 2_000,
             run: exec_storm,
+            events_per_op: 1,
+        },
+        Storm {
+            name: "open (creat+write+close)",
+            ops: 10_000,
+            run: creat_write_storm,
+            events_per_op: 1,
+        },
+        Storm {
+            name: "wopen (open for write+close, reported)",
+            ops: 50_000,
+            run: wopen_storm,
+            events_per_op: 1,
+        },
+        Storm {
+            name: "connect (TCP connect+accept on loopback)",
+            ops: 10_000,
+            run: connect_storm,
+            events_per_op: 2,
         },
         Storm {
             name: "open read-only (filtered in the kernel)",
             ops: 200_000,
             run: open_read_storm,
-        },
-        Storm {
-            name: "open for write (reported)",
-            ops: 50_000,
-            run: open_write_storm,
+            events_per_op: 0,
         },
         Storm {
             name: "getppid (a syscall nothing watches)",
             ops: 2_000_000,
             run: getppid_storm,
-        },
-        Storm {
-            name: "TCP connect+accept on loopback",
-            ops: 10_000,
-            run: connect_storm,
+            events_per_op: 0,
         },
     ];
-    println!("method: each round runs the storm once without Lumen and once with Lumen attached (order alternating), {ROUNDS} rounds, medians");
+    println!("method: each round runs the storm once without Lumen and once with Lumen attached (order alternating), {ROUNDS} rounds, medians; lost = the storm's events Lumen did not deliver");
     println!();
-    println!("| storm | ops | without Lumen | with Lumen | slowdown | events delivered/s | Lumen CPU at 100k events/s |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| storm | ops | without Lumen | with Lumen | slowdown | events delivered/s | lost | Lumen CPU at 100k events/s |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     // `cargo bench --bench kernel_overhead -- connect`: only storms whose
     // name contains one of the words given (cargo adds `--bench` itself).
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    let mut attach_times = vec![];
     for storm in storms
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|w| s.name.contains(w.as_str())))
     {
-        let (mut without, mut with, mut rates, mut cpu_per_100k) = (vec![], vec![], vec![], vec![]);
+        let (mut without, mut with, mut rates, mut cpu_per_100k, mut lost) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for round in 0..ROUNDS {
             let baseline = || {
                 let t = Instant::now();
@@ -364,12 +442,13 @@ fn main() {
             if round % 2 == 0 {
                 without.push(baseline());
             }
-            let lumen = Lumen::start(&config, &out);
+            let (lumen, attach) = Lumen::start_timed(&config, &out);
+            attach_times.push(attach);
             let pid = lumen.child.id();
             let before_lines = lines(&lumen.out);
             let before_cpu = cpu_seconds(pid);
             let t = Instant::now();
-            (storm.run)(storm.ops, dir.path());
+            let markers = (storm.run)(storm.ops, dir.path());
             let elapsed = t.elapsed().as_secs_f64();
             // Let Lumen deliver what the storm produced.
             let mut last = 0;
@@ -386,6 +465,10 @@ fn main() {
             lumen.stop();
             with.push(elapsed);
             rates.push(delivered / elapsed);
+            if storm.events_per_op > 0 {
+                let expected = storm.ops * storm.events_per_op;
+                lost.push(expected.saturating_sub(matching(&out, &markers)));
+            }
             // CPU per event only where the storm's events are the bulk of
             // what was delivered (not for the filtered read storm).
             if delivered >= storm.ops as f64 / 2.0 {
@@ -398,13 +481,18 @@ fn main() {
         }
         let (w, l) = (median(without), median(with));
         println!(
-            "| {} | {} | {:.3} s | {:.3} s | {:+.1} % | {:.0} | {} |",
+            "| {} | {} | {:.3} s | {:.3} s | {:.2}× | {:.0} | {} | {} |",
             storm.name,
             storm.ops,
             w,
             l,
-            (l / w - 1.0) * 100.0,
+            l / w,
             median(rates),
+            if lost.is_empty() {
+                "–".to_owned()
+            } else {
+                format!("{lost:?}")
+            },
             if cpu_per_100k.is_empty() {
                 "–".to_owned()
             } else {
@@ -412,6 +500,15 @@ fn main() {
             }
         );
         let _ = std::io::stdout().flush();
+    }
+    if !attach_times.is_empty() {
+        let most = attach_times.iter().copied().fold(0.0, f64::max);
+        println!();
+        println!(
+            "start to first event: median {:.3} s, at most {most:.3} s ({} starts)",
+            median(attach_times.clone()),
+            attach_times.len()
+        );
     }
     if only.is_empty() || only.iter().any(|w| "switch".contains(w.as_str())) {
         switch_cost(dir.path(), &out);

@@ -35,11 +35,27 @@ struct Storm {
     events_per_op: usize,
 }
 
-/// storm.c `exec`: fork, exec /bin/true, wait.
+/// storm.c `exec`: fork, exec /bin/true, wait — with the same calls
+/// (`Command` adds a pipe, descriptor and signal set-up per spawn).
 fn exec_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
     for _ in 0..n {
-        let status = Command::new("/bin/true").status();
-        assert!(status.is_ok_and(|s| s.success()));
+        // SAFETY: the child only calls execl and _exit (async-signal-safe);
+        // the storm runs on the bench's only thread.
+        unsafe {
+            let child = libc::fork();
+            if child == 0 {
+                libc::execl(
+                    c"/bin/true".as_ptr(),
+                    c"true".as_ptr(),
+                    std::ptr::null::<libc::c_char>(),
+                );
+                libc::_exit(127);
+            }
+            assert!(child > 0, "fork failed");
+            let mut status = 0;
+            libc::waitpid(child, &mut status, 0);
+            assert_eq!(status, 0, "/bin/true exited with {status}");
+        }
     }
     vec!["\"Launch\"".into(), "\"/bin/true\"".into()]
 }
@@ -444,6 +460,9 @@ fn main() {
             }
             let (lumen, attach) = Lumen::start_timed(&config, &out);
             attach_times.push(attach);
+            // Steady state: past its start-up work (the /proc seed of the
+            // process cache, the first resource sample).
+            std::thread::sleep(Duration::from_secs(1));
             let pid = lumen.child.id();
             let before_lines = lines(&lumen.out);
             let before_cpu = cpu_seconds(pid);

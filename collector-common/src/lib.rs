@@ -702,8 +702,6 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: plain-old-data with explicit padding.
     unsafe impl aya::Pod for super::Pending {}
-    // SAFETY: plain-old-data.
-    unsafe impl aya::Pod for super::PrefixKey {}
     // SAFETY: plain-old-data with explicit padding.
     unsafe impl aya::Pod for super::RingConfig {}
     // SAFETY: plain-old-data with explicit padding.

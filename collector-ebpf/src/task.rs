@@ -137,15 +137,15 @@ const V1_KEY: u64 = 1 << 63;
 /// controller chosen, five (to the v1 cgroup's id).
 #[inline(always)]
 unsafe fn attribute(task: *const u8, h: *mut RecordHeader, o: &KernelOffsets) {
-    // SAFETY: probe reads; `h` is reserved ring-buffer memory.
+    // SAFETY: probe reads; `h` points at a record being filled.
     unsafe {
         let v1 = o.cgroup_v1_ssid < CGROUP_SUBSYS_MAX;
         let dfl_id = (*h).cgroup_id;
         let mut kn = 0;
         let id = if v1 && (o.cgroup_v1_mode == CGROUP_V1_ALWAYS || dfl_id == ROOT_CGROUP_ID) {
-            let (v1_kn, is_v1) = cgroup_kn_of(task, o);
-            kn = v1_kn;
-            if is_v1 && kn != 0 {
+            let css_set: u64 = read_kernel(task, o.task_cgroups);
+            kn = v1_cgroup_kn(css_set, o);
+            if kn != 0 {
                 // A v1 controller's cgroup: its own id (the default
                 // hierarchy's is the root's, the same for every task).
                 (*h).cgroup_id = read_kernel(kn as *const u8, o.kernfs_id);
@@ -237,16 +237,33 @@ pub(crate) unsafe fn cgroup_kn_of(task: *const u8, o: &KernelOffsets) -> (u64, b
                 return (dfl, false);
             }
         }
+        match v1_cgroup_kn(css_set, o) {
+            0 => (dfl, false),
+            kn => (kn, true),
+        }
+    }
+}
+
+/// The kernfs node of the chosen v1 controller's cgroup in `css_set`,
+/// `css_set->subsys[ssid]->cgroup->kn` (three probe reads); 0 when
+/// unreadable.
+#[inline(always)]
+unsafe fn v1_cgroup_kn(css_set: u64, o: &KernelOffsets) -> u64 {
+    // SAFETY: probe reads only.
+    unsafe {
+        if css_set == 0 {
+            return 0;
+        }
         let slot = o.css_set_subsys + o.cgroup_v1_ssid * 8;
         let css: u64 = read_kernel(css_set as *const u8, slot);
         if css == 0 {
-            return (dfl, false);
+            return 0;
         }
         let cgrp: u64 = read_kernel(css as *const u8, o.css_cgroup);
         if cgrp == 0 {
-            return (dfl, false);
+            return 0;
         }
-        (read_kernel(cgrp as *const u8, o.cgroup_kn), true)
+        read_kernel(cgrp as *const u8, o.cgroup_kn)
     }
 }
 

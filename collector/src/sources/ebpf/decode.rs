@@ -684,6 +684,11 @@ mod tests {
         };
         assert_eq!(paths(cut), ("/tmp/storm-w".to_owned(), 1, 10));
         assert_eq!(paths(cut), paths(whole));
+        // A record that is not 8-byte aligned is copied, not borrowed.
+        let mut shifted = vec![0u8; whole.len() + 1];
+        shifted[1..].copy_from_slice(whole);
+        assert_ne!(shifted[1..].as_ptr().align_offset(8), 0);
+        assert_eq!(paths(&shifted[1..]), paths(whole));
         // Shorter than the fixed part: refused, naming the lengths.
         let e = decode(&whole[..FILE_RECORD_MIN - 1])
             .unwrap_err()

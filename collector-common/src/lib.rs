@@ -346,6 +346,23 @@ pub struct RingConfig {
     pub _pad: u32,
 }
 
+/// A restart's handoff (the `HANDOFF` map, index 0): a stopping Lumen
+/// leaves its programs attached and its maps pinned, and a Lumen started
+/// with the same programs and settings adopts them, ring buffer and all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Handoff {
+    /// 0 while a reader runs. Otherwise (`bpf_ktime_get_ns`) when the
+    /// programs stop recording unless a successor has adopted them.
+    pub deadline_ns: u64,
+    /// When the predecessor stopped reading (`bpf_ktime_get_ns` clock).
+    pub stopped_ns: u64,
+    /// SHA-256 of the programs and of every setting they were given.
+    pub identity: [u8; 32],
+    /// The drop counters the predecessor had already reported.
+    pub drops_reported: [u64; drop_index::COUNT as usize],
+}
+
 /// Path prefixes for in-kernel filtering of file events: the `PREFIXES`
 /// longest-prefix-match trie holds at most this many.
 pub const PREFIX_SLOTS: u32 = 64;
@@ -704,6 +721,8 @@ mod pod {
     unsafe impl aya::Pod for super::Pending {}
     // SAFETY: plain-old-data with explicit padding.
     unsafe impl aya::Pod for super::RingConfig {}
+    // SAFETY: repr(C), plain integers, no padding.
+    unsafe impl aya::Pod for super::Handoff {}
     // SAFETY: plain-old-data with explicit padding.
     unsafe impl aya::Pod for super::ProcFilter {}
 }

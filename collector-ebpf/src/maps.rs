@@ -9,7 +9,7 @@ use aya_ebpf::{
     maps::{ring_buf::RingBufEntry, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lumen_common::{
-    drop_index, FileRecord, KernelOffsets, Pending, PrefixKey, ProcFilter, RingConfig,
+    drop_index, FileRecord, Handoff, KernelOffsets, Pending, PrefixKey, ProcFilter, RingConfig,
     CGROUP_LEVELS, CGROUP_NAME_MAX, EXCLUDED_COMMS, PREFIX_MAX, PREFIX_SLOTS,
 };
 
@@ -116,8 +116,28 @@ pub(crate) fn count_drop(index: u32) {
     }
 }
 
+/// Whether this restart's handoff ran out: see [`Handoff`]. Every
+/// program asks first (through [`offsets`]): programs a stopped Lumen left
+/// attached record for its successor until the deadline, nothing after.
+#[map]
+pub(crate) static HANDOFF: Array<Handoff> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub(crate) fn handed_off() -> bool {
+    match HANDOFF.get(0) {
+        // SAFETY: a helper without arguments.
+        Some(h) if h.deadline_ns != 0 => unsafe { gen::bpf_ktime_get_ns() > h.deadline_ns },
+        _ => false,
+    }
+}
+
+/// The offsets, once user space has written them; `None` also when the
+/// handoff ran out.
 #[inline(always)]
 pub(crate) fn offsets() -> Option<&'static KernelOffsets> {
+    if handed_off() {
+        return None;
+    }
     match CONFIG.get(0) {
         Some(o) if o.ready != 0 => Some(o),
         _ => None,

@@ -22,6 +22,7 @@
 //! the tracepoints pass (no read of the task, no delete, an insert only
 //! for a task not seen before).
 
+use crate::maps::handed_off;
 use aya_ebpf::{
     helpers::gen,
     macros::{btf_tracepoint, map},
@@ -81,6 +82,9 @@ pub fn lumen_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn woken(ctx: &BtfTracePointContext) -> i32 {
+    if handed_off() {
+        return 0;
+    }
     // TP_PROTO(struct task_struct *p); the idle task is never woken.
     // SAFETY: the tracepoint's first argument is the woken task; a helper
     // without arguments.
@@ -94,6 +98,9 @@ const TASK_RUNNING: u32 = 0;
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn lumen_switch(ctx: BtfTracePointContext) -> i32 {
+    if handed_off() {
+        return 0;
+    }
     let Some(cpu) = SCHED_CPU.get_ptr_mut(0) else {
         return 0;
     };

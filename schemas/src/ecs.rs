@@ -463,9 +463,13 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     w.object("lumen");
     w.object("loss");
     w.u64("total", l.total());
-    if let crate::event::LossCause::RateLimit { transform, key } = &l.cause {
-        w.str("rate_limit", transform);
-        w.str("key", key);
+    match &l.cause {
+        crate::event::LossCause::RateLimit { transform, key } => {
+            w.str("rate_limit", transform);
+            w.str("key", key);
+        }
+        crate::event::LossCause::KernelUnwatched { reason } => w.str("unwatched_reason", reason),
+        crate::event::LossCause::KernelRingBuffer => {}
     }
     w.object("by_kind");
     for (kind, n) in &l.by_kind {

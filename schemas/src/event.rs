@@ -551,6 +551,9 @@ pub enum LossCause {
     KernelRingBuffer,
     /// A `rate_limit` transform suppressed them: its id and the key.
     RateLimit { transform: String, key: String },
+    /// Nothing recorded the kernel's events for a while (how many is not
+    /// known): why.
+    KernelUnwatched { reason: String },
 }
 
 impl LossReport {
@@ -567,6 +570,14 @@ impl LossReport {
                 "{} events suppressed by rate limit `{transform}` for key `{key}` (",
                 self.total()
             ),
+            LossCause::KernelUnwatched { reason } => {
+                let ms = (self.until.0 - self.since.0).max(0) / 1_000_000;
+                return format!(
+                    "kernel events not recorded for {}.{:03} s: {reason}",
+                    ms / 1000,
+                    ms % 1000
+                );
+            }
         };
         for (i, (kind, n)) in self.by_kind.iter().enumerate() {
             if i > 0 {
@@ -585,6 +596,7 @@ impl LossReport {
         match self.cause {
             LossCause::KernelRingBuffer => "kernel_events_lost",
             LossCause::RateLimit { .. } => "events_rate_limited",
+            LossCause::KernelUnwatched { .. } => "kernel_events_unwatched",
         }
     }
 }
@@ -640,7 +652,7 @@ impl EventKind {
             EventKind::Resource(_) => "resource_sample",
             EventKind::Privilege(p) => p.op.kind_name(),
             EventKind::Loss(l) => match l.cause {
-                LossCause::KernelRingBuffer => "loss",
+                LossCause::KernelRingBuffer | LossCause::KernelUnwatched { .. } => "loss",
                 LossCause::RateLimit { .. } => "rate_limit_summary",
             },
             EventKind::File(f) => match f.op {

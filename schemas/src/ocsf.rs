@@ -546,6 +546,11 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     w.object("finding_info");
     let (prefix, title, kind) = match l.cause {
         LossCause::KernelRingBuffer => ("lumen-loss-", "Kernel events lost", "Sensor Data Loss"),
+        LossCause::KernelUnwatched { .. } => (
+            "lumen-unwatched-",
+            "Kernel events not recorded",
+            "Sensor Data Loss",
+        ),
         LossCause::RateLimit { .. } => (
             "lumen-rate-limit-",
             "Events suppressed by a rate limit",
@@ -571,9 +576,13 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
         w.u64(kind, *n);
     }
     w.end_object();
-    if let LossCause::RateLimit { transform, key } = &l.cause {
-        w.str("rate_limit", transform);
-        w.str("rate_limit_key", key);
+    match &l.cause {
+        LossCause::RateLimit { transform, key } => {
+            w.str("rate_limit", transform);
+            w.str("rate_limit_key", key);
+        }
+        LossCause::KernelUnwatched { reason } => w.str("unwatched_reason", reason),
+        LossCause::KernelRingBuffer => {}
     }
     w.end_object();
 }

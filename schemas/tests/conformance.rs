@@ -581,6 +581,31 @@ fn ocsf_loss_report_validates_as_detection_finding() {
     assert_eq!(doc["finding_info"]["types"][0], "Event Suppression");
     assert_eq!(doc["unmapped"]["rate_limit_key"], "c0ffee");
     assert_valid(&v, &doc, "rate_limit_summary");
+    let mut unwatched = loss_event();
+    if let EventKind::Loss(l) = &mut unwatched.kind {
+        l.by_kind.clear();
+        l.cause = lumen_schemas::event::LossCause::KernelUnwatched {
+            reason: "the handoff's grace ran out".into(),
+        };
+    }
+    let doc = encode(Schema::Ocsf, &unwatched);
+    assert_eq!(doc["count"], 0);
+    assert_eq!(doc["finding_info"]["title"], "Kernel events not recorded");
+    assert_eq!(
+        doc["message"],
+        "kernel events not recorded for 5.000 s: the handoff's grace ran out"
+    );
+    assert_eq!(
+        doc["unmapped"]["unwatched_reason"],
+        "the handoff's grace ran out"
+    );
+    assert_valid(&v, &doc, "unwatched");
+    let ecs = encode(Schema::Ecs, &unwatched);
+    assert_eq!(ecs["event"]["action"], "kernel_events_unwatched");
+    assert_eq!(
+        ecs["lumen"]["loss"]["unwatched_reason"],
+        "the handoff's grace ran out"
+    );
 }
 
 /// Findings of a rule over `evidence`.

@@ -161,6 +161,17 @@ fn kubernetes_manifests_parse_and_reference_what_exists() {
     let config = cm["data"][key]
         .as_str()
         .unwrap_or_else(|| panic!("ConfigMap key {key}"));
+    // The programs are handed to the next pod through the node's bpffs.
+    assert!(config.contains("pin_path = \"/sys/fs/bpf/lumen/kernel\""));
+    let bpffs = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/sys/fs/bpf")
+        .expect("bpffs mounted");
+    assert_ne!(bpffs["readOnly"], true);
+    let host = volumes.iter().find(|v| v["name"] == bpffs["name"]).unwrap();
+    assert_eq!(host["hostPath"]["path"], "/sys/fs/bpf");
     // The Service selects the DaemonSet's pods and targets its named ports.
     let svc = find("Service");
     let labels = &ds["spec"]["template"]["metadata"]["labels"];

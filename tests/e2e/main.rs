@@ -16,6 +16,7 @@ mod durability;
 mod ebpf;
 mod files;
 mod filters;
+mod handoff;
 mod health;
 mod kafka_source;
 mod kubernetes;

@@ -14,15 +14,17 @@ pub mod capabilities;
 pub mod cgroupfs;
 pub mod decode;
 pub mod drift;
+mod handoff;
 pub mod host_ns;
 pub mod k8s_pods;
 pub mod offsets;
 pub mod process_cache;
 pub mod resources;
+mod ring;
 
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
-use aya::maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, LpmTrie, Map, MapData, PerCpuArray};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{
@@ -30,7 +32,7 @@ use lumen_common::{
     PREFIX_FLAG_EXCLUDED, PREFIX_FLAG_SENSITIVE, PREFIX_INCLUDED, PREFIX_MAX, PREFIX_SENSITIVE,
     PREFIX_SLOTS,
 };
-use lumen_schemas::event::{Host, LossReport, ProcessActivity};
+use lumen_schemas::event::{Host, LossCause, LossReport, ProcessActivity};
 use lumen_schemas::time::Timestamp;
 use lumen_schemas::{Event, EventKind};
 use lumen_sinks::ack::Ack;
@@ -100,6 +102,21 @@ pub struct EbpfSourceConfig {
     /// `pids` mounted (from /proc/self/mountinfo at start).
     #[serde(default)]
     pub cgroup_v1_controller: Option<String>,
+    /// A directory on bpffs (under /sys/fs/bpf, mounted if need be): at
+    /// stop the programs stay attached and are pinned here with the ring
+    /// buffer, and the next Lumen with the same programs and settings
+    /// adopts them: a restart loses nothing. Unset: detached at stop.
+    #[serde(default)]
+    pub pin_path: Option<PathBuf>,
+    /// Seconds pinned programs keep recording for a successor; after
+    /// that they stay attached but idle until a Lumen starts with this
+    /// `pin_path` or the directory is removed.
+    #[serde(default = "default_handoff_grace")]
+    pub handoff_grace_secs: u64,
+}
+
+fn default_handoff_grace() -> u64 {
+    30
 }
 
 /// The kernel's `FILTER` entry for a config; `host_mnt_ns` from /proc/1/ns/mnt.
@@ -278,12 +295,14 @@ pub enum EbpfError {
         program: &'static str,
         category: &'static str,
         name: &'static str,
-        source: Box<aya::programs::ProgramError>,
+        source: handoff::BoxError,
     },
     #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {0}")]
     Tracefs(std::io::Error),
     #[error("ring buffer: {0}")]
     RingBuffer(std::io::Error),
+    #[error("ring buffer: {0}")]
+    Ring(#[from] ring::RingError),
     #[error("ring_buffer_bytes = {0}: must be a power of two and at least 4096")]
     RingBufferSize(u32),
     #[error("path prefix {0:?}: must be absolute (or start with ~/) and shorter than 64 bytes")]
@@ -300,6 +319,10 @@ pub enum EbpfError {
     HostNamespace,
     #[error("{0}")]
     Cgroup(String),
+    #[error("{0}")]
+    PinPath(String),
+    #[error(transparent)]
+    Handoff(#[from] handoff::HandoffError),
 }
 
 /// The compiled kernel programs (built by build.rs).
@@ -378,7 +401,12 @@ const SYSCALLS: &[(&str, &str, &str)] = &[
 ];
 
 /// Loads `program` unless it already is, and attaches it to `syscalls:<tracepoint>`.
-fn attach_syscall(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), String> {
+fn attach_syscall(
+    ebpf: &mut Ebpf,
+    links: &mut handoff::Links,
+    program: &str,
+    tracepoint: &str,
+) -> Result<(), String> {
     let p: &mut TracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("program {program} is not in the object"))?
@@ -387,9 +415,28 @@ fn attach_syscall(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()
     if p.fd().is_err() {
         p.load().map_err(|e| format!("loading {program}: {e}"))?;
     }
-    p.attach("syscalls", tracepoint)
-        .map(|_| ())
+    links
+        .tracepoint(p, program, "syscalls", tracepoint)
         .map_err(|e| e.to_string())
+}
+
+/// What is not seen for want of syscall tracepoints, by what `links` holds.
+fn unavailable(links: &handoff::Links) -> Vec<&'static str> {
+    let mut unavailable = Vec::new();
+    for &(syscall, exit_program, coverage) in SYSCALLS {
+        let exit = links.has(exit_program, &format!("sys_exit_{syscall}"));
+        let enter = links.has(
+            &format!("lumen_enter_{syscall}"),
+            &format!("sys_enter_{syscall}"),
+        );
+        // A kernel without modules has no module loads to miss.
+        let no_modules = syscall.contains("init_module") && !Path::new("/proc/modules").exists();
+        if !(exit && enter || no_modules) {
+            unavailable.push(coverage);
+        }
+    }
+    unavailable.dedup();
+    unavailable
 }
 
 /// The scheduler programs (run-queue waits, kept in maps) on BTF
@@ -398,6 +445,7 @@ fn attach_syscall(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()
 /// (before Linux 5.18).
 fn attach_scheduler(
     ebpf: &mut Ebpf,
+    links: &mut handoff::Links,
     btf_path: &Path,
     kernel_btf: &offsets::KernelBtf,
     delay_ns: u64,
@@ -431,19 +479,19 @@ fn attach_scheduler(
         ("lumen_wakeup", "sched_wakeup"),
         ("lumen_wakeup_new", "sched_wakeup_new"),
     ] {
-        let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
+        let attach_err = |source: handoff::BoxError| EbpfError::Attach {
             program,
             category: "btf",
             name,
-            source: Box::new(source),
+            source,
         };
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(program)
             .ok_or(EbpfError::MissingProgram(program))?
             .try_into()
-            .map_err(attach_err)?;
-        prog.load(name, &btf).map_err(attach_err)?;
-        prog.attach().map_err(attach_err)?;
+            .map_err(|e: aya::programs::ProgramError| attach_err(e.into()))?;
+        prog.load(name, &btf).map_err(|e| attach_err(e.into()))?;
+        links.btf(prog, program, name).map_err(attach_err)?;
     }
     let maps =
         resources::sched::SchedMaps::take(ebpf).map_err(|e| EbpfError::Resources(e.to_string()))?;
@@ -456,8 +504,15 @@ const RAW_ATTACHMENTS: &[(&str, &str)] = &[("lumen_fork", "sched_process_fork")]
 
 /// A loaded and attached collector, ready to read.
 pub struct EbpfSource {
-    _ebpf: Ebpf,
-    ring: AsyncFd<RingBuf<MapData>>,
+    /// The loaded object (none when adopted from a predecessor).
+    _ebpf: Option<Ebpf>,
+    /// The attachments and the maps a successor would adopt.
+    kernel: handoff::Kernel,
+    /// Drops already reported (by a predecessor, when adopted).
+    drops_reported: [u64; drop_index::COUNT as usize],
+    /// Time the kernel was not watched before this start, when known.
+    unwatched: Option<LossReport>,
+    ring: AsyncFd<ring::Ring>,
     drops: PerCpuArray<MapData, u64>,
     config: EbpfSourceConfig,
     host: Arc<Host>,
@@ -490,8 +545,13 @@ fn ensure_tracefs() -> Result<(), EbpfError> {
     if populated("/sys/kernel/tracing") || populated("/sys/kernel/debug/tracing") {
         return Ok(());
     }
-    let target = c"/sys/kernel/tracing";
-    let fstype = c"tracefs";
+    mount_kernel_fs(c"tracefs", c"/sys/kernel/tracing").map_err(EbpfError::Tracefs)?;
+    tracing::info!("mounted tracefs at /sys/kernel/tracing");
+    Ok(())
+}
+
+/// Mounts a kernel file system (tracefs, bpffs) of `fstype` at `target`.
+fn mount_kernel_fs(fstype: &std::ffi::CStr, target: &std::ffi::CStr) -> std::io::Result<()> {
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe {
         libc::mount(
@@ -503,24 +563,241 @@ fn ensure_tracefs() -> Result<(), EbpfError> {
         )
     };
     if rc != 0 {
-        return Err(EbpfError::Tracefs(std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
-    tracing::info!("mounted tracefs at /sys/kernel/tracing");
     Ok(())
+}
+
+/// `clock`'s time in nanoseconds.
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 /// Wall-clock minus boot-time clock, to date kernel timestamps.
 fn boot_offset_ns() -> i64 {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME)
+}
+
+/// Everything the programs are given: what a successor must match to
+/// adopt them ([`handoff`]).
+struct Settings {
+    size: u32,
+    offsets: KernelOffsets,
+    filter: ProcFilter,
+    ring: RingConfig,
+    /// The `PREFIXES` trie's entries.
+    prefixes: Vec<(String, u32)>,
+    /// The scheduler programs' delay threshold, when they run.
+    sched_delay_ns: Option<u64>,
+}
+
+impl Settings {
+    fn identity(&self) -> [u8; 32] {
+        let mut prefixes = Vec::new();
+        for (p, flags) in &self.prefixes {
+            prefixes.extend_from_slice(p.as_bytes());
+            prefixes.push(0);
+            prefixes.extend_from_slice(&flags.to_le_bytes());
+        }
+        let sched = self.sched_delay_ns.map(u64::to_le_bytes);
+        handoff::identity(&[
+            PROGRAMS,
+            &self.size.to_le_bytes(),
+            handoff::bytes_of(&self.offsets),
+            handoff::bytes_of(&self.filter),
+            handoff::bytes_of(&self.ring),
+            &prefixes,
+            sched.as_ref().map_or(&[][..], |b| &b[..]),
+        ])
+    }
+}
+
+/// The programs, attached, and what user space reads of them.
+struct Attached {
+    ebpf: Option<Ebpf>,
+    kernel: handoff::Kernel,
+    ring: ring::Ring,
+    drops: PerCpuArray<MapData, u64>,
+    sched_maps: Option<resources::sched::SchedMaps>,
+    drops_reported: [u64; drop_index::COUNT as usize],
+}
+
+/// Completes the offsets from tracefs (mounted by then).
+fn settle_offsets(offsets: &mut KernelOffsets) {
+    offsets.exit_group_dead =
+        offsets::tracepoint_field("sched", "sched_process_exit", "group_dead").unwrap_or(0);
+    // Test hook (debug builds only): the exit program as on kernels
+    // before 6.16, which read the group's live count instead.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("LUMEN_TEST_EXIT_BY_LIVE_COUNT").is_some() {
+        offsets.exit_group_dead = 0;
+    }
+    tracing::debug!(
+        group_dead_offset = offsets.exit_group_dead,
+        "ebpf source: a process exits with its last thread (0: by signal->live)"
+    );
+}
+
+/// Loads the programs, gives them `settings` and attaches them.
+fn load_and_attach(
+    config: &EbpfSourceConfig,
+    settings: &mut Settings,
+    kernel_btf: &offsets::KernelBtf,
+) -> Result<Attached, EbpfError> {
+    let mut ebpf = EbpfLoader::new()
+        .set_max_entries("EVENTS", settings.size)
+        .load(PROGRAMS)
+        .map_err(EbpfError::Load)?;
+    ensure_tracefs()?;
+    settle_offsets(&mut settings.offsets);
+    let map_err = |name| move |source| EbpfError::Map { name, source };
+    let mut handles = Vec::new();
+    for name in handoff::HANDED_MAPS {
+        if let Some(data) = ebpf.map(name).and_then(handoff::map_data) {
+            handles.push(handoff::dup(name, data)?);
+        }
+    }
+    {
+        let map = ebpf
+            .map_mut("CONFIG")
+            .ok_or(EbpfError::MissingMap("CONFIG"))?;
+        let mut cfg: Array<_, KernelOffsets> = Array::try_from(map).map_err(map_err("CONFIG"))?;
+        cfg.set(0, settings.offsets, 0).map_err(map_err("CONFIG"))?;
+    }
+    {
+        let map = ebpf
+            .map_mut("FILTER")
+            .ok_or(EbpfError::MissingMap("FILTER"))?;
+        let mut f: Array<_, ProcFilter> = Array::try_from(map).map_err(map_err("FILTER"))?;
+        f.set(0, settings.filter, 0).map_err(map_err("FILTER"))?;
+    }
+    {
+        let map = ebpf.map_mut("RING").ok_or(EbpfError::MissingMap("RING"))?;
+        let mut ring: Array<_, RingConfig> = Array::try_from(map).map_err(map_err("RING"))?;
+        ring.set(0, settings.ring, 0).map_err(map_err("RING"))?;
+    }
+    {
+        let map = ebpf
+            .map_mut("PREFIXES")
+            .ok_or(EbpfError::MissingMap("PREFIXES"))?;
+        let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u32> =
+            LpmTrie::try_from(map).map_err(map_err("PREFIXES"))?;
+        for (prefix, flags) in &settings.prefixes {
+            let mut bytes = [0u8; PREFIX_MAX];
+            bytes[..prefix.len()].copy_from_slice(prefix.as_bytes());
+            let key = aya::maps::lpm_trie::Key::new(prefix.len() as u32 * 8, bytes);
+            trie.insert(&key, flags, 0).map_err(map_err("PREFIXES"))?;
+        }
+    }
+    let mut links = handoff::Links::default();
+    for &(program, category, name) in ATTACHMENTS {
+        let attach_err = |source: handoff::BoxError| EbpfError::Attach {
+            program,
+            category,
+            name,
+            source,
         };
-        // SAFETY: valid clock id and out pointer.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or(EbpfError::MissingProgram(program))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| attach_err(e.into()))?;
+        prog.load().map_err(|e| attach_err(e.into()))?;
+        links
+            .tracepoint(prog, program, category, name)
+            .map_err(attach_err)?;
+    }
+    // OOM kills: where the tracepoint passes the victim's task.
+    let mut raw = RAW_ATTACHMENTS.to_vec();
+    if kernel_btf.raw_tracepoint_arg_is_pointer("mark_victim", 0) {
+        raw.push(("lumen_oom_victim", "mark_victim"));
+    } else {
+        tracing::warn!("ebpf source: this kernel's oom:mark_victim tracepoint does not pass the victim's task (Linux 6.2+ does); OOM kills are reported by resource samples only");
+    }
+    for (program, name) in raw {
+        let attach_err = |source: handoff::BoxError| EbpfError::Attach {
+            program,
+            category: "raw",
+            name,
+            source,
+        };
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(EbpfError::MissingProgram(program))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| attach_err(e.into()))?;
+        prog.load().map_err(|e| attach_err(e.into()))?;
+        links.raw(prog, program, name).map_err(attach_err)?;
+    }
+    let sched_maps = match settings.sched_delay_ns {
+        Some(delay_ns) => attach_scheduler(
+            &mut ebpf,
+            &mut links,
+            &config.btf_path,
+            kernel_btf,
+            delay_ns,
+        )?,
+        None => None,
     };
-    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
+    if sched_maps.is_none() {
+        handles.retain(|(name, _)| !name.starts_with("SCHED_"));
+    }
+    for &(syscall, exit_program, coverage) in SYSCALLS {
+        // The exit first: an entry without its exit would only fill the
+        // pending map.
+        let attached = attach_syscall(
+            &mut ebpf,
+            &mut links,
+            exit_program,
+            &format!("sys_exit_{syscall}"),
+        )
+        .and_then(|()| {
+            attach_syscall(
+                &mut ebpf,
+                &mut links,
+                &format!("lumen_enter_{syscall}"),
+                &format!("sys_enter_{syscall}"),
+            )
+        });
+        if let Err(error) = attached {
+            if syscall.contains("init_module") && !Path::new("/proc/modules").exists() {
+                tracing::info!(
+                    syscall,
+                    "ebpf source: kernel built without module support (no /proc/modules): no module can load, nothing to watch"
+                );
+                continue;
+            }
+            tracing::warn!(syscall, %error, lost = coverage, "ebpf source: syscall tracepoints unavailable");
+        }
+    }
+    let ring = match ebpf.take_map("EVENTS") {
+        Some(Map::RingBuf(data)) => ring::Ring::new(data)?,
+        _ => return Err(EbpfError::MissingMap("EVENTS")),
+    };
+    let drops = PerCpuArray::try_from(
+        ebpf.take_map("DROPS")
+            .ok_or(EbpfError::MissingMap("DROPS"))?,
+    )
+    .map_err(map_err("DROPS"))?;
+    let handoff_map = Array::try_from(
+        ebpf.take_map("HANDOFF")
+            .ok_or(EbpfError::MissingMap("HANDOFF"))?,
+    )
+    .map_err(map_err("HANDOFF"))?;
+    Ok(Attached {
+        kernel: handoff::Kernel::new(links, handoff_map, handles, settings.identity()),
+        ebpf: Some(ebpf),
+        ring,
+        drops,
+        sched_maps,
+        drops_reported: [0; drop_index::COUNT as usize],
+    })
 }
 
 impl EbpfSource {
@@ -573,151 +850,78 @@ impl EbpfSource {
         if size < 4096 || !size.is_power_of_two() {
             return Err(EbpfError::RingBufferSize(size));
         }
-        let mut ebpf = EbpfLoader::new()
-            .set_max_entries("EVENTS", size)
-            .load(PROGRAMS)
-            .map_err(EbpfError::Load)?;
-        ensure_tracefs()?;
-        offsets.exit_group_dead =
-            offsets::tracepoint_field("sched", "sched_process_exit", "group_dead").unwrap_or(0);
-        // Test hook (debug builds only): the exit program as on kernels
-        // before 6.16, which read the group's live count instead.
-        #[cfg(debug_assertions)]
-        if std::env::var_os("LUMEN_TEST_EXIT_BY_LIVE_COUNT").is_some() {
-            offsets.exit_group_dead = 0;
+        if let Some(dir) = &config.pin_path {
+            handoff::validate(dir).map_err(EbpfError::PinPath)?;
         }
-        tracing::debug!(
-            group_dead_offset = offsets.exit_group_dead,
-            "ebpf source: a process exits with its last thread (0: by signal->live)"
-        );
-        let map_err = |name| move |source| EbpfError::Map { name, source };
-        {
-            let map = ebpf
-                .map_mut("CONFIG")
-                .ok_or(EbpfError::MissingMap("CONFIG"))?;
-            let mut cfg: Array<_, KernelOffsets> =
-                Array::try_from(map).map_err(map_err("CONFIG"))?;
-            cfg.set(0, offsets, 0).map_err(map_err("CONFIG"))?;
-        }
-        {
-            let map = ebpf
-                .map_mut("FILTER")
-                .ok_or(EbpfError::MissingMap("FILTER"))?;
-            let mut f: Array<_, ProcFilter> = Array::try_from(map).map_err(map_err("FILTER"))?;
-            f.set(0, filter, 0).map_err(map_err("FILTER"))?;
-        }
-        {
-            let map = ebpf.map_mut("RING").ok_or(EbpfError::MissingMap("RING"))?;
-            let mut ring: Array<_, RingConfig> = Array::try_from(map).map_err(map_err("RING"))?;
-            let wakeup_bytes = if config.poll_interval_ms == 0 {
-                0
-            } else {
-                size / 8
-            };
-            let ring_config = RingConfig {
-                wakeup_bytes,
+        tracing::info!(prefixes = ?prefixes, "ebpf source: file path prefixes (1 = sensitive, 2 = excluded, 3 = included)");
+        let mut settings = Settings {
+            size,
+            offsets,
+            filter,
+            ring: RingConfig {
+                wakeup_bytes: if config.poll_interval_ms == 0 {
+                    0
+                } else {
+                    size / 8
+                },
                 _pad: 0,
-            };
-            ring.set(0, ring_config, 0).map_err(map_err("RING"))?;
-        }
-        {
-            let map = ebpf
-                .map_mut("PREFIXES")
-                .ok_or(EbpfError::MissingMap("PREFIXES"))?;
-            let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u32> =
-                LpmTrie::try_from(map).map_err(map_err("PREFIXES"))?;
-            for (prefix, flags) in prefix_flags(&prefixes) {
-                let mut bytes = [0u8; PREFIX_MAX];
-                bytes[..prefix.len()].copy_from_slice(prefix.as_bytes());
-                let key = aya::maps::lpm_trie::Key::new(prefix.len() as u32 * 8, bytes);
-                trie.insert(&key, flags, 0).map_err(map_err("PREFIXES"))?;
-            }
-            tracing::info!(prefixes = ?prefixes, "ebpf source: file path prefixes (1 = sensitive, 2 = excluded, 3 = included)");
-        }
-        for &(program, category, name) in ATTACHMENTS {
-            let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
-                program,
-                category,
-                name,
-                source: Box::new(source),
-            };
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or(EbpfError::MissingProgram(program))?
-                .try_into()
-                .map_err(attach_err)?;
-            prog.load().map_err(attach_err)?;
-            prog.attach(category, name).map_err(attach_err)?;
-        }
-        // OOM kills: where the tracepoint passes the victim's task.
-        let kernel_oom = kernel_btf.raw_tracepoint_arg_is_pointer("mark_victim", 0);
-        if kernel_oom {
-            let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
-                program: "lumen_oom_victim",
-                category: "raw",
-                name: "mark_victim",
-                source: Box::new(source),
-            };
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut("lumen_oom_victim")
-                .ok_or(EbpfError::MissingProgram("lumen_oom_victim"))?
-                .try_into()
-                .map_err(attach_err)?;
-            prog.load().map_err(attach_err)?;
-            prog.attach("mark_victim").map_err(attach_err)?;
-        } else {
-            tracing::warn!("ebpf source: this kernel's oom:mark_victim tracepoint does not pass the victim's task (Linux 6.2+ does); OOM kills are reported by resource samples only");
-        }
-        for &(program, name) in RAW_ATTACHMENTS {
-            let attach_err = |source: aya::programs::ProgramError| EbpfError::Attach {
-                program,
-                category: "raw",
-                name,
-                source: Box::new(source),
-            };
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .ok_or(EbpfError::MissingProgram(program))?
-                .try_into()
-                .map_err(attach_err)?;
-            prog.load().map_err(attach_err)?;
-            prog.attach(name).map_err(attach_err)?;
-        }
-        let sched_maps = if config.resources.enabled && config.resources.scheduler {
-            attach_scheduler(
-                &mut ebpf,
-                &config.btf_path,
-                &kernel_btf,
-                config.resources.findings.delay_ns(),
-            )?
-        } else {
-            None
+            },
+            prefixes: prefix_flags(&prefixes)
+                .into_iter()
+                .map(|(p, f)| (p.to_owned(), f))
+                .collect(),
+            sched_delay_ns: (config.resources.enabled && config.resources.scheduler)
+                .then(|| config.resources.findings.delay_ns()),
         };
-        let mut unavailable = Vec::new();
-        for &(syscall, exit_program, coverage) in SYSCALLS {
-            // The exit first: an entry without its exit would only fill the
-            // pending map.
-            let attached = attach_syscall(&mut ebpf, exit_program, &format!("sys_exit_{syscall}"))
-                .and_then(|()| {
-                    attach_syscall(
-                        &mut ebpf,
-                        &format!("lumen_enter_{syscall}"),
-                        &format!("sys_enter_{syscall}"),
-                    )
-                });
-            if let Err(error) = attached {
-                if syscall.contains("init_module") && !Path::new("/proc/modules").exists() {
-                    tracing::info!(
-                        syscall,
-                        "ebpf source: kernel built without module support (no /proc/modules): no module can load, nothing to watch"
-                    );
-                    continue;
+        let mut adopted = None;
+        let mut unwatched = None;
+        if let Some(dir) = config.pin_path.as_deref().filter(|d| d.exists()) {
+            ensure_tracefs()?;
+            settle_offsets(&mut settings.offsets);
+            match handoff::adopt(dir, settings.identity()) {
+                handoff::Found::Nothing => {}
+                handoff::Found::Adopted(a) => adopted = Some(*a),
+                handoff::Found::Released { stopped_ns, reason } => {
+                    tracing::warn!(path = %dir.display(), %reason, "ebpf source: not adopting the programs a previous Lumen left at pin_path; attaching anew, detaching those");
+                    unwatched = Some((stopped_ns, reason));
                 }
-                tracing::warn!(syscall, %error, lost = coverage, "ebpf source: syscall tracepoints unavailable");
-                unavailable.push(coverage);
             }
         }
-        unavailable.dedup();
+        let attached = match adopted {
+            Some(a) => {
+                let waited = handoff::monotonic_ns().saturating_sub(a.previous.stopped_ns);
+                tracing::info!(
+                    links = a.kernel.links.len(),
+                    since_stop_ms = waited / 1_000_000,
+                    "ebpf source: adopted the programs the previous Lumen left attached; what they recorded since it stopped is read first"
+                );
+                let deadline = a.previous.deadline_ns;
+                if handoff::monotonic_ns() > deadline {
+                    unwatched = Some((
+                        deadline,
+                        "the programs a previous Lumen left attached stopped recording when its handoff_grace_secs ran out, before this Lumen adopted them".to_owned(),
+                    ));
+                }
+                Attached {
+                    ebpf: None,
+                    kernel: a.kernel,
+                    ring: a.ring,
+                    drops: a.drops,
+                    sched_maps: a.sched,
+                    drops_reported: a.previous.drops_reported,
+                }
+            }
+            None => load_and_attach(&config, &mut settings, &kernel_btf)?,
+        };
+        let Attached {
+            ebpf,
+            kernel,
+            ring,
+            drops,
+            sched_maps,
+            drops_reported,
+        } = attached;
+        let unavailable = unavailable(&kernel.links);
         if unavailable.is_empty() {
             tracing::info!(
                 "ebpf source: every privilege, network and file tracepoint this kernel has attached"
@@ -725,20 +929,25 @@ impl EbpfSource {
         } else {
             tracing::warn!(lost = ?unavailable, "ebpf source: running without some coverage");
         }
-        let ring = RingBuf::try_from(
-            ebpf.take_map("EVENTS")
-                .ok_or(EbpfError::MissingMap("EVENTS"))?,
-        )
-        .map_err(map_err("EVENTS"))?;
+        let kernel_oom = kernel.links.has("lumen_oom_victim", "mark_victim");
         // SAFETY: the RingBuf owns its map's file descriptor and keeps it open,
         // unchanged, for as long as it lives; the AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| EbpfError::RingBuffer(std::io::Error::other(e.to_string())))?;
-        let drops = PerCpuArray::try_from(
-            ebpf.take_map("DROPS")
-                .ok_or(EbpfError::MissingMap("DROPS"))?,
-        )
-        .map_err(map_err("DROPS"))?;
+        let unwatched = unwatched.map(|(since_ns, reason)| {
+            let now = Timestamp::now();
+            let ago = handoff::monotonic_ns().saturating_sub(since_ns);
+            LossReport {
+                since: if since_ns == 0 {
+                    now
+                } else {
+                    Timestamp(now.0 - ago as i64)
+                },
+                until: now,
+                by_kind: Vec::new(),
+                cause: LossCause::KernelUnwatched { reason },
+            }
+        });
         let scheduler = (config.resources.enabled && config.resources.scheduler)
             .then_some(sched_maps.is_some());
         let found = capabilities::observed(&config, &view, &unavailable, scheduler, kernel_oom);
@@ -775,6 +984,9 @@ impl EbpfSource {
             pods,
             cache,
             _ebpf: ebpf,
+            kernel,
+            drops_reported,
+            unwatched,
             ring,
             drops,
             config,
@@ -803,6 +1015,9 @@ impl EbpfSource {
     pub async fn run(self, mut out: Fanout, mut shutdown: ShutdownSignal) {
         let EbpfSource {
             _ebpf: ebpf,
+            kernel,
+            drops_reported,
+            unwatched,
             mut ring,
             drops,
             config,
@@ -840,11 +1055,15 @@ impl EbpfSource {
                 shutdown.clone(),
             ))
         });
+        // The drop counters are read until the programs are detached or
+        // handed off: a record they drop meanwhile is reported too.
+        let (stop_drops, drops_stopped) = tokio::sync::oneshot::channel::<()>();
         let reporter = tokio::spawn(watch_drops(
             drops,
+            drops_reported,
             metrics.clone(),
             interval,
-            shutdown.clone(),
+            drops_stopped,
             loss_tx,
         ));
         let mut reader = Reader {
@@ -858,6 +1077,10 @@ impl EbpfSource {
             oom_findings: config.resources.enabled.then(|| resource_findings.clone()),
         };
         let mut batch = Vec::with_capacity(256);
+        if let Some(report) = unwatched {
+            tracing::warn!(message = %report.message(), "ebpf source: a restart went unwatched");
+            batch.push(loss_event(report, &reader.host));
+        }
         // Records submitted without a wakeup are read on this tick; with
         // wakeups on every record it is only a safety net.
         let poll_ms = match config.poll_interval_ms {
@@ -907,12 +1130,38 @@ impl EbpfSource {
                 }
             }
         }
+        // Without a handoff the programs are detached now, while the
+        // reader drains: what they record until each is detached (2.3 s
+        // for all of them) is still read, not freed with the ring.
+        let kernel = match config.pin_path {
+            Some(_) => Some(kernel),
+            None => {
+                let links = kernel.links;
+                let detaching = tokio::task::spawn_blocking(move || links.detach());
+                loop {
+                    let more = collect(ring.get_mut(), &mut batch, &mut reader);
+                    emit(&mut out, &mut batch, &metrics).await;
+                    if !more {
+                        if detaching.is_finished() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(poll_ms)).await;
+                    }
+                }
+                None
+            }
+        };
         while collect(ring.get_mut(), &mut batch, &mut reader) {
             emit(&mut out, &mut batch, &metrics).await;
         }
-        if let Err(e) = reporter.await {
-            tracing::error!(error = %e, "ebpf source: drop watcher failed");
-        }
+        let _ = stop_drops.send(());
+        let drops_reported = match reporter.await {
+            Ok(reported) => reported,
+            Err(e) => {
+                tracing::error!(error = %e, "ebpf source: drop watcher failed");
+                drops_reported
+            }
+        };
         if let Some(Err(e)) = match sampler {
             Some(task) => Some(task.await),
             None => None,
@@ -927,32 +1176,25 @@ impl EbpfSource {
         }
         emit(&mut out, &mut batch, &metrics).await;
         drop(out);
-        let _ = tokio::task::spawn_blocking(move || detach_all(ebpf)).await;
-    }
-}
-
-/// Detaches every program at once. Each tracepoint's detach waits for an
-/// RCU grace period (~75 ms on this VM): one after another, 66 of them took
-/// 4.9 s, every hook blind from its own detach until a restarted Lumen
-/// attached it again. In parallel the waits overlap.
-fn detach_all(mut ebpf: Ebpf) {
-    use aya::programs::Program;
-    std::thread::scope(|scope| {
-        for (name, program) in ebpf.programs_mut() {
-            scope.spawn(move || {
-                let detached = match program {
-                    Program::TracePoint(p) => p.unload(),
-                    Program::RawTracePoint(p) => p.unload(),
-                    Program::BtfTracePoint(p) => p.unload(),
-                    _ => Ok(()),
-                };
-                // A program this kernel did not load has nothing to detach.
-                if let Err(e) = detached {
-                    tracing::debug!(program = name, error = %e, "ebpf source: detach");
+        let grace = Duration::from_secs(config.handoff_grace_secs);
+        let stopped = tokio::task::spawn_blocking(move || {
+            if let (Some(dir), Some(kernel)) = (&config.pin_path, kernel) {
+                match kernel.hand_off(dir, grace, drops_reported) {
+                    Ok(links) => tracing::info!(
+                        path = %dir.display(),
+                        links,
+                        grace_secs = grace.as_secs(),
+                        "ebpf source: programs left attached for the next Lumen to adopt (they stop recording after the grace unless one does; rm -r the path to detach them)"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ebpf source: no handoff; programs detached")
+                    }
                 }
-            });
-        }
-    });
+            }
+            drop(ebpf);
+        });
+        let _ = stopped.await;
+    }
 }
 
 /// Sends the batch downstream; false when every output has gone.
@@ -966,16 +1208,17 @@ async fn emit(out: &mut Fanout, batch: &mut Vec<Envelope>, metrics: &ComponentMe
     true
 }
 
-/// Reads the kernel's drop counters every `interval` until shutdown, and
-/// once more then.
+/// Reads the kernel's drop counters every `interval` until `stop`, and
+/// once more then; what it has reported, counter by counter.
 async fn watch_drops(
     drops: PerCpuArray<MapData, u64>,
+    reported: [u64; drop_index::COUNT as usize],
     metrics: Arc<ComponentMetrics>,
     interval: Duration,
-    mut shutdown: ShutdownSignal,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
     reports: tokio::sync::mpsc::Sender<LossReport>,
-) {
-    let mut seen = [0u64; drop_index::COUNT as usize];
+) -> [u64; drop_index::COUNT as usize] {
+    let mut seen = reported;
     let mut tick = tokio::time::interval(interval);
     let mut since = Timestamp::now();
     let check = |seen: &mut [u64; drop_index::COUNT as usize], since: &mut Timestamp| {
@@ -992,13 +1235,13 @@ async fn watch_drops(
     };
     loop {
         tokio::select! {
-            _ = shutdown.wait() => break,
+            _ = &mut stop => break,
             _ = tick.tick() => {
                 if let Some(report) = check(&mut seen, &mut since) {
                     // The reader may be held up by backpressure: the count is
                     // already in the metrics and the log; the event follows.
                     if reports.send(report).await.is_err() {
-                        return;
+                        return seen;
                     }
                 }
             }
@@ -1007,6 +1250,7 @@ async fn watch_drops(
     if let Some(report) = check(&mut seen, &mut since) {
         let _ = reports.send(report).await;
     }
+    seen
 }
 
 /// The event that reports lost records through the sinks.
@@ -1031,7 +1275,7 @@ const COLLECT_MAX: usize = 1024;
 
 /// Decodes up to [`COLLECT_MAX`] of the records the kernel has written
 /// into `batch`; true when it stopped there with more waiting.
-fn collect(ring: &mut RingBuf<MapData>, batch: &mut Vec<Envelope>, r: &mut Reader) -> bool {
+fn collect(ring: &mut ring::Ring, batch: &mut Vec<Envelope>, r: &mut Reader) -> bool {
     let (host, metrics, boot_offset_ns) = (&r.host, &r.metrics, r.boot_offset_ns);
     let observed = Timestamp::now();
     let before = batch.len();

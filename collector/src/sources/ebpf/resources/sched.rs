@@ -32,6 +32,23 @@ pub struct SchedMapError {
 }
 
 impl SchedMaps {
+    /// The maps of a predecessor's programs (see `handoff`).
+    pub fn from_maps(
+        cgroups: aya::maps::Map,
+        pairs: aya::maps::Map,
+    ) -> Result<SchedMaps, SchedMapError> {
+        let err = |name: &'static str| {
+            move |e: aya::maps::MapError| SchedMapError {
+                name,
+                reason: e.to_string(),
+            }
+        };
+        Ok(SchedMaps {
+            cgroups: PerCpuHashMap::try_from(cgroups).map_err(err("SCHED_CGROUPS"))?,
+            pairs: PerCpuHashMap::try_from(pairs).map_err(err("SCHED_PAIRS"))?,
+        })
+    }
+
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<SchedMaps, SchedMapError> {
         let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(SchedMapError {

@@ -4,7 +4,7 @@
 //! successor with other settings attaches its own and reports the gap.
 //! Needs root (CI runs as root) and bpffs (Lumen mounts it).
 
-use crate::support::{is_root, read_ndjson, wait_for_events, Lumen};
+use crate::support::{component_total, is_root, read_ndjson, wait_for_events, Lumen};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -256,14 +256,7 @@ fn records_lost_while_no_lumen_read_are_reported_once_by_the_successor() {
         reported < first_losses,
         "reported {reported}, first Lumen {first_losses}"
     );
-    let dropped: u64 = log
-        .iter()
-        .find(|l| l.contains("component totals") && l.contains("component=kernel"))
-        .and_then(|l| l.split("dropped=").nth(1))
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no totals:\n{}", log.join("\n")));
-    assert_eq!(reported, dropped);
+    assert_eq!(reported, component_total(&log, "kernel", "dropped"));
 }
 
 /// Records the loss events in `path` report lost.

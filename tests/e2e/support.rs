@@ -229,6 +229,18 @@ pub fn wait_for_events(
     }
 }
 
+/// `key` (`received`, `sent`, `dropped`, …) of `component` in the totals
+/// Lumen logs at stop.
+pub fn component_total(log: &[String], component: &str, key: &str) -> u64 {
+    let tag = format!("component={component} ");
+    log.iter()
+        .find(|l| l.contains("component totals") && l.contains(&tag))
+        .and_then(|l| l.split(&format!(" {key}=")).nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} total of {component}:\n{}", log.join("\n")))
+}
+
 /// Waits for the ECS event of process `pid` with `event.action` = `action`
 /// in an NDJSON file, and returns it.
 pub fn wait_for_process_event(path: &Path, pid: u64, action: &str) -> serde_json::Value {

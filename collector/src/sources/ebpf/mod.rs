@@ -1137,15 +1137,16 @@ impl EbpfSource {
             Some(_) => Some(kernel),
             None => {
                 let links = kernel.links;
-                let detaching = tokio::task::spawn_blocking(move || links.detach());
+                let mut detaching = tokio::task::spawn_blocking(move || links.detach());
                 loop {
                     let more = collect(ring.get_mut(), &mut batch, &mut reader);
                     emit(&mut out, &mut batch, &metrics).await;
-                    if !more {
-                        if detaching.is_finished() {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(poll_ms)).await;
+                    if more {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = &mut detaching => break,
+                        _ = tokio::time::sleep(DETACH_DRAIN) => {}
                     }
                 }
                 None
@@ -1196,6 +1197,9 @@ impl EbpfSource {
         let _ = stopped.await;
     }
 }
+
+/// How often the ring is drained while the programs are being detached.
+const DETACH_DRAIN: Duration = Duration::from_millis(50);
 
 /// Sends the batch downstream; false when every output has gone.
 async fn emit(out: &mut Fanout, batch: &mut Vec<Envelope>, metrics: &ComponentMetrics) -> bool {

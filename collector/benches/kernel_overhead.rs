@@ -5,8 +5,9 @@
 //! in one run; the slowdown is the ratio of the median times. Also per
 //! storm: the events Lumen delivered, how many of the storm's own events
 //! it did not deliver (lost), and its user-space CPU; how long Lumen takes
-//! from start to its first event; and a context-switch storm that prices
-//! the scheduler programs per switch. Needs root. Run: `cargo bench -p
+//! from start to its first event; a context-switch storm that prices
+//! the scheduler programs per switch; and how long a restart leaves the
+//! kernel unwatched, without and with `pin_path`. Needs root. Run: `cargo bench -p
 //! lumen --bench kernel_overhead [-- word…]` (words pick storms by name);
 //! `LUMEN_BENCH_BIN=<path>` measures another lumen binary;
 //! `LUMEN_BENCH_SOURCE='key = value'` adds ebpf source settings.
@@ -531,5 +532,119 @@ fn main() {
     }
     if only.is_empty() || only.iter().any(|w| "switch".contains(w.as_str())) {
         switch_cost(dir.path(), &out);
+    }
+    if only.is_empty() || only.iter().any(|w| "restart".contains(w.as_str())) {
+        restart_blindness(dir.path());
+    }
+}
+
+/// Marked execs across a restart.
+const RESTART_EXECS: usize = 800;
+
+/// A restart's blindness: `/bin/true lumen-restart-<i>` every ~5 ms while
+/// Lumen is stopped (SIGTERM) and started again at once, without and with
+/// `pin_path`; the execs neither Lumen delivered, and the time between the
+/// delivered ones around the longest gap.
+fn restart_blindness(dir: &std::path::Path) {
+    println!();
+    println!("restart: {RESTART_EXECS} marked execs ~5 ms apart, Lumen stopped 0.5 s in and started again at once; 3 rounds each");
+    println!();
+    println!("| restart | execs missed | blind | the stop took |");
+    println!("| --- | --- | --- | --- |");
+    let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/lumen-bench-{}", std::process::id()));
+    for pinned in [false, true] {
+        let (mut missed, mut blind, mut stops) = (vec![], vec![], vec![]);
+        for round in 0..3 {
+            let _ = std::fs::remove_dir_all(&pins);
+            let config = |name: &str| {
+                let out = dir.join(format!("restart-{round}-{name}.ndjson"));
+                let mut text = lumen_config(&out, true);
+                if pinned {
+                    text = text.replace(
+                        "type = \"ebpf\"\n",
+                        &format!("type = \"ebpf\"\npin_path = \"{}\"\n", pins.display()),
+                    );
+                }
+                let path = dir.join(format!("restart-{name}.toml"));
+                std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+                (path, out)
+            };
+            let ((config_a, out_a), (config_b, out_b)) = (config("a"), config("b"));
+            let first = Lumen::start(&config_a, &out_a);
+            std::thread::sleep(Duration::from_secs(1));
+            let execs = std::thread::spawn(|| {
+                for i in 0..RESTART_EXECS {
+                    let _ = Command::new("/bin/true")
+                        .arg(format!("lumen-restart-{i}"))
+                        .status();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            let t = Instant::now();
+            first.stop();
+            stops.push(t.elapsed().as_secs_f64());
+            let second = Lumen::start(&config_b, &out_b);
+            let _ = execs.join();
+            std::thread::sleep(Duration::from_secs(1));
+            second.stop();
+            let _ = std::fs::remove_dir_all(&pins);
+            // Launch time (ms) of each marked exec delivered.
+            let mut seen: std::collections::BTreeMap<usize, i64> = Default::default();
+            for out in [&out_a, &out_b] {
+                let text = std::fs::read_to_string(out).unwrap_or_default();
+                for line in text.lines().filter(|l| l.contains("lumen-restart-")) {
+                    let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+                        continue;
+                    };
+                    let (Some(cmd), Some(time)) =
+                        (e["process"]["cmd_line"].as_str(), e["time"].as_i64())
+                    else {
+                        continue;
+                    };
+                    if e["activity_id"] != 1 {
+                        continue;
+                    }
+                    if let Some(i) = cmd
+                        .strip_prefix("/bin/true lumen-restart-")
+                        .and_then(|n| n.parse().ok())
+                    {
+                        seen.insert(i, time);
+                    }
+                }
+            }
+            missed.push(RESTART_EXECS - seen.len());
+            // The longest run of missing execs, timed by its neighbours.
+            let mut longest = 0.0f64;
+            let mut last: Option<(usize, i64)> = None;
+            for (&i, &time) in &seen {
+                if let Some((j, was)) = last {
+                    if i > j + 1 {
+                        longest = longest.max((time - was) as f64 / 1000.0);
+                    }
+                }
+                last = Some((i, time));
+            }
+            blind.push(longest);
+        }
+        println!(
+            "| {} | {:?} | {} s | {} s |",
+            if pinned {
+                "with `pin_path`"
+            } else {
+                "without `pin_path`"
+            },
+            missed,
+            blind
+                .iter()
+                .map(|b| format!("{b:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            stops
+                .iter()
+                .map(|s| format!("{s:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
     }
 }

@@ -137,6 +137,39 @@ fn a_restart_with_pin_path_sees_what_happened_while_no_lumen_ran() {
 }
 
 #[test]
+fn a_reload_that_leaves_the_kernel_settings_alone_hands_the_programs_over_in_place() {
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    let pins = PinDir::new("reload");
+    let mut lumen = Lumen::start(&pins.config(""));
+    lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    // Only the resource sampling's interval changes: a new instance of the
+    // source, the same programs and settings in the kernel.
+    let path = lumen.path("lumen.toml");
+    let changed = format!(
+        "{}\n[sources.kernel.resources]\ninterval_secs = 7\n",
+        std::fs::read_to_string(&path).unwrap()
+    );
+    std::fs::write(&path, changed).unwrap();
+    lumen.signal(libc::SIGHUP);
+    lumen.wait_for_log("reload applied", Duration::from_secs(30));
+    let log = lumen.log();
+    assert!(
+        logged(&log, "programs left attached") && logged(&log, "adopted the programs"),
+        "{}",
+        log.join("\n")
+    );
+    assert!(!pins.0.exists(), "the new instance holds the programs");
+    let pid = run_marker("lumen-e2e-after-reload");
+    let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
+        evs.iter().any(|e| is_exec_of(e, pid))
+    });
+    assert!(!events
+        .iter()
+        .any(|e| e["event"]["action"] == "kernel_events_unwatched"));
+    stopped(&mut lumen);
+}
+
+#[test]
 fn after_the_grace_the_programs_record_nothing_and_the_gap_is_reported() {
     assert!(is_root(), "the eBPF tests need root (CI runs as root)");
     let pins = PinDir::new("grace");

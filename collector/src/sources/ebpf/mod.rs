@@ -1078,7 +1078,7 @@ impl EbpfSource {
         };
         let mut batch = Vec::with_capacity(256);
         if let Some(report) = unwatched {
-            tracing::warn!(message = %report.message(), "ebpf source: a restart went unwatched");
+            tracing::warn!("ebpf source: {}", report.message());
             batch.push(loss_event(report, &reader.host));
         }
         // Records submitted without a wakeup are read on this tick; with

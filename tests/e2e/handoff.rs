@@ -311,3 +311,79 @@ fn chrono_ms(t: &str) -> i64 {
     let s: f64 = parts.next().unwrap().parse().unwrap();
     (h * 3600 + m * 60) * 1000 + (s * 1000.0) as i64
 }
+
+/// `lumen run` on `config` with only CAP_BPF and CAP_PERFMON (root
+/// otherwise), stopped with SIGTERM once `ready` shows in its log; the log.
+fn run_with_minimal_caps(config: &Path, ready: &str) -> String {
+    use std::io::Read;
+    // The log is read whole at exit; the output file says when it runs.
+    let out = config.with_file_name("ecs.ndjson");
+    let _ = std::fs::remove_file(&out);
+    let mut lumen = Command::new("setpriv")
+        .args(["--bounding-set", "-all,+bpf,+perfmon", "--inh-caps", "-all"])
+        .arg(crate::support::LUMEN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("LUMEN_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let mut stderr = lumen.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let start = std::time::Instant::now();
+    while std::fs::metadata(&out).map_or(true, |m| m.len() == 0)
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        let _ = Command::new("/bin/true").status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _one_at_a_time = STOPS.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: a signal to our own child (setpriv execs lumen in place).
+    unsafe { libc::kill(lumen.id() as i32, libc::SIGTERM) };
+    let status = crate::support::wait_timeout(&mut lumen, Duration::from_secs(30));
+    let text = log.join().unwrap();
+    assert!(status.success(), "{status}: {text}");
+    assert!(text.contains(ready), "no {ready:?} in:\n{text}");
+    text
+}
+
+#[test]
+fn the_handoff_needs_no_capability_beyond_cap_bpf_and_cap_perfmon() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    let pins = PinDir::new("caps");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("lumen.toml");
+    std::fs::write(
+        &config,
+        pins.config("")
+            .replace("{dir}", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    // bpffs mounted beforehand: mounting it needs CAP_SYS_ADMIN, which
+    // PRIVILEGES.md lists for that case.
+    {
+        let _one_at_a_time = STOPS.lock().unwrap_or_else(|e| e.into_inner());
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some("/sys/fs/bpf"));
+        if !mounted {
+            let status = Command::new("mount")
+                .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    let first = run_with_minimal_caps(&config, "programs left attached");
+    assert!(pins.links() > 40, "{first}");
+    run_with_minimal_caps(&config, "adopted the programs");
+}

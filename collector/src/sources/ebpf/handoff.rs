@@ -24,6 +24,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::trace_point::TracePointLink;
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use lumen_common::{drop_index, Handoff};
+use lumen_sinks::http::error_chain;
 use sha2::{Digest, Sha256};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -35,13 +36,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum HandoffError {
     #[error("pin_path {path}: {reason}")]
     Path { path: PathBuf, reason: String },
-    #[error("pinning {what} at {path}: {}", chain(source.as_ref()))]
+    #[error("pinning {what} at {path}: {}", error_chain(source.as_ref()))]
     Pin {
         what: String,
         path: PathBuf,
         source: BoxError,
     },
-    #[error("adopting {what} from {path}: {}", chain(source.as_ref()))]
+    #[error("adopting {what} from {path}: {}", error_chain(source.as_ref()))]
     Adopt {
         what: String,
         path: PathBuf,
@@ -49,18 +50,6 @@ pub enum HandoffError {
     },
     #[error("this kernel attaches tracepoints without BPF links (Linux 5.15+ has them), which cannot be pinned")]
     Unpinnable,
-}
-
-/// An error and its sources: aya's say which call failed, their sources why.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    s
 }
 
 /// An attachment, owned apart from its program so that a stop can pin it.
@@ -243,7 +232,7 @@ impl Kernel {
             let Owned::Fd(link) = link else {
                 unreachable!("checked above")
             };
-            let path = dir.join(format!("link-{}", name.replacen('.', "-", 1)));
+            let path = dir.join(link_file(&name));
             if let Err(e) = link.pin(&path) {
                 let mut rest = take_pins(dir);
                 rest.0.extend(links);
@@ -327,7 +316,7 @@ pub fn adopt(dir: &Path, identity: [u8; 32]) -> Found {
         .and_then(|m| Array::<_, Handoff>::try_from(Map::Array(m)).map_err(BoxError::from))
         .and_then(|a| Ok((a.get(&0, 0)?, a)))
         .map_err(err("the handoff record"));
-    let (previous, handoff) = match record {
+    let (previous, mut handoff) = match record {
         Ok(r) => r,
         Err(e) => return release(dir, 0, e.to_string()),
     };
@@ -366,22 +355,21 @@ pub fn adopt(dir: &Path, identity: [u8; 32]) -> Found {
         } else {
             None
         };
-        let entries = std::fs::read_dir(dir).map_err(|e| err("the directory")(e.into()))?;
-        let mut pinned = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| err("the directory")(e.into()))?;
-            let file = entry.file_name().to_string_lossy().into_owned();
-            if let Some(name) = file.strip_prefix("link-").map(|n| n.replacen('-', ".", 1)) {
-                let link = PinnedLink::from_pin(entry.path())
-                    .map_err(|e| err(&format!("link {name}"))(e.into()))?;
-                pinned.push((name, link));
-            }
-        }
-        // Ours now: no pin outlives this process unless it hands off too.
         let mut links = Links::default();
-        for (name, link) in pinned {
+        for (name, path) in pinned_links(dir).map_err(|e| err("the directory")(e.into()))? {
+            let link =
+                PinnedLink::from_pin(path).map_err(|e| err(&format!("link {name}"))(e.into()))?;
             links.0.push((name, Owned::Fd(FdLink::from(link))));
         }
+        // Recording again, for as long as this source runs.
+        let running = Handoff {
+            deadline_ns: 0,
+            ..previous
+        };
+        handoff
+            .set(0, running, 0)
+            .map_err(|e| err("the handoff record")(e.into()))?;
+        // Ours now: no pin outlives this process unless it hands off too.
         unpin_all(dir);
         Ok(Adopted {
             kernel: Kernel::new(links, handoff, handles, identity),
@@ -392,22 +380,7 @@ pub fn adopt(dir: &Path, identity: [u8; 32]) -> Found {
         })
     })();
     match taken {
-        Ok(mut adopted) => {
-            // Recording again, for as long as this source runs.
-            let running = Handoff {
-                deadline_ns: 0,
-                ..previous
-            };
-            if let Err(e) = adopted.kernel.handoff.set(0, running, 0) {
-                let reason = format!("resetting the handoff record: {e}");
-                adopted.kernel.links.detach();
-                return Found::Released {
-                    stopped_ns: previous.stopped_ns,
-                    reason,
-                };
-            }
-            Found::Adopted(Box::new(adopted))
-        }
+        Ok(adopted) => Found::Adopted(Box::new(adopted)),
         Err(e) => release(dir, previous.stopped_ns, e.to_string()),
     }
 }
@@ -424,20 +397,32 @@ fn release(dir: &Path, stopped_ns: u64, reason: String) -> Found {
 /// `dir` removed.
 fn take_pins(dir: &Path) -> Links {
     let mut links = Links::default();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            if let Some(name) = file.strip_prefix("link-").map(|n| n.replacen('-', ".", 1)) {
-                if let Ok(link) = PinnedLink::from_pin(entry.path()) {
-                    if let Ok(link) = link.unpin() {
-                        links.0.push((name, Owned::Fd(link)));
-                    }
-                }
-            }
+    for (name, path) in pinned_links(dir).unwrap_or_default() {
+        if let Ok(link) = PinnedLink::from_pin(path) {
+            links.0.push((name, Owned::Fd(FdLink::from(link))));
         }
     }
     unpin_all(dir);
     links
+}
+
+/// A link's pin file: `link-<program>-<tracepoint>` (bpffs refuses dots).
+fn link_file(name: &str) -> String {
+    format!("link-{}", name.replacen('.', "-", 1))
+}
+
+/// The links pinned in `dir`: their names (`<program>.<tracepoint>`, as
+/// [`Links`] has them) and pin files.
+fn pinned_links(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if let Some(name) = file.strip_prefix("link-") {
+            found.push((name.replacen('-', ".", 1), entry.path()));
+        }
+    }
+    Ok(found)
 }
 
 /// Removes every pin in `dir` and `dir` itself.

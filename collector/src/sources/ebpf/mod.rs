@@ -400,6 +400,26 @@ const SYSCALLS: &[(&str, &str, &str)] = &[
     ("fchownat", "lumen_exit_file", "fchownat(2)"),
 ];
 
+/// The error of attaching `program` to `category:name`.
+fn attach_error(
+    program: &'static str,
+    category: &'static str,
+    name: &'static str,
+) -> impl Fn(handoff::BoxError) -> EbpfError {
+    move |source| EbpfError::Attach {
+        program,
+        category,
+        name,
+        source,
+    }
+}
+
+/// Syscalls of kernel modules, on a kernel built without module support
+/// (no /proc/modules): nothing to watch, nothing missed.
+fn without_modules(syscall: &str) -> bool {
+    syscall.contains("init_module") && !Path::new("/proc/modules").exists()
+}
+
 /// Loads `program` unless it already is, and attaches it to `syscalls:<tracepoint>`.
 fn attach_syscall(
     ebpf: &mut Ebpf,
@@ -429,9 +449,7 @@ fn unavailable(links: &handoff::Links) -> Vec<&'static str> {
             &format!("lumen_enter_{syscall}"),
             &format!("sys_enter_{syscall}"),
         );
-        // A kernel without modules has no module loads to miss.
-        let no_modules = syscall.contains("init_module") && !Path::new("/proc/modules").exists();
-        if !(exit && enter || no_modules) {
+        if !(exit && enter || without_modules(syscall)) {
             unavailable.push(coverage);
         }
     }
@@ -467,24 +485,16 @@ fn attach_scheduler(
             .map_err(map_err)?;
     }
     let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
-        EbpfError::Attach {
-            program: "lumen_switch",
-            category: "btf",
-            name: "sched_switch",
-            source: Box::new(aya::programs::ProgramError::Btf(e)),
-        }
+        attach_error("lumen_switch", "btf", "sched_switch")(Box::new(
+            aya::programs::ProgramError::Btf(e),
+        ))
     })?;
     for (program, name) in [
         ("lumen_switch", "sched_switch"),
         ("lumen_wakeup", "sched_wakeup"),
         ("lumen_wakeup_new", "sched_wakeup_new"),
     ] {
-        let attach_err = |source: handoff::BoxError| EbpfError::Attach {
-            program,
-            category: "btf",
-            name,
-            source,
-        };
+        let attach_err = attach_error(program, "btf", name);
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(program)
             .ok_or(EbpfError::MissingProgram(program))?
@@ -697,12 +707,7 @@ fn load_and_attach(
     }
     let mut links = handoff::Links::default();
     for &(program, category, name) in ATTACHMENTS {
-        let attach_err = |source: handoff::BoxError| EbpfError::Attach {
-            program,
-            category,
-            name,
-            source,
-        };
+        let attach_err = attach_error(program, category, name);
         let prog: &mut TracePoint = ebpf
             .program_mut(program)
             .ok_or(EbpfError::MissingProgram(program))?
@@ -721,12 +726,7 @@ fn load_and_attach(
         tracing::warn!("ebpf source: this kernel's oom:mark_victim tracepoint does not pass the victim's task (Linux 6.2+ does); OOM kills are reported by resource samples only");
     }
     for (program, name) in raw {
-        let attach_err = |source: handoff::BoxError| EbpfError::Attach {
-            program,
-            category: "raw",
-            name,
-            source,
-        };
+        let attach_err = attach_error(program, "raw", name);
         let prog: &mut RawTracePoint = ebpf
             .program_mut(program)
             .ok_or(EbpfError::MissingProgram(program))?
@@ -766,7 +766,7 @@ fn load_and_attach(
             )
         });
         if let Err(error) = attached {
-            if syscall.contains("init_module") && !Path::new("/proc/modules").exists() {
+            if without_modules(syscall) {
                 tracing::info!(
                     syscall,
                     "ebpf source: kernel built without module support (no /proc/modules): no module can load, nothing to watch"
@@ -930,8 +930,8 @@ impl EbpfSource {
             tracing::warn!(lost = ?unavailable, "ebpf source: running without some coverage");
         }
         let kernel_oom = kernel.links.has("lumen_oom_victim", "mark_victim");
-        // SAFETY: the RingBuf owns its map's file descriptor and keeps it open,
-        // unchanged, for as long as it lives; the AsyncFd owns the RingBuf.
+        // SAFETY: the Ring owns its map's file descriptor and keeps it open,
+        // unchanged, for as long as it lives; the AsyncFd owns the Ring.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| EbpfError::RingBuffer(std::io::Error::other(e.to_string())))?;
         let unwatched = unwatched.map(|(since_ns, reason)| {

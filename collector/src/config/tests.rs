@@ -158,6 +158,41 @@ fn resource_sampling_settings_that_cannot_work_are_refused_with_the_source_named
 }
 
 #[test]
+fn pin_paths_that_cannot_work_are_refused_before_the_kernel_is_asked() {
+    for (setting, want) in [
+        (
+            "pin_path = \"/sys/fs/bpf/lumen.kernel\"",
+            "2:1: [sources.kernel]: pin_path /sys/fs/bpf/lumen.kernel: bpffs refuses names with a dot",
+        ),
+        (
+            "pin_path = \"lumen/kernel\"",
+            "2:1: [sources.kernel]: pin_path lumen/kernel: must be an absolute path below a directory",
+        ),
+    ] {
+        let text = BASE.replacen("type = \"ebpf\"", &format!("type = \"ebpf\"\n{setting}"), 1);
+        let e = err(&text);
+        assert!(e.ends_with(want), "{e}\nwanted: {want}");
+    }
+    let two = BASE
+        .replacen(
+            "type = \"ebpf\"",
+            "type = \"ebpf\"\npin_path = \"/sys/fs/bpf/lumen/k\"",
+            1,
+        )
+        .replace(
+            "[sources.audit]",
+            "[sources.more]\ntype = \"ebpf\"\npin_path = \"/sys/fs/bpf/lumen/k\"\n\n[sources.audit]",
+        );
+    let e = err(&two);
+    assert!(
+        e.ends_with("[sources.more]: pin_path /sys/fs/bpf/lumen/k is source `kernel`'s too: one pin_path per source"),
+        "{e}"
+    );
+    // Apart, they are fine.
+    parse(&two.replacen("lumen/k\"", "lumen/other\"", 1)).unwrap();
+}
+
+#[test]
 fn network_sink_settings_that_cannot_work_are_refused_with_the_sink_named() {
     let base = "[sources.a]\ntype = \"k8s_audit_file\"\npath = \"/x\"\n\n";
     for (sink, want) in [

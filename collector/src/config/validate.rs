@@ -127,10 +127,22 @@ pub(super) fn validate(config: &Config, text: &str) -> Result<(), (Position, Str
             }
         }
     }
+    // Pinned programs of two ebpf sources in one directory would clash at
+    // their handoff.
+    let mut pin_paths = std::collections::HashMap::new();
     for (id, source) in &config.sources {
         let checked = match source {
             super::SourceConfig::K8sAuditWebhook(c) => c.validate(),
-            super::SourceConfig::Ebpf(c) => c.resources.validate(),
+            super::SourceConfig::Ebpf(c) => c.validate().and_then(|()| match &c.pin_path {
+                Some(dir) => match pin_paths.insert(dir, id) {
+                    Some(other) => Err(format!(
+                        "pin_path {} is source `{other}`'s too: one pin_path per source",
+                        dir.display()
+                    )),
+                    None => Ok(()),
+                },
+                None => Ok(()),
+            }),
             super::SourceConfig::K8sAuditFile(_) => Ok(()),
             super::SourceConfig::Kafka(c) => c.validate(),
         };

@@ -119,6 +119,17 @@ fn default_handoff_grace() -> u64 {
     30
 }
 
+impl EbpfSourceConfig {
+    /// What can be checked without the kernel (`lumen validate`, start).
+    pub fn validate(&self) -> Result<(), String> {
+        self.resources.validate()?;
+        if let Some(dir) = &self.pin_path {
+            handoff::validate(dir)?;
+        }
+        Ok(())
+    }
+}
+
 /// The kernel's `FILTER` entry for a config; `host_mnt_ns` from /proc/1/ns/mnt.
 pub fn proc_filter(config: &EbpfSourceConfig, host_mnt_ns: u32) -> Result<ProcFilter, EbpfError> {
     if config.exclude_comms.len() > EXCLUDED_COMMS {
@@ -320,7 +331,7 @@ pub enum EbpfError {
     #[error("{0}")]
     Cgroup(String),
     #[error("{0}")]
-    PinPath(String),
+    Config(String),
     #[error(transparent)]
     Handoff(#[from] handoff::HandoffError),
 }
@@ -808,7 +819,7 @@ impl EbpfSource {
         host: Arc<Host>,
         metrics: Arc<ComponentMetrics>,
     ) -> Result<Self, EbpfError> {
-        config.resources.validate().map_err(EbpfError::Resources)?;
+        config.validate().map_err(EbpfError::Config)?;
         let hierarchies = cgroupfs::Hierarchies::discover();
         let view = cgroupfs::CgroupView::choose(
             &hierarchies,
@@ -849,9 +860,6 @@ impl EbpfSource {
         let size = config.ring_buffer_bytes;
         if size < 4096 || !size.is_power_of_two() {
             return Err(EbpfError::RingBufferSize(size));
-        }
-        if let Some(dir) = &config.pin_path {
-            handoff::validate(dir).map_err(EbpfError::PinPath)?;
         }
         tracing::info!(prefixes = ?prefixes, "ebpf source: file path prefixes (1 = sensitive, 2 = excluded, 3 = included)");
         let mut settings = Settings {

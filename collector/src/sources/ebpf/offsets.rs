@@ -365,7 +365,10 @@ mod tests {
             "",
         );
         assert_eq!(field_offset(&older, "group_dead"), None);
-        // This kernel's own tracepoint parses (the field is there on 6.16+).
+        // This kernel's own tracepoint parses (the field is there on 6.16+),
+        // once tracefs is mounted as the source mounts it (a fresh boot has
+        // it unmounted).
+        crate::sources::ebpf::ensure_tracefs().unwrap();
         assert!(tracepoint_field("sched", "sched_process_exit", "pid").is_some());
     }
 

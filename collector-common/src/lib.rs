@@ -481,8 +481,9 @@ pub struct Pending {
 }
 
 /// Offsets into kernel structures, read from the running kernel's BTF by user
-/// space and handed to the programs through the `CONFIG` array map, so the
-/// programs work on any kernel layout (CO-RE done in user space).
+/// space and set as the programs' `.rodata` before they load, so the
+/// programs work on any kernel layout (CO-RE done in user space) and the
+/// verifier knows each offset.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelOffsets {
@@ -611,6 +612,15 @@ pub struct KernelOffsets {
     /// [`CGROUP_V1_FALLBACK`] or [`CGROUP_V1_ALWAYS`].
     pub cgroup_v1_mode: u32,
     pub _pad: u32,
+}
+
+impl KernelOffsets {
+    /// Every offset 0, not ready: what the object file holds until user
+    /// space sets the programs' copy.
+    pub const ZERO: Self = {
+        // SAFETY: every field is a u32, for which zero is valid.
+        unsafe { core::mem::zeroed() }
+    };
 }
 
 /// More controllers than any kernel has (`CGROUP_SUBSYS_COUNT` is 14 in

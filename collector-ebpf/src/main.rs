@@ -7,7 +7,9 @@
 //! user space can report the loss instead of hiding it.
 //!
 //! Kernel structure offsets (task_struct, mm_struct) come from the running
-//! kernel's BTF, resolved by user space and passed in the `CONFIG` map.
+//! kernel's BTF, resolved by user space and set as the `.rodata` `OFFSETS`
+//! before the programs load: fields of BTF-typed pointers are read with
+//! plain loads at them (`task::field`), the rest with probe reads.
 //!
 //! A module per hook family, as Tetragon's `bpf/process/` reads:
 //! [`process`] (exec, exit, fork, OOM kills), [`file`], [`network`],

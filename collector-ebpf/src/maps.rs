@@ -2,7 +2,7 @@
 //! the small helpers over them: whether a task is in scope, how a record is
 //! submitted, how a loss is counted, where the offsets are.
 
-use crate::task::read_kernel;
+use crate::task::{current_task, field};
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, gen},
     macros::map,
@@ -16,10 +16,6 @@ use lumen_common::{
 /// Records for user space; user space sizes it (`ring_buffer_bytes`).
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
-
-/// Kernel structure offsets, index 0, written by user space before attach.
-#[map]
-pub(crate) static CONFIG: Array<KernelOffsets> = Array::with_max_entries(1, 0);
 
 /// Records lost because the ring buffer was full, per CPU, per kind.
 #[map]
@@ -35,18 +31,17 @@ pub(crate) static FILTER: Array<ProcFilter> = Array::with_max_entries(1, 0);
 pub(crate) fn filtered_out(o: &KernelOffsets, by_comm: bool) -> bool {
     let Some(f) = FILTER.get(0) else { return false };
     if f.containers_only != 0 {
-        // SAFETY: probe reads only.
+        // SAFETY: BTF-typed loads.
         let mnt_ns: u32 = unsafe {
-            let task = gen::bpf_get_current_task() as *const u8;
-            let nsproxy: u64 = read_kernel(task, o.task_nsproxy);
-            if nsproxy == 0 {
+            let nsproxy: *const u8 = field(current_task(), o.task_nsproxy);
+            if nsproxy.is_null() {
                 0
             } else {
-                let ns: u64 = read_kernel(nsproxy as *const u8, o.nsproxy_mnt_ns);
-                if ns == 0 {
+                let ns: *const u8 = field(nsproxy, o.nsproxy_mnt_ns);
+                if ns.is_null() {
                     0
                 } else {
-                    read_kernel(ns as *const u8, o.mnt_ns_inum)
+                    field(ns, o.mnt_ns_inum)
                 }
             }
         };
@@ -131,18 +126,31 @@ pub(crate) fn handed_off() -> bool {
     }
 }
 
-/// The offsets, once user space has written them; `None` also when the
-/// handoff ran out.
+/// The offsets user space set (`None` in an object loaded without them,
+/// as for the map tests), and `None` when the handoff ran out.
 #[inline(always)]
 pub(crate) fn offsets() -> Option<&'static KernelOffsets> {
     if handed_off() {
         return None;
     }
-    match CONFIG.get(0) {
-        Some(o) if o.ready != 0 => Some(o),
-        _ => None,
+    // The offsets' address goes through the stack so that LLVM cannot fold
+    // the zeros of the object file into the code: the loads must stay
+    // loads, for the verifier to read the values user space set.
+    let at = &raw const OFFSETS;
+    // SAFETY: a local's address; the static lives as long as the program.
+    let o = unsafe { &*core::ptr::read_volatile(&at) };
+    if o.ready != 0 {
+        Some(o)
+    } else {
+        None
     }
 }
+
+/// Kernel structure offsets, set by user space before the programs load
+/// (`.rodata`, frozen): the verifier knows every value, so a program can
+/// load a BTF-typed pointer's field at one directly (see `task::field`).
+#[no_mangle]
+static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 
 /// Syscalls between entry and exit: arguments and credentials at entry.
 #[map]

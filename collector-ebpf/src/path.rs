@@ -3,7 +3,7 @@
 //! descriptor.
 
 use crate::file::AT_FDCWD;
-use crate::task::{fd_file, read_kernel};
+use crate::task::{current_task, fd_file, field, read_kernel};
 use aya_ebpf::helpers::gen;
 use core::ffi::c_void;
 use lumen_common::{KernelOffsets, WalkedPath, COMPONENT_MAX, PATH_COMPONENTS, PATH_TAIL_MAX};
@@ -21,17 +21,14 @@ pub(crate) unsafe fn walk_path(
 ) {
     // SAFETY: probe reads; writes go to fixed slots of `out`.
     unsafe {
-        let task = gen::bpf_get_current_task() as *const u8;
-        let fs: u64 = read_kernel(task, o.task_fs);
-        let root_mnt: u64 = if fs == 0 {
-            0
+        let fs: *const u8 = field(current_task(), o.task_fs);
+        let (root_mnt, root_dentry): (u64, u64) = if fs.is_null() {
+            (0, 0)
         } else {
-            read_kernel(fs as *const u8, o.fs_root + o.path_mnt)
-        };
-        let root_dentry: u64 = if fs == 0 {
-            0
-        } else {
-            read_kernel(fs as *const u8, o.fs_root + o.path_dentry)
+            (
+                field(fs, o.fs_root + o.path_mnt),
+                field(fs, o.fs_root + o.path_dentry),
+            )
         };
         (*out).depth = 0;
         (*out).truncated = 0;

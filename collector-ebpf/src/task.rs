@@ -30,6 +30,38 @@ pub(crate) unsafe fn read_kernel<T: Default>(base: *const u8, offset: u32) -> T 
     out
 }
 
+/// The field at `offset` of a BTF-typed kernel object: `base` comes from
+/// `bpf_get_current_task_btf` or is a pointer field loaded this way, and
+/// `offset` is one of the `.rodata` offsets, known to the verifier. It
+/// checks the access against the kernel's BTF and the JIT guards the load
+/// (a fault reads 0): no helper call, which a probe read costs per field.
+#[inline(always)]
+pub(crate) unsafe fn field<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: see above; the verifier refuses any other access.
+    unsafe { core::ptr::read_volatile(base.add(offset as usize) as *const T) }
+}
+
+/// The current task, BTF-typed: its fields are read with [`field`].
+#[inline(always)]
+pub(crate) fn current_task() -> *const u8 {
+    // SAFETY: a helper without arguments.
+    unsafe { gen::bpf_get_current_task_btf() as *const u8 }
+}
+
+/// When the process of `task` (BTF-typed) started: see [`process_start`].
+#[inline(always)]
+unsafe fn process_start_btf(task: *const u8, o: &KernelOffsets) -> u64 {
+    // SAFETY: BTF-typed loads.
+    unsafe {
+        let leader: *const u8 = field(task, o.task_group_leader);
+        if leader.is_null() {
+            0
+        } else {
+            field(leader, o.task_start_time)
+        }
+    }
+}
+
 /// When the process of `task` started: its group leader's start, the same
 /// for every thread.
 #[inline(always)]
@@ -50,22 +82,22 @@ pub(crate) unsafe fn process_start(task: *const u8, o: &KernelOffsets) -> u64 {
 pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &KernelOffsets) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    // SAFETY: `h` points at reserved ring-buffer memory large enough for it.
+    // SAFETY: `h` points at a record being filled; BTF-typed loads.
     unsafe {
-        let task = gen::bpf_get_current_task() as *const u8;
-        let parent: u64 = read_kernel(task, o.task_real_parent);
-        let ppid: u32 = if parent == 0 {
+        let task = current_task();
+        let parent: *const u8 = field(task, o.task_real_parent);
+        let ppid: u32 = if parent.is_null() {
             0
         } else {
-            read_kernel(parent as *const u8, o.task_tgid)
+            field(parent, o.task_tgid)
         };
-        (*h).start_time_ns = process_start(task, o);
-        (*h).parent_start_time_ns = if parent == 0 {
+        (*h).start_time_ns = process_start_btf(task, o);
+        (*h).parent_start_time_ns = if parent.is_null() {
             0
         } else {
-            process_start(parent as *const u8, o)
+            process_start_btf(parent, o)
         };
-        (*h).image_id = read_kernel(task, o.task_mm);
+        (*h).image_id = field(task, o.task_mm);
         (*h).kind = kind as u32;
         (*h).cpu = gen::bpf_get_smp_processor_id();
         (*h).ktime_ns = gen::bpf_ktime_get_boot_ns();
@@ -78,26 +110,27 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         (*h).cgroup_id = gen::bpf_get_current_cgroup_id();
         (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
 
-        let nsproxy: u64 = read_kernel(task, o.task_nsproxy);
-        let ns_inum = |field: u32, inum: u32| -> u32 {
-            let ns: u64 = read_kernel(nsproxy as *const u8, field);
-            if ns == 0 {
+        let nsproxy: *const u8 = field(task, o.task_nsproxy);
+        let ns_inum = |member: u32, inum: u32| -> u32 {
+            let ns: *const u8 = field(nsproxy, member);
+            if ns.is_null() {
                 0
             } else {
-                read_kernel(ns as *const u8, inum)
+                field(ns, inum)
             }
         };
-        (*h).pid_ns = if nsproxy == 0 {
+        let null = nsproxy.is_null();
+        (*h).pid_ns = if null {
             0
         } else {
             ns_inum(o.nsproxy_pid_ns, o.pid_ns_inum)
         };
-        (*h).mnt_ns = if nsproxy == 0 {
+        (*h).mnt_ns = if null {
             0
         } else {
             ns_inum(o.nsproxy_mnt_ns, o.mnt_ns_inum)
         };
-        (*h).net_ns = if nsproxy == 0 {
+        (*h).net_ns = if null {
             0
         } else {
             ns_inum(o.nsproxy_net_ns, o.net_ns_inum)
@@ -347,22 +380,22 @@ pub(crate) unsafe fn inode_and_magic(o: &KernelOffsets, file: u64) -> (u64, u64)
 /// The `struct file` behind the caller's `fd` (0 if none).
 #[inline(always)]
 pub(crate) unsafe fn fd_file(o: &KernelOffsets, fd: u64) -> u64 {
-    // SAFETY: probe reads only; the index is checked against max_fds.
+    // SAFETY: BTF-typed loads to the fd array, whose slot (an index the
+    // verifier cannot bound, checked against max_fds) is probe-read.
     unsafe {
-        let task = gen::bpf_get_current_task() as *const u8;
-        let files: u64 = read_kernel(task, o.task_files);
-        if files == 0 {
+        let files: *const u8 = field(current_task(), o.task_files);
+        if files.is_null() {
             return 0;
         }
-        let fdt: u64 = read_kernel(files as *const u8, o.files_fdt);
-        if fdt == 0 {
+        let fdt: *const u8 = field(files, o.files_fdt);
+        if fdt.is_null() {
             return 0;
         }
-        let max: u32 = read_kernel(fdt as *const u8, o.fdt_max_fds);
+        let max: u32 = field(fdt, o.fdt_max_fds);
         if fd >= u64::from(max) {
             return 0;
         }
-        let fds: u64 = read_kernel(fdt as *const u8, o.fdt_fd);
+        let fds: u64 = field(fdt, o.fdt_fd);
         read_kernel((fds + fd * 8) as *const u8, 0)
     }
 }

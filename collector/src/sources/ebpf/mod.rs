@@ -285,12 +285,15 @@ fn default_drop_check() -> u64 {
     5
 }
 
+/// What the source needs, for the errors that come from lacking it.
+const NEEDS: &str = "The ebpf source needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE, on a kernel with BPF ring buffers (5.8+)";
+
 /// Why the source could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
     #[error(transparent)]
     Offsets(#[from] offsets::OffsetsError),
-    #[error("loading the eBPF programs failed: {0}. The ebpf source needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE, on a kernel with BPF ring buffers (5.8+)")]
+    #[error("loading the eBPF programs failed: {0}. {needs}", needs = NEEDS)]
     Load(#[source] aya::EbpfError),
     #[error("eBPF map `{0}` is missing from the object")]
     MissingMap(&'static str),
@@ -308,7 +311,7 @@ pub enum EbpfError {
         name: &'static str,
         source: handoff::BoxError,
     },
-    #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {0}")]
+    #[error("tracefs is not mounted (or not readable) and mounting it at /sys/kernel/tracing failed: {0}. {needs}", needs = NEEDS)]
     Tracefs(std::io::Error),
     #[error("ring buffer: {0}")]
     RingBuffer(std::io::Error),
@@ -649,7 +652,8 @@ struct Attached {
     drops_reported: [u64; drop_index::COUNT as usize],
 }
 
-/// Completes the offsets from tracefs (mounted by then).
+/// Completes the offsets from tracefs (mounted by then): before the
+/// programs load, as the offsets are their `.rodata`.
 fn settle_offsets(offsets: &mut KernelOffsets) {
     offsets.exit_group_dead =
         offsets::tracepoint_field("sched", "sched_process_exit", "group_dead").unwrap_or(0);
@@ -673,23 +677,15 @@ fn load_and_attach(
 ) -> Result<Attached, EbpfError> {
     let mut ebpf = EbpfLoader::new()
         .set_max_entries("EVENTS", settings.size)
+        .set_global("OFFSETS", &settings.offsets, true)
         .load(PROGRAMS)
         .map_err(EbpfError::Load)?;
-    ensure_tracefs()?;
-    settle_offsets(&mut settings.offsets);
     let map_err = |name| move |source| EbpfError::Map { name, source };
     let mut handles = Vec::new();
     for name in handoff::HANDED_MAPS {
         if let Some(data) = ebpf.map(name).and_then(handoff::map_data) {
             handles.push(handoff::dup(name, data)?);
         }
-    }
-    {
-        let map = ebpf
-            .map_mut("CONFIG")
-            .ok_or(EbpfError::MissingMap("CONFIG"))?;
-        let mut cfg: Array<_, KernelOffsets> = Array::try_from(map).map_err(map_err("CONFIG"))?;
-        cfg.set(0, settings.offsets, 0).map_err(map_err("CONFIG"))?;
     }
     {
         let map = ebpf
@@ -883,9 +879,9 @@ impl EbpfSource {
         };
         let mut adopted = None;
         let mut unwatched = None;
+        ensure_tracefs()?;
+        settle_offsets(&mut settings.offsets);
         if let Some(dir) = config.pin_path.as_deref().filter(|d| d.exists()) {
-            ensure_tracefs()?;
-            settle_offsets(&mut settings.offsets);
             match handoff::adopt(dir, settings.identity()) {
                 handoff::Found::Nothing => {}
                 handoff::Found::Adopted(a) => adopted = Some(*a),

@@ -125,7 +125,7 @@ fn kernel_btf(btf: &Path) -> Capability {
 }
 
 /// Creates the kernel object's maps (the ring buffer among them) without
-/// loading a program: what needs CAP_BPF (or root) and Linux 5.8+.
+/// loading a program: what needs CAP_BPF (or root) and Linux 5.11+.
 fn bpf_maps() -> Capability {
     match super::unattached_object() {
         Ok(_) => capability(
@@ -136,7 +136,7 @@ fn bpf_maps() -> Capability {
         Err(e) => capability(
             "ring_buffer",
             false,
-            format!("BPF maps cannot be created ({e}): the ebpf source cannot start (needs root or CAP_BPF and CAP_PERFMON, Linux 5.8+)"),
+            format!("BPF maps cannot be created ({e}): the ebpf source cannot start (needs root or CAP_BPF and CAP_PERFMON, Linux 5.11+)"),
         ),
     }
 }

@@ -286,7 +286,7 @@ fn default_drop_check() -> u64 {
 }
 
 /// What the source needs, for the errors that come from lacking it.
-const NEEDS: &str = "The ebpf source needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE, on a kernel with BPF ring buffers (5.8+)";
+const NEEDS: &str = "The ebpf source needs root, or CAP_BPF, CAP_PERFMON (and CAP_SYS_ADMIN to mount tracefs), on Linux 5.11+ with BTF (BPF ring buffers, BTF-typed task pointers)";
 
 /// Why the source could not start.
 #[derive(Debug, thiserror::Error)]

@@ -611,6 +611,10 @@ pub struct KernelOffsets {
     pub cgroup_v1_ssid: u32,
     /// [`CGROUP_V1_FALLBACK`] or [`CGROUP_V1_ALWAYS`].
     pub cgroup_v1_mode: u32,
+    /// Where a syscall's first four arguments lie in the `pt_regs` saved at
+    /// syscall entry (x86-64: `di`, `si`, `dx`, `r10`; arm64: `orig_x0`,
+    /// `regs[1..4]`): an exit program reads its call's arguments there.
+    pub regs_args: [u32; 4],
     pub _pad: u32,
 }
 

@@ -6,7 +6,9 @@ use crate::maps::{
     count_drop, filtered_out, offsets, submit_flags, EVENTS, FILE_SCRATCH, PREFIXES, SCRATCH,
 };
 use crate::path::{resolve_path, walk_path};
-use crate::syscalls::{entry_program, leave_pending, take_pending, tp_ret};
+use crate::syscalls::{
+    entry_program, exit_program, leave_pending, saved_args, take_pending, tp_ret,
+};
 use crate::task::{fd_file, fill_header, read_kernel};
 use aya_ebpf::{
     helpers::gen, macros::tracepoint, maps::lpm_trie::Key, programs::TracePointContext,
@@ -18,18 +20,9 @@ use lumen_common::{
 };
 
 #[tracepoint]
-pub fn lumen_exit_open(ctx: TracePointContext) -> u32 {
-    let Some(o) = offsets() else { return 0 };
-    take_pending(FileOp::Open as u32..FileOp::Open as u32 + 1, |p| {
-        finish_file(tp_ret(&ctx), o, p)
-    });
-    0
-}
-
-#[tracepoint]
 pub fn lumen_exit_file(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
-    take_pending(FileOp::Open as u32 + 1..300, |p| {
+    take_pending(FileOp::Unlink as u32..300, |p| {
         finish_file(tp_ret(&ctx), o, p)
     });
     0
@@ -149,6 +142,24 @@ pub(crate) fn stash_file(args: [u64; 6], call: FileCall) {
     leave_pending(&pending);
 }
 
+/// At an open's exit, the only program an open runs: a successful call,
+/// in scope, wanted by `file_wanted` on the arguments the kernel saved (an
+/// entry program keeping them for the exit cost a second tracepoint and a
+/// pending-map entry per call, a tenth of a write-open's cost).
+#[inline(always)]
+pub(crate) fn open_exit(ret: i64, call: FileCall) {
+    if ret < 0 {
+        return;
+    }
+    let Some(o) = offsets() else { return };
+    if filtered_out(o, true) {
+        return;
+    }
+    if let Some(pending) = file_wanted(saved_args(o), call) {
+        finish_file(ret, o, &pending);
+    }
+}
+
 /// At a file syscall's exit: successful calls only (entry filtered the rest).
 #[inline(always)]
 pub(crate) fn finish_file(ret: i64, o: &KernelOffsets, pending: &Pending) {
@@ -232,10 +243,10 @@ fn record_len(rec: &FileRecord) -> usize {
     }
 }
 
-entry_program!(stash_file, lumen_enter_open, FileCall::Open, 3);
-entry_program!(stash_file, lumen_enter_openat, FileCall::Openat, 4);
-entry_program!(stash_file, lumen_enter_openat2, FileCall::Openat2, 4);
-entry_program!(stash_file, lumen_enter_creat, FileCall::Creat, 2);
+exit_program!(open_exit, lumen_exit_open, FileCall::Open);
+exit_program!(open_exit, lumen_exit_openat, FileCall::Openat);
+exit_program!(open_exit, lumen_exit_openat2, FileCall::Openat2);
+exit_program!(open_exit, lumen_exit_creat, FileCall::Creat);
 entry_program!(stash_file, lumen_enter_unlink, FileCall::Unlink, 1);
 entry_program!(stash_file, lumen_enter_unlinkat, FileCall::Unlinkat, 3);
 entry_program!(stash_file, lumen_enter_rename, FileCall::Rename, 2);

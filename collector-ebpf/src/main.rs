@@ -18,7 +18,8 @@
 //! [`task`] (readers of the current task) and [`path`] (path walks).
 //! One exit program per syscall family is loaded (and verified) once and
 //! attached to every `sys_exit_*` tracepoint of the family: their records
-//! share a layout.
+//! share a layout. Opens, the most frequent calls, have an exit program of
+//! their own per syscall and no entry program (`file::open_exit`).
 #![no_std]
 #![no_main]
 

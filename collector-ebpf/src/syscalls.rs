@@ -1,11 +1,16 @@
 //! What every syscall hook shares: the `syscalls:sys_enter_*` and
 //! `sys_exit_*` record layouts, the pending entry a call leaves between its
-//! entry and its exit, and the macro that writes an entry program.
+//! entry and its exit, the arguments an exit reads from the saved registers
+//! instead, and the macros that write entry and exit programs.
 
 use crate::maps::{count_drop, PENDING};
-use crate::task::copy_words;
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::TracePointContext, EbpfContext};
-use lumen_common::{drop_index, Pending};
+use crate::task::{copy_words, current_task, field};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, gen},
+    programs::TracePointContext,
+    EbpfContext,
+};
+use lumen_common::{drop_index, KernelOffsets, Pending};
 
 /// `syscalls:sys_enter_*` records: args at 16 + 8*i; `sys_exit_*`: ret at 16.
 pub(crate) const SYSCALL_ARGS: usize = 16;
@@ -32,6 +37,29 @@ pub(crate) fn tp_args<const N: usize>(ctx: &TracePointContext) -> [u64; 6] {
 pub(crate) fn tp_ret(ctx: &TracePointContext) -> i64 {
     // SAFETY: the exit record's first field after the 16-byte header is `ret`.
     unsafe { *(ctx.as_ptr() as *const i64).add(SYSCALL_ARGS / 8) }
+}
+
+/// The current syscall's arguments from the registers the kernel saved at
+/// its entry, untouched until it returns but for the return value (see
+/// `KernelOffsets::regs_args`): an exit program that reads them needs no
+/// entry program, nor a pending entry between the two. The first four;
+/// the rest zero. A debugger that rewrote them at entry changed the call
+/// that ran too.
+#[inline(always)]
+pub(crate) fn saved_args(o: &KernelOffsets) -> [u64; 6] {
+    // SAFETY: the helper takes the current task, BTF-typed, and returns
+    // its saved registers, BTF-typed; `field` reads them.
+    unsafe {
+        let regs = gen::bpf_task_pt_regs(current_task() as *mut _) as *const u8;
+        [
+            field(regs, o.regs_args[0]),
+            field(regs, o.regs_args[1]),
+            field(regs, o.regs_args[2]),
+            field(regs, o.regs_args[3]),
+            0,
+            0,
+        ]
+    }
 }
 
 /// Marks a thread's pending entry as taken by its exit.
@@ -94,3 +122,17 @@ macro_rules! entry_program {
     };
 }
 pub(crate) use entry_program;
+
+/// The exit program `$name` for one syscall: hands its return value and
+/// `$arg` (which syscall) to `$handler`, which reads the arguments with
+/// [`saved_args`].
+macro_rules! exit_program {
+    ($handler:ident, $name:ident, $arg:expr) => {
+        #[aya_ebpf::macros::tracepoint]
+        pub fn $name(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            $handler($crate::syscalls::tp_ret(&ctx), $arg);
+            0
+        }
+    };
+}
+pub(crate) use exit_program;

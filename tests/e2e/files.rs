@@ -28,8 +28,9 @@ fn file_event<'a>(events: &'a [Value], action: &str, path: &str) -> Option<&'a V
     })
 }
 
-#[test]
-fn writes_sensitive_reads_renames_modes_owners_and_unlinks_are_reported_with_absolute_paths() {
+/// Lumen attached, and in its directory a sensitive `secret/key` and a
+/// plain `plain.txt`, both written (so reported) once.
+fn start_with_files() -> (Lumen, std::path::PathBuf) {
     assert!(is_root(), "the eBPF tests need root (CI runs as root)");
     let mut lumen = Lumen::start(CONFIG);
     lumen.wait_for_log(
@@ -37,10 +38,16 @@ fn writes_sensitive_reads_renames_modes_owners_and_unlinks_are_reported_with_abs
         Duration::from_secs(60),
     );
     let dir = lumen.dir.path().to_path_buf();
-    let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
     std::fs::create_dir(dir.join("secret")).unwrap();
     std::fs::write(dir.join("secret/key"), b"k").unwrap();
     std::fs::write(dir.join("plain.txt"), b"p").unwrap();
+    (lumen, dir)
+}
+
+#[test]
+fn writes_sensitive_reads_renames_modes_owners_and_unlinks_are_reported_with_absolute_paths() {
+    let (mut lumen, dir) = start_with_files();
+    let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
 
     // Writes: absolute, and relative to a child's cwd.
     std::fs::write(d("created.txt"), b"x").unwrap();
@@ -143,6 +150,147 @@ fn writes_sensitive_reads_renames_modes_owners_and_unlinks_are_reported_with_abs
             || e["file"]["path"]
                 .as_str()
                 .is_some_and(|p| p.starts_with('/'))));
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}
+
+/// `syscall(2)` with a C path.
+fn path_arg(path: &str) -> std::ffi::CString {
+    std::ffi::CString::new(path).unwrap()
+}
+
+/// The open syscalls have no entry program: their exit reads the
+/// arguments the kernel saved at entry, at a different position for each.
+/// Each reports its own flags and mode, a directory descriptor resolves,
+/// and neither a read-only open of a plain file nor a failed one is
+/// reported, whichever syscall made it.
+#[test]
+fn each_open_syscall_reports_its_own_arguments() {
+    let (mut lumen, dir) = start_with_files();
+    let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (rd, wr, rw) = (libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR);
+    let (creat, excl, trunc) = (libc::O_CREAT, libc::O_EXCL, libc::O_TRUNC);
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let openat2 = |path: &str, flags: i32, mode: u64| -> i64 {
+        let how = OpenHow {
+            flags: flags as u64,
+            mode,
+            resolve: 0,
+        };
+        // SAFETY: a NUL-terminated path and an open_how of the size given.
+        unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                path_arg(path).as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        }
+    };
+    let dirfd = std::fs::File::open(&dir).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: NUL-terminated paths; every descriptor is closed at the end.
+    let fds = unsafe {
+        [
+            libc::syscall(
+                libc::SYS_open,
+                path_arg(&d("by-open")).as_ptr(),
+                wr | creat | excl,
+                0o640,
+            ),
+            libc::syscall(libc::SYS_creat, path_arg(&d("by-creat")).as_ptr(), 0o600),
+            libc::syscall(
+                libc::SYS_openat,
+                dirfd.as_raw_fd(),
+                path_arg("by-openat").as_ptr(),
+                rw | creat,
+                0o604,
+            ),
+            openat2(&d("by-openat2"), wr | creat | trunc, 0o620),
+            // Read-only: a sensitive file is reported, a plain one is not.
+            openat2(&d("secret/key"), rd, 0),
+            libc::syscall(libc::SYS_open, path_arg(&d("plain.txt")).as_ptr(), rd, 0),
+            libc::syscall(
+                libc::SYS_openat,
+                dirfd.as_raw_fd(),
+                path_arg("plain.txt").as_ptr(),
+                rd,
+                0,
+            ),
+            openat2(&d("plain.txt"), rd, 0),
+        ]
+    };
+    assert!(fds.iter().all(|&fd| fd >= 0), "{fds:?}");
+    // Failed: no such file, without O_CREAT, through each syscall.
+    // SAFETY: as above.
+    let failed = unsafe {
+        [
+            libc::syscall(libc::SYS_open, path_arg(&d("absent")).as_ptr(), wr, 0),
+            libc::syscall(
+                libc::SYS_openat,
+                dirfd.as_raw_fd(),
+                path_arg("absent").as_ptr(),
+                wr,
+                0,
+            ),
+            openat2(&d("absent"), wr, 0),
+        ]
+    };
+    assert_eq!(failed, [-1, -1, -1]);
+    for fd in fds {
+        // SAFETY: descriptors opened above.
+        unsafe { libc::close(fd as i32) };
+    }
+    std::fs::remove_file(d("by-open")).unwrap();
+
+    let out = lumen.path("ecs.ndjson");
+    wait_for_events(&out, Duration::from_secs(20), |evs| {
+        file_event(evs, "unlink", &d("by-open")).is_some()
+    });
+    let events = read_ndjson(&out);
+    let opened = |name: &str| {
+        file_event(&events, "open", &d(name)).unwrap_or_else(|| panic!("no open of {name}"))
+    };
+    for (name, flags, mode) in [
+        ("by-open", wr | creat | excl, "0640"),
+        ("by-creat", wr | creat | trunc, "0600"),
+        ("by-openat", rw | creat, "0604"),
+        ("by-openat2", wr | creat | trunc, "0620"),
+    ] {
+        let e = opened(name);
+        assert_eq!(e["lumen"]["file"]["flags"], flags, "{name}: {e}");
+        assert_eq!(e["file"]["mode"], mode, "{name}: {e}");
+        assert_eq!(
+            e["event"]["type"],
+            serde_json::json!(["creation"]),
+            "{name}"
+        );
+        assert_eq!(e["process"]["pid"], std::process::id(), "{name}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["file"]["path"] == d("secret/key").as_str()
+                && e["lumen"]["file"]["write"] == false
+                && e["lumen"]["file"]["sensitive"] == true),
+        "the sensitive read (openat2) was not reported"
+    );
+    let plain_reads = events
+        .iter()
+        .filter(|e| e["file"]["path"] == d("plain.txt").as_str())
+        .filter(|e| e["lumen"]["file"]["write"] == false)
+        .count();
+    assert_eq!(plain_reads, 0, "a plain read was reported");
+    assert!(
+        file_event(&events, "open", &d("absent")).is_none(),
+        "a failed open was reported"
+    );
     let (status, _) = lumen.stop();
     assert!(status.success());
 }

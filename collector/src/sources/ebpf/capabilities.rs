@@ -204,13 +204,13 @@ fn syscall_tracepoints(events: Result<&Path, &String>) -> Capability {
     let syscalls = events.join("syscalls");
     let mut lost: Vec<&str> = SYSCALLS
         .iter()
-        .filter(|(name, _, _)| {
-            !syscalls.join(format!("sys_enter_{name}")).is_dir()
-                || !syscalls.join(format!("sys_exit_{name}")).is_dir()
+        .filter(|s| {
+            (s.entry && !syscalls.join(format!("sys_enter_{}", s.name)).is_dir())
+                || !syscalls.join(format!("sys_exit_{}", s.name)).is_dir()
         })
         // No module support, no module loads to miss.
-        .filter(|(name, _, _)| !name.contains("init_module") || Path::new("/proc/modules").exists())
-        .map(|(_, _, coverage)| *coverage)
+        .filter(|s| !s.name.contains("init_module") || Path::new("/proc/modules").exists())
+        .map(|s| s.coverage)
         .collect();
     lost.dedup();
     syscalls_of(&lost)

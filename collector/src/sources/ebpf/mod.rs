@@ -357,61 +357,92 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("lumen_exit", "sched", "sched_process_exit"),
 ];
 
-/// Syscalls watched with an entry program (`lumen_enter_<syscall>`) and
-/// their family's shared exit program; a syscall whose tracepoints the
-/// kernel lacks costs coverage but not the source: (syscall, exit program,
-/// what is lost without it).
-const SYSCALLS: &[(&str, &str, &str)] = &[
-    ("setuid", "lumen_exit_privilege", "setuid events"),
-    ("setreuid", "lumen_exit_privilege", "setreuid events"),
-    ("setresuid", "lumen_exit_privilege", "setresuid events"),
-    ("setgid", "lumen_exit_privilege", "setgid events"),
-    ("setregid", "lumen_exit_privilege", "setregid events"),
-    ("setresgid", "lumen_exit_privilege", "setresgid events"),
-    ("capset", "lumen_exit_privilege", "capability changes"),
-    ("ptrace", "lumen_exit_privilege", "ptrace attach events"),
-    (
+/// A syscall watched through its tracepoints: its exit program, whether
+/// an entry program (`lumen_enter_<name>`) keeps its arguments for the exit
+/// (an open's exit reads them from the saved registers instead), and what
+/// is not seen when the kernel lacks them (a syscall whose tracepoints the
+/// kernel lacks costs coverage but not the source).
+#[derive(Clone, Copy)]
+struct Syscall {
+    name: &'static str,
+    exit: &'static str,
+    entry: bool,
+    coverage: &'static str,
+}
+
+impl Syscall {
+    const fn both(name: &'static str, exit: &'static str, coverage: &'static str) -> Self {
+        Self {
+            name,
+            exit,
+            entry: true,
+            coverage,
+        }
+    }
+
+    const fn exit_only(name: &'static str, exit: &'static str, coverage: &'static str) -> Self {
+        Self {
+            name,
+            exit,
+            entry: false,
+            coverage,
+        }
+    }
+}
+
+/// The syscalls watched; a family's exit program is shared where the
+/// entry programs keep the arguments.
+const SYSCALLS: &[Syscall] = &[
+    Syscall::both("setuid", "lumen_exit_privilege", "setuid events"),
+    Syscall::both("setreuid", "lumen_exit_privilege", "setreuid events"),
+    Syscall::both("setresuid", "lumen_exit_privilege", "setresuid events"),
+    Syscall::both("setgid", "lumen_exit_privilege", "setgid events"),
+    Syscall::both("setregid", "lumen_exit_privilege", "setregid events"),
+    Syscall::both("setresgid", "lumen_exit_privilege", "setresgid events"),
+    Syscall::both("capset", "lumen_exit_privilege", "capability changes"),
+    Syscall::both("ptrace", "lumen_exit_privilege", "ptrace attach events"),
+    Syscall::both(
         "init_module",
         "lumen_exit_privilege",
         "module loads from memory",
     ),
-    (
+    Syscall::both(
         "finit_module",
         "lumen_exit_privilege",
         "module loads from files",
     ),
-    ("bpf", "lumen_exit_privilege", "BPF program loads"),
-    ("mount", "lumen_exit_privilege", "mount events"),
-    ("setns", "lumen_exit_privilege", "namespace joins (setns)"),
-    ("connect", "lumen_exit_network", "outbound connections"),
-    (
+    Syscall::both("bpf", "lumen_exit_privilege", "BPF program loads"),
+    Syscall::both("mount", "lumen_exit_privilege", "mount events"),
+    Syscall::both("setns", "lumen_exit_privilege", "namespace joins (setns)"),
+    Syscall::both("connect", "lumen_exit_network", "outbound connections"),
+    Syscall::both(
         "accept",
         "lumen_exit_network",
         "inbound connections (accept)",
     ),
-    (
+    Syscall::both(
         "accept4",
         "lumen_exit_network",
         "inbound connections (accept4)",
     ),
-    ("bind", "lumen_exit_network", "bind events"),
-    ("listen", "lumen_exit_network", "listen events"),
-    ("open", "lumen_exit_open", "open(2)"),
-    ("openat", "lumen_exit_open", "openat(2)"),
-    ("openat2", "lumen_exit_open", "openat2(2)"),
-    ("creat", "lumen_exit_open", "creat(2)"),
-    ("unlink", "lumen_exit_file", "unlink(2)"),
-    ("unlinkat", "lumen_exit_file", "unlinkat(2)"),
-    ("rename", "lumen_exit_file", "rename(2)"),
-    ("renameat", "lumen_exit_file", "renameat(2)"),
-    ("renameat2", "lumen_exit_file", "renameat2(2)"),
-    ("chmod", "lumen_exit_file", "chmod(2)"),
-    ("fchmod", "lumen_exit_file", "fchmod(2)"),
-    ("fchmodat", "lumen_exit_file", "fchmodat(2)"),
-    ("chown", "lumen_exit_file", "chown(2)"),
-    ("lchown", "lumen_exit_file", "lchown(2)"),
-    ("fchown", "lumen_exit_file", "fchown(2)"),
-    ("fchownat", "lumen_exit_file", "fchownat(2)"),
+    Syscall::both("bind", "lumen_exit_network", "bind events"),
+    Syscall::both("listen", "lumen_exit_network", "listen events"),
+    Syscall::exit_only("open", "lumen_exit_open", "open(2)"),
+    Syscall::exit_only("openat", "lumen_exit_openat", "openat(2)"),
+    Syscall::exit_only("openat2", "lumen_exit_openat2", "openat2(2)"),
+    Syscall::exit_only("creat", "lumen_exit_creat", "creat(2)"),
+    Syscall::both("unlink", "lumen_exit_file", "unlink(2)"),
+    Syscall::both("unlinkat", "lumen_exit_file", "unlinkat(2)"),
+    Syscall::both("rename", "lumen_exit_file", "rename(2)"),
+    Syscall::both("renameat", "lumen_exit_file", "renameat(2)"),
+    Syscall::both("renameat2", "lumen_exit_file", "renameat2(2)"),
+    Syscall::both("chmod", "lumen_exit_file", "chmod(2)"),
+    Syscall::both("fchmod", "lumen_exit_file", "fchmod(2)"),
+    Syscall::both("fchmodat", "lumen_exit_file", "fchmodat(2)"),
+    Syscall::both("chown", "lumen_exit_file", "chown(2)"),
+    Syscall::both("lchown", "lumen_exit_file", "lchown(2)"),
+    Syscall::both("fchown", "lumen_exit_file", "fchown(2)"),
+    Syscall::both("fchownat", "lumen_exit_file", "fchownat(2)"),
 ];
 
 /// The error of attaching `program` to `category:name`.
@@ -457,14 +488,15 @@ fn attach_syscall(
 /// What is not seen for want of syscall tracepoints, by what `links` holds.
 fn unavailable(links: &handoff::Links) -> Vec<&'static str> {
     let mut unavailable = Vec::new();
-    for &(syscall, exit_program, coverage) in SYSCALLS {
-        let exit = links.has(exit_program, &format!("sys_exit_{syscall}"));
-        let enter = links.has(
-            &format!("lumen_enter_{syscall}"),
-            &format!("sys_enter_{syscall}"),
-        );
-        if !(exit && enter || without_modules(syscall)) {
-            unavailable.push(coverage);
+    for s in SYSCALLS {
+        let exit = links.has(s.exit, &format!("sys_exit_{}", s.name));
+        let enter = !s.entry
+            || links.has(
+                &format!("lumen_enter_{}", s.name),
+                &format!("sys_enter_{}", s.name),
+            );
+        if !(exit && enter || without_modules(s.name)) {
+            unavailable.push(s.coverage);
         }
     }
     unavailable.dedup();
@@ -755,16 +787,20 @@ fn load_and_attach(
     if sched_maps.is_none() {
         handles.retain(|(name, _)| !name.starts_with("SCHED_"));
     }
-    for &(syscall, exit_program, coverage) in SYSCALLS {
+    for s in SYSCALLS {
+        let syscall = s.name;
         // The exit first: an entry without its exit would only fill the
         // pending map.
         let attached = attach_syscall(
             &mut ebpf,
             &mut links,
-            exit_program,
+            s.exit,
             &format!("sys_exit_{syscall}"),
         )
         .and_then(|()| {
+            if !s.entry {
+                return Ok(());
+            }
             attach_syscall(
                 &mut ebpf,
                 &mut links,
@@ -780,7 +816,7 @@ fn load_and_attach(
                 );
                 continue;
             }
-            tracing::warn!(syscall, %error, lost = coverage, "ebpf source: syscall tracepoints unavailable");
+            tracing::warn!(syscall, %error, lost = s.coverage, "ebpf source: syscall tracepoints unavailable");
         }
     }
     let ring = match ebpf.take_map("EVENTS") {

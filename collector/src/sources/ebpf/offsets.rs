@@ -238,8 +238,33 @@ pub fn resolve(
             None => lumen_common::CGROUP_SUBSYS_MAX,
         },
         cgroup_v1_mode: lumen_common::CGROUP_V1_FALLBACK,
+        regs_args: syscall_arg_regs(&byte_offset)?,
         _pad: 0,
     })
+}
+
+/// The `pt_regs` members holding a syscall's first four arguments, as the
+/// kernel saved them at entry. Exit programs read them there; on arm64 the
+/// return value overwrites `regs[0]`, so the first is `orig_x0`.
+fn syscall_arg_regs(
+    byte_offset: &dyn Fn(&str, &str) -> Result<u32, OffsetsError>,
+) -> Result<[u32; 4], OffsetsError> {
+    if cfg!(target_arch = "aarch64") {
+        let regs = byte_offset("pt_regs", "regs")?;
+        Ok([
+            byte_offset("pt_regs", "orig_x0")?,
+            regs + 8,
+            regs + 16,
+            regs + 24,
+        ])
+    } else {
+        Ok([
+            byte_offset("pt_regs", "di")?,
+            byte_offset("pt_regs", "si")?,
+            byte_offset("pt_regs", "dx")?,
+            byte_offset("pt_regs", "r10")?,
+        ])
+    }
 }
 
 /// The value of `<controller>_cgrp_id` in the kernel's `enum

@@ -19,6 +19,18 @@ use lumen_common::{
     COMPONENT_MAX, PATH_COMPONENTS, PREFIX_FLAG_EXCLUDED, PREFIX_FLAG_SENSITIVE, PREFIX_MAX,
 };
 
+/// Opens on a kernel that cannot give an exit program the saved arguments
+/// (`bpf_task_pt_regs`, Linux 5.15): the entry programs keep them, and
+/// this exit, shared by the four open syscalls, takes them.
+#[tracepoint]
+pub fn lumen_exit_opens(ctx: TracePointContext) -> u32 {
+    let Some(o) = offsets() else { return 0 };
+    take_pending(FileOp::Open as u32..FileOp::Unlink as u32, |p| {
+        finish_file(tp_ret(&ctx), o, p)
+    });
+    0
+}
+
 #[tracepoint]
 pub fn lumen_exit_file(ctx: TracePointContext) -> u32 {
     let Some(o) = offsets() else { return 0 };
@@ -142,7 +154,8 @@ pub(crate) fn stash_file(args: [u64; 6], call: FileCall) {
     leave_pending(&pending);
 }
 
-/// At an open's exit, the only program an open runs: a successful call,
+/// At an open's exit, the only program an open runs (Linux 5.15+; before,
+/// see [`lumen_exit_opens`]): a successful call,
 /// in scope, wanted by `file_wanted` on the arguments the kernel saved (an
 /// entry program keeping them for the exit cost a second tracepoint and a
 /// pending-map entry per call, a tenth of a write-open's cost).
@@ -247,6 +260,10 @@ exit_program!(open_exit, lumen_exit_open, FileCall::Open);
 exit_program!(open_exit, lumen_exit_openat, FileCall::Openat);
 exit_program!(open_exit, lumen_exit_openat2, FileCall::Openat2);
 exit_program!(open_exit, lumen_exit_creat, FileCall::Creat);
+entry_program!(stash_file, lumen_enter_open, FileCall::Open, 3);
+entry_program!(stash_file, lumen_enter_openat, FileCall::Openat, 4);
+entry_program!(stash_file, lumen_enter_openat2, FileCall::Openat2, 4);
+entry_program!(stash_file, lumen_enter_creat, FileCall::Creat, 2);
 entry_program!(stash_file, lumen_enter_unlink, FileCall::Unlink, 1);
 entry_program!(stash_file, lumen_enter_unlinkat, FileCall::Unlinkat, 3);
 entry_program!(stash_file, lumen_enter_rename, FileCall::Rename, 2);

@@ -30,9 +30,10 @@ fn file_event<'a>(events: &'a [Value], action: &str, path: &str) -> Option<&'a V
 
 /// Lumen attached, and in its directory a sensitive `secret/key` and a
 /// plain `plain.txt`, both written (so reported) once.
-fn start_with_files() -> (Lumen, std::path::PathBuf) {
+fn start_with_files(envs: &[(&str, &str)]) -> (Lumen, std::path::PathBuf) {
     assert!(is_root(), "the eBPF tests need root (CI runs as root)");
-    let mut lumen = Lumen::start(CONFIG);
+    let dir = tempfile::tempdir().unwrap();
+    let mut lumen = Lumen::start_with_args(dir, CONFIG, std::process::Stdio::null(), &[], envs);
     lumen.wait_for_log(
         "every privilege, network and file tracepoint this kernel has attached",
         Duration::from_secs(60),
@@ -46,7 +47,7 @@ fn start_with_files() -> (Lumen, std::path::PathBuf) {
 
 #[test]
 fn writes_sensitive_reads_renames_modes_owners_and_unlinks_are_reported_with_absolute_paths() {
-    let (mut lumen, dir) = start_with_files();
+    let (mut lumen, dir) = start_with_files(&[]);
     let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
 
     // Writes: absolute, and relative to a child's cwd.
@@ -166,7 +167,21 @@ fn path_arg(path: &str) -> std::ffi::CString {
 /// reported, whichever syscall made it.
 #[test]
 fn each_open_syscall_reports_its_own_arguments() {
-    let (mut lumen, dir) = start_with_files();
+    each_open_syscall(&[]);
+}
+
+/// The same where exit programs cannot read saved arguments (before Linux
+/// 5.15): each open keeps an entry program, and one exit takes them all.
+#[test]
+fn without_saved_arguments_opens_keep_an_entry_program_and_report_the_same() {
+    each_open_syscall(&[("LUMEN_TEST_NO_SAVED_ARGS", "1")]);
+}
+
+fn each_open_syscall(envs: &[(&str, &str)]) {
+    let (mut lumen, dir) = start_with_files(envs);
+    if !envs.is_empty() {
+        lumen.wait_for_log("opens keep an entry program", Duration::from_secs(5));
+    }
     let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
     let (rd, wr, rw) = (libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR);
     let (creat, excl, trunc) = (libc::O_CREAT, libc::O_EXCL, libc::O_TRUNC);

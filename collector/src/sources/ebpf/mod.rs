@@ -370,7 +370,22 @@ struct Syscall {
     coverage: &'static str,
 }
 
+/// The exit program opens share where the kernel cannot give an exit
+/// program the saved arguments (`bpf_task_pt_regs`, Linux 5.15): there
+/// each open keeps its entry program.
+const OPENS_WITH_ENTRY: &str = "lumen_exit_opens";
+
 impl Syscall {
+    /// The exit program, and whether an entry program goes with it, where
+    /// exit programs can (`saved_args`) or cannot read saved arguments.
+    fn programs(&self, saved_args: bool) -> (&'static str, bool) {
+        if self.entry || saved_args {
+            (self.exit, self.entry)
+        } else {
+            (OPENS_WITH_ENTRY, true)
+        }
+    }
+
     const fn both(name: &'static str, exit: &'static str, coverage: &'static str) -> Self {
         Self {
             name,
@@ -485,17 +500,43 @@ fn attach_syscall(
         .map_err(|e| e.to_string())
 }
 
+/// Whether exit programs can read a syscall's saved arguments: the first
+/// that does loads (the helper, `bpf_task_pt_regs`, is Linux 5.15+).
+fn saved_args_readable(ebpf: &mut Ebpf) -> bool {
+    let program = "lumen_exit_openat";
+    let loaded = match ebpf
+        .program_mut(program)
+        .and_then(|p| <&mut TracePoint>::try_from(p).ok())
+    {
+        // Test hook (debug builds only): opens as on kernels before 5.15.
+        #[cfg(debug_assertions)]
+        Some(_) if std::env::var_os("LUMEN_TEST_NO_SAVED_ARGS").is_some() => {
+            Err("LUMEN_TEST_NO_SAVED_ARGS is set".to_owned())
+        }
+        Some(p) => p.load().map_err(|e| lumen_sinks::http::error_chain(&e)),
+        None => Err(format!("program {program} is not in the object")),
+    };
+    if let Err(reason) = &loaded {
+        tracing::info!(%reason, "ebpf source: exit programs cannot read a syscall's saved arguments on this kernel (bpf_task_pt_regs, Linux 5.15+): opens keep an entry program");
+    }
+    loaded.is_ok()
+}
+
 /// What is not seen for want of syscall tracepoints, by what `links` holds.
 fn unavailable(links: &handoff::Links) -> Vec<&'static str> {
     let mut unavailable = Vec::new();
     for s in SYSCALLS {
-        let exit = links.has(s.exit, &format!("sys_exit_{}", s.name));
-        let enter = !s.entry
-            || links.has(
-                &format!("lumen_enter_{}", s.name),
-                &format!("sys_enter_{}", s.name),
-            );
-        if !(exit && enter || without_modules(s.name)) {
+        // Adopted links may be either of an open's ways.
+        let attached = [true, false].into_iter().any(|saved_args| {
+            let (exit, entry) = s.programs(saved_args);
+            links.has(exit, &format!("sys_exit_{}", s.name))
+                && (!entry
+                    || links.has(
+                        &format!("lumen_enter_{}", s.name),
+                        &format!("sys_enter_{}", s.name),
+                    ))
+        });
+        if !(attached || without_modules(s.name)) {
             unavailable.push(s.coverage);
         }
     }
@@ -787,27 +828,24 @@ fn load_and_attach(
     if sched_maps.is_none() {
         handles.retain(|(name, _)| !name.starts_with("SCHED_"));
     }
+    let saved_args = saved_args_readable(&mut ebpf);
     for s in SYSCALLS {
         let syscall = s.name;
+        let (exit, entry) = s.programs(saved_args);
         // The exit first: an entry without its exit would only fill the
         // pending map.
-        let attached = attach_syscall(
-            &mut ebpf,
-            &mut links,
-            s.exit,
-            &format!("sys_exit_{syscall}"),
-        )
-        .and_then(|()| {
-            if !s.entry {
-                return Ok(());
-            }
-            attach_syscall(
-                &mut ebpf,
-                &mut links,
-                &format!("lumen_enter_{syscall}"),
-                &format!("sys_enter_{syscall}"),
-            )
-        });
+        let attached = attach_syscall(&mut ebpf, &mut links, exit, &format!("sys_exit_{syscall}"))
+            .and_then(|()| {
+                if !entry {
+                    return Ok(());
+                }
+                attach_syscall(
+                    &mut ebpf,
+                    &mut links,
+                    &format!("lumen_enter_{syscall}"),
+                    &format!("sys_enter_{syscall}"),
+                )
+            });
         if let Err(error) = attached {
             if without_modules(syscall) {
                 tracing::info!(

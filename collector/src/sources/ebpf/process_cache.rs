@@ -79,10 +79,15 @@ impl Entry {
     }
 }
 
+/// A map keyed by pids or cgroup ids, looked up several times per event
+/// (the process, then each ancestor): foldhash, seeded per process, rather
+/// than SipHash (~30 % of the lookups' time in a write-open storm).
+type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Live processes by pid, each checked against the identity asked for.
 #[derive(Debug)]
 pub struct ProcessCache {
-    entries: HashMap<u32, Entry>,
+    entries: IdMap<u32, Entry>,
     capacity: usize,
     /// Nanoseconds per clock tick (`/proc`'s start-time unit).
     tick_ns: u64,
@@ -93,7 +98,7 @@ pub struct ProcessCache {
     /// Per cgroup, the entry leader that started first: the container's
     /// entrypoint lineage. Outlives the leader (runc's init exits at once);
     /// bounded by `capacity`.
-    first_leaders: HashMap<u64, (u32, u64)>,
+    first_leaders: IdMap<u64, (u32, u64)>,
     /// Processes not cached because the cache was full.
     pub overflow: u64,
 }
@@ -107,11 +112,11 @@ const EXITS_REMEMBERED: usize = 1024;
 impl ProcessCache {
     pub fn new(capacity: usize) -> Self {
         ProcessCache {
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             capacity,
             tick_ns: 1_000_000_000 / clock_ticks().max(1),
             exited: VecDeque::new(),
-            first_leaders: HashMap::new(),
+            first_leaders: IdMap::default(),
             overflow: 0,
         }
     }

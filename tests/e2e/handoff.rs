@@ -1,7 +1,8 @@
 //! Restarts of the ebpf source with `pin_path`: the programs a stopping
 //! Lumen leaves attached record what happens until the next one adopts
 //! them; after the grace they record nothing, and the gap is reported; a
-//! successor with other settings attaches its own and reports the gap.
+//! successor with other settings attaches its own and reports the gap; of
+//! two Lumens sharing a pin_path, the second to stop detaches its own.
 //! Needs root (CI runs as root) and bpffs (Lumen mounts it).
 
 use crate::support::{component_total, is_root, read_ndjson, wait_for_events, Lumen};
@@ -134,6 +135,42 @@ fn a_restart_with_pin_path_sees_what_happened_while_no_lumen_ran() {
         evs.iter().any(|e| is_exec_of(e, pid))
     });
     stopped(&mut second);
+}
+
+/// Two Lumens given one `pin_path`: the first to stop leaves its programs
+/// there; the second cannot, says why, and detaches its own (its stop is
+/// a plain one); the next Lumen adopts the first's and reads what they
+/// recorded after both stopped.
+#[test]
+fn two_lumens_with_one_pin_path_leave_one_set_of_programs() {
+    assert!(is_root(), "the eBPF tests need root (CI runs as root)");
+    let pins = PinDir::new("two");
+    let config = pins.config("");
+    let mut first = Lumen::start(&config);
+    let mut second = Lumen::start(&config);
+    for lumen in [&mut first, &mut second] {
+        lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
+    }
+    let log = stopped(&mut first);
+    assert!(logged(&log, "programs left attached"), "{}", log.join("\n"));
+    let left = pins.links();
+    assert!(left > 40, "links pinned: {left}");
+
+    let log = stopped(&mut second);
+    assert!(
+        logged(&log, "already holds another Lumen's programs"),
+        "{}",
+        log.join("\n")
+    );
+    assert_eq!(pins.links(), left, "the second left nothing of its own");
+
+    let pid = run_marker("lumen-e2e-after-both-stopped");
+    let mut third = Lumen::start(&config);
+    wait_for_events(&third.path("ecs.ndjson"), Duration::from_secs(30), |evs| {
+        evs.iter().any(|e| is_exec_of(e, pid))
+    });
+    third.wait_for_log("adopted the programs", Duration::from_secs(5));
+    stopped(&mut third);
 }
 
 #[test]

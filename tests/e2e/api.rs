@@ -1,7 +1,9 @@
 //! `[api]` through the binary: `/health`, `/ready` and `/metrics` (parsed
 //! as the OpenMetrics text format, its counters following the events).
 
-use crate::support::{append_audit, free_port, http_client, scrape_text, wait_for_events, Lumen};
+use crate::support::{
+    append_audit, free_port, http_client, scrape_text, try_scrape_text, wait_for_events, Lumen,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -358,7 +360,13 @@ fn buffer_events_and_head_age_follow_a_stalled_sink() {
         &lumen.path("audit.log"),
         (0..5).map(|i| format!("held-{i}")),
     );
-    let scrape = || parse_openmetrics(&scrape_text(port));
+    // Empty until the API listens (a loaded machine starts it later than
+    // the audit lines are appended).
+    let scrape = || {
+        try_scrape_text(port)
+            .map(|text| parse_openmetrics(&text))
+            .unwrap_or_default()
+    };
     let events = "lumen_buffer_events{component_id=es}";
     let age = "lumen_buffer_oldest_event_age_seconds{component_id=es}";
     // One event in flight (retried), the next batch taken by the sink and

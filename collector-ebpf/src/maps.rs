@@ -2,7 +2,7 @@
 //! the small helpers over them: whether a task is in scope, how a record is
 //! submitted, how a loss is counted, where the offsets are.
 
-use crate::task::{current_task, field};
+use crate::task::{current_task, field, ns_inum};
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, gen},
     macros::map,
@@ -32,18 +32,9 @@ pub(crate) fn filtered_out(o: &KernelOffsets, by_comm: bool) -> bool {
     let Some(f) = FILTER.get(0) else { return false };
     if f.containers_only != 0 {
         // SAFETY: BTF-typed loads.
-        let mnt_ns: u32 = unsafe {
+        let mnt_ns = unsafe {
             let nsproxy: *const u8 = field(current_task(), o.task_nsproxy);
-            if nsproxy.is_null() {
-                0
-            } else {
-                let ns: *const u8 = field(nsproxy, o.nsproxy_mnt_ns);
-                if ns.is_null() {
-                    0
-                } else {
-                    field(ns, o.mnt_ns_inum)
-                }
-            }
+            ns_inum(nsproxy, o.nsproxy_mnt_ns, o.mnt_ns_inum)
         };
         if mnt_ns == f.host_mnt_ns {
             return true;

@@ -48,6 +48,24 @@ pub(crate) fn current_task() -> *const u8 {
     unsafe { gen::bpf_get_current_task_btf() as *const u8 }
 }
 
+/// The number of the namespace at `member` of `nsproxy` (BTF-typed), its
+/// `ns.inum` at `inum`; 0 when either pointer is null.
+#[inline(always)]
+pub(crate) unsafe fn ns_inum(nsproxy: *const u8, member: u32, inum: u32) -> u32 {
+    if nsproxy.is_null() {
+        return 0;
+    }
+    // SAFETY: BTF-typed loads.
+    unsafe {
+        let ns: *const u8 = field(nsproxy, member);
+        if ns.is_null() {
+            0
+        } else {
+            field(ns, inum)
+        }
+    }
+}
+
 /// When the process of `task` (BTF-typed) started: see [`process_start`].
 #[inline(always)]
 unsafe fn process_start_btf(task: *const u8, o: &KernelOffsets) -> u64 {
@@ -111,30 +129,9 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
 
         let nsproxy: *const u8 = field(task, o.task_nsproxy);
-        let ns_inum = |member: u32, inum: u32| -> u32 {
-            let ns: *const u8 = field(nsproxy, member);
-            if ns.is_null() {
-                0
-            } else {
-                field(ns, inum)
-            }
-        };
-        let null = nsproxy.is_null();
-        (*h).pid_ns = if null {
-            0
-        } else {
-            ns_inum(o.nsproxy_pid_ns, o.pid_ns_inum)
-        };
-        (*h).mnt_ns = if null {
-            0
-        } else {
-            ns_inum(o.nsproxy_mnt_ns, o.mnt_ns_inum)
-        };
-        (*h).net_ns = if null {
-            0
-        } else {
-            ns_inum(o.nsproxy_net_ns, o.net_ns_inum)
-        };
+        (*h).pid_ns = ns_inum(nsproxy, o.nsproxy_pid_ns, o.pid_ns_inum);
+        (*h).mnt_ns = ns_inum(nsproxy, o.nsproxy_mnt_ns, o.mnt_ns_inum);
+        (*h).net_ns = ns_inum(nsproxy, o.nsproxy_net_ns, o.net_ns_inum);
         (*h)._pad2 = 0;
 
         attribute(task, h, o);

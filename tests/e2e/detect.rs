@@ -63,10 +63,7 @@ fn findings(events: &[Value]) -> Vec<&Value> {
 fn a_dropped_binary_in_a_container_is_a_finding_and_an_ordinary_container_is_not() {
     assert!(is_root(), "runc and eBPF need root (CI runs as root)");
     let mut lumen = Lumen::start(KERNEL);
-    lumen.wait_for_log(
-        "every privilege, network and file tracepoint this kernel has attached",
-        Duration::from_secs(60),
-    );
+    lumen.wait_attached();
     let run = |overlay: bool, script: &str| -> String {
         let id = random_container_id();
         let name = format!("lumen-detect-{}", &id[..12]);
@@ -265,10 +262,7 @@ fn container_behaviours_raise_their_findings() {
     let helper = |name: &str| build_helper(name, helpers.path());
     let token = helpers.path().join("token");
     std::fs::write(&token, "eyJhbGciOi.test.token").unwrap();
-    lumen.wait_for_log(
-        "every privilege, network and file tracepoint this kernel has attached",
-        Duration::from_secs(60),
-    );
+    lumen.wait_attached();
     let id = random_container_id();
     let script = "/bin/webapp; /bin/escalate; /bin/memfd_exec /bin/busybox true; \
                   /bin/cat /var/run/secrets/kubernetes.io/serviceaccount/token > /dev/null; \
@@ -406,10 +400,7 @@ fn container_behaviours_raise_their_findings() {
 fn nsenter_into_the_hosts_namespaces_from_a_privileged_container_is_a_finding() {
     assert!(is_root(), "runc and eBPF need root (CI runs as root)");
     let mut lumen = Lumen::start(KERNEL);
-    lumen.wait_for_log(
-        "every privilege, network and file tracepoint this kernel has attached",
-        Duration::from_secs(60),
-    );
+    lumen.wait_attached();
     let id = random_container_id();
     let container = Container::with(
         &format!("lumen-escape-{}", &id[..12]),

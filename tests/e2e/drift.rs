@@ -15,10 +15,7 @@ use std::time::Duration;
 fn start() -> Lumen {
     assert!(is_root(), "runc and eBPF need root (CI runs as root)");
     let mut lumen = Lumen::start(KERNEL_TO_FILES);
-    lumen.wait_for_log(
-        "every privilege, network and file tracepoint this kernel has attached",
-        Duration::from_secs(60),
-    );
+    lumen.wait_attached();
     lumen
 }
 

@@ -393,10 +393,7 @@ fn main_thread_ends_first(envs: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let mut lumen = Lumen::start_with_args(dir, CONFIG, std::process::Stdio::null(), &[], envs);
     let helper = crate::support::build_helper("thread_outlives_main", lumen.dir.path());
-    lumen.wait_for_log(
-        "every privilege, network and file tracepoint this kernel has attached",
-        Duration::from_secs(60),
-    );
+    lumen.wait_attached();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let written = lumen.path("written-by-a-thread.txt");

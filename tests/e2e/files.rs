@@ -34,10 +34,7 @@ fn start_with_files(envs: &[(&str, &str)]) -> (Lumen, std::path::PathBuf) {
     assert!(is_root(), "the eBPF tests need root (CI runs as root)");
     let dir = tempfile::tempdir().unwrap();
     let mut lumen = Lumen::start_with_args(dir, CONFIG, std::process::Stdio::null(), &[], envs);
-    lumen.wait_for_log(
-        "every privilege, network and file tracepoint this kernel has attached",
-        Duration::from_secs(60),
-    );
+    lumen.wait_attached();
     let dir = lumen.dir.path().to_path_buf();
     std::fs::create_dir(dir.join("secret")).unwrap();
     std::fs::write(dir.join("secret/key"), b"k").unwrap();

@@ -118,10 +118,7 @@ fn a_restart_with_pin_path_sees_what_happened_while_no_lumen_ran() {
     assert!(!pins.0.exists(), "the adopter holds the programs, unpinned");
     // What it adopted is what it reports it can see.
     assert!(
-        logged(
-            &second.log(),
-            "every privilege, network and file tracepoint this kernel has attached"
-        ),
+        logged(&second.log(), crate::support::ALL_ATTACHED),
         "{}",
         second.log().join("\n")
     );

@@ -25,10 +25,7 @@ fn is(e: &Value, action: &str, key: &str, addr: SocketAddr) -> bool {
 fn tcp_over_ipv4_and_ipv6_refused_connects_and_udp_are_reported_with_5_tuples() {
     assert!(is_root(), "the eBPF tests need root (CI runs as root)");
     let mut lumen = Lumen::start(CONFIG);
-    lumen.wait_for_log(
-        "every privilege, network and file tracepoint this kernel has attached",
-        Duration::from_secs(60),
-    );
+    lumen.wait_attached();
 
     let mut flows = Vec::new();
     for host in ["127.0.0.1:0", "[::1]:0"] {

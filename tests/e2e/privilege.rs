@@ -67,10 +67,7 @@ fn privilege_changes_module_and_bpf_loads_and_mounts_are_reported() {
     assert!(is_root(), "the eBPF tests need root (CI runs as root)");
     let mut lumen = Lumen::start(CONFIG);
     lumen.wait_for_log("ebpf source attached", Duration::from_secs(60));
-    lumen.wait_for_log(
-        "every privilege, network and file tracepoint this kernel has attached",
-        Duration::from_secs(10),
-    );
+    lumen.wait_attached();
     let modules_supported = std::path::Path::new("/proc/modules").exists();
     if !modules_supported {
         lumen.wait_for_log(

@@ -28,6 +28,11 @@ schema = "ocsf"
 path = "{dir}/ocsf.ndjson"
 "#;
 
+/// What the ebpf source logs once every privilege, network and file
+/// tracepoint this kernel has is attached (or adopted).
+pub const ALL_ATTACHED: &str =
+    "every privilege, network and file tracepoint this kernel has attached";
+
 /// A running `lumen run`.
 pub struct Lumen {
     child: Child,
@@ -94,6 +99,11 @@ impl Lumen {
 
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the ebpf source says every syscall tracepoint is attached.
+    pub fn wait_attached(&mut self) {
+        self.wait_for_log(ALL_ATTACHED, Duration::from_secs(60));
     }
 
     /// Waits until a log line contains `needle`; panics with the log otherwise.

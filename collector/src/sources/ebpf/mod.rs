@@ -503,7 +503,9 @@ fn attach_syscall(
 /// Whether exit programs can read a syscall's saved arguments: the first
 /// that does loads (the helper, `bpf_task_pt_regs`, is Linux 5.15+).
 fn saved_args_readable(ebpf: &mut Ebpf) -> bool {
-    let program = "lumen_exit_openat";
+    let Some(program) = SYSCALLS.iter().find(|s| !s.entry).map(|s| s.exit) else {
+        return false;
+    };
     let loaded = match ebpf
         .program_mut(program)
         .and_then(|p| <&mut TracePoint>::try_from(p).ok())

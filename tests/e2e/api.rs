@@ -293,7 +293,20 @@ fn ready_flips_while_a_sink_is_down_and_back_when_it_recovers() {
             .get("lumen_component_healthy{component_id=es,component_kind=sink,component_type=elasticsearch}")
             .copied()
     };
+    let wait_arrived = |id: &str| {
+        let start = Instant::now();
+        while !es.arrivals().contains_key(id) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{id} never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Delivered before the outage (not read together with down-1 and sent
+    // in its request, as a loaded machine can).
     append("up-1");
+    wait_arrived("up-1");
     wait_ready(200);
     // Elasticsearch down: every bulk request answered 503.
     es.with(|s| {
@@ -308,14 +321,7 @@ fn ready_flips_while_a_sink_is_down_and_back_when_it_recovers() {
     es.with(|s| s.faults.clear());
     wait_ready(200);
     assert_eq!(healthy(), Some(1.0));
-    let start = Instant::now();
-    while !es.arrivals().contains_key("down-1") {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the held event never arrived"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_arrived("down-1");
     // The delivery counters and the request-latency histogram saw the outage.
     let m = parse_openmetrics(&scrape_text(port));
     let requests = m["lumen_sink_requests_total{component_id=es}"];

@@ -71,11 +71,11 @@ fn ts(w: &mut JsonWriter<'_>, key: &str, t: Timestamp) {
 fn common_head(w: &mut JsonWriter<'_>, time: Timestamp) {
     ts(w, "@timestamp", time);
     w.object("ecs");
-    w.str("version", ECS_VERSION);
+    w.lit("version", ECS_VERSION);
     w.end_object();
     w.object("agent");
-    w.str("type", "lumen");
-    w.str("version", crate::PRODUCT_VERSION);
+    w.lit("type", "lumen");
+    w.lit("version", crate::PRODUCT_VERSION);
     w.end_object();
 }
 
@@ -96,7 +96,7 @@ fn host_with(
         w.nonempty_str("name", &event.host.name);
         w.nonempty_str("architecture", &event.host.architecture);
         w.object("os");
-        w.str("type", "linux");
+        w.lit("type", "linux");
         w.nonempty_str("kernel", &event.host.kernel);
         w.end_object();
     }
@@ -119,11 +119,11 @@ pub fn dataset(event: &Event) -> &'static str {
     }
 }
 
-fn data_stream(w: &mut JsonWriter<'_>, dataset: &str) {
+fn data_stream(w: &mut JsonWriter<'_>, dataset: &'static str) {
     w.object("data_stream");
-    w.str("type", "logs");
-    w.str("dataset", dataset);
-    w.str("namespace", "default");
+    w.lit("type", "logs");
+    w.lit("dataset", dataset);
+    w.lit("namespace", "default");
     w.end_object();
 }
 
@@ -160,22 +160,22 @@ fn event_object(
     event: &Event,
     category: &str,
     etype: &str,
-    action: &str,
+    action: &'static str,
     outcome: Option<bool>,
-    dataset: &str,
+    dataset: &'static str,
 ) {
     w.object("event");
-    w.str("kind", "event");
+    w.lit("kind", "event");
     w.str_array("category", [category]);
     w.str_array("type", [etype]);
-    w.str("action", action);
+    w.lit("action", action);
     match outcome {
-        Some(true) => w.str("outcome", "success"),
-        Some(false) => w.str("outcome", "failure"),
+        Some(true) => w.lit("outcome", "success"),
+        Some(false) => w.lit("outcome", "failure"),
         None => {}
     }
-    w.str("module", "lumen");
-    w.str("dataset", dataset);
+    w.lit("module", "lumen");
+    w.lit("dataset", dataset);
     ts(w, "created", event.observed);
     w.end_object();
 }
@@ -277,7 +277,7 @@ fn lumen_process(w: &mut JsonWriter<'_>, pr: &Process, exit_signal: Option<i32>)
         w.bool("args_truncated", true);
     }
     if let Some(leader) = pr.entry_leader {
-        w.str("container_entry", leader.entry.as_str());
+        w.lit("container_entry", leader.entry.as_str());
         if leader.runtime_setup {
             w.bool("runtime_setup", true);
         }
@@ -306,17 +306,17 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
         NetworkOp::Bind => "info",
     };
     w.object("event");
-    w.str("kind", "event");
+    w.lit("kind", "event");
     w.str_array("category", ["network"]);
     if etype == "connection" {
         w.str_array("type", ["connection", "start"]);
     } else {
         w.str_array("type", [etype]);
     }
-    w.str("action", n.op.action());
-    w.str("outcome", if n.succeeded() { "success" } else { "failure" });
-    w.str("module", "lumen");
-    w.str("dataset", dataset(event));
+    w.lit("action", n.op.action());
+    w.lit("outcome", if n.succeeded() { "success" } else { "failure" });
+    w.lit("module", "lumen");
+    w.lit("dataset", dataset(event));
     ts(w, "created", event.observed);
     w.end_object();
     data_stream(w, dataset(event));
@@ -336,14 +336,14 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
         _ => w.socket_addr("server", n.local),
     }
     w.object("network");
-    w.str("type", if n.is_ipv6() { "ipv6" } else { "ipv4" });
+    w.lit("type", if n.is_ipv6() { "ipv6" } else { "ipv4" });
     if let Some(t) = n.transport() {
         w.str("transport", t);
     }
     w.str("iana_number", id.format(n.protocol));
     match n.op {
-        NetworkOp::Connect => w.str("direction", "egress"),
-        NetworkOp::Accept => w.str("direction", "ingress"),
+        NetworkOp::Connect => w.lit("direction", "egress"),
+        NetworkOp::Accept => w.lit("direction", "ingress"),
         _ => {}
     }
     w.end_object();
@@ -448,12 +448,12 @@ fn loss(w: &mut JsonWriter<'_>, event: &Event, l: &crate::event::LossReport) {
     common_head(w, event.time);
     w.str("message", &l.message());
     w.object("event");
-    w.str("kind", "pipeline_error");
+    w.lit("kind", "pipeline_error");
     w.str_array("category", ["host"]);
     w.str_array("type", ["info"]);
-    w.str("action", l.action());
-    w.str("module", "lumen");
-    w.str("dataset", "lumen.loss");
+    w.lit("action", l.action());
+    w.lit("module", "lumen");
+    w.lit("dataset", "lumen.loss");
     ts(w, "start", l.since);
     ts(w, "end", l.until);
     ts(w, "created", event.observed);
@@ -562,7 +562,7 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
                 if !target.is_empty() {
                     w.object("file");
                     w.str("path", target);
-                    w.str("type", "dir");
+                    w.lit("type", "dir");
                     w.end_object();
                 }
             }
@@ -610,7 +610,7 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
 pub(crate) fn namespace_join(w: &mut JsonWriter<'_>, ns: &crate::event::NamespaceJoin) {
     w.object("namespace");
     if let Some(k) = ns.kind {
-        w.str("type", k.as_str());
+        w.lit("type", k.as_str());
     }
     if ns.inode != 0 {
         w.u64("inode", ns.inode);
@@ -645,7 +645,7 @@ fn attribution_of(
         w.object("container");
         w.str("id", pr.s(at.container_id));
         if let Some(rt) = at.runtime {
-            w.str("runtime", rt.as_str());
+            w.lit("runtime", rt.as_str());
         }
         w.nonempty_str("name", pr.s(at.container_name));
         if !at.image.is_empty() {
@@ -658,10 +658,10 @@ fn attribution_of(
     }
     if !at.pod_uid.is_empty() {
         w.object("orchestrator");
-        w.str("type", "kubernetes");
+        w.lit("type", "kubernetes");
         w.nonempty_str("namespace", pr.s(at.namespace));
         w.object("resource");
-        w.str("type", "pod");
+        w.lit("type", "pod");
         w.nonempty_str("name", pr.s(at.pod_name));
         w.end_object();
         w.end_object();
@@ -671,7 +671,7 @@ fn attribution_of(
         w.str("uid", pr.s(at.pod_uid));
         w.nonempty_str("name", pr.s(at.pod_name));
         if let Some(q) = at.qos_class {
-            w.str("qos_class", q.as_str());
+            w.lit("qos_class", q.as_str());
         }
         w.end_object();
         if !at.container_name.is_empty() {
@@ -708,7 +708,7 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     let s = |v: Str| a.s(v);
     common_head(w, event.time);
     w.object("event");
-    w.str("kind", "event");
+    w.lit("kind", "event");
     w.str_array("category", ["api"]);
     w.array("type");
     w.elem_str(verb_event_type(s(a.verb)));
@@ -725,13 +725,13 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
         w.str("provider", kind);
     }
     match a.failed() {
-        Some(false) => w.str("outcome", "success"),
-        Some(true) => w.str("outcome", "failure"),
-        None => w.str("outcome", "unknown"),
+        Some(false) => w.lit("outcome", "success"),
+        Some(true) => w.lit("outcome", "failure"),
+        None => w.lit("outcome", "unknown"),
     }
     w.str("id", s(a.audit_id));
-    w.str("module", "kubernetes");
-    w.str("dataset", "lumen.k8s_audit");
+    w.lit("module", "kubernetes");
+    w.lit("dataset", "lumen.k8s_audit");
     if let Some(t) = a.request_received {
         ts(w, "start", t);
     }
@@ -799,7 +799,7 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     w.end_object();
 
     w.object("orchestrator");
-    w.str("type", "kubernetes");
+    w.lit("type", "kubernetes");
     if let Some(wr) = &a.wrapper {
         if let Some(cluster) = a.opt(wr.cluster) {
             w.object("cluster");
@@ -886,7 +886,7 @@ fn cloud(w: &mut JsonWriter<'_>, a: &ApiActivity, wr: &Wrapper) {
             }
             w.object("gcp");
             w.object("audit");
-            w.str("type", "type.googleapis.com/google.cloud.audit.AuditLog");
+            w.lit("type", "type.googleapis.com/google.cloud.audit.AuditLog");
             w.nonempty_str("method_name", s(wr.method));
             w.nonempty_str("resource_name", s(wr.resource_name));
             w.nonempty_str("service_name", s(wr.service));
@@ -953,7 +953,7 @@ fn kubernetes_audit(w: &mut JsonWriter<'_>, a: &ApiActivity) {
     w.object("kubernetes");
     w.object("audit");
     w.nonempty_str("apiVersion", s(a.audit_api_version));
-    w.str("kind", "Event");
+    w.lit("kind", "Event");
     w.str("auditID", s(a.audit_id));
     w.str("stage", s(a.stage));
     w.nonempty_str("level", s(a.level));
@@ -1122,12 +1122,12 @@ fn resource(w: &mut JsonWriter<'_>, event: &Event, r: &crate::event::ResourceSam
     let u = &r.usage;
     common_head(w, event.time);
     w.object("event");
-    w.str("kind", "metric");
+    w.lit("kind", "metric");
     w.str_array("category", ["host"]);
     w.str_array("type", ["info"]);
-    w.str("action", "resource_sample");
-    w.str("module", "lumen");
-    w.str("dataset", dataset(event));
+    w.lit("action", "resource_sample");
+    w.lit("module", "lumen");
+    w.lit("dataset", dataset(event));
     ts(w, "created", event.observed);
     w.u64("duration", r.interval_ns);
     w.end_object();
@@ -1178,7 +1178,7 @@ fn resource(w: &mut JsonWriter<'_>, event: &Event, r: &crate::event::ResourceSam
 /// `lumen.resources`, OCSF's `unmapped.resources`).
 pub(crate) fn resource_counters(w: &mut JsonWriter<'_>, r: &crate::event::ResourceSample) {
     if let Some(scope) = r.scope {
-        w.str("scope", scope.as_str());
+        w.lit("scope", scope.as_str());
     }
     w.str("cgroup", r.s(r.cgroup));
     w.u64("interval_ns", r.interval_ns);

@@ -24,12 +24,19 @@ impl<'a> JsonWriter<'a> {
 
     #[inline]
     fn separator(&mut self) {
-        let bit = 1u64 << (self.depth & 63);
-        if self.has_member & bit != 0 {
+        if self.first_member() {
             self.out.push(b',');
-        } else {
-            self.has_member |= bit;
         }
+    }
+
+    /// Whether the open container already has a member (a comma is due);
+    /// marks it as having one.
+    #[inline(always)]
+    fn first_member(&mut self) -> bool {
+        let bit = 1u64 << (self.depth & 63);
+        let comma = self.has_member & bit != 0;
+        self.has_member |= bit;
+        comma
     }
 
     #[inline]
@@ -84,12 +91,41 @@ impl<'a> JsonWriter<'a> {
     /// Keys are literals in the encoders' code, never input data, and need
     /// no escaping; [`JsonWriter::str_with_data_key`] is for keys that come
     /// from input.
+    ///
+    /// Written in one go (one capacity check, the key moved inline): this
+    /// runs for every member of every event.
     #[inline]
     fn member_key(&mut self, key: &str) {
-        self.separator();
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        let comma = self.first_member();
+        let key = key.as_bytes();
+        if key.len() > SHORT {
+            if comma {
+                self.out.push(b',');
+            }
+            self.out.push(b'"');
+            self.out.extend_from_slice(key);
+            self.out.extend_from_slice(b"\":");
+            return;
+        }
+        self.out.reserve(key.len() + 4);
+        let len = self.out.len();
+        // SAFETY: `key.len() + 4` bytes are reserved past `len`; at most that
+        // many are written, and `set_len` covers exactly what was written.
+        unsafe {
+            let base = self.out.as_mut_ptr();
+            let mut at = len;
+            if comma {
+                *base.add(at) = b',';
+                at += 1;
+            }
+            *base.add(at) = b'"';
+            at += 1;
+            copy_short(key.as_ptr(), base.add(at), key.len());
+            at += key.len();
+            *base.add(at) = b'"';
+            *base.add(at + 1) = b':';
+            self.out.set_len(at + 2);
+        }
     }
 
     /// A string member whose key comes from input data (escaped).
@@ -103,6 +139,30 @@ impl<'a> JsonWriter<'a> {
     pub fn str(&mut self, key: &str, value: &str) {
         self.member_key(key);
         write_escaped(self.out, value);
+    }
+
+    /// A string member joining literals of the encoder (`"<class>: <activity>"`).
+    pub fn lits(&mut self, key: &str, parts: &[&'static str]) {
+        self.member_key(key);
+        self.out.push(b'"');
+        for part in parts {
+            debug_assert!(part.bytes().all(|b| ESCAPE[b as usize] == 0));
+            put(self.out, part.as_bytes());
+        }
+        self.out.push(b'"');
+    }
+
+    /// A string member whose value is a literal of the encoder (a class
+    /// name, a type caption): nothing in it to escape, so it is copied.
+    pub fn lit(&mut self, key: &str, value: &'static str) {
+        debug_assert!(
+            value.bytes().all(|b| ESCAPE[b as usize] == 0),
+            "{value:?} needs escaping"
+        );
+        self.member_key(key);
+        self.out.push(b'"');
+        put(self.out, value.as_bytes());
+        self.out.push(b'"');
     }
 
     /// A timestamp member in RFC 3339 (nothing in it to escape).
@@ -129,13 +189,13 @@ impl<'a> JsonWriter<'a> {
     pub fn u64(&mut self, key: &str, value: u64) {
         self.member_key(key);
         let mut b = itoa::Buffer::new();
-        self.out.extend_from_slice(b.format(value).as_bytes());
+        put(self.out, b.format(value).as_bytes());
     }
 
     pub fn i64(&mut self, key: &str, value: i64) {
         self.member_key(key);
         let mut b = itoa::Buffer::new();
-        self.out.extend_from_slice(b.format(value).as_bytes());
+        put(self.out, b.format(value).as_bytes());
     }
 
     /// A number with at most four decimals (a share, a ratio); a value
@@ -183,14 +243,14 @@ impl<'a> JsonWriter<'a> {
     pub fn elem_i64(&mut self, value: i64) {
         self.separator();
         let mut b = itoa::Buffer::new();
-        self.out.extend_from_slice(b.format(value).as_bytes());
+        put(self.out, b.format(value).as_bytes());
     }
 
     /// An integer element of an array.
     pub fn elem_u64(&mut self, value: u64) {
         self.separator();
         let mut b = itoa::Buffer::new();
-        self.out.extend_from_slice(b.format(value).as_bytes());
+        put(self.out, b.format(value).as_bytes());
     }
 
     /// `"key":"a,b"` — `values` joined by `sep`, without building the joined
@@ -312,7 +372,7 @@ fn added(block: &[u8], special: u64, control: u64) -> usize {
 #[inline(always)]
 fn write_masked(out: &mut Vec<u8>, src: &[u8], masks: &[u64], extra: usize) {
     if extra == 0 {
-        out.extend_from_slice(src);
+        put(out, src);
         return;
     }
     let start = out.len();
@@ -350,17 +410,12 @@ fn unicode_escapes(block: &[u8], mut control: u64) -> usize {
 }
 
 /// The masks of a string shorter than a block: by 16-byte lanes, the last
-/// read as the string's last 16 bytes, shifted; under 16 bytes, a byte at a
-/// time (copying into a padded lane would cost more: the load could not be
-/// forwarded from the narrower stores).
+/// read as the string's last 16 bytes, shifted; under 16 bytes, see
+/// [`tiny_masks`].
 fn short_masks(src: &[u8]) -> (u64, u64) {
     let (mut special, mut control) = (0u64, 0u64);
     let Some(last) = src.last_chunk::<LANE>() else {
-        for (k, &b) in src.iter().enumerate() {
-            special |= u64::from(ESCAPE[b as usize] != 0) << k;
-            control |= u64::from(b < 0x20) << k;
-        }
-        return (special, control);
+        return tiny_masks(src);
     };
     let mut lanes = src.chunks_exact(LANE);
     let mut at = 0;
@@ -378,6 +433,50 @@ fn short_masks(src: &[u8]) -> (u64, u64) {
         control |= (c >> seen) << at;
     }
     (special, control)
+}
+
+/// [`short_masks`] under 16 bytes: one lane made of the string's first and
+/// last 8 bytes (or 4, from 4 to 7 bytes), which overlap in the middle;
+/// under 4 bytes, a byte at a time. The lane is built from two word stores
+/// and read back by the same two word loads, which the CPU forwards (a
+/// lane padded byte by byte would stall them).
+#[inline(always)]
+fn tiny_masks(src: &[u8]) -> (u64, u64) {
+    let n = src.len();
+    let half = if n >= WORD { WORD } else { 4 };
+    if n < 4 {
+        let (mut special, mut control) = (0u64, 0u64);
+        for (k, &b) in src.iter().enumerate() {
+            special |= u64::from(ESCAPE[b as usize] != 0) << k;
+            control |= u64::from(b < 0x20) << k;
+        }
+        return (special, control);
+    }
+    let (head, tail) = if half == WORD {
+        (word(&src[..WORD]), word(&src[n - WORD..]))
+    } else {
+        (
+            u64::from(half_word(&src[..4])),
+            u64::from(half_word(&src[n - 4..])),
+        )
+    };
+    let mut lane = [0u8; LANE];
+    lane[..WORD].copy_from_slice(&head.to_le_bytes());
+    lane[WORD..].copy_from_slice(&tail.to_le_bytes());
+    let (s, c) = lane_masks_of(&lane);
+    // The head's bytes are the lane's low `half` bits; the tail's sit at
+    // bit 8 and stand for the string's last `half` bytes.
+    let keep = (1u64 << half) - 1;
+    let join = |m: u64| (m & keep) | (((m >> WORD) & keep) << (n - half));
+    (join(s), join(c))
+}
+
+/// Four bytes as a little-endian word.
+#[inline(always)]
+fn half_word(bytes: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(bytes);
+    u32::from_le_bytes(w)
 }
 
 /// Bit `k` set for each byte `k` of `block` JSON must escape, and for each
@@ -457,6 +556,60 @@ fn word(bytes: &[u8]) -> u64 {
 /// byte `k`) when multiplied with a word holding only those bits.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 const GATHER: u64 = 0x0002_0408_1020_4081;
+
+/// The longest bytes [`put`] and [`JsonWriter::member_key`] move inline.
+const SHORT: usize = 2 * LANE;
+
+/// Appends `bytes`. Keys, numbers and most values are short: they are
+/// moved inline (two overlapping loads and stores) instead of through a
+/// call to `memcpy`, which cost more than the copy.
+#[inline(always)]
+fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() > SHORT {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.reserve(bytes.len());
+    let len = out.len();
+    // SAFETY: `bytes.len()` bytes are reserved past `len` and written.
+    unsafe {
+        copy_short(bytes.as_ptr(), out.as_mut_ptr().add(len), bytes.len());
+        out.set_len(len + bytes.len());
+    }
+}
+
+/// Copies `n` (at most [`SHORT`]) bytes from `src` to `dst`: the first and
+/// the last 16, 8, 4 or 1–3 bytes, overlapping in the middle.
+///
+/// # Safety
+/// `src` must be valid for `n` reads, `dst` for `n` writes; no overlap.
+#[inline(always)]
+unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
+    debug_assert!(n <= SHORT);
+    // SAFETY: every access is within the first `n` bytes of each side.
+    unsafe {
+        if n >= 16 {
+            let head = (src as *const u128).read_unaligned();
+            let tail = (src.add(n - 16) as *const u128).read_unaligned();
+            (dst as *mut u128).write_unaligned(head);
+            (dst.add(n - 16) as *mut u128).write_unaligned(tail);
+        } else if n >= 8 {
+            let head = (src as *const u64).read_unaligned();
+            let tail = (src.add(n - 8) as *const u64).read_unaligned();
+            (dst as *mut u64).write_unaligned(head);
+            (dst.add(n - 8) as *mut u64).write_unaligned(tail);
+        } else if n >= 4 {
+            let head = (src as *const u32).read_unaligned();
+            let tail = (src.add(n - 4) as *const u32).read_unaligned();
+            (dst as *mut u32).write_unaligned(head);
+            (dst.add(n - 4) as *mut u32).write_unaligned(tail);
+        } else if n > 0 {
+            *dst = *src;
+            *dst.add(n / 2) = *src.add(n / 2);
+            *dst.add(n - 1) = *src.add(n - 1);
+        }
+    }
+}
 
 /// Copies `src[from..to]` to `dst` at `j`, 16 bytes at a time (the last copy
 /// may write past the run: the caller's slack); where it ends in `dst`.
@@ -624,6 +777,71 @@ mod tests {
         assert_eq!(v["neg"], -3);
         assert_eq!(v["objs"][0]["t"], true);
         assert_eq!(v["objs"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn short_keys_values_and_numbers_of_every_length_match_serde_json() {
+        // Keys and values from empty to past two lanes, plain and with each
+        // special character at each position: the inline moves and the
+        // sub-lane masks see every length and overlap.
+        let alphabet = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(2);
+        for len in 0..=70 {
+            let base = &alphabet[..len];
+            let mut values = vec![base.to_owned()];
+            for c in ['"', '\\', '\n', '\u{1}', '\u{1f}', 'é'] {
+                for pos in 0..=len {
+                    let mut v = base.to_owned();
+                    v.insert(pos, c);
+                    values.push(v);
+                }
+            }
+            let n = (len as u64).wrapping_mul(1_000_000_007);
+            for v in values {
+                let mut buf = Vec::new();
+                let mut w = JsonWriter::new(&mut buf);
+                w.begin_object();
+                w.str(base, &v);
+                w.u64("n", n);
+                w.i64("m", -(n as i64));
+                w.end_object();
+                let expected = format!(
+                    "{{{}:{},\"n\":{n},\"m\":{}}}",
+                    serde_json::to_string(base).unwrap(),
+                    serde_json::to_string(&v).unwrap(),
+                    -(n as i64)
+                );
+                assert_eq!(String::from_utf8(buf).unwrap(), expected, "{v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn literals_are_written_like_strings() {
+        let members = [
+            ("type", "Regular File"),
+            ("empty", ""),
+            ("class_name", "File System Activity: Open"),
+        ];
+        let write = |literal: bool| {
+            let mut out = Vec::new();
+            let mut w = JsonWriter::new(&mut out);
+            w.begin_object();
+            for (k, v) in members {
+                if literal {
+                    w.lit(k, v);
+                } else {
+                    w.str(k, v);
+                }
+            }
+            w.lits("type_name", &["File System Activity", ": ", "Open"]);
+            w.end_object();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(write(true), write(false));
+        assert_eq!(
+            write(true),
+            r#"{"type":"Regular File","empty":"","class_name":"File System Activity: Open","type_name":"File System Activity: Open"}"#
+        );
     }
 
     #[test]

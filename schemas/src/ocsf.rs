@@ -64,58 +64,42 @@ fn head(
     w: &mut JsonWriter<'_>,
     class: &Class,
     activity_id: u64,
-    activity_name: &str,
+    activity_name: &'static str,
     event: &Event,
     severity: Severity,
 ) {
     w.u64("class_uid", class.uid);
-    w.str("class_name", class.name);
+    w.lit("class_name", class.name);
     w.u64("category_uid", class.category_uid);
-    w.str("category_name", class.category_name);
+    w.lit("category_name", class.category_name);
     w.u64("activity_id", activity_id);
-    w.str("activity_name", activity_name);
+    w.lit("activity_name", activity_name);
     w.u64("type_uid", class.uid * 100 + activity_id);
-    // "<class>: <activity>" on the stack: this runs for every event.
-    let mut buf = [0u8; 128];
-    let parts = [class.name.as_bytes(), b": ", activity_name.as_bytes()];
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    if len <= buf.len() {
-        let mut at = 0;
-        for p in parts {
-            buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
-        w.str(
-            "type_name",
-            std::str::from_utf8(&buf[..len]).unwrap_or(class.name),
-        );
-    } else {
-        w.str("type_name", &format!("{}: {activity_name}", class.name));
-    }
+    w.lits("type_name", &[class.name, ": ", activity_name]);
     w.i64("time", event.time.as_millis());
     w.u64("severity_id", severity.0);
-    w.str("severity", severity.1);
+    w.lit("severity", severity.1);
 }
 
 fn metadata(
     w: &mut JsonWriter<'_>,
     event: &Event,
     uid: Option<&str>,
-    log_name: &str,
+    log_name: &'static str,
     profiles: &[&str],
 ) {
     w.object("metadata");
-    w.str("version", OCSF_VERSION);
+    w.lit("version", OCSF_VERSION);
     if !profiles.is_empty() {
         w.str_array("profiles", profiles.iter().copied());
     }
     w.object("product");
-    w.str("name", PRODUCT_NAME);
-    w.str("vendor_name", PRODUCT_NAME);
-    w.str("version", PRODUCT_VERSION);
+    w.lit("name", PRODUCT_NAME);
+    w.lit("vendor_name", PRODUCT_NAME);
+    w.lit("version", PRODUCT_VERSION);
     w.end_object();
     w.opt_str("uid", uid);
-    w.str("log_name", log_name);
+    w.lit("log_name", log_name);
     w.i64("logged_time", event.observed.as_millis());
     let r = &event.redaction;
     if !r.is_empty() {
@@ -164,13 +148,13 @@ fn device(w: &mut JsonWriter<'_>, event: &Event) {
 fn device_with(w: &mut JsonWriter<'_>, event: &Event, more: impl FnOnce(&mut JsonWriter<'_>)) {
     w.object("device");
     w.u64("type_id", 1);
-    w.str("type", "Server");
+    w.lit("type", "Server");
     w.nonempty_str("hostname", &event.host.name);
     w.nonempty_str("name", &event.host.name);
     w.object("os");
-    w.str("name", "Linux");
+    w.lit("name", "Linux");
     w.u64("type_id", 200);
-    w.str("type", "Linux");
+    w.lit("type", "Linux");
     w.nonempty_str("kernel_release", &event.host.kernel);
     w.end_object();
     more(w);
@@ -195,7 +179,7 @@ fn process(w: &mut JsonWriter<'_>, event: &Event, p: &ProcessEvent) {
         INFORMATIONAL,
     );
     w.u64("status_id", 1);
-    w.str("status", "Success");
+    w.lit("status", "Success");
     let pr = &p.process;
     metadata(w, event, None, "ebpf", profiles(pr));
     device(w, event);
@@ -235,7 +219,7 @@ fn profiles(pr: &Process) -> &'static [&'static str] {
     }
 }
 
-fn file_object(w: &mut JsonWriter<'_>, path: &str, type_id: u64, type_name: &str) {
+fn file_object(w: &mut JsonWriter<'_>, path: &str, type_id: u64, type_name: &'static str) {
     w.object("file");
     w.str(
         "name",
@@ -243,7 +227,7 @@ fn file_object(w: &mut JsonWriter<'_>, path: &str, type_id: u64, type_name: &str
     );
     w.str("path", path);
     w.u64("type_id", type_id);
-    w.str("type", type_name);
+    w.lit("type", type_name);
     w.end_object();
 }
 
@@ -311,11 +295,11 @@ fn container_object(w: &mut JsonWriter<'_>, at: &crate::event::Attribution, text
     w.object("container");
     w.str("uid", s(at.container_id));
     if let Some(rt) = at.runtime {
-        w.str("runtime", rt.as_str());
+        w.lit("runtime", rt.as_str());
     }
     if !at.pod_uid.is_empty() {
         w.str("pod_uuid", s(at.pod_uid));
-        w.str("orchestrator", "kubernetes");
+        w.lit("orchestrator", "kubernetes");
     }
     w.nonempty_str("name", s(at.container_name));
     if !at.image.is_empty() {
@@ -350,7 +334,7 @@ fn unmapped_process(w: &mut JsonWriter<'_>, pr: &Process) {
     w.nonempty_str("pod_name", pr.s(at.pod_name));
     w.nonempty_str("namespace", pr.s(at.namespace));
     if let Some(q) = at.qos_class {
-        w.str("pod_qos_class", q.as_str());
+        w.lit("pod_qos_class", q.as_str());
     }
     if at.pid_ns != 0 || at.mnt_ns != 0 || at.net_ns != 0 {
         w.object("namespaces");
@@ -361,7 +345,7 @@ fn unmapped_process(w: &mut JsonWriter<'_>, pr: &Process) {
     }
     w.u64("gid", u64::from(pr.gid));
     if let Some(leader) = pr.entry_leader {
-        w.str("container_entry", leader.entry.as_str());
+        w.lit("container_entry", leader.entry.as_str());
         w.u64("entry_leader_pid", u64::from(leader.pid));
         if leader.runtime_setup {
             w.bool("runtime_setup", true);
@@ -430,15 +414,15 @@ fn network(w: &mut JsonWriter<'_>, event: &Event, n: &NetworkEvent) {
     match n.op {
         NetworkOp::Connect => {
             w.u64("direction_id", 2);
-            w.str("direction", "Outbound");
+            w.lit("direction", "Outbound");
         }
         NetworkOp::Accept => {
             w.u64("direction_id", 1);
-            w.str("direction", "Inbound");
+            w.lit("direction", "Inbound");
         }
         _ => {
             w.u64("direction_id", 0);
-            w.str("direction", "Unknown");
+            w.lit("direction", "Unknown");
         }
     }
     w.u64("protocol_num", u64::from(n.protocol));
@@ -472,7 +456,7 @@ fn file(w: &mut JsonWriter<'_>, event: &Event, f: &FileEvent) {
         INFORMATIONAL,
     );
     w.u64("status_id", 1);
-    w.str("status", "Success");
+    w.lit("status", "Success");
     let pr = &f.process;
     metadata(w, event, None, "ebpf", profiles(pr));
     device(w, event);
@@ -488,7 +472,7 @@ fn file(w: &mut JsonWriter<'_>, event: &Event, f: &FileEvent) {
     );
     w.str("path", path);
     w.u64("type_id", 1);
-    w.str("type", "Regular File");
+    w.lit("type", "Regular File");
     if let Some(uid) = f.uid {
         w.object("owner");
         w.str("uid", id.format(uid));
@@ -524,7 +508,7 @@ fn file_object_as(w: &mut JsonWriter<'_>, key: &str, path: &str) {
     );
     w.str("path", path);
     w.u64("type_id", 1);
-    w.str("type", "Regular File");
+    w.lit("type", "Regular File");
     w.end_object();
 }
 
@@ -615,7 +599,7 @@ fn finding(w: &mut JsonWriter<'_>, event: &Event, f: &crate::event::Finding) {
     w.str("uid", &rule.id);
     w.str("name", &rule.title);
     w.u64("type_id", 1);
-    w.str("type", "Rule");
+    w.lit("type", "Rule");
     w.str("category", &rule.ruleset);
     w.end_object();
     w.i64("first_seen_time", f.first_seen.as_millis());
@@ -667,10 +651,10 @@ fn finding(w: &mut JsonWriter<'_>, event: &Event, f: &crate::event::Finding) {
 fn syscall_status(w: &mut JsonWriter<'_>, succeeded: bool, result: i64) {
     if succeeded {
         w.u64("status_id", 1);
-        w.str("status", "Success");
+        w.lit("status", "Success");
     } else {
         w.u64("status_id", 2);
-        w.str("status", "Failure");
+        w.lit("status", "Failure");
         let mut detail = String::from("errno ");
         detail.push_str(itoa::Buffer::new().format(-result));
         w.str("status_detail", &detail);
@@ -775,8 +759,8 @@ fn privilege(w: &mut JsonWriter<'_>, event: &Event, p: &PrivilegeEvent) {
             let name = pr.s(p.object_name);
             w.str("name", if name.is_empty() { "(unnamed)" } else { name });
             w.u64("type_id", 99);
-            w.str("type", "BPF program");
-            w.str("system_call", "bpf");
+            w.lit("type", "BPF program");
+            w.lit("system_call", "bpf");
             w.end_object();
         }
         PrivilegeOp::Mount => {
@@ -864,15 +848,15 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     match a.failed() {
         Some(false) => {
             w.u64("status_id", 1);
-            w.str("status", "Success");
+            w.lit("status", "Success");
         }
         Some(true) => {
             w.u64("status_id", 2);
-            w.str("status", "Failure");
+            w.lit("status", "Failure");
         }
         None => {
             w.u64("status_id", 0);
-            w.str("status", "Unknown");
+            w.lit("status", "Unknown");
         }
     }
     if let Some(st) = &a.response_status {
@@ -894,7 +878,7 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     w.nonempty_str("name", s(a.user.username));
     w.nonempty_str("uid", s(a.user.uid));
     if a.user.username.is_empty() && a.user.uid.is_empty() {
-        w.str("name", "unknown");
+        w.lit("name", "unknown");
     }
     if !a.user.groups.is_empty() {
         w.array("groups");
@@ -926,7 +910,7 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
     w.object("api");
     w.str("operation", s(a.verb));
     w.object("service");
-    w.str("name", "kube-apiserver");
+    w.lit("name", "kube-apiserver");
     w.end_object();
     if let Some(o) = &a.object_ref {
         w.nonempty_str("version", s(o.api_version));
@@ -960,7 +944,7 @@ fn api(w: &mut JsonWriter<'_>, event: &Event, a: &ApiActivity) {
                 w.str_array("intermediate_ips", a.strs(rest));
             }
         }
-        None => w.str("name", "unknown"),
+        None => w.lit("name", "unknown"),
     }
     w.end_object();
 
@@ -1073,7 +1057,7 @@ fn cloud(w: &mut JsonWriter<'_>, a: &ApiActivity, wr: &crate::event::Wrapper) {
         w.object("account");
         w.str("uid", account);
         w.u64("type_id", type_id);
-        w.str("type", type_name);
+        w.lit("type", type_name);
         w.end_object();
     }
     w.end_object();

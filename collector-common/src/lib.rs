@@ -615,6 +615,11 @@ pub struct KernelOffsets {
     /// syscall entry (x86-64: `di`, `si`, `dx`, `r10`; arm64: `orig_x0`,
     /// `regs[1..4]`): an exit program reads its call's arguments there.
     pub regs_args: [u32; 4],
+    /// The kernel BTF ids of `struct file` and `struct mount` when the
+    /// programs may type pointers with the `bpf_rdonly_cast` kfunc (Linux
+    /// 6.2; the marker calls are linked to it), 0 when not.
+    pub btf_file: u32,
+    pub btf_mount: u32,
     pub _pad: u32,
 }
 
@@ -626,6 +631,12 @@ impl KernelOffsets {
         unsafe { core::mem::zeroed() }
     };
 }
+
+/// The helper number the kernel programs call for the `bpf_rdonly_cast`
+/// kfunc. No kernel has such a helper: user space rewrites each such call
+/// into the kfunc's call (or, where the kernel lacks it, into `r0 = 0` on
+/// a path the verifier knows dead) before the programs load.
+pub const KFUNC_RDONLY_CAST: u32 = 0x4c4d_0001;
 
 /// More controllers than any kernel has (`CGROUP_SUBSYS_COUNT` is 14 in
 /// Linux 6.x): a `cgroup_v1_ssid` at or over it means "no v1 controller".

@@ -5,11 +5,11 @@
 use crate::maps::{
     count_drop, filtered_out, offsets, submit_flags, EVENTS, FILE_SCRATCH, PREFIXES, SCRATCH,
 };
-use crate::path::{resolve_path, walk_path};
+use crate::path::{resolve_path, walk_fd};
 use crate::syscalls::{
     entry_program, exit_program, leave_pending, saved_args, take_pending, tp_ret,
 };
-use crate::task::{fd_file, fill_header, read_kernel};
+use crate::task::fill_header;
 use aya_ebpf::{
     helpers::gen, macros::tracepoint, maps::lpm_trie::Key, programs::TracePointContext,
 };
@@ -195,15 +195,7 @@ pub(crate) fn finish_file(ret: i64, o: &KernelOffsets, pending: &Pending) {
             (*path).tail[0] = 0;
             (*path).depth = 0;
             (*path).truncated = 0;
-            let file = fd_file(o, ret as u64);
-            if file != 0 {
-                walk_path(
-                    path,
-                    o,
-                    read_kernel(file as *const u8, o.file_f_path + o.path_dentry),
-                    read_kernel(file as *const u8, o.file_f_path + o.path_mnt),
-                );
-            }
+            walk_fd(path, o, ret as u64);
         } else {
             resolve_path(path, o, a[0], a[1]);
             if pending.op == FileOp::Rename as u32 {

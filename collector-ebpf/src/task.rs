@@ -9,7 +9,7 @@ use aya_ebpf::helpers::{
 use core::ffi::c_void;
 use lumen_common::{
     Creds, KernelOffsets, RecordHeader, RecordKind, CGROUP_LEVELS, CGROUP_NAME_MAX,
-    CGROUP_SUBSYS_MAX, CGROUP_V1_ALWAYS,
+    CGROUP_SUBSYS_MAX, CGROUP_V1_ALWAYS, KFUNC_RDONLY_CAST,
 };
 
 /// Reads a `T` at `base + offset` from kernel memory; zero when unreadable.
@@ -394,6 +394,22 @@ pub(crate) unsafe fn fd_file(o: &KernelOffsets, fd: u64) -> u64 {
         }
         let fds: u64 = field(fdt, o.fdt_fd);
         read_kernel((fds + fd * 8) as *const u8, 0)
+    }
+}
+
+/// `bpf_rdonly_cast(obj, btf_id)`, a kfunc (Linux 6.2): `obj` as an
+/// untrusted, read-only pointer to the kernel type `btf_id`, whose fields
+/// the verifier then lets the program load directly. aya cannot emit a
+/// kfunc call: the program calls a marker helper number that user space
+/// rewrites into the kfunc call before loading (`ebpf::kfuncs`).
+#[inline(always)]
+pub(crate) unsafe fn rdonly_cast(obj: u64, btf_id: u32) -> *const u8 {
+    // SAFETY: the marker call is rewritten before load; a kernel never
+    // runs it as a helper.
+    unsafe {
+        let f: unsafe extern "C" fn(u64, u32) -> *const u8 =
+            core::mem::transmute(KFUNC_RDONLY_CAST as usize);
+        f(obj, btf_id)
     }
 }
 

@@ -152,6 +152,86 @@ fn writes_sensitive_reads_renames_modes_owners_and_unlinks_are_reported_with_abs
     assert!(status.success());
 }
 
+/// The path of an opened file is walked from its `struct file`, typed
+/// with the `bpf_rdonly_cast` kfunc where the kernel has it: deep in a
+/// directory, on another mount (/dev/shm: tmpfs on devtmpfs on the root,
+/// where the typed walk hands over to probe reads at each mount's root),
+/// through a descriptor past the 64 a process starts with, relative to a
+/// directory descriptor (unlinkat), and from a child's working directory.
+#[test]
+fn paths_are_walked_from_open_files_across_mounts_and_descriptors() {
+    walked_paths(&[]);
+}
+
+/// The same as on kernels without the kfunc (before Linux 6.2): every
+/// field of the walk probe-read.
+#[test]
+fn without_the_kfunc_paths_are_probe_read_and_the_same() {
+    walked_paths(&[("LUMEN_TEST_NO_KFUNC", "1")]);
+}
+
+fn walked_paths(envs: &[(&str, &str)]) {
+    let (mut lumen, dir) = start_with_files(envs);
+    if !envs.is_empty() {
+        lumen.wait_for_log("no bpf_rdonly_cast kfunc", Duration::from_secs(5));
+    }
+    let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::create_dir_all(d("a/b/c/d")).unwrap();
+    std::fs::write(d("a/b/c/d/deep.txt"), b"x").unwrap();
+    let shm = format!("/dev/shm/lumen-e2e-{}-{}", std::process::id(), envs.len());
+    std::fs::write(&shm, b"x").unwrap();
+    std::fs::remove_file(&shm).unwrap();
+    // 70 descriptors held open: the next one is past the first 64.
+    let held: Vec<std::fs::File> = (0..70)
+        .map(|_| std::fs::File::open(d("plain.txt")).unwrap())
+        .collect();
+    let high = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(d("high-fd.txt"))
+        .unwrap();
+    use std::os::fd::AsRawFd;
+    assert!(high.as_raw_fd() >= 64, "fd {}", high.as_raw_fd());
+    drop((held, high));
+    let sub = std::fs::File::open(d("a/b")).unwrap();
+    // SAFETY: a NUL-terminated relative path and a directory descriptor.
+    let rc = unsafe { libc::unlinkat(sub.as_raw_fd(), path_arg("c/d/deep.txt").as_ptr(), 0) };
+    assert_eq!(rc, 0);
+    let status = Command::new("/bin/sh")
+        .args(["-c", "echo w > c/from-cwd.txt"])
+        .current_dir(d("a/b"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let out = lumen.path("ecs.ndjson");
+    wait_for_events(&out, Duration::from_secs(20), |evs| {
+        file_event(evs, "open", &d("a/b/c/from-cwd.txt")).is_some()
+    });
+    let events = read_ndjson(&out);
+    for (action, path) in [
+        ("open", d("a/b/c/d/deep.txt")),
+        ("open", shm.clone()),
+        ("unlink", shm.clone()),
+        ("open", d("high-fd.txt")),
+        ("unlink", d("a/b/c/d/deep.txt")),
+        ("open", d("a/b/c/from-cwd.txt")),
+    ] {
+        assert!(
+            file_event(&events, action, &path).is_some(),
+            "no {action} of {path}: {:?}",
+            events
+                .iter()
+                .filter(|e| e["event"]["dataset"] == "lumen.file")
+                .map(|e| format!("{} {}", e["event"]["action"], e["file"]["path"]))
+                .collect::<Vec<_>>()
+        );
+    }
+    let (status, _) = lumen.stop();
+    assert!(status.success());
+}
+
 /// `syscall(2)` with a C path.
 fn path_arg(path: &str) -> std::ffi::CString {
     std::ffi::CString::new(path).unwrap()

@@ -17,6 +17,7 @@ pub mod drift;
 mod handoff;
 pub mod host_ns;
 pub mod k8s_pods;
+mod kfuncs;
 pub mod offsets;
 pub mod process_cache;
 pub mod resources;
@@ -337,6 +338,8 @@ pub enum EbpfError {
     Config(String),
     #[error(transparent)]
     Handoff(#[from] handoff::HandoffError),
+    #[error(transparent)]
+    Kfunc(#[from] kfuncs::KfuncError),
 }
 
 /// The compiled kernel programs (built by build.rs).
@@ -694,6 +697,8 @@ struct Settings {
     prefixes: Vec<(String, u32)>,
     /// The scheduler programs' delay threshold, when they run.
     sched_delay_ns: Option<u64>,
+    /// The programs' object, its kfunc calls linked to this kernel.
+    object: kfuncs::Linked,
 }
 
 impl Settings {
@@ -753,7 +758,7 @@ fn load_and_attach(
     let mut ebpf = EbpfLoader::new()
         .set_max_entries("EVENTS", settings.size)
         .set_global("OFFSETS", &settings.offsets, true)
-        .load(PROGRAMS)
+        .load(settings.object.object())
         .map_err(EbpfError::Load)?;
     let map_err = |name| move |source| EbpfError::Map { name, source };
     let mut handles = Vec::new();
@@ -904,6 +909,23 @@ impl EbpfSource {
         if view.always_v1 {
             offsets.cgroup_v1_mode = lumen_common::CGROUP_V1_ALWAYS;
         }
+        let rdonly_cast = kfuncs::rdonly_cast_ids(&kernel_btf);
+        // Test hook (debug builds only): as on kernels before 6.2.
+        #[cfg(debug_assertions)]
+        let rdonly_cast = rdonly_cast.filter(|_| std::env::var_os("LUMEN_TEST_NO_KFUNC").is_none());
+        let object = kfuncs::link(PROGRAMS, rdonly_cast)?;
+        if let Some(ids) = object.ids {
+            offsets.btf_file = ids.file;
+            offsets.btf_mount = ids.mount;
+        }
+        if object.ids.is_none() {
+            tracing::info!("ebpf source: this kernel has no bpf_rdonly_cast kfunc (Linux 6.2+): the paths of files are walked with probe reads, which cost more per event");
+        } else {
+            tracing::debug!(
+                calls = object.calls,
+                "ebpf source: bpf_rdonly_cast calls linked: the paths of files are walked with typed loads"
+            );
+        }
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let prefixes = expand_prefixes(
             &config.sensitive_paths,
@@ -952,6 +974,7 @@ impl EbpfSource {
                 .collect(),
             sched_delay_ns: (config.resources.enabled && config.resources.scheduler)
                 .then(|| config.resources.findings.delay_ns()),
+            object,
         };
         let mut adopted = None;
         let mut unwatched = None;

@@ -116,6 +116,20 @@ impl KernelBtf {
     }
 }
 
+impl KernelBtf {
+    /// The BTF id of kernel function `name`, when the kernel has it.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        let id = self.types.id_of(name)?;
+        matches!(self.types.from_id(id)?, btfparse::TypeVariant::Func(_)).then_some(id)
+    }
+
+    /// The BTF id of `struct name`.
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        let id = self.types.id_of(name)?;
+        matches!(self.types.from_id(id)?, btfparse::TypeVariant::Struct(_)).then_some(id)
+    }
+}
+
 /// Resolves every offset the kernel programs use; with the id of the v1
 /// controller `v1_controller` (its `cgroup_subsys_id`, `<name>_cgrp_id`)
 /// when attribution reads one.
@@ -239,6 +253,9 @@ pub fn resolve(
         },
         cgroup_v1_mode: lumen_common::CGROUP_V1_FALLBACK,
         regs_args: syscall_arg_regs(&byte_offset)?,
+        // Set when the kfunc calls are linked: see `kfuncs::link`.
+        btf_file: 0,
+        btf_mount: 0,
         _pad: 0,
     })
 }

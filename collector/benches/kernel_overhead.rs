@@ -90,9 +90,11 @@ fn creat_write_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
 }
 
 /// storm.c `wopen`: open an existing file for writing, close: the cheapest
-/// event Lumen reports.
-fn wopen_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
-    let path = dir.join("write.txt");
+/// event Lumen reports. The file is where storm.c's is, directly in /tmp
+/// (`/tmp/storm-w-<pid>` there): the kernel walks its path a component at
+/// a time, so a deeper file costs more per open.
+fn wopen_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
+    let path = wopen_path();
     for _ in 0..n {
         drop(
             std::fs::OpenOptions::new()
@@ -102,6 +104,11 @@ fn wopen_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
         );
     }
     vec![format!("\"{}\"", path.display())]
+}
+
+/// The file the `wopen` storm opens.
+fn wopen_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/tmp/lumen-bench-wopen-{}", std::process::id()))
 }
 
 /// storm.c `connect`: loopback connections that a thread of the storm
@@ -391,7 +398,7 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     std::fs::write(dir.path().join("read.txt"), b"r").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("write.txt"), b"w").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(wopen_path(), b"w").unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("events.ndjson");
     let config = dir.path().join("lumen.toml");
     std::fs::write(&config, lumen_config(&out, true)).unwrap_or_else(|e| panic!("{e}"));
@@ -536,6 +543,7 @@ fn main() {
     if only.is_empty() || only.iter().any(|w| "restart".contains(w.as_str())) {
         restart_blindness(dir.path());
     }
+    let _ = std::fs::remove_file(wopen_path());
 }
 
 /// Marked execs across a restart.

@@ -201,9 +201,7 @@ fn process_object(
     if !parent.argv.is_empty() {
         w.str_array("args", pr.parent_args());
         w.u64("args_count", pr.parent_args().count() as u64);
-        let mut cmd = String::new();
-        crate::event::join_argv(pr.s(parent.argv), &mut cmd);
-        w.str("command_line", &cmd);
+        w.command_line("command_line", pr.s(parent.argv));
     }
     w.end_object();
     w.nonempty_str("name", pr.name());
@@ -211,9 +209,7 @@ fn process_object(
     if !pr.argv.is_empty() {
         w.str_array("args", pr.args());
         w.u64("args_count", pr.args_count() as u64);
-        let mut cmd = String::with_capacity(pr.argv.get(&pr.text).len());
-        pr.write_command_line(&mut cmd);
-        w.str("command_line", &cmd);
+        w.command_line("command_line", pr.s(pr.argv));
     }
     if let Some(exit) = exit {
         w.i64("exit_code", i64::from(exit.shell_code()));

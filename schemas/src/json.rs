@@ -152,6 +152,21 @@ impl<'a> JsonWriter<'a> {
         self.out.push(b'"');
     }
 
+    /// `"key":"a b c"` for a NUL-separated argv `a\0b\0c`: the arguments
+    /// joined with spaces, each escaped, without building the joined
+    /// string first.
+    pub fn command_line(&mut self, key: &str, argv: &str) {
+        self.member_key(key);
+        self.out.push(b'"');
+        for (i, arg) in crate::event::split_argv(argv).enumerate() {
+            if i > 0 {
+                self.out.push(b' ');
+            }
+            escape_into(self.out, arg);
+        }
+        self.out.push(b'"');
+    }
+
     /// A string member whose value is a literal of the encoder (a class
     /// name, a type caption): nothing in it to escape, so it is copied.
     pub fn lit(&mut self, key: &str, value: &'static str) {
@@ -310,8 +325,14 @@ pub fn ip_str(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &str {
 /// written. What comes next depends on the mask only, not on a byte just
 /// loaded, so escapes follow each other without waiting.
 pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
-    let src = s.as_bytes();
     out.push(b'"');
+    escape_into(out, s);
+    out.push(b'"');
+}
+
+/// [`write_escaped`] without the quotes.
+fn escape_into(out: &mut Vec<u8>, s: &str) {
+    let src = s.as_bytes();
     if src.len() < BLOCK {
         // Most values: names, ids, paths.
         let (special, control) = short_masks(src);
@@ -324,7 +345,6 @@ pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
             write_masked(out, segment, &masks, extra);
         }
     }
-    out.push(b'"');
 }
 
 const SEGMENT: usize = 2048;
@@ -812,6 +832,27 @@ mod tests {
                 );
                 assert_eq!(String::from_utf8(buf).unwrap(), expected, "{v:?}");
             }
+        }
+    }
+
+    #[test]
+    fn command_lines_are_argv_joined_with_spaces_and_escaped() {
+        for argv in [
+            "",
+            "curl",
+            "curl\0-s\0https://example.com/?q=\"x\"",
+            "sh\0-c\0echo \\ done\n\u{1}",
+            "a\0\0b",
+        ] {
+            let mut out = Vec::new();
+            let mut w = JsonWriter::new(&mut out);
+            w.begin_object();
+            w.command_line("cmd", argv);
+            w.end_object();
+            let mut joined = String::new();
+            crate::event::join_argv(argv, &mut joined);
+            let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back["cmd"], joined.as_str(), "{argv:?}");
         }
     }
 

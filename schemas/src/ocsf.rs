@@ -244,9 +244,7 @@ fn process_object(
     w.u64("tid", u64::from(pr.tid));
     w.nonempty_str("name", pr.name());
     if !pr.argv.is_empty() {
-        let mut cmd = String::with_capacity(pr.argv.get(&pr.text).len());
-        pr.write_command_line(&mut cmd);
-        w.str("cmd_line", &cmd);
+        w.command_line("cmd_line", pr.s(pr.argv));
     }
     let exe = pr.executable();
     if !exe.is_empty() {
@@ -260,9 +258,7 @@ fn process_object(
     let parent = &pr.parent;
     w.nonempty_str("name", pr.s(parent.name));
     if !parent.argv.is_empty() {
-        let mut cmd = String::new();
-        crate::event::join_argv(pr.s(parent.argv), &mut cmd);
-        w.str("cmd_line", &cmd);
+        w.command_line("cmd_line", pr.s(parent.argv));
     }
     let parent_exe = pr.s(parent.executable);
     if !parent_exe.is_empty() {

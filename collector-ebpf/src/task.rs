@@ -3,13 +3,11 @@
 //! namespaces), credentials, and the file behind a descriptor.
 
 use crate::maps::CGROUP_NAMES;
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, gen,
-};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, gen};
 use core::ffi::c_void;
 use lumen_common::{
     Creds, KernelOffsets, RecordHeader, RecordKind, CGROUP_LEVELS, CGROUP_NAME_MAX,
-    CGROUP_SUBSYS_MAX, CGROUP_V1_ALWAYS, KFUNC_RDONLY_CAST,
+    CGROUP_SUBSYS_MAX, CGROUP_V1_ALWAYS, COMM_LEN, KFUNC_RDONLY_CAST,
 };
 
 /// Reads a `T` at `base + offset` from kernel memory; zero when unreadable.
@@ -99,7 +97,6 @@ pub(crate) unsafe fn process_start(task: *const u8, o: &KernelOffsets) -> u64 {
 #[inline(always)]
 pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &KernelOffsets) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: `h` points at a record being filled; BTF-typed loads.
     unsafe {
         let task = current_task();
@@ -122,11 +119,22 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         (*h).pid = (pid_tgid >> 32) as u32;
         (*h).tid = pid_tgid as u32;
         (*h).ppid = ppid;
-        (*h).uid = uid_gid as u32;
-        (*h).gid = (uid_gid >> 32) as u32;
+        // The real ids, as `bpf_get_current_uid_gid` reads them (kuid
+        // values are the ids in the initial user namespace).
+        let cred: *const u8 = field(task, o.task_cred);
+        let (uid, gid) = if cred.is_null() {
+            (0, 0)
+        } else {
+            (field(cred, o.cred_uid), field(cred, o.cred_gid))
+        };
+        (*h).uid = uid;
+        (*h).gid = gid;
         (*h)._pad = 0;
-        (*h).cgroup_id = gen::bpf_get_current_cgroup_id();
-        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*h).cgroup_id = dfl_cgroup_id(task, o);
+        // Two word loads: the helper's copy, and the zeroing of a buffer
+        // for it, cost more.
+        let comm: [u64; 2] = [field(task, o.task_comm), field(task, o.task_comm + 8)];
+        (*h).comm = core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(comm);
 
         let nsproxy: *const u8 = field(task, o.task_nsproxy);
         (*h).pid_ns = ns_inum(nsproxy, o.nsproxy_pid_ns, o.pid_ns_inum);
@@ -135,6 +143,29 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         (*h)._pad2 = 0;
 
         attribute(task, h, o);
+    }
+}
+
+/// `bpf_get_current_cgroup_id()` for `task` (BTF-typed) in typed loads:
+/// `task->cgroups->dfl_cgrp->kn->id`, the id of its cgroup on the default
+/// hierarchy (0 when a pointer on the way is null).
+#[inline(always)]
+unsafe fn dfl_cgroup_id(task: *const u8, o: &KernelOffsets) -> u64 {
+    // SAFETY: BTF-typed loads.
+    unsafe {
+        let css_set: *const u8 = field(task, o.task_cgroups);
+        if css_set.is_null() {
+            return 0;
+        }
+        let cgroup: *const u8 = field(css_set, o.css_set_dfl_cgrp);
+        if cgroup.is_null() {
+            return 0;
+        }
+        let kn: *const u8 = field(cgroup, o.cgroup_kn);
+        if kn.is_null() {
+            return 0;
+        }
+        field(kn, o.kernfs_id)
     }
 }
 

@@ -333,6 +333,30 @@ pub struct ProcFilter {
     pub _pad: u32,
     /// Task names whose process, file and network events are dropped.
     pub comms: [[u8; COMM_LEN]; EXCLUDED_COMMS],
+    /// Bit `b` set: some path prefix in `PREFIXES` has `b` as its second
+    /// byte (all bits for a prefix shorter than that). A path whose second
+    /// byte is not set here matches no prefix: the trie is not searched.
+    pub prefix_second_bytes: [u64; 4],
+}
+
+impl ProcFilter {
+    /// The [`ProcFilter::prefix_second_bytes`] of `prefixes`.
+    pub fn second_bytes<'a>(prefixes: impl IntoIterator<Item = &'a [u8]>) -> [u64; 4] {
+        let mut bits = [0u64; 4];
+        for p in prefixes {
+            match p.get(1) {
+                Some(&b) => bits[usize::from(b >> 6)] |= 1 << (b & 63),
+                None => return [u64::MAX; 4],
+            }
+        }
+        bits
+    }
+
+    /// Whether a path whose second byte is `b` may match a prefix.
+    #[inline(always)]
+    pub fn may_match(&self, b: u8) -> bool {
+        self.prefix_second_bytes[usize::from(b >> 6)] >> (b & 63) & 1 != 0
+    }
 }
 
 /// How the programs wake the reader (the `RING` map, index 0).

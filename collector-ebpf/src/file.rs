@@ -3,7 +3,8 @@
 //! is resolved at exit.
 
 use crate::maps::{
-    count_drop, filtered_out, offsets, submit_flags, EVENTS, FILE_SCRATCH, PREFIXES, SCRATCH,
+    count_drop, filtered_out, offsets, submit_flags, EVENTS, FILE_SCRATCH, FILTER, PREFIXES,
+    SCRATCH,
 };
 use crate::path::{resolve_path, walk_fd};
 use crate::syscalls::{
@@ -118,7 +119,11 @@ pub(crate) fn file_wanted(a: [u64; 6], call: FileCall) -> Option<Pending> {
             );
             (n, (*key).bytes[0])
         };
-        if read > 1 && first == b'/' {
+        // SAFETY: the scratch key, filled above (its second byte is the
+        // NUL or beyond it when the path is one byte long: no match then).
+        let second = unsafe { (*key).bytes[1] };
+        let may_match = FILTER.get(0).is_some_and(|f| f.may_match(second));
+        if read > 1 && first == b'/' && may_match {
             // SAFETY: PrefixKey has the trie's key layout (bits, then data).
             let flags = unsafe { PREFIXES.get(&*(key as *const Key<[u8; PREFIX_MAX]>)) };
             let flags = flags.copied().unwrap_or(0);

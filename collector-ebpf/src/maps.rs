@@ -2,9 +2,9 @@
 //! the small helpers over them: whether a task is in scope, how a record is
 //! submitted, how a loss is counted, where the offsets are.
 
-use crate::task::{current_task, field, ns_inum};
+use crate::task::{comm_of, current_task, field, ns_inum};
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, gen},
+    helpers::gen,
     macros::map,
     maps::{ring_buf::RingBufEntry, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -41,7 +41,8 @@ pub(crate) fn filtered_out(o: &KernelOffsets, by_comm: bool) -> bool {
         }
     }
     if by_comm && f.comm_count > 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // SAFETY: the current task, BTF-typed.
+        let comm = unsafe { comm_of(current_task(), o) };
         for i in 0..EXCLUDED_COMMS {
             if i as u32 >= f.comm_count {
                 break;

@@ -131,10 +131,7 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         (*h).gid = gid;
         (*h)._pad = 0;
         (*h).cgroup_id = dfl_cgroup_id(task, o);
-        // Two word loads: the helper's copy, and the zeroing of a buffer
-        // for it, cost more.
-        let comm: [u64; 2] = [field(task, o.task_comm), field(task, o.task_comm + 8)];
-        (*h).comm = core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(comm);
+        (*h).comm = comm_of(task, o);
 
         let nsproxy: *const u8 = field(task, o.task_nsproxy);
         (*h).pid_ns = ns_inum(nsproxy, o.nsproxy_pid_ns, o.pid_ns_inum);
@@ -143,6 +140,17 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         (*h)._pad2 = 0;
 
         attribute(task, h, o);
+    }
+}
+
+/// The name (`comm`) of `task` (BTF-typed), as two word loads: the
+/// helper's copy, and the zeroing of a buffer for it, cost more.
+#[inline(always)]
+pub(crate) unsafe fn comm_of(task: *const u8, o: &KernelOffsets) -> [u8; COMM_LEN] {
+    // SAFETY: BTF-typed loads within `task_struct.comm`.
+    unsafe {
+        let words: [u64; 2] = [field(task, o.task_comm), field(task, o.task_comm + 8)];
+        core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(words)
     }
 }
 

@@ -154,6 +154,8 @@ pub fn proc_filter(config: &EbpfSourceConfig, host_mnt_ns: u32) -> Result<ProcFi
         comm_count: config.exclude_comms.len() as u32,
         _pad: 0,
         comms,
+        // Narrowed to the configured prefixes where the source starts.
+        prefix_second_bytes: [u64::MAX; 4],
     })
 }
 
@@ -948,7 +950,12 @@ impl EbpfSource {
                 None => 0,
             },
         };
-        let filter = proc_filter(&config, host_mnt_ns)?;
+        let mut filter = proc_filter(&config, host_mnt_ns)?;
+        filter.prefix_second_bytes = ProcFilter::second_bytes(
+            prefix_flags(&prefixes)
+                .into_iter()
+                .map(|(p, _)| p.as_bytes()),
+        );
         // Loading needs the privileges; mounting tracefs (for attaching) too,
         // but its error would hide the real reason.
         let size = config.ring_buffer_bytes;
@@ -1548,6 +1555,28 @@ mod tests {
         let mut c: EbpfSourceConfig = toml::from_str("").unwrap();
         c.exclude_comms = comms.iter().map(|s| s.to_string()).collect();
         c
+    }
+
+    #[test]
+    fn only_paths_whose_second_byte_some_prefix_has_are_looked_up() {
+        let prefixes = ["/etc/shadow", "/dev/", "/dev/shm/", "/root/.ssh/"];
+        let bits = ProcFilter::second_bytes(prefixes.iter().map(|p| p.as_bytes()));
+        let mut f = proc_filter(&config(&[]), 0).unwrap();
+        f.prefix_second_bytes = bits;
+        for path in ["/etc/passwd", "/dev/null", "/root/x", "/e"] {
+            assert!(f.may_match(path.as_bytes()[1]), "{path}");
+        }
+        for path in ["/tmp/storm-w-1", "/home/u/.ssh/id", "/", "/E"] {
+            let second = path.as_bytes().get(1).copied().unwrap_or(0);
+            assert!(!f.may_match(second), "{path}");
+        }
+        // High bytes (UTF-8) land in the upper words.
+        let utf8 = ProcFilter::second_bytes(["/é/".as_bytes()]);
+        assert_eq!(utf8.iter().map(|w| w.count_ones()).sum::<u32>(), 1);
+        assert_ne!(utf8[3], 0);
+        // A one-byte prefix ("/") matches every path: every bit is set.
+        assert_eq!(ProcFilter::second_bytes(["/".as_bytes()]), [u64::MAX; 4]);
+        assert_eq!(ProcFilter::second_bytes([]), [0; 4]);
     }
 
     #[test]

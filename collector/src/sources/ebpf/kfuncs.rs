@@ -11,8 +11,9 @@
 //! (which knows the frozen `.rodata`) never walks it.
 //!
 //! `bpf_rdonly_cast` types the `struct file` a program has found by probe
-//! reads, so that what hangs off it (the path's dentries and mount) is read
-//! with plain loads the JIT guards, instead of a helper call per field.
+//! reads, and each `struct mount` a path walk crosses, so that what hangs
+//! off them (the path's dentries and mounts) is read with plain loads the
+//! JIT guards, instead of a helper call per field.
 
 use super::offsets::KernelBtf;
 use lumen_common::KFUNC_RDONLY_CAST;

@@ -1263,28 +1263,11 @@ impl Process {
     pub fn args_count(&self) -> usize {
         self.args().count()
     }
-
-    /// argv joined with spaces (ECS `process.command_line`, OCSF `cmd_line`),
-    /// written into `out`.
-    pub fn write_command_line(&self, out: &mut String) {
-        join_argv(self.argv.get(&self.text), out);
-    }
 }
 
 /// NUL-separated arguments (none for an empty area).
 pub fn split_argv(argv: &str) -> impl Iterator<Item = &str> + Clone {
     argv.split('\0').filter(move |_| !argv.is_empty())
-}
-
-/// argv joined with spaces.
-pub fn join_argv(argv: &str, out: &mut String) {
-    out.clear();
-    for (i, a) in split_argv(argv).enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(a);
-    }
 }
 
 /// A string inside an event's text buffer: a byte range, empty when absent.

@@ -24,19 +24,12 @@ impl<'a> JsonWriter<'a> {
 
     #[inline]
     fn separator(&mut self) {
-        if self.first_member() {
-            self.out.push(b',');
-        }
-    }
-
-    /// Whether the open container already has a member (a comma is due);
-    /// marks it as having one.
-    #[inline(always)]
-    fn first_member(&mut self) -> bool {
         let bit = 1u64 << (self.depth & 63);
-        let comma = self.has_member & bit != 0;
-        self.has_member |= bit;
-        comma
+        if self.has_member & bit != 0 {
+            self.out.push(b',');
+        } else {
+            self.has_member |= bit;
+        }
     }
 
     #[inline]
@@ -91,41 +84,12 @@ impl<'a> JsonWriter<'a> {
     /// Keys are literals in the encoders' code, never input data, and need
     /// no escaping; [`JsonWriter::str_with_data_key`] is for keys that come
     /// from input.
-    ///
-    /// Written in one go (one capacity check, the key moved inline): this
-    /// runs for every member of every event.
     #[inline]
     fn member_key(&mut self, key: &str) {
-        let comma = self.first_member();
-        let key = key.as_bytes();
-        if key.len() > SHORT {
-            if comma {
-                self.out.push(b',');
-            }
-            self.out.push(b'"');
-            self.out.extend_from_slice(key);
-            self.out.extend_from_slice(b"\":");
-            return;
-        }
-        self.out.reserve(key.len() + 4);
-        let len = self.out.len();
-        // SAFETY: `key.len() + 4` bytes are reserved past `len`; at most that
-        // many are written, and `set_len` covers exactly what was written.
-        unsafe {
-            let base = self.out.as_mut_ptr();
-            let mut at = len;
-            if comma {
-                *base.add(at) = b',';
-                at += 1;
-            }
-            *base.add(at) = b'"';
-            at += 1;
-            copy_short(key.as_ptr(), base.add(at), key.len());
-            at += key.len();
-            *base.add(at) = b'"';
-            *base.add(at + 1) = b':';
-            self.out.set_len(at + 2);
-        }
+        self.separator();
+        self.out.push(b'"');
+        put(self.out, key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
     /// A string member whose key comes from input data (escaped).
@@ -141,12 +105,16 @@ impl<'a> JsonWriter<'a> {
         write_escaped(self.out, value);
     }
 
-    /// A string member joining literals of the encoder (`"<class>: <activity>"`).
+    /// A string member joining literals of the encoder (`"<class>: <activity>"`):
+    /// nothing in them to escape, so they are copied.
     pub fn lits(&mut self, key: &str, parts: &[&'static str]) {
         self.member_key(key);
         self.out.push(b'"');
         for part in parts {
-            debug_assert!(part.bytes().all(|b| ESCAPE[b as usize] == 0));
+            debug_assert!(
+                part.bytes().all(|b| ESCAPE[b as usize] == 0),
+                "{part:?} needs escaping"
+            );
             put(self.out, part.as_bytes());
         }
         self.out.push(b'"');
@@ -168,16 +136,9 @@ impl<'a> JsonWriter<'a> {
     }
 
     /// A string member whose value is a literal of the encoder (a class
-    /// name, a type caption): nothing in it to escape, so it is copied.
+    /// name, a type caption): see [`JsonWriter::lits`].
     pub fn lit(&mut self, key: &str, value: &'static str) {
-        debug_assert!(
-            value.bytes().all(|b| ESCAPE[b as usize] == 0),
-            "{value:?} needs escaping"
-        );
-        self.member_key(key);
-        self.out.push(b'"');
-        put(self.out, value.as_bytes());
-        self.out.push(b'"');
+        self.lits(key, &[value]);
     }
 
     /// A timestamp member in RFC 3339 (nothing in it to escape).
@@ -577,7 +538,7 @@ fn word(bytes: &[u8]) -> u64 {
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 const GATHER: u64 = 0x0002_0408_1020_4081;
 
-/// The longest bytes [`put`] and [`JsonWriter::member_key`] move inline.
+/// The longest bytes [`put`] moves inline.
 const SHORT: usize = 2 * LANE;
 
 /// Appends `bytes`. Keys, numbers and most values are short: they are
@@ -849,8 +810,7 @@ mod tests {
             w.begin_object();
             w.command_line("cmd", argv);
             w.end_object();
-            let mut joined = String::new();
-            crate::event::join_argv(argv, &mut joined);
+            let joined = argv.replace('\0', " ");
             let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(back["cmd"], joined.as_str(), "{argv:?}");
         }

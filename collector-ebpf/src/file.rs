@@ -198,8 +198,6 @@ pub(crate) fn finish_file(ret: i64, o: &KernelOffsets, pending: &Pending) {
         if pending.op == FileOp::Open as u32 {
             // The file that was opened: the new fd, resolved exactly.
             (*path).tail[0] = 0;
-            (*path).depth = 0;
-            (*path).truncated = 0;
             walk_fd(path, o, ret as u64);
         } else {
             resolve_path(path, o, a[0], a[1]);

@@ -160,25 +160,29 @@ fn writes_sensitive_reads_renames_modes_owners_and_unlinks_are_reported_with_abs
 /// directory descriptor (unlinkat), and from a child's working directory.
 #[test]
 fn paths_are_walked_from_open_files_across_mounts_and_descriptors() {
-    walked_paths(&[]);
+    walked_paths(
+        &[("LUMEN_LOG", "info,lumen::sources::ebpf=debug")],
+        "bpf_rdonly_cast calls linked",
+    );
 }
 
 /// The same as on kernels without the kfunc (before Linux 6.2): every
 /// field of the walk probe-read.
 #[test]
 fn without_the_kfunc_paths_are_probe_read_and_the_same() {
-    walked_paths(&[("LUMEN_TEST_NO_KFUNC", "1")]);
+    walked_paths(&[("LUMEN_TEST_NO_KFUNC", "1")], "no bpf_rdonly_cast kfunc");
 }
 
-fn walked_paths(envs: &[(&str, &str)]) {
+/// The walks, with `envs`, once Lumen has logged `how` it walks.
+fn walked_paths(envs: &[(&str, &str)], how: &str) {
     let (mut lumen, dir) = start_with_files(envs);
-    if !envs.is_empty() {
-        lumen.wait_for_log("no bpf_rdonly_cast kfunc", Duration::from_secs(5));
-    }
+    lumen.wait_for_log(how, Duration::from_secs(5));
     let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
     std::fs::create_dir_all(d("a/b/c/d")).unwrap();
     std::fs::write(d("a/b/c/d/deep.txt"), b"x").unwrap();
-    let shm = format!("/dev/shm/lumen-e2e-{}-{}", std::process::id(), envs.len());
+    // Named after Lumen's own (unique) directory: the tests run in parallel.
+    let unique = dir.file_name().unwrap().to_string_lossy();
+    let shm = format!("/dev/shm/lumen-e2e-{unique}");
     std::fs::write(&shm, b"x").unwrap();
     std::fs::remove_file(&shm).unwrap();
     // 70 descriptors held open: the next one is past the first 64.

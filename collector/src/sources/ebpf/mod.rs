@@ -131,8 +131,13 @@ impl EbpfSourceConfig {
     }
 }
 
-/// The kernel's `FILTER` entry for a config; `host_mnt_ns` from /proc/1/ns/mnt.
-pub fn proc_filter(config: &EbpfSourceConfig, host_mnt_ns: u32) -> Result<ProcFilter, EbpfError> {
+/// The kernel's `FILTER` entry for a config; `host_mnt_ns` from /proc/1/ns/mnt,
+/// `prefixes` the `PREFIXES` trie's ([`prefix_flags`]).
+pub fn proc_filter(
+    config: &EbpfSourceConfig,
+    host_mnt_ns: u32,
+    prefixes: &[(&str, u32)],
+) -> Result<ProcFilter, EbpfError> {
     if config.exclude_comms.len() > EXCLUDED_COMMS {
         return Err(EbpfError::BadComm(format!(
             "{} exclude_comms; at most {EXCLUDED_COMMS}",
@@ -154,8 +159,7 @@ pub fn proc_filter(config: &EbpfSourceConfig, host_mnt_ns: u32) -> Result<ProcFi
         comm_count: config.exclude_comms.len() as u32,
         _pad: 0,
         comms,
-        // Narrowed to the configured prefixes where the source starts.
-        prefix_second_bytes: [u64::MAX; 4],
+        prefix_second_bytes: ProcFilter::second_bytes(prefixes.iter().map(|(p, _)| p.as_bytes())),
     })
 }
 
@@ -916,17 +920,16 @@ impl EbpfSource {
         #[cfg(debug_assertions)]
         let rdonly_cast = rdonly_cast.filter(|_| std::env::var_os("LUMEN_TEST_NO_KFUNC").is_none());
         let object = kfuncs::link(PROGRAMS, rdonly_cast)?;
-        if let Some(ids) = object.ids {
-            offsets.btf_file = ids.file;
-            offsets.btf_mount = ids.mount;
-        }
-        if object.ids.is_none() {
-            tracing::info!("ebpf source: this kernel has no bpf_rdonly_cast kfunc (Linux 6.2+): the paths of files are walked with probe reads, which cost more per event");
-        } else {
-            tracing::debug!(
-                calls = object.calls,
-                "ebpf source: bpf_rdonly_cast calls linked: the paths of files are walked with typed loads"
-            );
+        match object.ids {
+            Some(ids) => {
+                offsets.btf_file = ids.file;
+                offsets.btf_mount = ids.mount;
+                tracing::debug!(
+                    calls = object.calls,
+                    "ebpf source: bpf_rdonly_cast calls linked: the paths of files are walked with typed loads"
+                );
+            }
+            None => tracing::info!("ebpf source: this kernel has no bpf_rdonly_cast kfunc (Linux 6.2+): the paths of files are walked with probe reads, which cost more per event"),
         }
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let prefixes = expand_prefixes(
@@ -950,12 +953,8 @@ impl EbpfSource {
                 None => 0,
             },
         };
-        let mut filter = proc_filter(&config, host_mnt_ns)?;
-        filter.prefix_second_bytes = ProcFilter::second_bytes(
-            prefix_flags(&prefixes)
-                .into_iter()
-                .map(|(p, _)| p.as_bytes()),
-        );
+        let flags = prefix_flags(&prefixes);
+        let filter = proc_filter(&config, host_mnt_ns, &flags)?;
         // Loading needs the privileges; mounting tracefs (for attaching) too,
         // but its error would hide the real reason.
         let size = config.ring_buffer_bytes;
@@ -975,10 +974,7 @@ impl EbpfSource {
                 },
                 _pad: 0,
             },
-            prefixes: prefix_flags(&prefixes)
-                .into_iter()
-                .map(|(p, f)| (p.to_owned(), f))
-                .collect(),
+            prefixes: flags.iter().map(|&(p, f)| (p.to_owned(), f)).collect(),
             sched_delay_ns: (config.resources.enabled && config.resources.scheduler)
                 .then(|| config.resources.findings.delay_ns()),
             object,
@@ -1559,10 +1555,8 @@ mod tests {
 
     #[test]
     fn only_paths_whose_second_byte_some_prefix_has_are_looked_up() {
-        let prefixes = ["/etc/shadow", "/dev/", "/dev/shm/", "/root/.ssh/"];
-        let bits = ProcFilter::second_bytes(prefixes.iter().map(|p| p.as_bytes()));
-        let mut f = proc_filter(&config(&[]), 0).unwrap();
-        f.prefix_second_bytes = bits;
+        let prefixes = ["/etc/shadow", "/dev/", "/dev/shm/", "/root/.ssh/"].map(|p| (p, 0));
+        let f = proc_filter(&config(&[]), 0, &prefixes).unwrap();
         for path in ["/etc/passwd", "/dev/null", "/root/x", "/e"] {
             assert!(f.may_match(path.as_bytes()[1]), "{path}");
         }
@@ -1581,15 +1575,15 @@ mod tests {
 
     #[test]
     fn proc_filter_packs_comms_and_refuses_bad_ones() {
-        let f = proc_filter(&config(&["sshd", "kubelet"]), 42).unwrap();
+        let f = proc_filter(&config(&["sshd", "kubelet"]), 42, &[]).unwrap();
         assert_eq!((f.comm_count, f.host_mnt_ns, f.containers_only), (2, 42, 0));
         assert_eq!(&f.comms[1][..8], b"kubelet\0");
-        let e = proc_filter(&config(&["a-name-longer-than-15"]), 1)
+        let e = proc_filter(&config(&["a-name-longer-than-15"]), 1, &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("1 to 15 bytes"), "{e}");
         let nine: Vec<&str> = vec!["x"; 9];
-        assert!(proc_filter(&config(&nine), 1)
+        assert!(proc_filter(&config(&nine), 1, &[])
             .unwrap_err()
             .to_string()
             .contains("at most 8"));

@@ -114,9 +114,7 @@ impl KernelBtf {
                 .collect(),
         )
     }
-}
 
-impl KernelBtf {
     /// The BTF id of kernel function `name`, when the kernel has it.
     pub fn func_id(&self, name: &str) -> Option<u32> {
         let id = self.types.id_of(name)?;

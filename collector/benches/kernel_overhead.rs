@@ -1,16 +1,20 @@
 //! Kernel overhead of the ebpf source: the storms of the shared
 //! benchmark's `storm.c` (exec, open = creat+write, wopen, connect) plus a
 //! read-only open storm (filtered in the kernel) and a syscall nothing
-//! watches, each run without Lumen and with Lumen attached, alternately,
-//! in one run; the slowdown is the ratio of the median times. Also per
-//! storm: the events Lumen delivered, how many of the storm's own events
-//! it did not deliver (lost), and its user-space CPU; how long Lumen takes
+//! watches, each run in a process of its own (this binary, `--storm`)
+//! without Lumen and with Lumen attached, alternately, in one run; the
+//! slowdown is the ratio of the median times. Also per storm: its CPU time
+//! with Lumen against without (what the programs cost it) and how long it
+//! waited for a CPU (what Lumen's user space took from it), the events
+//! Lumen delivered, how many of the storm's own events it did not deliver
+//! (lost), and Lumen's user-space CPU; how long Lumen takes
 //! from start to its first event; a context-switch storm that prices
 //! the scheduler programs per switch; and how long a restart leaves the
 //! kernel unwatched, without and with `pin_path`. Needs root. Run: `cargo bench -p
 //! lumen --bench kernel_overhead [-- word…]` (words pick storms by name);
 //! `LUMEN_BENCH_BIN=<path>` measures another lumen binary;
-//! `LUMEN_BENCH_SOURCE='key = value'` adds ebpf source settings.
+//! `LUMEN_BENCH_SOURCE='key = value'` adds ebpf source settings;
+//! `LUMEN_BENCH_ROUNDS=<n>` (default 5) sets the rounds per storm.
 
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -31,17 +35,118 @@ struct Storm {
     name: &'static str,
     ops: usize,
     /// Runs the storm; returns what every line of one of its events holds.
-    run: fn(usize, &std::path::Path) -> Vec<String>,
+    run: fn(usize, &StormFiles) -> Vec<String>,
     /// Events Lumen reports per op (0: none expected).
     events_per_op: usize,
 }
 
+/// Where the storms' files are: the bench's temporary directory, and the
+/// file `wopen` opens, directly in /tmp as storm.c's (`/tmp/storm-w-<pid>`
+/// there): the kernel walks a path a component at a time, so a deeper file
+/// costs more per open.
+struct StormFiles {
+    dir: std::path::PathBuf,
+    wopen: std::path::PathBuf,
+}
+
+/// One run of a storm, as its own process measured it.
+struct Timed {
+    /// Seconds the storm's loop took.
+    wall: f64,
+    /// CPU seconds of the storm's process and of the children it waited for.
+    cpu: f64,
+    /// Seconds the storm's main thread was runnable but waiting for a CPU.
+    wait: f64,
+    /// What every line of one of its events holds.
+    markers: Vec<String>,
+}
+
+/// Runs a storm in a process of its own, as storm.c runs: a small process
+/// started for the storm, not this one (Lumen's parent, which has been
+/// spawning processes to see Lumen's first event). Run in this process, the
+/// same loop spent as much CPU but waited longer for one: 2.3 – 2.5× against
+/// 1.9 – 2.0× for `wopen` (see docs/PERFORMANCE.md).
+fn run_storm(index: usize, storm: &Storm, files: &StormFiles) -> Timed {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let output = Command::new(exe)
+        .arg("--storm")
+        .arg(index.to_string())
+        .arg(storm.ops.to_string())
+        .arg(&files.dir)
+        .arg(&files.wopen)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("storm process: {e}"));
+    assert!(output.status.success(), "storm {} failed", storm.name);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let figures: Vec<f64> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|n| n.parse::<f64>().unwrap_or_else(|e| panic!("{n}: {e}")) / 1e9)
+        .collect();
+    assert_eq!(figures.len(), 3, "storm output: {text}");
+    Timed {
+        wall: figures[0],
+        cpu: figures[1],
+        wait: figures[2],
+        markers: lines.map(str::to_owned).collect(),
+    }
+}
+
+/// The storm process: `--storm <index> <ops> <dir> <wopen file>`; prints
+/// the loop's wall time, CPU time and run-queue wait (ns), then the markers,
+/// one per line.
+fn storm_process(args: &[String]) {
+    let arg = |i: usize| {
+        args.get(i)
+            .unwrap_or_else(|| panic!("--storm: argument {i} missing"))
+    };
+    let index: usize = arg(0).parse().unwrap_or_else(|e| panic!("index: {e}"));
+    let ops: usize = arg(1).parse().unwrap_or_else(|e| panic!("ops: {e}"));
+    let files = StormFiles {
+        dir: arg(2).into(),
+        wopen: arg(3).into(),
+    };
+    let storm = &storms()[index];
+    let (cpu, wait) = (cpu_ns(), run_delay_ns());
+    let t = Instant::now();
+    let markers = (storm.run)(ops, &files);
+    let wall = t.elapsed().as_nanos();
+    println!("{wall} {} {}", cpu_ns() - cpu, run_delay_ns() - wait);
+    for marker in markers {
+        println!("{marker}");
+    }
+}
+
+/// CPU time of this process and of the children it waited for, ns.
+fn cpu_ns() -> u64 {
+    let usage = |who| {
+        // SAFETY: a zeroed rusage for getrusage to fill.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid `who` and out pointer.
+        unsafe { libc::getrusage(who, &mut u) };
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        ns(u.ru_utime) + ns(u.ru_stime)
+    };
+    usage(libc::RUSAGE_SELF) + usage(libc::RUSAGE_CHILDREN)
+}
+
+/// How long this thread has been runnable without a CPU, ns (schedstat).
+fn run_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("/proc/thread-self/schedstat: no run delay"))
+}
+
 /// storm.c `exec`: fork, exec /bin/true, wait — with the same calls
 /// (`Command` adds a pipe, descriptor and signal set-up per spawn).
-fn exec_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
+fn exec_storm(n: usize, _files: &StormFiles) -> Vec<String> {
     for _ in 0..n {
         // SAFETY: the child only calls execl and _exit (async-signal-safe);
-        // the storm runs on the bench's only thread.
+        // the storm's process has this one thread.
         unsafe {
             let child = libc::fork();
             if child == 0 {
@@ -61,15 +166,15 @@ fn exec_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
     vec!["\"Launch\"".into(), "\"/bin/true\"".into()]
 }
 
-fn getppid_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
+fn getppid_storm(n: usize, _files: &StormFiles) -> Vec<String> {
     for _ in 0..n {
         std::hint::black_box(std::os::unix::process::parent_id());
     }
     vec![]
 }
 
-fn open_read_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
-    let path = dir.join("read.txt");
+fn open_read_storm(n: usize, files: &StormFiles) -> Vec<String> {
+    let path = files.dir.join("read.txt");
     for _ in 0..n {
         drop(std::fs::File::open(&path).map(drop));
     }
@@ -77,9 +182,9 @@ fn open_read_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
 }
 
 /// storm.c `open`: create (truncating) for writing, write 64 bytes, close.
-fn creat_write_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
+fn creat_write_storm(n: usize, files: &StormFiles) -> Vec<String> {
     use std::io::Write;
-    let path = dir.join("creat.txt");
+    let path = files.dir.join("creat.txt");
     for _ in 0..n {
         if let Ok(mut f) = std::fs::File::create(&path) {
             let _ = f.write_all(&[b'x'; 64]);
@@ -93,29 +198,24 @@ fn creat_write_storm(n: usize, dir: &std::path::Path) -> Vec<String> {
 /// event Lumen reports. The file is where storm.c's is, directly in /tmp
 /// (`/tmp/storm-w-<pid>` there): the kernel walks its path a component at
 /// a time, so a deeper file costs more per open.
-fn wopen_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
-    let path = wopen_path();
+fn wopen_storm(n: usize, files: &StormFiles) -> Vec<String> {
+    let path = &files.wopen;
     for _ in 0..n {
         drop(
             std::fs::OpenOptions::new()
                 .write(true)
-                .open(&path)
+                .open(path)
                 .map(drop),
         );
     }
     vec![format!("\"{}\"", path.display())]
 }
 
-/// The file the `wopen` storm opens.
-fn wopen_path() -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("/tmp/lumen-bench-wopen-{}", std::process::id()))
-}
-
 /// storm.c `connect`: loopback connections that a thread of the storm
 /// accepts and closes (backlog 4096 as storm.c's: a full accept queue drops
 /// SYNs, and a 1 s SYN retransmit swings the time). The client closes with
 /// RST (SO_LINGER 0) so that rounds do not run out of ports in TIME_WAIT.
-fn connect_storm(n: usize, _dir: &std::path::Path) -> Vec<String> {
+fn connect_storm(n: usize, _files: &StormFiles) -> Vec<String> {
     use std::os::fd::AsRawFd;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
     // SAFETY: re-listening a bound socket only raises its backlog.
@@ -390,19 +490,8 @@ impl Lumen {
     }
 }
 
-fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("kernel_overhead needs root (it loads eBPF programs)");
-        std::process::exit(1);
-    }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    std::fs::write(dir.path().join("read.txt"), b"r").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(wopen_path(), b"w").unwrap_or_else(|e| panic!("{e}"));
-    let out = dir.path().join("events.ndjson");
-    let config = dir.path().join("lumen.toml");
-    std::fs::write(&config, lumen_config(&out, true)).unwrap_or_else(|e| panic!("{e}"));
-    let storms = [
+fn storms() -> [Storm; 6] {
+    [
         Storm {
             name: "exec (fork+exec+wait /bin/true)",
             ops: 2_000,
@@ -439,32 +528,60 @@ fn main() {
             run: getppid_storm,
             events_per_op: 0,
         },
-    ];
-    println!("method: each round runs the storm once without Lumen and once with Lumen attached (order alternating), {ROUNDS} rounds, medians; lost = the storm's events Lumen did not deliver");
+    ]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--storm") {
+        storm_process(&args[2..]);
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("kernel_overhead needs root (it loads eBPF programs)");
+        std::process::exit(1);
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    std::fs::write(dir.path().join("read.txt"), b"r").unwrap_or_else(|e| panic!("{e}"));
+    let wopen = tempfile::Builder::new()
+        .prefix("lumen-bench-wopen-")
+        .tempfile_in("/tmp")
+        .unwrap_or_else(|e| panic!("wopen file: {e}"));
+    let files = StormFiles {
+        dir: dir.path().to_owned(),
+        wopen: wopen.path().to_owned(),
+    };
+    let out = dir.path().join("events.ndjson");
+    let config = dir.path().join("lumen.toml");
+    std::fs::write(&config, lumen_config(&out, true)).unwrap_or_else(|e| panic!("{e}"));
+    let rounds: usize = std::env::var("LUMEN_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
+    println!("method: each round runs the storm, in a process of its own, once without Lumen and once with Lumen attached (order alternating), {rounds} rounds, medians; storm CPU = the storm's CPU time with Lumen against without; waiting = the storm's time runnable without a CPU, with Lumen; lost = the storm's events Lumen did not deliver");
     println!();
-    println!("| storm | ops | without Lumen | with Lumen | slowdown | events delivered/s | lost | Lumen CPU at 100k events/s |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| storm | ops | without Lumen | with Lumen | slowdown | storm CPU | waiting | events delivered/s | lost | Lumen CPU at 100k events/s |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     // `cargo bench --bench kernel_overhead -- connect`: only storms whose
     // name contains one of the words given (cargo adds `--bench` itself).
-    let only: Vec<String> = std::env::args()
+    let only: Vec<String> = args
+        .iter()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
+        .cloned()
         .collect();
     let mut attach_times = vec![];
-    for storm in storms
+    for (index, storm) in storms()
         .iter()
-        .filter(|s| only.is_empty() || only.iter().any(|w| s.name.contains(w.as_str())))
+        .enumerate()
+        .filter(|(_, s)| only.is_empty() || only.iter().any(|w| s.name.contains(w.as_str())))
     {
         let (mut without, mut with, mut rates, mut cpu_per_100k, mut lost) =
             (vec![], vec![], vec![], vec![], vec![]);
-        for round in 0..ROUNDS {
-            let baseline = || {
-                let t = Instant::now();
-                (storm.run)(storm.ops, dir.path());
-                t.elapsed().as_secs_f64()
-            };
+        for round in 0..rounds {
             if round % 2 == 0 {
-                without.push(baseline());
+                without.push(run_storm(index, storm, &files));
             }
             let (lumen, attach) = Lumen::start_timed(&config, &out);
             attach_times.push(attach);
@@ -474,9 +591,7 @@ fn main() {
             let pid = lumen.child.id();
             let before_lines = lines(&lumen.out);
             let before_cpu = cpu_seconds(pid);
-            let t = Instant::now();
-            let markers = (storm.run)(storm.ops, dir.path());
-            let elapsed = t.elapsed().as_secs_f64();
+            let timed = run_storm(index, storm, &files);
             // Let Lumen deliver what the storm produced.
             let mut last = 0;
             loop {
@@ -490,30 +605,34 @@ fn main() {
             let delivered = last.saturating_sub(before_lines) as f64;
             let cpu = cpu_seconds(pid) - before_cpu;
             lumen.stop();
-            with.push(elapsed);
-            rates.push(delivered / elapsed);
+            rates.push(delivered / timed.wall);
             if storm.events_per_op > 0 {
                 let expected = storm.ops * storm.events_per_op;
-                lost.push(expected.saturating_sub(matching(&out, &markers)));
+                lost.push(expected.saturating_sub(matching(&out, &timed.markers)));
             }
             // CPU per event only where the storm's events are the bulk of
             // what was delivered (not for the filtered read storm).
             if delivered >= storm.ops as f64 / 2.0 {
                 // CPU-seconds per second, scaled to 100k events/s.
-                cpu_per_100k.push(cpu / elapsed * 100_000.0 / (delivered / elapsed));
+                cpu_per_100k.push(cpu / timed.wall * 100_000.0 / (delivered / timed.wall));
             }
+            with.push(timed);
             if round % 2 == 1 {
-                without.push(baseline());
+                without.push(run_storm(index, storm, &files));
             }
         }
-        let (w, l) = (median(without), median(with));
+        let of =
+            |runs: &[Timed], figure: fn(&Timed) -> f64| median(runs.iter().map(figure).collect());
+        let (w, l) = (of(&without, |t| t.wall), of(&with, |t| t.wall));
         println!(
-            "| {} | {} | {:.3} s | {:.3} s | {:.2}× | {:.0} | {} | {} |",
+            "| {} | {} | {:.3} s | {:.3} s | {:.2}× | {:.2}× | {:.1} ms | {:.0} | {} | {} |",
             storm.name,
             storm.ops,
             w,
             l,
             l / w,
+            of(&with, |t| t.cpu) / of(&without, |t| t.cpu),
+            of(&with, |t| t.wait) * 1e3,
             median(rates),
             if lost.is_empty() {
                 "–".to_owned()
@@ -543,7 +662,6 @@ fn main() {
     if only.is_empty() || only.iter().any(|w| "restart".contains(w.as_str())) {
         restart_blindness(dir.path());
     }
-    let _ = std::fs::remove_file(wopen_path());
 }
 
 /// Marked execs across a restart.

@@ -201,12 +201,7 @@ fn creat_write_storm(n: usize, files: &StormFiles) -> Vec<String> {
 fn wopen_storm(n: usize, files: &StormFiles) -> Vec<String> {
     let path = &files.wopen;
     for _ in 0..n {
-        drop(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map(drop),
-        );
+        drop(std::fs::OpenOptions::new().write(true).open(path).map(drop));
     }
     vec![format!("\"{}\"", path.display())]
 }

@@ -3,8 +3,9 @@
 //!
 //! Both sides compile this crate: the kernel programs (`no_std`, `bpfel`) and
 //! the collector (with the `user` feature, which marks the records as
-//! `aya::Pod`). Every record starts with a [`RecordHeader`] whose `kind` says
-//! which record follows, so user space can dispatch on the first bytes.
+//! `aya::Pod`). Every record starts with a `u32` [`RecordKind`]: event
+//! records with a [`RecordHeader`] (whose first field it is), the names of
+//! a cgroup with a [`CgroupNamesRecord`].
 #![no_std]
 
 /// Longest executable path the exec record carries (bytes, NUL-terminated).
@@ -20,6 +21,12 @@ pub const COMM_LEN: usize = 16;
 pub const CGROUP_LEVELS: usize = 3;
 /// Longest cgroup component carried (`cri-containerd-<64 hex>.scope` is 85).
 pub const CGROUP_NAME_MAX: usize = 128;
+/// A cgroup's path, last components, leaf first, each NUL-terminated.
+pub type CgroupNames = [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS];
+/// Marks a v1 hierarchy's cgroup id in cgroup-names keys (kernfs ids are
+/// an inode number and a generation, far from the top bit): each hierarchy
+/// numbers its own cgroups.
+pub const CGROUP_V1_KEY: u64 = 1 << 63;
 
 /// Kinds of records, the first field of every record.
 #[repr(u32)]
@@ -40,6 +47,8 @@ pub enum RecordKind {
     File = 6,
     /// The OOM killer chose a victim: [`OomRecord`].
     Oom = 7,
+    /// A cgroup's names, sent once: [`CgroupNamesRecord`].
+    CgroupNames = 8,
 }
 
 impl RecordKind {
@@ -53,6 +62,7 @@ impl RecordKind {
             5 => Some(Self::Network),
             6 => Some(Self::File),
             7 => Some(Self::Oom),
+            8 => Some(Self::CgroupNames),
             _ => None,
         }
     }
@@ -78,9 +88,11 @@ pub struct RecordHeader {
     pub uid: u32,
     /// Real group id.
     pub gid: u32,
-    /// Padding to keep `cgroup_id` 8-byte aligned.
-    pub _pad: u32,
-    /// Cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    /// 1 when `cgroup_id` is a v1 hierarchy's (the names' key is then
+    /// `cgroup_id | CGROUP_V1_KEY`), 0 when the unified hierarchy's.
+    pub cgroup_v1: u32,
+    /// Id of the cgroup the task is attributed to: on the unified hierarchy
+    /// (`bpf_get_current_cgroup_id`), or on the chosen v1 controller's.
     pub cgroup_id: u64,
     /// Task name, NUL-padded.
     pub comm: [u8; COMM_LEN],
@@ -100,10 +112,34 @@ pub struct RecordHeader {
     pub mnt_ns: u32,
     pub net_ns: u32,
     pub _pad2: u32,
-    /// The task's cgroup (default hierarchy) path, last components, leaf
-    /// first, each NUL-terminated: read in the kernel at event time, so a
-    /// container that is already gone is still attributed.
-    pub cgroup_names: [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS],
+}
+
+impl RecordHeader {
+    /// The key of the task's cgroup names ([`CgroupNamesRecord::key`]).
+    pub fn cgroup_key(&self) -> u64 {
+        if self.cgroup_v1 != 0 {
+            self.cgroup_id | CGROUP_V1_KEY
+        } else {
+            self.cgroup_id
+        }
+    }
+}
+
+/// The names of a cgroup, read in the kernel at the first event of a task
+/// in it (or the first after the kernel's cache let it go) and sent before
+/// that event: event records carry only the cgroup's id, so a container
+/// that is already gone is still attributed, and a record is 384 bytes
+/// shorter. The kernel keeps the names in its `CGROUP_NAMES` map too, by
+/// the same key, for a reader that missed this record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupNamesRecord {
+    /// [`RecordKind::CgroupNames`] as `u32`.
+    pub kind: u32,
+    pub _pad: u32,
+    /// [`RecordHeader::cgroup_key`] of the events in this cgroup.
+    pub key: u64,
+    pub names: CgroupNames,
 }
 
 /// A process image replaced by execve/execveat (sched:sched_process_exec).
@@ -181,7 +217,7 @@ pub struct OomRecord {
     /// The victim's task name.
     pub victim_comm: [u8; COMM_LEN],
     /// The victim's cgroup path, last components, leaf first.
-    pub victim_cgroup_names: [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS],
+    pub victim_cgroup_names: CgroupNames,
 }
 
 /// Privilege-relevant syscalls the kernel programs report.

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{ring_buf::RingBufEntry, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lumen_common::{
-    drop_index, FileRecord, Handoff, KernelOffsets, Pending, PrefixKey, ProcFilter, RingConfig,
-    CGROUP_LEVELS, CGROUP_NAME_MAX, EXCLUDED_COMMS, PREFIX_MAX, PREFIX_SLOTS,
+    drop_index, CgroupNames, CgroupNamesRecord, FileRecord, Handoff, KernelOffsets, Pending,
+    PrefixKey, ProcFilter, RingConfig, EXCLUDED_COMMS, PREFIX_MAX, PREFIX_SLOTS,
 };
 
 /// Records for user space; user space sizes it (`ring_buffer_bytes`).
@@ -148,12 +148,19 @@ static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 #[map]
 pub(crate) static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
 
-/// Cgroup names by cgroup id, filled by the programs on an event's first
-/// sight of its cgroup (ids are never reused, so an entry cannot go stale,
-/// only be evicted and walked again). 4096 cgroups, 1.5 MiB.
+/// Cgroup names by cgroup key (`RecordHeader::cgroup_key`), filled by the
+/// programs on an event's first sight of its cgroup, when they send the
+/// names to user space (ids are never reused, so an entry cannot go stale,
+/// only be evicted and walked and sent again); user space reads an entry
+/// here when it missed that record. 4096 cgroups, 1.5 MiB.
 #[map]
-pub(crate) static CGROUP_NAMES: LruHashMap<u64, [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS]> =
+pub(crate) static CGROUP_NAMES: LruHashMap<u64, CgroupNames> =
     LruHashMap::with_max_entries(4096, 0);
+
+/// Per-CPU scratch where a cgroup's names record is built.
+#[map]
+pub(crate) static NAMES_SCRATCH: PerCpuArray<CgroupNamesRecord> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Path prefixes, longest match first: the value says whether a path under
 /// it is excluded (nothing reported) or sensitive (reads reported). One

@@ -1,13 +1,14 @@
 //! Readers of the current task and what hangs off it: kernel and user
-//! memory, the record header (identity, credentials' ids, cgroup names,
-//! namespaces), credentials, and the file behind a descriptor.
+//! memory, the record header (identity, credentials' ids, cgroup id,
+//! namespaces) and the cgroup names it stands for, credentials, and the
+//! file behind a descriptor.
 
-use crate::maps::CGROUP_NAMES;
+use crate::maps::{submit_flags, CGROUP_NAMES, EVENTS, NAMES_SCRATCH};
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, gen};
 use core::ffi::c_void;
 use lumen_common::{
-    Creds, KernelOffsets, RecordHeader, RecordKind, CGROUP_LEVELS, CGROUP_NAME_MAX,
-    CGROUP_SUBSYS_MAX, CGROUP_V1_ALWAYS, COMM_LEN, KFUNC_RDONLY_CAST,
+    CgroupNames, Creds, KernelOffsets, RecordHeader, RecordKind, CGROUP_NAME_MAX,
+    CGROUP_SUBSYS_MAX, CGROUP_V1_ALWAYS, CGROUP_V1_KEY, COMM_LEN, KFUNC_RDONLY_CAST,
 };
 
 /// Reads a `T` at `base + offset` from kernel memory; zero when unreadable.
@@ -129,7 +130,7 @@ pub(crate) unsafe fn fill_header(h: *mut RecordHeader, kind: RecordKind, o: &Ker
         };
         (*h).uid = uid;
         (*h).gid = gid;
-        (*h)._pad = 0;
+        (*h).cgroup_v1 = 0;
         (*h).cgroup_id = dfl_cgroup_id(task, o);
         (*h).comm = comm_of(task, o);
 
@@ -177,9 +178,6 @@ unsafe fn dfl_cgroup_id(task: *const u8, o: &KernelOffsets) -> u64 {
     }
 }
 
-/// The cgroup names of a header, in 8-byte words.
-const NAMES_WORDS: usize = CGROUP_LEVELS * CGROUP_NAME_MAX / 8;
-
 /// Copies `n` words: volatile, so LLVM cannot turn the loop into a call
 /// to its byte-wise `memcpy` (which cost 6 % of a wopen storm's time).
 #[inline(always)]
@@ -193,17 +191,13 @@ pub(crate) unsafe fn copy_words(src: *const u64, dst: *mut u64, n: usize) {
 /// The root cgroup's id on the default hierarchy (kernfs numbers from 1).
 const ROOT_CGROUP_ID: u64 = 1;
 
-/// Marks a v1 hierarchy's cgroup id in [`CGROUP_NAMES`] keys (kernfs ids
-/// are an inode number and a generation, far from the top bit).
-const V1_KEY: u64 = 1 << 63;
-
-/// The header's cgroup id and names: the cgroup [`cgroup_kn_of`] picks,
-/// its names from [`CGROUP_NAMES`] when an event of that cgroup came
-/// before. A miss walks the names and stores them, so the first event of a
-/// new container is attributed like every later one (no user-space fill
-/// to wait for). On the unified hierarchy the id comes from a helper and a
-/// hit costs no probe read at all; for a task in its root, with a v1
-/// controller chosen, five (to the v1 cgroup's id).
+/// The header's cgroup id: the cgroup [`cgroup_kn_of`] picks. Its names
+/// go to user space once, in a [`lumen_common::CgroupNamesRecord`] ahead
+/// of the event, when [`CGROUP_NAMES`] does not have them yet (the first
+/// event of a new container, or the first after the map let the cgroup
+/// go); records carry only the id. On the unified hierarchy a known cgroup
+/// costs one map lookup and no probe read; for a task in its root, with a
+/// v1 controller chosen, five probe reads (to the v1 cgroup's id).
 #[inline(always)]
 unsafe fn attribute(task: *const u8, h: *mut RecordHeader, o: &KernelOffsets) {
     // SAFETY: probe reads; `h` points at a record being filled.
@@ -211,7 +205,7 @@ unsafe fn attribute(task: *const u8, h: *mut RecordHeader, o: &KernelOffsets) {
         let v1 = o.cgroup_v1_ssid < CGROUP_SUBSYS_MAX;
         let dfl_id = (*h).cgroup_id;
         let mut kn = 0;
-        let id = if v1 && (o.cgroup_v1_mode == CGROUP_V1_ALWAYS || dfl_id == ROOT_CGROUP_ID) {
+        if v1 && (o.cgroup_v1_mode == CGROUP_V1_ALWAYS || dfl_id == ROOT_CGROUP_ID) {
             let css_set: u64 = read_kernel(task, o.task_cgroups);
             kn = v1_cgroup_kn(css_set, o);
             if kn != 0 {
@@ -219,45 +213,49 @@ unsafe fn attribute(task: *const u8, h: *mut RecordHeader, o: &KernelOffsets) {
                 // hierarchy's is the root's, the same for every task).
                 (*h).cgroup_id = read_kernel(kn as *const u8, o.kernfs_id);
             }
-            // Each hierarchy numbers its own cgroups: keep v1 ids apart.
-            (*h).cgroup_id | V1_KEY
+            (*h).cgroup_v1 = 1;
+        }
+        let key = if (*h).cgroup_v1 != 0 {
+            (*h).cgroup_id | CGROUP_V1_KEY
         } else {
-            dfl_id
+            (*h).cgroup_id
         };
-        let names = core::ptr::addr_of_mut!((*h).cgroup_names);
-        if let Some(cached) = CGROUP_NAMES.get_ptr(&id) {
-            copy_words(cached as *const u64, names as *mut u64, NAMES_WORDS);
+        if CGROUP_NAMES.get_ptr(&key).is_some() {
             return;
         }
         if kn == 0 {
             kn = cgroup_kn_of(task, o).0;
         }
-        cgroup_names_from(kn, &mut *names, o);
-        if kn != 0 {
-            let _ = CGROUP_NAMES.insert(&id, &*names, 0);
+        if kn == 0 {
+            return;
         }
+        let Some(rec) = NAMES_SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        (*rec).kind = RecordKind::CgroupNames as u32;
+        (*rec)._pad = 0;
+        (*rec).key = key;
+        cgroup_names_from(kn, &mut (*rec).names, o);
+        let _ = CGROUP_NAMES.insert(&key, &(*rec).names, 0);
+        // Not counted when the ring is full: the event's own record is
+        // next and is counted if it does not fit either, and a reader that
+        // missed this one finds the names in the map.
+        let size = core::mem::size_of::<lumen_common::CgroupNamesRecord>() as u64;
+        let _ = EVENTS.output(&*rec, submit_flags(size));
     }
 }
 
 /// The last components of `task`'s cgroup path, leaf first, into `names`
 /// (the cgroup [`cgroup_kn_of`] attributes it to).
 #[inline(always)]
-pub(crate) unsafe fn cgroup_names_of(
-    task: *const u8,
-    names: &mut [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS],
-    o: &KernelOffsets,
-) {
+pub(crate) unsafe fn cgroup_names_of(task: *const u8, names: &mut CgroupNames, o: &KernelOffsets) {
     // SAFETY: probe reads only.
     unsafe { cgroup_names_from(cgroup_kn_of(task, o).0, names, o) }
 }
 
 /// The names of kernfs node `kn` and its parents, leaf first.
 #[inline(always)]
-unsafe fn cgroup_names_from(
-    mut kn: u64,
-    names: &mut [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS],
-    o: &KernelOffsets,
-) {
+unsafe fn cgroup_names_from(mut kn: u64, names: &mut CgroupNames, o: &KernelOffsets) {
     // SAFETY: probe reads only.
     unsafe {
         for slot in names.iter_mut() {

@@ -421,3 +421,61 @@ fn the_handoff_needs_no_capability_beyond_cap_bpf_and_cap_perfmon() {
     assert!(pins.links() > 40, "{first}");
     run_with_minimal_caps(&config, "adopted the programs");
 }
+
+/// A container seen before a restart: its names went to the first Lumen,
+/// once; the successor adopts the programs and finds them in the kernel's
+/// map, so the container's later events are attributed all the same.
+#[test]
+fn a_container_seen_before_a_restart_is_attributed_after_it() {
+    assert!(is_root(), "runc and eBPF need root (CI runs as root)");
+    let pins = PinDir::new("names");
+    let config = pins.config("");
+    let mut first = Lumen::start(&config);
+    first.wait_for_log("ebpf source attached", Duration::from_secs(60));
+
+    let container_id = crate::support::random_container_id();
+    let pod_uid = "5d0c9f3e-1a2b-4c3d-8e4f-a0b1c2d3e4f5";
+    let container = crate::support::Container::new(
+        &format!("lumen-e2e-{}", &container_id[..12]),
+        &format!("/kubepods/besteffort/pod{pod_uid}/{container_id}"),
+        &["/bin/sleep", "60"],
+    );
+    container.start();
+    let exec_in = |lumen: &Lumen, marker: &str| {
+        assert!(container
+            .exec(&["/bin/sh", "-c", &format!("/bin/true {marker}")])
+            .success());
+        let is_marker = |e: &serde_json::Value| {
+            e["event"]["action"] == "exec"
+                && e["process"]["args"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == marker))
+        };
+        let events = wait_for_events(&lumen.path("ecs.ndjson"), Duration::from_secs(20), |evs| {
+            evs.iter().any(is_marker)
+        });
+        events.into_iter().find(is_marker).unwrap()
+    };
+    let before = exec_in(&first, "lumen-e2e-names-before");
+    assert_eq!(
+        before["container"]["id"],
+        container_id.as_str(),
+        "{before:#}"
+    );
+    stopped(&mut first);
+
+    let mut second = Lumen::start(&config);
+    second.wait_for_log("adopted the programs", Duration::from_secs(30));
+    let after = exec_in(&second, "lumen-e2e-names-after");
+    assert_eq!(after["container"]["id"], container_id.as_str(), "{after:#}");
+    assert_eq!(after["kubernetes"]["pod"]["uid"], pod_uid);
+    assert!(
+        !logged(
+            &second.log(),
+            "names were neither sent nor in the kernel's map"
+        ),
+        "{}",
+        second.log().join("\n")
+    );
+    stopped(&mut second);
+}

@@ -1,12 +1,13 @@
 //! Turns kernel records (`lumen-common`) into canonical events.
 
-use lumen_common::{
-    Creds, ExecRecord, ExitRecord, FileOp, FileRecord, ForkRecord, NetOp, NetRecord, OomRecord,
-    PrivOp, PrivRecord, RecordHeader, RecordKind, WalkedPath, ARGV_MAX, EXE_DELETED, EXE_MEMFD,
-    EXE_TMPFS, EXE_UPPER_LAYER, PATH_COMPONENTS, PATH_MAX, SOCKADDR_MAX,
-};
+use super::cgroup_names::CgroupNameCache;
 #[cfg(test)]
-use lumen_common::{CGROUP_LEVELS, CGROUP_NAME_MAX};
+use lumen_common::{CgroupNames, CGROUP_LEVELS, CGROUP_NAME_MAX};
+use lumen_common::{
+    CgroupNamesRecord, Creds, ExecRecord, ExitRecord, FileOp, FileRecord, ForkRecord, NetOp,
+    NetRecord, OomRecord, PrivOp, PrivRecord, RecordHeader, RecordKind, WalkedPath, ARGV_MAX,
+    EXE_DELETED, EXE_MEMFD, EXE_TMPFS, EXE_UPPER_LAYER, PATH_COMPONENTS, PATH_MAX, SOCKADDR_MAX,
+};
 use lumen_schemas::event::{
     push, Attribution, Credentials, ExecFacts, ExitStatus, FileEvent, FileOperation, MountInfo,
     NamespaceJoin, NamespaceKind, NetworkEvent, NetworkOp, ParentInfo, PrivilegeEvent, PrivilegeOp,
@@ -160,7 +161,12 @@ fn user_sockaddr(raw: &[u8; SOCKADDR_MAX]) -> Option<SocketAddr> {
 }
 
 /// A process from a record header plus its strings, packed into one buffer.
-fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
+fn process_from(
+    h: &RecordHeader,
+    names: &mut CgroupNameCache,
+    executable: &[u8],
+    argv: &[u8],
+) -> Process {
     let comm = until_nul(&h.comm);
     // The argument area ends with a NUL; arguments are NUL-separated.
     let argv = argv.strip_suffix(&[0]).unwrap_or(argv);
@@ -168,7 +174,7 @@ fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
     let exe = push(&mut text, &String::from_utf8_lossy(executable));
     let name = push(&mut text, &String::from_utf8_lossy(comm));
     let args = push(&mut text, &String::from_utf8_lossy(argv));
-    let attribution = attribute(h, &mut text);
+    let attribution = attribute(h, names, &mut text);
     Process {
         pid: h.pid,
         tid: h.tid,
@@ -193,13 +199,18 @@ fn process_from(h: &RecordHeader, executable: &[u8], argv: &[u8]) -> Process {
     }
 }
 
-/// Cgroup path tail, container and pod from the record's cgroup names.
-fn attribute(h: &RecordHeader, text: &mut String) -> Attribution {
+/// Cgroup path tail, container and pod from the names of the record's
+/// cgroup (sent before it, or in the kernel's map); namespaces.
+fn attribute(h: &RecordHeader, names: &mut CgroupNameCache, text: &mut String) -> Attribution {
+    let from_names = names
+        .get(h.cgroup_key())
+        .map(|n| attribute_names(n, text))
+        .unwrap_or_default();
     Attribution {
         pid_ns: h.pid_ns,
         mnt_ns: h.mnt_ns,
         net_ns: h.net_ns,
-        ..attribute_names(&h.cgroup_names, text)
+        ..from_names
     }
 }
 
@@ -270,8 +281,18 @@ fn until_nul(bytes: &[u8]) -> &[u8] {
     &bytes[..end]
 }
 
-/// Decodes one ring-buffer record.
-pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+/// Decodes one ring-buffer record: an event, or `None` for the names of a
+/// cgroup, which go into `names` for the events that follow.
+pub fn decode(bytes: &[u8], names: &mut CgroupNameCache) -> Result<Option<Decoded>, DecodeError> {
+    if *read::<u32>(bytes)? == RecordKind::CgroupNames as u32 {
+        let r = read::<CgroupNamesRecord>(bytes)?;
+        names.insert(r.key, &r.names);
+        return Ok(None);
+    }
+    decode_event(bytes, names).map(Some)
+}
+
+fn decode_event(bytes: &[u8], names: &mut CgroupNameCache) -> Result<Decoded, DecodeError> {
     let header = read::<RecordHeader>(bytes)?;
     match RecordKind::from_u32(header.kind) {
         Some(RecordKind::Exec) => {
@@ -287,7 +308,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             } else {
                 exe.path.as_bytes()
             };
-            let mut process = process_from(&r.header, executable, &r.argv[..argv_len]);
+            let mut process = process_from(&r.header, names, executable, &r.argv[..argv_len]);
             process.args_truncated = r.argv_full_len as usize > argv_len;
             Ok(Decoded {
                 ktime_ns: r.header.ktime_ns,
@@ -305,7 +326,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 ktime_ns: r.header.ktime_ns,
                 kind: EventKind::Process(Box::new(ProcessEvent {
                     activity: ProcessActivity::Exit,
-                    process: process_from(&r.header, &[], &[]),
+                    process: process_from(&r.header, names, &[], &[]),
                     exit: Some(ExitStatus::from_wait_status(r.exit_code)),
                     exe: Default::default(),
                 })),
@@ -315,7 +336,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             let r = read::<ForkRecord>(bytes)?;
             // The child starts as a copy of the parent: same credentials,
             // comm, cgroup and namespaces; its image comes from the cache.
-            let mut process = process_from(&r.header, &[], &[]);
+            let mut process = process_from(&r.header, names, &[], &[]);
             process.ppid = r.header.pid;
             process.parent.start_time_ns = r.header.start_time_ns;
             process.pid = r.child_pid;
@@ -369,7 +390,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         Some(RecordKind::Privilege) => {
             let r = read::<PrivRecord>(bytes)?;
             let op = PrivOp::from_u32(r.op).ok_or(DecodeError::UnknownKind(header.kind))?;
-            let mut process = process_from(&r.header, &[], &[]);
+            let mut process = process_from(&r.header, names, &[], &[]);
             let text = &mut process.text;
             let mut string = |raw: &[u8]| {
                 let s = until_nul(raw);
@@ -477,7 +498,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 ktime_ns: r.header.ktime_ns,
                 kind: EventKind::Network(Box::new(NetworkEvent {
                     op,
-                    process: process_from(&r.header, &[], &[]),
+                    process: process_from(&r.header, names, &[], &[]),
                     result: r.ret,
                     protocol: r.protocol,
                     local,
@@ -495,7 +516,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 Some(FileOp::Chown) => FileOperation::Chown,
                 None => return Err(DecodeError::UnknownKind(header.kind)),
             };
-            let mut process = process_from(&r.header, &[], &[]);
+            let mut process = process_from(&r.header, names, &[], &[]);
             let path = push(&mut process.text, &assemble_path(&r.path));
             let new_path = if op == FileOperation::Rename {
                 push(&mut process.text, &assemble_path(&r.path2))
@@ -529,7 +550,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 })),
             })
         }
-        None => Err(DecodeError::UnknownKind(header.kind)),
+        Some(RecordKind::CgroupNames) | None => Err(DecodeError::UnknownKind(header.kind)),
     }
 }
 
@@ -556,7 +577,7 @@ mod tests {
             ppid: 1,
             uid: 1000,
             gid: 100,
-            _pad: 0,
+            cgroup_v1: 0,
             cgroup_id: 77,
             comm,
             start_time_ns: 9,
@@ -566,12 +587,24 @@ mod tests {
             mnt_ns: 4026531841,
             net_ns: 4026531840,
             _pad2: 0,
-            cgroup_names: cgroup(&[
-                "abababababababababababababababababababababababababababababababab",
-                "pod0f5a7c1e-1111-2222-3333-444455556666",
-                "besteffort",
-            ]),
         }
+    }
+
+    /// The names of the cgroup every test header is in (id 77).
+    fn pod_names() -> CgroupNames {
+        cgroup(&[
+            "abababababababababababababababababababababababababababababababab",
+            "pod0f5a7c1e-1111-2222-3333-444455556666",
+            "besteffort",
+        ])
+    }
+
+    /// Decodes an event record as the reader does, after the names record
+    /// of its cgroup.
+    fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let mut names = CgroupNameCache::new(None);
+        names.insert(77, &pod_names());
+        super::decode(bytes, &mut names).map(|d| d.expect("an event record"))
     }
 
     fn cgroup(leaf_first: &[&str]) -> [[u8; CGROUP_NAME_MAX]; CGROUP_LEVELS] {
@@ -582,16 +615,38 @@ mod tests {
         out
     }
 
-    #[test]
-    fn attributes_container_and_pod_from_the_cgroup_names() {
-        let r = ExitRecord {
+    fn exit_record() -> ExitRecord {
+        ExitRecord {
             header: header(RecordKind::Exit),
             exit_code: 0,
             _pad: 0,
+        }
+    }
+
+    /// The process event an exit record decodes to, with `names`.
+    fn exit_of(r: &ExitRecord, names: &mut CgroupNameCache) -> Box<ProcessEvent> {
+        match super::decode(as_bytes(r), names).unwrap() {
+            Some(Decoded {
+                kind: EventKind::Process(p),
+                ..
+            }) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn attributes_container_and_pod_from_the_cgroup_names() {
+        let mut names = CgroupNameCache::new(None);
+        let sent = CgroupNamesRecord {
+            kind: RecordKind::CgroupNames as u32,
+            _pad: 0,
+            key: 77,
+            names: pod_names(),
         };
-        let EventKind::Process(p) = decode(as_bytes(&r)).unwrap().kind else {
-            panic!()
-        };
+        assert!(super::decode(as_bytes(&sent), &mut names)
+            .unwrap()
+            .is_none());
+        let p = exit_of(&exit_record(), &mut names);
         let a = &p.process.attribution;
         let pr = &p.process;
         assert_eq!(
@@ -611,6 +666,28 @@ mod tests {
         assert_eq!(pr.start_time_ns, 9);
         assert_eq!(pr.parent.start_time_ns, 3, "the parent's identity");
         assert_eq!(pr.image_id, 0xffff_8880_1234_5000);
+    }
+
+    #[test]
+    fn a_cgroup_whose_names_were_not_sent_keeps_its_id_and_namespaces() {
+        let mut names = CgroupNameCache::new(None);
+        // The same id on a v1 hierarchy is another cgroup.
+        names.insert(77 | lumen_common::CGROUP_V1_KEY, &pod_names());
+        let r = exit_record();
+        let p = exit_of(&r, &mut names);
+        let a = &p.process.attribution;
+        assert_eq!(p.process.cgroup_id, 77);
+        assert_eq!(p.process.s(a.cgroup), "");
+        assert_eq!(p.process.s(a.container_id), "");
+        assert_eq!(a.net_ns, 4026531840);
+        assert_eq!(names.unknown, 1);
+        let mut v1 = r;
+        v1.header.cgroup_v1 = 1;
+        let p = exit_of(&v1, &mut names);
+        assert_eq!(
+            p.process.s(p.process.attribution.container_id),
+            "ab".repeat(32)
+        );
     }
 
     #[test]

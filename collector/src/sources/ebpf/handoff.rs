@@ -19,11 +19,11 @@
 
 use super::resources::sched::SchedMaps;
 use super::ring::Ring;
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as KernelMap, Map, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::trace_point::TracePointLink;
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
-use lumen_common::{drop_index, Handoff};
+use lumen_common::{drop_index, CgroupNames, Handoff};
 use lumen_sinks::http::error_chain;
 use sha2::{Digest, Sha256};
 use std::os::fd::AsFd;
@@ -144,7 +144,14 @@ pub struct Kernel {
 }
 
 /// The maps a successor takes over, by name.
-pub const HANDED_MAPS: [&str; 5] = ["EVENTS", "DROPS", "HANDOFF", "SCHED_CGROUPS", "SCHED_PAIRS"];
+pub const HANDED_MAPS: [&str; 6] = [
+    "EVENTS",
+    "DROPS",
+    "HANDOFF",
+    "SCHED_CGROUPS",
+    "SCHED_PAIRS",
+    "CGROUP_NAMES",
+];
 
 impl Kernel {
     /// `maps`: second handles ([`dup`]) on whichever of [`HANDED_MAPS`]
@@ -270,7 +277,8 @@ pub fn map_data(map: &Map) -> Option<&MapData> {
         | Map::Array(m)
         | Map::PerCpuArray(m)
         | Map::PerCpuHashMap(m)
-        | Map::PerCpuLruHashMap(m) => Some(m),
+        | Map::PerCpuLruHashMap(m)
+        | Map::LruHashMap(m) => Some(m),
         _ => None,
     }
 }
@@ -293,6 +301,9 @@ pub struct Adopted {
     pub ring: Ring,
     pub drops: PerCpuArray<MapData, u64>,
     pub sched: Option<SchedMaps>,
+    /// The kernel's cgroup names (a predecessor before they were handed
+    /// over left none).
+    pub cgroup_names: Option<KernelMap<MapData, u64, CgroupNames>>,
     /// Its handoff record as it left it.
     pub previous: Handoff,
 }
@@ -355,6 +366,15 @@ pub fn adopt(dir: &Path, identity: [u8; 32]) -> Found {
         } else {
             None
         };
+        let cgroup_names = if dir.join("map-CGROUP_NAMES").exists() {
+            handles.push(("CGROUP_NAMES", map("CGROUP_NAMES")?));
+            Some(
+                KernelMap::try_from(Map::LruHashMap(map("CGROUP_NAMES")?))
+                    .map_err(|e| err("map CGROUP_NAMES")(e.into()))?,
+            )
+        } else {
+            None
+        };
         let mut links = Links::default();
         for (name, path) in pinned_links(dir).map_err(|e| err("the directory")(e.into()))? {
             let link =
@@ -376,6 +396,7 @@ pub fn adopt(dir: &Path, identity: [u8; 32]) -> Found {
             ring,
             drops,
             sched,
+            cgroup_names,
             previous,
         })
     })();

@@ -11,6 +11,7 @@
 //! here uses tracepoints.
 
 pub mod capabilities;
+pub mod cgroup_names;
 pub mod cgroupfs;
 pub mod decode;
 pub mod drift;
@@ -25,7 +26,7 @@ mod ring;
 
 use crate::topology::fanout::Fanout;
 use crate::topology::shutdown::ShutdownSignal;
-use aya::maps::{Array, LpmTrie, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as KernelMap, LpmTrie, Map, MapData, PerCpuArray};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lumen_common::{
@@ -632,6 +633,8 @@ pub struct EbpfSource {
     sched_maps: Option<resources::sched::SchedMaps>,
     /// Whether the kernel reports OOM kills (`oom:mark_victim` attached).
     kernel_oom: bool,
+    /// The kernel's cgroup names, for records whose names record was missed.
+    cgroup_names: Option<KernelMap<MapData, u64, lumen_common::CgroupNames>>,
     /// What this node lets it see, for `/metrics`.
     capabilities: Arc<Vec<capabilities::Capability>>,
 }
@@ -735,6 +738,7 @@ struct Attached {
     ring: ring::Ring,
     drops: PerCpuArray<MapData, u64>,
     sched_maps: Option<resources::sched::SchedMaps>,
+    cgroup_names: Option<KernelMap<MapData, u64, lumen_common::CgroupNames>>,
     drops_reported: [u64; drop_index::COUNT as usize],
 }
 
@@ -884,12 +888,18 @@ fn load_and_attach(
             .ok_or(EbpfError::MissingMap("HANDOFF"))?,
     )
     .map_err(map_err("HANDOFF"))?;
+    let cgroup_names = KernelMap::try_from(
+        ebpf.take_map("CGROUP_NAMES")
+            .ok_or(EbpfError::MissingMap("CGROUP_NAMES"))?,
+    )
+    .map_err(map_err("CGROUP_NAMES"))?;
     Ok(Attached {
         kernel: handoff::Kernel::new(links, handoff_map, handles, settings.identity()),
         ebpf: Some(ebpf),
         ring,
         drops,
         sched_maps,
+        cgroup_names: Some(cgroup_names),
         drops_reported: [0; drop_index::COUNT as usize],
     })
 }
@@ -1014,6 +1024,7 @@ impl EbpfSource {
                     ring: a.ring,
                     drops: a.drops,
                     sched_maps: a.sched,
+                    cgroup_names: a.cgroup_names,
                     drops_reported: a.previous.drops_reported,
                 }
             }
@@ -1025,6 +1036,7 @@ impl EbpfSource {
             ring,
             drops,
             sched_maps,
+            cgroup_names: kernel_names,
             drops_reported,
         } = attached;
         let unavailable = unavailable(&kernel.links);
@@ -1102,6 +1114,7 @@ impl EbpfSource {
             resource_metrics: Arc::default(),
             sched_maps,
             kernel_oom,
+            cgroup_names: kernel_names,
         })
     }
 
@@ -1135,6 +1148,7 @@ impl EbpfSource {
             resource_metrics,
             sched_maps,
             kernel_oom,
+            cgroup_names: kernel_names,
             capabilities: _,
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
@@ -1181,6 +1195,7 @@ impl EbpfSource {
             pods,
             host_ns: host_ns::HostNamespaces::read(Path::new("/proc")),
             oom_findings: config.resources.enabled.then(|| resource_findings.clone()),
+            names: cgroup_names::CgroupNameCache::new(kernel_names),
         };
         let mut batch = Vec::with_capacity(256);
         if let Some(report) = unwatched {
@@ -1398,8 +1413,9 @@ fn collect(ring: &mut ring::Ring, batch: &mut Vec<Envelope>, r: &mut Reader) -> 
             break false;
         };
         records += 1;
-        match decode::decode(&item) {
-            Ok(mut d) => {
+        match decode::decode(&item, &mut r.names) {
+            Ok(None) => {}
+            Ok(Some(mut d)) => {
                 match &mut d.kind {
                     EventKind::Process(p) => {
                         if !r.cache.enrich(p) {
@@ -1466,6 +1482,8 @@ struct Reader {
     /// The resource findings, for the kernel's OOM kills (none when
     /// resource sampling is off).
     oom_findings: Option<Arc<std::sync::Mutex<resources::findings::Findings>>>,
+    /// The names of the cgroups the records name by key.
+    names: cgroup_names::CgroupNameCache,
 }
 
 /// Files written in containers remembered for drift (about 100 bytes each).

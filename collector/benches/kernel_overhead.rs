@@ -14,7 +14,8 @@
 //! lumen --bench kernel_overhead [-- word…]` (words pick storms by name);
 //! `LUMEN_BENCH_BIN=<path>` measures another lumen binary;
 //! `LUMEN_BENCH_SOURCE='key = value'` adds ebpf source settings;
-//! `LUMEN_BENCH_ROUNDS=<n>` (default 5) sets the rounds per storm.
+//! `LUMEN_BENCH_ROUNDS=<n>` (default 5) sets the rounds per storm;
+//! `LUMEN_BENCH_OUT_DIR=<dir>` puts Lumen's output there.
 
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -547,7 +548,14 @@ fn main() {
         dir: dir.path().to_owned(),
         wopen: wopen.path().to_owned(),
     };
-    let out = dir.path().join("events.ndjson");
+    // `LUMEN_BENCH_OUT_DIR=/dev/shm`: Lumen's output on another file
+    // system than the storms' files (by default both are on /tmp's).
+    let out_dir = std::env::var_os("LUMEN_BENCH_OUT_DIR")
+        .map(|d| tempfile::tempdir_in(d).unwrap_or_else(|e| panic!("LUMEN_BENCH_OUT_DIR: {e}")));
+    let out = out_dir
+        .as_ref()
+        .map_or(dir.path(), |d| d.path())
+        .join("events.ndjson");
     let config = dir.path().join("lumen.toml");
     std::fs::write(&config, lumen_config(&out, true)).unwrap_or_else(|e| panic!("{e}"));
     let rounds: usize = std::env::var("LUMEN_BENCH_ROUNDS")

@@ -116,6 +116,7 @@ pub struct RecordHeader {
 
 impl RecordHeader {
     /// The key of the task's cgroup names ([`CgroupNamesRecord::key`]).
+    #[inline(always)]
     pub fn cgroup_key(&self) -> u64 {
         if self.cgroup_v1 != 0 {
             self.cgroup_id | CGROUP_V1_KEY

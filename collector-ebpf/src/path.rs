@@ -147,10 +147,10 @@ unsafe fn component(out: *mut WalkedPath, i: usize, name: u64) {
 pub(crate) unsafe fn walk_fd(out: *mut WalkedPath, o: &KernelOffsets, fd: u64) {
     // SAFETY: see walk_path and walk_path_btf.
     unsafe {
-        (*out).depth = 0;
-        (*out).truncated = 0;
         let file = fd_file(o, fd);
         if file == 0 {
+            (*out).depth = 0;
+            (*out).truncated = 0;
             return;
         }
         // A constant of the frozen `.rodata`: the verifier walks one branch.

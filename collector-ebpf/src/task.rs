@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, gen};
 use core::ffi::c_void;
 use lumen_common::{
     CgroupNames, Creds, KernelOffsets, RecordHeader, RecordKind, CGROUP_NAME_MAX,
-    CGROUP_SUBSYS_MAX, CGROUP_V1_ALWAYS, CGROUP_V1_KEY, COMM_LEN, KFUNC_RDONLY_CAST,
+    CGROUP_SUBSYS_MAX, CGROUP_V1_ALWAYS, COMM_LEN, KFUNC_RDONLY_CAST,
 };
 
 /// Reads a `T` at `base + offset` from kernel memory; zero when unreadable.
@@ -215,11 +215,7 @@ unsafe fn attribute(task: *const u8, h: *mut RecordHeader, o: &KernelOffsets) {
             }
             (*h).cgroup_v1 = 1;
         }
-        let key = if (*h).cgroup_v1 != 0 {
-            (*h).cgroup_id | CGROUP_V1_KEY
-        } else {
-            (*h).cgroup_id
-        };
+        let key = (*h).cgroup_key();
         if CGROUP_NAMES.get_ptr(&key).is_some() {
             return;
         }

@@ -633,8 +633,8 @@ pub struct EbpfSource {
     sched_maps: Option<resources::sched::SchedMaps>,
     /// Whether the kernel reports OOM kills (`oom:mark_victim` attached).
     kernel_oom: bool,
-    /// The kernel's cgroup names, for records whose names record was missed.
-    cgroup_names: Option<KernelMap<MapData, u64, lumen_common::CgroupNames>>,
+    /// The names of the cgroups the records name by key.
+    names: cgroup_names::CgroupNameCache,
     /// What this node lets it see, for `/metrics`.
     capabilities: Arc<Vec<capabilities::Capability>>,
 }
@@ -1114,7 +1114,7 @@ impl EbpfSource {
             resource_metrics: Arc::default(),
             sched_maps,
             kernel_oom,
-            cgroup_names: kernel_names,
+            names: cgroup_names::CgroupNameCache::new(kernel_names),
         })
     }
 
@@ -1148,7 +1148,7 @@ impl EbpfSource {
             resource_metrics,
             sched_maps,
             kernel_oom,
-            cgroup_names: kernel_names,
+            names,
             capabilities: _,
         } = self;
         let interval = Duration::from_secs(config.drop_check_interval_secs.max(1));
@@ -1195,7 +1195,7 @@ impl EbpfSource {
             pods,
             host_ns: host_ns::HostNamespaces::read(Path::new("/proc")),
             oom_findings: config.resources.enabled.then(|| resource_findings.clone()),
-            names: cgroup_names::CgroupNameCache::new(kernel_names),
+            names,
         };
         let mut batch = Vec::with_capacity(256);
         if let Some(report) = unwatched {
